@@ -1,0 +1,51 @@
+//! One module per subcommand; each is a clap `Args` struct with `async fn run(self)`.
+
+mod dev;
+mod init;
+mod output;
+mod peers;
+mod run;
+mod status;
+mod swarm_key;
+
+use clap::Subcommand;
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    Init(init::Init),
+    Run(run::Run),
+    SwarmKey(swarm_key::SwarmKeyCmd),
+    Dev(dev::Dev),
+    Status(status::Status),
+    Peers(peers::Peers),
+}
+
+impl Command {
+    /// Whether the command runs a long-lived server (and so logs at `info` by default).
+    pub(crate) fn is_server(&self) -> bool {
+        matches!(self, Self::Run(_) | Self::Dev(_))
+    }
+
+    pub(crate) async fn run(self) -> anyhow::Result<()> {
+        match self {
+            Self::Init(cmd) => cmd.run(),
+            Self::Run(cmd) => cmd.run().await,
+            Self::SwarmKey(cmd) => cmd.run(),
+            Self::Dev(cmd) => cmd.run().await,
+            Self::Status(cmd) => cmd.run().await,
+            Self::Peers(cmd) => cmd.run().await,
+        }
+    }
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub(crate) async fn shutdown_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}

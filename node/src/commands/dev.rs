@@ -1,0 +1,191 @@
+//! `tau-node dev`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use futures::future::join_all;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tau_node::dev::{self, DevCloud};
+use tau_proto::client::{ClientError, ConnectOptions};
+use tau_proto::{Client, CloudProfile};
+use tokio::sync::mpsc;
+
+/// Run a local cloud of N nodes on 127.0.0.1, for development and tests.
+///
+/// Generates the cloud's swarm key and operator key in DIR (kept across runs, like each node's
+/// identity), writes DIR/cloud.yaml, starts one `tau-node run` process per node (logs in
+/// DIR/node-<i>/node.log), and prints `ready <path to cloud.yaml>` once every node is connected
+/// to every other. Runs until SIGINT or SIGTERM, then stops every node cleanly.
+#[derive(Debug, Args)]
+pub(crate) struct Dev {
+    /// How many nodes.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
+    nodes: u16,
+    /// The cloud's folder [default: a new folder under the system's temp folder].
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// How long the mesh may take to form before giving up, seconds.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+}
+
+struct Process {
+    name: String,
+    pid: Pid,
+}
+
+impl Dev {
+    pub(crate) async fn run(self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let dir = self.dir.unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("tau-dev-{}", std::process::id()))
+        });
+        let cloud = dev::prepare(&dir, usize::from(self.nodes))?;
+        let exe = std::env::current_exe().context("cannot find the tau-node binary")?;
+        let (exits, mut exited) = mpsc::unbounded_channel();
+        let mut processes = Vec::new();
+        for node in &cloud.nodes {
+            let log = std::fs::File::create(&node.log)
+                .with_context(|| format!("cannot create {}", node.log.display()))?;
+            let mut child = tokio::process::Command::new(&exe)
+                .arg("run")
+                .arg("--config")
+                .arg(&node.config)
+                .arg("--exit-with-parent")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .kill_on_drop(true)
+                .spawn()
+                .with_context(|| format!("cannot start {}", node.name))?;
+            let pid = child.id().context("a just-started child has a pid")?;
+            let name = node.name.clone();
+            processes.push(Process { name: name.clone(), pid: Pid::from_raw(pid as i32) });
+            let exits = exits.clone();
+            tokio::spawn(async move {
+                let status = child.wait().await;
+                let _ = exits.send((name, status));
+            });
+        }
+        eprintln!(
+            "started {} nodes in {} (logs: node-*/node.log)",
+            cloud.nodes.len(),
+            dir.display()
+        );
+
+        let mesh = tokio::select! {
+            mesh = wait_mesh(&cloud, Duration::from_secs(self.timeout)) => mesh,
+            signal = super::shutdown_signal() => Err(anyhow::anyhow!("interrupted by {}", signal?)),
+            Some((name, status)) = exited.recv() => Err(anyhow::anyhow!(
+                "{name} exited before the mesh formed ({}); see its node.log",
+                describe(status)
+            )),
+        };
+        if let Err(e) = mesh {
+            stop(&processes, &mut exited).await;
+            return Err(e);
+        }
+        eprintln!("mesh of {} nodes formed in {:.2?}", cloud.nodes.len(), started.elapsed());
+        println!("ready {}", cloud.profile.display());
+        std::io::stdout().flush()?;
+
+        let mut gone = Vec::new();
+        loop {
+            tokio::select! {
+                signal = super::shutdown_signal() => {
+                    eprintln!("{}: stopping the nodes", signal?);
+                    break;
+                }
+                Some((name, status)) = exited.recv() => {
+                    eprintln!("{name} exited ({})", describe(status));
+                    gone.push(name);
+                }
+            }
+        }
+        let running: Vec<&Process> = processes.iter().filter(|p| !gone.contains(&p.name)).collect();
+        stop_all(&running, &mut exited).await;
+        Ok(())
+    }
+}
+
+fn describe(status: std::io::Result<std::process::ExitStatus>) -> String {
+    match status {
+        Ok(status) => status.to_string(),
+        Err(e) => e.to_string(),
+    }
+}
+
+async fn stop(
+    processes: &[Process],
+    exited: &mut mpsc::UnboundedReceiver<(String, std::io::Result<std::process::ExitStatus>)>,
+) {
+    let all: Vec<&Process> = processes.iter().collect();
+    stop_all(&all, exited).await;
+}
+
+/// Sends SIGTERM to every process, waits up to 10 s for them, then kills the rest.
+async fn stop_all(
+    processes: &[&Process],
+    exited: &mut mpsc::UnboundedReceiver<(String, std::io::Result<std::process::ExitStatus>)>,
+) {
+    let mut waiting: Vec<&str> = processes.iter().map(|p| p.name.as_str()).collect();
+    for p in processes {
+        let _ = kill(p.pid, Signal::SIGTERM);
+    }
+    let deadline = tokio::time::sleep(Duration::from_secs(10));
+    tokio::pin!(deadline);
+    while !waiting.is_empty() {
+        tokio::select! {
+            _ = &mut deadline => break,
+            Some((name, status)) = exited.recv() => {
+                if !matches!(&status, Ok(s) if s.success()) {
+                    eprintln!("{name} exited ({})", describe(status));
+                }
+                waiting.retain(|n| *n != name);
+            }
+        }
+    }
+    for p in processes.iter().filter(|p| waiting.contains(&p.name.as_str())) {
+        eprintln!("{} did not stop within 10 s: killing it", p.name);
+        let _ = kill(p.pid, Signal::SIGKILL);
+    }
+}
+
+/// Waits until every node is connected to every other.
+async fn wait_mesh(cloud: &DevCloud, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let profile = CloudProfile::load(&cloud.profile)?;
+    let options = ConnectOptions { timeout: Duration::from_secs(2) };
+    let client = loop {
+        match Client::connect_with(&profile, options.clone()).await {
+            Ok(client) => break client,
+            Err(ClientError::Unreachable { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e).context("no dev node answered"),
+        }
+    };
+    for node in &cloud.nodes {
+        client.add_address(node.peer_id, node.addr.clone()).await?;
+    }
+    let expected = cloud.nodes.len() - 1;
+    loop {
+        let answers = join_all(cloud.nodes.iter().map(|n| client.peers(n.peer_id))).await;
+        let complete = answers.iter().filter(|a| matches!(a, Ok(p) if p.len() >= expected)).count();
+        if complete == cloud.nodes.len() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "only {complete} of {} nodes joined the mesh within {timeout:?}",
+                cloud.nodes.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,81 @@
+//! Helpers for what the commands print: aligned tables, human-readable sizes, JSON.
+
+use std::path::Path;
+
+use anyhow::Context;
+use serde::Serialize;
+use tau_proto::{Client, CloudProfile};
+
+/// Loads a cloud profile and connects to the cloud.
+pub(super) async fn connect(cloud: &Path) -> anyhow::Result<Client> {
+    let profile = CloudProfile::load(cloud)?;
+    Client::connect(&profile)
+        .await
+        .with_context(|| format!("cannot reach the cloud of {}", cloud.display()))
+}
+
+/// Prints `value` as pretty JSON on stdout.
+pub(super) fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Formats rows under headers, each column as wide as its widest cell.
+pub(super) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> =
+            cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        padded.join("  ").trim_end().to_string()
+    };
+    let mut out = line(headers.to_vec());
+    for row in rows {
+        out.push('\n');
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// `1.5 GiB`-style sizes.
+pub(super) fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+/// `3d4h`, `5m2s`-style durations.
+pub(super) fn duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3_600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m{s}s"),
+        (0, _, _) => format!("{h}h{m}m"),
+        _ => format!("{d}d{h}h"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_tables_sizes_and_durations() {
+        let t = table(&["A", "LONG"], &[vec!["xyz".into(), "1".into()]]);
+        assert_eq!(t, "A    LONG\nxyz  1");
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(3 * 1024 * 1024 / 2), "1.5 MiB");
+        assert_eq!(duration(59), "59s");
+        assert_eq!(duration(3_725), "1h2m");
+        assert_eq!(duration(90_000), "1d1h");
+    }
+}

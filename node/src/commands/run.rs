@@ -1,0 +1,49 @@
+//! `tau-node run`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use tau_node::{Node, NodeConfig};
+
+/// Run a node until SIGINT or SIGTERM, then shut it down cleanly.
+#[derive(Debug, Args)]
+pub(crate) struct Run {
+    /// The node's configuration file (`node.yaml`, as `tau-node init` writes it).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Stop when the parent process exits (used by `tau-node dev` for its nodes).
+    #[arg(long, hide = true)]
+    exit_with_parent: bool,
+}
+
+impl Run {
+    pub(crate) async fn run(self) -> anyhow::Result<()> {
+        let config = NodeConfig::load(&self.config)?;
+        let node = Node::start(&config)
+            .await
+            .with_context(|| format!("cannot start the node of {}", self.config.display()))?;
+        let reason = tokio::select! {
+            signal = super::shutdown_signal() => signal?,
+            _ = parent_exit(self.exit_with_parent) => "parent exited",
+        };
+        tracing::info!(reason, "shutting down");
+        node.stop().await;
+        Ok(())
+    }
+}
+
+/// Resolves when the parent process has gone (we were re-parented); never, when not asked to.
+async fn parent_exit(enabled: bool) {
+    if !enabled {
+        return std::future::pending().await;
+    }
+    let parent = nix::unistd::getppid();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if nix::unistd::getppid() != parent {
+            return;
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! `node.yaml`: what one node is and does.
+//!
+//! ```yaml
+//! identity_key: identity.key        # ed25519, mode 0600; relative paths are relative to this file
+//! swarm_key: swarm.key              # the cloud's pre-shared key
+//! listen: [0.0.0.0]                 # IP addresses to listen on, with the ports below
+//! announce: []                      # multiaddrs to tell peers instead (NAT, public address)
+//! bootstrap:                        # peers to join through, each ending in /p2p/<peer id>
+//!   - /ip4/10.0.0.1/tcp/4001/p2p/12D3KooW...
+//! services: [tns, hoarder, vault, seer, substrate]
+//! data_dir: data
+//! ports: { p2p: 4001, http: 8080, dns: 53 }
+//! location: { region: eu-west, latitude: 48.85, longitude: 2.35 }
+//! ```
+//!
+//! Unknown fields are errors, and every error names the file and the field.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use libp2p::Multiaddr;
+use libp2p::multiaddr::Protocol;
+use serde::{Deserialize, Serialize};
+use tau_proto::admin::Location;
+use tau_proto::profile::peer_id_of;
+use tau_proto::yaml::{self, YamlError};
+
+/// The services a node can run.
+pub const SERVICES: [&str; 5] = ["tns", "hoarder", "vault", "seer", "substrate"];
+
+/// A node's configuration, as written in `node.yaml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The node's ed25519 identity key file.
+    pub identity_key: PathBuf,
+    /// The cloud's swarm key file.
+    pub swarm_key: PathBuf,
+    /// IP addresses to listen on (p2p, and later http and dns).
+    #[serde(default = "default_listen")]
+    pub listen: Vec<IpAddr>,
+    /// Addresses announced to peers instead of the listen addresses.
+    #[serde(default)]
+    pub announce: Vec<Multiaddr>,
+    /// Peers to join the cloud through.
+    #[serde(default)]
+    pub bootstrap: Vec<Multiaddr>,
+    /// The services this node runs.
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// Where the node keeps its data.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// The ports it listens on.
+    #[serde(default)]
+    pub ports: Ports,
+    /// Where the node is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+}
+
+/// The ports a node listens on; 0 means any free port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ports {
+    /// libp2p (TCP).
+    pub p2p: u16,
+    /// The substrate HTTP gateway.
+    pub http: u16,
+    /// The seer DNS server (UDP and TCP).
+    pub dns: u16,
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Self { p2p: 4001, http: 8080, dns: 53 }
+    }
+}
+
+fn default_listen() -> Vec<IpAddr> {
+    vec![IpAddr::from([0, 0, 0, 0])]
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            identity_key: PathBuf::from("identity.key"),
+            swarm_key: PathBuf::from("swarm.key"),
+            listen: default_listen(),
+            announce: Vec::new(),
+            bootstrap: Vec::new(),
+            services: Vec::new(),
+            data_dir: default_data_dir(),
+            ports: Ports::default(),
+            location: None,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Loads and checks `path`; relative paths in it become relative to the file's folder.
+    pub fn load(path: &Path) -> Result<Self, YamlError> {
+        let mut config: Self = yaml::load(path)?;
+        config.check(path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.identity_key = base.join(&config.identity_key);
+        config.swarm_key = base.join(&config.swarm_key);
+        config.data_dir = base.join(&config.data_dir);
+        Ok(config)
+    }
+
+    /// Parses `text` as if it were the file `path`, without touching the disk.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, YamlError> {
+        let config: Self = yaml::parse(text, path)?;
+        config.check(path)?;
+        Ok(config)
+    }
+
+    /// Writes the configuration as YAML.
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let text = serde_yaml_ng::to_string(self).map_err(std::io::Error::other)?;
+        std::fs::write(path, text)
+    }
+
+    /// The checks that serde's types cannot express.
+    fn check(&self, path: &Path) -> Result<(), YamlError> {
+        let invalid = |field: String, message: String| YamlError::invalid(path, field, message);
+        if self.listen.is_empty() {
+            return Err(invalid("listen".into(), "at least one address is needed".into()));
+        }
+        for (i, service) in self.services.iter().enumerate() {
+            if !SERVICES.contains(&service.as_str()) {
+                return Err(invalid(
+                    format!("services[{i}]"),
+                    format!("unknown service `{service}`, expected one of {}", SERVICES.join(", ")),
+                ));
+            }
+            if self.services[..i].contains(service) {
+                return Err(invalid(
+                    format!("services[{i}]"),
+                    format!("`{service}` is listed twice"),
+                ));
+            }
+        }
+        for (i, addr) in self.bootstrap.iter().enumerate() {
+            if peer_id_of(addr).is_none() {
+                return Err(invalid(
+                    format!("bootstrap[{i}]"),
+                    format!("{addr} does not end in /p2p/<peer id>"),
+                ));
+            }
+        }
+        let Ports { p2p, http, dns } = self.ports;
+        for (a, b, name) in [(p2p, http, "http"), (p2p, dns, "dns"), (http, dns, "dns")] {
+            if a != 0 && a == b {
+                return Err(invalid(format!("ports.{name}"), format!("port {a} is used twice")));
+            }
+        }
+        if let Some(location) = &self.location {
+            if location.latitude.is_some_and(|l| !(-90.0..=90.0).contains(&l)) {
+                return Err(invalid("location.latitude".into(), "must be within -90..90".into()));
+            }
+            if location.longitude.is_some_and(|l| !(-180.0..=180.0).contains(&l)) {
+                return Err(invalid(
+                    "location.longitude".into(),
+                    "must be within -180..180".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The libp2p listen addresses: each listen IP with the p2p port.
+    pub fn p2p_listen_addrs(&self) -> Vec<Multiaddr> {
+        self.listen
+            .iter()
+            .map(|ip| Multiaddr::from(*ip).with(Protocol::Tcp(self.ports.p2p)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PEER: &str = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA";
+
+    fn parse(text: &str) -> Result<NodeConfig, String> {
+        NodeConfig::parse(text, Path::new("node.yaml")).map_err(|e| e.to_string())
+    }
+
+    fn error(text: &str) -> String {
+        match parse(text) {
+            Ok(config) => panic!("expected an error, got {config:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn a_minimal_file_gets_the_defaults() -> Result<(), String> {
+        let config = parse("identity_key: id.key\nswarm_key: swarm.key\n")?;
+        assert_eq!(config.ports, Ports::default());
+        assert_eq!(config.listen, default_listen());
+        assert_eq!(config.p2p_listen_addrs()[0].to_string(), "/ip4/0.0.0.0/tcp/4001");
+        Ok(())
+    }
+
+    #[test]
+    fn a_full_file_loads() -> Result<(), String> {
+        let config = parse(&format!(
+            "identity_key: id.key\nswarm_key: swarm.key\nlisten: [127.0.0.1, '::1']\n\
+             announce: [/ip4/1.2.3.4/tcp/4001]\nbootstrap: [/ip4/127.0.0.1/tcp/4002/p2p/{PEER}]\n\
+             services: [tns, substrate]\ndata_dir: /var/lib/tau\n\
+             ports: {{p2p: 4001, http: 80, dns: 53}}\n\
+             location: {{region: lab, latitude: 1.5, longitude: -2}}\n"
+        ))?;
+        assert_eq!(config.services, ["tns", "substrate"]);
+        assert_eq!(config.p2p_listen_addrs()[1].to_string(), "/ip6/::1/tcp/4001");
+        assert_eq!(config.location.map(|l| l.region), Some("lab".into()));
+        Ok(())
+    }
+
+    #[test]
+    fn load_resolves_paths_relative_to_the_file() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("node.yaml");
+        std::fs::write(&path, "identity_key: id.key\nswarm_key: /abs/swarm.key\n")?;
+        let config = NodeConfig::load(&path)?;
+        assert_eq!(config.identity_key, dir.path().join("id.key"));
+        assert_eq!(config.swarm_key, PathBuf::from("/abs/swarm.key"));
+        assert_eq!(config.data_dir, dir.path().join("data"));
+        Ok(())
+    }
+
+    #[test]
+    fn every_kind_of_bad_file_names_the_file_and_field() {
+        let base = "identity_key: a\nswarm_key: b\n";
+        let cases = [
+            (String::new(), "node.yaml: "),
+            ("identity_key: a\n".to_string(), "missing field `swarm_key`"),
+            (format!("{base}colour: blue\n"), "unknown field `colour`"),
+            (format!("{base}ports: {{p2p: 1, http: 2, dns: 3, ssh: 4}}\n"), "unknown field `ssh`"),
+            (format!("{base}ports: {{p2p: 99999, http: 2, dns: 3}}\n"), "field `ports.p2p`"),
+            (format!("{base}ports: {{p2p: 80, http: 80, dns: 3}}\n"), "field `ports.http`"),
+            (format!("{base}listen: [not-an-ip]\n"), "field `listen[0]`"),
+            (format!("{base}listen: []\n"), "field `listen`"),
+            (format!("{base}announce: [nonsense]\n"), "field `announce[0]`"),
+            (format!("{base}bootstrap: [/ip4/127.0.0.1/tcp/1]\n"), "field `bootstrap[0]`"),
+            (format!("{base}services: [tns, dns]\n"), "field `services[1]`: unknown service"),
+            (format!("{base}services: [tns, tns]\n"), "listed twice"),
+            (format!("{base}location: {{region: x, latitude: 91}}\n"), "location.latitude"),
+            (format!("{base}location: {{latitude: 1}}\n"), "field `location`"),
+            (format!("{base}services: tns\n"), "field `services`"),
+            ("identity_key: [\n".to_string(), "node.yaml: "),
+        ];
+        for (text, expected) in cases {
+            let msg = error(&text);
+            assert!(msg.starts_with("node.yaml: "), "{text:?} gave {msg}");
+            assert!(msg.contains(expected), "{text:?} gave {msg}, expected {expected}");
+        }
+    }
+
+    #[test]
+    fn saved_files_load_back() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("node.yaml");
+        let config = NodeConfig { services: vec!["seer".into()], ..NodeConfig::default() };
+        config.save(&path)?;
+        assert_eq!(NodeConfig::parse(&std::fs::read_to_string(&path)?, &path)?, config);
+        Ok(())
+    }
+}

@@ -1,0 +1,182 @@
+//! The files of a local development cloud: N nodes on 127.0.0.1, like Taubyte's Dream.
+//!
+//! [`prepare`] lays out `DIR`:
+//!
+//! ```text
+//! DIR/swarm.key        the cloud's swarm key (0600)
+//! DIR/operator.key     the operator key (0600)
+//! DIR/cloud.yaml       the cloud profile naming both, with every node as bootstrap
+//! DIR/node-<i>/        node.yaml, identity.key (0600), data/, node.log
+//! ```
+//!
+//! Keys already in `DIR` are kept, so a restarted dev cloud has the same peer ids; ports are
+//! chosen anew each time (free ports on 127.0.0.1) and the YAML files rewritten. `tau-node dev`
+//! then runs one `tau-node run` process per node.
+
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+use tau_proto::admin::Location;
+use tau_proto::keyfile::{self, KeyFileError};
+use tau_proto::profile::ProfileError;
+use tau_proto::swarm_key::SwarmKeyError;
+use tau_proto::{CloudProfile, SwarmKey};
+
+use crate::config::{NodeConfig, Ports, SERVICES};
+
+/// How many bootstrap peers each dev node is given.
+const BOOTSTRAP_PEERS: usize = 3;
+
+/// Why a dev cloud could not be laid out.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DevError {
+    /// A file or folder could not be written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A key file could not be read or written.
+    #[error(transparent)]
+    Key(#[from] KeyFileError),
+    /// The existing swarm key is unreadable.
+    #[error(transparent)]
+    SwarmKey(#[from] SwarmKeyError),
+    /// The profile could not be written.
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+}
+
+/// A laid-out dev cloud.
+#[derive(Debug, Clone)]
+pub struct DevCloud {
+    /// The cloud profile.
+    pub profile: PathBuf,
+    /// Its nodes.
+    pub nodes: Vec<DevNode>,
+}
+
+/// One node of a dev cloud.
+#[derive(Debug, Clone)]
+pub struct DevNode {
+    /// `node-<i>`.
+    pub name: String,
+    /// Its `node.yaml`.
+    pub config: PathBuf,
+    /// Where its process logs.
+    pub log: PathBuf,
+    /// Its peer id.
+    pub peer_id: PeerId,
+    /// Its p2p address, with `/p2p/<peer id>`.
+    pub addr: Multiaddr,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DevError + '_ {
+    move |source| DevError::Io { path: path.display().to_string(), source }
+}
+
+/// Lays out a cloud of `count` nodes in `dir`.
+pub fn prepare(dir: &Path, count: usize) -> Result<DevCloud, DevError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let dir = dir.canonicalize().map_err(io(dir))?;
+    let swarm_key_path = dir.join("swarm.key");
+    if swarm_key_path.exists() {
+        SwarmKey::load(&swarm_key_path)?;
+    } else {
+        keyfile::write_secret_file(
+            &swarm_key_path,
+            SwarmKey::generate().to_file_format().as_bytes(),
+        )
+        .map_err(io(&swarm_key_path))?;
+    }
+    keyfile::read_or_create(&dir.join("operator.key"))?;
+
+    let ports = free_ports(count * 3).map_err(io(&dir))?;
+    let mut nodes = Vec::with_capacity(count);
+    for i in 0..count {
+        let name = format!("node-{i}");
+        let node_dir = dir.join(&name);
+        std::fs::create_dir_all(&node_dir).map_err(io(&node_dir))?;
+        let (keypair, _) = keyfile::read_or_create(&node_dir.join("identity.key"))?;
+        let peer_id = keypair.public().to_peer_id();
+        let p2p = ports[i * 3];
+        let addr = Multiaddr::from(Ipv4Addr::LOCALHOST)
+            .with(Protocol::Tcp(p2p))
+            .with(Protocol::P2p(peer_id));
+        nodes.push(DevNode {
+            config: node_dir.join("node.yaml"),
+            log: node_dir.join("node.log"),
+            name,
+            peer_id,
+            addr,
+        });
+    }
+    for (i, node) in nodes.iter().enumerate() {
+        let bootstrap = nodes
+            .iter()
+            .take(BOOTSTRAP_PEERS + 1)
+            .filter(|other| other.peer_id != node.peer_id)
+            .take(BOOTSTRAP_PEERS)
+            .map(|other| other.addr.clone())
+            .collect();
+        let config = NodeConfig {
+            identity_key: "identity.key".into(),
+            swarm_key: "../swarm.key".into(),
+            listen: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+            announce: Vec::new(),
+            bootstrap,
+            services: SERVICES.iter().map(|s| s.to_string()).collect(),
+            data_dir: "data".into(),
+            ports: Ports { p2p: ports[i * 3], http: ports[i * 3 + 1], dns: ports[i * 3 + 2] },
+            location: Some(Location { region: "dev".into(), latitude: None, longitude: None }),
+        };
+        config.save(&node.config).map_err(io(&node.config))?;
+    }
+    let profile = dir.join("cloud.yaml");
+    CloudProfile {
+        name: "dev".into(),
+        swarm_key: "swarm.key".into(),
+        bootstrap: nodes.iter().map(|n| n.addr.clone()).collect(),
+        operator_key: Some("operator.key".into()),
+    }
+    .save(&profile)?;
+    Ok(DevCloud { profile, nodes })
+}
+
+/// `count` distinct free TCP ports on 127.0.0.1 (all held open until all are chosen).
+fn free_ports(count: usize) -> std::io::Result<Vec<u16>> {
+    let listeners = (0..count)
+        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    listeners.iter().map(|l| Ok(l.local_addr()?.port())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lays_out_a_cloud_and_keeps_identities() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let first = prepare(dir.path(), 4)?;
+        assert_eq!(first.nodes.len(), 4);
+        let profile = CloudProfile::load(&first.profile)?;
+        assert_eq!(profile.bootstrap.len(), 4);
+        profile.load_swarm_key()?;
+        for node in &first.nodes {
+            let config = NodeConfig::load(&node.config)?;
+            assert_eq!(config.bootstrap.len(), 3);
+            assert!(!config.bootstrap.contains(&node.addr));
+            assert_eq!(keyfile::read(&config.identity_key)?.public().to_peer_id(), node.peer_id);
+        }
+        let again = prepare(dir.path(), 4)?;
+        let ids = |c: &DevCloud| c.nodes.iter().map(|n| n.peer_id).collect::<Vec<_>>();
+        assert_eq!(ids(&first), ids(&again));
+        Ok(())
+    }
+}

@@ -1,0 +1,25 @@
+//! The Tau node: one libp2p peer per host that runs the cloud's protocols as services.
+//!
+//! # Layout
+//!
+//! - [`config`]: `node.yaml`, strictly parsed, every error naming the file and the field.
+//! - [`p2p`]: the one task that owns the libp2p swarm (TCP + pnet + noise + yamux; identify,
+//!   ping, kad, gossipsub, request-response) and the cloneable [`p2p::Handle`] others use. It
+//!   serves the admin protocol `/tau/admin/1` from its own state.
+//! - [`resources`]: CPU, memory, load and disk, sampled in the background for `Info`.
+//! - [`node`]: starts the parts of a node from its config and stops them on a cancellation token.
+//! - [`dev`]: the files of a local N-node cloud (`tau-node dev`).
+//!
+//! The binary (`src/main.rs` and `src/commands/`) only parses arguments and calls into this
+//! library. Shared wire types and the light client live in `tau_proto`.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod dev;
+pub mod node;
+pub mod p2p;
+pub mod resources;
+
+pub use config::NodeConfig;
+pub use node::Node;

@@ -1,0 +1,96 @@
+//! A running node: its config turned into keys, a resource sampler and the p2p task.
+
+use std::time::Instant;
+
+use tau_proto::keyfile::{self, KeyFileError};
+use tau_proto::swarm_key::{SwarmKey, SwarmKeyError};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::NodeConfig;
+use crate::p2p::{self, AdminContext, P2pConfig, P2pError};
+use crate::resources;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The identity key could not be loaded.
+    #[error(transparent)]
+    Identity(#[from] KeyFileError),
+    /// The swarm key could not be loaded.
+    #[error(transparent)]
+    SwarmKey(#[from] SwarmKeyError),
+    /// The data folder could not be created.
+    #[error("cannot create the data folder {path}: {source}")]
+    DataDir {
+        /// The folder.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The p2p core could not start.
+    #[error(transparent)]
+    P2p(#[from] P2pError),
+}
+
+/// A started node. Stop it with [`Node::stop`].
+pub struct Node {
+    handle: p2p::Handle,
+    shutdown: CancellationToken,
+    p2p_task: JoinHandle<()>,
+}
+
+impl Node {
+    /// Loads the node's keys, creates its data folder and starts its parts. Returns once the node
+    /// listens; joining the mesh goes on in the background.
+    pub async fn start(config: &NodeConfig) -> Result<Self, NodeError> {
+        let started = Instant::now();
+        let keypair = keyfile::read(&config.identity_key)?;
+        let swarm_key = SwarmKey::load(&config.swarm_key)?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
+        let shutdown = CancellationToken::new();
+        let resources = resources::spawn(config.data_dir.clone(), shutdown.child_token());
+        let (handle, p2p_task) = p2p::spawn(
+            P2pConfig {
+                keypair,
+                swarm_key,
+                listen: config.p2p_listen_addrs(),
+                announce: config.announce.clone(),
+                bootstrap: config.bootstrap.clone(),
+                admin: AdminContext {
+                    services: config.services.clone(),
+                    location: config.location.clone(),
+                    started,
+                    resources,
+                },
+            },
+            shutdown.child_token(),
+        )
+        .await?;
+        tracing::info!(
+            peer_id = %handle.peer_id(),
+            swarm_key = %swarm_key.fingerprint(),
+            services = ?config.services,
+            "node started"
+        );
+        Ok(Self { handle, shutdown, p2p_task })
+    }
+
+    /// The handle to the node's p2p task.
+    pub fn handle(&self) -> &p2p::Handle {
+        &self.handle
+    }
+
+    /// Stops every part and waits until they have stopped.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        if let Err(e) = self.p2p_task.await {
+            tracing::error!(error = %e, "the p2p task failed");
+        }
+        tracing::info!("node stopped");
+    }
+}

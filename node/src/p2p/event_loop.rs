@@ -1,0 +1,329 @@
+//! The task that owns the swarm.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libp2p::core::ConnectedPoint;
+use libp2p::core::transport::ListenerId;
+use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, kad, ping};
+use tau_proto::admin::{AdminRequest, AdminResponse, NodeInfo};
+use tau_proto::profile::peer_id_of;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
+use super::peers::{PeerTable, usable};
+use super::{AdminContext, Command, P2pError};
+
+/// How often the loop looks after its connections.
+const TICK: Duration = Duration::from_millis(250);
+/// First and longest wait between two dials of a bootstrap peer.
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How often kad looks for new nodes: often while the mesh forms, rarely after.
+const KAD_FAST: Duration = Duration::from_secs(2);
+const KAD_SLOW: Duration = Duration::from_secs(30);
+const FAST_PERIOD: Duration = Duration::from_secs(20);
+/// How often the loop dials nodes kad knows but it is not connected to.
+const MESH_CHECK: Duration = Duration::from_secs(5);
+/// More peers than this are not dialed by the loop (kad still routes to them).
+const MAX_DIALED_PEERS: usize = 200;
+/// Consecutive failed pings after which a connection is closed.
+const MAX_PING_FAILURES: u32 = 2;
+
+struct Bootstrap {
+    peer: PeerId,
+    addr: Multiaddr,
+    next: Instant,
+    backoff: Duration,
+}
+
+pub(super) struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    peers: PeerTable,
+    bootstrap: Vec<Bootstrap>,
+    admin: AdminContext,
+    /// `Info` requests this node sent to learn a peer's services.
+    service_requests: HashMap<OutboundRequestId, PeerId>,
+    next_kad_bootstrap: Option<Instant>,
+    next_mesh_check: Instant,
+}
+
+impl EventLoop {
+    pub(super) fn new(
+        swarm: Swarm<Behaviour>,
+        commands: mpsc::Receiver<Command>,
+        bootstrap: Vec<Multiaddr>,
+        admin: AdminContext,
+    ) -> Self {
+        let now = Instant::now();
+        let local = *swarm.local_peer_id();
+        let bootstrap = bootstrap
+            .into_iter()
+            .filter_map(|addr| Some((peer_id_of(&addr)?, addr)))
+            .filter(|(peer, _)| *peer != local)
+            .map(|(peer, addr)| Bootstrap { peer, addr, next: now, backoff: BACKOFF_MIN })
+            .collect();
+        Self {
+            swarm,
+            commands,
+            peers: PeerTable::default(),
+            bootstrap,
+            admin,
+            service_requests: HashMap::new(),
+            next_kad_bootstrap: None,
+            next_mesh_check: now + MESH_CHECK,
+        }
+    }
+
+    /// Drives the swarm until every listener has reported an address.
+    pub(super) async fn wait_listening(
+        &mut self,
+        listeners: &[ListenerId],
+    ) -> Result<(), P2pError> {
+        let mut waiting: HashSet<ListenerId> = listeners.iter().copied().collect();
+        let deadline = tokio::time::sleep(Duration::from_secs(10));
+        tokio::pin!(deadline);
+        while !waiting.is_empty() {
+            tokio::select! {
+                _ = &mut deadline => {
+                    return Err(P2pError::Build("listeners did not start within 10 s".into()));
+                }
+                event = self.swarm.select_next_some() => match event {
+                    SwarmEvent::NewListenAddr { listener_id, address } => {
+                        tracing::info!(%address, "listening");
+                        waiting.remove(&listener_id);
+                    }
+                    SwarmEvent::ListenerClosed { addresses, reason, .. } => {
+                        let reason = reason.err().map(|e| e.to_string()).unwrap_or_default();
+                        return Err(P2pError::Build(format!("listener {addresses:?} closed: {reason}")));
+                    }
+                    other => self.handle(other),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn run(mut self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                command = self.commands.recv() => match command {
+                    Some(command) => self.command(command),
+                    None => break,
+                },
+                event = self.swarm.select_next_some() => self.handle(event),
+                _ = tick.tick() => self.maintain(),
+            }
+        }
+        tracing::info!("p2p stopped");
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Peers(reply) => {
+                let _ = reply.send(self.peers.nodes());
+            }
+            Command::ListenAddrs(reply) => {
+                let _ = reply.send(self.swarm.listeners().cloned().collect());
+            }
+        }
+    }
+
+    /// Redials bootstrap peers, asks kad for more nodes, and dials the ones it found.
+    fn maintain(&mut self) {
+        let now = Instant::now();
+        for b in &mut self.bootstrap {
+            if self.peers.contains(&b.peer) || now < b.next {
+                continue;
+            }
+            let opts = DialOpts::peer_id(b.peer)
+                .addresses(vec![b.addr.clone()])
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                tracing::trace!(addr = %b.addr, error = %e, "bootstrap dial not started");
+            }
+            b.next = now + b.backoff;
+            b.backoff = (b.backoff * 2).min(BACKOFF_MAX);
+        }
+        if self.next_kad_bootstrap.is_some_and(|at| now >= at) {
+            if let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {
+                tracing::debug!(error = %e, "kad bootstrap not started");
+            }
+            let fast = self.admin.started.elapsed() < FAST_PERIOD;
+            self.next_kad_bootstrap = Some(now + if fast { KAD_FAST } else { KAD_SLOW });
+        }
+        if now >= self.next_mesh_check {
+            self.next_mesh_check = now + MESH_CHECK;
+            let known: Vec<PeerId> = self
+                .swarm
+                .behaviour_mut()
+                .kad
+                .kbuckets()
+                .flat_map(|bucket| {
+                    bucket.iter().map(|e| *e.node.key.preimage()).collect::<Vec<_>>()
+                })
+                .collect();
+            for peer in known.into_iter().take(MAX_DIALED_PEERS) {
+                self.dial_node(peer);
+            }
+        }
+    }
+
+    /// Dials a node kad knows, unless connected or already dialing.
+    fn dial_node(&mut self, peer: PeerId) {
+        if self.peers.contains(&peer) || peer == *self.swarm.local_peer_id() {
+            return;
+        }
+        let opts =
+            DialOpts::peer_id(peer).condition(PeerCondition::DisconnectedAndNotDialing).build();
+        if let Err(e) = self.swarm.dial(opts) {
+            tracing::trace!(%peer, error = %e, "dial not started");
+        }
+    }
+
+    fn handle(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
+                let (remote, dialed) = match &endpoint {
+                    ConnectedPoint::Dialer { address, .. } => (address.clone(), true),
+                    ConnectedPoint::Listener { send_back_addr, .. } => {
+                        (send_back_addr.clone(), false)
+                    }
+                };
+                tracing::debug!(%peer_id, %remote, "connected");
+                self.peers.connected(peer_id, remote, dialed);
+                if let Some(b) = self.bootstrap.iter_mut().find(|b| b.peer == peer_id) {
+                    b.backoff = BACKOFF_MIN;
+                }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established, cause, .. } => {
+                tracing::debug!(%peer_id, ?cause, "connection closed");
+                self.peers.disconnected(&peer_id, num_established);
+                if num_established == 0
+                    && let Some(b) = self.bootstrap.iter_mut().find(|b| b.peer == peer_id)
+                {
+                    b.next = Instant::now() + BACKOFF_MIN;
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(?peer_id, %error, "dial failed");
+            }
+            SwarmEvent::IncomingConnectionError { send_back_addr, error, .. } => {
+                // A peer without the swarm key ends here: its pnet handshake fails.
+                tracing::info!(%send_back_addr, %error, "refused an incoming connection");
+            }
+            SwarmEvent::NewListenAddr { address, .. } => tracing::info!(%address, "listening"),
+            SwarmEvent::Behaviour(event) => self.behaviour(event),
+            other => tracing::trace!(?other, "swarm event"),
+        }
+    }
+
+    fn behaviour(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                self.identified(peer_id, info);
+            }
+            BehaviourEvent::Ping(ping::Event { peer, connection, result }) => {
+                let Some(state) = self.peers.get_mut(&peer) else { return };
+                match result {
+                    Ok(rtt) => {
+                        state.rtt = Some(rtt);
+                        state.ping_failures = 0;
+                    }
+                    Err(ping::Failure::Unsupported) => {}
+                    Err(error) => {
+                        state.ping_failures += 1;
+                        tracing::debug!(%peer, %error, failures = state.ping_failures, "ping failed");
+                        if state.ping_failures >= MAX_PING_FAILURES {
+                            self.swarm.close_connection(connection);
+                        }
+                    }
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, is_new_peer: true, .. }) => {
+                self.dial_node(peer);
+            }
+            BehaviourEvent::Admin(event) => self.admin_event(event),
+            other => tracing::trace!(?other, "behaviour event"),
+        }
+    }
+
+    fn identified(&mut self, peer_id: PeerId, info: identify::Info) {
+        let Some(peer) = self.peers.get_mut(&peer_id) else { return };
+        let remote = peer.remote.clone();
+        peer.agent = Some(info.agent_version);
+        peer.listen_addrs = info.listen_addrs.into_iter().filter(|a| usable(a, &remote)).collect();
+        if !peer.is_node() {
+            return;
+        }
+        let addrs = peer.listen_addrs.clone();
+        let ask_services = peer.services.is_none();
+        if info.protocols.contains(&StreamProtocol::new(KAD_PROTOCOL)) {
+            for addr in addrs {
+                self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+            }
+            if self.next_kad_bootstrap.is_none() {
+                self.next_kad_bootstrap = Some(Instant::now());
+            }
+        }
+        if ask_services {
+            let id = self.swarm.behaviour_mut().admin.send_request(&peer_id, AdminRequest::Info);
+            self.service_requests.insert(id, peer_id);
+        }
+    }
+
+    fn admin_event(&mut self, event: request_response::Event<AdminRequest, AdminResponse>) {
+        match event {
+            request_response::Event::Message { message, peer, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    let response = self.answer(request);
+                    if self.swarm.behaviour_mut().admin.send_response(channel, response).is_err() {
+                        tracing::debug!(%peer, "admin response not sent: connection closed");
+                    }
+                }
+                request_response::Message::Response { request_id, response } => {
+                    if let (Some(peer_id), AdminResponse::Info(info)) =
+                        (self.service_requests.remove(&request_id), response)
+                        && let Some(peer) = self.peers.get_mut(&peer_id)
+                    {
+                        peer.services = Some(info.services);
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { request_id, peer, error, .. } => {
+                self.service_requests.remove(&request_id);
+                tracing::debug!(%peer, %error, "admin request failed");
+            }
+            other => tracing::trace!(?other, "admin event"),
+        }
+    }
+
+    /// Answers an admin request from the loop's own state.
+    fn answer(&self, request: AdminRequest) -> AdminResponse {
+        match request {
+            AdminRequest::Info => AdminResponse::Info(Box::new(NodeInfo {
+                peer_id: *self.swarm.local_peer_id(),
+                version: tau_proto::VERSION.to_string(),
+                services: self.admin.services.clone(),
+                uptime_secs: self.admin.started.elapsed().as_secs(),
+                listen_addrs: self.swarm.listeners().cloned().collect(),
+                announce_addrs: self.swarm.external_addresses().cloned().collect(),
+                location: self.admin.location.clone(),
+                resources: self.admin.resources.borrow().clone(),
+            })),
+            AdminRequest::Peers => AdminResponse::Peers(self.peers.nodes()),
+            _ => AdminResponse::Error("unsupported admin request".into()),
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! The admin protocol, `/tau/admin/1`: what a node says about itself and its peers.
+//!
+//! Every node serves it, whatever its services. Requests and responses are CBOR over
+//! libp2p request-response.
+
+use libp2p::{Multiaddr, PeerId};
+use serde::{Deserialize, Serialize};
+
+/// The protocol name.
+pub const PROTOCOL: &str = "/tau/admin/1";
+
+/// A request to a node's admin protocol.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum AdminRequest {
+    /// Who the node is and how it is doing.
+    Info,
+    /// The nodes it is connected to (light clients are not listed).
+    Peers,
+}
+
+/// A node's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum AdminResponse {
+    /// The answer to [`AdminRequest::Info`].
+    Info(Box<NodeInfo>),
+    /// The answer to [`AdminRequest::Peers`].
+    Peers(Vec<PeerInfo>),
+    /// The request could not be served.
+    Error(String),
+}
+
+/// What a node says about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// The node's peer id.
+    pub peer_id: PeerId,
+    /// The node's software version.
+    pub version: String,
+    /// The services it runs (`tns`, `hoarder`, `vault`, `seer`, `substrate`).
+    pub services: Vec<String>,
+    /// Seconds since it started.
+    pub uptime_secs: u64,
+    /// Addresses it listens on.
+    pub listen_addrs: Vec<Multiaddr>,
+    /// Addresses it announces to others (empty: its listen addresses).
+    pub announce_addrs: Vec<Multiaddr>,
+    /// Where it is, as its operator configured.
+    pub location: Option<Location>,
+    /// Its host's resources, sampled every few seconds.
+    pub resources: Resources,
+}
+
+/// Where a node is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Location {
+    /// A region name, such as `eu-west` or `lab`.
+    pub region: String,
+    /// Latitude in degrees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latitude: Option<f64>,
+    /// Longitude in degrees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub longitude: Option<f64>,
+}
+
+/// A host's resources, from the operating system.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    /// Logical CPUs.
+    pub cpus: u32,
+    /// CPU use over the last sample, 0 to 100 (all CPUs together).
+    pub cpu_percent: f32,
+    /// Load averages over 1, 5 and 15 minutes.
+    pub load: [f64; 3],
+    /// Total memory, bytes.
+    pub memory_total: u64,
+    /// Memory in use, bytes.
+    pub memory_used: u64,
+    /// Size of the disk that holds the node's data folder, bytes.
+    pub disk_total: u64,
+    /// Free space on that disk, bytes.
+    pub disk_available: u64,
+}
+
+/// A connected node, as one of its peers sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// Its peer id.
+    pub peer_id: PeerId,
+    /// The addresses it listens on (as it told us), or the address we reached it at.
+    pub addrs: Vec<Multiaddr>,
+    /// The latest ping round trip, microseconds.
+    pub rtt_micros: Option<u64>,
+    /// The services it runs, once known.
+    pub services: Vec<String>,
+    /// Seconds since the first open connection to it was established.
+    pub connected_secs: u64,
+    /// Its software (`tau-node/<version>`).
+    pub agent: String,
+}

@@ -1,0 +1,281 @@
+//! The light client: how `tau-node status`, taucorder and q talk to a cloud.
+//!
+//! [`Client::connect`] takes a [`CloudProfile`], makes an ephemeral identity, dials the bootstrap
+//! addresses with the cloud's swarm key and returns once one node has answered the handshake.
+//! One task owns the client's swarm; [`Client`] is a cheap cloneable handle that sends it
+//! commands with oneshot replies. Dropping every handle stops the task and closes connections.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::identity::Keypair;
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::admin::{self, AdminRequest, AdminResponse, NodeInfo, PeerInfo};
+use crate::profile::{ProfileError, peer_id_of};
+use crate::{CloudProfile, net};
+
+/// How long a request may wait for its answer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the client could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The profile or its swarm key could not be loaded.
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    /// The transport could not be set up.
+    #[error(transparent)]
+    Transport(#[from] net::TransportError),
+    /// No bootstrap node could be reached.
+    #[error("no node of the cloud could be reached: {}", .attempts.join("; "))]
+    Unreachable {
+        /// One line per bootstrap address: the address and why it failed.
+        attempts: Vec<String>,
+    },
+    /// A request failed on the way.
+    #[error("request to {peer} failed: {reason}")]
+    Request {
+        /// The node asked.
+        peer: PeerId,
+        /// Why.
+        reason: String,
+    },
+    /// The node answered with an error.
+    #[error("{peer} answered with an error: {message}")]
+    Remote {
+        /// The node asked.
+        peer: PeerId,
+        /// Its message.
+        message: String,
+    },
+    /// The node answered something that does not fit the request.
+    #[error("{peer} gave an unexpected answer")]
+    Unexpected {
+        /// The node asked.
+        peer: PeerId,
+    },
+    /// The client's task has stopped.
+    #[error("the client has stopped")]
+    Closed,
+}
+
+/// Options for [`Client::connect_with`].
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// How long to try the bootstrap addresses before giving up.
+    pub timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self { timeout: Duration::from_secs(10) }
+    }
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    identify: identify::Behaviour,
+    admin: request_response::cbor::Behaviour<AdminRequest, AdminResponse>,
+}
+
+type Reply = oneshot::Sender<Result<AdminResponse, ClientError>>;
+
+enum Command {
+    Admin { peer: PeerId, request: AdminRequest, reply: Reply },
+    AddAddress { peer: PeerId, addr: Multiaddr },
+}
+
+/// A handle to a connected light client.
+#[derive(Clone)]
+pub struct Client {
+    commands: mpsc::Sender<Command>,
+    entry: PeerId,
+}
+
+impl Client {
+    /// Connects to the cloud a profile describes, with default options.
+    pub async fn connect(profile: &CloudProfile) -> Result<Self, ClientError> {
+        Self::connect_with(profile, ConnectOptions::default()).await
+    }
+
+    /// Connects to the cloud a profile describes.
+    pub async fn connect_with(
+        profile: &CloudProfile,
+        options: ConnectOptions,
+    ) -> Result<Self, ClientError> {
+        let swarm_key = profile.load_swarm_key().map_err(ProfileError::from)?;
+        let keypair = Keypair::generate_ed25519();
+        let mut swarm =
+            net::swarm(keypair, &swarm_key, Duration::from_secs(60), |key| Behaviour {
+                identify: identify::Behaviour::new(
+                    identify::Config::new("/tau/id/1".into(), key.public()).with_agent_version(
+                        format!("{}{}", crate::CLIENT_AGENT_PREFIX, crate::VERSION),
+                    ),
+                ),
+                admin: request_response::cbor::Behaviour::new(
+                    [(StreamProtocol::new(admin::PROTOCOL), ProtocolSupport::Outbound)],
+                    request_response::Config::default().with_request_timeout(REQUEST_TIMEOUT),
+                ),
+            })?;
+        let entry = dial_bootstrap(&mut swarm, &profile.bootstrap, options.timeout).await?;
+        let (commands, receiver) = mpsc::channel(64);
+        tokio::spawn(run(swarm, receiver));
+        Ok(Self { commands, entry })
+    }
+
+    /// The node the client reached first: the default node to ask.
+    pub fn entry(&self) -> PeerId {
+        self.entry
+    }
+
+    /// Tells the client where `peer` can be reached.
+    pub async fn add_address(&self, peer: PeerId, addr: Multiaddr) -> Result<(), ClientError> {
+        self.commands
+            .send(Command::AddAddress { peer, addr })
+            .await
+            .map_err(|_| ClientError::Closed)
+    }
+
+    /// Sends an admin request to `peer` and waits for the answer.
+    pub async fn admin(
+        &self,
+        peer: PeerId,
+        request: AdminRequest,
+    ) -> Result<AdminResponse, ClientError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Admin { peer, request, reply })
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        match answer.await.map_err(|_| ClientError::Closed)?? {
+            AdminResponse::Error(message) => Err(ClientError::Remote { peer, message }),
+            other => Ok(other),
+        }
+    }
+
+    /// `peer`'s [`NodeInfo`].
+    pub async fn info(&self, peer: PeerId) -> Result<NodeInfo, ClientError> {
+        match self.admin(peer, AdminRequest::Info).await? {
+            AdminResponse::Info(info) => Ok(*info),
+            _ => Err(ClientError::Unexpected { peer }),
+        }
+    }
+
+    /// The nodes `peer` is connected to.
+    pub async fn peers(&self, peer: PeerId) -> Result<Vec<PeerInfo>, ClientError> {
+        match self.admin(peer, AdminRequest::Peers).await? {
+            AdminResponse::Peers(peers) => Ok(peers),
+            _ => Err(ClientError::Unexpected { peer }),
+        }
+    }
+
+    /// Every node the entry node knows, itself first, with the addresses it gave for each; the
+    /// client learns those addresses, so that it can then ask any of them directly.
+    pub async fn nodes(&self) -> Result<Vec<PeerId>, ClientError> {
+        let peers = self.peers(self.entry).await?;
+        let mut nodes = vec![self.entry];
+        for peer in peers {
+            for addr in peer.addrs {
+                self.add_address(peer.peer_id, addr).await?;
+            }
+            nodes.push(peer.peer_id);
+        }
+        Ok(nodes)
+    }
+}
+
+/// Dials every bootstrap address and waits for the first connection.
+async fn dial_bootstrap(
+    swarm: &mut Swarm<Behaviour>,
+    bootstrap: &[Multiaddr],
+    timeout: Duration,
+) -> Result<PeerId, ClientError> {
+    let mut attempts = Vec::new();
+    let mut outstanding = 0usize;
+    for addr in bootstrap {
+        if let Some(peer) = peer_id_of(addr) {
+            swarm.add_peer_address(peer, addr.clone());
+        }
+        match swarm.dial(addr.clone()) {
+            Ok(()) => outstanding += 1,
+            Err(e) => attempts.push(format!("{addr}: {e}")),
+        }
+    }
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    while outstanding > 0 {
+        tokio::select! {
+            _ = &mut deadline => {
+                attempts.push(format!("timed out after {timeout:?}"));
+                break;
+            }
+            event = swarm.select_next_some() => match event {
+                SwarmEvent::ConnectionEstablished { peer_id, .. } => return Ok(peer_id),
+                SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                    outstanding -= 1;
+                    let who = peer_id.map(|p| p.to_string()).unwrap_or_default();
+                    attempts.push(format!("{who}: {}", error_chain(&error)));
+                }
+                _ => {}
+            }
+        }
+    }
+    Err(ClientError::Unreachable { attempts })
+}
+
+/// An error and its sources on one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(err) = source {
+        text.push_str(": ");
+        text.push_str(&err.to_string());
+        source = err.source();
+    }
+    text
+}
+
+/// The task that owns the client's swarm.
+async fn run(mut swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>) {
+    let mut pending: HashMap<OutboundRequestId, (PeerId, Reply)> = HashMap::new();
+    loop {
+        tokio::select! {
+            command = commands.recv() => match command {
+                None => break,
+                Some(Command::AddAddress { peer, addr }) => {
+                    swarm.add_peer_address(peer, addr);
+                }
+                Some(Command::Admin { peer, request, reply }) => {
+                    let id = swarm.behaviour_mut().admin.send_request(&peer, request);
+                    pending.insert(id, (peer, reply));
+                }
+            },
+            event = swarm.select_next_some() => match event {
+                SwarmEvent::Behaviour(BehaviourEvent::Admin(event)) => match event {
+                    request_response::Event::Message {
+                        message: request_response::Message::Response { request_id, response },
+                        ..
+                    } => {
+                        if let Some((_, reply)) = pending.remove(&request_id) {
+                            let _ = reply.send(Ok(response));
+                        }
+                    }
+                    request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
+                        if let Some((_, reply)) = pending.remove(&request_id) {
+                            let reason = error_chain(&error);
+                            let _ = reply.send(Err(ClientError::Request { peer, reason }));
+                        }
+                    }
+                    _ => {}
+                },
+                other => tracing::trace!(?other, "client swarm event"),
+            }
+        }
+    }
+}

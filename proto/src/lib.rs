@@ -1,0 +1,37 @@
+//! Tau's shared types: what every tool that talks to a cloud needs, and nothing heavier.
+//!
+//! # Layout
+//!
+//! - [`swarm_key`]: the cloud's pre-shared key (the `/key/swarm/psk/1.0.0/` file format).
+//! - [`keyfile`]: ed25519 key files (node identities, the operator key), written with mode 0600.
+//! - [`profile`]: the cloud profile (`cloud.yaml`) that every client takes with `--cloud FILE`.
+//! - [`yaml`]: strict YAML loading with errors that name the file and the field.
+//! - [`admin`]: the `/tau/admin/1` request and response types.
+//! - [`net`]: the transport every peer uses (TCP + pnet + noise + yamux).
+//! - [`client`]: the light client ([`Client::connect`]) used by `tau-node status`, taucorder and q.
+//!
+//! This crate exists so that light clients do not link the node's heavy dependencies (wasmtime,
+//! databases) just to share its types.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![deny(missing_docs)]
+
+pub mod admin;
+pub mod client;
+pub mod keyfile;
+pub mod net;
+pub mod profile;
+pub mod swarm_key;
+pub mod yaml;
+
+pub use client::Client;
+pub use profile::CloudProfile;
+pub use swarm_key::SwarmKey;
+
+/// The version of the Tau crates, as reported in `Info` and identify.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The identify agent prefix of a Tau node; light clients use [`CLIENT_AGENT_PREFIX`].
+pub const NODE_AGENT_PREFIX: &str = "tau-node/";
+
+/// The identify agent prefix of a light client.
+pub const CLIENT_AGENT_PREFIX: &str = "tau-client/";
