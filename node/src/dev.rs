@@ -6,7 +6,7 @@
 //! DIR/swarm.key        the cloud's swarm key (0600)
 //! DIR/operator.key     the operator key (0600)
 //! DIR/cloud.yaml       the cloud profile naming both, with every node as bootstrap
-//! DIR/node-<i>/        node.yaml, identity.key (0600), data/, node.log
+//! DIR/node-<i>/        node.yaml, identity.key (0600), data/, node.log, node.pid
 //! ```
 //!
 //! Keys already in `DIR` are kept, so a restarted dev cloud has the same peer ids; ports are

@@ -126,7 +126,13 @@ impl Client {
         let entry = dial_bootstrap(&mut swarm, &profile.bootstrap, options.timeout).await?;
         let (commands, receiver) = mpsc::channel(64);
         tokio::spawn(run(swarm, receiver));
-        Ok(Self { commands, entry })
+        let client = Self { commands, entry };
+        for addr in &profile.bootstrap {
+            if let Some(peer) = peer_id_of(addr) {
+                client.add_address(peer, addr.clone()).await?;
+            }
+        }
+        Ok(client)
     }
 
     /// The node the client reached first: the default node to ask.
@@ -244,15 +250,23 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 /// The task that owns the client's swarm.
 async fn run(mut swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>) {
     let mut pending: HashMap<OutboundRequestId, (PeerId, Reply)> = HashMap::new();
+    // The client's own address book: the swarm forgets an address after one failed dial, but a
+    // node that was not up yet may well be up at the next request.
+    let mut addresses: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
     loop {
         tokio::select! {
             command = commands.recv() => match command {
                 None => break,
                 Some(Command::AddAddress { peer, addr }) => {
-                    swarm.add_peer_address(peer, addr);
+                    let known = addresses.entry(peer).or_default();
+                    if !known.contains(&addr) {
+                        known.push(addr);
+                    }
                 }
                 Some(Command::Admin { peer, request, reply }) => {
-                    let id = swarm.behaviour_mut().admin.send_request(&peer, request);
+                    let addrs = addresses.get(&peer).cloned().unwrap_or_default();
+                    let admin = &mut swarm.behaviour_mut().admin;
+                    let id = admin.send_request_with_addresses(&peer, request, addrs);
                     pending.insert(id, (peer, reply));
                 }
             },

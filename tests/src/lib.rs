@@ -1,1 +1,9 @@
-//! End-to-end tests live in `tests/`.
+//! End-to-end tests of Tau: the real binaries as separate processes talking over loopback (and,
+//! as Spore Drive lands, over SSH hosts in network namespaces).
+//!
+//! The tests are in `tests/e2e/`, one integration binary with one module per story. This
+//! library holds the helpers they share: finding (building) the binaries, running commands with
+//! timeouts, waiting for conditions.
+#![deny(missing_docs)]
+
+pub mod harness;

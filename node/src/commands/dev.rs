@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 ///
 /// Generates the cloud's swarm key and operator key in DIR (kept across runs, like each node's
 /// identity), writes DIR/cloud.yaml, starts one `tau-node run` process per node (logs in
-/// DIR/node-<i>/node.log), and prints `ready <path to cloud.yaml>` once every node is connected
+/// DIR/node-<i>/node.log, pid in node.pid), and prints `ready <path to cloud.yaml>` once every node is connected
 /// to every other. Runs until SIGINT or SIGTERM, then stops every node cleanly.
 #[derive(Debug, Args)]
 pub(crate) struct Dev {
@@ -64,6 +64,9 @@ impl Dev {
                 .spawn()
                 .with_context(|| format!("cannot start {}", node.name))?;
             let pid = child.id().context("a just-started child has a pid")?;
+            let pid_file = node.log.with_file_name("node.pid");
+            std::fs::write(&pid_file, format!("{pid}\n"))
+                .with_context(|| format!("cannot write {}", pid_file.display()))?;
             let name = node.name.clone();
             processes.push(Process { name: name.clone(), pid: Pid::from_raw(pid as i32) });
             let exits = exits.clone();

@@ -63,26 +63,13 @@ impl Init {
         }
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create {}", self.dir.display()))?;
+        let new_swarm_key = self.dir.join("swarm.key");
         let swarm_key = match &self.swarm_key {
             Some(path) => {
                 SwarmKey::load(path)?;
                 path.canonicalize().with_context(|| format!("cannot resolve {}", path.display()))?
             }
-            None => {
-                let path = self.dir.join("swarm.key");
-                if !path.exists() {
-                    keyfile::write_secret_file(
-                        &path,
-                        SwarmKey::generate().to_file_format().as_bytes(),
-                    )
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-                    eprintln!(
-                        "generated a new swarm key in {}: every node and client of this cloud needs a copy",
-                        path.display()
-                    );
-                }
-                PathBuf::from("swarm.key")
-            }
+            None => PathBuf::from("swarm.key"),
         };
         let config = NodeConfig {
             identity_key: "identity.key".into(),
@@ -102,6 +89,17 @@ impl Init {
         // The same checks as loading the file, before anything is written.
         let text = serde_yaml_ng::to_string(&config)?;
         NodeConfig::parse(&text, &config_path)?;
+        if self.swarm_key.is_none() && !new_swarm_key.exists() {
+            keyfile::write_secret_file(
+                &new_swarm_key,
+                SwarmKey::generate().to_file_format().as_bytes(),
+            )
+            .with_context(|| format!("cannot write {}", new_swarm_key.display()))?;
+            eprintln!(
+                "generated a new swarm key in {}: every node and client of this cloud needs a copy",
+                new_swarm_key.display()
+            );
+        }
         let (keypair, created) = keyfile::read_or_create(&self.dir.join("identity.key"))?;
         if !created {
             eprintln!("kept the existing identity key {}", self.dir.join("identity.key").display());

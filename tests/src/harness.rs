@@ -1,0 +1,212 @@
+//! Helpers for the end-to-end tests.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+/// A test's error: anything, with a message.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+/// A test's result.
+pub type Result<T = ()> = std::result::Result<T, Error>;
+
+/// The path of one of the workspace's binaries, built once per test run with the cargo that runs
+/// the tests, in the same target folder and profile.
+pub fn binary(name: &str) -> Result<PathBuf> {
+    static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    let dir = BUILT.get_or_init(build_binaries).clone()?;
+    let path = dir.join(name);
+    if !path.exists() {
+        return Err(format!("{} was not built", path.display()).into());
+    }
+    Ok(path)
+}
+
+fn build_binaries() -> std::result::Result<PathBuf, String> {
+    // target/<profile>/deps/<this test binary>
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let profile_dir =
+        exe.parent().and_then(Path::parent).ok_or("cannot find the target folder")?.to_path_buf();
+    let target_dir = profile_dir.parent().ok_or("cannot find the target folder")?;
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(other) => other,
+        None => return Err("cannot tell the build profile".into()),
+    };
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--bins", "--workspace", "--profile", profile])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(target_dir)
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!("cargo build of the binaries failed: {status}"));
+    }
+    Ok(profile_dir)
+}
+
+/// Runs `tau-node` with `args` to completion (at most 60 s).
+pub fn tau_node(args: &[&str]) -> Result<Output> {
+    run(Command::new(binary("tau-node")?).args(args), Duration::from_secs(60))
+}
+
+/// Runs `tau-node` with `args`, fails unless it succeeds, and returns its stdout.
+pub fn tau_node_ok(args: &[&str]) -> Result<String> {
+    let output = tau_node(args)?;
+    if !output.status.success() {
+        return Err(format!(
+            "tau-node {args:?} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )
+        .into());
+    }
+    Ok(String::from_utf8(output.stdout)?)
+}
+
+/// Runs a command to completion, killing it after `timeout`.
+pub fn run(command: &mut Command, timeout: Duration) -> Result<Output> {
+    let child =
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let pid = child.id();
+    let (done, wait) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    match wait.recv_timeout(timeout) {
+        Ok(output) => Ok(output?),
+        Err(_) => {
+            signal(pid, Signal::SIGKILL);
+            Err(format!("{command:?} did not finish within {timeout:?}").into())
+        }
+    }
+}
+
+/// Sends a signal to a process (one that may already have exited).
+pub fn signal(pid: u32, signal: Signal) {
+    let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), signal);
+}
+
+/// Whether a process is still alive (and not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.split(") ").nth(1).is_some_and(|rest| rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Ok(Some(_))` or `timeout` passes; returns the
+/// value and how long it took. The last error or `None` is reported on timeout.
+pub fn wait_for<T>(
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Result<Option<T>>,
+) -> Result<(T, Duration)> {
+    let start = Instant::now();
+    let mut last = String::from("condition not met");
+    loop {
+        match check() {
+            Ok(Some(value)) => return Ok((value, start.elapsed())),
+            Ok(None) => {}
+            Err(e) => last = e.to_string(),
+        }
+        if start.elapsed() > timeout {
+            return Err(format!("{what}: not within {timeout:?} ({last})").into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A running `tau-node dev` cloud; stopped (SIGKILL) when dropped, if still running.
+pub struct DevCloud {
+    /// The dev process.
+    pub child: Child,
+    /// The cloud's folder.
+    pub dir: PathBuf,
+    /// Its `cloud.yaml`.
+    pub profile: PathBuf,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl DevCloud {
+    /// Starts `tau-node dev --nodes N --dir DIR` and waits (at most 120 s) for its `ready` line.
+    pub fn start(nodes: usize, dir: &Path) -> Result<Self> {
+        let mut child = Command::new(binary("tau-node")?)
+            .args(["dev", "--nodes", &nodes.to_string(), "--dir"])
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let (lines, ready) = mpsc::channel();
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+                let _ = lines.send(line);
+            }
+        });
+        let (errs, stderr) = mpsc::channel();
+        let err_pipe = child.stderr.take().ok_or("no stderr")?;
+        std::thread::spawn(move || {
+            for line in BufReader::new(err_pipe).lines().map_while(|l| l.ok()) {
+                let _ = errs.send(line);
+            }
+        });
+        let mut cloud = Self { child, dir: dir.to_path_buf(), profile: PathBuf::new(), stderr };
+        match ready.recv_timeout(Duration::from_secs(120)) {
+            Ok(line) => match line.strip_prefix("ready ") {
+                Some(path) => cloud.profile = PathBuf::from(path),
+                None => {
+                    return Err(format!("unexpected first line from tau-node dev: {line}").into());
+                }
+            },
+            Err(_) => {
+                return Err(format!("tau-node dev never got ready: {}", cloud.stderr_text()).into());
+            }
+        }
+        Ok(cloud)
+    }
+
+    /// What the dev process has written to stderr so far.
+    pub fn stderr_text(&self) -> String {
+        self.stderr.try_iter().collect::<Vec<_>>().join("\n")
+    }
+
+    /// The pid of node `i`'s process.
+    pub fn node_pid(&self, i: usize) -> Result<u32> {
+        let path = self.dir.join(format!("node-{i}/node.pid"));
+        Ok(std::fs::read_to_string(&path)?.trim().parse()?)
+    }
+
+    /// The log of node `i` so far.
+    pub fn node_log(&self, i: usize) -> Result<String> {
+        Ok(std::fs::read_to_string(self.dir.join(format!("node-{i}/node.log")))?)
+    }
+
+    /// The nodes' peer ids in node order (`tau-node dev` lists them so in the profile).
+    pub fn peer_ids(&self) -> Result<Vec<String>> {
+        let text = std::fs::read_to_string(&self.profile)?;
+        Ok(text
+            .lines()
+            .filter_map(|l| l.split("/p2p/").nth(1))
+            .map(|id| id.trim().to_string())
+            .collect())
+    }
+}
+
+impl Drop for DevCloud {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

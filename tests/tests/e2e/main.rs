@@ -1,0 +1,4 @@
+//! End-to-end tests: real `tau-node` processes on loopback.
+
+mod mesh;
+mod node;
