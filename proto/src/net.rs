@@ -55,6 +55,11 @@ pub fn swarm<B: NetworkBehaviour>(
         .map_err(|e| TransportError(e.to_string()))?
         .with_behaviour(behaviour)
         .map_err(|e| TransportError(e.to_string()))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(idle_timeout))
+        .with_swarm_config(|c| {
+            // Lazy negotiation on streams: a request goes out with its protocol proposal instead
+            // of a round trip later. Every Tau peer speaks every protocol it proposes.
+            c.with_idle_connection_timeout(idle_timeout)
+                .with_substream_upgrade_protocol_override(Version::V1Lazy)
+        })
         .build())
 }

@@ -242,6 +242,8 @@ impl EventLoop {
                         state.ping_failures = 0;
                     }
                     Err(ping::Failure::Unsupported) => {}
+                    // Only nodes are held to ping: a light client need not speak it.
+                    Err(_) if !state.is_node() => {}
                     Err(error) => {
                         state.ping_failures += 1;
                         tracing::debug!(%peer, %error, failures = state.ping_failures, "ping failed");
