@@ -2,11 +2,14 @@
 
 mod dev;
 mod init;
+mod key;
 mod output;
 mod peers;
+mod project;
 mod run;
 mod status;
 mod swarm_key;
+mod tns;
 
 use clap::Subcommand;
 
@@ -19,6 +22,9 @@ pub(crate) enum Command {
     Dev(dev::Dev),
     Status(status::Status),
     Peers(peers::Peers),
+    Key(key::Key),
+    Project(project::Project),
+    Tns(tns::Tns),
 }
 
 impl Command {
@@ -35,6 +41,9 @@ impl Command {
             Self::Dev(cmd) => cmd.run().await,
             Self::Status(cmd) => cmd.run().await,
             Self::Peers(cmd) => cmd.run().await,
+            Self::Key(cmd) => cmd.run(),
+            Self::Project(cmd) => cmd.run().await,
+            Self::Tns(cmd) => cmd.run().await,
         }
     }
 }

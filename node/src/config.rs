@@ -3,6 +3,7 @@
 //! ```yaml
 //! identity_key: identity.key        # ed25519, mode 0600; relative paths are relative to this file
 //! swarm_key: swarm.key              # the cloud's pre-shared key
+//! operator_key: ed25519:<hex>       # the public half of the cloud's operator key
 //! listen: [0.0.0.0]                 # IP addresses to listen on, with the ports below
 //! announce: []                      # multiaddrs to tell peers instead (NAT, public address)
 //! bootstrap:                        # peers to join through, each ending in /p2p/<peer id>
@@ -23,6 +24,7 @@ use libp2p::multiaddr::Protocol;
 use serde::{Deserialize, Serialize};
 use tau_proto::admin::Location;
 use tau_proto::profile::peer_id_of;
+use tau_proto::tns::WriterKey;
 use tau_proto::yaml::{self, YamlError};
 
 /// The services a node can run.
@@ -36,6 +38,10 @@ pub struct NodeConfig {
     pub identity_key: PathBuf,
     /// The cloud's swarm key file.
     pub swarm_key: PathBuf,
+    /// The public half of the cloud's operator key (`ed25519:<hex>`): the only key that may
+    /// create projects in TNS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_key: Option<String>,
     /// IP addresses to listen on (p2p, and later http and dns).
     #[serde(default = "default_listen")]
     pub listen: Vec<IpAddr>,
@@ -90,6 +96,7 @@ impl Default for NodeConfig {
         Self {
             identity_key: PathBuf::from("identity.key"),
             swarm_key: PathBuf::from("swarm.key"),
+            operator_key: None,
             listen: default_listen(),
             announce: Vec::new(),
             bootstrap: Vec::new(),
@@ -129,6 +136,9 @@ impl NodeConfig {
     /// The checks that serde's types cannot express.
     fn check(&self, path: &Path) -> Result<(), YamlError> {
         let invalid = |field: String, message: String| YamlError::invalid(path, field, message);
+        if let Some(key) = &self.operator_key {
+            key.parse::<WriterKey>().map_err(|e| invalid("operator_key".into(), e.to_string()))?;
+        }
         if self.listen.is_empty() {
             return Err(invalid("listen".into(), "at least one address is needed".into()));
         }
@@ -172,6 +182,11 @@ impl NodeConfig {
             }
         }
         Ok(())
+    }
+
+    /// The operator's public key, if configured (checked when the file was loaded).
+    pub fn operator_key(&self) -> Option<WriterKey> {
+        self.operator_key.as_deref().and_then(|k| k.parse().ok())
     }
 
     /// The libp2p listen addresses: each listen IP with the p2p port.
@@ -255,6 +270,10 @@ mod tests {
             (format!("{base}location: {{region: x, latitude: 91}}\n"), "location.latitude"),
             (format!("{base}location: {{latitude: 1}}\n"), "field `location`"),
             (format!("{base}services: tns\n"), "field `services`"),
+            (
+                format!("{base}operator_key: 12D3KooW\n"),
+                "field `operator_key`: `12D3KooW` is not a public key",
+            ),
             ("identity_key: [\n".to_string(), "node.yaml: "),
         ];
         for (text, expected) in cases {

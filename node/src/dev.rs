@@ -22,6 +22,7 @@ use tau_proto::admin::Location;
 use tau_proto::keyfile::{self, KeyFileError};
 use tau_proto::profile::ProfileError;
 use tau_proto::swarm_key::SwarmKeyError;
+use tau_proto::tns::WriterKey;
 use tau_proto::{CloudProfile, SwarmKey};
 
 use crate::config::{NodeConfig, Ports, SERVICES};
@@ -94,7 +95,8 @@ pub fn prepare(dir: &Path, count: usize) -> Result<DevCloud, DevError> {
         )
         .map_err(io(&swarm_key_path))?;
     }
-    keyfile::read_or_create(&dir.join("operator.key"))?;
+    let (operator, _) = keyfile::read_or_create(&dir.join("operator.key"))?;
+    let operator_key = WriterKey::of(&operator).map(|k| k.to_string());
 
     let ports = free_ports(count * 3).map_err(io(&dir))?;
     let mut nodes = Vec::with_capacity(count);
@@ -127,6 +129,7 @@ pub fn prepare(dir: &Path, count: usize) -> Result<DevCloud, DevError> {
         let config = NodeConfig {
             identity_key: "identity.key".into(),
             swarm_key: "../swarm.key".into(),
+            operator_key: operator_key.clone(),
             listen: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
             announce: Vec::new(),
             bootstrap,
@@ -171,6 +174,7 @@ mod tests {
         for node in &first.nodes {
             let config = NodeConfig::load(&node.config)?;
             assert_eq!(config.bootstrap.len(), 3);
+            assert!(config.operator_key().is_some(), "every node knows the operator key");
             assert!(!config.bootstrap.contains(&node.addr));
             assert_eq!(keyfile::read(&config.identity_key)?.public().to_peer_id(), node.peer_id);
         }

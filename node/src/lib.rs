@@ -7,6 +7,8 @@
 //!   ping, kad, gossipsub, request-response) and the cloneable [`p2p::Handle`] others use. It
 //!   serves the admin protocol `/tau/admin/1` from its own state.
 //! - [`resources`]: CPU, memory, load and disk, sampled in the background for `Info`.
+//! - [`tns`]: the registry service (redb store, gossip, anti-entropy, authorization).
+//! - [`project`]: a project folder compiled into TNS records, and the plan of a push.
 //! - [`node`]: starts the parts of a node from its config and stops them on a cancellation token.
 //! - [`dev`]: the files of a local N-node cloud (`tau-node dev`).
 //!
@@ -19,7 +21,9 @@ pub mod config;
 pub mod dev;
 pub mod node;
 pub mod p2p;
+pub mod project;
 pub mod resources;
+pub mod tns;
 
 pub use config::NodeConfig;
 pub use node::Node;

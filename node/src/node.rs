@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::NodeConfig;
 use crate::p2p::{self, AdminContext, P2pConfig, P2pError};
-use crate::resources;
+use crate::{resources, tns};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +32,9 @@ pub enum NodeError {
     /// The p2p core could not start.
     #[error(transparent)]
     P2p(#[from] P2pError),
+    /// The tns service could not start.
+    #[error(transparent)]
+    Tns(#[from] tns::TnsError),
 }
 
 /// A started node. Stop it with [`Node::stop`].
@@ -39,6 +42,7 @@ pub struct Node {
     handle: p2p::Handle,
     shutdown: CancellationToken,
     p2p_task: JoinHandle<()>,
+    services: Vec<JoinHandle<()>>,
 }
 
 impl Node {
@@ -71,13 +75,25 @@ impl Node {
             shutdown.child_token(),
         )
         .await?;
+        let mut services = Vec::new();
+        if config.services.iter().any(|s| s == "tns") {
+            services.extend(
+                tns::start(
+                    handle.clone(),
+                    &config.data_dir,
+                    config.operator_key(),
+                    shutdown.child_token(),
+                )
+                .await?,
+            );
+        }
         tracing::info!(
             peer_id = %handle.peer_id(),
             swarm_key = %swarm_key.fingerprint(),
             services = ?config.services,
             "node started"
         );
-        Ok(Self { handle, shutdown, p2p_task })
+        Ok(Self { handle, shutdown, p2p_task, services })
     }
 
     /// The handle to the node's p2p task.
@@ -88,6 +104,11 @@ impl Node {
     /// Stops every part and waits until they have stopped.
     pub async fn stop(self) {
         self.shutdown.cancel();
+        for task in self.services {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "a service task failed");
+            }
+        }
         if let Err(e) = self.p2p_task.await {
             tracing::error!(error = %e, "the p2p task failed");
         }

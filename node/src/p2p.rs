@@ -12,7 +12,9 @@
 
 mod behaviour;
 mod event_loop;
+mod gossip;
 mod peers;
+mod service;
 
 use std::time::Instant;
 
@@ -20,6 +22,7 @@ use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 use tau_proto::SwarmKey;
 use tau_proto::admin::{Location, PeerInfo, Resources};
+use tau_proto::tns::{TnsRequest, TnsResponse};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -69,9 +72,32 @@ pub enum P2pError {
     },
 }
 
+pub use gossip::{GossipMessage, MessageRef, Verdict};
+pub use service::{Inbound, RequestError};
+
 pub(crate) enum Command {
     Peers(oneshot::Sender<Vec<PeerInfo>>),
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
+    ServeTns(mpsc::Sender<Inbound<TnsRequest, TnsResponse>>),
+    Tns {
+        peer: PeerId,
+        request: TnsRequest,
+        answer: oneshot::Sender<Result<TnsResponse, RequestError>>,
+    },
+    Subscribe {
+        topic: String,
+        sender: mpsc::Sender<GossipMessage>,
+        answer: oneshot::Sender<Result<(), String>>,
+    },
+    Publish {
+        topic: String,
+        data: Vec<u8>,
+        answer: oneshot::Sender<Result<(), String>>,
+    },
+    Validate {
+        message: MessageRef,
+        verdict: Verdict,
+    },
 }
 
 /// A cheap, cloneable handle to the swarm task.
@@ -102,6 +128,48 @@ impl Handle {
         self.ask(Command::ListenAddrs).await
     }
 
+    /// Routes inbound `/tau/tns/1` requests to `inbox` (only nodes running tns serve it).
+    pub async fn serve_tns(
+        &self,
+        inbox: mpsc::Sender<Inbound<TnsRequest, TnsResponse>>,
+    ) -> Result<(), Stopped> {
+        self.commands.send(Command::ServeTns(inbox)).await.map_err(|_| Stopped)
+    }
+
+    /// Sends a TNS request to `peer` and waits for the answer.
+    pub async fn tns(
+        &self,
+        peer: PeerId,
+        request: TnsRequest,
+    ) -> Result<TnsResponse, RequestError> {
+        let stopped = || RequestError { peer, reason: Stopped.to_string() };
+        self.ask(|answer| Command::Tns { peer, request, answer }).await.map_err(|_| stopped())?
+    }
+
+    /// Subscribes to a gossip topic; its messages arrive on the returned channel and each needs a
+    /// verdict ([`Handle::validate`]) before it is forwarded.
+    pub async fn subscribe(&self, topic: &str) -> Result<mpsc::Receiver<GossipMessage>, String> {
+        let (sender, receiver) = mpsc::channel(1024);
+        let topic = topic.to_string();
+        self.ask(|answer| Command::Subscribe { topic, sender, answer })
+            .await
+            .map_err(|e| e.to_string())??;
+        Ok(receiver)
+    }
+
+    /// Publishes on a gossip topic (fails when no peer is subscribed yet).
+    pub async fn publish(&self, topic: &str, data: Vec<u8>) -> Result<(), String> {
+        let topic = topic.to_string();
+        self.ask(|answer| Command::Publish { topic, data, answer })
+            .await
+            .map_err(|e| e.to_string())?
+    }
+
+    /// Reports the verdict on a received gossip message.
+    pub async fn validate(&self, message: MessageRef, verdict: Verdict) -> Result<(), Stopped> {
+        self.commands.send(Command::Validate { message, verdict }).await.map_err(|_| Stopped)
+    }
+
     async fn ask<T>(
         &self,
         command: impl FnOnce(oneshot::Sender<T>) -> Command,
@@ -119,7 +187,7 @@ pub async fn spawn(
     shutdown: CancellationToken,
 ) -> Result<(Handle, JoinHandle<()>), P2pError> {
     let peer_id = config.keypair.public().to_peer_id();
-    let mut swarm = behaviour::build(config.keypair, &config.swarm_key)?;
+    let mut swarm = behaviour::build(config.keypair, &config.swarm_key, &config.admin.services)?;
     let mut listeners = Vec::new();
     for addr in &config.listen {
         let id = swarm

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::admin::{self, AdminRequest, AdminResponse, NodeInfo, PeerInfo};
 use crate::profile::{ProfileError, peer_id_of};
+use crate::tns::{self, TnsRequest, TnsResponse};
 use crate::{CloudProfile, net};
 
 /// How long a request may wait for its answer.
@@ -82,12 +83,14 @@ impl Default for ConnectOptions {
 struct Behaviour {
     identify: identify::Behaviour,
     admin: request_response::cbor::Behaviour<AdminRequest, AdminResponse>,
+    tns: request_response::cbor::Behaviour<TnsRequest, TnsResponse>,
 }
 
-type Reply = oneshot::Sender<Result<AdminResponse, ClientError>>;
+type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
 
 enum Command {
-    Admin { peer: PeerId, request: AdminRequest, reply: Reply },
+    Admin { peer: PeerId, request: AdminRequest, reply: Reply<AdminResponse> },
+    Tns { peer: PeerId, request: TnsRequest, reply: Reply<TnsResponse> },
     AddAddress { peer: PeerId, addr: Multiaddr },
 }
 
@@ -122,6 +125,7 @@ impl Client {
                     [(StreamProtocol::new(admin::PROTOCOL), ProtocolSupport::Outbound)],
                     request_response::Config::default().with_request_timeout(REQUEST_TIMEOUT),
                 ),
+                tns: net::service(tns::PROTOCOL, false),
             })?;
         let entry = dial_bootstrap(&mut swarm, &profile.bootstrap, options.timeout).await?;
         let (commands, receiver) = mpsc::channel(64);
@@ -163,6 +167,36 @@ impl Client {
             AdminResponse::Error(message) => Err(ClientError::Remote { peer, message }),
             other => Ok(other),
         }
+    }
+
+    /// Sends a TNS request to `peer` and waits for the answer.
+    pub async fn tns(&self, peer: PeerId, request: TnsRequest) -> Result<TnsResponse, ClientError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Tns { peer, request, reply })
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        match answer.await.map_err(|_| ClientError::Closed)?? {
+            TnsResponse::Error(message) => Err(ClientError::Remote { peer, message }),
+            other => Ok(other),
+        }
+    }
+
+    /// The nodes that run `service`, the entry node first if it does; learns their addresses.
+    pub async fn nodes_running(&self, service: &str) -> Result<Vec<PeerId>, ClientError> {
+        let mut found = Vec::new();
+        if self.info(self.entry).await?.services.iter().any(|s| s == service) {
+            found.push(self.entry);
+        }
+        for peer in self.peers(self.entry).await? {
+            for addr in &peer.addrs {
+                self.add_address(peer.peer_id, addr.clone()).await?;
+            }
+            if peer.services.iter().any(|s| s == service) {
+                found.push(peer.peer_id);
+            }
+        }
+        Ok(found)
     }
 
     /// `peer`'s [`NodeInfo`].
@@ -249,7 +283,8 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 /// The task that owns the client's swarm.
 async fn run(mut swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>) {
-    let mut pending: HashMap<OutboundRequestId, (PeerId, Reply)> = HashMap::new();
+    let mut pending: HashMap<OutboundRequestId, Reply<AdminResponse>> = HashMap::new();
+    let mut pending_tns: HashMap<OutboundRequestId, Reply<TnsResponse>> = HashMap::new();
     // The client's own address book: the swarm forgets an address after one failed dial, but a
     // node that was not up yet may well be up at the next request.
     let mut addresses: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
@@ -267,29 +302,43 @@ async fn run(mut swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>)
                     let addrs = addresses.get(&peer).cloned().unwrap_or_default();
                     let admin = &mut swarm.behaviour_mut().admin;
                     let id = admin.send_request_with_addresses(&peer, request, addrs);
-                    pending.insert(id, (peer, reply));
+                    pending.insert(id, reply);
+                }
+                Some(Command::Tns { peer, request, reply }) => {
+                    let addrs = addresses.get(&peer).cloned().unwrap_or_default();
+                    let id = swarm.behaviour_mut().tns.send_request_with_addresses(&peer, request, addrs);
+                    pending_tns.insert(id, reply);
                 }
             },
             event = swarm.select_next_some() => match event {
-                SwarmEvent::Behaviour(BehaviourEvent::Admin(event)) => match event {
-                    request_response::Event::Message {
-                        message: request_response::Message::Response { request_id, response },
-                        ..
-                    } => {
-                        if let Some((_, reply)) = pending.remove(&request_id) {
-                            let _ = reply.send(Ok(response));
-                        }
-                    }
-                    request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
-                        if let Some((_, reply)) = pending.remove(&request_id) {
-                            let reason = error_chain(&error);
-                            let _ = reply.send(Err(ClientError::Request { peer, reason }));
-                        }
-                    }
-                    _ => {}
-                },
+                SwarmEvent::Behaviour(BehaviourEvent::Admin(event)) => answer(&mut pending, event),
+                SwarmEvent::Behaviour(BehaviourEvent::Tns(event)) => answer(&mut pending_tns, event),
                 other => tracing::trace!(?other, "client swarm event"),
             }
         }
+    }
+}
+
+/// Hands a response (or the failure) to whoever is waiting for it.
+fn answer<Req, Resp>(
+    pending: &mut HashMap<OutboundRequestId, Reply<Resp>>,
+    event: request_response::Event<Req, Resp>,
+) {
+    match event {
+        request_response::Event::Message {
+            message: request_response::Message::Response { request_id, response },
+            ..
+        } => {
+            if let Some(reply) = pending.remove(&request_id) {
+                let _ = reply.send(Ok(response));
+            }
+        }
+        request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
+            if let Some(reply) = pending.remove(&request_id) {
+                let reason = error_chain(&error);
+                let _ = reply.send(Err(ClientError::Request { peer, reason }));
+            }
+        }
+        _ => {}
     }
 }

@@ -7,6 +7,8 @@
 //! - [`profile`]: the cloud profile (`cloud.yaml`) that every client takes with `--cloud FILE`.
 //! - [`yaml`]: strict YAML loading with errors that name the file and the field.
 //! - [`admin`]: the `/tau/admin/1` request and response types.
+//! - [`tns`]: the registry's records, keys, values and `/tau/tns/1` types.
+//! - [`cbor`]: the encoding of every wire message and value.
 //! - [`net`]: the transport every peer uses (TCP + pnet + noise + yamux).
 //! - [`client`]: the light client ([`Client::connect`]) used by `tau-node status`, taucorder and q.
 //!
@@ -16,11 +18,14 @@
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod bytes;
+pub mod cbor;
 pub mod client;
 pub mod keyfile;
 pub mod net;
 pub mod profile;
 pub mod swarm_key;
+pub mod tns;
 pub mod yaml;
 
 pub use client::Client;

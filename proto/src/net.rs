@@ -11,13 +11,40 @@ use libp2p::core::transport::Boxed;
 use libp2p::core::upgrade::Version;
 use libp2p::identity::Keypair;
 use libp2p::pnet::PnetConfig;
+use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{PeerId, Swarm, Transport, noise, tcp, yamux};
+use libp2p::{PeerId, StreamProtocol, Swarm, Transport, noise, tcp, yamux};
 
 use crate::SwarmKey;
 
 /// How long dialing, the pnet handshake, noise and yamux may take together.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest request and response of a service protocol.
+pub const MAX_REQUEST: u64 = 16 << 20;
+/// See [`MAX_REQUEST`].
+pub const MAX_RESPONSE: u64 = 64 << 20;
+
+/// A request-response behaviour (CBOR) for a service protocol: answered (inbound) only where the
+/// peer runs the service; every peer may ask.
+pub fn service<Req, Resp>(
+    protocol: &'static str,
+    serves: bool,
+) -> request_response::cbor::Behaviour<Req, Resp>
+where
+    Req: Send + serde::Serialize + serde::de::DeserializeOwned,
+    Resp: Send + serde::Serialize + serde::de::DeserializeOwned,
+{
+    let support = if serves { ProtocolSupport::Full } else { ProtocolSupport::Outbound };
+    let codec = request_response::cbor::codec::Codec::default()
+        .set_request_size_maximum(MAX_REQUEST)
+        .set_response_size_maximum(MAX_RESPONSE);
+    request_response::Behaviour::with_codec(
+        codec,
+        [(StreamProtocol::new(protocol), support)],
+        request_response::Config::default().with_request_timeout(crate::client::REQUEST_TIMEOUT),
+    )
+}
 
 /// Why a swarm could not be built.
 #[derive(Debug, thiserror::Error)]

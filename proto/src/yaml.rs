@@ -64,16 +64,17 @@ pub fn parse<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T, YamlErro
     let deserializer = serde_yaml_ng::Deserializer::from_str(text);
     serde_path_to_error::deserialize(deserializer).map_err(|err| {
         let field = err.path().to_string();
+        let mut message = err.into_inner().to_string();
+        // The YAML parser repeats the field path itself in some messages.
+        if let Some(rest) = message.strip_prefix(&format!("{field}: ")) {
+            message = rest.to_string();
+        }
         let field = if field == "." || field.is_empty() {
             String::new()
         } else {
             format!("field `{field}`: ")
         };
-        YamlError::Parse {
-            path: path.display().to_string(),
-            field,
-            message: err.into_inner().to_string(),
-        }
+        YamlError::Parse { path: path.display().to_string(), field, message }
     })
 }
 

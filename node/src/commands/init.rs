@@ -26,6 +26,10 @@ pub(crate) struct Init {
     /// The cloud's swarm key file; referenced from node.yaml by its absolute path.
     #[arg(long)]
     swarm_key: Option<PathBuf>,
+    /// The public half of the cloud's operator key (ed25519:<hex>, as `tau-node key public`
+    /// prints it): the only key that may create projects.
+    #[arg(long)]
+    operator_key: Option<tau_proto::tns::WriterKey>,
     /// The services to run, comma-separated: tns, hoarder, vault, seer, substrate.
     #[arg(long, value_delimiter = ',')]
     services: Vec<String>,
@@ -74,6 +78,7 @@ impl Init {
         let config = NodeConfig {
             identity_key: "identity.key".into(),
             swarm_key,
+            operator_key: self.operator_key.map(|k| k.to_string()),
             listen: if self.listen.is_empty() { NodeConfig::default().listen } else { self.listen },
             announce: self.announce,
             bootstrap: self.bootstrap,

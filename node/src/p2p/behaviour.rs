@@ -9,6 +9,7 @@ use libp2p::swarm::NetworkBehaviour;
 use libp2p::{StreamProtocol, Swarm, gossipsub, identify, kad, ping};
 use tau_proto::SwarmKey;
 use tau_proto::admin::{self, AdminRequest, AdminResponse};
+use tau_proto::tns::{self, TnsRequest, TnsResponse};
 
 use super::P2pError;
 
@@ -29,12 +30,22 @@ pub(super) struct Behaviour {
     pub(super) kad: kad::Behaviour<MemoryStore>,
     pub(super) gossipsub: gossipsub::Behaviour,
     pub(super) admin: request_response::cbor::Behaviour<AdminRequest, AdminResponse>,
+    pub(super) tns: request_response::cbor::Behaviour<TnsRequest, TnsResponse>,
 }
 
-pub(super) fn build(keypair: Keypair, swarm_key: &SwarmKey) -> Result<Swarm<Behaviour>, P2pError> {
+/// The largest gossip message.
+pub(super) const MAX_GOSSIP: usize = 1 << 20;
+
+pub(super) fn build(
+    keypair: Keypair,
+    swarm_key: &SwarmKey,
+    services: &[String],
+) -> Result<Swarm<Behaviour>, P2pError> {
+    let runs = |name: &str| services.iter().any(|s| s == name);
     let gossip_config = gossipsub::ConfigBuilder::default()
         .validation_mode(gossipsub::ValidationMode::Strict)
         .validate_messages()
+        .max_transmit_size(MAX_GOSSIP)
         .build()
         .map_err(|e| P2pError::Build(format!("gossipsub: {e}")))?;
     let gossipsub = gossipsub::Behaviour::new(
@@ -67,6 +78,7 @@ pub(super) fn build(keypair: Keypair, swarm_key: &SwarmKey) -> Result<Swarm<Beha
                 request_response::Config::default()
                     .with_request_timeout(tau_proto::client::REQUEST_TIMEOUT),
             ),
+            tns: tau_proto::net::service(tns::PROTOCOL, runs("tns")),
         }
     })
     .map_err(|e| P2pError::Build(e.to_string()))

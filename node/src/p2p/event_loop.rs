@@ -6,17 +6,21 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use libp2p::core::ConnectedPoint;
 use libp2p::core::transport::ListenerId;
+use libp2p::gossipsub;
 use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, kad, ping};
 use tau_proto::admin::{AdminRequest, AdminResponse, NodeInfo};
 use tau_proto::profile::peer_id_of;
+use tau_proto::tns::{TnsRequest, TnsResponse};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
+use super::gossip::Topics;
 use super::peers::{PeerTable, usable};
+use super::service::Route;
 use super::{AdminContext, Command, P2pError};
 
 /// How often the loop looks after its connections.
@@ -52,6 +56,8 @@ pub(super) struct EventLoop {
     service_requests: HashMap<OutboundRequestId, PeerId>,
     next_kad_bootstrap: Option<Instant>,
     next_mesh_check: Instant,
+    tns: Route<TnsRequest, TnsResponse>,
+    topics: Topics,
 }
 
 impl EventLoop {
@@ -78,6 +84,8 @@ impl EventLoop {
             service_requests: HashMap::new(),
             next_kad_bootstrap: None,
             next_mesh_check: now + MESH_CHECK,
+            tns: Route::default(),
+            topics: Topics::default(),
         }
     }
 
@@ -122,6 +130,11 @@ impl EventLoop {
                     None => break,
                 },
                 event = self.swarm.select_next_some() => self.handle(event),
+                Some(Some((response, channel))) = self.tns.responding.next() => {
+                    if self.swarm.behaviour_mut().tns.send_response(channel, response).is_err() {
+                        tracing::debug!("tns response not sent: connection closed");
+                    }
+                }
                 _ = tick.tick() => self.maintain(),
             }
         }
@@ -135,6 +148,31 @@ impl EventLoop {
             }
             Command::ListenAddrs(reply) => {
                 let _ = reply.send(self.swarm.listeners().cloned().collect());
+            }
+            Command::ServeTns(inbox) => self.tns.serve(inbox),
+            Command::Tns { peer, request, answer } => {
+                self.tns.request(&mut self.swarm.behaviour_mut().tns, peer, request, answer);
+            }
+            Command::Subscribe { topic, sender, answer } => {
+                let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
+                let _ = answer.send(self.topics.subscribe(gossipsub, &topic, sender));
+            }
+            Command::Publish { topic, data, answer } => {
+                let result = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(gossipsub::IdentTopic::new(topic), data)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
+                let _ = answer.send(result);
+            }
+            Command::Validate { message, verdict } => {
+                self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
+                    &message.id,
+                    &message.source,
+                    verdict.into(),
+                );
             }
         }
     }
@@ -257,6 +295,15 @@ impl EventLoop {
                 self.dial_node(peer);
             }
             BehaviourEvent::Admin(event) => self.admin_event(event),
+            BehaviourEvent::Tns(event) => self.tns.on_event(event),
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            }) => {
+                let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
+                self.topics.deliver(gossipsub, propagation_source, message_id, message);
+            }
             other => tracing::trace!(?other, "behaviour event"),
         }
     }

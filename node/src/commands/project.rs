@@ -1,0 +1,250 @@
+//! `tau-node project`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use libp2p::PeerId;
+use libp2p::identity::Keypair;
+use serde::Serialize;
+use tau_node::project;
+use tau_proto::tns::values::ProjectRoot;
+use tau_proto::tns::{Draft, PutOutcome, Record, TnsRequest, TnsResponse, WriterKey, keys};
+use tau_proto::{Client, cbor, keyfile};
+
+use super::output;
+use super::tns::{get, list_all, status, tns_node};
+
+/// Projects: create one (operator) and push a project folder (owner).
+#[derive(Debug, Args)]
+pub(crate) struct Project {
+    #[command(subcommand)]
+    command: ProjectCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ProjectCommand {
+    /// Create a project and name its owner key (the operator's job).
+    Create(Create),
+    /// Compile a project folder into TNS records and push what changed (the owner's job).
+    ///
+    /// Pushing the same folder twice writes nothing; a function removed from the folder is
+    /// deleted. The whole folder is checked before anything is sent.
+    Push(Push),
+}
+
+#[derive(Debug, Args)]
+struct Create {
+    /// The project id (1-63 of a-z, 0-9 and -).
+    #[arg(long)]
+    id: String,
+    /// The owner's public key, as `tau-node key public` prints it (ed25519:<hex>).
+    #[arg(long)]
+    owner: WriterKey,
+    /// The cloud profile (`cloud.yaml`).
+    #[arg(long)]
+    cloud: PathBuf,
+    /// The operator key file [default: the profile's operator_key].
+    #[arg(long)]
+    operator_key: Option<PathBuf>,
+    /// The tns node to send to [default: the first one found].
+    #[arg(long)]
+    node: Option<PeerId>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct Push {
+    /// The project folder (config.yaml, functions/*.yaml).
+    dir: PathBuf,
+    /// The cloud profile (`cloud.yaml`).
+    #[arg(long)]
+    cloud: PathBuf,
+    /// The project owner's key file.
+    #[arg(long)]
+    key: PathBuf,
+    /// The tns node to send to [default: the first one found].
+    #[arg(long)]
+    node: Option<PeerId>,
+    /// Show what would change, and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    project: String,
+    node: String,
+    written: Vec<String>,
+    deleted: Vec<String>,
+    unchanged: usize,
+    dry_run: bool,
+}
+
+impl Project {
+    pub(crate) async fn run(self) -> anyhow::Result<()> {
+        match self.command {
+            ProjectCommand::Create(cmd) => cmd.run().await,
+            ProjectCommand::Push(cmd) => cmd.run().await,
+        }
+    }
+}
+
+/// Signs `drafts` one version above the node's clock and puts them; fails on any refusal.
+async fn put(
+    client: &Client,
+    node: PeerId,
+    drafts: Vec<Draft>,
+    key: &Keypair,
+) -> anyhow::Result<PutOutcome> {
+    let version = status(client, node).await?.clock + 1;
+    let records: Vec<Record> = drafts
+        .into_iter()
+        .map(|d| d.sign(version, key).context("the key is not an ed25519 key"))
+        .collect::<anyhow::Result<_>>()?;
+    let mut total = PutOutcome::default();
+    for chunk in records.chunks(1_000) {
+        let outcome = match client.tns(node, TnsRequest::Put { records: chunk.to_vec() }).await? {
+            TnsResponse::Put(outcome) => outcome,
+            other => bail!("{node} gave an unexpected answer to Put: {other:?}"),
+        };
+        total.stored += outcome.stored;
+        total.unchanged += outcome.unchanged;
+        total.rejected.extend(outcome.rejected);
+    }
+    if !total.rejected.is_empty() {
+        let lines: Vec<String> =
+            total.rejected.iter().map(|(k, why)| format!("{k}: {why}")).collect();
+        bail!("{node} refused {} records:\n  {}", lines.len(), lines.join("\n  "));
+    }
+    Ok(total)
+}
+
+impl Create {
+    async fn run(self) -> anyhow::Result<()> {
+        if !keys::is_name(&self.id) {
+            bail!(
+                "project id `{}`: 1-63 of a-z, 0-9 and -, not starting or ending with -",
+                self.id
+            );
+        }
+        let profile = tau_proto::CloudProfile::load(&self.cloud)?;
+        let key_path = self
+            .operator_key
+            .or(profile.operator_key.clone())
+            .context("no operator key: pass --operator-key or name it in the profile")?;
+        let operator = keyfile::read(&key_path)?;
+        let client = output::connect(&self.cloud).await?;
+        let node = tns_node(&client, self.node).await?;
+        let key = keys::project(&self.id);
+        let existing = get(&client, node, &key).await?;
+        let owner_of =
+            |r: &Record| r.value.as_deref().and_then(|v| cbor::from_slice::<ProjectRoot>(v).ok());
+        let unchanged =
+            existing.as_ref().and_then(owner_of).is_some_and(|root| root.owner == self.owner);
+        if !unchanged {
+            let value = cbor::to_vec(&ProjectRoot { owner: self.owner })?;
+            put(
+                &client,
+                node,
+                vec![Draft { key: key.clone(), scope: self.id.clone(), value: Some(value) }],
+                &operator,
+            )
+            .await?;
+        }
+        if self.json {
+            #[derive(Serialize)]
+            struct Created<'a> {
+                project: &'a str,
+                owner: String,
+                changed: bool,
+            }
+            return output::print_json(&Created {
+                project: &self.id,
+                owner: self.owner.to_string(),
+                changed: !unchanged,
+            });
+        }
+        match unchanged {
+            true => println!("project {} already exists with owner {}", self.id, self.owner),
+            false => println!("created project {} with owner {}", self.id, self.owner),
+        }
+        Ok(())
+    }
+}
+
+impl Push {
+    async fn run(self) -> anyhow::Result<()> {
+        let compiled = project::compile(&self.dir)?;
+        let owner = keyfile::read(&self.key)?;
+        let writer = WriterKey::of(&owner).context("the key is not an ed25519 key")?;
+        let client = output::connect(&self.cloud).await?;
+        let node = tns_node(&client, self.node).await?;
+
+        let root = get(&client, node, &keys::project(&compiled.id)).await?;
+        let root = root
+            .as_ref()
+            .and_then(|r| r.value.as_deref())
+            .and_then(|v| cbor::from_slice::<ProjectRoot>(v).ok());
+        match root {
+            None => bail!(
+                "project `{}` does not exist in this cloud: the operator creates it with\n  \
+                 tau-node project create --id {} --owner {writer} --cloud ...",
+                compiled.id,
+                compiled.id
+            ),
+            Some(root) if root.owner != writer => bail!(
+                "project `{}` is owned by {}, not by the key in {} ({writer})",
+                compiled.id,
+                root.owner,
+                self.key.display()
+            ),
+            Some(_) => {}
+        }
+
+        let mut current =
+            list_all(&client, node, &format!("{}/", keys::project(&compiled.id)), true).await?;
+        for prefix in ["/domains/", "/http/"] {
+            let records = list_all(&client, node, prefix, true).await?;
+            let claimed = |r: &Record| {
+                r.scope == compiled.id || compiled.drafts.iter().any(|d| d.key == r.key)
+            };
+            current.extend(records.into_iter().filter(claimed));
+        }
+        let plan = project::plan(&compiled, &current, &writer)?;
+        let report = Report {
+            project: compiled.id.clone(),
+            node: node.to_string(),
+            written: plan.writes.iter().map(|d| d.key.clone()).collect(),
+            deleted: plan.deletes.iter().map(|d| d.key.clone()).collect(),
+            unchanged: plan.unchanged,
+            dry_run: self.dry_run,
+        };
+        if !self.dry_run && (!plan.writes.is_empty() || !plan.deletes.is_empty()) {
+            put(&client, node, plan.drafts().cloned().collect(), &owner).await?;
+        }
+        if self.json {
+            return output::print_json(&report);
+        }
+        for key in &report.written {
+            println!("write   {key}");
+        }
+        for key in &report.deleted {
+            println!("delete  {key}");
+        }
+        let verb = if self.dry_run { "would push" } else { "pushed" };
+        println!(
+            "{verb} project {} to {node}: {} written, {} deleted, {} unchanged",
+            report.project,
+            report.written.len(),
+            report.deleted.len(),
+            report.unchanged
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,234 @@
+//! `tau-node tns`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use futures::future::join_all;
+use libp2p::PeerId;
+use serde::Serialize;
+use tau_proto::Client;
+use tau_proto::tns::values::Value;
+use tau_proto::tns::{MAX_PAGE, Record, TnsRequest, TnsResponse, TnsStatus};
+
+use super::output::{self, table};
+
+/// Read the cloud's registry (TNS): records, listings, each node's status.
+#[derive(Debug, Args)]
+pub(crate) struct Tns {
+    #[command(subcommand)]
+    command: TnsCommand,
+    /// The cloud profile (`cloud.yaml`).
+    #[arg(long, global = true, default_value = "cloud.yaml")]
+    cloud: PathBuf,
+    /// The tns node to ask [default: the first one found].
+    #[arg(long, global = true)]
+    node: Option<PeerId>,
+    /// Print JSON.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum TnsCommand {
+    /// Show the record under KEY, its value decoded.
+    Get {
+        /// The key, such as /projects/example/functions/ping.
+        key: String,
+    },
+    /// List the records under PREFIX (all pages).
+    List {
+        /// The key prefix.
+        #[arg(default_value = "/")]
+        prefix: String,
+        /// Include deleted keys (tombstones).
+        #[arg(long)]
+        tombstones: bool,
+    },
+    /// Each tns node's record count, digest, clock, refused records and last syncs.
+    Status,
+}
+
+/// A record as the commands show it.
+#[derive(Debug, Serialize)]
+pub(super) struct RecordView {
+    key: String,
+    scope: String,
+    version: u64,
+    writer: String,
+    deleted: bool,
+    value: Option<Value>,
+}
+
+impl From<&Record> for RecordView {
+    fn from(r: &Record) -> Self {
+        Self {
+            key: r.key.clone(),
+            scope: r.scope.clone(),
+            version: r.version,
+            writer: r.writer.to_string(),
+            deleted: r.is_tombstone(),
+            value: r
+                .value
+                .as_deref()
+                .map(|v| Value::decode(&r.key, v).unwrap_or(Value::Raw(v.to_vec()))),
+        }
+    }
+}
+
+/// The tns node to use: `node` if given, else the first that runs tns.
+pub(super) async fn tns_node(client: &Client, node: Option<PeerId>) -> anyhow::Result<PeerId> {
+    let nodes = client.nodes_running("tns").await?;
+    match node {
+        Some(node) => Ok(node),
+        None => nodes.first().copied().context("no node of this cloud runs tns"),
+    }
+}
+
+/// Every record under `prefix`, through all pages.
+pub(super) async fn list_all(
+    client: &Client,
+    node: PeerId,
+    prefix: &str,
+    tombstones: bool,
+) -> anyhow::Result<Vec<Record>> {
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let request =
+            TnsRequest::List { prefix: prefix.to_string(), after, limit: MAX_PAGE, tombstones };
+        match client.tns(node, request).await? {
+            TnsResponse::Page { records, next } => {
+                all.extend(records);
+                match next {
+                    Some(next) => after = Some(next),
+                    None => return Ok(all),
+                }
+            }
+            other => bail!("{node} gave an unexpected answer to List: {other:?}"),
+        }
+    }
+}
+
+/// The record under `key`, if any (tombstones included).
+pub(super) async fn get(
+    client: &Client,
+    node: PeerId,
+    key: &str,
+) -> anyhow::Result<Option<Record>> {
+    match client.tns(node, TnsRequest::Get { keys: vec![key.to_string()] }).await? {
+        TnsResponse::Records(records) => Ok(records.into_iter().next()),
+        other => bail!("{node} gave an unexpected answer to Get: {other:?}"),
+    }
+}
+
+/// A node's TNS status.
+pub(super) async fn status(client: &Client, node: PeerId) -> anyhow::Result<TnsStatus> {
+    match client.tns(node, TnsRequest::Status).await? {
+        TnsResponse::Status(status) => Ok(status),
+        other => bail!("{node} gave an unexpected answer to Status: {other:?}"),
+    }
+}
+
+impl Tns {
+    pub(crate) async fn run(self) -> anyhow::Result<()> {
+        let client = output::connect(&self.cloud).await?;
+        match self.command {
+            TnsCommand::Get { key } => {
+                let node = tns_node(&client, self.node).await?;
+                let Some(record) = get(&client, node, &key).await? else {
+                    bail!("no record under {key}");
+                };
+                let view = RecordView::from(&record);
+                if self.json {
+                    return output::print_json(&view);
+                }
+                println!("{}", serde_yaml_ng::to_string(&view)?.trim_end());
+            }
+            TnsCommand::List { prefix, tombstones } => {
+                let node = tns_node(&client, self.node).await?;
+                let records = list_all(&client, node, &prefix, tombstones).await?;
+                let views: Vec<RecordView> = records.iter().map(RecordView::from).collect();
+                if self.json {
+                    return output::print_json(&views);
+                }
+                let rows: Vec<Vec<String>> = views
+                    .iter()
+                    .map(|v| {
+                        vec![
+                            v.key.clone(),
+                            v.version.to_string(),
+                            if v.deleted { "deleted".into() } else { "live".into() },
+                            v.scope.clone(),
+                            v.writer.chars().take(20).collect::<String>() + "…",
+                        ]
+                    })
+                    .collect();
+                println!("{}", table(&["KEY", "VERSION", "STATE", "SCOPE", "WRITER"], &rows));
+                println!("{} records under {prefix}", views.len());
+            }
+            TnsCommand::Status => {
+                let nodes = match self.node {
+                    Some(node) => vec![node],
+                    None => client.nodes_running("tns").await?,
+                };
+                let answers = join_all(nodes.iter().map(|n| status(&client, *n))).await;
+                #[derive(Serialize)]
+                struct NodeStatus {
+                    peer_id: String,
+                    #[serde(flatten)]
+                    status: Option<TnsStatus>,
+                    error: Option<String>,
+                }
+                let report: Vec<NodeStatus> = nodes
+                    .iter()
+                    .zip(answers)
+                    .map(|(n, a)| match a {
+                        Ok(status) => {
+                            NodeStatus { peer_id: n.to_string(), status: Some(status), error: None }
+                        }
+                        Err(e) => NodeStatus {
+                            peer_id: n.to_string(),
+                            status: None,
+                            error: Some(format!("{e:#}")),
+                        },
+                    })
+                    .collect();
+                if self.json {
+                    return output::print_json(&report);
+                }
+                let rows: Vec<Vec<String>> = report
+                    .iter()
+                    .map(|r| match &r.status {
+                        Some(s) => vec![
+                            r.peer_id.clone(),
+                            s.records.to_string(),
+                            s.tombstones.to_string(),
+                            s.digest.chars().take(16).collect(),
+                            s.clock.to_string(),
+                            s.forged.to_string(),
+                            s.unauthorized.to_string(),
+                        ],
+                        None => vec![r.peer_id.clone(), r.error.clone().unwrap_or_default()],
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    table(
+                        &[
+                            "PEER ID",
+                            "RECORDS",
+                            "DELETED",
+                            "DIGEST",
+                            "CLOCK",
+                            "FORGED",
+                            "UNAUTHORIZED"
+                        ],
+                        &rows
+                    )
+                );
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,98 @@
+//! Gossipsub for services: subscribe to a topic, publish, and validate what arrives before it is
+//! forwarded (messages are signed by their author and held until the service says whether they
+//! are valid).
+
+use std::collections::HashMap;
+
+use libp2p::PeerId;
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageId, TopicHash};
+use tokio::sync::mpsc;
+
+/// A message on a topic this node subscribed to. Report a verdict with
+/// [`super::Handle::validate`]; until then it is not forwarded.
+#[derive(Debug)]
+pub struct GossipMessage {
+    /// The peer that published it, if known.
+    pub author: Option<PeerId>,
+    /// The payload.
+    pub data: Vec<u8>,
+    /// Which message, for the verdict.
+    pub id: MessageRef,
+}
+
+/// Identifies a received message for its verdict.
+#[derive(Debug, Clone)]
+pub struct MessageRef {
+    pub(super) id: MessageId,
+    pub(super) source: PeerId,
+}
+
+/// A service's verdict on a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Valid and new: deliver and forward it.
+    Accept,
+    /// Invalid (forged, unauthorized): drop it and hold it against the peer that sent it.
+    Reject,
+    /// Valid but nothing new: drop it without blame.
+    Ignore,
+}
+
+impl From<Verdict> for MessageAcceptance {
+    fn from(v: Verdict) -> Self {
+        match v {
+            Verdict::Accept => Self::Accept,
+            Verdict::Reject => Self::Reject,
+            Verdict::Ignore => Self::Ignore,
+        }
+    }
+}
+
+/// The subscribed topics and where their messages go.
+#[derive(Default)]
+pub(super) struct Topics {
+    subscribers: HashMap<TopicHash, mpsc::Sender<GossipMessage>>,
+}
+
+impl Topics {
+    pub(super) fn subscribe(
+        &mut self,
+        behaviour: &mut gossipsub::Behaviour,
+        topic: &str,
+        sender: mpsc::Sender<GossipMessage>,
+    ) -> Result<(), String> {
+        let topic = IdentTopic::new(topic);
+        behaviour.subscribe(&topic).map_err(|e| e.to_string())?;
+        self.subscribers.insert(topic.hash(), sender);
+        Ok(())
+    }
+
+    /// Hands a message to its topic's subscriber; a message nobody can take is ignored.
+    pub(super) fn deliver(
+        &mut self,
+        behaviour: &mut gossipsub::Behaviour,
+        source: PeerId,
+        id: MessageId,
+        message: gossipsub::Message,
+    ) {
+        let reference = MessageRef { id, source };
+        let delivered = match self.subscribers.get(&message.topic) {
+            Some(sender) => sender
+                .try_send(GossipMessage {
+                    author: message.source,
+                    data: message.data,
+                    id: reference.clone(),
+                })
+                .is_ok(),
+            None => false,
+        };
+        if !delivered {
+            tracing::debug!(topic = %message.topic, "gossip message not taken: ignored");
+            behaviour.report_message_validation_result(
+                &reference.id,
+                &reference.source,
+                MessageAcceptance::Ignore,
+            );
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! A project folder into TNS drafts.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tau_proto::cbor;
+use tau_proto::tns::Draft;
+use tau_proto::tns::keys::{self, is_fqdn, is_name};
+use tau_proto::tns::values::{
+    DomainClaim, Execution, Function, ProjectConfig, Route, Source, Trigger, TriggerKind,
+};
+use tau_proto::yaml::{self, YamlError};
+
+use super::spec::{ConfigFile, FunctionFile, TriggerType};
+
+const METHODS: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"];
+const MAX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+const MAX_MEMORY: u64 = 4 << 30;
+
+/// A compiled project.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    /// The project id.
+    pub id: String,
+    /// Every record the folder describes, sorted by key.
+    pub drafts: Vec<Draft>,
+}
+
+/// Reads and checks a project folder; any error names the file and the field, and nothing is
+/// produced unless everything is right.
+pub fn compile(dir: &Path) -> Result<Compiled, YamlError> {
+    let config_path = dir.join("config.yaml");
+    let config: ConfigFile = yaml::load(&config_path)?;
+    if !is_name(&config.id) {
+        return Err(YamlError::invalid(
+            &config_path,
+            "id",
+            "1-63 of a-z, 0-9 and -, not starting or ending with -",
+        ));
+    }
+    let id = config.id.clone();
+    let mut drafts: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    drafts.insert(
+        keys::project_config(&id),
+        encode(&ProjectConfig { name: config.name, description: config.description }),
+    );
+
+    let mut routes: HashMap<String, PathBuf> = HashMap::new();
+    let mut names: HashMap<String, PathBuf> = HashMap::new();
+    for path in function_files(dir)? {
+        let spec: FunctionFile = yaml::load(&path)?;
+        let function = check_function(dir, &path, spec)?;
+        if let Some(other) = names.insert(function.name.clone(), path.clone()) {
+            return Err(YamlError::invalid(
+                &path,
+                "id",
+                format!("function `{}` is also defined in {}", function.name, other.display()),
+            ));
+        }
+        for domain in &function.domains {
+            drafts.insert(keys::domain(domain), encode(&DomainClaim { project: id.clone() }));
+            for (i, p) in function.trigger.paths.iter().enumerate() {
+                let route = keys::route(domain, &function.trigger.method, p);
+                if let Some(other) = routes.insert(route.clone(), path.clone()) {
+                    return Err(YamlError::invalid(
+                        &path,
+                        format!("trigger.paths[{i}]"),
+                        format!(
+                            "{} {domain}{p} is also served by {}",
+                            function.trigger.method,
+                            other.display()
+                        ),
+                    ));
+                }
+                drafts.insert(
+                    route,
+                    encode(&Route { project: id.clone(), function: function.name.clone() }),
+                );
+            }
+        }
+        drafts.insert(keys::function(&id, &function.name), encode(&function));
+    }
+    let drafts = drafts
+        .into_iter()
+        .map(|(key, value)| Draft { key, scope: id.clone(), value: Some(value) })
+        .collect();
+    Ok(Compiled { id, drafts })
+}
+
+/// The CBOR of a value.
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    cbor::to_vec(value).expect("plain structs of strings and numbers always encode")
+}
+
+/// `functions/*.yaml`, sorted (a project may have none).
+fn function_files(dir: &Path) -> Result<Vec<PathBuf>, YamlError> {
+    let functions = dir.join("functions");
+    if !functions.exists() {
+        return Ok(Vec::new());
+    }
+    let read_err = |source| YamlError::Read { path: functions.display().to_string(), source };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&functions).map_err(read_err)? {
+        let path = entry.map_err(read_err)?.path();
+        if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn check_function(dir: &Path, path: &Path, spec: FunctionFile) -> Result<Function, YamlError> {
+    let invalid = |field: &str, message: String| YamlError::invalid(path, field, message);
+    if !is_name(&spec.id) {
+        return Err(invalid("id", "1-63 of a-z, 0-9 and -, not starting or ending with -".into()));
+    }
+    let method = spec.trigger.method.to_ascii_uppercase();
+    if !METHODS.contains(&method.as_str()) {
+        return Err(invalid(
+            "trigger.method",
+            format!("`{}` is not one of {}", spec.trigger.method, METHODS.join(", ")),
+        ));
+    }
+    if spec.trigger.paths.is_empty() {
+        return Err(invalid("trigger.paths", "at least one path is needed".into()));
+    }
+    for (i, p) in spec.trigger.paths.iter().enumerate() {
+        if !p.starts_with('/') || !p.bytes().all(|b| b.is_ascii_graphic()) || p.contains("//") {
+            return Err(invalid(
+                &format!("trigger.paths[{i}]"),
+                format!("`{p}` must start with / and have no spaces"),
+            ));
+        }
+    }
+    if spec.domains.is_empty() {
+        return Err(invalid("domains", "at least one domain is needed".into()));
+    }
+    let mut domains = Vec::new();
+    for (i, d) in spec.domains.iter().enumerate() {
+        if !is_fqdn(d) {
+            return Err(invalid(&format!("domains[{i}]"), format!("`{d}` is not a domain name")));
+        }
+        domains.push(d.to_ascii_lowercase());
+    }
+    let timeout = humantime::parse_duration(&spec.execution.timeout).map_err(|e| {
+        invalid(
+            "execution.timeout",
+            format!("`{}` is not a duration (like 10s or 500ms): {e}", spec.execution.timeout),
+        )
+    })?;
+    if timeout.is_zero() || timeout > MAX_TIMEOUT {
+        return Err(invalid("execution.timeout", "must be more than 0 and at most 15m".into()));
+    }
+    let memory = spec
+        .execution
+        .memory
+        .parse::<bytesize::ByteSize>()
+        .map_err(|e| {
+            invalid(
+                "execution.memory",
+                format!("`{}` is not a size (like 64MB or 128MiB): {e}", spec.execution.memory),
+            )
+        })?
+        .as_u64();
+    if memory == 0 || memory > MAX_MEMORY {
+        return Err(invalid("execution.memory", "must be more than 0 and at most 4GiB".into()));
+    }
+    let source_path = dir.join(&spec.source);
+    if spec.source.is_empty() || Path::new(&spec.source).is_absolute() || spec.source.contains("..")
+    {
+        return Err(invalid(
+            "source",
+            format!("`{}` must be a path inside the project folder", spec.source),
+        ));
+    }
+    if source_path.is_dir() {
+        return Err(invalid(
+            "source",
+            format!("{} is a folder: name the built .wasm file", source_path.display()),
+        ));
+    }
+    let bytes = std::fs::read(&source_path)
+        .map_err(|e| invalid("source", format!("cannot read {}: {e}", source_path.display())))?;
+    Ok(Function {
+        name: spec.id,
+        description: spec.description,
+        trigger: Trigger {
+            kind: match spec.trigger.kind {
+                TriggerType::Http => TriggerKind::Http,
+                TriggerType::Https => TriggerKind::Https,
+            },
+            method,
+            paths: spec.trigger.paths,
+        },
+        domains,
+        source: Source {
+            file: spec.source,
+            blake3: *blake3::hash(&bytes).as_bytes(),
+            size: bytes.len() as u64,
+        },
+        execution: Execution {
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            memory_bytes: memory,
+            call: spec.execution.call,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PING: &str = "id: ping\ntrigger: {type: http, method: get, paths: [/ping]}\n\
+                        domains: [ping.example.tau]\nsource: ping.wasm\n\
+                        execution: {timeout: 5s, memory: 32MB}\n";
+
+    /// A project folder with `files` (relative path, contents) and a `ping.wasm`.
+    fn folder(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("functions")).unwrap();
+        std::fs::write(dir.path().join("ping.wasm"), b"\0asm\x01\0\0\0").unwrap();
+        for (path, text) in files {
+            std::fs::write(dir.path().join(path), text).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn compiles_a_project_into_sorted_drafts() {
+        let dir =
+            folder(&[("config.yaml", "id: shop\nname: Shop\n"), ("functions/ping.yaml", PING)]);
+        let compiled = compile(dir.path()).unwrap();
+        let keys: Vec<&str> = compiled.drafts.iter().map(|d| d.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "/domains/ping.example.tau",
+                "/http/ping.example.tau/GET/ping",
+                "/projects/shop/config",
+                "/projects/shop/functions/ping"
+            ]
+        );
+        assert!(compiled.drafts.iter().all(|d| d.scope == "shop"));
+        let function: Function =
+            cbor::from_slice(compiled.drafts[3].value.as_ref().unwrap()).unwrap();
+        assert_eq!(
+            function.execution,
+            Execution { timeout_ms: 5_000, memory_bytes: 32_000_000, call: None }
+        );
+        assert_eq!(function.trigger.method, "GET");
+        assert_eq!(function.source.size, 8);
+        // Compiling again gives the same bytes: pushes compare by value.
+        assert_eq!(compile(dir.path()).unwrap().drafts, compiled.drafts);
+    }
+
+    /// The error of a broken project: it must name `file` and contain `expected`.
+    fn error_of(files: &[(&str, &str)], file: &str, expected: &str) {
+        let dir = folder(files);
+        let err = compile(dir.path()).expect_err("the project is broken").to_string();
+        let path = dir.path().join(file).display().to_string();
+        assert!(err.starts_with(&path), "{err}\nshould name {path}");
+        assert!(err.contains(expected), "{err}\nshould contain {expected}");
+    }
+
+    #[test]
+    fn every_kind_of_mistake_names_the_file_and_field() {
+        let config = ("config.yaml", "id: shop\n");
+        error_of(&[("config.yaml", "id: [\n")], "config.yaml", "");
+        error_of(&[("config.yaml", "id: Shop!\n")], "config.yaml", "field `id`");
+        error_of(
+            &[("config.yaml", "id: shop\nowner: me\n")],
+            "config.yaml",
+            "unknown field `owner`",
+        );
+        error_of(
+            &[config, ("functions/ping.yaml", "id: ping\ntrigger: [\n")],
+            "functions/ping.yaml",
+            "",
+        );
+        let cases = [
+            ("type: http", "type: ftp", "field `trigger.type`: unknown variant `ftp`"),
+            (
+                "timeout: 5s",
+                "timeout: 5 parsecs",
+                "field `execution.timeout`: `5 parsecs` is not a duration",
+            ),
+            ("timeout: 5s", "timeout: 0s", "field `execution.timeout`: must be more than 0"),
+            ("memory: 32MB", "memory: lots", "field `execution.memory`: `lots` is not a size"),
+            ("source: ping.wasm", "source: missing.wasm", "field `source`: cannot read"),
+            ("source: ping.wasm", "source: ../ping.wasm", "field `source`"),
+            ("method: get", "method: FETCH", "field `trigger.method`"),
+            ("paths: [/ping]", "paths: [ping]", "field `trigger.paths[0]`"),
+            ("domains: [ping.example.tau]", "domains: [localhost]", "field `domains[0]`"),
+            ("id: ping", "id: ping\ncolour: red", "unknown field `colour`"),
+        ];
+        for (from, to, expected) in cases {
+            error_of(
+                &[config, ("functions/ping.yaml", &PING.replace(from, to))],
+                "functions/ping.yaml",
+                expected,
+            );
+        }
+    }
+
+    #[test]
+    fn two_functions_on_one_route_are_refused() {
+        let other = PING.replace("id: ping", "id: pong");
+        error_of(
+            &[
+                ("config.yaml", "id: shop\n"),
+                ("functions/ping.yaml", PING),
+                ("functions/pong.yaml", &other),
+            ],
+            "functions/pong.yaml",
+            "field `trigger.paths[0]`: GET ping.example.tau/ping is also served by",
+        );
+        error_of(
+            &[
+                ("config.yaml", "id: shop\n"),
+                ("functions/a.yaml", PING),
+                ("functions/b.yaml", PING),
+            ],
+            "functions/b.yaml",
+            "field `id`: function `ping` is also defined in",
+        );
+    }
+}

@@ -1,0 +1,89 @@
+//! The YAML files of a project folder.
+
+use serde::Deserialize;
+
+/// `config.yaml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// The project id (as the operator created it).
+    pub id: String,
+    /// A name for people.
+    #[serde(default)]
+    pub name: String,
+    /// What the project is.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// `functions/<name>.yaml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionFile {
+    /// The function's name.
+    pub id: String,
+    /// What it does.
+    #[serde(default)]
+    pub description: String,
+    /// What runs it.
+    pub trigger: TriggerSpec,
+    /// The domains it answers on.
+    pub domains: Vec<String>,
+    /// The `.wasm` component, relative to the project folder.
+    pub source: String,
+    /// Its limits.
+    #[serde(default)]
+    pub execution: ExecutionSpec,
+}
+
+/// `trigger:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerSpec {
+    /// `http` or `https`.
+    #[serde(rename = "type")]
+    pub kind: TriggerType,
+    /// The HTTP method.
+    pub method: String,
+    /// The paths.
+    pub paths: Vec<String>,
+}
+
+/// The trigger types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TriggerType {
+    /// Plain HTTP.
+    Http,
+    /// HTTPS.
+    Https,
+}
+
+/// `execution:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutionSpec {
+    /// A duration such as `10s` or `500ms`.
+    #[serde(default = "default_timeout")]
+    pub timeout: String,
+    /// A size such as `64MB` or `128MiB`.
+    #[serde(default = "default_memory")]
+    pub memory: String,
+    /// The export to call.
+    #[serde(default)]
+    pub call: Option<String>,
+}
+
+impl Default for ExecutionSpec {
+    fn default() -> Self {
+        Self { timeout: default_timeout(), memory: default_memory(), call: None }
+    }
+}
+
+fn default_timeout() -> String {
+    "10s".into()
+}
+
+fn default_memory() -> String {
+    "64MB".into()
+}

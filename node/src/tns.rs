@@ -1,0 +1,85 @@
+//! The `tns` service: the cloud's replicated registry of projects, functions, domains and routes.
+//!
+//! - [`store`]: the records on disk (redb) and the in-memory index (summaries, bucket digests,
+//!   project owners); every check a record must pass before it is stored.
+//! - `service`: answers `/tau/tns/1` requests, publishes what a `Put` stored on the gossipsub
+//!   topic `tau/tns/1`, and stores (and lets gossipsub forward) only valid gossip.
+//! - `sync`: anti-entropy. Every [`SYNC_INTERVAL`] the node compares its 256 bucket digests with
+//!   one peer (new peers first, then in turn), pulls what it lacks and pushes what the peer lacks,
+//!   so a node that was down or partitioned catches up by itself.
+//!
+//! The store sits behind a mutex shared by the two tasks; no lock is held across an await.
+
+mod service;
+pub mod store;
+mod sync;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
+pub use store::Store;
+use tau_proto::tns::WriterKey;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::p2p;
+
+/// How often anti-entropy runs.
+pub const SYNC_INTERVAL: Duration = Duration::from_secs(2);
+
+/// What the service's tasks share.
+struct Shared {
+    store: Mutex<Store>,
+    operator: Option<WriterKey>,
+    last_sync: Mutex<HashMap<PeerId, Instant>>,
+}
+
+impl Shared {
+    fn store(&self) -> MutexGuard<'_, Store> {
+        // A panic while holding the lock leaves the index as it was before the failed apply:
+        // the index changes only after a commit.
+        self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TnsError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// The p2p task has stopped.
+    #[error("cannot start tns: {0}")]
+    P2p(String),
+}
+
+/// Opens the registry in `data_dir` and starts serving it. The tasks stop on `shutdown`.
+pub async fn start(
+    handle: p2p::Handle,
+    data_dir: &Path,
+    operator: Option<WriterKey>,
+    shutdown: CancellationToken,
+) -> Result<Vec<JoinHandle<()>>, TnsError> {
+    let store = Store::open(&data_dir.join("tns.redb"))?;
+    let (live, tombstones, _, clock) = store.counts();
+    tracing::info!(live, tombstones, clock, "tns registry opened");
+    let shared =
+        Arc::new(Shared { store: Mutex::new(store), operator, last_sync: Mutex::default() });
+    let (inbox, requests) = tokio::sync::mpsc::channel(256);
+    handle.serve_tns(inbox).await.map_err(|e| TnsError::P2p(e.to_string()))?;
+    let gossip = handle.subscribe(tau_proto::tns::TOPIC).await.map_err(TnsError::P2p)?;
+    Ok(vec![
+        tokio::spawn(service::run(
+            shared.clone(),
+            handle.clone(),
+            requests,
+            gossip,
+            shutdown.clone(),
+        )),
+        tokio::spawn(sync::run(shared, handle, shutdown)),
+    ])
+}

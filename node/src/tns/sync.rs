@@ -1,0 +1,122 @@
+//! Anti-entropy: compare bucket digests with one peer, pull what it has newer, push what it
+//! lacks.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use libp2p::PeerId;
+use tau_proto::tns::{MAX_PAGE, Record, TnsRequest, TnsResponse};
+use tokio_util::sync::CancellationToken;
+
+use super::{SYNC_INTERVAL, Shared};
+use crate::p2p;
+
+/// Records pushed per `Put`.
+const PUSH_BATCH: usize = 500;
+
+pub(super) async fn run(shared: Arc<Shared>, handle: p2p::Handle, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(SYNC_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen: HashSet<PeerId> = HashSet::new();
+    let mut turn = 0usize;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let Ok(peers) = handle.peers().await else { break };
+        let mut tns_peers: Vec<PeerId> = peers
+            .into_iter()
+            .filter(|p| p.services.iter().any(|s| s == "tns"))
+            .map(|p| p.peer_id)
+            .collect();
+        if tns_peers.is_empty() {
+            continue;
+        }
+        tns_peers.sort();
+        // A peer not seen last time (new, or back) goes first: it may have missed the most.
+        let peer = match tns_peers.iter().find(|p| !seen.contains(p)) {
+            Some(peer) => *peer,
+            None => {
+                turn = turn.wrapping_add(1);
+                tns_peers[turn % tns_peers.len()]
+            }
+        };
+        seen = tns_peers.into_iter().collect();
+        let started = Instant::now();
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            result = sync_with(&shared, &handle, peer) => match result {
+                Ok((pulled, pushed)) => {
+                    if let Ok(mut last) = shared.last_sync.lock() {
+                        last.insert(peer, Instant::now());
+                    }
+                    if pulled + pushed > 0 {
+                        tracing::info!(%peer, pulled, pushed, took = ?started.elapsed(), "tns anti-entropy repaired");
+                    }
+                }
+                Err(e) => tracing::debug!(%peer, error = %e, "tns anti-entropy failed"),
+            }
+        }
+    }
+}
+
+/// One anti-entropy round with `peer`: returns how many records were pulled and pushed.
+pub(super) async fn sync_with(
+    shared: &Shared,
+    handle: &p2p::Handle,
+    peer: PeerId,
+) -> Result<(usize, usize), String> {
+    let digests = shared.store().digests().to_vec();
+    let (buckets, theirs) = match handle.tns(peer, TnsRequest::Sync { digests }).await {
+        Ok(TnsResponse::Diff { buckets, summaries }) => (buckets, summaries),
+        Ok(other) => return Err(format!("unexpected answer to Sync: {other:?}")),
+        Err(e) => return Err(e.to_string()),
+    };
+    if buckets.is_empty() {
+        return Ok((0, 0));
+    }
+    // Decide what to pull and what to push, under one short lock.
+    let (pull, push) = {
+        let store = shared.store();
+        let theirs_by_key: HashMap<&str, _> = theirs.iter().map(|s| (s.key.as_str(), s)).collect();
+        let pull: Vec<String> = theirs
+            .iter()
+            .filter(|t| store.summary(&t.key).is_none_or(|ours| t.order(ours).is_gt()))
+            .map(|t| t.key.clone())
+            .collect();
+        let mut push: Vec<Record> = Vec::new();
+        for ours in store.summaries(&buckets) {
+            let newer = theirs_by_key.get(ours.key.as_str()).is_none_or(|t| ours.order(t).is_gt());
+            if newer {
+                match store.get(&ours.key) {
+                    Ok(Some(record)) => push.push(record),
+                    Ok(None) => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        }
+        (pull, push)
+    };
+    let mut pulled = 0;
+    for keys in pull.chunks(MAX_PAGE as usize) {
+        let records = match handle.tns(peer, TnsRequest::Get { keys: keys.to_vec() }).await {
+            Ok(TnsResponse::Records(records)) => records,
+            Ok(other) => return Err(format!("unexpected answer to Get: {other:?}")),
+            Err(e) => return Err(e.to_string()),
+        };
+        let applied =
+            shared.store().apply(records, shared.operator.as_ref()).map_err(|e| e.to_string())?;
+        pulled += applied.stored.len();
+    }
+    let pushed = push.len();
+    for records in push.chunks(PUSH_BATCH) {
+        match handle.tns(peer, TnsRequest::Put { records: records.to_vec() }).await {
+            Ok(TnsResponse::Put(_)) => {}
+            Ok(other) => return Err(format!("unexpected answer to Put: {other:?}")),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok((pulled, pushed))
+}

@@ -1,0 +1,127 @@
+//! TNS, the cloud's replicated registry: wire types, records, keys and values.
+//!
+//! - [`record`]: [`Record`], its canonical encoding, signature and last-writer-wins order.
+//! - [`keys`]: the key paths and who may write each.
+//! - [`values`]: the typed values (projects, functions, domains, routes).
+//!
+//! The protocol is `/tau/tns/1` (request-response, CBOR) and writes also travel on the gossipsub
+//! topic `tau/tns/1` as CBOR lists of records.
+
+pub mod keys;
+pub mod record;
+pub mod values;
+
+use libp2p::PeerId;
+pub use record::{Draft, Record, Summary, WriterKey};
+use serde::{Deserialize, Serialize};
+
+/// The request-response protocol.
+pub const PROTOCOL: &str = "/tau/tns/1";
+/// The gossipsub topic writes travel on.
+pub const TOPIC: &str = "tau/tns/1";
+/// Anti-entropy compares this many buckets of the key space.
+pub const BUCKETS: usize = 256;
+/// The most records a `List` page or a `Get` answer holds.
+pub const MAX_PAGE: u32 = 1_000;
+
+/// The bucket of a key: the first byte of its BLAKE3 hash.
+pub fn bucket(key: &str) -> usize {
+    usize::from(blake3::hash(key.as_bytes()).as_bytes()[0])
+}
+
+/// A request to a TNS node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum TnsRequest {
+    /// The records under these keys (tombstones included), as [`TnsResponse::Records`].
+    Get {
+        /// The keys, at most [`MAX_PAGE`].
+        keys: Vec<String>,
+    },
+    /// One page of the records whose keys start with `prefix`, in key order, as
+    /// [`TnsResponse::Page`].
+    List {
+        /// The prefix.
+        prefix: String,
+        /// Start after this key (the previous page's `next`).
+        after: Option<String>,
+        /// At most this many records (capped at [`MAX_PAGE`]).
+        limit: u32,
+        /// Include tombstones.
+        tombstones: bool,
+    },
+    /// Store signed records, as [`TnsResponse::Put`].
+    Put {
+        /// The records.
+        records: Vec<Record>,
+    },
+    /// The node's registry status, as [`TnsResponse::Status`].
+    Status,
+    /// Anti-entropy: the asker's bucket digests; the answer lists the summaries of the
+    /// responder's records in every bucket whose digest differs, as [`TnsResponse::Diff`].
+    Sync {
+        /// [`BUCKETS`] digests.
+        digests: Vec<Digest>,
+    },
+}
+
+/// A bucket digest: the XOR of the hashes of the bucket's records.
+pub type Digest = [u8; 32];
+
+/// A TNS node's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum TnsResponse {
+    /// The records found.
+    Records(Vec<Record>),
+    /// A page of a listing.
+    Page {
+        /// The records.
+        records: Vec<Record>,
+        /// The key to continue after, if there is more.
+        next: Option<String>,
+    },
+    /// What happened to each record of a `Put`.
+    Put(PutOutcome),
+    /// The node's status.
+    Status(TnsStatus),
+    /// The answer to `Sync`.
+    Diff {
+        /// The buckets that differ.
+        buckets: Vec<u16>,
+        /// The responder's summaries in those buckets.
+        summaries: Vec<Summary>,
+    },
+    /// The request was refused.
+    Error(String),
+}
+
+/// What a `Put` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutOutcome {
+    /// Records stored (newer than what the node had).
+    pub stored: u32,
+    /// Records the node already had, or had something newer than.
+    pub unchanged: u32,
+    /// Records refused, each with its key and the reason.
+    pub rejected: Vec<(String, String)>,
+}
+
+/// A TNS node's status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TnsStatus {
+    /// Live records.
+    pub records: u64,
+    /// Tombstones.
+    pub tombstones: u64,
+    /// XOR of all record hashes, hex: nodes with equal digests hold equal registries.
+    pub digest: String,
+    /// The highest version seen (the Lamport clock); a writer uses one more.
+    pub clock: u64,
+    /// Records dropped for a bad signature.
+    pub forged: u64,
+    /// Records dropped because their writer may not write them.
+    pub unauthorized: u64,
+    /// When anti-entropy last completed with each peer, seconds ago.
+    pub last_sync: Vec<(PeerId, u64)>,
+}

@@ -1,0 +1,204 @@
+//! TNS key paths and who may write them.
+//!
+//! | key | scope | who may write |
+//! |---|---|---|
+//! | `/projects/<id>` | `<id>` | the operator (the value names the owner) |
+//! | `/projects/<id>/...` | `<id>` | the project's owner |
+//! | `/domains/<fqdn>` | the claiming project | that project's owner |
+//! | `/http/<fqdn>/<METHOD>/<path>` | the claiming project | that project's owner |
+//! | anything else (`/vault/keyset`, ...) | empty | the operator |
+//!
+//! The rules depend only on the record and the current owner of the project it names, so every
+//! node reaches the same verdict.
+
+/// The most bytes a key may have.
+pub const MAX_KEY_LEN: usize = 512;
+
+/// Who must have signed a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authority {
+    /// The cloud's operator key.
+    Operator,
+    /// The owner of this project (as its `/projects/<id>` record names it).
+    Owner(String),
+}
+
+/// Why a key (or its scope) is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The key is malformed.
+    #[error("bad key `{key}`: {reason}")]
+    Malformed {
+        /// The key (cut to 100 characters).
+        key: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The scope does not fit the key.
+    #[error("key `{key}` must have scope `{expected}`, not `{scope}`")]
+    Scope {
+        /// The key.
+        key: String,
+        /// The scope it has.
+        scope: String,
+        /// The scope it must have.
+        expected: String,
+    },
+}
+
+/// Checks `key`'s shape and `scope`, and says who must sign it.
+pub fn authority(key: &str, scope: &str) -> Result<Authority, KeyError> {
+    let malformed = |reason| KeyError::Malformed { key: key.chars().take(100).collect(), reason };
+    if key.len() > MAX_KEY_LEN {
+        return Err(malformed("longer than 512 bytes"));
+    }
+    let Some(rest) = key.strip_prefix('/') else { return Err(malformed("must start with /")) };
+    if rest.is_empty() || rest.ends_with('/') || rest.contains("//") {
+        return Err(malformed("empty path segment"));
+    }
+    if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(malformed("only printable ASCII without spaces"));
+    }
+    let segments: Vec<&str> = rest.split('/').collect();
+    let scoped = |expected: &str| {
+        if scope == expected {
+            Ok(Authority::Owner(expected.to_string()))
+        } else {
+            Err(KeyError::Scope {
+                key: key.to_string(),
+                scope: scope.to_string(),
+                expected: expected.to_string(),
+            })
+        }
+    };
+    match segments.as_slice() {
+        ["projects", id] => {
+            if !is_name(id) {
+                return Err(malformed("a project id is 1-63 of a-z, 0-9 and -"));
+            }
+            scoped(id).map(|_| Authority::Operator)
+        }
+        ["projects", id, ..] => {
+            if !is_name(id) {
+                return Err(malformed("a project id is 1-63 of a-z, 0-9 and -"));
+            }
+            scoped(id)
+        }
+        ["domains", fqdn] | ["http", fqdn, _, ..] => {
+            if !is_fqdn(fqdn) {
+                return Err(malformed("not a domain name"));
+            }
+            if !is_name(scope) {
+                return Err(malformed("a domain or route must name its project as scope"));
+            }
+            Ok(Authority::Owner(scope.to_string()))
+        }
+        ["domains", ..] | ["http", ..] => {
+            Err(malformed("expected /domains/<fqdn> or /http/<fqdn>/<METHOD>/<path>"))
+        }
+        _ => {
+            if scope.is_empty() {
+                Ok(Authority::Operator)
+            } else {
+                Err(KeyError::Scope {
+                    key: key.to_string(),
+                    scope: scope.to_string(),
+                    expected: String::new(),
+                })
+            }
+        }
+    }
+}
+
+/// A project or function name: 1-63 of `a-z`, `0-9`, `-`, not starting or ending with `-`.
+pub fn is_name(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// A fully qualified domain name: dot-separated labels of letters, digits and `-`.
+pub fn is_fqdn(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').count() >= 2
+        && s.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// `/projects/<id>`.
+pub fn project(id: &str) -> String {
+    format!("/projects/{id}")
+}
+
+/// `/projects/<id>/config`.
+pub fn project_config(id: &str) -> String {
+    format!("/projects/{id}/config")
+}
+
+/// `/projects/<id>/functions/<name>`.
+pub fn function(project: &str, name: &str) -> String {
+    format!("/projects/{project}/functions/{name}")
+}
+
+/// `/domains/<fqdn>`.
+pub fn domain(fqdn: &str) -> String {
+    format!("/domains/{}", fqdn.to_ascii_lowercase())
+}
+
+/// `/http/<fqdn>/<METHOD><path>`, the route a request is looked up by.
+pub fn route(fqdn: &str, method: &str, path: &str) -> String {
+    format!("/http/{}/{}{}", fqdn.to_ascii_lowercase(), method.to_ascii_uppercase(), path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn says_who_may_write_each_key() {
+        assert_eq!(authority("/projects/shop", "shop"), Ok(Authority::Operator));
+        assert_eq!(authority("/projects/shop/config", "shop"), Ok(Authority::Owner("shop".into())));
+        assert_eq!(
+            authority("/domains/shop.example.com", "shop"),
+            Ok(Authority::Owner("shop".into()))
+        );
+        assert_eq!(
+            authority(&route("shop.example.com", "get", "/ping"), "shop"),
+            Ok(Authority::Owner("shop".into()))
+        );
+        assert_eq!(authority("/vault/keyset", ""), Ok(Authority::Operator));
+    }
+
+    #[test]
+    fn refuses_bad_keys_and_scopes() {
+        assert!(matches!(authority("/projects/shop/config", "other"), Err(KeyError::Scope { .. })));
+        assert!(matches!(authority("/projects/shop", ""), Err(KeyError::Scope { .. })));
+        assert!(matches!(authority("/vault/keyset", "shop"), Err(KeyError::Scope { .. })));
+        for key in [
+            "projects/x",
+            "/",
+            "/projects//x",
+            "/projects/x/",
+            "/projects/UP",
+            "/domains/nodot",
+            "/has space",
+            "/domains/a.b/extra",
+        ] {
+            assert!(authority(key, "x").is_err(), "{key}");
+        }
+        assert!(authority("/domains/a.example", "").is_err(), "a domain needs a project");
+        assert!(authority(&format!("/{}", "a".repeat(600)), "").is_err());
+    }
+
+    #[test]
+    fn names_and_domains() {
+        assert!(is_name("shop-1") && !is_name("-shop") && !is_name("Shop") && !is_name(""));
+        assert!(is_fqdn("ping.example.tau") && !is_fqdn("localhost") && !is_fqdn("a..b"));
+    }
+}

@@ -1,0 +1,132 @@
+//! The typed values stored under TNS keys (CBOR inside [`super::Record::value`]).
+
+use serde::{Deserialize, Serialize};
+
+use super::WriterKey;
+use crate::cbor::{self, CborError};
+
+/// `/projects/<id>`, written by the operator: who owns the project.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectRoot {
+    /// The key that may write under the project.
+    pub owner: WriterKey,
+}
+
+/// `/projects/<id>/config`, from the project's `config.yaml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectConfig {
+    /// A name for people.
+    pub name: String,
+    /// What it is.
+    pub description: String,
+}
+
+/// `/projects/<id>/functions/<name>`, from `functions/<name>.yaml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Function {
+    /// The function's name (its id).
+    pub name: String,
+    /// What it does.
+    pub description: String,
+    /// What runs it.
+    pub trigger: Trigger,
+    /// The domains it answers on.
+    pub domains: Vec<String>,
+    /// Its WebAssembly component.
+    pub source: Source,
+    /// Its limits.
+    pub execution: Execution,
+}
+
+/// An HTTP trigger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trigger {
+    /// `http` or `https`.
+    pub kind: TriggerKind,
+    /// The HTTP method, upper case.
+    pub method: String,
+    /// The paths, each starting with `/`.
+    pub paths: Vec<String>,
+}
+
+/// The kinds of trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TriggerKind {
+    /// Plain HTTP.
+    Http,
+    /// HTTPS.
+    Https,
+}
+
+/// A function's WebAssembly component.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    /// The file, relative to the project folder.
+    pub file: String,
+    /// BLAKE3 of its bytes.
+    #[serde(with = "crate::bytes::fixed")]
+    pub blake3: [u8; 32],
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// A function's limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Execution {
+    /// The deadline of one invocation, milliseconds.
+    pub timeout_ms: u64,
+    /// The memory limit, bytes.
+    pub memory_bytes: u64,
+    /// The export to call, where the component has several.
+    pub call: Option<String>,
+}
+
+/// `/domains/<fqdn>`: the project that serves the domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainClaim {
+    /// The project.
+    pub project: String,
+}
+
+/// `/http/<fqdn>/<METHOD><path>`: the function a request goes to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// The project.
+    pub project: String,
+    /// The function's name.
+    pub function: String,
+}
+
+/// Any TNS value, decoded by the shape of its key.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Value {
+    /// `/projects/<id>`.
+    ProjectRoot(ProjectRoot),
+    /// `/projects/<id>/config`.
+    ProjectConfig(ProjectConfig),
+    /// `/projects/<id>/functions/<name>`.
+    Function(Box<Function>),
+    /// `/domains/<fqdn>`.
+    Domain(DomainClaim),
+    /// `/http/...`.
+    Route(Route),
+    /// Anything else: the raw CBOR bytes.
+    Raw(#[serde(with = "crate::bytes::vec")] Vec<u8>),
+}
+
+impl Value {
+    /// Decodes `bytes` as the value type that `key` holds.
+    pub fn decode(key: &str, bytes: &[u8]) -> Result<Self, CborError> {
+        let segments: Vec<&str> = key.trim_start_matches('/').split('/').collect();
+        Ok(match segments.as_slice() {
+            ["projects", _] => Self::ProjectRoot(cbor::from_slice(bytes)?),
+            ["projects", _, "config"] => Self::ProjectConfig(cbor::from_slice(bytes)?),
+            ["projects", _, "functions", _] => Self::Function(Box::new(cbor::from_slice(bytes)?)),
+            ["domains", _] => Self::Domain(cbor::from_slice(bytes)?),
+            ["http", ..] => Self::Route(cbor::from_slice(bytes)?),
+            _ => Self::Raw(bytes.to_vec()),
+        })
+    }
+}
