@@ -210,3 +210,35 @@ impl Drop for DevCloud {
         }
     }
 }
+
+/// Writes a project folder `dir` with id `id` and one function per name in `functions` (each on
+/// `GET /<name>` at `<id>.example.tau`, with a small stand-in `.wasm`).
+pub fn write_project(dir: &Path, id: &str, functions: &[&str]) -> Result {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir.join("functions"))?;
+    std::fs::write(dir.join("config.yaml"), format!("id: {id}\nname: {id}\n"))?;
+    std::fs::write(dir.join("f.wasm"), b"\0asm\x01\0\0\0")?;
+    for name in functions {
+        std::fs::write(
+            dir.join(format!("functions/{name}.yaml")),
+            format!(
+                "id: {name}\ntrigger: {{type: http, method: GET, paths: [/{name}]}}\n\
+                 domains: [{id}.example.tau]\nsource: f.wasm\n"
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+/// Each tns node's status (`tau-node tns status --json`): peer id, then the status object.
+pub fn tns_status(profile: &Path) -> Result<Vec<serde_json::Value>> {
+    let out = tau_node_ok(&["tns", "status", "--cloud", &profile.to_string_lossy(), "--json"])?;
+    let value: serde_json::Value = serde_json::from_str(&out)?;
+    Ok(value.as_array().cloned().unwrap_or_default())
+}
+
+/// Whether every node in `status` answered and has the same registry digest.
+pub fn converged(status: &[serde_json::Value], nodes: usize) -> bool {
+    let digests: Vec<Option<&str>> = status.iter().map(|s| s["digest"].as_str()).collect();
+    digests.len() == nodes && digests.iter().all(|d| d.is_some() && *d == digests[0])
+}

@@ -1,0 +1,139 @@
+//! A lab of test hosts on this machine: one network namespace per host, each with a veth pair
+//! on a bridge the lab made, addresses in a private /24 of its own. The root namespace holds the
+//! bridge's first address, so the test itself (and its clients) reach every host. Everything is
+//! removed when the lab is dropped.
+//!
+//! Needs root and `ip` (iproute2; `scripts/setup` installs it).
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::Command;
+
+use crate::harness::Result;
+
+/// One host: a network namespace with one address.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// The namespace's name.
+    pub netns: String,
+    /// Its address on the lab's bridge.
+    pub ip: Ipv4Addr,
+    veth: String,
+}
+
+/// A set of hosts on one bridge.
+#[derive(Debug)]
+pub struct Lab {
+    /// The hosts.
+    pub hosts: Vec<Host>,
+    bridge: String,
+    /// The bridge's address (the root namespace's).
+    pub gateway: Ipv4Addr,
+}
+
+/// Runs `ip ARGS`, failing with its stderr.
+fn ip(args: &[&str]) -> Result {
+    let out = Command::new("ip").args(args).output().map_err(|e| format!("cannot run ip: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+        .into());
+    }
+    Ok(())
+}
+
+impl Lab {
+    /// Makes `count` hosts. Fails (never skips) without root or `ip`.
+    pub fn new(count: usize) -> Result<Self> {
+        if !nix::unistd::Uid::effective().is_root() {
+            return Err("the lab needs root (network namespaces); run the tests as root".into());
+        }
+        let tag = std::process::id() % 100_000;
+        let net = [10, 213, (tag % 250) as u8];
+        let gateway = Ipv4Addr::new(net[0], net[1], net[2], 1);
+        let mut lab = Self { hosts: Vec::new(), bridge: format!("taub{tag}"), gateway };
+        ip(&["link", "add", &lab.bridge, "type", "bridge"])?;
+        ip(&["addr", "add", &format!("{gateway}/24"), "dev", &lab.bridge])?;
+        ip(&["link", "set", &lab.bridge, "up"])?;
+        for i in 0..count {
+            let host = Host {
+                netns: format!("taun{tag}-{i}"),
+                ip: Ipv4Addr::new(net[0], net[1], net[2], 10 + i as u8),
+                veth: format!("tauv{tag}-{i}"),
+            };
+            let inner = format!("{}p", host.veth);
+            ip(&["netns", "add", &host.netns])?;
+            lab.hosts.push(host.clone());
+            ip(&["link", "add", &host.veth, "type", "veth", "peer", "name", &inner])?;
+            ip(&["link", "set", &inner, "netns", &host.netns])?;
+            ip(&["link", "set", &host.veth, "master", &lab.bridge])?;
+            ip(&["link", "set", &host.veth, "up"])?;
+            let ns = |args: &[&str]| {
+                let mut all = vec!["netns", "exec", &host.netns, "ip"];
+                all.extend_from_slice(args);
+                ip(&all)
+            };
+            ns(&["addr", "add", &format!("{}/24", host.ip), "dev", &inner])?;
+            ns(&["link", "set", &inner, "up"])?;
+            ns(&["link", "set", "lo", "up"])?;
+        }
+        Ok(lab)
+    }
+
+    /// A command that runs `program` inside host `i`'s namespace.
+    pub fn command(&self, i: usize, program: &Path) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.hosts[i].netns]).arg(program);
+        command
+    }
+
+    /// Cuts every host of `a` off from every host of `b` (both ways); both still reach the
+    /// root namespace.
+    pub fn partition(&self, a: &[usize], b: &[usize]) -> Result {
+        for (from, to) in a.iter().flat_map(|x| b.iter().flat_map(move |y| [(*x, *y), (*y, *x)])) {
+            let target = format!("{}/32", self.hosts[to].ip);
+            ip(&[
+                "netns",
+                "exec",
+                &self.hosts[from].netns,
+                "ip",
+                "route",
+                "add",
+                "blackhole",
+                &target,
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// Undoes [`Lab::partition`].
+    pub fn heal(&self, a: &[usize], b: &[usize]) -> Result {
+        for (from, to) in a.iter().flat_map(|x| b.iter().flat_map(move |y| [(*x, *y), (*y, *x)])) {
+            let target = format!("{}/32", self.hosts[to].ip);
+            ip(&[
+                "netns",
+                "exec",
+                &self.hosts[from].netns,
+                "ip",
+                "route",
+                "del",
+                "blackhole",
+                &target,
+            ])?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for host in &self.hosts {
+            let _ = ip(&["link", "del", &host.veth]);
+            let _ = ip(&["netns", "del", &host.netns]);
+        }
+        let _ = ip(&["link", "del", &self.bridge]);
+    }
+}

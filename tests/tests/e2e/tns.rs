@@ -1,0 +1,303 @@
+//! TNS across real processes: pushes reach every node, a stopped node catches up, deletes
+//! spread, a stranger's record is on no node, and a partitioned cloud converges when it heals.
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use tau_proto::tns::{Draft, TnsRequest, TnsResponse, keys};
+use tau_proto::{Client, CloudProfile};
+use tau_tests::harness::{
+    DevCloud, Result, Signal, binary, converged, signal, tau_node_ok, tns_status, wait_for,
+    write_project,
+};
+use tau_tests::lab::Lab;
+
+/// Makes an owner key, has the operator create project `id` for it; returns the key's path.
+fn create_project(profile: &Path, dir: &Path, id: &str) -> Result<std::path::PathBuf> {
+    let key = dir.join(format!("{id}-owner.key"));
+    let owner = tau_node_ok(&["key", "generate", "--out", &key.to_string_lossy()])?;
+    tau_node_ok(&[
+        "project",
+        "create",
+        "--id",
+        id,
+        "--owner",
+        owner.trim(),
+        "--cloud",
+        &profile.to_string_lossy(),
+    ])?;
+    Ok(key)
+}
+
+fn push(profile: &Path, project: &Path, key: &Path, node: &str) -> Result<serde_json::Value> {
+    let out = tau_node_ok(&[
+        "project",
+        "push",
+        &project.to_string_lossy(),
+        "--cloud",
+        &profile.to_string_lossy(),
+        "--key",
+        &key.to_string_lossy(),
+        "--node",
+        node,
+        "--json",
+    ])?;
+    Ok(serde_json::from_str(&out)?)
+}
+
+/// The record under `key` as node `node` has it (`None`: no record).
+fn get_on(profile: &Path, node: &str, key: &str) -> Result<Option<serde_json::Value>> {
+    let out = tau_tests::harness::tau_node(&[
+        "tns",
+        "get",
+        key,
+        "--cloud",
+        &profile.to_string_lossy(),
+        "--node",
+        node,
+        "--json",
+    ])?;
+    if out.status.success() {
+        return Ok(Some(serde_json::from_slice(&out.stdout)?));
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("no record under") {
+        return Ok(None);
+    }
+    Err(format!("tns get {key} on {node}: {stderr}").into())
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn pushes_spread_a_stopped_node_catches_up_and_strangers_are_refused() -> Result {
+    let tmp = tempfile::tempdir()?;
+    let cloud = DevCloud::start(5, &tmp.path().join("cloud"))?;
+    let ids = cloud.peer_ids()?;
+    let profile = cloud.profile.clone();
+
+    // Node 4 is down during the push.
+    let pid = cloud.node_pid(4)?;
+    signal(pid, Signal::SIGTERM);
+    wait_for(Duration::from_secs(10), "node 4 stops", || {
+        Ok((!tau_tests::harness::alive(pid)).then_some(()))
+    })?;
+
+    let key = create_project(&profile, tmp.path(), "shop")?;
+    let project = tmp.path().join("shop");
+    write_project(&project, "shop", &["ping", "pong"])?;
+    let report = push(&profile, &project, &key, &ids[0])?;
+    assert_eq!(report["written"].as_array().map(Vec::len), Some(6), "{report}");
+
+    // Readable on every running node within 2 s.
+    let function = keys::function("shop", "pong");
+    let (_, took) = wait_for(Duration::from_secs(2), "the push reaches nodes 0-3", || {
+        for id in &ids[..4] {
+            if get_on(&profile, id, &function)?.is_none() {
+                return Ok(None);
+            }
+        }
+        Ok(Some(()))
+    })?;
+    eprintln!("push visible on 4 nodes after {took:?}");
+
+    // The same folder again writes nothing.
+    let again = push(&profile, &project, &key, &ids[1])?;
+    assert_eq!(
+        (again["written"].as_array().map(Vec::len), again["unchanged"].as_u64()),
+        (Some(0), Some(6))
+    );
+
+    // Node 4 comes back and catches up by itself.
+    let node4 = Killed(
+        std::process::Command::new(binary("tau-node")?)
+            .args(["run", "--config"])
+            .arg(cloud.dir.join("node-4/node.yaml"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(cloud.dir.join("node-4/restart.log"))?)
+            .spawn()?,
+    );
+    let (record, took) = wait_for(Duration::from_secs(30), "node 4 catches up", || {
+        get_on(&profile, &ids[4], &function)
+    })?;
+    eprintln!("node 4 caught up {took:?} after its restart");
+    assert_eq!(record["deleted"], false);
+    wait_for(Duration::from_secs(30), "all five registries are equal", || {
+        Ok(converged(&tns_status(&profile)?, 5).then_some(()))
+    })?;
+
+    // Removing a function deletes it everywhere.
+    write_project(&project, "shop", &["ping"])?;
+    let report = push(&profile, &project, &key, &ids[2])?;
+    assert_eq!(
+        report["deleted"].as_array().map(Vec::len),
+        Some(2),
+        "the function and its route: {report}"
+    );
+    wait_for(Duration::from_secs(5), "the delete reaches every node", || {
+        for id in &ids {
+            match get_on(&profile, id, &function)? {
+                Some(r) if r["deleted"] == true => {}
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(()))
+    })?;
+
+    // A stranger's record, sent straight to node 0 by a client of its own, is on no node.
+    let stranger = Keypair::generate_ed25519();
+    let evil =
+        Draft { key: keys::function("shop", "evil"), scope: "shop".into(), value: Some(vec![1]) }
+            .sign(1_000, &stranger)
+            .ok_or("cannot sign")?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let outcome = runtime.block_on(async {
+        let client = Client::connect(&CloudProfile::load(&profile)?).await?;
+        let node0 = ids[0].parse()?;
+        client.nodes().await?;
+        let answer = client.tns(node0, TnsRequest::Put { records: vec![evil] }).await?;
+        Ok::<_, tau_tests::harness::Error>(answer)
+    })?;
+    match outcome {
+        TnsResponse::Put(put) => {
+            assert_eq!(put.stored, 0);
+            assert!(put.rejected[0].1.contains("only the owner of project `shop`"), "{put:?}");
+        }
+        other => return Err(format!("unexpected answer {other:?}").into()),
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    for id in &ids {
+        assert_eq!(get_on(&profile, id, &keys::function("shop", "evil"))?, None, "on {id}");
+    }
+    let status = tns_status(&profile)?;
+    assert!(status.iter().any(|s| s["unauthorized"].as_u64() >= Some(1)), "the refusal is counted");
+    drop(node4);
+    Ok(())
+}
+
+/// A node of the lab cloud: its folder and its running process.
+struct LabNode {
+    dir: std::path::PathBuf,
+    peer_id: String,
+    process: Option<Killed>,
+}
+
+#[test]
+fn a_partitioned_cloud_converges_after_the_partition_heals() -> Result {
+    let lab = Lab::new(4)?;
+    let tmp = tempfile::tempdir()?;
+    let tau = binary("tau-node")?;
+    let swarm_key = tmp.path().join("swarm.key");
+    tau_node_ok(&["swarm-key", "--out", &swarm_key.to_string_lossy()])?;
+    let operator = tmp.path().join("operator.key");
+    let operator_public = tau_node_ok(&["key", "generate", "--out", &operator.to_string_lossy()])?;
+
+    let mut nodes: Vec<LabNode> = Vec::new();
+    for (i, host) in lab.hosts.iter().enumerate() {
+        let dir = tmp.path().join(format!("node-{i}"));
+        let mut args = vec![
+            "init".to_string(),
+            "--dir".into(),
+            dir.to_string_lossy().into(),
+            "--swarm-key".into(),
+            swarm_key.to_string_lossy().into(),
+            "--operator-key".into(),
+            operator_public.trim().into(),
+            "--services".into(),
+            "tns".into(),
+            "--listen".into(),
+            host.ip.to_string(),
+            "--p2p-port".into(),
+            "4001".into(),
+        ];
+        if let Some(first) = nodes.first() {
+            args.extend([
+                "--bootstrap".into(),
+                format!("/ip4/{}/tcp/4001/p2p/{}", lab.hosts[0].ip, first.peer_id),
+            ]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let peer_id = tau_node_ok(&args)?.trim().to_string();
+        nodes.push(LabNode { dir, peer_id, process: None });
+    }
+    for (i, node) in nodes.iter_mut().enumerate() {
+        let log = std::fs::File::create(node.dir.join("node.log"))?;
+        let child = lab
+            .command(i, &tau)
+            .args(["run", "--config"])
+            .arg(node.dir.join("node.yaml"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        node.process = Some(Killed(child));
+    }
+    let profile = tmp.path().join("cloud.yaml");
+    let bootstrap: Vec<String> = nodes
+        .iter()
+        .zip(&lab.hosts)
+        .map(|(n, h)| format!("  - /ip4/{}/tcp/4001/p2p/{}", h.ip, n.peer_id))
+        .collect();
+    std::fs::write(
+        &profile,
+        format!(
+            "name: lab\nswarm_key: swarm.key\noperator_key: operator.key\nbootstrap:\n{}\n",
+            bootstrap.join("\n")
+        ),
+    )?;
+    wait_for(Duration::from_secs(60), "the lab cloud forms", || {
+        let status = tns_status(&profile)?;
+        Ok((status.len() == 4 && status.iter().all(|s| s["digest"].is_string())).then_some(()))
+    })?;
+
+    let key = create_project(&profile, tmp.path(), "split")?;
+    let project = tmp.path().join("split");
+    write_project(&project, "split", &["base"])?;
+    push(&profile, &project, &key, &nodes[0].peer_id)?;
+    wait_for(Duration::from_secs(10), "the first push reaches all", || {
+        Ok(converged(&tns_status(&profile)?, 4).then_some(()))
+    })?;
+
+    // Cut {0,1} off from {2,3}, and write different things on each side.
+    lab.partition(&[0, 1], &[2, 3])?;
+    wait_for(Duration::from_secs(30), "the partition takes effect", || {
+        let out = tau_node_ok(&[
+            "peers",
+            "--cloud",
+            &profile.to_string_lossy(),
+            "--node",
+            &nodes[0].peer_id,
+            "--json",
+        ])?;
+        let peers: serde_json::Value = serde_json::from_str(&out)?;
+        Ok((peers.as_array().map(Vec::len) == Some(1)).then_some(()))
+    })?;
+    write_project(&project, "split", &["base", "left"])?;
+    push(&profile, &project, &key, &nodes[0].peer_id)?;
+    write_project(&project, "split", &["right"])?;
+    push(&profile, &project, &key, &nodes[2].peer_id)?;
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!converged(&tns_status(&profile)?, 4), "the two sides differ while cut off");
+    let left = keys::function("split", "left");
+    assert!(get_on(&profile, &nodes[1].peer_id, &left)?.is_some());
+    assert!(get_on(&profile, &nodes[3].peer_id, &left)?.is_none());
+
+    lab.heal(&[0, 1], &[2, 3])?;
+    let (_, took) = wait_for(Duration::from_secs(60), "the cloud converges after healing", || {
+        Ok(converged(&tns_status(&profile)?, 4).then_some(()))
+    })?;
+    eprintln!("converged {took:?} after the partition healed");
+    // Every node holds the same merge: both sides' writes, last writer winning per key.
+    for node in &nodes {
+        assert!(get_on(&profile, &node.peer_id, &keys::function("split", "right"))?.is_some());
+        assert!(get_on(&profile, &node.peer_id, &left)?.is_some());
+    }
+    Ok(())
+}
