@@ -1,9 +1,10 @@
 //! Anti-entropy: compare bucket digests with one peer, pull what it has newer, push what it
-//! lacks.
+//! lacks. A peer that appears (new, restarted, back from a partition) is synced with at once;
+//! otherwise one peer in turn every [`SYNC_INTERVAL`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 use tau_proto::tns::{MAX_PAGE, Record, TnsRequest, TnsResponse};
@@ -15,11 +16,15 @@ use crate::p2p;
 /// Records pushed per `Put`.
 const PUSH_BATCH: usize = 500;
 
+/// How often the loop looks for new tns peers (it syncs with a new one at once).
+const PEER_CHECK: Duration = Duration::from_millis(250);
+
 pub(super) async fn run(shared: Arc<Shared>, handle: p2p::Handle, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(SYNC_INTERVAL);
+    let mut tick = tokio::time::interval(PEER_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seen: HashSet<PeerId> = HashSet::new();
     let mut turn = 0usize;
+    let mut last_round = Instant::now();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -35,14 +40,17 @@ pub(super) async fn run(shared: Arc<Shared>, handle: p2p::Handle, shutdown: Canc
             continue;
         }
         tns_peers.sort();
-        // A peer not seen last time (new, or back) goes first: it may have missed the most.
+        // A peer not seen last time (new, or back) goes at once: it may have missed the most.
+        // Otherwise one peer in turn every SYNC_INTERVAL.
         let peer = match tns_peers.iter().find(|p| !seen.contains(p)) {
             Some(peer) => *peer,
-            None => {
+            None if last_round.elapsed() >= SYNC_INTERVAL => {
                 turn = turn.wrapping_add(1);
                 tns_peers[turn % tns_peers.len()]
             }
+            None => continue,
         };
+        last_round = Instant::now();
         seen = tns_peers.into_iter().collect();
         let started = Instant::now();
         tokio::select! {

@@ -1,0 +1,125 @@
+//! `tau-node-bench`: Tau's benchmarks, each figure beside a baseline measured in the same run.
+//!
+//! `tau-node-bench [foundation] [tns]` (default: all). Run with `scripts/bench` (a release
+//! build); it needs `tau-node` beside this binary.
+//!
+//! - [`foundation`]: admin `Info` round trip; time until a 10-node mesh is complete.
+//! - [`tns`]: local `Get`; push to visible on 10 nodes; anti-entropy catch-up of 10,000 records.
+
+mod foundation;
+mod tns;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Child;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--echo-server") {
+        return foundation::echo_server().await;
+    }
+    let all = args.is_empty();
+    let wants = |name: &str| all || args.iter().any(|a| a == name);
+    let tau_node = sibling("tau-node")?;
+    let tmp = std::env::temp_dir().join(format!("tau-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    println!("tau-node benchmarks ({} CPUs)", std::thread::available_parallelism()?.get());
+    let result = async {
+        if wants("foundation") {
+            println!();
+            foundation::admin_round_trip(&tau_node, &tmp).await?;
+            println!();
+            foundation::mesh(&tau_node, &tmp).await?;
+        }
+        if wants("tns") {
+            println!();
+            tns::local_get(&tmp)?;
+            println!();
+            tns::spread(&tau_node, &tmp).await?;
+            println!();
+            tns::catch_up(&tau_node, &tmp).await?;
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&tmp);
+    result
+}
+
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let path = std::env::current_exe()?.with_file_name(name);
+    if !path.exists() {
+        bail!(
+            "{} not found: build it first (cargo build --release -p tau-node --bins)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Percentiles of a sample.
+pub(crate) struct Stats {
+    pub(crate) p50: Duration,
+    pub(crate) p99: Duration,
+    pub(crate) mean: Duration,
+}
+
+pub(crate) fn stats(mut samples: Vec<Duration>) -> Stats {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+    let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
+    Stats { p50: at(0.50), p99: at(0.99), mean }
+}
+
+pub(crate) fn micros(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+pub(crate) fn millis(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1e3)
+}
+
+/// Reads a `tau-node dev` process's `ready <profile>` line.
+pub(crate) async fn ready_line(child: &mut Child) -> anyhow::Result<PathBuf> {
+    let stdout = child.stdout.take().context("dev stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
+        .await
+        .context("tau-node dev did not get ready within 120 s")??
+        .context("tau-node dev exited before it was ready")?;
+    let path = line.strip_prefix("ready ").context("unexpected output from tau-node dev")?;
+    Ok(PathBuf::from(path))
+}
+
+/// Starts `tau-node dev --nodes N --dir DIR` and waits until it is ready.
+pub(crate) async fn start_dev(
+    tau_node: &Path,
+    dir: &Path,
+    nodes: usize,
+) -> anyhow::Result<(Child, PathBuf)> {
+    let mut dev = tokio::process::Command::new(tau_node)
+        .args(["dev", "--nodes", &nodes.to_string(), "--dir"])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let profile = ready_line(&mut dev).await?;
+    Ok((dev, profile))
+}
+
+/// Stops a process with SIGTERM and waits (at most 20 s) for it.
+pub(crate) async fn stop(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+}
