@@ -1,6 +1,7 @@
 //! One module per subcommand; each is a clap `Args` struct with `async fn run(self)`.
 
 mod dev;
+mod hoarder;
 mod init;
 mod key;
 mod output;
@@ -25,6 +26,7 @@ pub(crate) enum Command {
     Key(key::Key),
     Project(project::Project),
     Tns(tns::Tns),
+    Hoarder(hoarder::Hoarder),
 }
 
 impl Command {
@@ -44,6 +46,7 @@ impl Command {
             Self::Key(cmd) => cmd.run(),
             Self::Project(cmd) => cmd.run().await,
             Self::Tns(cmd) => cmd.run().await,
+            Self::Hoarder(cmd) => cmd.run().await,
         }
     }
 }

@@ -7,6 +7,7 @@
 //!   ping, kad, gossipsub, request-response) and the cloneable [`p2p::Handle`] others use. It
 //!   serves the admin protocol `/tau/admin/1` from its own state.
 //! - [`resources`]: CPU, memory, load and disk, sampled in the background for `Info`.
+//! - [`hoarder`]: the blob service (chunked store, pins, rendezvous placement, repair).
 //! - [`tns`]: the registry service (redb store, gossip, anti-entropy, authorization).
 //! - [`project`]: a project folder compiled into TNS records, and the plan of a push.
 //! - [`node`]: starts the parts of a node from its config and stops them on a cancellation token.
@@ -19,6 +20,7 @@
 
 pub mod config;
 pub mod dev;
+pub mod hoarder;
 pub mod node;
 pub mod p2p;
 pub mod project;

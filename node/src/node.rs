@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::NodeConfig;
 use crate::p2p::{self, AdminContext, P2pConfig, P2pError};
-use crate::{resources, tns};
+use crate::{hoarder, resources, tns};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,9 @@ pub enum NodeError {
     /// The tns service could not start.
     #[error(transparent)]
     Tns(#[from] tns::TnsError),
+    /// The hoarder service could not start.
+    #[error(transparent)]
+    Hoarder(#[from] hoarder::HoarderError),
 }
 
 /// A started node. Stop it with [`Node::stop`].
@@ -85,6 +88,11 @@ impl Node {
                     shutdown.child_token(),
                 )
                 .await?,
+            );
+        }
+        if config.services.iter().any(|s| s == "hoarder") {
+            services.extend(
+                hoarder::start(handle.clone(), &config.data_dir, shutdown.child_token()).await?,
             );
         }
         tracing::info!(

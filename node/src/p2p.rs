@@ -22,6 +22,7 @@ use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 use tau_proto::SwarmKey;
 use tau_proto::admin::{Location, PeerInfo, Resources};
+use tau_proto::hoarder::{HoarderRequest, HoarderResponse};
 use tau_proto::tns::{TnsRequest, TnsResponse};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -73,17 +74,14 @@ pub enum P2pError {
 }
 
 pub use gossip::{GossipMessage, MessageRef, Verdict};
+pub(crate) use service::ServiceCommand;
 pub use service::{Inbound, RequestError};
 
 pub(crate) enum Command {
     Peers(oneshot::Sender<Vec<PeerInfo>>),
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
-    ServeTns(mpsc::Sender<Inbound<TnsRequest, TnsResponse>>),
-    Tns {
-        peer: PeerId,
-        request: TnsRequest,
-        answer: oneshot::Sender<Result<TnsResponse, RequestError>>,
-    },
+    Tns(ServiceCommand<TnsRequest, TnsResponse>),
+    Hoarder(ServiceCommand<HoarderRequest, HoarderResponse>),
     Subscribe {
         topic: String,
         sender: mpsc::Sender<GossipMessage>,
@@ -133,7 +131,7 @@ impl Handle {
         &self,
         inbox: mpsc::Sender<Inbound<TnsRequest, TnsResponse>>,
     ) -> Result<(), Stopped> {
-        self.commands.send(Command::ServeTns(inbox)).await.map_err(|_| Stopped)
+        self.commands.send(Command::Tns(ServiceCommand::Serve(inbox))).await.map_err(|_| Stopped)
     }
 
     /// Sends a TNS request to `peer` and waits for the answer.
@@ -142,8 +140,39 @@ impl Handle {
         peer: PeerId,
         request: TnsRequest,
     ) -> Result<TnsResponse, RequestError> {
+        self.request(peer, request, Command::Tns).await
+    }
+
+    /// Routes inbound `/tau/hoarder/1` requests to `inbox`.
+    pub async fn serve_hoarder(
+        &self,
+        inbox: mpsc::Sender<Inbound<HoarderRequest, HoarderResponse>>,
+    ) -> Result<(), Stopped> {
+        self.commands
+            .send(Command::Hoarder(ServiceCommand::Serve(inbox)))
+            .await
+            .map_err(|_| Stopped)
+    }
+
+    /// Sends a hoarder request to `peer` and waits for the answer.
+    pub async fn hoarder(
+        &self,
+        peer: PeerId,
+        request: HoarderRequest,
+    ) -> Result<HoarderResponse, RequestError> {
+        self.request(peer, request, Command::Hoarder).await
+    }
+
+    async fn request<Req, Resp>(
+        &self,
+        peer: PeerId,
+        request: Req,
+        wrap: fn(ServiceCommand<Req, Resp>) -> Command,
+    ) -> Result<Resp, RequestError> {
         let stopped = || RequestError { peer, reason: Stopped.to_string() };
-        self.ask(|answer| Command::Tns { peer, request, answer }).await.map_err(|_| stopped())?
+        self.ask(|answer| wrap(ServiceCommand::Request { peer, request, answer }))
+            .await
+            .map_err(|_| stopped())?
     }
 
     /// Subscribes to a gossip topic; its messages arrive on the returned channel and each needs a

@@ -16,6 +16,7 @@ use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::admin::{self, AdminRequest, AdminResponse, NodeInfo, PeerInfo};
+use crate::hoarder::{self, HoarderRequest, HoarderResponse};
 use crate::profile::{ProfileError, peer_id_of};
 use crate::tns::{self, TnsRequest, TnsResponse};
 use crate::{CloudProfile, net};
@@ -84,6 +85,7 @@ struct Behaviour {
     identify: identify::Behaviour,
     admin: request_response::cbor::Behaviour<AdminRequest, AdminResponse>,
     tns: request_response::cbor::Behaviour<TnsRequest, TnsResponse>,
+    hoarder: request_response::cbor::Behaviour<HoarderRequest, HoarderResponse>,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
@@ -91,6 +93,7 @@ type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
 enum Command {
     Admin { peer: PeerId, request: AdminRequest, reply: Reply<AdminResponse> },
     Tns { peer: PeerId, request: TnsRequest, reply: Reply<TnsResponse> },
+    Hoarder { peer: PeerId, request: HoarderRequest, reply: Reply<HoarderResponse> },
     AddAddress { peer: PeerId, addr: Multiaddr },
 }
 
@@ -125,7 +128,8 @@ impl Client {
                     [(StreamProtocol::new(admin::PROTOCOL), ProtocolSupport::Outbound)],
                     request_response::Config::default().with_request_timeout(REQUEST_TIMEOUT),
                 ),
-                tns: net::service(tns::PROTOCOL, false),
+                tns: net::service(tns::PROTOCOL, false, REQUEST_TIMEOUT),
+                hoarder: net::service(hoarder::PROTOCOL, false, hoarder::REQUEST_TIMEOUT),
             })?;
         let entry = dial_bootstrap(&mut swarm, &profile.bootstrap, options.timeout).await?;
         let (commands, receiver) = mpsc::channel(64);
@@ -178,6 +182,23 @@ impl Client {
             .map_err(|_| ClientError::Closed)?;
         match answer.await.map_err(|_| ClientError::Closed)?? {
             TnsResponse::Error(message) => Err(ClientError::Remote { peer, message }),
+            other => Ok(other),
+        }
+    }
+
+    /// Sends a hoarder request to `peer` and waits for the answer.
+    pub async fn hoarder(
+        &self,
+        peer: PeerId,
+        request: HoarderRequest,
+    ) -> Result<HoarderResponse, ClientError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Hoarder { peer, request, reply })
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        match answer.await.map_err(|_| ClientError::Closed)?? {
+            HoarderResponse::Error(message) => Err(ClientError::Remote { peer, message }),
             other => Ok(other),
         }
     }
@@ -285,6 +306,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 async fn run(mut swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>) {
     let mut pending: HashMap<OutboundRequestId, Reply<AdminResponse>> = HashMap::new();
     let mut pending_tns: HashMap<OutboundRequestId, Reply<TnsResponse>> = HashMap::new();
+    let mut pending_hoarder: HashMap<OutboundRequestId, Reply<HoarderResponse>> = HashMap::new();
     // The client's own address book: the swarm forgets an address after one failed dial, but a
     // node that was not up yet may well be up at the next request.
     let mut addresses: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
@@ -309,10 +331,16 @@ async fn run(mut swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>)
                     let id = swarm.behaviour_mut().tns.send_request_with_addresses(&peer, request, addrs);
                     pending_tns.insert(id, reply);
                 }
+                Some(Command::Hoarder { peer, request, reply }) => {
+                    let addrs = addresses.get(&peer).cloned().unwrap_or_default();
+                    let id = swarm.behaviour_mut().hoarder.send_request_with_addresses(&peer, request, addrs);
+                    pending_hoarder.insert(id, reply);
+                }
             },
             event = swarm.select_next_some() => match event {
                 SwarmEvent::Behaviour(BehaviourEvent::Admin(event)) => answer(&mut pending, event),
                 SwarmEvent::Behaviour(BehaviourEvent::Tns(event)) => answer(&mut pending_tns, event),
+                SwarmEvent::Behaviour(BehaviourEvent::Hoarder(event)) => answer(&mut pending_hoarder, event),
                 other => tracing::trace!(?other, "client swarm event"),
             }
         }
@@ -340,5 +368,11 @@ fn answer<Req, Resp>(
             }
         }
         _ => {}
+    }
+}
+
+impl hoarder::transfer::Asker for Client {
+    async fn ask(&self, peer: PeerId, request: HoarderRequest) -> Result<HoarderResponse, String> {
+        self.hoarder(peer, request).await.map_err(|e| e.to_string())
     }
 }

@@ -7,6 +7,7 @@
 //! - [`profile`]: the cloud profile (`cloud.yaml`) that every client takes with `--cloud FILE`.
 //! - [`yaml`]: strict YAML loading with errors that name the file and the field.
 //! - [`admin`]: the `/tau/admin/1` request and response types.
+//! - [`hoarder`]: blob ids (CIDv1, BLAKE3), manifests, `/tau/hoarder/1` types, heartbeats.
 //! - [`tns`]: the registry's records, keys, values and `/tau/tns/1` types.
 //! - [`cbor`]: the encoding of every wire message and value.
 //! - [`net`]: the transport every peer uses (TCP + pnet + noise + yamux).
@@ -21,6 +22,7 @@ pub mod admin;
 pub mod bytes;
 pub mod cbor;
 pub mod client;
+pub mod hoarder;
 pub mod keyfile;
 pub mod net;
 pub mod profile;

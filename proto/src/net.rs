@@ -26,10 +26,11 @@ pub const MAX_REQUEST: u64 = 16 << 20;
 pub const MAX_RESPONSE: u64 = 64 << 20;
 
 /// A request-response behaviour (CBOR) for a service protocol: answered (inbound) only where the
-/// peer runs the service; every peer may ask.
+/// peer runs the service; every peer may ask. A request fails after `timeout` without an answer.
 pub fn service<Req, Resp>(
     protocol: &'static str,
     serves: bool,
+    timeout: std::time::Duration,
 ) -> request_response::cbor::Behaviour<Req, Resp>
 where
     Req: Send + serde::Serialize + serde::de::DeserializeOwned,
@@ -42,7 +43,7 @@ where
     request_response::Behaviour::with_codec(
         codec,
         [(StreamProtocol::new(protocol), support)],
-        request_response::Config::default().with_request_timeout(crate::client::REQUEST_TIMEOUT),
+        request_response::Config::default().with_request_timeout(timeout),
     )
 }
 

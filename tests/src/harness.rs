@@ -242,3 +242,38 @@ pub fn converged(status: &[serde_json::Value], nodes: usize) -> bool {
     let digests: Vec<Option<&str>> = status.iter().map(|s| s["digest"].as_str()).collect();
     digests.len() == nodes && digests.iter().all(|d| d.is_some() && *d == digests[0])
 }
+
+/// A child process killed (SIGKILL) and reaped when dropped.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `tau-node run --config CONFIG`, logging to `log`.
+pub fn run_node(config: &Path, log: &Path) -> Result<KillOnDrop> {
+    let child = Command::new(binary("tau-node")?)
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log)?)
+        .spawn()?;
+    Ok(KillOnDrop(child))
+}
+
+/// `len` pseudo-random bytes (xorshift), the same for the same seed.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}

@@ -9,6 +9,7 @@ use libp2p::swarm::NetworkBehaviour;
 use libp2p::{StreamProtocol, Swarm, gossipsub, identify, kad, ping};
 use tau_proto::SwarmKey;
 use tau_proto::admin::{self, AdminRequest, AdminResponse};
+use tau_proto::hoarder::{self, HoarderRequest, HoarderResponse};
 use tau_proto::tns::{self, TnsRequest, TnsResponse};
 
 use super::P2pError;
@@ -31,6 +32,7 @@ pub(super) struct Behaviour {
     pub(super) gossipsub: gossipsub::Behaviour,
     pub(super) admin: request_response::cbor::Behaviour<AdminRequest, AdminResponse>,
     pub(super) tns: request_response::cbor::Behaviour<TnsRequest, TnsResponse>,
+    pub(super) hoarder: request_response::cbor::Behaviour<HoarderRequest, HoarderResponse>,
 }
 
 /// The largest gossip message.
@@ -78,7 +80,16 @@ pub(super) fn build(
                 request_response::Config::default()
                     .with_request_timeout(tau_proto::client::REQUEST_TIMEOUT),
             ),
-            tns: tau_proto::net::service(tns::PROTOCOL, runs("tns")),
+            tns: tau_proto::net::service(
+                tns::PROTOCOL,
+                runs("tns"),
+                tau_proto::client::REQUEST_TIMEOUT,
+            ),
+            hoarder: tau_proto::net::service(
+                hoarder::PROTOCOL,
+                runs("hoarder"),
+                hoarder::REQUEST_TIMEOUT,
+            ),
         }
     })
     .map_err(|e| P2pError::Build(e.to_string()))

@@ -12,6 +12,7 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, kad, ping};
 use tau_proto::admin::{AdminRequest, AdminResponse, NodeInfo};
+use tau_proto::hoarder::{HoarderRequest, HoarderResponse};
 use tau_proto::profile::peer_id_of;
 use tau_proto::tns::{TnsRequest, TnsResponse};
 use tokio::sync::mpsc;
@@ -57,6 +58,7 @@ pub(super) struct EventLoop {
     next_kad_bootstrap: Option<Instant>,
     next_mesh_check: Instant,
     tns: Route<TnsRequest, TnsResponse>,
+    hoarder: Route<HoarderRequest, HoarderResponse>,
     topics: Topics,
 }
 
@@ -85,6 +87,7 @@ impl EventLoop {
             next_kad_bootstrap: None,
             next_mesh_check: now + MESH_CHECK,
             tns: Route::default(),
+            hoarder: Route::default(),
             topics: Topics::default(),
         }
     }
@@ -135,6 +138,11 @@ impl EventLoop {
                         tracing::debug!("tns response not sent: connection closed");
                     }
                 }
+                Some(Some((response, channel))) = self.hoarder.responding.next() => {
+                    if self.swarm.behaviour_mut().hoarder.send_response(channel, response).is_err() {
+                        tracing::debug!("hoarder response not sent: connection closed");
+                    }
+                }
                 _ = tick.tick() => self.maintain(),
             }
         }
@@ -149,9 +157,9 @@ impl EventLoop {
             Command::ListenAddrs(reply) => {
                 let _ = reply.send(self.swarm.listeners().cloned().collect());
             }
-            Command::ServeTns(inbox) => self.tns.serve(inbox),
-            Command::Tns { peer, request, answer } => {
-                self.tns.request(&mut self.swarm.behaviour_mut().tns, peer, request, answer);
+            Command::Tns(command) => self.tns.command(&mut self.swarm.behaviour_mut().tns, command),
+            Command::Hoarder(command) => {
+                self.hoarder.command(&mut self.swarm.behaviour_mut().hoarder, command)
             }
             Command::Subscribe { topic, sender, answer } => {
                 let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
@@ -296,6 +304,7 @@ impl EventLoop {
             }
             BehaviourEvent::Admin(event) => self.admin_event(event),
             BehaviourEvent::Tns(event) => self.tns.on_event(event),
+            BehaviourEvent::Hoarder(event) => self.hoarder.on_event(event),
             BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
                 message_id,

@@ -32,6 +32,14 @@ pub struct RequestError {
 }
 
 type Answer<Resp> = oneshot::Sender<Result<Resp, RequestError>>;
+
+/// What the rest of the node asks of a service protocol.
+pub(crate) enum ServiceCommand<Req, Resp> {
+    /// Route inbound requests to this inbox.
+    Serve(mpsc::Sender<Inbound<Req, Resp>>),
+    /// Send a request and hand back the answer.
+    Request { peer: PeerId, request: Req, answer: Answer<Resp> },
+}
 /// A service's answer once it comes, with the channel it goes back on.
 type Pending<Resp> = BoxFuture<'static, Option<(Resp, ResponseChannel<Resp>)>>;
 
@@ -53,22 +61,21 @@ where
     Req: Send + 'static,
     Resp: Send + 'static,
 {
-    pub(super) fn serve(&mut self, inbox: mpsc::Sender<Inbound<Req, Resp>>) {
-        self.inbox = Some(inbox);
-    }
-
-    pub(super) fn request(
+    pub(super) fn command(
         &mut self,
         behaviour: &mut request_response::cbor::Behaviour<Req, Resp>,
-        peer: PeerId,
-        request: Req,
-        answer: Answer<Resp>,
+        command: ServiceCommand<Req, Resp>,
     ) where
         Req: serde::Serialize + serde::de::DeserializeOwned,
         Resp: serde::Serialize + serde::de::DeserializeOwned,
     {
-        let id = behaviour.send_request(&peer, request);
-        self.waiting.insert(id, (peer, answer));
+        match command {
+            ServiceCommand::Serve(inbox) => self.inbox = Some(inbox),
+            ServiceCommand::Request { peer, request, answer } => {
+                let id = behaviour.send_request(&peer, request);
+                self.waiting.insert(id, (peer, answer));
+            }
+        }
     }
 
     pub(super) fn on_event(&mut self, event: request_response::Event<Req, Resp>) {

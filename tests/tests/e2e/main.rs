@@ -1,5 +1,6 @@
 //! End-to-end tests: real `tau-node` processes on loopback.
 
+mod hoarder;
 mod mesh;
 mod node;
 mod tns;

@@ -2,15 +2,15 @@
 //! spread, a stranger's record is on no node, and a partitioned cloud converges when it heals.
 
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use libp2p::identity::Keypair;
 use tau_proto::tns::{Draft, TnsRequest, TnsResponse, keys};
 use tau_proto::{Client, CloudProfile};
 use tau_tests::harness::{
-    DevCloud, Result, Signal, binary, converged, signal, tau_node_ok, tns_status, wait_for,
-    write_project,
+    DevCloud, KillOnDrop, Result, Signal, binary, converged, run_node, signal, tau_node_ok,
+    tns_status, wait_for, write_project,
 };
 use tau_tests::lab::Lab;
 
@@ -69,14 +69,6 @@ fn get_on(profile: &Path, node: &str, key: &str) -> Result<Option<serde_json::Va
     Err(format!("tns get {key} on {node}: {stderr}").into())
 }
 
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn pushes_spread_a_stopped_node_catches_up_and_strangers_are_refused() -> Result {
     let tmp = tempfile::tempdir()?;
@@ -117,14 +109,8 @@ fn pushes_spread_a_stopped_node_catches_up_and_strangers_are_refused() -> Result
     );
 
     // Node 4 comes back and catches up by itself.
-    let node4 = Killed(
-        std::process::Command::new(binary("tau-node")?)
-            .args(["run", "--config"])
-            .arg(cloud.dir.join("node-4/node.yaml"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(cloud.dir.join("node-4/restart.log"))?)
-            .spawn()?,
-    );
+    let node4 =
+        run_node(&cloud.dir.join("node-4/node.yaml"), &cloud.dir.join("node-4/restart.log"))?;
     let (record, took) = wait_for(Duration::from_secs(30), "node 4 catches up", || {
         get_on(&profile, &ids[4], &function)
     })?;
@@ -187,7 +173,7 @@ fn pushes_spread_a_stopped_node_catches_up_and_strangers_are_refused() -> Result
 struct LabNode {
     dir: std::path::PathBuf,
     peer_id: String,
-    process: Option<Killed>,
+    process: Option<KillOnDrop>,
 }
 
 #[test]
@@ -237,7 +223,7 @@ fn a_partitioned_cloud_converges_after_the_partition_heals() -> Result {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()?;
-        node.process = Some(Killed(child));
+        node.process = Some(KillOnDrop(child));
     }
     let profile = tmp.path().join("cloud.yaml");
     let bootstrap: Vec<String> = nodes

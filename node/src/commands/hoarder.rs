@@ -1,0 +1,190 @@
+//! `tau-node hoarder`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use libp2p::PeerId;
+use serde::Serialize;
+use tau_proto::Client;
+use tau_proto::hoarder::transfer::{self, TransferError};
+use tau_proto::hoarder::{BlobId, DEFAULT_REPLICAS, HoarderRequest, HoarderResponse, PinState};
+use tokio::io::AsyncWriteExt;
+
+use super::output::{self, bytes, table};
+
+/// Blobs in the cloud's hoarder: store a file, fetch one, list the pins.
+#[derive(Debug, Args)]
+pub(crate) struct Hoarder {
+    #[command(subcommand)]
+    command: HoarderCommand,
+    /// The cloud profile (`cloud.yaml`).
+    #[arg(long, global = true, default_value = "cloud.yaml")]
+    cloud: PathBuf,
+    /// The hoarder node to talk to [default: the first one found].
+    #[arg(long, global = true)]
+    node: Option<PeerId>,
+    /// Print JSON.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum HoarderCommand {
+    /// Store a file; prints its CID once it is on at least two nodes.
+    Put {
+        /// The file.
+        file: PathBuf,
+        /// How many nodes keep a copy (capped at the live hoarder nodes).
+        #[arg(long, default_value_t = DEFAULT_REPLICAS)]
+        replicas: u8,
+    },
+    /// Fetch a blob, checking every chunk and the whole blob against its CID.
+    Get {
+        /// The blob's CID.
+        cid: BlobId,
+        /// Write it here [default: standard output].
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+    /// Every pin: CID, size, factor, holders, state.
+    List,
+}
+
+/// The hoarder node to use: `node` if given, else the first that runs hoarder.
+pub(crate) async fn hoarder_node(client: &Client, node: Option<PeerId>) -> anyhow::Result<PeerId> {
+    let nodes = client.nodes_running("hoarder").await?;
+    match node {
+        Some(node) => Ok(node),
+        None => nodes.first().copied().context("no node of this cloud runs hoarder"),
+    }
+}
+
+/// Uploads a file; returns its CID and the nodes that hold it.
+pub(crate) async fn put_file(
+    client: &Client,
+    node: PeerId,
+    file: &std::path::Path,
+    replicas: u8,
+) -> anyhow::Result<(BlobId, u64, Vec<PeerId>)> {
+    let manifest = transfer::manifest_of(file).await?;
+    let holders = transfer::upload(client, node, file, &manifest, replicas).await?;
+    Ok((manifest.cid, manifest.size, holders))
+}
+
+#[derive(Serialize)]
+struct PutReport {
+    cid: BlobId,
+    size: u64,
+    holders: Vec<PeerId>,
+    seconds: f64,
+}
+
+impl Hoarder {
+    pub(crate) async fn run(self) -> anyhow::Result<()> {
+        let client = output::connect(&self.cloud).await?;
+        let node = hoarder_node(&client, self.node).await?;
+        match self.command {
+            HoarderCommand::Put { file, replicas } => {
+                let started = Instant::now();
+                let (cid, size, holders) = put_file(&client, node, &file, replicas).await?;
+                let report =
+                    PutReport { cid, size, holders, seconds: started.elapsed().as_secs_f64() };
+                if self.json {
+                    return output::print_json(&report);
+                }
+                eprintln!(
+                    "stored {} ({}) on {} nodes in {:.2} s",
+                    file.display(),
+                    bytes(size),
+                    report.holders.len(),
+                    report.seconds
+                );
+                println!("{cid}");
+            }
+            HoarderCommand::Get { cid, out } => {
+                // Ask the node; if it does not hold the blob, one that does.
+                let mut candidates = vec![node];
+                if let Ok(HoarderResponse::NotFound { holders }) =
+                    client.hoarder(node, HoarderRequest::Manifest { cid, in_progress: false }).await
+                {
+                    candidates = holders;
+                    if candidates.is_empty() {
+                        bail!("no node holds {cid}");
+                    }
+                }
+                let mut last = None;
+                for peer in candidates {
+                    let result = match &out {
+                        Some(path) => {
+                            let tmp = path.with_extension("part");
+                            let mut file = tokio::fs::File::create(&tmp)
+                                .await
+                                .with_context(|| format!("cannot create {}", tmp.display()))?;
+                            let result = transfer::download(&client, peer, cid, &mut file).await;
+                            match &result {
+                                Ok(_) => tokio::fs::rename(&tmp, path).await?,
+                                Err(_) => {
+                                    let _ = tokio::fs::remove_file(&tmp).await;
+                                }
+                            }
+                            result
+                        }
+                        None => {
+                            let mut stdout = tokio::io::stdout();
+                            let result = transfer::download(&client, peer, cid, &mut stdout).await;
+                            stdout.flush().await?;
+                            result
+                        }
+                    };
+                    match result {
+                        Ok(size) => {
+                            if out.is_some() {
+                                eprintln!("fetched {cid} ({}) from {peer}", bytes(size));
+                            }
+                            return Ok(());
+                        }
+                        Err(e @ TransferError::Io { .. }) => return Err(e.into()),
+                        Err(e) => last = Some(e),
+                    }
+                }
+                return Err(last
+                    .map(anyhow::Error::from)
+                    .unwrap_or_else(|| anyhow::anyhow!("no node holds {cid}")));
+            }
+            HoarderCommand::List => {
+                let pins = match client.hoarder(node, HoarderRequest::List).await? {
+                    HoarderResponse::Pins(pins) => pins,
+                    other => bail!("{node} gave an unexpected answer to List: {other:?}"),
+                };
+                if self.json {
+                    return output::print_json(&pins);
+                }
+                let rows: Vec<Vec<String>> = pins
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            p.cid.to_string(),
+                            bytes(p.size),
+                            format!("{}/{}", p.holders.len(), p.target),
+                            match p.state {
+                                PinState::Ok => "ok".into(),
+                                PinState::UnderReplicated => "UNDER-REPLICATED".into(),
+                                PinState::Repairing => "repairing".into(),
+                            },
+                            p.holders.iter().map(short).collect::<Vec<_>>().join(","),
+                        ]
+                    })
+                    .collect();
+                println!("{}", table(&["CID", "SIZE", "REPLICAS", "STATE", "HOLDERS"], &rows));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn short(peer: &PeerId) -> String {
+    let s = peer.to_string();
+    format!("…{}", &s[s.len().saturating_sub(6)..])
+}

@@ -1,0 +1,141 @@
+//! The `hoarder` service: content-addressed blobs kept at a replication factor, repaired when
+//! nodes leave.
+//!
+//! - [`store`]: chunks and manifests on disk, written atomically, checked on every read.
+//! - [`placement`]: rendezvous hashing over the live members.
+//! - [`members`]: who is alive (heartbeats on `tau/hoarder/1` every second; dead after three
+//!   missed) and what each holds and fetches.
+//! - [`pins`]: every pin (blob, size, factor), merged from heartbeats, kept on disk.
+//! - `service`: the `/tau/hoarder/1` requests; uploads; a `Put` answers once the blob is on two
+//!   nodes (or all, where fewer are live).
+//! - `reconcile`: every second, each node fetches the pinned blobs it should hold and does not,
+//!   and releases those it holds but should not, once every node that should hold them does.
+//!
+//! Transfers go chunk by chunk with at most [`tau_proto::hoarder::transfer::WINDOW`] chunks in
+//! flight, so memory does not grow with blob size.
+
+pub mod members;
+pub mod pins;
+pub mod placement;
+mod reconcile;
+mod service;
+pub mod store;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use libp2p::PeerId;
+use tau_proto::hoarder::Manifest;
+use tau_proto::hoarder::transfer::Asker;
+use tau_proto::hoarder::{BlobId, HoarderRequest, HoarderResponse};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::p2p;
+use members::Members;
+use pins::PinTable;
+use store::BlobStore;
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HoarderError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// The p2p task has stopped.
+    #[error("cannot start hoarder: {0}")]
+    P2p(String),
+}
+
+/// An upload in progress, and how its replication is going.
+struct Upload {
+    manifest: Manifest,
+    touched: std::time::Instant,
+    /// The nodes that took a copy so far, and whether every replication attempt has ended.
+    replicas: tokio::sync::watch::Receiver<(Vec<PeerId>, bool)>,
+}
+
+/// The service's state, shared by its tasks.
+struct Hoarder {
+    me: PeerId,
+    handle: p2p::Handle,
+    store: Arc<BlobStore>,
+    pins: Mutex<PinTable>,
+    members: Mutex<Members>,
+    fetching: Mutex<HashSet<BlobId>>,
+    uploads: Mutex<HashMap<BlobId, Upload>>,
+    /// Woken whenever a chunk is written, for those waiting on an upload in progress.
+    chunk_written: tokio::sync::Notify,
+    /// Chunks refused because they did not match their hash.
+    rejected_chunks: AtomicU64,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Hoarder {
+    /// The live hoarder nodes, this one included, sorted.
+    fn live(&self) -> Vec<PeerId> {
+        let mut live = lock(&self.members).live();
+        live.push(self.me);
+        live.sort();
+        live.dedup();
+        live
+    }
+
+    /// The live nodes that hold `cid`, this one included.
+    fn holders(&self, cid: &BlobId) -> Vec<PeerId> {
+        let mut holders = lock(&self.members).holders(cid);
+        if self.store.has(cid) {
+            holders.push(self.me);
+            holders.sort();
+        }
+        holders
+    }
+}
+
+impl Asker for p2p::Handle {
+    async fn ask(&self, peer: PeerId, request: HoarderRequest) -> Result<HoarderResponse, String> {
+        match self.hoarder(peer, request).await {
+            Ok(HoarderResponse::Error(message)) => Err(message),
+            Ok(response) => Ok(response),
+            Err(e) => Err(e.reason),
+        }
+    }
+}
+
+/// Opens the blob store in `data_dir` and starts the service.
+pub async fn start(
+    handle: p2p::Handle,
+    data_dir: &Path,
+    shutdown: CancellationToken,
+) -> Result<Vec<JoinHandle<()>>, HoarderError> {
+    let root = data_dir.join("hoarder");
+    let store = BlobStore::open(&root)?;
+    let held = store.held()?.len();
+    let pins = PinTable::load(&root.join("pins.cbor"));
+    tracing::info!(held, pins = pins.all().len(), "hoarder store opened");
+    let hoarder = Arc::new(Hoarder {
+        me: handle.peer_id(),
+        handle: handle.clone(),
+        store: Arc::new(store),
+        pins: Mutex::new(pins),
+        members: Mutex::default(),
+        fetching: Mutex::default(),
+        uploads: Mutex::default(),
+        chunk_written: tokio::sync::Notify::new(),
+        rejected_chunks: AtomicU64::new(0),
+    });
+    let (inbox, requests) = tokio::sync::mpsc::channel(256);
+    handle.serve_hoarder(inbox).await.map_err(|e| HoarderError::P2p(e.to_string()))?;
+    let beats = handle.subscribe(tau_proto::hoarder::TOPIC).await.map_err(HoarderError::P2p)?;
+    Ok(vec![
+        tokio::spawn(service::serve(hoarder.clone(), requests, shutdown.clone())),
+        tokio::spawn(reconcile::heartbeats(hoarder.clone(), beats, shutdown.clone())),
+        tokio::spawn(reconcile::run(hoarder, shutdown)),
+    ])
+}

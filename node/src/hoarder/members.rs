@@ -1,0 +1,84 @@
+//! Membership: the hoarder nodes heard from lately, and what each holds and is fetching.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
+use tau_proto::hoarder::{BlobId, Heartbeat};
+
+/// How often a hoarder node says it is alive.
+pub const BEAT: Duration = Duration::from_secs(1);
+/// A member is dead after this long without a heartbeat (three missed beats).
+pub const DEAD_AFTER: Duration = Duration::from_millis(3_500);
+
+struct Member {
+    seen: Instant,
+    held: HashSet<BlobId>,
+    fetching: HashSet<BlobId>,
+}
+
+/// The other hoarder nodes.
+#[derive(Default)]
+pub struct Members {
+    members: HashMap<PeerId, Member>,
+}
+
+impl Members {
+    /// Records a heartbeat from `peer`.
+    pub fn record(&mut self, peer: PeerId, beat: &Heartbeat) {
+        self.members.insert(
+            peer,
+            Member {
+                seen: Instant::now(),
+                held: beat.held.iter().copied().collect(),
+                fetching: beat.fetching.iter().copied().collect(),
+            },
+        );
+    }
+
+    /// The members heard from within [`DEAD_AFTER`], sorted.
+    pub fn live(&self) -> Vec<PeerId> {
+        let mut live: Vec<PeerId> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.seen.elapsed() < DEAD_AFTER)
+            .map(|(p, _)| *p)
+            .collect();
+        live.sort();
+        live
+    }
+
+    /// The live members that hold `cid`.
+    pub fn holders(&self, cid: &BlobId) -> Vec<PeerId> {
+        let mut holders: Vec<PeerId> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.seen.elapsed() < DEAD_AFTER && m.held.contains(cid))
+            .map(|(p, _)| *p)
+            .collect();
+        holders.sort();
+        holders
+    }
+
+    /// Whether a live member is fetching `cid`.
+    pub fn fetching(&self, cid: &BlobId) -> bool {
+        self.members.values().any(|m| m.seen.elapsed() < DEAD_AFTER && m.fetching.contains(cid))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_are_live_until_they_miss_beats() {
+        let mut members = Members::default();
+        let (a, cid) = (PeerId::random(), BlobId::of(b"x"));
+        members.record(a, &Heartbeat { held: vec![cid], fetching: vec![], pins: vec![] });
+        assert_eq!(members.live(), vec![a]);
+        assert_eq!(members.holders(&cid), vec![a]);
+        members.members.get_mut(&a).unwrap().seen -= DEAD_AFTER;
+        assert!(members.live().is_empty());
+        assert!(members.holders(&cid).is_empty(), "a dead member holds nothing");
+    }
+}

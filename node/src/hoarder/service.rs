@@ -1,0 +1,373 @@
+//! The `/tau/hoarder/1` requests.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libp2p::PeerId;
+use tau_proto::hoarder::transfer::{self, TransferError};
+use tau_proto::hoarder::{
+    BlobId, DEFAULT_REPLICAS, HoarderRequest, HoarderResponse, PinInfo, PinState,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::store::StoreError;
+use super::{Hoarder, Upload, lock, placement};
+
+/// How long a peer waits for the next chunk of an upload in progress.
+const UPLOAD_STALL: Duration = Duration::from_secs(60);
+use crate::p2p::Inbound;
+
+pub(super) async fn serve(
+    hoarder: Arc<Hoarder>,
+    mut requests: mpsc::Receiver<Inbound<HoarderRequest, HoarderResponse>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            inbound = requests.recv() => {
+                let Some(inbound) = inbound else { break };
+                // Each request in its own task: a Put waiting for replicas blocks nothing else.
+                let hoarder = hoarder.clone();
+                tokio::spawn(async move {
+                    let response = match hoarder.answer(inbound.peer, inbound.request).await {
+                        Ok(response) => response,
+                        Err(message) => HoarderResponse::Error(message),
+                    };
+                    let _ = inbound.reply.send(response);
+                });
+            }
+        }
+    }
+}
+
+/// Runs blocking store work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, String> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("store task failed: {e}")),
+    }
+}
+
+impl Hoarder {
+    async fn answer(
+        self: &Arc<Self>,
+        peer: PeerId,
+        request: HoarderRequest,
+    ) -> Result<HoarderResponse, String> {
+        match request {
+            HoarderRequest::PutStart { manifest, replicas } => {
+                manifest.check().map_err(|e| e.to_string())?;
+                if self.store.has(&manifest.cid) {
+                    return Ok(HoarderResponse::Exists);
+                }
+                let cid = manifest.cid;
+                let replicas = self.replicate(cid, replicas);
+                lock(&self.uploads)
+                    .insert(cid, Upload { manifest, touched: Instant::now(), replicas });
+                Ok(HoarderResponse::Ready)
+            }
+            HoarderRequest::PutChunk { cid, index, data } => {
+                let manifest = {
+                    let mut uploads = lock(&self.uploads);
+                    let upload =
+                        uploads.get_mut(&cid).ok_or(format!("no upload of {cid} started"))?;
+                    upload.touched = Instant::now();
+                    upload.manifest.clone()
+                };
+                let store = self.store.clone();
+                let result = blocking(move || store.write_chunk(&manifest, index, &data)).await;
+                self.chunk_written.notify_waiters();
+                if result.is_err() {
+                    self.rejected_chunks.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%peer, %cid, index, "refused a chunk that does not match its hash");
+                }
+                result.map(|()| HoarderResponse::Done)
+            }
+            HoarderRequest::PutFinish { cid, replicas } => self.finish_put(cid, replicas).await,
+            HoarderRequest::Manifest { cid, in_progress } => self.manifest(cid, in_progress).await,
+            HoarderRequest::Chunk { cid, index, in_progress } => {
+                self.chunk(cid, index, in_progress).await
+            }
+            HoarderRequest::Pin { cid, replicas } => {
+                let size = self.size_of(&cid).ok_or(format!("no node is known to hold {cid}"))?;
+                lock(&self.pins).set(cid, size, replicas.max(1));
+                Ok(HoarderResponse::Done)
+            }
+            HoarderRequest::Unpin { cid } => {
+                let size = self.size_of(&cid).unwrap_or(0);
+                lock(&self.pins).set(cid, size, 0);
+                Ok(HoarderResponse::Done)
+            }
+            HoarderRequest::Has { cid } => Ok(HoarderResponse::Has(self.store.has(&cid))),
+            HoarderRequest::List => Ok(HoarderResponse::Pins(self.list())),
+            HoarderRequest::Replicate { cid, from } => {
+                let mut sources = vec![from];
+                sources
+                    .extend(self.holders(&cid).into_iter().filter(|p| *p != from && *p != self.me));
+                self.fetch(cid, &sources).await.map(|()| HoarderResponse::Done)
+            }
+            _ => Err("unsupported hoarder request".into()),
+        }
+    }
+
+    fn size_of(&self, cid: &BlobId) -> Option<u64> {
+        if let Some(pin) = lock(&self.pins).get(cid) {
+            return Some(pin.size);
+        }
+        self.store.manifest(cid).ok().flatten().map(|m| m.size)
+    }
+
+    /// Asks the nodes that should hold `cid` to fetch it from this node, now: while an upload is
+    /// in progress they take each chunk as it arrives. The receiver tells who has a copy so far
+    /// and whether every attempt has ended.
+    fn replicate(
+        self: &Arc<Self>,
+        cid: BlobId,
+        replicas: u8,
+    ) -> watch::Receiver<(Vec<PeerId>, bool)> {
+        let replicas = if replicas == 0 { DEFAULT_REPLICAS } else { replicas };
+        let live = self.live();
+        let target = usize::from(replicas).min(live.len());
+        let others: Vec<PeerId> =
+            placement::holders(&cid, &live, target).into_iter().filter(|p| *p != self.me).collect();
+        let (sender, receiver) = watch::channel((Vec::new(), others.is_empty()));
+        let (handle, me) = (self.handle.clone(), self.me);
+        // The first copy first: the Put answers once it is there, and the other copies would
+        // only slow it down. They follow one after another.
+        tokio::spawn(async move {
+            for peer in others {
+                match handle.hoarder(peer, HoarderRequest::Replicate { cid, from: me }).await {
+                    Ok(HoarderResponse::Done) => sender.send_modify(|(acked, _)| acked.push(peer)),
+                    other => tracing::warn!(%peer, %cid, ?other, "replication failed"),
+                }
+            }
+            sender.send_modify(|(_, ended)| *ended = true);
+        });
+        receiver
+    }
+
+    /// Completes an upload, pins the blob and waits until it is on two nodes (or all live ones).
+    async fn finish_put(
+        self: &Arc<Self>,
+        cid: BlobId,
+        replicas: u8,
+    ) -> Result<HoarderResponse, String> {
+        let started = Instant::now();
+        let replicas = if replicas == 0 { DEFAULT_REPLICAS } else { replicas };
+        let upload =
+            lock(&self.uploads).get(&cid).map(|u| (u.manifest.clone(), u.replicas.clone()));
+        let (manifest, mut progress) = match upload {
+            Some((manifest, progress)) => {
+                let store = self.store.clone();
+                let to_commit = manifest.clone();
+                let committed = blocking(move || store.commit(&to_commit)).await;
+                lock(&self.uploads).remove(&cid);
+                committed?;
+                (manifest, progress)
+            }
+            None => {
+                let manifest = self
+                    .store
+                    .manifest(&cid)
+                    .map_err(|e| e.to_string())?
+                    .ok_or(format!("no upload of {cid} started"))?;
+                (manifest, self.replicate(cid, replicas))
+            }
+        };
+        let committed = started.elapsed();
+        lock(&self.pins).set(cid, manifest.size, replicas);
+        self.beat().await;
+
+        let needed = 2.min(self.live().len());
+        let holders = loop {
+            let (acked, ended) = progress.borrow_and_update().clone();
+            if 1 + acked.len() >= needed || ended {
+                break std::iter::once(self.me).chain(acked).collect::<Vec<_>>();
+            }
+            if progress.changed().await.is_err() {
+                break vec![self.me];
+            }
+        };
+        if holders.len() < needed {
+            return Err(format!(
+                "{cid} is stored here but no second node took a copy; it will be repaired"
+            ));
+        }
+        tracing::info!(%cid, size = manifest.size, ?committed, total = ?started.elapsed(), "blob stored");
+        Ok(HoarderResponse::Stored { holders })
+    }
+
+    /// A blob's manifest: from the store, from an upload in progress, or from a holder.
+    async fn manifest(
+        self: &Arc<Self>,
+        cid: BlobId,
+        in_progress: bool,
+    ) -> Result<HoarderResponse, String> {
+        if let Some(manifest) = self.store.manifest(&cid).map_err(|e| e.to_string())? {
+            return Ok(HoarderResponse::Manifest(manifest));
+        }
+        if in_progress && let Some(upload) = lock(&self.uploads).get(&cid) {
+            return Ok(HoarderResponse::Manifest(upload.manifest.clone()));
+        }
+        let holders = self.holders(&cid);
+        for holder in holders.iter().filter(|p| **p != self.me) {
+            if let Ok(manifest) = transfer::fetch_manifest(&self.handle, *holder, cid, false).await
+            {
+                return Ok(HoarderResponse::Manifest(manifest));
+            }
+        }
+        Ok(HoarderResponse::NotFound { holders })
+    }
+
+    /// Waits (at most [`UPLOAD_STALL`]) until chunk `index` of an upload in progress is written.
+    async fn wait_for_upload_chunk(&self, cid: BlobId, index: u32) -> Option<super::Manifest> {
+        let deadline = Instant::now() + UPLOAD_STALL;
+        loop {
+            let written = self.chunk_written.notified();
+            let manifest = lock(&self.uploads).get(&cid).map(|u| u.manifest.clone());
+            let manifest = manifest?;
+            let hash = manifest.chunks.get(index as usize)?;
+            if self.store.has_chunk(hash) {
+                return Some(manifest);
+            }
+            if tokio::time::timeout_at(deadline.into(), written).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// A chunk from the local store, or from a holder if this node does not hold the blob (or
+    /// its copy turned out corrupt).
+    async fn chunk(
+        self: &Arc<Self>,
+        cid: BlobId,
+        index: u32,
+        in_progress: bool,
+    ) -> Result<HoarderResponse, String> {
+        let mut manifest = self.store.manifest(&cid).map_err(|e| e.to_string())?;
+        if manifest.is_none() && in_progress {
+            manifest = self.wait_for_upload_chunk(cid, index).await;
+        }
+        if let Some(manifest) = manifest {
+            let store = self.store.clone();
+            match blocking(move || store.read_chunk(&manifest, index)).await {
+                Ok(bytes) => return Ok(HoarderResponse::Chunk(bytes)),
+                Err(e) => {
+                    tracing::warn!(%cid, index, error = %e, "local chunk unusable: asking a holder")
+                }
+            }
+        }
+        for holder in self.holders(&cid).into_iter().filter(|p| *p != self.me) {
+            if let Ok(HoarderResponse::Chunk(bytes)) = self
+                .handle
+                .hoarder(holder, HoarderRequest::Chunk { cid, index, in_progress: false })
+                .await
+            {
+                return Ok(HoarderResponse::Chunk(bytes));
+            }
+        }
+        Err(format!("no node could give chunk {index} of {cid}"))
+    }
+
+    /// Fetches a blob from the first of `sources` that gives it whole and correct.
+    pub(super) async fn fetch(
+        self: &Arc<Self>,
+        cid: BlobId,
+        sources: &[PeerId],
+    ) -> Result<(), String> {
+        if self.store.has(&cid) {
+            return Ok(());
+        }
+        // One fetch of a blob at a time: a second asker waits for the first.
+        if !lock(&self.fetching).insert(cid) {
+            while lock(&self.fetching).contains(&cid) {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            return if self.store.has(&cid) {
+                Ok(())
+            } else {
+                Err(format!("fetching {cid} failed"))
+            };
+        }
+        let mut errors = Vec::new();
+        for source in sources {
+            match self.fetch_from(cid, *source).await {
+                Ok(()) => {
+                    lock(&self.fetching).remove(&cid);
+                    return Ok(());
+                }
+                Err(e) => {
+                    if matches!(e, TransferError::BadData { .. }) {
+                        self.rejected_chunks.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%cid, error = %e, "a peer sent bad data: trying another");
+                    }
+                    errors.push(e.to_string());
+                }
+            }
+        }
+        lock(&self.fetching).remove(&cid);
+        Err(if errors.is_empty() { format!("no node holds {cid}") } else { errors.join("; ") })
+    }
+
+    async fn fetch_from(
+        self: &Arc<Self>,
+        cid: BlobId,
+        source: PeerId,
+    ) -> Result<(), TransferError> {
+        // A source may still be receiving the blob (replication starts with the upload).
+        let manifest = transfer::fetch_manifest(&self.handle, source, cid, true).await?;
+        let wanted: Vec<u32> = (0..manifest.chunks.len() as u32)
+            .filter(|i| !self.store.has_chunk(&manifest.chunks[*i as usize]))
+            .collect();
+        let store_err = |e: String| TransferError::Peer { peer: self.me, reason: e };
+        {
+            let mut chunks =
+                std::pin::pin!(transfer::chunks(&self.handle, source, &manifest, wanted, true));
+            while let Some(chunk) = chunks.next().await {
+                let (index, data) = chunk?;
+                let (store, m) = (self.store.clone(), manifest.clone());
+                blocking(move || store.write_chunk(&m, index, &data)).await.map_err(store_err)?;
+            }
+        }
+        let store = self.store.clone();
+        blocking(move || store.commit(&manifest))
+            .await
+            .map_err(|e| TransferError::BadData { peer: source, reason: e })?;
+        tracing::info!(%cid, from = %source, "blob fetched");
+        Ok(())
+    }
+
+    /// Every pin with its holders and state.
+    pub(super) fn list(&self) -> Vec<PinInfo> {
+        let live = self.live().len();
+        let members = lock(&self.members);
+        let fetching_here = lock(&self.fetching).clone();
+        lock(&self.pins)
+            .all()
+            .into_iter()
+            .filter(|p| p.factor > 0)
+            .map(|p| {
+                let mut holders = members.holders(&p.cid);
+                if self.store.has(&p.cid) {
+                    holders.push(self.me);
+                    holders.sort();
+                }
+                let target = usize::from(p.factor).min(live) as u8;
+                let state = if holders.len() >= usize::from(target) {
+                    PinState::Ok
+                } else if members.fetching(&p.cid) || fetching_here.contains(&p.cid) {
+                    PinState::Repairing
+                } else {
+                    PinState::UnderReplicated
+                };
+                PinInfo { cid: p.cid, size: p.size, factor: p.factor, target, holders, state }
+            })
+            .collect()
+    }
+}
