@@ -8,10 +8,12 @@ use libp2p::PeerId;
 use libp2p::identity::Keypair;
 use serde::Serialize;
 use tau_node::project;
+use tau_proto::hoarder::DEFAULT_REPLICAS;
 use tau_proto::tns::values::ProjectRoot;
 use tau_proto::tns::{Draft, PutOutcome, Record, TnsRequest, TnsResponse, WriterKey, keys};
 use tau_proto::{Client, cbor, keyfile};
 
+use super::hoarder::{hoarder_node, put_file};
 use super::output;
 use super::tns::{get, list_all, status, tns_node};
 
@@ -84,6 +86,8 @@ struct Report {
     deleted: Vec<String>,
     unchanged: usize,
     dry_run: bool,
+    /// Each component stored in hoarder, and on how many nodes when the push went on.
+    components: Vec<(String, usize)>,
 }
 
 impl Project {
@@ -217,6 +221,20 @@ impl Push {
             current.extend(records.into_iter().filter(claimed));
         }
         let plan = project::plan(&compiled, &current, &writer)?;
+        // The components go to hoarder first: a record never names a blob the cloud lacks.
+        let mut stored = Vec::new();
+        if !self.dry_run {
+            let hoarder = hoarder_node(&client, None).await?;
+            for (file, cid) in &compiled.sources {
+                let (stored_cid, _, holders) = put_file(&client, hoarder, file, DEFAULT_REPLICAS)
+                    .await
+                    .with_context(|| format!("cannot store {} in hoarder", file.display()))?;
+                if stored_cid != *cid {
+                    bail!("{} changed while it was being pushed", file.display());
+                }
+                stored.push((cid.to_string(), holders.len()));
+            }
+        }
         let report = Report {
             project: compiled.id.clone(),
             node: node.to_string(),
@@ -224,12 +242,16 @@ impl Push {
             deleted: plan.deletes.iter().map(|d| d.key.clone()).collect(),
             unchanged: plan.unchanged,
             dry_run: self.dry_run,
+            components: stored,
         };
         if !self.dry_run && (!plan.writes.is_empty() || !plan.deletes.is_empty()) {
             put(&client, node, plan.drafts().cloned().collect(), &owner).await?;
         }
         if self.json {
             return output::print_json(&report);
+        }
+        for (cid, holders) in &report.components {
+            println!("blob    {cid} (on {holders} nodes)");
         }
         for key in &report.written {
             println!("write   {key}");

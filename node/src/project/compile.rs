@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tau_proto::cbor;
+use tau_proto::hoarder::BlobId;
 use tau_proto::tns::Draft;
 use tau_proto::tns::keys::{self, is_fqdn, is_name};
 use tau_proto::tns::values::{
@@ -25,6 +26,8 @@ pub struct Compiled {
     pub id: String,
     /// Every record the folder describes, sorted by key.
     pub drafts: Vec<Draft>,
+    /// The components the functions name, to store in hoarder before the records are written.
+    pub sources: Vec<(PathBuf, BlobId)>,
 }
 
 /// Reads and checks a project folder; any error names the file and the field, and nothing is
@@ -46,11 +49,16 @@ pub fn compile(dir: &Path) -> Result<Compiled, YamlError> {
         encode(&ProjectConfig { name: config.name, description: config.description }),
     );
 
+    let mut sources: Vec<(PathBuf, BlobId)> = Vec::new();
     let mut routes: HashMap<String, PathBuf> = HashMap::new();
     let mut names: HashMap<String, PathBuf> = HashMap::new();
     for path in function_files(dir)? {
         let spec: FunctionFile = yaml::load(&path)?;
         let function = check_function(dir, &path, spec)?;
+        let source = (dir.join(&function.source.file), function.source.cid);
+        if !sources.contains(&source) {
+            sources.push(source);
+        }
         if let Some(other) = names.insert(function.name.clone(), path.clone()) {
             return Err(YamlError::invalid(
                 &path,
@@ -85,7 +93,7 @@ pub fn compile(dir: &Path) -> Result<Compiled, YamlError> {
         .into_iter()
         .map(|(key, value)| Draft { key, scope: id.clone(), value: Some(value) })
         .collect();
-    Ok(Compiled { id, drafts })
+    Ok(Compiled { id, drafts, sources })
 }
 
 /// The CBOR of a value.
@@ -197,7 +205,7 @@ fn check_function(dir: &Path, path: &Path, spec: FunctionFile) -> Result<Functio
         domains,
         source: Source {
             file: spec.source,
-            blake3: *blake3::hash(&bytes).as_bytes(),
+            cid: BlobId::of(&bytes),
             size: bytes.len() as u64,
         },
         execution: Execution {
@@ -251,6 +259,8 @@ mod tests {
         );
         assert_eq!(function.trigger.method, "GET");
         assert_eq!(function.source.size, 8);
+        assert_eq!(function.source.cid, BlobId::of(b"\0asm\x01\0\0\0"));
+        assert_eq!(compiled.sources, vec![(dir.path().join("ping.wasm"), function.source.cid)]);
         // Compiling again gives the same bytes: pushes compare by value.
         assert_eq!(compile(dir.path()).unwrap().drafts, compiled.drafts);
     }

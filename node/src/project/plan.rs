@@ -96,6 +96,7 @@ mod tests {
                     value: Some(v.to_vec()),
                 })
                 .collect(),
+            sources: Vec::new(),
         }
     }
 

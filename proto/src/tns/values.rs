@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::WriterKey;
+use crate::hoarder::BlobId;
 use crate::cbor::{self, CborError};
 
 /// `/projects/<id>`, written by the operator: who owns the project.
@@ -59,14 +60,13 @@ pub enum TriggerKind {
     Https,
 }
 
-/// A function's WebAssembly component.
+/// A function's WebAssembly component, stored in hoarder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Source {
     /// The file, relative to the project folder.
     pub file: String,
-    /// BLAKE3 of its bytes.
-    #[serde(with = "crate::bytes::fixed")]
-    pub blake3: [u8; 32],
+    /// Its hoarder blob id.
+    pub cid: BlobId,
     /// Its size in bytes.
     pub size: u64,
 }
