@@ -203,11 +203,7 @@ fn check_function(dir: &Path, path: &Path, spec: FunctionFile) -> Result<Functio
             paths: spec.trigger.paths,
         },
         domains,
-        source: Source {
-            file: spec.source,
-            cid: BlobId::of(&bytes),
-            size: bytes.len() as u64,
-        },
+        source: Source { file: spec.source, cid: BlobId::of(&bytes), size: bytes.len() as u64 },
         execution: Execution {
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             memory_bytes: memory,

@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::WriterKey;
-use crate::hoarder::BlobId;
 use crate::cbor::{self, CborError};
+use crate::hoarder::BlobId;
 
 /// `/projects/<id>`, written by the operator: who owns the project.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

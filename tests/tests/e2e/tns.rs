@@ -102,8 +102,19 @@ fn pushes_spread_a_stopped_node_catches_up_and_strangers_are_refused() -> Result
     eprintln!("push visible on 4 nodes after {took:?}");
     // The component is in hoarder, under the id the function record names.
     let record = get_on(&profile, &ids[0], &function)?.ok_or("no function record")?;
-    let cid = record["value"]["source"]["cid"].as_str().ok_or("no cid in the function record")?.to_string();
-    let pins = tau_node_ok(&["hoarder", "list", "--cloud", &profile.to_string_lossy(), "--node", &ids[0], "--json"])?;
+    let cid = record["value"]["source"]["cid"]
+        .as_str()
+        .ok_or("no cid in the function record")?
+        .to_string();
+    let pins = tau_node_ok(&[
+        "hoarder",
+        "list",
+        "--cloud",
+        &profile.to_string_lossy(),
+        "--node",
+        &ids[0],
+        "--json",
+    ])?;
     assert!(pins.contains(&cid), "{cid} is not pinned: {pins}");
 
     // The same folder again writes nothing.

@@ -1,12 +1,14 @@
 //! `tau-node-bench`: Tau's benchmarks, each figure beside a baseline measured in the same run.
 //!
-//! `tau-node-bench [foundation] [tns]` (default: all). Run with `scripts/bench` (a release
+//! `tau-node-bench [foundation] [tns] [hoarder]` (default: all). Run with `scripts/bench` (a release
 //! build); it needs `tau-node` beside this binary.
 //!
 //! - [`foundation`]: admin `Info` round trip; time until a 10-node mesh is complete.
 //! - [`tns`]: local `Get`; push to visible on 10 nodes; anti-entropy catch-up of 10,000 records.
+//! - [`hoarder`]: put and get of 256 MB, repair time, peak RSS, beside raw hashing.
 
 mod foundation;
+mod hoarder;
 mod tns;
 
 use std::path::{Path, PathBuf};
@@ -43,6 +45,10 @@ async fn main() -> anyhow::Result<()> {
             tns::spread(&tau_node, &tmp).await?;
             println!();
             tns::catch_up(&tau_node, &tmp).await?;
+        }
+        if wants("hoarder") {
+            println!();
+            hoarder::run(&tau_node, &tmp).await?;
         }
         anyhow::Ok(())
     }
