@@ -65,6 +65,8 @@ struct Hoarder {
     store: Arc<BlobStore>,
     pins: Mutex<PinTable>,
     members: Mutex<Members>,
+    /// The connected nodes that run hoarder, refreshed every beat.
+    connected: Mutex<Vec<PeerId>>,
     fetching: Mutex<HashSet<BlobId>>,
     uploads: Mutex<HashMap<BlobId, Upload>>,
     /// Woken whenever a chunk is written, for those waiting on an upload in progress.
@@ -80,7 +82,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Hoarder {
     /// The live hoarder nodes, this one included, sorted.
     fn live(&self) -> Vec<PeerId> {
-        let mut live = lock(&self.members).live();
+        let connected = lock(&self.connected).clone();
+        let mut live = lock(&self.members).live_with(&connected);
         live.push(self.me);
         live.sort();
         live.dedup();
@@ -95,6 +98,19 @@ impl Hoarder {
             holders.sort();
         }
         holders
+    }
+}
+
+impl Hoarder {
+    /// Refreshes the connected hoarder nodes from the p2p task.
+    async fn refresh_connected(&self) {
+        if let Ok(peers) = self.handle.peers().await {
+            *lock(&self.connected) = peers
+                .into_iter()
+                .filter(|p| p.services.iter().any(|s| s == "hoarder"))
+                .map(|p| p.peer_id)
+                .collect();
+        }
     }
 }
 
@@ -125,6 +141,7 @@ pub async fn start(
         store: Arc::new(store),
         pins: Mutex::new(pins),
         members: Mutex::default(),
+        connected: Mutex::default(),
         fetching: Mutex::default(),
         uploads: Mutex::default(),
         chunk_written: tokio::sync::Notify::new(),

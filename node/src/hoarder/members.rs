@@ -48,6 +48,17 @@ impl Members {
         live
     }
 
+    /// The live members: those heard from within [`DEAD_AFTER`], and the connected hoarder nodes
+    /// not heard from yet (a node that just started or joined). Once a member has sent a
+    /// heartbeat, its heartbeats alone decide.
+    pub fn live_with(&self, connected: &[PeerId]) -> Vec<PeerId> {
+        let mut live = self.live();
+        live.extend(connected.iter().filter(|p| !self.members.contains_key(p)));
+        live.sort();
+        live.dedup();
+        live
+    }
+
     /// The live members that hold `cid`.
     pub fn holders(&self, cid: &BlobId) -> Vec<PeerId> {
         let mut holders: Vec<PeerId> = self
@@ -79,6 +90,9 @@ mod tests {
         assert_eq!(members.holders(&cid), vec![a]);
         members.members.get_mut(&a).unwrap().seen -= DEAD_AFTER;
         assert!(members.live().is_empty());
+        // Connected but silent: live until it beats (a newcomer); dead if it beat and went quiet.
+        let newcomer = PeerId::random();
+        assert_eq!(members.live_with(&[a, newcomer]), vec![newcomer]);
         assert!(members.holders(&cid).is_empty(), "a dead member holds nothing");
     }
 }

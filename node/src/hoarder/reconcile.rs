@@ -46,7 +46,10 @@ pub(super) async fn heartbeats(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tick.tick() => hoarder.beat().await,
+            _ = tick.tick() => {
+                hoarder.refresh_connected().await;
+                hoarder.beat().await;
+            }
             message = beats.recv() => {
                 let Some(message) = message else { break };
                 let verdict = match (message.author, cbor::from_slice::<Heartbeat>(&message.data)) {

@@ -67,6 +67,7 @@ impl Hoarder {
                     return Ok(HoarderResponse::Exists);
                 }
                 let cid = manifest.cid;
+                self.refresh_connected().await;
                 let replicas = self.replicate(cid, replicas);
                 lock(&self.uploads)
                     .insert(cid, Upload { manifest, touched: Instant::now(), replicas });
@@ -181,6 +182,7 @@ impl Hoarder {
             }
         };
         let committed = started.elapsed();
+        self.refresh_connected().await;
         lock(&self.pins).set(cid, manifest.size, replicas);
         self.beat().await;
 
