@@ -93,24 +93,16 @@ impl Lab {
     /// Cuts every host of `a` off from every host of `b` (both ways); both still reach the
     /// root namespace.
     pub fn partition(&self, a: &[usize], b: &[usize]) -> Result {
-        for (from, to) in a.iter().flat_map(|x| b.iter().flat_map(move |y| [(*x, *y), (*y, *x)])) {
-            let target = format!("{}/32", self.hosts[to].ip);
-            ip(&[
-                "netns",
-                "exec",
-                &self.hosts[from].netns,
-                "ip",
-                "route",
-                "add",
-                "blackhole",
-                &target,
-            ])?;
-        }
-        Ok(())
+        self.blackholes(a, b, "add")
     }
 
     /// Undoes [`Lab::partition`].
     pub fn heal(&self, a: &[usize], b: &[usize]) -> Result {
+        self.blackholes(a, b, "del")
+    }
+
+    /// Adds or deletes a blackhole route from each host of `a` to each of `b`, and back.
+    fn blackholes(&self, a: &[usize], b: &[usize], verb: &str) -> Result {
         for (from, to) in a.iter().flat_map(|x| b.iter().flat_map(move |y| [(*x, *y), (*y, *x)])) {
             let target = format!("{}/32", self.hosts[to].ip);
             ip(&[
@@ -119,7 +111,7 @@ impl Lab {
                 &self.hosts[from].netns,
                 "ip",
                 "route",
-                "del",
+                verb,
                 "blackhole",
                 &target,
             ])?;

@@ -12,22 +12,15 @@ use tau_proto::hoarder::transfer::{self, TransferError};
 use tau_proto::hoarder::{BlobId, DEFAULT_REPLICAS, HoarderRequest, HoarderResponse, PinState};
 use tokio::io::AsyncWriteExt;
 
-use super::output::{self, bytes, table};
+use super::output::{self, ServiceArgs, bytes, table};
 
 /// Blobs in the cloud's hoarder: store a file, fetch one, list the pins.
 #[derive(Debug, Args)]
 pub(crate) struct Hoarder {
     #[command(subcommand)]
     command: HoarderCommand,
-    /// The cloud profile (`cloud.yaml`).
-    #[arg(long, global = true, default_value = "cloud.yaml")]
-    cloud: PathBuf,
-    /// The hoarder node to talk to [default: the first one found].
-    #[arg(long, global = true)]
-    node: Option<PeerId>,
-    /// Print JSON.
-    #[arg(long, global = true)]
-    json: bool,
+    #[command(flatten)]
+    args: ServiceArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -83,15 +76,15 @@ struct PutReport {
 
 impl Hoarder {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
-        let client = output::connect(&self.cloud).await?;
-        let node = hoarder_node(&client, self.node).await?;
+        let client = output::connect(&self.args.cloud).await?;
+        let node = hoarder_node(&client, self.args.node).await?;
         match self.command {
             HoarderCommand::Put { file, replicas } => {
                 let started = Instant::now();
                 let (cid, size, holders) = put_file(&client, node, &file, replicas).await?;
                 let report =
                     PutReport { cid, size, holders, seconds: started.elapsed().as_secs_f64() };
-                if self.json {
+                if self.args.json {
                     return output::print_json(&report);
                 }
                 eprintln!(
@@ -158,7 +151,7 @@ impl Hoarder {
                     HoarderResponse::Pins(pins) => pins,
                     other => bail!("{node} gave an unexpected answer to List: {other:?}"),
                 };
-                if self.json {
+                if self.args.json {
                     return output::print_json(&pins);
                 }
                 let rows: Vec<Vec<String>> = pins

@@ -6,6 +6,20 @@ use anyhow::Context;
 use serde::Serialize;
 use tau_proto::{Client, CloudProfile};
 
+/// The options every service command shares.
+#[derive(Debug, clap::Args)]
+pub(super) struct ServiceArgs {
+    /// The cloud profile (`cloud.yaml`).
+    #[arg(long, global = true, default_value = "cloud.yaml")]
+    pub(super) cloud: std::path::PathBuf,
+    /// The node to ask [default: the first one found that runs the service].
+    #[arg(long, global = true)]
+    pub(super) node: Option<libp2p::PeerId>,
+    /// Print JSON.
+    #[arg(long, global = true)]
+    pub(super) json: bool,
+}
+
 /// Loads a cloud profile and connects to the cloud.
 pub(super) async fn connect(cloud: &Path) -> anyhow::Result<Client> {
     let profile = CloudProfile::load(cloud)?;

@@ -1,7 +1,5 @@
 //! `tau-node tns`.
 
-use std::path::PathBuf;
-
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use futures::future::join_all;
@@ -11,22 +9,15 @@ use tau_proto::Client;
 use tau_proto::tns::values::Value;
 use tau_proto::tns::{MAX_PAGE, Record, TnsRequest, TnsResponse, TnsStatus};
 
-use super::output::{self, table};
+use super::output::{self, ServiceArgs, table};
 
 /// Read the cloud's registry (TNS): records, listings, each node's status.
 #[derive(Debug, Args)]
 pub(crate) struct Tns {
     #[command(subcommand)]
     command: TnsCommand,
-    /// The cloud profile (`cloud.yaml`).
-    #[arg(long, global = true, default_value = "cloud.yaml")]
-    cloud: PathBuf,
-    /// The tns node to ask [default: the first one found].
-    #[arg(long, global = true)]
-    node: Option<PeerId>,
-    /// Print JSON.
-    #[arg(long, global = true)]
-    json: bool,
+    #[command(flatten)]
+    args: ServiceArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -132,24 +123,24 @@ pub(super) async fn status(client: &Client, node: PeerId) -> anyhow::Result<TnsS
 
 impl Tns {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
-        let client = output::connect(&self.cloud).await?;
+        let client = output::connect(&self.args.cloud).await?;
         match self.command {
             TnsCommand::Get { key } => {
-                let node = tns_node(&client, self.node).await?;
+                let node = tns_node(&client, self.args.node).await?;
                 let Some(record) = get(&client, node, &key).await? else {
                     bail!("no record under {key}");
                 };
                 let view = RecordView::from(&record);
-                if self.json {
+                if self.args.json {
                     return output::print_json(&view);
                 }
                 println!("{}", serde_yaml_ng::to_string(&view)?.trim_end());
             }
             TnsCommand::List { prefix, tombstones } => {
-                let node = tns_node(&client, self.node).await?;
+                let node = tns_node(&client, self.args.node).await?;
                 let records = list_all(&client, node, &prefix, tombstones).await?;
                 let views: Vec<RecordView> = records.iter().map(RecordView::from).collect();
-                if self.json {
+                if self.args.json {
                     return output::print_json(&views);
                 }
                 let rows: Vec<Vec<String>> = views
@@ -168,7 +159,7 @@ impl Tns {
                 println!("{} records under {prefix}", views.len());
             }
             TnsCommand::Status => {
-                let nodes = match self.node {
+                let nodes = match self.args.node {
                     Some(node) => vec![node],
                     None => client.nodes_running("tns").await?,
                 };
@@ -194,7 +185,7 @@ impl Tns {
                         },
                     })
                     .collect();
-                if self.json {
+                if self.args.json {
                     return output::print_json(&report);
                 }
                 let rows: Vec<Vec<String>> = report
