@@ -6,9 +6,12 @@
 //! <data>/hoarder/tmp/                      files being written
 //! ```
 //!
-//! Every file is written to `tmp/`, synced, then renamed into place. A blob's manifest is written
-//! last, after every chunk is in place and the whole blob has been read back and hashed against
-//! its id. So a crash can leave stray chunks, never a manifest whose chunks are not on disk. Every read is checked against the chunk's
+//! Every file is written to `tmp/` and renamed into place. A blob's manifest is written last:
+//! after every chunk is in place, has been read back, checked, and synced to disk (one `fsync`
+//! per chunk at commit, when most of it is already written back, rather than one in the middle
+//! of each transfer), and the whole blob has been hashed against its id; the manifest is synced
+//! before its rename. So a crash can leave stray chunks, never a manifest whose chunks are not on
+//! disk. Every read is checked against the chunk's
 //! hash; a corrupt chunk is deleted with the manifests that use it, so the blob counts as missing
 //! here and is fetched again from a peer.
 
@@ -89,14 +92,16 @@ impl BlobStore {
         self.root.join("manifests").join(cid.to_string())
     }
 
-    /// Writes `bytes` to `path` atomically: a temporary file, synced, then renamed.
-    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    /// Writes `bytes` to `path` atomically: a temporary file, synced if `sync`, then renamed.
+    fn write_atomic(&self, path: &Path, bytes: &[u8], sync: bool) -> Result<(), StoreError> {
         let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
         let tmp = self.root.join("tmp").join(format!("{}-{n}", std::process::id()));
         let result = (|| {
             let mut file = std::fs::File::create(&tmp)?;
             file.write_all(bytes)?;
-            file.sync_all()?;
+            if sync {
+                file.sync_all()?;
+            }
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;
             }
@@ -155,7 +160,7 @@ impl BlobStore {
     ) -> Result<(), StoreError> {
         manifest.verify_chunk(index, bytes)?;
         let path = self.chunk_path(&manifest.chunks[index as usize]);
-        self.write_atomic(&path, bytes)
+        self.write_atomic(&path, bytes, false)
     }
 
     /// Reads chunk `index` of a blob and checks it. A corrupt chunk is deleted, with every
@@ -214,6 +219,8 @@ impl BlobStore {
                 return Err(StoreError::MissingChunk { cid: manifest.cid, index });
             }
             whole.update(&bytes);
+            // The chunk reaches the disk before the manifest that makes it part of a blob.
+            std::fs::File::open(&path).and_then(|f| f.sync_all()).map_err(io(&path))?;
         }
         if BlobId::from_blake3(whole.finalize().as_bytes()) != manifest.cid {
             return Err(StoreError::WrongBlob(manifest.cid));
@@ -222,7 +229,7 @@ impl BlobStore {
             path: self.manifest_path(&manifest.cid).display().to_string(),
             source: std::io::Error::other(e),
         })?;
-        self.write_atomic(&self.manifest_path(&manifest.cid), &bytes)
+        self.write_atomic(&self.manifest_path(&manifest.cid), &bytes, true)
     }
 
     /// Drops a blob, and the chunks no other blob here uses.
