@@ -1,6 +1,8 @@
 //! `tau-node hoarder`.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -47,14 +49,10 @@ enum HoarderCommand {
 
 /// The hoarder node to use: `node` if given, else the first that runs hoarder.
 pub(crate) async fn hoarder_node(client: &Client, node: Option<PeerId>) -> anyhow::Result<PeerId> {
-    let nodes = client.nodes_running("hoarder").await?;
-    match node {
-        Some(node) => Ok(node),
-        None => nodes.first().copied().context("no node of this cloud runs hoarder"),
-    }
+    output::service_node(client, node, "hoarder").await
 }
 
-/// Uploads a file; returns its CID and the nodes that hold it.
+/// Uploads a file; returns its CID and the nodes that hold it. On a terminal, shows progress.
 pub(crate) async fn put_file(
     client: &Client,
     node: PeerId,
@@ -62,8 +60,19 @@ pub(crate) async fn put_file(
     replicas: u8,
 ) -> anyhow::Result<(BlobId, u64, Vec<PeerId>)> {
     let manifest = transfer::manifest_of(file).await?;
-    let holders = transfer::upload(client, node, file, &manifest, replicas).await?;
-    Ok((manifest.cid, manifest.size, holders))
+    let show = std::io::stderr().is_terminal() && manifest.size >= 16 << 20;
+    let done = AtomicU64::new(0);
+    let progress = |len: u64| {
+        let sent = done.fetch_add(len, Ordering::Relaxed) + len;
+        if show {
+            eprint!("\rstoring {}: {} of {}   ", file.display(), bytes(sent), bytes(manifest.size));
+        }
+    };
+    let holders = transfer::upload(client, node, file, &manifest, replicas, &progress).await;
+    if show {
+        eprintln!();
+    }
+    Ok((manifest.cid, manifest.size, holders?))
 }
 
 #[derive(Serialize)]

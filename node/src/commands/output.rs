@@ -28,6 +28,22 @@ pub(super) async fn connect(cloud: &Path) -> anyhow::Result<Client> {
         .with_context(|| format!("cannot reach the cloud of {}", cloud.display()))
 }
 
+/// The node to ask for `service`: `node` if given, else the first one found that runs it (the
+/// client learns every node's addresses on the way).
+pub(super) async fn service_node(
+    client: &Client,
+    node: Option<libp2p::PeerId>,
+    service: &str,
+) -> anyhow::Result<libp2p::PeerId> {
+    let nodes = client.nodes_running(service).await?;
+    match node {
+        Some(node) => Ok(node),
+        None => {
+            nodes.first().copied().with_context(|| format!("no node of this cloud runs {service}"))
+        }
+    }
+}
+
 /// Prints `value` as pretty JSON on stdout.
 pub(super) fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);

@@ -1,6 +1,6 @@
 //! `tau-node tns`.
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Args, Subcommand};
 use futures::future::join_all;
 use libp2p::PeerId;
@@ -69,11 +69,7 @@ impl From<&Record> for RecordView {
 
 /// The tns node to use: `node` if given, else the first that runs tns.
 pub(super) async fn tns_node(client: &Client, node: Option<PeerId>) -> anyhow::Result<PeerId> {
-    let nodes = client.nodes_running("tns").await?;
-    match node {
-        Some(node) => Ok(node),
-        None => nodes.first().copied().context("no node of this cloud runs tns"),
-    }
+    output::service_node(client, node, "tns").await
 }
 
 /// Every record under `prefix`, through all pages.

@@ -77,13 +77,15 @@ pub async fn manifest_of(path: &Path) -> Result<Manifest, TransferError> {
 }
 
 /// Uploads the file at `path` (whose manifest is `manifest`) to `peer` and asks it to pin the
-/// blob at `replicas`; returns the nodes that hold it when the node answers.
+/// blob at `replicas`; returns the nodes that hold it when the node answers. `progress` is
+/// called with each chunk's length once the node has it.
 pub async fn upload<A: Asker>(
     asker: &A,
     peer: PeerId,
     path: &Path,
     manifest: &Manifest,
     replicas: u8,
+    progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Vec<PeerId>, TransferError> {
     let io = |source| TransferError::Io { path: path.display().to_string(), source };
     let cid = manifest.cid;
@@ -115,7 +117,10 @@ pub async fn upload<A: Asker>(
                             .await
                             .map_err(peer_err(peer))?
                         {
-                            HoarderResponse::Done => Ok(()),
+                            HoarderResponse::Done => {
+                                progress(len);
+                                Ok(())
+                            }
                             other => Err(TransferError::Peer {
                                 peer,
                                 reason: format!("unexpected answer {other:?}"),

@@ -100,7 +100,7 @@ pub(crate) async fn run(tau_node: &Path, tmp: &Path) -> anyhow::Result<()> {
 
     let start = Instant::now();
     let manifest = transfer::manifest_of(&file).await?;
-    let holders = transfer::upload(&client, entry, &file, &manifest, 3).await?;
+    let holders = transfer::upload(&client, entry, &file, &manifest, 3, &|_| {}).await?;
     let put_two = start.elapsed();
     let three = wait_holders(&client, entry, 3, None).await?;
     let put_three = start.elapsed();
