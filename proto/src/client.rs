@@ -90,6 +90,28 @@ struct Behaviour {
 
 type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
 
+/// A service's answer that may be its `Error` variant.
+trait Answer: Sized {
+    /// The answer, or the node's error message.
+    fn ok(self) -> Result<Self, String>;
+}
+
+/// Every service answer has an `Error(String)` variant.
+macro_rules! answer {
+    ($($response:ty),*) => {$(
+        impl Answer for $response {
+            fn ok(self) -> Result<Self, String> {
+                match self {
+                    Self::Error(message) => Err(message),
+                    other => Ok(other),
+                }
+            }
+        }
+    )*};
+}
+
+answer!(AdminResponse, TnsResponse, HoarderResponse);
+
 enum Command {
     Admin { peer: PeerId, request: AdminRequest, reply: Reply<AdminResponse> },
     Tns { peer: PeerId, request: TnsRequest, reply: Reply<TnsResponse> },
@@ -162,28 +184,14 @@ impl Client {
         peer: PeerId,
         request: AdminRequest,
     ) -> Result<AdminResponse, ClientError> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Admin { peer, request, reply })
+        self.request(peer, request, |peer, request, reply| Command::Admin { peer, request, reply })
             .await
-            .map_err(|_| ClientError::Closed)?;
-        match answer.await.map_err(|_| ClientError::Closed)?? {
-            AdminResponse::Error(message) => Err(ClientError::Remote { peer, message }),
-            other => Ok(other),
-        }
     }
 
     /// Sends a TNS request to `peer` and waits for the answer.
     pub async fn tns(&self, peer: PeerId, request: TnsRequest) -> Result<TnsResponse, ClientError> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Tns { peer, request, reply })
+        self.request(peer, request, |peer, request, reply| Command::Tns { peer, request, reply })
             .await
-            .map_err(|_| ClientError::Closed)?;
-        match answer.await.map_err(|_| ClientError::Closed)?? {
-            TnsResponse::Error(message) => Err(ClientError::Remote { peer, message }),
-            other => Ok(other),
-        }
     }
 
     /// Sends a hoarder request to `peer` and waits for the answer.
@@ -192,15 +200,28 @@ impl Client {
         peer: PeerId,
         request: HoarderRequest,
     ) -> Result<HoarderResponse, ClientError> {
+        self.request(peer, request, |peer, request, reply| Command::Hoarder {
+            peer,
+            request,
+            reply,
+        })
+        .await
+    }
+
+    /// Sends a request through the client's task; an error answer becomes [`ClientError::Remote`].
+    async fn request<Req, Resp: Answer>(
+        &self,
+        peer: PeerId,
+        request: Req,
+        command: fn(PeerId, Req, Reply<Resp>) -> Command,
+    ) -> Result<Resp, ClientError> {
         let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Hoarder { peer, request, reply })
+        self.commands.send(command(peer, request, reply)).await.map_err(|_| ClientError::Closed)?;
+        answer
             .await
-            .map_err(|_| ClientError::Closed)?;
-        match answer.await.map_err(|_| ClientError::Closed)?? {
-            HoarderResponse::Error(message) => Err(ClientError::Remote { peer, message }),
-            other => Ok(other),
-        }
+            .map_err(|_| ClientError::Closed)??
+            .ok()
+            .map_err(|message| ClientError::Remote { peer, message })
     }
 
     /// The nodes that run `service`, the entry node first if it does; learns their addresses.
