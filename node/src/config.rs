@@ -12,6 +12,10 @@
 //! data_dir: data
 //! ports: { p2p: 4001, http: 8080, dns: 53 }
 //! location: { region: eu-west, latitude: 48.85, longitude: 2.35 }
+//! substrate:                        # only read when the node runs substrate
+//!   counter_window: 60s             # one signed counter record per function per window
+//!   counter_retention: 24h          # acknowledged records are kept this long, others forever
+//!   max_instances: 1000             # functions running at once on this node
 //! ```
 //!
 //! Unknown fields are errors, and every error names the file and the field.
@@ -63,6 +67,45 @@ pub struct NodeConfig {
     /// Where the node is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<Location>,
+    /// The substrate service's settings.
+    #[serde(default, skip_serializing_if = "SubstrateConfig::is_default")]
+    pub substrate: SubstrateConfig,
+}
+
+/// The substrate service's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubstrateConfig {
+    /// The length of a counter window (`60s`).
+    pub counter_window: String,
+    /// How long acknowledged counter records stay on disk (`24h`).
+    pub counter_retention: String,
+    /// The most function instances alive at once; more requests wait for a free slot.
+    pub max_instances: u32,
+}
+
+impl Default for SubstrateConfig {
+    fn default() -> Self {
+        Self { counter_window: "60s".into(), counter_retention: "24h".into(), max_instances: 1000 }
+    }
+}
+
+impl SubstrateConfig {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The counter window (checked when the file was loaded).
+    pub fn window(&self) -> std::time::Duration {
+        humantime::parse_duration(&self.counter_window)
+            .unwrap_or(std::time::Duration::from_secs(60))
+    }
+
+    /// The retention of acknowledged counter records (checked when the file was loaded).
+    pub fn retention(&self) -> std::time::Duration {
+        humantime::parse_duration(&self.counter_retention)
+            .unwrap_or(std::time::Duration::from_secs(24 * 3600))
+    }
 }
 
 /// The ports a node listens on; 0 means any free port.
@@ -104,6 +147,7 @@ impl Default for NodeConfig {
             data_dir: default_data_dir(),
             ports: Ports::default(),
             location: None,
+            substrate: SubstrateConfig::default(),
         }
     }
 }
@@ -170,6 +214,27 @@ impl NodeConfig {
                 return Err(invalid(format!("ports.{name}"), format!("port {a} is used twice")));
             }
         }
+        for (field, value) in [
+            ("substrate.counter_window", &self.substrate.counter_window),
+            ("substrate.counter_retention", &self.substrate.counter_retention),
+        ] {
+            match humantime::parse_duration(value) {
+                Ok(d) if d >= std::time::Duration::from_secs(1) => {}
+                Ok(_) => return Err(invalid(field.into(), "must be at least 1s".into())),
+                Err(e) => {
+                    return Err(invalid(
+                        field.into(),
+                        format!("`{value}` is not a duration (like 60s or 5m): {e}"),
+                    ));
+                }
+            }
+        }
+        if self.substrate.max_instances == 0 || self.substrate.max_instances > 10_000 {
+            return Err(invalid(
+                "substrate.max_instances".into(),
+                "must be between 1 and 10000".into(),
+            ));
+        }
         if let Some(location) = &self.location {
             if location.latitude.is_some_and(|l| !(-90.0..=90.0).contains(&l)) {
                 return Err(invalid("location.latitude".into(), "must be within -90..90".into()));
@@ -187,6 +252,11 @@ impl NodeConfig {
     /// The operator's public key, if configured (checked when the file was loaded).
     pub fn operator_key(&self) -> Option<WriterKey> {
         self.operator_key.as_deref().and_then(|k| k.parse().ok())
+    }
+
+    /// The HTTP gateway's listen addresses: each listen IP with the http port.
+    pub fn http_listen_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.listen.iter().map(|ip| std::net::SocketAddr::new(*ip, self.ports.http)).collect()
     }
 
     /// The libp2p listen addresses: each listen IP with the p2p port.
@@ -270,6 +340,10 @@ mod tests {
             (format!("{base}location: {{region: x, latitude: 91}}\n"), "location.latitude"),
             (format!("{base}location: {{latitude: 1}}\n"), "field `location`"),
             (format!("{base}services: tns\n"), "field `services`"),
+            (format!("{base}substrate: {{counter_window: soon}}\n"), "substrate.counter_window"),
+            (format!("{base}substrate: {{counter_window: 10ms}}\n"), "at least 1s"),
+            (format!("{base}substrate: {{max_instances: 0}}\n"), "substrate.max_instances"),
+            (format!("{base}substrate: {{windows: 1s}}\n"), "unknown field `windows`"),
             (
                 format!("{base}operator_key: 12D3KooW\n"),
                 "field `operator_key`: `12D3KooW` is not a public key",

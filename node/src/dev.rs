@@ -75,6 +75,8 @@ pub struct DevNode {
     pub peer_id: PeerId,
     /// Its p2p address, with `/p2p/<peer id>`.
     pub addr: Multiaddr,
+    /// Its HTTP gateway.
+    pub http: std::net::SocketAddr,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DevError + '_ {
@@ -116,6 +118,7 @@ pub fn prepare(dir: &Path, count: usize) -> Result<DevCloud, DevError> {
             name,
             peer_id,
             addr,
+            http: (Ipv4Addr::LOCALHOST, ports[i * 3 + 1]).into(),
         });
     }
     for (i, node) in nodes.iter().enumerate() {
@@ -137,6 +140,7 @@ pub fn prepare(dir: &Path, count: usize) -> Result<DevCloud, DevError> {
             data_dir: "data".into(),
             ports: Ports { p2p: ports[i * 3], http: ports[i * 3 + 1], dns: ports[i * 3 + 2] },
             location: Some(Location { region: "dev".into(), latitude: None, longitude: None }),
+            substrate: Default::default(),
         };
         config.save(&node.config).map_err(io(&node.config))?;
     }

@@ -124,12 +124,28 @@ impl Asker for p2p::Handle {
     }
 }
 
+/// The node's own blob store, read in process by its other services (substrate).
+#[derive(Clone)]
+pub struct Local(Arc<BlobStore>);
+
+impl Local {
+    /// The whole blob `cid`, if this node holds it (each chunk is checked as it is read).
+    pub fn read(&self, cid: &tau_proto::hoarder::BlobId) -> Option<Vec<u8>> {
+        let manifest = self.0.manifest(cid).ok()??;
+        let mut bytes = Vec::with_capacity(manifest.size as usize);
+        for index in 0..manifest.chunks.len() as u32 {
+            bytes.extend(self.0.read_chunk(&manifest, index).ok()?);
+        }
+        Some(bytes)
+    }
+}
+
 /// Opens the blob store in `data_dir` and starts the service.
 pub async fn start(
     handle: p2p::Handle,
     data_dir: &Path,
     shutdown: CancellationToken,
-) -> Result<Vec<JoinHandle<()>>, HoarderError> {
+) -> Result<(Vec<JoinHandle<()>>, Local), HoarderError> {
     let root = data_dir.join("hoarder");
     let store = BlobStore::open(&root)?;
     let held = store.held()?.len();
@@ -150,9 +166,11 @@ pub async fn start(
     let (inbox, requests) = tokio::sync::mpsc::channel(256);
     handle.serve_hoarder(inbox).await.map_err(|e| HoarderError::P2p(e.to_string()))?;
     let beats = handle.subscribe(tau_proto::hoarder::TOPIC).await.map_err(HoarderError::P2p)?;
-    Ok(vec![
+    let local = Local(hoarder.store.clone());
+    let tasks = vec![
         tokio::spawn(service::serve(hoarder.clone(), requests, shutdown.clone())),
         tokio::spawn(reconcile::heartbeats(hoarder.clone(), beats, shutdown.clone())),
         tokio::spawn(reconcile::run(hoarder, shutdown)),
-    ])
+    ];
+    Ok((tasks, local))
 }

@@ -9,6 +9,8 @@
 //! - [`resources`]: CPU, memory, load and disk, sampled in the background for `Info`.
 //! - [`hoarder`]: the blob service (chunked store, pins, rendezvous placement, repair).
 //! - [`tns`]: the registry service (redb store, gossip, anti-entropy, authorization).
+//! - [`substrate`]: the function service (hyper gateway, wasmtime, signed execution counters);
+//!   the only module that touches wasmtime.
 //! - [`project`]: a project folder compiled into TNS records, and the plan of a push.
 //! - [`node`]: starts the parts of a node from its config and stops them on a cancellation token.
 //! - [`dev`]: the files of a local N-node cloud (`tau-node dev`).
@@ -25,6 +27,7 @@ pub mod node;
 pub mod p2p;
 pub mod project;
 pub mod resources;
+pub mod substrate;
 pub mod tns;
 
 pub use config::NodeConfig;

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::NodeConfig;
 use crate::p2p::{self, AdminContext, P2pConfig, P2pError};
-use crate::{hoarder, resources, tns};
+use crate::{hoarder, resources, substrate, tns};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +38,9 @@ pub enum NodeError {
     /// The hoarder service could not start.
     #[error(transparent)]
     Hoarder(#[from] hoarder::HoarderError),
+    /// The substrate service could not start.
+    #[error(transparent)]
+    Substrate(#[from] substrate::SubstrateError),
 }
 
 /// A started node. Stop it with [`Node::stop`].
@@ -46,6 +49,7 @@ pub struct Node {
     shutdown: CancellationToken,
     p2p_task: JoinHandle<()>,
     services: Vec<JoinHandle<()>>,
+    http_addrs: Vec<std::net::SocketAddr>,
 }
 
 impl Node {
@@ -63,7 +67,7 @@ impl Node {
         let resources = resources::spawn(config.data_dir.clone(), shutdown.child_token());
         let (handle, p2p_task) = p2p::spawn(
             P2pConfig {
-                keypair,
+                keypair: keypair.clone(),
                 swarm_key,
                 listen: config.p2p_listen_addrs(),
                 announce: config.announce.clone(),
@@ -78,22 +82,44 @@ impl Node {
             shutdown.child_token(),
         )
         .await?;
+        let runs = |service: &str| config.services.iter().any(|s| s == service);
         let mut services = Vec::new();
-        if config.services.iter().any(|s| s == "tns") {
-            services.extend(
-                tns::start(
-                    handle.clone(),
-                    &config.data_dir,
-                    config.operator_key(),
-                    shutdown.child_token(),
-                )
-                .await?,
-            );
+        let mut local_tns = None;
+        if runs("tns") {
+            let (tasks, local) = tns::start(
+                handle.clone(),
+                &config.data_dir,
+                config.operator_key(),
+                shutdown.child_token(),
+            )
+            .await?;
+            services.extend(tasks);
+            local_tns = Some(local);
         }
-        if config.services.iter().any(|s| s == "hoarder") {
-            services.extend(
-                hoarder::start(handle.clone(), &config.data_dir, shutdown.child_token()).await?,
-            );
+        let mut local_hoarder = None;
+        if runs("hoarder") {
+            let (tasks, local) =
+                hoarder::start(handle.clone(), &config.data_dir, shutdown.child_token()).await?;
+            services.extend(tasks);
+            local_hoarder = Some(local);
+        }
+        let mut http_addrs = Vec::new();
+        if runs("substrate") {
+            let started = substrate::start(
+                substrate::Parts {
+                    handle: handle.clone(),
+                    keypair,
+                    data_dir: &config.data_dir,
+                    http: config.http_listen_addrs(),
+                    config: &config.substrate,
+                    tns: local_tns,
+                    hoarder: local_hoarder,
+                },
+                shutdown.child_token(),
+            )
+            .await?;
+            services.extend(started.tasks);
+            http_addrs = started.http_addrs;
         }
         tracing::info!(
             peer_id = %handle.peer_id(),
@@ -101,7 +127,12 @@ impl Node {
             services = ?config.services,
             "node started"
         );
-        Ok(Self { handle, shutdown, p2p_task, services })
+        Ok(Self { handle, shutdown, p2p_task, services, http_addrs })
+    }
+
+    /// The addresses the HTTP gateway listens on (empty without substrate).
+    pub fn http_addrs(&self) -> &[std::net::SocketAddr] {
+        &self.http_addrs
     }
 
     /// The handle to the node's p2p task.

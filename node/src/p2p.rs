@@ -21,7 +21,7 @@ use std::time::Instant;
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 use tau_proto::SwarmKey;
-use tau_proto::admin::{Location, PeerInfo, Resources};
+use tau_proto::admin::{AdminRequest, AdminResponse, Location, PeerInfo, Resources};
 use tau_proto::hoarder::{HoarderRequest, HoarderResponse};
 use tau_proto::tns::{TnsRequest, TnsResponse};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -82,6 +82,7 @@ pub(crate) enum Command {
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
     Tns(ServiceCommand<TnsRequest, TnsResponse>),
     Hoarder(ServiceCommand<HoarderRequest, HoarderResponse>),
+    Admin(ServiceCommand<AdminRequest, AdminResponse>),
     Subscribe {
         topic: String,
         sender: mpsc::Sender<GossipMessage>,
@@ -161,6 +162,15 @@ impl Handle {
         request: HoarderRequest,
     ) -> Result<HoarderResponse, RequestError> {
         self.request(peer, request, Command::Hoarder).await
+    }
+
+    /// Routes the admin requests the p2p task does not answer itself (`Counters`,
+    /// `AckCounters`) to `inbox`.
+    pub async fn serve_admin(
+        &self,
+        inbox: mpsc::Sender<Inbound<AdminRequest, AdminResponse>>,
+    ) -> Result<(), Stopped> {
+        self.commands.send(Command::Admin(ServiceCommand::Serve(inbox))).await.map_err(|_| Stopped)
     }
 
     async fn request<Req, Resp>(

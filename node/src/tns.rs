@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 pub use store::Store;
-use tau_proto::tns::WriterKey;
+use tau_proto::tns::{MAX_PAGE, Record, WriterKey};
+use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -35,9 +36,22 @@ struct Shared {
     store: Mutex<Store>,
     operator: Option<WriterKey>,
     last_sync: Mutex<HashMap<PeerId, Instant>>,
+    /// The keys of every record stored, batch by batch, for the node's other services.
+    changes: broadcast::Sender<Arc<[String]>>,
 }
 
 impl Shared {
+    /// Applies records (however they came) and tells the watchers which keys changed.
+    fn apply(&self, records: Vec<Record>) -> Result<store::Applied, store::StoreError> {
+        let applied = self.store().apply(records, self.operator.as_ref())?;
+        if !applied.stored.is_empty() {
+            let keys: Arc<[String]> = applied.stored.iter().map(|r| r.key.clone()).collect();
+            // Nobody watching is fine.
+            let _ = self.changes.send(keys);
+        }
+        Ok(applied)
+    }
+
     fn store(&self) -> MutexGuard<'_, Store> {
         // A panic while holding the lock leaves the index as it was before the failed apply:
         // the index changes only after a commit.
@@ -57,22 +71,56 @@ pub enum TnsError {
     P2p(String),
 }
 
+/// The node's own registry, read in process by its other services (substrate).
+#[derive(Clone)]
+pub struct Local(Arc<Shared>);
+
+impl Local {
+    /// The live record at `key`.
+    pub fn get(&self, key: &str) -> Result<Option<Record>, store::StoreError> {
+        self.0.store().get(key)
+    }
+
+    /// Every live record whose key starts with `prefix`.
+    pub fn list(&self, prefix: &str) -> Result<Vec<Record>, store::StoreError> {
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let (records, next) = self.0.store().list(prefix, after.as_deref(), MAX_PAGE, false)?;
+            all.extend(records);
+            match next {
+                Some(next) => after = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// The keys stored from now on, batch by batch.
+    pub fn changes(&self) -> broadcast::Receiver<Arc<[String]>> {
+        self.0.changes.subscribe()
+    }
+}
+
 /// Opens the registry in `data_dir` and starts serving it. The tasks stop on `shutdown`.
 pub async fn start(
     handle: p2p::Handle,
     data_dir: &Path,
     operator: Option<WriterKey>,
     shutdown: CancellationToken,
-) -> Result<Vec<JoinHandle<()>>, TnsError> {
+) -> Result<(Vec<JoinHandle<()>>, Local), TnsError> {
     let store = Store::open(&data_dir.join("tns.redb"))?;
     let (live, tombstones, _, clock) = store.counts();
     tracing::info!(live, tombstones, clock, "tns registry opened");
-    let shared =
-        Arc::new(Shared { store: Mutex::new(store), operator, last_sync: Mutex::default() });
+    let shared = Arc::new(Shared {
+        store: Mutex::new(store),
+        operator,
+        last_sync: Mutex::default(),
+        changes: broadcast::channel(256).0,
+    });
     let (inbox, requests) = tokio::sync::mpsc::channel(256);
     handle.serve_tns(inbox).await.map_err(|e| TnsError::P2p(e.to_string()))?;
     let gossip = handle.subscribe(tau_proto::tns::TOPIC).await.map_err(TnsError::P2p)?;
-    Ok(vec![
+    let tasks = vec![
         tokio::spawn(service::run(
             shared.clone(),
             handle.clone(),
@@ -80,6 +128,7 @@ pub async fn start(
             gossip,
             shutdown.clone(),
         )),
-        tokio::spawn(sync::run(shared, handle, shutdown)),
-    ])
+        tokio::spawn(sync::run(shared.clone(), handle, shutdown)),
+    ];
+    Ok((tasks, Local(shared)))
 }

@@ -6,6 +6,8 @@
 use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
 
+use crate::counters::CounterPage;
+
 /// The protocol name.
 pub const PROTOCOL: &str = "/tau/admin/1";
 
@@ -17,6 +19,20 @@ pub enum AdminRequest {
     Info,
     /// The nodes it is connected to (light clients are not listed).
     Peers,
+    /// The node's signed execution counter records with `seq >= since`, at most `limit` of them
+    /// (capped at [`crate::counters::MAX_PAGE`]). Only substrate nodes have any.
+    Counters {
+        /// The first sequence number wanted.
+        since: u64,
+        /// The most records wanted.
+        limit: u32,
+    },
+    /// The collector has stored every record up to `through`: the node may prune them once
+    /// they are older than its retention period (unacknowledged records are never pruned).
+    AckCounters {
+        /// The last sequence number stored.
+        through: u64,
+    },
 }
 
 /// A node's answer.
@@ -27,6 +43,10 @@ pub enum AdminResponse {
     Info(Box<NodeInfo>),
     /// The answer to [`AdminRequest::Peers`].
     Peers(Vec<PeerInfo>),
+    /// The answer to [`AdminRequest::Counters`].
+    Counters(CounterPage),
+    /// The answer to [`AdminRequest::AckCounters`]: the acknowledged sequence number now held.
+    Acked(u64),
     /// The request could not be served.
     Error(String),
 }

@@ -16,6 +16,7 @@ use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::admin::{self, AdminRequest, AdminResponse, NodeInfo, PeerInfo};
+use crate::counters::CounterPage;
 use crate::hoarder::{self, HoarderRequest, HoarderResponse};
 use crate::profile::{ProfileError, peer_id_of};
 use crate::tns::{self, TnsRequest, TnsResponse};
@@ -253,6 +254,19 @@ impl Client {
     pub async fn peers(&self, peer: PeerId) -> Result<Vec<PeerInfo>, ClientError> {
         match self.admin(peer, AdminRequest::Peers).await? {
             AdminResponse::Peers(peers) => Ok(peers),
+            _ => Err(ClientError::Unexpected { peer }),
+        }
+    }
+
+    /// `peer`'s signed counter records from sequence number `since` on (one page).
+    pub async fn counters(
+        &self,
+        peer: PeerId,
+        since: u64,
+        limit: u32,
+    ) -> Result<CounterPage, ClientError> {
+        match self.admin(peer, AdminRequest::Counters { since, limit }).await? {
+            AdminResponse::Counters(page) => Ok(page),
             _ => Err(ClientError::Unexpected { peer }),
         }
     }

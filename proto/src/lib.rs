@@ -9,6 +9,7 @@
 //! - [`admin`]: the `/tau/admin/1` request and response types.
 //! - [`hoarder`]: blob ids (CIDv1, BLAKE3), manifests, `/tau/hoarder/1` types, heartbeats.
 //! - [`tns`]: the registry's records, keys, values and `/tau/tns/1` types.
+//! - [`counters`]: signed execution counter records (substrate signs them, q collects them).
 //! - [`cbor`]: the encoding of every wire message and value.
 //! - [`net`]: the transport every peer uses (TCP + pnet + noise + yamux).
 //! - [`client`]: the light client ([`Client::connect`]) used by `tau-node status`, taucorder and q.
@@ -22,6 +23,7 @@ pub mod admin;
 pub mod bytes;
 pub mod cbor;
 pub mod client;
+pub mod counters;
 pub mod hoarder;
 pub mod keyfile;
 pub mod net;

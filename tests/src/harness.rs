@@ -212,12 +212,13 @@ impl Drop for DevCloud {
 }
 
 /// Writes a project folder `dir` with id `id` and one function per name in `functions` (each on
-/// `GET /<name>` at `<id>.example.tau`, with a small stand-in `.wasm`).
+/// `GET /<name>` at `<id>.example.tau`, with a stand-in `.wasm`: an empty component, valid but
+/// with nothing to run).
 pub fn write_project(dir: &Path, id: &str, functions: &[&str]) -> Result {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir.join("functions"))?;
     std::fs::write(dir.join("config.yaml"), format!("id: {id}\nname: {id}\n"))?;
-    std::fs::write(dir.join("f.wasm"), b"\0asm\x01\0\0\0")?;
+    std::fs::write(dir.join("f.wasm"), b"\0asm\x0d\0\x01\0")?;
     for name in functions {
         std::fs::write(
             dir.join(format!("functions/{name}.yaml")),

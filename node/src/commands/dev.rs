@@ -19,8 +19,8 @@ use tokio::sync::mpsc;
 ///
 /// Generates the cloud's swarm key and operator key in DIR (kept across runs, like each node's
 /// identity), writes DIR/cloud.yaml, starts one `tau-node run` process per node (logs in
-/// DIR/node-<i>/node.log, pid in node.pid), and prints `ready <path to cloud.yaml>` once every node is connected
-/// to every other. Runs until SIGINT or SIGTERM, then stops every node cleanly.
+/// DIR/node-<i>/node.log, pid in node.pid), and once every node is connected to every other
+/// prints `gateway node-<i> http://127.0.0.1:<port>` per node, then `ready <path to cloud.yaml>`. Runs until SIGINT or SIGTERM, then stops every node cleanly.
 #[derive(Debug, Args)]
 pub(crate) struct Dev {
     /// How many nodes.
@@ -94,6 +94,9 @@ impl Dev {
             return Err(e);
         }
         eprintln!("mesh of {} nodes formed in {:.2?}", cloud.nodes.len(), started.elapsed());
+        for node in &cloud.nodes {
+            println!("gateway {} http://{}", node.name, node.http);
+        }
         println!("ready {}", cloud.profile.display());
         std::io::stdout().flush()?;
 

@@ -90,6 +90,7 @@ impl Init {
                 latitude: None,
                 longitude: None,
             }),
+            substrate: Default::default(),
         };
         // The same checks as loading the file, before anything is written.
         let text = serde_yaml_ng::to_string(&config)?;

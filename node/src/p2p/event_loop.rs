@@ -59,6 +59,8 @@ pub(super) struct EventLoop {
     next_mesh_check: Instant,
     tns: Route<TnsRequest, TnsResponse>,
     hoarder: Route<HoarderRequest, HoarderResponse>,
+    /// Admin requests the loop cannot answer itself (counters) go to the service that can.
+    admin_service: Route<AdminRequest, AdminResponse>,
     topics: Topics,
 }
 
@@ -88,6 +90,7 @@ impl EventLoop {
             next_mesh_check: now + MESH_CHECK,
             tns: Route::default(),
             hoarder: Route::default(),
+            admin_service: Route::default(),
             topics: Topics::default(),
         }
     }
@@ -143,6 +146,11 @@ impl EventLoop {
                         tracing::debug!("hoarder response not sent: connection closed");
                     }
                 }
+                Some(Some((response, channel))) = self.admin_service.responding.next() => {
+                    if self.swarm.behaviour_mut().admin.send_response(channel, response).is_err() {
+                        tracing::debug!("admin response not sent: connection closed");
+                    }
+                }
                 _ = tick.tick() => self.maintain(),
             }
         }
@@ -160,6 +168,9 @@ impl EventLoop {
             Command::Tns(command) => self.tns.command(&mut self.swarm.behaviour_mut().tns, command),
             Command::Hoarder(command) => {
                 self.hoarder.command(&mut self.swarm.behaviour_mut().hoarder, command)
+            }
+            Command::Admin(command) => {
+                self.admin_service.command(&mut self.swarm.behaviour_mut().admin, command)
             }
             Command::Subscribe { topic, sender, answer } => {
                 let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
@@ -345,7 +356,18 @@ impl EventLoop {
         match event {
             request_response::Event::Message { message, peer, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
-                    let response = self.answer(request);
+                    let (response, channel) = match request {
+                        AdminRequest::Info | AdminRequest::Peers => (self.answer(request), channel),
+                        other => match self.admin_service.forward(peer, other, channel) {
+                            Ok(()) => return,
+                            Err(channel) => (
+                                AdminResponse::Error(
+                                    "this node runs no substrate: it has no counters".into(),
+                                ),
+                                channel,
+                            ),
+                        },
+                    };
                     if self.swarm.behaviour_mut().admin.send_response(channel, response).is_err() {
                         tracing::debug!(%peer, "admin response not sent: connection closed");
                     }

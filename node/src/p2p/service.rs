@@ -78,20 +78,33 @@ where
         }
     }
 
+    /// Hands an inbound request to the service; its answer comes out of `responding`. Gives the
+    /// channel back when no service is registered.
+    pub(super) fn forward(
+        &mut self,
+        peer: PeerId,
+        request: Req,
+        channel: ResponseChannel<Resp>,
+    ) -> Result<(), ResponseChannel<Resp>> {
+        let Some(inbox) = &self.inbox else {
+            return Err(channel);
+        };
+        let (reply, answer) = oneshot::channel();
+        if inbox.try_send(Inbound { peer, request, reply }).is_err() {
+            tracing::warn!(%peer, "service busy: request dropped");
+            return Ok(());
+        }
+        self.responding.push(answer.map(move |r| r.ok().map(|r| (r, channel))).boxed());
+        Ok(())
+    }
+
     pub(super) fn on_event(&mut self, event: request_response::Event<Req, Resp>) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
-                    let Some(inbox) = &self.inbox else {
+                    if self.forward(peer, request, channel).is_err() {
                         tracing::debug!(%peer, "request for a service this node does not serve");
-                        return;
-                    };
-                    let (reply, answer) = oneshot::channel();
-                    if inbox.try_send(Inbound { peer, request, reply }).is_err() {
-                        tracing::warn!(%peer, "service busy: request dropped");
-                        return;
                     }
-                    self.responding.push(answer.map(move |r| r.ok().map(|r| (r, channel))).boxed());
                 }
                 request_response::Message::Response { request_id, response } => {
                     if let Some((_, answer)) = self.waiting.remove(&request_id) {

@@ -191,6 +191,8 @@ fn check_function(dir: &Path, path: &Path, spec: FunctionFile) -> Result<Functio
     }
     let bytes = std::fs::read(&source_path)
         .map_err(|e| invalid("source", format!("cannot read {}: {e}", source_path.display())))?;
+    crate::substrate::check_component(&bytes)
+        .map_err(|e| invalid("source", format!("{}: {e}", source_path.display())))?;
     Ok(Function {
         name: spec.id,
         description: spec.description,
@@ -216,6 +218,9 @@ fn check_function(dir: &Path, path: &Path, spec: FunctionFile) -> Result<Functio
 mod tests {
     use super::*;
 
+    /// The smallest valid component: the magic bytes and the component layer's version.
+    const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
+
     const PING: &str = "id: ping\ntrigger: {type: http, method: get, paths: [/ping]}\n\
                         domains: [ping.example.tau]\nsource: ping.wasm\n\
                         execution: {timeout: 5s, memory: 32MB}\n";
@@ -224,7 +229,7 @@ mod tests {
     fn folder(files: &[(&str, &str)]) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("functions")).unwrap();
-        std::fs::write(dir.path().join("ping.wasm"), b"\0asm\x01\0\0\0").unwrap();
+        std::fs::write(dir.path().join("ping.wasm"), EMPTY_COMPONENT).unwrap();
         for (path, text) in files {
             std::fs::write(dir.path().join(path), text).unwrap();
         }
@@ -255,7 +260,7 @@ mod tests {
         );
         assert_eq!(function.trigger.method, "GET");
         assert_eq!(function.source.size, 8);
-        assert_eq!(function.source.cid, BlobId::of(b"\0asm\x01\0\0\0"));
+        assert_eq!(function.source.cid, BlobId::of(EMPTY_COMPONENT));
         assert_eq!(compiled.sources, vec![(dir.path().join("ping.wasm"), function.source.cid)]);
         // Compiling again gives the same bytes: pushes compare by value.
         assert_eq!(compile(dir.path()).unwrap().drafts, compiled.drafts);
@@ -307,6 +312,24 @@ mod tests {
                 "functions/ping.yaml",
                 expected,
             );
+        }
+    }
+
+    #[test]
+    fn a_source_that_is_not_a_component_is_refused_at_push() {
+        let config = ("config.yaml", "id: shop\n");
+        let cases: [(&[u8], &str); 4] = [
+            (b"MZ\x90\0 an executable", "does not start with the wasm magic bytes"),
+            (b"\0asm\x01\0\0\0", "a core module, not a component: build it for wasm32-wasip2"),
+            (b"\0asm\x0d\0\x01\0\x07\x05garbage", "not a valid WebAssembly component"),
+            (b"\0asm\x0d\0\x01", "not a valid WebAssembly component"),
+        ];
+        for (bytes, expected) in cases {
+            let dir = folder(&[config, ("functions/ping.yaml", PING)]);
+            std::fs::write(dir.path().join("ping.wasm"), bytes).unwrap();
+            let e = compile(dir.path()).unwrap_err().to_string();
+            assert!(e.contains("functions/ping.yaml") && e.contains("field `source`"), "{e}");
+            assert!(e.contains("ping.wasm") && e.contains(expected), "{e}");
         }
     }
 

@@ -72,7 +72,7 @@ pub(super) fn answer(shared: &Shared, request: TnsRequest) -> (TnsResponse, Vec<
             if records.len() > MAX_PUT {
                 return error(&format!("at most {MAX_PUT} records per Put"));
             }
-            match shared.store().apply(records, shared.operator.as_ref()) {
+            match shared.apply(records) {
                 Ok(applied) => {
                     let outcome = PutOutcome {
                         stored: applied.stored.len() as u32,
@@ -138,7 +138,7 @@ fn receive(shared: &Shared, data: &[u8]) -> Verdict {
     let Ok(records) = cbor::from_slice::<Vec<Record>>(data) else {
         return Verdict::Reject;
     };
-    match shared.store().apply(records, shared.operator.as_ref()) {
+    match shared.apply(records) {
         Ok(applied) if applied.rejected.iter().any(|(_, r)| *r == Rejection::Forged) => {
             tracing::warn!("dropped a gossip message with a forged record");
             Verdict::Reject

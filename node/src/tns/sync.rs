@@ -114,8 +114,7 @@ pub(super) async fn sync_with(
             Ok(other) => return Err(format!("unexpected answer to Get: {other:?}")),
             Err(e) => return Err(e.to_string()),
         };
-        let applied =
-            shared.store().apply(records, shared.operator.as_ref()).map_err(|e| e.to_string())?;
+        let applied = shared.apply(records).map_err(|e| e.to_string())?;
         pulled += applied.stored.len();
     }
     let pushed = push.len();

@@ -1,0 +1,185 @@
+//! The `substrate` service: runs WebAssembly functions behind an HTTP gateway and signs what it
+//! ran. The only part of the node that touches wasmtime.
+//!
+//! - [`engine`]: the wasmtime facade (pooling allocator, epoch deadlines, memory limits, the
+//!   compiled-artifact cache, the `wasi:http/proxy` host that grants nothing else).
+//! - [`functions`]: components by CID, fetched from hoarder and compiled once.
+//! - [`routes`]: host and path to a function record, through a TNS cache.
+//! - [`gateway`]: the hyper server that ties them together.
+//! - [`counters`]: per-function totals, one signed record per function and window, on disk until
+//!   acknowledged, served over `/tau/admin/1`.
+
+pub mod counters;
+pub mod engine;
+pub mod functions;
+pub mod gateway;
+pub mod routes;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+pub use engine::check_component;
+use libp2p::identity::Keypair;
+use tau_proto::tns::Record;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::SubstrateConfig;
+use crate::p2p::{self, Verdict};
+use crate::{hoarder, tns};
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubstrateError {
+    /// The engine could not be built.
+    #[error("cannot start the wasm engine: {0}")]
+    Engine(#[from] engine::LoadError),
+    /// The counter store could not be opened.
+    #[error(transparent)]
+    Counters(#[from] counters::CounterError),
+    /// The gateway's port could not be bound.
+    #[error("cannot listen for HTTP on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The p2p task has stopped.
+    #[error("cannot start substrate: {0}")]
+    P2p(String),
+}
+
+/// What substrate needs from the rest of the node.
+pub struct Parts<'a> {
+    /// The p2p handle.
+    pub handle: p2p::Handle,
+    /// The node's identity, which signs counter records.
+    pub keypair: Keypair,
+    /// The node's data folder.
+    pub data_dir: &'a Path,
+    /// Where the gateway listens.
+    pub http: Vec<SocketAddr>,
+    /// The settings.
+    pub config: &'a SubstrateConfig,
+    /// The node's own registry, if it runs tns.
+    pub tns: Option<tns::Local>,
+    /// The node's own blob store, if it runs hoarder.
+    pub hoarder: Option<hoarder::Local>,
+}
+
+/// A started substrate.
+pub struct Started {
+    /// Its tasks.
+    pub tasks: Vec<JoinHandle<()>>,
+    /// The addresses the gateway listens on.
+    pub http_addrs: Vec<SocketAddr>,
+}
+
+/// Starts the engine, the gateway, the counter windows and the route invalidation.
+pub async fn start(
+    parts: Parts<'_>,
+    shutdown: CancellationToken,
+) -> Result<Started, SubstrateError> {
+    let root = parts.data_dir.join("substrate");
+    let engine = Arc::new(engine::Engine::new(&root.join("compiled"), parts.config.max_instances)?);
+    let counters = Arc::new(counters::Counters::open(
+        &root.join("counters.redb"),
+        parts.keypair,
+        parts.config.window(),
+        parts.config.retention(),
+    )?);
+    let registry = match &parts.tns {
+        Some(local) => routes::Registry::Local(local.clone()),
+        None => routes::Registry::Remote(parts.handle.clone()),
+    };
+    let gateway = Arc::new(gateway::Gateway {
+        engine: engine.clone(),
+        functions: functions::Functions::new(engine, parts.handle.clone(), parts.hoarder),
+        routes: routes::Routes::new(registry, counters.clone()),
+        slots: Arc::new(tokio::sync::Semaphore::new(parts.config.max_instances as usize)),
+        in_flight: Default::default(),
+    });
+    let mut listeners = Vec::new();
+    let mut http_addrs = Vec::new();
+    for addr in parts.http {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| SubstrateError::Listen { addr, source })?;
+        let bound =
+            listener.local_addr().map_err(|source| SubstrateError::Listen { addr, source })?;
+        tracing::info!(address = %bound, "http gateway listening");
+        http_addrs.push(bound);
+        listeners.push(listener);
+    }
+    let (inbox, admin) = tokio::sync::mpsc::channel(64);
+    parts.handle.serve_admin(inbox).await.map_err(|e| SubstrateError::P2p(e.to_string()))?;
+    let mut tasks = Vec::new();
+    for listener in listeners {
+        tasks.push(tokio::spawn(gateway::serve(gateway.clone(), listener, shutdown.clone())));
+    }
+    tasks.push(tokio::spawn(counters::run(counters, admin, shutdown.clone())));
+    tasks.push(match parts.tns {
+        Some(local) => tokio::spawn(watch_local(gateway, local, shutdown)),
+        None => {
+            let gossip =
+                parts.handle.subscribe(tau_proto::tns::TOPIC).await.map_err(SubstrateError::P2p)?;
+            tokio::spawn(watch_gossip(gateway, parts.handle, gossip, shutdown))
+        }
+    });
+    Ok(Started { tasks, http_addrs })
+}
+
+/// Drops stale routes as the node's own registry changes.
+async fn watch_local(
+    gateway: Arc<gateway::Gateway>,
+    local: tns::Local,
+    shutdown: CancellationToken,
+) {
+    let mut changes = local.changes();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            change = changes.recv() => match change {
+                Ok(keys) => gateway.routes.invalidate(&keys),
+                // Missed some: forget everything.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    gateway.routes.invalidate(&["/projects/".to_string()]);
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            },
+        }
+    }
+}
+
+/// Drops stale routes as registry gossip goes by. This node does not hold the registry, so it
+/// does not forward the gossip either (the tns nodes do).
+async fn watch_gossip(
+    gateway: Arc<gateway::Gateway>,
+    handle: p2p::Handle,
+    mut gossip: tokio::sync::mpsc::Receiver<p2p::GossipMessage>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(message) = gossip.recv() => {
+                let verdict = match tau_proto::cbor::from_slice::<Vec<Record>>(&message.data) {
+                    Ok(records) => {
+                        let keys: Vec<String> = records.into_iter().map(|r| r.key).collect();
+                        gateway.routes.invalidate(&keys);
+                        Verdict::Ignore
+                    }
+                    Err(_) => Verdict::Reject,
+                };
+                if handle.validate(message.id, verdict).await.is_err() {
+                    break;
+                }
+            }
+            else => break,
+        }
+    }
+}

@@ -1,0 +1,445 @@
+//! Execution counters: per (project, function) totals for the current window, turned into signed
+//! records at the end of each window and kept on disk until the collector acknowledges them.
+//!
+//! The per-node sequence number lives in the same redb database as the records and moves in the
+//! same transaction, so a crash or restart can neither skip nor repeat a number. The totals of
+//! the window in progress are in memory: a clean stop writes them as a short last window; a crash
+//! loses only them.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use libp2p::PeerId;
+use libp2p::identity::Keypair;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tau_proto::admin::{AdminRequest, AdminResponse};
+use tau_proto::cbor;
+use tau_proto::counters::{CounterPage, CounterRecord, MAX_PAGE, SignedCounter};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::engine::Outcome;
+use crate::p2p::Inbound;
+
+const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const NEXT_SEQ: &str = "next_seq";
+const ACKED: &str = "acked";
+
+/// Why the counter store failed.
+#[derive(Debug, thiserror::Error)]
+#[error("counter store {path}: {reason}")]
+pub struct CounterError {
+    path: String,
+    reason: String,
+}
+
+/// One function's totals in the current window.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Totals {
+    /// Invocations finished.
+    pub invocations: u64,
+    /// Of which failed.
+    pub errors: u64,
+    /// Wall time, microseconds.
+    pub wall_micros: u64,
+    /// CPU time, microseconds.
+    pub cpu_micros: u64,
+    /// The largest memory of one invocation, bytes.
+    pub peak_memory: u64,
+    /// Request body bytes.
+    pub bytes_in: u64,
+    /// Response body bytes.
+    pub bytes_out: u64,
+}
+
+impl Totals {
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// The running totals of one function; the gateway adds to them, the window task takes them.
+#[derive(Debug, Default)]
+pub struct FunctionStats {
+    totals: Mutex<Totals>,
+}
+
+impl FunctionStats {
+    fn totals(&self) -> MutexGuard<'_, Totals> {
+        self.totals.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds a finished invocation.
+    pub fn finished(&self, outcome: &Outcome) {
+        let mut t = self.totals();
+        t.invocations += 1;
+        t.errors += u64::from(outcome.failure.is_some());
+        t.wall_micros += outcome.wall.as_micros() as u64;
+        t.cpu_micros += outcome.cpu.as_micros() as u64;
+        t.peak_memory = t.peak_memory.max(outcome.peak_memory);
+    }
+
+    /// Adds a request that failed before an instance ran (the component did not load).
+    pub fn failed_early(&self) {
+        let mut t = self.totals();
+        t.invocations += 1;
+        t.errors += 1;
+    }
+
+    /// Adds request body bytes.
+    pub fn bytes_in(&self, n: u64) {
+        self.totals().bytes_in += n;
+    }
+
+    /// Adds response body bytes.
+    pub fn bytes_out(&self, n: u64) {
+        self.totals().bytes_out += n;
+    }
+
+    fn take(&self) -> Totals {
+        std::mem::take(&mut *self.totals())
+    }
+}
+
+/// The node's counters and their store.
+pub struct Counters {
+    keypair: Keypair,
+    node: PeerId,
+    db: Database,
+    path: String,
+    window: Duration,
+    retention: Duration,
+    functions: Mutex<HashMap<(String, String), Arc<FunctionStats>>>,
+    /// Serializes window flushes with each other.
+    flushing: Mutex<()>,
+}
+
+impl Counters {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(
+        path: &Path,
+        keypair: Keypair,
+        window: Duration,
+        retention: Duration,
+    ) -> Result<Self, CounterError> {
+        let shown = path.display().to_string();
+        let err =
+            |e: &dyn std::fmt::Display| CounterError { path: shown.clone(), reason: e.to_string() };
+        let db = Database::create(path).map_err(|e| err(&e))?;
+        let txn = db.begin_write().map_err(|e| err(&e))?;
+        {
+            txn.open_table(RECORDS).map_err(|e| err(&e))?;
+            let mut meta = txn.open_table(META).map_err(|e| err(&e))?;
+            if meta.get(NEXT_SEQ).map_err(|e| err(&e))?.is_none() {
+                meta.insert(NEXT_SEQ, 1).map_err(|e| err(&e))?;
+                meta.insert(ACKED, 0).map_err(|e| err(&e))?;
+            }
+        }
+        txn.commit().map_err(|e| err(&e))?;
+        let node = keypair.public().to_peer_id();
+        Ok(Self {
+            keypair,
+            node,
+            db,
+            path: shown,
+            window,
+            retention,
+            functions: Mutex::default(),
+            flushing: Mutex::new(()),
+        })
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> CounterError {
+        CounterError { path: self.path.clone(), reason: e.to_string() }
+    }
+
+    /// The running totals of a function (created on first use).
+    pub fn stats(&self, project: &str, function: &str) -> Arc<FunctionStats> {
+        let mut functions =
+            self.functions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        functions.entry((project.to_string(), function.to_string())).or_default().clone()
+    }
+
+    /// Signs and stores one record per function with anything counted since the last flush,
+    /// all in one transaction with the sequence number. Returns how many were written.
+    pub fn flush(&self, window_start_ms: u64, window_ms: u64) -> Result<usize, CounterError> {
+        let _flushing = self.flushing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let taken: Vec<((String, String), Totals)> = {
+            let functions =
+                self.functions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut taken: Vec<_> = functions
+                .iter()
+                .map(|(key, stats)| (key.clone(), stats.take()))
+                .filter(|(_, totals)| !totals.is_empty())
+                .collect();
+            taken.sort_by(|a, b| a.0.cmp(&b.0));
+            taken
+        };
+        if taken.is_empty() {
+            return Ok(0);
+        }
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
+            let mut records = txn.open_table(RECORDS).map_err(|e| self.err(e))?;
+            let mut seq = meta.get(NEXT_SEQ).map_err(|e| self.err(e))?.map_or(1, |v| v.value());
+            for ((project, function), t) in &taken {
+                let record = CounterRecord {
+                    node: self.node,
+                    seq,
+                    project: project.clone(),
+                    function: function.clone(),
+                    window_start_ms,
+                    window_ms,
+                    invocations: t.invocations,
+                    errors: t.errors,
+                    wall_micros: t.wall_micros,
+                    cpu_micros: t.cpu_micros,
+                    peak_memory: t.peak_memory,
+                    bytes_in: t.bytes_in,
+                    bytes_out: t.bytes_out,
+                };
+                let signed = record
+                    .sign(&self.keypair)
+                    .ok_or_else(|| self.err("the node key cannot sign counter records"))?;
+                let bytes = cbor::to_vec(&signed).map_err(|e| self.err(e))?;
+                records.insert(seq, bytes.as_slice()).map_err(|e| self.err(e))?;
+                seq += 1;
+            }
+            meta.insert(NEXT_SEQ, seq).map_err(|e| self.err(e))?;
+        }
+        txn.commit().map_err(|e| self.err(e))?;
+        tracing::debug!(records = taken.len(), window_start_ms, "counter records written");
+        Ok(taken.len())
+    }
+
+    /// Records with `seq >= since`, at most `limit`.
+    pub fn page(&self, since: u64, limit: u32) -> Result<CounterPage, CounterError> {
+        let limit = limit.clamp(1, MAX_PAGE) as usize;
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(RECORDS).map_err(|e| self.err(e))?;
+        let meta = txn.open_table(META).map_err(|e| self.err(e))?;
+        let next_seq = meta.get(NEXT_SEQ).map_err(|e| self.err(e))?.map_or(1, |v| v.value());
+        let oldest_seq = match table.first().map_err(|e| self.err(e))? {
+            Some((seq, _)) => seq.value(),
+            None => next_seq,
+        };
+        let mut records = Vec::new();
+        for entry in table.range(since..).map_err(|e| self.err(e))?.take(limit) {
+            let (_, bytes) = entry.map_err(|e| self.err(e))?;
+            let record: SignedCounter = cbor::from_slice(bytes.value()).map_err(|e| self.err(e))?;
+            records.push(record);
+        }
+        Ok(CounterPage { records, next_seq, oldest_seq })
+    }
+
+    /// Notes that the collector holds everything up to `through`; prunes acknowledged records
+    /// older than the retention period. Returns the acknowledged sequence number.
+    pub fn acknowledge(&self, through: u64) -> Result<u64, CounterError> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        let acked = {
+            let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
+            let next = meta.get(NEXT_SEQ).map_err(|e| self.err(e))?.map_or(1, |v| v.value());
+            let old = meta.get(ACKED).map_err(|e| self.err(e))?.map_or(0, |v| v.value());
+            let acked = old.max(through.min(next - 1));
+            meta.insert(ACKED, acked).map_err(|e| self.err(e))?;
+            acked
+        };
+        txn.commit().map_err(|e| self.err(e))?;
+        self.prune()?;
+        Ok(acked)
+    }
+
+    /// Deletes acknowledged records whose window ended before the retention period.
+    pub fn prune(&self) -> Result<usize, CounterError> {
+        let cutoff = now_ms().saturating_sub(self.retention.as_millis() as u64);
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        let mut pruned = 0;
+        {
+            let meta = txn.open_table(META).map_err(|e| self.err(e))?;
+            let acked = meta.get(ACKED).map_err(|e| self.err(e))?.map_or(0, |v| v.value());
+            let mut table = txn.open_table(RECORDS).map_err(|e| self.err(e))?;
+            let mut doomed = Vec::new();
+            for entry in table.range(..=acked).map_err(|e| self.err(e))? {
+                let (seq, bytes) = entry.map_err(|e| self.err(e))?;
+                let record: SignedCounter =
+                    cbor::from_slice(bytes.value()).map_err(|e| self.err(e))?;
+                let end = record.record.window_start_ms + record.record.window_ms;
+                if end >= cutoff {
+                    break;
+                }
+                doomed.push(seq.value());
+            }
+            for seq in doomed {
+                table.remove(seq).map_err(|e| self.err(e))?;
+                pruned += 1;
+            }
+        }
+        txn.commit().map_err(|e| self.err(e))?;
+        Ok(pruned)
+    }
+
+    /// Answers `Counters` and `AckCounters`.
+    pub fn answer(&self, request: AdminRequest) -> AdminResponse {
+        let result = match request {
+            AdminRequest::Counters { since, limit } => {
+                self.page(since, limit).map(AdminResponse::Counters)
+            }
+            AdminRequest::AckCounters { through } => {
+                self.acknowledge(through).map(AdminResponse::Acked)
+            }
+            _ => return AdminResponse::Error("unsupported admin request".into()),
+        };
+        result.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "counter request failed");
+            AdminResponse::Error(e.to_string())
+        })
+    }
+}
+
+/// Unix time now, milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Writes a record per function at the end of every window (windows are aligned to multiples of
+/// their length since the Unix epoch), answers counter requests, and writes the partial window
+/// when the node stops.
+pub async fn run(
+    counters: Arc<Counters>,
+    mut requests: mpsc::Receiver<Inbound<tau_proto::admin::AdminRequest, AdminResponse>>,
+    shutdown: CancellationToken,
+) {
+    let window_ms = counters.window.as_millis().max(1) as u64;
+    let mut start = now_ms() / window_ms * window_ms;
+    loop {
+        let end = start + window_ms;
+        let wait = Duration::from_millis(end.saturating_sub(now_ms()));
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(inbound) = requests.recv() => {
+                let counters = counters.clone();
+                let answer = tokio::task::spawn_blocking(move || counters.answer(inbound.request));
+                if let Ok(answer) = answer.await {
+                    let _ = inbound.reply.send(answer);
+                }
+            }
+            _ = tokio::time::sleep(wait) => {
+                let c = counters.clone();
+                let written = tokio::task::spawn_blocking(move || {
+                    let written = c.flush(start, window_ms);
+                    let _ = c.prune();
+                    written
+                }).await;
+                match written {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "counter window not written"),
+                    Err(e) => tracing::error!(error = %e, "counter flush failed"),
+                }
+                start = end.max(now_ms() / window_ms * window_ms);
+            }
+        }
+    }
+    let partial = now_ms().saturating_sub(start).max(1);
+    match counters.flush(start, partial) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(records = n, "last counter window written"),
+        Err(e) => tracing::error!(error = %e, "last counter window lost"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::substrate::engine::Failure;
+
+    fn outcome(failure: Option<Failure>) -> Outcome {
+        Outcome {
+            failure,
+            wall: Duration::from_micros(120),
+            cpu: Duration::from_micros(80),
+            peak_memory: 1 << 20,
+        }
+    }
+
+    fn open(dir: &Path, key: &Keypair) -> Counters {
+        Counters::open(
+            &dir.join("counters.redb"),
+            key.clone(),
+            Duration::from_secs(60),
+            Duration::from_secs(3600),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_window_of_n_requests_says_n() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Keypair::generate_ed25519();
+        let counters = open(dir.path(), &key);
+        let ping = counters.stats("example", "ping");
+        for _ in 0..41 {
+            ping.finished(&outcome(None));
+        }
+        ping.finished(&outcome(Some(Failure::NoResponse)));
+        ping.bytes_out(5 * 42);
+        counters.stats("example", "idle");
+        assert_eq!(counters.flush(1_000_000, 60_000).unwrap(), 1, "idle functions write nothing");
+        let page = counters.page(1, 100).unwrap();
+        assert_eq!(page.records.len(), 1);
+        let r = &page.records[0];
+        r.verify().unwrap();
+        assert_eq!(r.record.node, key.public().to_peer_id());
+        assert_eq!((r.record.seq, r.record.invocations, r.record.errors), (1, 42, 1));
+        assert_eq!((r.record.wall_micros, r.record.cpu_micros), (42 * 120, 42 * 80));
+        assert_eq!((r.record.bytes_out, r.record.peak_memory), (210, 1 << 20));
+        assert_eq!(page.next_seq, 2);
+        // The window's totals were taken: the next flush has nothing.
+        assert_eq!(counters.flush(1_060_000, 60_000).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_restart_keeps_the_sequence_gap_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Keypair::generate_ed25519();
+        {
+            let counters = open(dir.path(), &key);
+            counters.stats("p", "a").finished(&outcome(None));
+            counters.stats("p", "b").finished(&outcome(None));
+            assert_eq!(counters.flush(0, 60_000).unwrap(), 2);
+        }
+        let counters = open(dir.path(), &key);
+        counters.stats("p", "a").finished(&outcome(None));
+        counters.flush(60_000, 60_000).unwrap();
+        let seqs: Vec<u64> =
+            counters.page(0, 100).unwrap().records.iter().map(|r| r.record.seq).collect();
+        assert_eq!(seqs, [1, 2, 3]);
+    }
+
+    #[test]
+    fn acknowledged_records_go_only_after_the_retention_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Keypair::generate_ed25519();
+        let counters = open(dir.path(), &key);
+        let old = now_ms() - 2 * 3600 * 1000;
+        for i in 0..3 {
+            counters.stats("p", "f").finished(&outcome(None));
+            counters.flush(old + i * 60_000, 60_000).unwrap();
+        }
+        counters.stats("p", "f").finished(&outcome(None));
+        counters.flush(now_ms(), 60_000).unwrap();
+        // Nothing acknowledged: nothing pruned, however old.
+        assert_eq!(counters.prune().unwrap(), 0);
+        // Acknowledging past the end is capped at what exists.
+        assert_eq!(counters.acknowledge(99).unwrap(), 4);
+        let page = counters.page(0, 100).unwrap();
+        let seqs: Vec<u64> = page.records.iter().map(|r| r.record.seq).collect();
+        assert_eq!(seqs, [4], "the old acknowledged records are pruned, the recent one stays");
+        assert_eq!((page.oldest_seq, page.next_seq), (4, 5));
+        // Acknowledgements never go backwards.
+        assert_eq!(counters.acknowledge(1).unwrap(), 4);
+    }
+}

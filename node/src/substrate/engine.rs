@@ -1,0 +1,507 @@
+//! The wasmtime facade: the one place in the node that configures and calls wasmtime.
+//!
+//! - One [`Engine`] per node: Cranelift, async support, the pooling allocator sized by
+//!   `substrate.max_instances`, and epoch interruption driven by a ticker thread.
+//! - [`Engine::load`] turns a function's `.wasm` into a pre-linked [`Ready`] component, through
+//!   the on-disk cache of compiled artifacts (keyed by the component's CID and the engine's
+//!   compatibility hash, written only by this node, checked by hash before it is loaded).
+//! - [`Engine::invoke`] runs one request in a fresh instance, with the function's memory limit
+//!   and deadline, and reports what it cost.
+//!
+//! Every component is linked with the whole of WASI 0.2 and `wasi:http`, so components written
+//! for other `wasi:http` hosts run unchanged; but the context grants nothing: no preopened
+//! folders, no environment, no sockets, no name lookups, and outgoing HTTP requests are refused.
+
+use std::future::Future;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tau_proto::hoarder::BlobId;
+use tokio::sync::oneshot;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine as WasmEngine, InstanceAllocationStrategy, PoolingAllocationConfig,
+    ResourceLimiter, Store, UpdateDeadline,
+};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+/// How often the epoch ticks: the granularity of deadlines, and how often a busy guest yields.
+const TICK: Duration = Duration::from_millis(2);
+/// The largest memory a function may ask for (functions are capped at 4 GiB when pushed).
+const MAX_MEMORY: u64 = 4 << 30;
+/// Table elements one instance may have.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// The header of a cached artifact: its BLAKE3 hash, checked before wasmtime sees it.
+const HASH_LEN: usize = 32;
+
+/// Why a component could not be made ready.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoadError {
+    /// The bytes are not a valid WebAssembly component.
+    #[error("not a valid WebAssembly component: {0}")]
+    Invalid(String),
+    /// The component needs something the `wasi:http/proxy` host does not give.
+    #[error("the component cannot be linked: {0}")]
+    Link(String),
+    /// The cache folder failed.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// How one invocation failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// It ran past its deadline.
+    Timeout(Duration),
+    /// It asked for more memory than its limit.
+    OutOfMemory(u64),
+    /// It trapped (a panic, an unreachable, a bad memory access).
+    Trap(String),
+    /// It returned without setting a response.
+    NoResponse,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Timeout(limit) => {
+                write!(
+                    f,
+                    "the function ran past its timeout of {}",
+                    humantime::format_duration(*limit)
+                )
+            }
+            Self::OutOfMemory(limit) => write!(
+                f,
+                "the function needed more than its memory limit of {}",
+                bytesize::ByteSize::b(*limit).display().si()
+            ),
+            Self::Trap(reason) => write!(f, "the function failed: {reason}"),
+            Self::NoResponse => write!(f, "the function returned without a response"),
+        }
+    }
+}
+
+/// What one invocation cost and how it ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Why it failed, if it did.
+    pub failure: Option<Failure>,
+    /// From instantiation to the end of the handler.
+    pub wall: Duration,
+    /// CPU time of the task that ran it.
+    pub cpu: Duration,
+    /// The largest linear memory it had, bytes.
+    pub peak_memory: u64,
+}
+
+/// A function's limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Its deadline.
+    pub timeout: Duration,
+    /// Its memory limit, bytes.
+    pub memory: u64,
+}
+
+/// A compiled, pre-linked component, ready to instantiate per request.
+pub struct Ready {
+    pre: ProxyPre<State>,
+    /// Whether the compiled artifact came from this node's disk cache.
+    pub from_cache: bool,
+}
+
+/// A running invocation: the response (when the guest sets one) and the end of the task.
+pub struct Invocation {
+    /// The guest's response, or an error code it gave instead; closed if it never set one.
+    pub response: oneshot::Receiver<Result<hyper::Response<HyperOutgoingBody>, ErrorCode>>,
+    /// How the invocation ended.
+    pub done: tokio::task::JoinHandle<Outcome>,
+}
+
+/// The node's wasmtime engine.
+pub struct Engine {
+    engine: WasmEngine,
+    linker: Linker<State>,
+    cache_dir: PathBuf,
+    compat: String,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Engine {
+    /// Builds the engine, its linker and its ticker; compiled artifacts go to `cache_dir`.
+    pub fn new(cache_dir: &Path, max_instances: u32) -> Result<Self, LoadError> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(max_instances)
+            .total_core_instances(max_instances * 4)
+            .total_memories(max_instances * 2)
+            .total_tables(max_instances * 4)
+            .total_stacks(max_instances)
+            .max_memory_size(MAX_MEMORY as usize)
+            .table_elements(MAX_TABLE_ELEMENTS);
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = WasmEngine::new(&config).map_err(|e| LoadError::Io(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
+            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        std::fs::create_dir_all(cache_dir)
+            .map_err(|e| LoadError::Io(format!("cannot create {}: {e}", cache_dir.display())))?;
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let ticker = engine.clone();
+        let stop = stop_ticker.clone();
+        std::thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    ticker.increment_epoch();
+                }
+            })
+            .map_err(|e| LoadError::Io(format!("cannot start the epoch ticker: {e}")))?;
+        let compat = compat_hash(&engine);
+        Ok(Self { engine, linker, cache_dir: cache_dir.to_path_buf(), compat, stop_ticker })
+    }
+
+    /// Where the compiled artifact of `cid` is cached.
+    fn artifact_path(&self, cid: &BlobId) -> PathBuf {
+        self.cache_dir.join(format!("{cid}-{}.cwasm", self.compat))
+    }
+
+    /// The component `cid` from this node's compiled cache, if it is there and intact.
+    pub fn load_cached(&self, cid: &BlobId) -> Option<Ready> {
+        let path = self.artifact_path(cid);
+        let bytes = std::fs::read(&path).ok()?;
+        let component = match self.deserialize(&bytes) {
+            Ok(component) => component,
+            Err(reason) => {
+                tracing::warn!(path = %path.display(), %reason, "discarding a cached artifact");
+                let _ = std::fs::remove_file(&path);
+                return None;
+            }
+        };
+        self.prepare(&component).ok().map(|pre| Ready { pre, from_cache: true })
+    }
+
+    /// Checks the artifact's hash, then hands it to wasmtime.
+    fn deserialize(&self, bytes: &[u8]) -> Result<Component, String> {
+        if bytes.len() < HASH_LEN {
+            return Err("too short".into());
+        }
+        let (hash, artifact) = bytes.split_at(HASH_LEN);
+        if blake3::hash(artifact).as_bytes() != hash {
+            return Err("its hash does not match (a torn or altered file)".into());
+        }
+        deserialize_own_artifact(&self.engine, artifact)
+    }
+
+    /// Compiles `wasm` (the blob `cid`), caches the artifact on disk, and links it. Slow: call
+    /// it from a blocking task.
+    pub fn compile(&self, cid: &BlobId, wasm: &[u8]) -> Result<Ready, LoadError> {
+        check_component(wasm)?;
+        let component =
+            Component::new(&self.engine, wasm).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let pre = self.prepare(&component)?;
+        match component.serialize() {
+            Ok(artifact) => {
+                if let Err(e) = self.write_artifact(cid, &artifact) {
+                    tracing::warn!(%cid, error = %e, "compiled artifact not cached");
+                }
+            }
+            Err(e) => tracing::warn!(%cid, error = %e, "compiled artifact not serialized"),
+        }
+        Ok(Ready { pre, from_cache: false })
+    }
+
+    /// Writes `hash || artifact` to a temporary file, syncs it and renames it into place, so a
+    /// crash leaves either no artifact or a whole one.
+    fn write_artifact(&self, cid: &BlobId, artifact: &[u8]) -> std::io::Result<()> {
+        let path = self.artifact_path(cid);
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(blake3::hash(artifact).as_bytes())?;
+        file.write_all(artifact)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    }
+
+    fn prepare(&self, component: &Component) -> Result<ProxyPre<State>, LoadError> {
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        ProxyPre::new(pre).map_err(|e| {
+            LoadError::Link(format!("it does not export wasi:http/incoming-handler: {e:#}"))
+        })
+    }
+
+    /// Starts one invocation of `ready` for `request` in a fresh instance. `finished` is called
+    /// with the outcome when the guest's handler ends (after its response body, if it streams).
+    pub fn invoke<B>(
+        &self,
+        ready: &Ready,
+        limits: Limits,
+        request: hyper::Request<B>,
+        finished: impl FnOnce(&Outcome) + Send + 'static,
+    ) -> Result<Invocation, String>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let started = Instant::now();
+        let deadline = started + limits.timeout;
+        let mut store = Store::new(&self.engine, State::new(limits.memory));
+        store.limiter(|state| &mut state.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |mut context| {
+            if Instant::now() >= deadline {
+                context.data_mut().timed_out = true;
+                return Err(wasmtime::Error::msg("deadline reached"));
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
+        let (sender, response) = oneshot::channel();
+        let (request, out) = {
+            let mut http = store.data_mut().http();
+            let request = http.new_incoming_request(Scheme::Http, request);
+            let out = http.new_response_outparam(sender);
+            match (request, out) {
+                (Ok(request), Ok(out)) => (request, out),
+                (Err(e), _) | (_, Err(e)) => return Err(format!("{e:#}")),
+            }
+        };
+        let pre = ready.pre.clone();
+        let timeout = limits.timeout;
+        let memory = limits.memory;
+        let run = async move {
+            let result = async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy.wasi_http_incoming_handler().call_handle(&mut store, request, out).await
+            };
+            // A guest blocked in the host (waiting for a body that never comes) does not see
+            // epochs; the same deadline applies to it here.
+            let result = tokio::time::timeout_at(deadline.into(), result).await;
+            let state = store.data();
+            let failure = match result {
+                Err(_) => Some(Failure::Timeout(timeout)),
+                Ok(Ok(())) => None,
+                Ok(Err(_)) if state.timed_out => Some(Failure::Timeout(timeout)),
+                Ok(Err(_)) if state.limiter.denied => Some(Failure::OutOfMemory(memory)),
+                Ok(Err(e)) => Some(Failure::Trap(trap_reason(&e))),
+            };
+            (failure, state.limiter.peak as u64)
+        };
+        let done = tokio::spawn(async move {
+            let (result, cpu) = CpuTimed::new(run).await;
+            let (failure, peak_memory) = result;
+            let outcome = Outcome { failure, wall: started.elapsed(), cpu, peak_memory };
+            finished(&outcome);
+            outcome
+        });
+        Ok(Invocation { response, done })
+    }
+}
+
+/// Turns the bytes of an artifact this node compiled and wrote itself into a component.
+///
+/// This is the one `unsafe` call of the node: wasmtime runs artifacts as native code without
+/// checking them. It is sound here because the bytes come only from [`Engine::write_artifact`]
+/// on this node's own data folder (never from the network or another node), and their BLAKE3
+/// hash was checked first, so a torn or altered file is recompiled instead.
+#[allow(unsafe_code)]
+fn deserialize_own_artifact(engine: &WasmEngine, artifact: &[u8]) -> Result<Component, String> {
+    // SAFETY: see above: the artifact is this node's own output of `Component::serialize`
+    // with the same engine configuration (the compatibility hash is in the file name, and
+    // wasmtime checks it again), verified against its hash.
+    unsafe { Component::deserialize(engine, artifact) }.map_err(|e| format!("{e:#}"))
+}
+
+/// Refuses anything but a WebAssembly component before Cranelift sees it, with a reason a
+/// function author can act on.
+pub fn check_component(wasm: &[u8]) -> Result<(), LoadError> {
+    if !wasm.starts_with(b"\0asm") {
+        return Err(LoadError::Invalid("the file does not start with the wasm magic bytes".into()));
+    }
+    if !wasmparser::Parser::is_component(wasm) {
+        return Err(LoadError::Invalid(
+            "this is a core module, not a component: build it for wasm32-wasip2 \
+             (or wrap it with `wasm-tools component new`)"
+                .into(),
+        ));
+    }
+    let mut validator = wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all());
+    validator.validate_all(wasm).map_err(|e| LoadError::Invalid(e.to_string()))?;
+    Ok(())
+}
+
+/// A short reason for a trap: the trap code when wasmtime gives one, else the first line.
+fn trap_reason(error: &wasmtime::Error) -> String {
+    if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
+        return trap.to_string();
+    }
+    let text = format!("{error}");
+    text.lines().next().unwrap_or("trap").chars().take(200).collect()
+}
+
+/// The engine's compatibility hash as 16 hex digits, for artifact file names.
+fn compat_hash(engine: &WasmEngine) -> String {
+    use std::hash::{Hash, Hasher};
+    struct Blake3Hasher(blake3::Hasher);
+    impl Hasher for Blake3Hasher {
+        fn finish(&self) -> u64 {
+            let hash = self.0.finalize();
+            u64::from_le_bytes(hash.as_bytes()[..8].try_into().unwrap_or([0; 8]))
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            self.0.update(bytes);
+        }
+    }
+    let mut hasher = Blake3Hasher(blake3::Hasher::new());
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+/// The per-request store data.
+pub struct State {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    hooks: DenyOutbound,
+    limiter: Limiter,
+    timed_out: bool,
+}
+
+impl State {
+    fn new(memory: u64) -> Self {
+        let mut wasi = WasiCtx::builder();
+        wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        Self {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: DenyOutbound,
+            limiter: Limiter { limit: memory as usize, peak: 0, denied: false },
+            timed_out: false,
+        }
+    }
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for State {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+    }
+}
+
+/// Functions may not make outgoing HTTP requests.
+struct DenyOutbound;
+
+type SendFuture = Box<
+    dyn Future<
+            Output = wasmtime_wasi_http::Result<(
+                http::Response<WasiBody>,
+                Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+            )>,
+        > + Send,
+>;
+
+impl WasiHttpHooks for DenyOutbound {
+    fn send_request(
+        &mut self,
+        _request: http::Request<WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> SendFuture {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}
+
+/// Enforces the memory limit and remembers the peak.
+struct Limiter {
+    limit: usize,
+    peak: usize,
+    denied: bool,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.denied = true;
+            return Ok(false);
+        }
+        self.peak = self.peak.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// A future with the CPU time its polls took on their threads.
+struct CpuTimed<F> {
+    inner: Pin<Box<F>>,
+    cpu: Duration,
+}
+
+impl<F: Future> CpuTimed<F> {
+    fn new(inner: F) -> Self {
+        Self { inner: Box::pin(inner), cpu: Duration::ZERO }
+    }
+}
+
+impl<F: Future> Future for CpuTimed<F> {
+    type Output = (F::Output, Duration);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let before = thread_cpu_time();
+        let poll = self.inner.as_mut().poll(cx);
+        let spent = thread_cpu_time().saturating_sub(before);
+        self.cpu += spent;
+        match poll {
+            Poll::Ready(output) => Poll::Ready((output, self.cpu)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu_time() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(Duration::from)
+        .unwrap_or_default()
+}

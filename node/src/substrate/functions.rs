@@ -1,0 +1,105 @@
+//! Components by CID: from memory, from this node's compiled cache, or fetched from hoarder and
+//! compiled once. Concurrent first requests for one component wait for the same load.
+//!
+//! A component that does not compile or link is remembered as broken (its CID names its bytes,
+//! so it will never get better); a fetch that fails is not, and the next request tries again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tau_proto::hoarder::BlobId;
+use tau_proto::hoarder::transfer;
+use tokio::sync::OnceCell;
+
+use super::engine::{Engine, LoadError, Ready};
+use crate::{hoarder, p2p};
+
+/// The largest component the node fetches.
+const MAX_COMPONENT: u64 = 256 << 20;
+
+type Slot = Arc<OnceCell<Result<Arc<Ready>, LoadError>>>;
+
+/// The node's components.
+pub struct Functions {
+    engine: Arc<Engine>,
+    handle: p2p::Handle,
+    local: Option<hoarder::Local>,
+    slots: Mutex<HashMap<BlobId, Slot>>,
+}
+
+impl Functions {
+    /// Components run on `engine`, fetched from this node's hoarder store when it has one, else
+    /// from hoarder peers.
+    pub fn new(engine: Arc<Engine>, handle: p2p::Handle, local: Option<hoarder::Local>) -> Self {
+        Self { engine, handle, local, slots: Mutex::default() }
+    }
+
+    /// The ready component `cid` (of `size` bytes).
+    pub async fn get(&self, cid: BlobId, size: u64) -> Result<Arc<Ready>, LoadError> {
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            slots.entry(cid).or_default().clone()
+        };
+        let loaded = slot.get_or_try_init(|| self.load(cid, size)).await?;
+        loaded.clone()
+    }
+
+    /// `Err` is a fetch failure (not remembered); `Ok(Err)` a broken component (remembered).
+    async fn load(
+        &self,
+        cid: BlobId,
+        size: u64,
+    ) -> Result<Result<Arc<Ready>, LoadError>, LoadError> {
+        let started = Instant::now();
+        let engine = self.engine.clone();
+        let cached = tokio::task::spawn_blocking(move || engine.load_cached(&cid))
+            .await
+            .map_err(|e| LoadError::Io(e.to_string()))?;
+        if let Some(ready) = cached {
+            tracing::debug!(%cid, elapsed = ?started.elapsed(), "component loaded from the compiled cache");
+            return Ok(Ok(Arc::new(ready)));
+        }
+        if size > MAX_COMPONENT {
+            return Ok(Err(LoadError::Invalid(format!(
+                "the component is {size} bytes, more than the {MAX_COMPONENT} a node runs"
+            ))));
+        }
+        let wasm = self.fetch(cid).await?;
+        let fetched = started.elapsed();
+        let engine = self.engine.clone();
+        let compiled = tokio::task::spawn_blocking(move || engine.compile(&cid, &wasm))
+            .await
+            .map_err(|e| LoadError::Io(e.to_string()))?;
+        match &compiled {
+            Ok(_) => tracing::info!(
+                %cid, ?fetched, total = ?started.elapsed(), "component fetched and compiled"
+            ),
+            Err(e) => tracing::warn!(%cid, error = %e, "component refused"),
+        }
+        Ok(compiled.map(Arc::new))
+    }
+
+    /// The component's bytes: from the local store, else from the first hoarder peer that has
+    /// them (every chunk and the whole are checked against the CID).
+    async fn fetch(&self, cid: BlobId) -> Result<Vec<u8>, LoadError> {
+        if let Some(local) = &self.local {
+            let local = local.clone();
+            let read = tokio::task::spawn_blocking(move || local.read(&cid)).await;
+            if let Ok(Some(bytes)) = read {
+                return Ok(bytes);
+            }
+        }
+        let peers = self.handle.peers().await.map_err(|e| LoadError::Io(e.to_string()))?;
+        let mut last = format!("no hoarder node holds {cid}");
+        for peer in peers.iter().filter(|p| p.services.iter().any(|s| s == "hoarder")) {
+            let mut bytes = Vec::new();
+            match transfer::download(&self.handle, peer.peer_id, cid, &mut bytes).await {
+                Ok(_) => return Ok(bytes),
+                Err(transfer::TransferError::NotFound(_)) => {}
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(LoadError::Io(format!("cannot fetch the component: {last}")))
+    }
+}

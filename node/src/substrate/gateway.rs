@@ -1,0 +1,278 @@
+//! The HTTP gateway: HTTP/1.1 (hyper) on the node's http port. Each request is routed by host
+//! and path to a function, run in a fresh instance, and counted.
+//!
+//! Answers the gateway gives itself: 400 without a Host, 404 when no function serves the host
+//! and path, 500 when the function fails (trap, out of memory, no response) or its component
+//! does not load, 503 when the registry cannot be read, 504 when the function runs past its
+//! timeout. Each is a one-line `text/plain` reason.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use super::counters::FunctionStats;
+use super::engine::{Engine, Failure, Limits};
+use super::functions::Functions;
+use super::routes::Routes;
+
+/// What the gateway's connections share.
+pub struct Gateway {
+    /// The engine.
+    pub engine: Arc<Engine>,
+    /// The components.
+    pub functions: Functions,
+    /// The route table.
+    pub routes: Routes,
+    /// Instance slots: one per function running.
+    pub slots: Arc<Semaphore>,
+    /// Requests being served now (for heartbeats).
+    pub in_flight: std::sync::atomic::AtomicU64,
+}
+
+/// Accepts connections until `shutdown`.
+pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, shutdown: CancellationToken) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait a little rather than spin.
+                    tracing::warn!(error = %e, "gateway accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let gateway = gateway.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let gateway = gateway.clone();
+                async move { Ok::<_, Infallible>(gateway.handle(request).await) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "gateway connection ended");
+                    }
+                }
+                _ = shutdown.cancelled() => connection.as_mut().graceful_shutdown(),
+            }
+        });
+    }
+    tracing::debug!("gateway stopped");
+}
+
+impl Gateway {
+    async fn handle(&self, request: Request<Incoming>) -> Response<HyperOutgoingBody> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.in_flight.fetch_add(1, Relaxed);
+        let response = self.route(request).await;
+        self.in_flight.fetch_sub(1, Relaxed);
+        response
+    }
+
+    async fn route(&self, request: Request<Incoming>) -> Response<HyperOutgoingBody> {
+        let Some(host) = host_of(&request) else {
+            return plain(StatusCode::BAD_REQUEST, "the request has no Host".into());
+        };
+        let method = request.method().as_str().to_string();
+        let path = request.uri().path().to_string();
+        let target = match self.routes.lookup(&host, &method, &path).await {
+            Ok(Some(target)) => target,
+            Ok(None) => {
+                return plain(
+                    StatusCode::NOT_FOUND,
+                    format!("no function serves {method} {host}{path}"),
+                );
+            }
+            Err(e) => {
+                tracing::warn!(%host, error = %e, "registry lookup failed");
+                return plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("the registry cannot be read now: {e}"),
+                );
+            }
+        };
+        let function = &target.function;
+        let ready = match self.functions.get(function.source.cid, function.source.size).await {
+            Ok(ready) => ready,
+            Err(e) => {
+                target.stats.failed_early();
+                tracing::warn!(project = %target.project, function = %function.name, error = %e, "component not loaded");
+                return plain(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("function {} cannot run: {e}", function.name),
+                );
+            }
+        };
+        let Ok(slot) = self.slots.clone().acquire_owned().await else {
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping".into());
+        };
+        let limits = Limits {
+            timeout: Duration::from_millis(function.execution.timeout_ms),
+            memory: function.execution.memory_bytes,
+        };
+        let stats = target.stats.clone();
+        let request = request.map(|body| Counted::new(body, stats.clone(), Direction::In));
+        let finished = {
+            let stats = stats.clone();
+            move |outcome: &super::engine::Outcome| {
+                drop(slot);
+                stats.finished(outcome);
+            }
+        };
+        let invocation = match self.engine.invoke(&ready, limits, request, finished) {
+            Ok(invocation) => invocation,
+            Err(e) => {
+                return plain(StatusCode::BAD_REQUEST, format!("cannot pass the request on: {e}"));
+            }
+        };
+        let mut response = invocation.response;
+        let mut done = invocation.done;
+        let answer = tokio::select! {
+            answer = &mut response => answer.ok(),
+            outcome = &mut done => {
+                // The handler ended; it may have set a response just before.
+                match response.try_recv() {
+                    Ok(answer) => Some(answer),
+                    Err(_) => return failed(&function.name, outcome.ok().and_then(|o| o.failure)),
+                }
+            }
+        };
+        match answer {
+            Some(Ok(response)) => {
+                response.map(|body| Counted::new(body, stats, Direction::Out).boxed_unsync())
+            }
+            Some(Err(code)) => plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("function {} answered with an error: {code:?}", function.name),
+            ),
+            None => failed(&function.name, done.await.ok().and_then(|o| o.failure)),
+        }
+    }
+}
+
+/// The answer for an invocation that ended without a response.
+fn failed(function: &str, failure: Option<Failure>) -> Response<HyperOutgoingBody> {
+    let failure = failure.unwrap_or(Failure::NoResponse);
+    let status = match failure {
+        Failure::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    plain(status, format!("function {function}: {failure}"))
+}
+
+/// The request's host, lower case, without port or trailing dot.
+fn host_of<B>(request: &Request<B>) -> Option<String> {
+    let raw = match request.uri().authority() {
+        Some(authority) => authority.host().to_string(),
+        None => {
+            let value = request.headers().get(header::HOST)?.to_str().ok()?;
+            let authority: http::uri::Authority = value.parse().ok()?;
+            authority.host().to_string()
+        }
+    };
+    let host = raw.trim_end_matches('.').to_ascii_lowercase();
+    (!host.is_empty()).then_some(host)
+}
+
+/// A short text answer from the gateway itself.
+fn plain(status: StatusCode, message: String) -> Response<HyperOutgoingBody> {
+    let body =
+        Full::new(Bytes::from(message + "\n")).map_err(|never| match never {}).boxed_unsync();
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+#[derive(Clone, Copy)]
+enum Direction {
+    In,
+    Out,
+}
+
+/// A body that adds its bytes to a function's counters.
+struct Counted<B> {
+    inner: B,
+    stats: Arc<FunctionStats>,
+    direction: Direction,
+}
+
+impl<B> Counted<B> {
+    fn new(inner: B, stats: Arc<FunctionStats>, direction: Direction) -> Self {
+        Self { inner, stats, direction }
+    }
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for Counted<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let poll = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &poll
+            && let Some(data) = frame.data_ref()
+        {
+            let n = data.len() as u64;
+            match self.direction {
+                Direction::In => self.stats.bytes_in(n),
+                Direction::Out => self.stats.bytes_out(n),
+            }
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_normalized() {
+        let with_host = |h: &str| Request::builder().uri("/x").header("host", h).body(()).unwrap();
+        assert_eq!(
+            host_of(&with_host("Ping.Example.TAU:8080")).as_deref(),
+            Some("ping.example.tau")
+        );
+        assert_eq!(host_of(&with_host("ping.example.tau.")).as_deref(), Some("ping.example.tau"));
+        let absolute = Request::builder().uri("http://a.b:1/x").body(()).unwrap();
+        assert_eq!(host_of(&absolute).as_deref(), Some("a.b"));
+        let none = Request::builder().uri("/x").body(()).unwrap();
+        assert_eq!(host_of(&none), None);
+    }
+}

@@ -1,0 +1,319 @@
+//! Routing a request by host and path to a function, through TNS.
+//!
+//! A host's routes (`/http/<host>/...`) and the functions they name are loaded from TNS on the
+//! first request for that host and cached. The cache entry is dropped when TNS says one of those
+//! keys changed (the node's own registry tells it at once; a node without tns listens to the
+//! registry's gossip), and is reloaded after [`MAX_AGE`] in any case, so a missed change heals.
+//! Unknown hosts are remembered for [`NEGATIVE_AGE`] so that a flood of 404s does not become a
+//! flood of registry queries.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
+use tau_proto::cbor;
+use tau_proto::tns::keys;
+use tau_proto::tns::values::{Function, Route};
+use tau_proto::tns::{MAX_PAGE, Record, TnsRequest, TnsResponse};
+
+use super::counters::{Counters, FunctionStats};
+use crate::{p2p, tns};
+
+/// How long a host's routes are used before they are read again.
+pub const MAX_AGE: Duration = Duration::from_secs(30);
+/// How long "no such host" is remembered.
+pub const NEGATIVE_AGE: Duration = Duration::from_secs(2);
+
+/// Where the registry is read from.
+#[derive(Clone)]
+pub enum Registry {
+    /// This node runs tns.
+    Local(tns::Local),
+    /// Another node's tns, over `/tau/tns/1`.
+    Remote(p2p::Handle),
+}
+
+impl Registry {
+    /// Every live record under `prefix`.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<Record>, String> {
+        match self {
+            Self::Local(local) => local.list(prefix).map_err(|e| e.to_string()),
+            Self::Remote(handle) => {
+                remote(handle, |peer| {
+                    let prefix = prefix.to_string();
+                    let handle = handle.clone();
+                    async move { list_from(&handle, peer, &prefix).await }
+                })
+                .await
+            }
+        }
+    }
+
+    /// The live record at `key`.
+    pub async fn get(&self, key: &str) -> Result<Option<Record>, String> {
+        match self {
+            Self::Local(local) => {
+                Ok(local.get(key).map_err(|e| e.to_string())?.filter(|r| !r.is_tombstone()))
+            }
+            Self::Remote(handle) => {
+                let records = remote(handle, |peer| {
+                    let handle = handle.clone();
+                    let keys = vec![key.to_string()];
+                    async move {
+                        match handle.tns(peer, TnsRequest::Get { keys }).await {
+                            Ok(TnsResponse::Records(records)) => Ok(records),
+                            Ok(TnsResponse::Error(e)) => Err(e),
+                            Ok(_) => Err("unexpected answer to Get".into()),
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
+                })
+                .await?;
+                Ok(records.into_iter().find(|r| r.key == key && !r.is_tombstone() && r.verify()))
+            }
+        }
+    }
+}
+
+/// Asks the connected tns nodes in turn until one answers.
+async fn remote<T, F, Fut>(handle: &p2p::Handle, ask: F) -> Result<T, String>
+where
+    F: Fn(PeerId) -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let peers = handle.peers().await.map_err(|e| e.to_string())?;
+    let mut last = "no tns node is connected".to_string();
+    for peer in peers.iter().filter(|p| p.services.iter().any(|s| s == "tns")) {
+        match ask(peer.peer_id).await {
+            Ok(answer) => return Ok(answer),
+            Err(e) => last = format!("{}: {e}", peer.peer_id),
+        }
+    }
+    Err(last)
+}
+
+async fn list_from(
+    handle: &p2p::Handle,
+    peer: PeerId,
+    prefix: &str,
+) -> Result<Vec<Record>, String> {
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let request = TnsRequest::List {
+            prefix: prefix.to_string(),
+            after,
+            limit: MAX_PAGE,
+            tombstones: false,
+        };
+        match handle.tns(peer, request).await {
+            Ok(TnsResponse::Page { records, next }) => {
+                all.extend(records.into_iter().filter(Record::verify));
+                match next {
+                    Some(next) => after = Some(next),
+                    None => return Ok(all),
+                }
+            }
+            Ok(TnsResponse::Error(e)) => return Err(e),
+            Ok(_) => return Err("unexpected answer to List".into()),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// A function a request goes to.
+pub struct Target {
+    /// Its project.
+    pub project: String,
+    /// Its record.
+    pub function: Function,
+    /// Its running counters.
+    pub stats: Arc<FunctionStats>,
+}
+
+/// One host's routes: `<METHOD><path>` to the function.
+struct HostRoutes {
+    loaded: Instant,
+    routes: HashMap<String, Arc<Target>>,
+}
+
+impl HostRoutes {
+    fn fresh(&self) -> bool {
+        let age = if self.routes.is_empty() { NEGATIVE_AGE } else { MAX_AGE };
+        self.loaded.elapsed() < age
+    }
+
+    /// The route for `path` or, failing that, for the nearest parent path: `/avatar` serves
+    /// `/avatar/alice` too.
+    fn find(&self, method: &str, path: &str) -> Option<Arc<Target>> {
+        let mut path = path;
+        loop {
+            if let Some(target) = self.routes.get(&format!("{method}{path}")) {
+                return Some(target.clone());
+            }
+            if path == "/" || path.is_empty() {
+                return None;
+            }
+            path = match path.rfind('/') {
+                Some(0) => "/",
+                Some(i) => &path[..i],
+                None => return None,
+            };
+        }
+    }
+}
+
+/// The route table.
+pub struct Routes {
+    registry: Registry,
+    counters: Arc<Counters>,
+    hosts: Mutex<HashMap<String, Arc<HostRoutes>>>,
+    loading: tokio::sync::Mutex<()>,
+}
+
+impl Routes {
+    /// An empty table over `registry`.
+    pub fn new(registry: Registry, counters: Arc<Counters>) -> Self {
+        Self { registry, counters, hosts: Mutex::default(), loading: tokio::sync::Mutex::new(()) }
+    }
+
+    fn hosts(&self) -> MutexGuard<'_, HashMap<String, Arc<HostRoutes>>> {
+        self.hosts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn cached(&self, host: &str) -> Option<Arc<HostRoutes>> {
+        self.hosts().get(host).filter(|h| h.fresh()).cloned()
+    }
+
+    /// The function that serves `method host path`, if any. `host` is lower case, without port.
+    pub async fn lookup(
+        &self,
+        host: &str,
+        method: &str,
+        path: &str,
+    ) -> Result<Option<Arc<Target>>, String> {
+        let routes = match self.cached(host) {
+            Some(routes) => routes,
+            None => self.load(host).await?,
+        };
+        Ok(routes.find(method, path))
+    }
+
+    async fn load(&self, host: &str) -> Result<Arc<HostRoutes>, String> {
+        let _one_at_a_time = self.loading.lock().await;
+        if let Some(routes) = self.cached(host) {
+            return Ok(routes);
+        }
+        let prefix = format!("/http/{host}/");
+        let records = self.registry.list(&prefix).await?;
+        let mut functions: HashMap<(String, String), Option<Arc<Target>>> = HashMap::new();
+        let mut routes = HashMap::new();
+        for record in records {
+            let Some(value) = &record.value else { continue };
+            let Ok(route) = cbor::from_slice::<Route>(value) else {
+                tracing::warn!(key = %record.key, "a route that does not decode");
+                continue;
+            };
+            let id = (route.project.clone(), route.function.clone());
+            if !functions.contains_key(&id) {
+                let target = self.target(&route).await?;
+                functions.insert(id.clone(), target);
+            }
+            if let Some(Some(target)) = functions.get(&id) {
+                routes.insert(record.key[prefix.len()..].to_string(), target.clone());
+            }
+        }
+        let entry = Arc::new(HostRoutes { loaded: Instant::now(), routes });
+        self.hosts().insert(host.to_string(), entry.clone());
+        Ok(entry)
+    }
+
+    async fn target(&self, route: &Route) -> Result<Option<Arc<Target>>, String> {
+        let key = keys::function(&route.project, &route.function);
+        let Some(record) = self.registry.get(&key).await? else {
+            tracing::warn!(%key, "a route names a function that is not in the registry");
+            return Ok(None);
+        };
+        let Some(value) = &record.value else { return Ok(None) };
+        match cbor::from_slice::<Function>(value) {
+            Ok(function) => Ok(Some(Arc::new(Target {
+                project: route.project.clone(),
+                stats: self.counters.stats(&route.project, &function.name),
+                function,
+            }))),
+            Err(e) => {
+                tracing::warn!(%key, error = %e, "a function record that does not decode");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Drops what the changed `keys` make stale.
+    pub fn invalidate(&self, keys: &[String]) {
+        let mut hosts = self.hosts();
+        for key in keys {
+            let segments: Vec<&str> = key.trim_start_matches('/').split('/').collect();
+            match segments.as_slice() {
+                ["http", host, ..] => {
+                    hosts.remove(*host);
+                }
+                ["projects", ..] | ["domains", ..] => {
+                    // A function's limits or component changed, or a project went: few hosts
+                    // are cached, so forget them all.
+                    hosts.clear();
+                    return;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> Arc<Target> {
+        Arc::new(Target {
+            project: "p".into(),
+            function: Function {
+                name: "f".into(),
+                description: String::new(),
+                trigger: tau_proto::tns::values::Trigger {
+                    kind: tau_proto::tns::values::TriggerKind::Http,
+                    method: "GET".into(),
+                    paths: vec!["/avatar".into()],
+                },
+                domains: vec![],
+                source: tau_proto::tns::values::Source {
+                    file: "f.wasm".into(),
+                    cid: tau_proto::hoarder::BlobId::of(b"x"),
+                    size: 1,
+                },
+                execution: tau_proto::tns::values::Execution {
+                    timeout_ms: 1000,
+                    memory_bytes: 1 << 20,
+                    call: None,
+                },
+            },
+            stats: Arc::default(),
+        })
+    }
+
+    #[test]
+    fn a_path_matches_itself_and_below() {
+        let t = target();
+        let routes = HostRoutes {
+            loaded: Instant::now(),
+            routes: [("GET/avatar".to_string(), t.clone()), ("POST/".to_string(), t)].into(),
+        };
+        assert!(routes.find("GET", "/avatar").is_some());
+        assert!(routes.find("GET", "/avatar/").is_some());
+        assert!(routes.find("GET", "/avatar/alice/big").is_some());
+        assert!(routes.find("GET", "/avatars").is_none());
+        assert!(routes.find("GET", "/").is_none());
+        assert!(routes.find("PUT", "/avatar").is_none());
+        assert!(routes.find("POST", "/anything/at/all").is_some(), "`/` serves the whole host");
+    }
+}
