@@ -1,5 +1,6 @@
 //! One module per subcommand; each is a clap `Args` struct with `async fn run(self)`.
 
+mod counters;
 mod dev;
 mod hoarder;
 mod init;
@@ -27,6 +28,7 @@ pub(crate) enum Command {
     Project(project::Project),
     Tns(tns::Tns),
     Hoarder(hoarder::Hoarder),
+    Counters(counters::Counters),
 }
 
 impl Command {
@@ -47,6 +49,7 @@ impl Command {
             Self::Project(cmd) => cmd.run().await,
             Self::Tns(cmd) => cmd.run().await,
             Self::Hoarder(cmd) => cmd.run().await,
+            Self::Counters(cmd) => cmd.run().await,
         }
     }
 }

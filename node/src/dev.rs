@@ -25,7 +25,7 @@ use tau_proto::swarm_key::SwarmKeyError;
 use tau_proto::tns::WriterKey;
 use tau_proto::{CloudProfile, SwarmKey};
 
-use crate::config::{NodeConfig, Ports, SERVICES};
+use crate::config::{NodeConfig, Ports, SERVICES, SubstrateConfig};
 
 /// How many bootstrap peers each dev node is given.
 const BOOTSTRAP_PEERS: usize = 3;
@@ -84,7 +84,11 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DevError + '_ {
 }
 
 /// Lays out a cloud of `count` nodes in `dir`.
-pub fn prepare(dir: &Path, count: usize) -> Result<DevCloud, DevError> {
+pub fn prepare(
+    dir: &Path,
+    count: usize,
+    substrate: &SubstrateConfig,
+) -> Result<DevCloud, DevError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let dir = dir.canonicalize().map_err(io(dir))?;
     let swarm_key_path = dir.join("swarm.key");
@@ -140,7 +144,7 @@ pub fn prepare(dir: &Path, count: usize) -> Result<DevCloud, DevError> {
             data_dir: "data".into(),
             ports: Ports { p2p: ports[i * 3], http: ports[i * 3 + 1], dns: ports[i * 3 + 2] },
             location: Some(Location { region: "dev".into(), latitude: None, longitude: None }),
-            substrate: Default::default(),
+            substrate: substrate.clone(),
         };
         config.save(&node.config).map_err(io(&node.config))?;
     }
@@ -170,7 +174,7 @@ mod tests {
     #[test]
     fn lays_out_a_cloud_and_keeps_identities() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
-        let first = prepare(dir.path(), 4)?;
+        let first = prepare(dir.path(), 4, &SubstrateConfig::default())?;
         assert_eq!(first.nodes.len(), 4);
         let profile = CloudProfile::load(&first.profile)?;
         assert_eq!(profile.bootstrap.len(), 4);
@@ -182,7 +186,7 @@ mod tests {
             assert!(!config.bootstrap.contains(&node.addr));
             assert_eq!(keyfile::read(&config.identity_key)?.public().to_peer_id(), node.peer_id);
         }
-        let again = prepare(dir.path(), 4)?;
+        let again = prepare(dir.path(), 4, &SubstrateConfig::default())?;
         let ids = |c: &DevCloud| c.nodes.iter().map(|n| n.peer_id).collect::<Vec<_>>();
         assert_eq!(ids(&first), ids(&again));
         Ok(())

@@ -133,15 +133,23 @@ pub struct DevCloud {
     pub dir: PathBuf,
     /// Its `cloud.yaml`.
     pub profile: PathBuf,
+    /// Each node's HTTP gateway (`127.0.0.1:<port>`), in node order.
+    pub gateways: Vec<String>,
     stderr: mpsc::Receiver<String>,
 }
 
 impl DevCloud {
     /// Starts `tau-node dev --nodes N --dir DIR` and waits (at most 120 s) for its `ready` line.
     pub fn start(nodes: usize, dir: &Path) -> Result<Self> {
+        Self::start_with(nodes, dir, &[])
+    }
+
+    /// [`DevCloud::start`] with more `tau-node dev` options.
+    pub fn start_with(nodes: usize, dir: &Path, options: &[&str]) -> Result<Self> {
         let mut child = Command::new(binary("tau-node")?)
             .args(["dev", "--nodes", &nodes.to_string(), "--dir"])
             .arg(dir)
+            .args(options)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -160,19 +168,28 @@ impl DevCloud {
                 let _ = errs.send(line);
             }
         });
-        let mut cloud = Self { child, dir: dir.to_path_buf(), profile: PathBuf::new(), stderr };
-        match ready.recv_timeout(Duration::from_secs(120)) {
-            Ok(line) => match line.strip_prefix("ready ") {
-                Some(path) => cloud.profile = PathBuf::from(path),
-                None => {
-                    return Err(format!("unexpected first line from tau-node dev: {line}").into());
-                }
-            },
-            Err(_) => {
+        let mut cloud = Self {
+            child,
+            dir: dir.to_path_buf(),
+            profile: PathBuf::new(),
+            gateways: Vec::new(),
+            stderr,
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = ready.recv_timeout(wait) else {
                 return Err(format!("tau-node dev never got ready: {}", cloud.stderr_text()).into());
+            };
+            if let Some(path) = line.strip_prefix("ready ") {
+                cloud.profile = PathBuf::from(path);
+                return Ok(cloud);
+            }
+            match line.strip_prefix("gateway ").and_then(|rest| rest.split("http://").nth(1)) {
+                Some(addr) => cloud.gateways.push(addr.trim().to_string()),
+                None => return Err(format!("unexpected line from tau-node dev: {line}").into()),
             }
         }
-        Ok(cloud)
     }
 
     /// What the dev process has written to stderr so far.
@@ -231,6 +248,24 @@ pub fn write_project(dir: &Path, id: &str, functions: &[&str]) -> Result {
     Ok(())
 }
 
+/// Makes an owner key in `dir`, has the operator create project `id` for it; returns the key's
+/// path.
+pub fn create_project(profile: &Path, dir: &Path, id: &str) -> Result<PathBuf> {
+    let key = dir.join(format!("{id}-owner.key"));
+    let owner = tau_node_ok(&["key", "generate", "--out", &key.to_string_lossy()])?;
+    tau_node_ok(&[
+        "project",
+        "create",
+        "--id",
+        id,
+        "--owner",
+        owner.trim(),
+        "--cloud",
+        &profile.to_string_lossy(),
+    ])?;
+    Ok(key)
+}
+
 /// Each tns node's status (`tau-node tns status --json`): peer id, then the status object.
 pub fn tns_status(profile: &Path) -> Result<Vec<serde_json::Value>> {
     let out = tau_node_ok(&["tns", "status", "--cloud", &profile.to_string_lossy(), "--json"])?;
@@ -277,4 +312,87 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+/// The built example function `name` (`scripts/build-examples` builds them; `scripts/test` runs
+/// it first).
+pub fn example_wasm(name: &str) -> Result<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/functions/target/wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    if !path.exists() {
+        return Err(format!("{} is missing: run scripts/build-examples", path.display()).into());
+    }
+    Ok(path)
+}
+
+/// An HTTP answer.
+#[derive(Debug, Clone)]
+pub struct HttpAnswer {
+    /// The status code.
+    pub status: u16,
+    /// The headers, names in lower case.
+    pub headers: Vec<(String, String)>,
+    /// The body (chunked encoding undone).
+    pub body: Vec<u8>,
+}
+
+impl HttpAnswer {
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The first header called `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request to `addr` with `Host: host`, on a fresh connection (at most 30 s).
+pub fn http(addr: &str, method: &str, host: &str, path: &str, body: &[u8]) -> Result<HttpAnswer> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    parse_http(&raw)
+}
+
+fn parse_http(raw: &[u8]) -> Result<HttpAnswer> {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no end of headers")?;
+    let head = std::str::from_utf8(&raw[..end])?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().ok_or("no status line")?;
+    let status: u16 = status_line.split(' ').nth(1).ok_or("no status code")?.parse()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut rest = &raw[end + 4..];
+    let chunked = headers.iter().any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
+    if !chunked {
+        return Ok(HttpAnswer { status, headers, body: rest.to_vec() });
+    }
+    let mut body = Vec::new();
+    loop {
+        let line_end = rest.windows(2).position(|w| w == b"\r\n").ok_or("bad chunk")?;
+        let size_text = std::str::from_utf8(&rest[..line_end])?;
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)?;
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return Ok(HttpAnswer { status, headers, body });
+        }
+        if rest.len() < size + 2 {
+            return Err("a chunk is cut short".into());
+        }
+        body.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
 }

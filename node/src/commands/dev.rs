@@ -10,6 +10,7 @@ use clap::Args;
 use futures::future::join_all;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use tau_node::config::SubstrateConfig;
 use tau_node::dev::{self, DevCloud};
 use tau_proto::client::{ClientError, ConnectOptions};
 use tau_proto::{Client, CloudProfile};
@@ -32,6 +33,17 @@ pub(crate) struct Dev {
     /// How long the mesh may take to form before giving up, seconds.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
+    /// The substrate nodes' counter window: one signed record per function per window.
+    #[arg(long, default_value = "60s", value_parser = counter_window)]
+    counter_window: String,
+}
+
+fn counter_window(text: &str) -> Result<String, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d >= Duration::from_secs(1) => Ok(text.to_string()),
+        Ok(_) => Err("must be at least 1s".into()),
+        Err(e) => Err(format!("not a duration (like 60s or 5m): {e}")),
+    }
 }
 
 struct Process {
@@ -45,7 +57,9 @@ impl Dev {
         let dir = self.dir.unwrap_or_else(|| {
             std::env::temp_dir().join(format!("tau-dev-{}", std::process::id()))
         });
-        let cloud = dev::prepare(&dir, usize::from(self.nodes))?;
+        let substrate =
+            SubstrateConfig { counter_window: self.counter_window, ..SubstrateConfig::default() };
+        let cloud = dev::prepare(&dir, usize::from(self.nodes), &substrate)?;
         let exe = std::env::current_exe().context("cannot find the tau-node binary")?;
         let (exits, mut exited) = mpsc::unbounded_channel();
         let mut processes = Vec::new();

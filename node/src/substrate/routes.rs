@@ -145,21 +145,18 @@ impl HostRoutes {
     }
 
     /// The route for `path` or, failing that, for the nearest parent path: `/avatar` serves
-    /// `/avatar/alice` too.
+    /// `/avatar/alice` too, and `/` the whole host. Keys have no trailing `/` (see
+    /// [`keys::route`]).
     fn find(&self, method: &str, path: &str) -> Option<Arc<Target>> {
-        let mut path = path;
+        let mut path = path.trim_end_matches('/');
         loop {
             if let Some(target) = self.routes.get(&format!("{method}{path}")) {
                 return Some(target.clone());
             }
-            if path == "/" || path.is_empty() {
+            if path.is_empty() {
                 return None;
             }
-            path = match path.rfind('/') {
-                Some(0) => "/",
-                Some(i) => &path[..i],
-                None => return None,
-            };
+            path = &path[..path.rfind('/').unwrap_or(0)];
         }
     }
 }
@@ -306,7 +303,7 @@ mod tests {
         let t = target();
         let routes = HostRoutes {
             loaded: Instant::now(),
-            routes: [("GET/avatar".to_string(), t.clone()), ("POST/".to_string(), t)].into(),
+            routes: [("GET/avatar".to_string(), t.clone()), ("POST".to_string(), t)].into(),
         };
         assert!(routes.find("GET", "/avatar").is_some());
         assert!(routes.find("GET", "/avatar/").is_some());

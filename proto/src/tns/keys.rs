@@ -151,9 +151,15 @@ pub fn domain(fqdn: &str) -> String {
     format!("/domains/{}", fqdn.to_ascii_lowercase())
 }
 
-/// `/http/<fqdn>/<METHOD><path>`, the route a request is looked up by.
+/// `/http/<fqdn>/<METHOD><path>`, the route a request is looked up by. A trailing `/` is
+/// dropped, so the root path `/` is `/http/<fqdn>/<METHOD>`.
 pub fn route(fqdn: &str, method: &str, path: &str) -> String {
-    format!("/http/{}/{}{}", fqdn.to_ascii_lowercase(), method.to_ascii_uppercase(), path)
+    format!(
+        "/http/{}/{}{}",
+        fqdn.to_ascii_lowercase(),
+        method.to_ascii_uppercase(),
+        path.trim_end_matches('/')
+    )
 }
 
 #[cfg(test)]
@@ -173,6 +179,12 @@ mod tests {
             Ok(Authority::Owner("shop".into()))
         );
         assert_eq!(authority("/vault/keyset", ""), Ok(Authority::Operator));
+        // The root path and trailing slashes make valid keys too.
+        assert_eq!(route("shop.example.com", "get", "/"), "/http/shop.example.com/GET");
+        assert_eq!(route("a.b", "POST", "/x/"), "/http/a.b/POST/x");
+        for path in ["/", "/x/"] {
+            assert!(authority(&route("shop.example.com", "get", path), "shop").is_ok(), "{path}");
+        }
     }
 
     #[test]

@@ -3,4 +3,5 @@
 mod hoarder;
 mod mesh;
 mod node;
+mod substrate;
 mod tns;

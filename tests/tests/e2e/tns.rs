@@ -9,27 +9,10 @@ use libp2p::identity::Keypair;
 use tau_proto::tns::{Draft, TnsRequest, TnsResponse, keys};
 use tau_proto::{Client, CloudProfile};
 use tau_tests::harness::{
-    DevCloud, KillOnDrop, Result, Signal, binary, converged, run_node, signal, tau_node_ok,
-    tns_status, wait_for, write_project,
+    DevCloud, KillOnDrop, Result, Signal, binary, converged, create_project, run_node, signal,
+    tau_node_ok, tns_status, wait_for, write_project,
 };
 use tau_tests::lab::Lab;
-
-/// Makes an owner key, has the operator create project `id` for it; returns the key's path.
-fn create_project(profile: &Path, dir: &Path, id: &str) -> Result<std::path::PathBuf> {
-    let key = dir.join(format!("{id}-owner.key"));
-    let owner = tau_node_ok(&["key", "generate", "--out", &key.to_string_lossy()])?;
-    tau_node_ok(&[
-        "project",
-        "create",
-        "--id",
-        id,
-        "--owner",
-        owner.trim(),
-        "--cloud",
-        &profile.to_string_lossy(),
-    ])?;
-    Ok(key)
-}
 
 fn push(profile: &Path, project: &Path, key: &Path, node: &str) -> Result<serde_json::Value> {
     let out = tau_node_ok(&[

@@ -90,16 +90,23 @@ pub(crate) fn millis(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1e3)
 }
 
-/// Reads a `tau-node dev` process's `ready <profile>` line.
-pub(crate) async fn ready_line(child: &mut Child) -> anyhow::Result<PathBuf> {
+/// Reads a `tau-node dev` process's `gateway` lines and its `ready <profile>` line.
+pub(crate) async fn ready_line(child: &mut Child) -> anyhow::Result<(PathBuf, Vec<String>)> {
     let stdout = child.stdout.take().context("dev stdout")?;
     let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
-        .await
-        .context("tau-node dev did not get ready within 120 s")??
-        .context("tau-node dev exited before it was ready")?;
-    let path = line.strip_prefix("ready ").context("unexpected output from tau-node dev")?;
-    Ok(PathBuf::from(path))
+    let mut gateways = Vec::new();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
+            .await
+            .context("tau-node dev did not get ready within 120 s")??
+            .context("tau-node dev exited before it was ready")?;
+        if let Some(path) = line.strip_prefix("ready ") {
+            return Ok((PathBuf::from(path), gateways));
+        }
+        let gateway =
+            line.split("http://").nth(1).context("unexpected output from tau-node dev")?;
+        gateways.push(gateway.trim().to_string());
+    }
 }
 
 /// Starts `tau-node dev --nodes N --dir DIR` and waits until it is ready.
@@ -108,15 +115,27 @@ pub(crate) async fn start_dev(
     dir: &Path,
     nodes: usize,
 ) -> anyhow::Result<(Child, PathBuf)> {
+    let (dev, profile, _) = start_dev_with(tau_node, dir, nodes, &[]).await?;
+    Ok((dev, profile))
+}
+
+/// [`start_dev`] with more options; also returns the nodes' HTTP gateways.
+pub(crate) async fn start_dev_with(
+    tau_node: &Path,
+    dir: &Path,
+    nodes: usize,
+    options: &[&str],
+) -> anyhow::Result<(Child, PathBuf, Vec<String>)> {
     let mut dev = tokio::process::Command::new(tau_node)
         .args(["dev", "--nodes", &nodes.to_string(), "--dir"])
         .arg(dir)
+        .args(options)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()?;
-    let profile = ready_line(&mut dev).await?;
-    Ok((dev, profile))
+    let (profile, gateways) = ready_line(&mut dev).await?;
+    Ok((dev, profile, gateways))
 }
 
 /// Stops a process with SIGTERM and waits (at most 20 s) for it.
