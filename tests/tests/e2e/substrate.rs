@@ -1,5 +1,5 @@
-//! Substrate across real processes: functions run within their limits and a misbehaving one
-//! harms nothing else; 100 concurrent requests all get the right answer; the signed counters
+//! Substrate across real processes: functions run within their limits, reach nothing outside
+//! (network, files, environment), and a misbehaving one harms nothing else; 100 concurrent requests all get the right answer; the signed counters
 //! count every request and keep their sequence across a restart; the example project answers
 //! through every node, to `curl`.
 
@@ -108,6 +108,14 @@ fn functions_stay_within_their_limits_and_a_bad_one_harms_nothing_else() -> Resu
     expect(&get("faulty.lab.tau", "/crash")?, 500, "the function failed", "a panic")?;
     expect(&get("faulty.lab.tau", "/silent")?, 500, "without a response", "no response")?;
     expect(&get("empty.lab.tau", "/")?, 500, "wasi:http/incoming-handler", "an empty component")?;
+    // No way out: no outgoing HTTP, no files, no sockets (even to the node's own gateway), no
+    // environment.
+    let port = gateway.rsplit(':').next().unwrap_or("0");
+    for path in ["/fetch", "/read", &format!("/connect?port={port}"), "/env"] {
+        let answer = get("faulty.lab.tau", path)?;
+        expect(&answer, 200, "denied: ", &format!("{path} from a function"))?;
+    }
+    expect(&get("faulty.lab.tau", "/fetch")?, 200, "HttpRequestDenied", "outgoing HTTP")?;
     expect(&get("nowhere.lab.tau", "/")?, 404, "no function serves GET nowhere.lab.tau/", "404")?;
     expect(&get("ping.lab.tau", "/nothing")?, 404, "no function serves", "an unknown path")?;
     expect(&get("ping.lab.tau", "/ping")?, 200, "pong", "ping after the failures")?;
@@ -263,6 +271,16 @@ fn the_example_project_answers_through_every_node() -> Result {
             || !lower.contains("x-echo-x-tenant: blue")
         {
             return Err(format!("echo through {gateway} said {echoed:?}").into());
+        }
+        let html = curl(&[
+            "-H",
+            "Host: markdown.example.tau",
+            "--data-binary",
+            "# Tau\n\n| a | b |\n|---|---|\n| 1 | 2 |\n",
+            &url("/markdown"),
+        ])?;
+        if !html.contains("<h1>Tau</h1>") || !html.contains("<td>2</td>") {
+            return Err(format!("markdown through {gateway} said {html:?}").into());
         }
         let avatar = curl(&["-H", "Host: avatar.example.tau", &url("/avatar/alice")])?;
         if !avatar.starts_with("<svg") || !avatar.contains("<rect") {

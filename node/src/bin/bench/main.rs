@@ -1,14 +1,17 @@
 //! `tau-node-bench`: Tau's benchmarks, each figure beside a baseline measured in the same run.
 //!
-//! `tau-node-bench [foundation] [tns] [hoarder]` (default: all). Run with `scripts/bench` (a release
+//! `tau-node-bench [foundation] [tns] [hoarder] [substrate]` (default: all). Run with `scripts/bench` (a release
 //! build); it needs `tau-node` beside this binary.
 //!
 //! - [`foundation`]: admin `Info` round trip; time until a 10-node mesh is complete.
 //! - [`tns`]: local `Get`; push to visible on 10 nodes; anti-entropy catch-up of 10,000 records.
 //! - [`hoarder`]: put and get of 256 MB, repair time, peak RSS, beside raw hashing.
+//! - [`substrate`]: ping served by native hyper, the tau gateway and `wasmtime serve`; cold
+//!   starts of components fetched from a peer.
 
 mod foundation;
 mod hoarder;
+mod substrate;
 mod tns;
 
 use std::path::{Path, PathBuf};
@@ -24,6 +27,9 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--echo-server") {
         return foundation::echo_server().await;
+    }
+    if args.first().map(String::as_str) == Some("--hello-server") {
+        return substrate::hello_server().await;
     }
     let all = args.is_empty();
     let wants = |name: &str| all || args.iter().any(|a| a == name);
@@ -49,6 +55,10 @@ async fn main() -> anyhow::Result<()> {
         if wants("hoarder") {
             println!();
             hoarder::run(&tau_node, &tmp).await?;
+        }
+        if wants("substrate") {
+            println!();
+            substrate::run(&tau_node, &tmp).await?;
         }
         anyhow::Ok(())
     }
