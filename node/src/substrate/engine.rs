@@ -1,10 +1,12 @@
 //! The wasmtime facade: the one place in the node that configures and calls wasmtime.
 //!
-//! - One [`Engine`] per node: Cranelift, async support, the pooling allocator sized by
-//!   `substrate.max_instances`, and epoch interruption driven by a ticker thread.
-//! - [`Engine::load`] turns a function's `.wasm` into a pre-linked [`Ready`] component, through
-//!   the on-disk cache of compiled artifacts (keyed by the component's CID and the engine's
-//!   compatibility hash, written only by this node, checked by hash before it is loaded).
+//! - One [`Engine`] per node, with two compilers: Winch (baseline, compiles several times faster)
+//!   for a component's first requests, and Cranelift (optimizing) for good. Each has the pooling
+//!   allocator sized by `substrate.max_instances`; one ticker thread drives both epochs.
+//! - [`Engine::load_cached`], [`Engine::compile_baseline`] and [`Engine::compile`] turn a
+//!   function's `.wasm` into a pre-linked [`Ready`] component. Cranelift's artifacts are cached on
+//!   disk (keyed by the component's CID and the engine's compatibility hash, written only by this
+//!   node, checked by hash before they are loaded).
 //! - [`Engine::invoke`] runs one request in a fresh instance, with the function's memory limit
 //!   and deadline, and reports what it cost.
 //!
@@ -27,7 +29,7 @@ use tokio::sync::oneshot;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{
     Config, Engine as WasmEngine, InstanceAllocationStrategy, PoolingAllocationConfig,
-    ResourceLimiter, Store, UpdateDeadline,
+    ResourceLimiter, Store, Strategy, UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -117,6 +119,8 @@ pub struct Limits {
 /// A compiled, pre-linked component, ready to instantiate per request.
 pub struct Ready {
     pre: ProxyPre<State>,
+    /// Which compiler made it.
+    pub compiler: Compiler,
     /// Whether the compiled artifact came from this node's disk cache.
     pub from_cache: bool,
 }
@@ -129,10 +133,61 @@ pub struct Invocation {
     pub done: tokio::task::JoinHandle<Outcome>,
 }
 
-/// The node's wasmtime engine.
-pub struct Engine {
+/// One compiler's engine and the linker over it.
+struct Tier {
     engine: WasmEngine,
     linker: Linker<State>,
+}
+
+impl Tier {
+    fn new(strategy: Strategy, max_instances: u32) -> Result<Self, LoadError> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(max_instances)
+            .total_core_instances(max_instances * 4)
+            .total_memories(max_instances * 2)
+            .total_tables(max_instances * 4)
+            .total_stacks(max_instances)
+            .max_memory_size(MAX_MEMORY as usize)
+            .table_elements(MAX_TABLE_ELEMENTS);
+        let mut config = Config::new();
+        config
+            .strategy(strategy)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = WasmEngine::new(&config).map_err(|e| LoadError::Io(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
+            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        Ok(Self { engine, linker })
+    }
+
+    fn prepare(&self, component: &Component) -> Result<ProxyPre<State>, LoadError> {
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        ProxyPre::new(pre).map_err(|e| {
+            LoadError::Link(format!("it does not export wasi:http/incoming-handler: {e:#}"))
+        })
+    }
+}
+
+/// Which compiler made a [`Ready`] component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compiler {
+    /// Winch, the baseline compiler: compiles several times faster, runs slower. A component's
+    /// first requests on a node run on it while Cranelift works.
+    Baseline,
+    /// Cranelift, the optimizing compiler: what a component runs on for good, and what is cached
+    /// on disk.
+    Optimized,
+}
+
+/// The node's wasmtime engines: Cranelift for good, Winch for first requests.
+pub struct Engine {
+    optimized: Tier,
+    baseline: Tier,
     cache_dir: PathBuf,
     compat: String,
     stop_ticker: Arc<AtomicBool>,
@@ -145,41 +200,29 @@ impl Drop for Engine {
 }
 
 impl Engine {
-    /// Builds the engine, its linker and its ticker; compiled artifacts go to `cache_dir`.
+    /// Builds the engines, their linkers and the epoch ticker; compiled artifacts go to
+    /// `cache_dir`.
     pub fn new(cache_dir: &Path, max_instances: u32) -> Result<Self, LoadError> {
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(max_instances)
-            .total_core_instances(max_instances * 4)
-            .total_memories(max_instances * 2)
-            .total_tables(max_instances * 4)
-            .total_stacks(max_instances)
-            .max_memory_size(MAX_MEMORY as usize)
-            .table_elements(MAX_TABLE_ELEMENTS);
-        let mut config = Config::new();
-        config
-            .epoch_interruption(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = WasmEngine::new(&config).map_err(|e| LoadError::Io(format!("{e:#}")))?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
-            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let optimized = Tier::new(Strategy::Cranelift, max_instances)?;
+        let baseline = Tier::new(Strategy::Winch, max_instances)?;
         std::fs::create_dir_all(cache_dir)
             .map_err(|e| LoadError::Io(format!("cannot create {}: {e}", cache_dir.display())))?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
-        let ticker = engine.clone();
+        let tickers = [optimized.engine.clone(), baseline.engine.clone()];
         let stop = stop_ticker.clone();
         std::thread::Builder::new()
             .name("epoch-ticker".into())
             .spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(TICK);
-                    ticker.increment_epoch();
+                    for engine in &tickers {
+                        engine.increment_epoch();
+                    }
                 }
             })
             .map_err(|e| LoadError::Io(format!("cannot start the epoch ticker: {e}")))?;
-        let compat = compat_hash(&engine);
-        Ok(Self { engine, linker, cache_dir: cache_dir.to_path_buf(), compat, stop_ticker })
+        let compat = compat_hash(&optimized.engine);
+        Ok(Self { optimized, baseline, cache_dir: cache_dir.to_path_buf(), compat, stop_ticker })
     }
 
     /// Where the compiled artifact of `cid` is cached.
@@ -199,7 +242,8 @@ impl Engine {
                 return None;
             }
         };
-        self.prepare(&component).ok().map(|pre| Ready { pre, from_cache: true })
+        let pre = self.optimized.prepare(&component).ok()?;
+        Some(Ready { pre, compiler: Compiler::Optimized, from_cache: true })
     }
 
     /// Checks the artifact's hash, then hands it to wasmtime.
@@ -211,16 +255,26 @@ impl Engine {
         if blake3::hash(artifact).as_bytes() != hash {
             return Err("its hash does not match (a torn or altered file)".into());
         }
-        deserialize_own_artifact(&self.engine, artifact)
+        deserialize_own_artifact(&self.optimized.engine, artifact)
     }
 
-    /// Compiles `wasm` (the blob `cid`), caches the artifact on disk, and links it. Slow: call
-    /// it from a blocking task.
+    /// Compiles `wasm` with the baseline compiler, for the first requests. Slow enough to call
+    /// from a blocking task.
+    pub fn compile_baseline(&self, wasm: &[u8]) -> Result<Ready, LoadError> {
+        looks_like_component(wasm)?;
+        let component = Component::new(&self.baseline.engine, wasm)
+            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let pre = self.baseline.prepare(&component)?;
+        Ok(Ready { pre, compiler: Compiler::Baseline, from_cache: false })
+    }
+
+    /// Compiles `wasm` (the blob `cid`) with the optimizing compiler, links it, and caches the
+    /// artifact on disk. Slow: call it from a blocking task.
     pub fn compile(&self, cid: &BlobId, wasm: &[u8]) -> Result<Ready, LoadError> {
-        check_component(wasm)?;
-        let component =
-            Component::new(&self.engine, wasm).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
-        let pre = self.prepare(&component)?;
+        looks_like_component(wasm)?;
+        let component = Component::new(&self.optimized.engine, wasm)
+            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let pre = self.optimized.prepare(&component)?;
         match component.serialize() {
             Ok(artifact) => {
                 if let Err(e) = self.write_artifact(cid, &artifact) {
@@ -229,7 +283,7 @@ impl Engine {
             }
             Err(e) => tracing::warn!(%cid, error = %e, "compiled artifact not serialized"),
         }
-        Ok(Ready { pre, from_cache: false })
+        Ok(Ready { pre, compiler: Compiler::Optimized, from_cache: false })
     }
 
     /// Writes `hash || artifact` to a temporary file, syncs it and renames it into place, so a
@@ -242,16 +296,6 @@ impl Engine {
         file.write_all(artifact)?;
         file.sync_all()?;
         std::fs::rename(&tmp, &path)
-    }
-
-    fn prepare(&self, component: &Component) -> Result<ProxyPre<State>, LoadError> {
-        let pre = self
-            .linker
-            .instantiate_pre(component)
-            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
-        ProxyPre::new(pre).map_err(|e| {
-            LoadError::Link(format!("it does not export wasi:http/incoming-handler: {e:#}"))
-        })
     }
 
     /// Starts one invocation of `ready` for `request` in a fresh instance. `finished` is called
@@ -269,7 +313,7 @@ impl Engine {
     {
         let started = Instant::now();
         let deadline = started + limits.timeout;
-        let mut store = Store::new(&self.engine, State::new(limits.memory));
+        let mut store = Store::new(ready.pre.engine(), State::new(limits.memory));
         store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |mut context| {
@@ -335,9 +379,18 @@ fn deserialize_own_artifact(engine: &WasmEngine, artifact: &[u8]) -> Result<Comp
     unsafe { Component::deserialize(engine, artifact) }.map_err(|e| format!("{e:#}"))
 }
 
-/// Refuses anything but a WebAssembly component before Cranelift sees it, with a reason a
-/// function author can act on.
+/// Refuses anything but a valid WebAssembly component, with a reason a function author can act
+/// on (`project push` runs it on every function's file).
 pub fn check_component(wasm: &[u8]) -> Result<(), LoadError> {
+    looks_like_component(wasm)?;
+    let mut validator = wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all());
+    validator.validate_all(wasm).map_err(|e| LoadError::Invalid(e.to_string()))?;
+    Ok(())
+}
+
+/// The quick part of [`check_component`], before a compiler sees the bytes (which it validates
+/// itself).
+fn looks_like_component(wasm: &[u8]) -> Result<(), LoadError> {
     if !wasm.starts_with(b"\0asm") {
         return Err(LoadError::Invalid("the file does not start with the wasm magic bytes".into()));
     }
@@ -348,8 +401,6 @@ pub fn check_component(wasm: &[u8]) -> Result<(), LoadError> {
                 .into(),
         ));
     }
-    let mut validator = wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all());
-    validator.validate_all(wasm).map_err(|e| LoadError::Invalid(e.to_string()))?;
     Ok(())
 }
 
@@ -504,4 +555,116 @@ fn thread_cpu_time() -> Duration {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
         .map(Duration::from)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::{BodyExt, Full};
+
+    use super::*;
+
+    /// The `faulty` fixture, built by `scripts/build-examples` (which `scripts/test` runs first).
+    fn faulty() -> Vec<u8> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples/functions/target/wasm32-wasip2/release/faulty.wasm");
+        std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run scripts/build-examples)", path.display()))
+    }
+
+    /// Runs `GET /<path>` on `ready`; the status (or the failure) and the outcome.
+    async fn call(engine: &Engine, ready: &Ready, path: &str) -> (Result<u16, Failure>, Outcome) {
+        let limits = Limits { timeout: Duration::from_millis(300), memory: 16 << 20 };
+        let request = hyper::Request::get(format!("http://fixture.test/{path}"))
+            .body(
+                Full::new(Bytes::new())
+                    .map_err(|never| -> wasmtime_wasi_http::Error { match never {} }),
+            )
+            .unwrap();
+        let invocation = engine.invoke(ready, limits, request, |_| {}).unwrap();
+        let answer = invocation.response.await;
+        let outcome = invocation.done.await.unwrap();
+        let status = match answer {
+            Ok(Ok(response)) => Ok(response.status().as_u16()),
+            _ => Err(outcome.failure.clone().unwrap_or(Failure::NoResponse)),
+        };
+        (status, outcome)
+    }
+
+    #[tokio::test]
+    async fn both_compilers_keep_a_function_within_its_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::new(dir.path(), 8).unwrap();
+        let wasm = faulty();
+        let cid = BlobId::of(&wasm);
+        let tiers = [engine.compile_baseline(&wasm).unwrap(), engine.compile(&cid, &wasm).unwrap()];
+        for ready in &tiers {
+            let tier = ready.compiler;
+            let (status, outcome) = call(&engine, ready, "ok").await;
+            assert_eq!(status, Ok(200), "{tier:?}");
+            assert!(outcome.failure.is_none() && outcome.peak_memory > 0, "{tier:?}: {outcome:?}");
+            let started = Instant::now();
+            let (status, _) = call(&engine, ready, "spin").await;
+            assert_eq!(status, Err(Failure::Timeout(Duration::from_millis(300))), "{tier:?}");
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "{tier:?}: {:?}",
+                started.elapsed()
+            );
+            let (status, outcome) = call(&engine, ready, "spin").await;
+            assert!(outcome.cpu >= Duration::from_millis(200), "{tier:?}: spinning is CPU time");
+            assert!(status.is_err());
+            assert_eq!(
+                call(&engine, ready, "sleep").await.0,
+                Err(Failure::Timeout(Duration::from_millis(300)))
+            );
+            let (status, outcome) = call(&engine, ready, "hog").await;
+            assert_eq!(status, Err(Failure::OutOfMemory(16 << 20)), "{tier:?}");
+            assert!(outcome.peak_memory <= 16 << 20, "{tier:?}: {outcome:?}");
+            assert!(
+                matches!(call(&engine, ready, "crash").await.0, Err(Failure::Trap(_))),
+                "{tier:?}"
+            );
+            assert_eq!(
+                call(&engine, ready, "silent").await.0,
+                Err(Failure::NoResponse),
+                "{tier:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_compiled_cache_is_used_and_a_damaged_artifact_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::new(dir.path(), 8).unwrap();
+        let wasm = faulty();
+        let cid = BlobId::of(&wasm);
+        assert!(engine.load_cached(&cid).is_none(), "nothing is cached yet");
+        engine.compile(&cid, &wasm).unwrap();
+        let cached = engine.load_cached(&cid).expect("the artifact was cached");
+        assert!(cached.from_cache && cached.compiler == Compiler::Optimized);
+        let path = engine.artifact_path(&cid);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(engine.load_cached(&cid).is_none(), "a damaged artifact is not loaded");
+        assert!(!path.exists(), "and it is deleted, to be compiled again");
+        std::fs::write(&path, &bytes[..HASH_LEN - 1]).unwrap();
+        assert!(engine.load_cached(&cid).is_none(), "nor a torn one");
+    }
+
+    #[test]
+    fn a_module_or_garbage_is_refused_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::new(dir.path(), 8).unwrap();
+        let cid = BlobId::of(b"x");
+        let module = b"\0asm\x01\0\0\0";
+        let e = engine.compile(&cid, module).err().unwrap().to_string();
+        assert!(e.contains("core module, not a component"), "{e}");
+        let e = engine.compile_baseline(b"hello").err().unwrap().to_string();
+        assert!(e.contains("magic bytes"), "{e}");
+        let empty = b"\0asm\x0d\0\x01\0";
+        let e = engine.compile(&cid, empty).err().unwrap().to_string();
+        assert!(e.contains("wasi:http/incoming-handler"), "{e}");
+    }
 }

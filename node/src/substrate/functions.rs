@@ -1,6 +1,11 @@
 //! Components by CID: from memory, from this node's compiled cache, or fetched from hoarder and
 //! compiled once. Concurrent first requests for one component wait for the same load.
 //!
+//! A component new to the node is compiled first with the baseline compiler (Winch), which
+//! answers the first requests within milliseconds, while the optimizing compiler (Cranelift)
+//! works in the background; its result replaces the baseline for later requests and is cached
+//! on disk, so a restarted node starts optimized.
+//!
 //! A component that does not compile or link is remembered as broken (its CID names its bytes,
 //! so it will never get better); a fetch that fails is not, and the next request tries again.
 
@@ -12,13 +17,15 @@ use tau_proto::hoarder::BlobId;
 use tau_proto::hoarder::transfer;
 use tokio::sync::OnceCell;
 
-use super::engine::{Engine, LoadError, Ready};
+use super::engine::{Compiler, Engine, LoadError, Ready};
 use crate::{hoarder, p2p};
 
 /// The largest component the node fetches.
 const MAX_COMPONENT: u64 = 256 << 20;
 
-type Slot = Arc<OnceCell<Result<Arc<Ready>, LoadError>>>;
+/// The component a CID runs as now (the baseline until the optimized one replaces it).
+type Current = Arc<Mutex<Arc<Ready>>>;
+type Slot = Arc<OnceCell<Result<Current, LoadError>>>;
 
 /// The node's components.
 pub struct Functions {
@@ -41,16 +48,16 @@ impl Functions {
             let mut slots = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             slots.entry(cid).or_default().clone()
         };
-        let loaded = slot.get_or_try_init(|| self.load(cid, size)).await?;
-        loaded.clone()
+        match slot.get_or_try_init(|| self.load(cid, size)).await? {
+            Ok(current) => {
+                Ok(current.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone())
+            }
+            Err(e) => Err(e.clone()),
+        }
     }
 
     /// `Err` is a fetch failure (not remembered); `Ok(Err)` a broken component (remembered).
-    async fn load(
-        &self,
-        cid: BlobId,
-        size: u64,
-    ) -> Result<Result<Arc<Ready>, LoadError>, LoadError> {
+    async fn load(&self, cid: BlobId, size: u64) -> Result<Result<Current, LoadError>, LoadError> {
         let started = Instant::now();
         let engine = self.engine.clone();
         let cached = tokio::task::spawn_blocking(move || engine.load_cached(&cid))
@@ -58,26 +65,60 @@ impl Functions {
             .map_err(|e| LoadError::Io(e.to_string()))?;
         if let Some(ready) = cached {
             tracing::debug!(%cid, elapsed = ?started.elapsed(), "component loaded from the compiled cache");
-            return Ok(Ok(Arc::new(ready)));
+            return Ok(Ok(Arc::new(Mutex::new(Arc::new(ready)))));
         }
         if size > MAX_COMPONENT {
             return Ok(Err(LoadError::Invalid(format!(
                 "the component is {size} bytes, more than the {MAX_COMPONENT} a node runs"
             ))));
         }
-        let wasm = self.fetch(cid).await?;
+        let wasm = Arc::new(self.fetch(cid).await?);
         let fetched = started.elapsed();
-        let engine = self.engine.clone();
-        let compiled = tokio::task::spawn_blocking(move || engine.compile(&cid, &wasm))
+        let (engine, bytes) = (self.engine.clone(), wasm.clone());
+        let baseline = tokio::task::spawn_blocking(move || engine.compile_baseline(&bytes))
             .await
             .map_err(|e| LoadError::Io(e.to_string()))?;
-        match &compiled {
-            Ok(_) => tracing::info!(
-                %cid, ?fetched, total = ?started.elapsed(), "component fetched and compiled"
-            ),
-            Err(e) => tracing::warn!(%cid, error = %e, "component refused"),
-        }
-        Ok(compiled.map(Arc::new))
+        let baseline = match baseline {
+            Ok(ready) => ready,
+            Err(e) => {
+                // Winch does not take every component Cranelift does: try the optimizer at once.
+                tracing::debug!(%cid, error = %e, "baseline compile failed");
+                let engine = self.engine.clone();
+                let optimized = tokio::task::spawn_blocking(move || engine.compile(&cid, &wasm))
+                    .await
+                    .map_err(|e| LoadError::Io(e.to_string()))?;
+                if let Err(e) = &optimized {
+                    tracing::warn!(%cid, error = %e, "component refused");
+                }
+                return Ok(optimized.map(|ready| Arc::new(Mutex::new(Arc::new(ready)))));
+            }
+        };
+        tracing::info!(%cid, ?fetched, total = ?started.elapsed(), "component fetched and compiled (baseline)");
+        let current: Current = Arc::new(Mutex::new(Arc::new(baseline)));
+        let (engine, swap) = (self.engine.clone(), current.clone());
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            match engine.compile(&cid, &wasm) {
+                Ok(optimized) => {
+                    *swap.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                        Arc::new(optimized);
+                    tracing::info!(%cid, elapsed = ?started.elapsed(), "component optimized");
+                }
+                Err(e) => {
+                    tracing::warn!(%cid, error = %e, "component not optimized: it stays on the baseline compiler")
+                }
+            }
+        });
+        Ok(Ok(current))
+    }
+
+    /// Which compiler serves `cid` now, if it is loaded.
+    pub fn compiler(&self, cid: &BlobId) -> Option<Compiler> {
+        let slot =
+            self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(cid)?.clone();
+        let current = slot.get()?.as_ref().ok()?.clone();
+        let compiler = current.lock().unwrap_or_else(std::sync::PoisonError::into_inner).compiler;
+        Some(compiler)
     }
 
     /// The component's bytes: from the local store, else from the first hoarder peer that has
