@@ -44,8 +44,15 @@ const MAX_MEMORY: u64 = 4 << 30;
 /// Table elements one instance may have.
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 /// Memory (per linear memory, table and stack) reset with memset rather than given back to the
-/// kernel when an instance ends.
-const KEEP_RESIDENT: usize = 2 << 20;
+/// kernel when an instance ends. With the kernel's PAGEMAP_SCAN (Linux 6.7+) only the pages an
+/// instance touched are reset, so the bound can be generous; without it the lowest bytes are
+/// reset whether touched or not, so it stays small.
+fn keep_resident() -> usize {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut numbers = release.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok());
+    let version: (u32, u32) = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    if version >= (6, 7) { 2 << 20 } else { 64 << 10 }
+}
 /// Freed slots whose pages are given back together, in one batch.
 const DECOMMIT_BATCH: usize = 32;
 /// The header of a cached artifact: its BLAKE3 hash, checked before wasmtime sees it.
@@ -158,9 +165,9 @@ impl Tier {
             // kernel can say which) instead of madvise, which costs a TLB shootdown now and page
             // faults on the next request; batch the madvise calls that remain.
             .pagemap_scan(Enabled::Auto)
-            .linear_memory_keep_resident(KEEP_RESIDENT)
-            .table_keep_resident(KEEP_RESIDENT)
-            .async_stack_keep_resident(KEEP_RESIDENT)
+            .linear_memory_keep_resident(keep_resident())
+            .table_keep_resident(keep_resident())
+            .async_stack_keep_resident(keep_resident())
             .decommit_batch_size(DECOMMIT_BATCH);
         let mut config = Config::new();
         config
