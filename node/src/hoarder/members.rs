@@ -48,12 +48,16 @@ impl Members {
         live
     }
 
-    /// The live members: those heard from within [`DEAD_AFTER`], and the connected hoarder nodes
-    /// not heard from yet (a node that just started or joined). Once a member has sent a
-    /// heartbeat, its heartbeats alone decide.
+    /// The live members: the connected hoarder nodes that were heard from within
+    /// [`DEAD_AFTER`] or have not beaten yet (a node that just started or joined). A member that
+    /// beat and went quiet is dead; one that is no longer connected is too, at once (a partition
+    /// or a crash shows as a closed connection before its beats are missed).
     pub fn live_with(&self, connected: &[PeerId]) -> Vec<PeerId> {
-        let mut live = self.live();
-        live.extend(connected.iter().filter(|p| !self.members.contains_key(p)));
+        let mut live: Vec<PeerId> = connected
+            .iter()
+            .filter(|p| self.members.get(p).is_none_or(|m| m.seen.elapsed() < DEAD_AFTER))
+            .copied()
+            .collect();
         live.sort();
         live.dedup();
         live
@@ -93,6 +97,11 @@ mod tests {
         // Connected but silent: live until it beats (a newcomer); dead if it beat and went quiet.
         let newcomer = PeerId::random();
         assert_eq!(members.live_with(&[a, newcomer]), vec![newcomer]);
+        // Beating but no longer connected (cut off): not live.
+        let b = PeerId::random();
+        members.record(b, &Heartbeat { held: vec![], fetching: vec![], pins: vec![] });
+        assert_eq!(members.live_with(&[b]), vec![b]);
+        assert!(members.live_with(&[newcomer]).iter().all(|p| *p != b));
         assert!(members.holders(&cid).is_empty(), "a dead member holds nothing");
     }
 }

@@ -178,6 +178,7 @@ impl Hoarder {
                     .manifest(&cid)
                     .map_err(|e| e.to_string())?
                     .ok_or(format!("no upload of {cid} started"))?;
+                self.refresh_connected().await;
                 (manifest, self.replicate(cid, replicas))
             }
         };

@@ -24,6 +24,9 @@ use crate::{p2p, tns};
 pub const MAX_AGE: Duration = Duration::from_secs(30);
 /// How long "no such host" is remembered.
 pub const NEGATIVE_AGE: Duration = Duration::from_secs(2);
+/// The most hosts remembered; past it, stale entries are dropped (then all unknown hosts), so
+/// that requests with made-up Host headers cannot grow the table without bound.
+pub const MAX_HOSTS: usize = 10_000;
 
 /// Where the registry is read from.
 #[derive(Clone)]
@@ -190,6 +193,9 @@ impl Routes {
         method: &str,
         path: &str,
     ) -> Result<Option<Arc<Target>>, String> {
+        if !keys::is_fqdn(host) {
+            return Ok(None);
+        }
         let routes = match self.cached(host) {
             Some(routes) => routes,
             None => self.load(host).await?,
@@ -222,7 +228,14 @@ impl Routes {
             }
         }
         let entry = Arc::new(HostRoutes { loaded: Instant::now(), routes });
-        self.hosts().insert(host.to_string(), entry.clone());
+        let mut hosts = self.hosts();
+        if hosts.len() >= MAX_HOSTS {
+            hosts.retain(|_, h| h.fresh());
+            if hosts.len() >= MAX_HOSTS {
+                hosts.retain(|_, h| !h.routes.is_empty());
+            }
+        }
+        hosts.insert(host.to_string(), entry.clone());
         Ok(entry)
     }
 
