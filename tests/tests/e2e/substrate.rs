@@ -282,6 +282,16 @@ fn the_example_project_answers_through_every_node() -> Result {
         if !html.contains("<h1>Tau</h1>") || !html.contains("<td>2</td>") {
             return Err(format!("markdown through {gateway} said {html:?}").into());
         }
+        let pretty = curl(&[
+            "-H",
+            "Host: json.example.tau",
+            "--data-binary",
+            "{\"a\":[1,2]}",
+            &url("/json"),
+        ])?;
+        if pretty != "{\n  \"a\": [\n    1,\n    2\n  ]\n}\n" {
+            return Err(format!("json through {gateway} said {pretty:?}").into());
+        }
         let avatar = curl(&["-H", "Host: avatar.example.tau", &url("/avatar/alice")])?;
         if !avatar.starts_with("<svg") || !avatar.contains("<rect") {
             return Err(format!("avatar through {gateway} said {avatar:?}").into());

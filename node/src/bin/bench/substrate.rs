@@ -129,7 +129,7 @@ pub(crate) async fn run(tau_node: &Path, tmp: &Path) -> anyhow::Result<()> {
 
     // Cold starts: components this node has never compiled, fetched from a peer.
     let mut cold: Vec<(String, u64, Duration)> = Vec::new();
-    for name in ["ping", "echo", "markdown"] {
+    for name in ["ping", "echo", "json", "markdown"] {
         let wasm = std::fs::read(wasm_dir.join(format!("{name}.wasm")))?;
         let mut runs = Vec::new();
         for run in 0..5 {
@@ -150,6 +150,8 @@ pub(crate) async fn run(tau_node: &Path, tmp: &Path) -> anyhow::Result<()> {
                 path: format!("/{function}"),
             };
             wait_route(tau_node, &profile, &node, &target).await?;
+            // A node at rest: the previous run's optimizing compile has finished.
+            tokio::time::sleep(Duration::from_millis(500)).await;
             runs.push(cold_request(&target).await?);
         }
         runs.sort();
@@ -185,6 +187,7 @@ pub(crate) async fn run(tau_node: &Path, tmp: &Path) -> anyhow::Result<()> {
     println!(
         "cold start of a component the node never compiled, fetched from a peer (median of 5)"
     );
+    println!("  (Winch's code answers at once; Cranelift's replaces it in the background)");
     for (name, size, median) in &cold {
         println!("  {:<12}{:>8} KB{:>12}", name, size / 1000, first(*median));
     }
@@ -461,7 +464,9 @@ async fn cold_request(target: &Target) -> anyhow::Result<Duration> {
     let sent = Instant::now();
     let status = get(&mut sender, target).await?;
     let elapsed = sent.elapsed();
-    if status != 200 {
+    // The function's own answer counts, whatever it says of an empty GET (json says 400);
+    // the gateway's 404 (no route yet) and 5xx (the function failed) do not.
+    if status == 404 || status >= 500 {
         bail!("the cold request to {}{} answered {status}", target.host, target.path);
     }
     Ok(elapsed)
