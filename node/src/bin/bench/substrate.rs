@@ -407,8 +407,25 @@ async fn push(tau_node: &Path, profile: &Path, project: &Path, key: &Path) -> an
     Ok(())
 }
 
-/// A node that does not hold `cid` (of 4 nodes, the pin's 3 copies leave one).
+/// A node that does not hold `cid` (of 4 nodes, the pin's 3 copies leave one; a fourth copy
+/// made while placement moved is released within seconds).
 async fn non_holder(tau_node: &Path, profile: &Path, cid: &BlobId) -> anyhow::Result<String> {
+    let mut last = None;
+    for _ in 0..50 {
+        match holders_and_others(tau_node, profile, cid).await {
+            Ok(node) => return Ok(node),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no node found")))
+}
+
+async fn holders_and_others(
+    tau_node: &Path,
+    profile: &Path,
+    cid: &BlobId,
+) -> anyhow::Result<String> {
     let cloud = profile.to_string_lossy();
     let out = tau(tau_node, &["hoarder", "list", "--cloud", &cloud, "--json"]).await?;
     let pins: serde_json::Value = serde_json::from_str(&out)?;
