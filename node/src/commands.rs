@@ -12,6 +12,7 @@ mod run;
 mod status;
 mod swarm_key;
 mod tns;
+mod vault;
 
 use clap::Subcommand;
 
@@ -29,6 +30,7 @@ pub(crate) enum Command {
     Tns(tns::Tns),
     Hoarder(hoarder::Hoarder),
     Counters(counters::Counters),
+    Vault(vault::Vault),
 }
 
 impl Command {
@@ -50,6 +52,7 @@ impl Command {
             Self::Tns(cmd) => cmd.run().await,
             Self::Hoarder(cmd) => cmd.run().await,
             Self::Counters(cmd) => cmd.run().await,
+            Self::Vault(cmd) => cmd.run(),
         }
     }
 }

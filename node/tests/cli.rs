@@ -86,3 +86,42 @@ fn swarm_key_prints_fresh_keys_and_writes_private_files() -> Result {
     assert!(!String::from_utf8_lossy(&out.stdout).contains(&key_line));
     Ok(())
 }
+
+#[test]
+fn vault_deal_writes_private_shares_that_decrypt_together() -> Result {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("vault");
+    let dir_arg = dir.to_string_lossy();
+    let out = tau_node(&["vault", "deal", "--shares", "4", "--threshold", "1", "--out", &dir_arg])?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let keyset: tau_proto::vault::KeySet =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(dir.join("keyset.yaml"))?)?;
+    keyset.validate()?;
+    assert_eq!((keyset.shares, keyset.threshold), (4, 1));
+    let mut shares = Vec::new();
+    let ct = keyset.encrypt(b"s3cret")?;
+    for i in 0..4 {
+        let path = dir.join(format!("share-{i}.yaml"));
+        assert_eq!(mode(&path)?, 0o600, "{} must be private", path.display());
+        let file: tau_proto::vault::ShareFile =
+            serde_yaml_ng::from_str(&std::fs::read_to_string(&path)?)?;
+        assert_eq!((file.keyset.as_str(), file.index), (keyset.id.as_str(), i));
+        shares.push((libp2p::PeerId::random(), i, file.decryption_share(&ct)?));
+    }
+    assert_eq!(keyset.combine(&ct, &shares[2..])?, b"s3cret");
+    // Nothing printed carries a share.
+    let printed = String::from_utf8(out.stdout)?;
+    let share0 = std::fs::read_to_string(dir.join("share-0.yaml"))?;
+    let secret_line = share0.lines().find(|l| l.starts_with("secret:")).ok_or("no secret")?;
+    assert!(!printed.contains(secret_line.trim_start_matches("secret: ")));
+
+    // A second deal into the same folder overwrites nothing; bad parameters are refused.
+    let again =
+        tau_node(&["vault", "deal", "--shares", "4", "--threshold", "1", "--out", &dir_arg])?;
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    assert_eq!(std::fs::read_to_string(dir.join("share-0.yaml"))?, share0);
+    let bad = tau_node(&["vault", "deal", "--shares", "2", "--threshold", "2", "--out", "/tmp/x"])?;
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("threshold"));
+    Ok(())
+}

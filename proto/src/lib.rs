@@ -10,6 +10,8 @@
 //! - [`hoarder`]: blob ids (CIDv1, BLAKE3), manifests, `/tau/hoarder/1` types, heartbeats.
 //! - [`tns`]: the registry's records, keys, values and `/tau/tns/1` types.
 //! - [`counters`]: signed execution counter records (substrate signs them, q collects them).
+//! - [`vault`]: threshold encryption of secrets (dealing, encrypting, checking and combining
+//!   shares) and owner-signed requests.
 //! - [`cbor`]: the encoding of every wire message and value.
 //! - [`net`]: the transport every peer uses (TCP + pnet + noise + yamux).
 //! - [`client`]: the light client ([`Client::connect`]) used by `tau-node status`, taucorder and q.
@@ -30,6 +32,7 @@ pub mod net;
 pub mod profile;
 pub mod swarm_key;
 pub mod tns;
+pub mod vault;
 pub mod yaml;
 
 pub use client::Client;

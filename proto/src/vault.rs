@@ -1,0 +1,403 @@
+//! Vault: threshold encryption of project secrets over BLS12-381 (the `blsttc` crate), so that
+//! no single node can read a secret.
+//!
+//! - The operator's tooling deals a key set once per cloud ([`deal`]): `n` secret key shares with
+//!   threshold `t` (any `t + 1` shares decrypt, `t` reveal nothing) and the public key set.
+//!   Each vault node keeps only its own [`ShareFile`] (mode 0600) and the public [`KeySet`].
+//! - A client encrypts to the group public key ([`KeySet::encrypt`]); the ciphertext carries its
+//!   own validity check ([`KeySet::check`]), which every node runs before it stores or answers.
+//! - A vault node answers an authorized request with its decryption share only; the client checks
+//!   every share against the node's public key share and combines `t + 1` of them
+//!   ([`KeySet::combine`]). A node that returns a bad share is named.
+//! - Requests for a secret are signed by the project's owner ([`SignedRequest`]), over a
+//!   canonical encoding with a domain tag and a timestamp, so a stranger's request is refused and
+//!   an old one cannot be replayed after [`MAX_REQUEST_AGE`].
+//!
+//! No cryptographic primitive is implemented here: encryption, shares, their checks and the
+//! combination are `blsttc`'s; signatures are libp2p's ed25519.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use blsttc::{Ciphertext, DecryptionShare, PublicKeySet, SecretKeySet, SecretKeyShare};
+use libp2p::PeerId;
+use libp2p::identity::Keypair;
+use serde::{Deserialize, Serialize};
+
+use crate::tns::WriterKey;
+
+/// The protocol name.
+pub const PROTOCOL: &str = "/tau/vault/1";
+
+/// How old a signed request may be, seconds.
+pub const MAX_REQUEST_AGE: u64 = 300;
+
+/// The domain tag of a signed vault request.
+const REQUEST_TAG: &[u8] = b"tau/vault/request/1\n";
+
+/// Why a vault operation failed. Never carries a secret, a share or a plaintext.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VaultError {
+    /// `t + 1` must be at most `n`, and `n` at most 255.
+    #[error(
+        "a key set needs 1 <= threshold + 1 <= shares <= 255 (got {shares} shares, threshold {threshold})"
+    )]
+    BadParameters {
+        /// n.
+        shares: u32,
+        /// t.
+        threshold: u32,
+    },
+    /// Bytes that do not decode as what they should be.
+    #[error("{what} does not decode")]
+    Malformed {
+        /// What it was meant to be.
+        what: &'static str,
+    },
+    /// The ciphertext fails its validity check (altered, or not made for this key set).
+    #[error("the ciphertext fails its validity check")]
+    BadCiphertext,
+    /// A node's decryption share does not match its public key share.
+    #[error("node {node} (share {index}) returned a bad decryption share")]
+    BadShare {
+        /// The node.
+        node: PeerId,
+        /// Its share index.
+        index: u32,
+    },
+    /// Fewer than `t + 1` good shares.
+    #[error("{got} good decryption shares, {needed} needed")]
+    NotEnoughShares {
+        /// Good shares received.
+        got: usize,
+        /// `t + 1`.
+        needed: usize,
+    },
+    /// A share index outside the key set.
+    #[error("share index {index} is outside the key set of {shares} shares")]
+    BadIndex {
+        /// The index.
+        index: u32,
+        /// n.
+        shares: u32,
+    },
+    /// The request is not signed by the key it names, or is too old or from the future.
+    #[error("the request is not validly signed by {0}, or is stale")]
+    BadRequest(WriterKey),
+}
+
+/// The public half of a cloud's vault key set: published in TNS under `/vault/keyset` and kept
+/// by every vault node.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeySet {
+    /// The key set's id: the first 8 bytes of the BLAKE3 hash of `public`, in hex.
+    pub id: String,
+    /// `t`: any `t + 1` shares decrypt.
+    pub threshold: u32,
+    /// `n`: how many shares were dealt.
+    pub shares: u32,
+    /// The public key set (`blsttc::PublicKeySet::to_bytes`).
+    #[serde(with = "crate::bytes::vec")]
+    pub public: Vec<u8>,
+}
+
+impl fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeySet({}, {} of {})", self.id, self.threshold + 1, self.shares)
+    }
+}
+
+/// One node's secret key share. Its `Debug` shows no key material.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ShareFile {
+    /// The key set it belongs to.
+    pub keyset: String,
+    /// Its index, 0..n.
+    pub index: u32,
+    /// The secret key share (`blsttc::SecretKeyShare::to_bytes`).
+    #[serde(with = "crate::bytes::vec")]
+    pub secret: Vec<u8>,
+}
+
+impl fmt::Debug for ShareFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ShareFile(key set {}, index {}, secret redacted)", self.keyset, self.index)
+    }
+}
+
+/// Deals a key set of `shares` shares with threshold `threshold` (`threshold + 1` decrypt).
+pub fn deal(shares: u32, threshold: u32) -> Result<(KeySet, Vec<ShareFile>), VaultError> {
+    if shares == 0 || shares > 255 || threshold >= shares {
+        return Err(VaultError::BadParameters { shares, threshold });
+    }
+    let secret = SecretKeySet::random(threshold as usize, &mut blsttc::rand::rngs::OsRng);
+    let public = secret.public_keys().to_bytes();
+    let id = hex::encode(&blake3::hash(&public).as_bytes()[..8]);
+    let files = (0..shares)
+        .map(|index| ShareFile {
+            keyset: id.clone(),
+            index,
+            secret: secret.secret_key_share(index as usize).to_bytes().to_vec(),
+        })
+        .collect();
+    Ok((KeySet { id, threshold, shares, public }, files))
+}
+
+impl KeySet {
+    fn public_set(&self) -> Result<PublicKeySet, VaultError> {
+        PublicKeySet::from_bytes(self.public.clone())
+            .map_err(|_| VaultError::Malformed { what: "the public key set" })
+    }
+
+    /// Checks that `public` decodes and has the stated threshold and id.
+    pub fn validate(&self) -> Result<(), VaultError> {
+        let set = self.public_set()?;
+        let id = hex::encode(&blake3::hash(&self.public).as_bytes()[..8]);
+        if set.threshold() != self.threshold as usize
+            || id != self.id
+            || self.threshold >= self.shares
+        {
+            return Err(VaultError::Malformed { what: "the key set" });
+        }
+        Ok(())
+    }
+
+    /// Encrypts `plaintext` to the group's public key.
+    pub fn encrypt(&self, plaintext: &[u8]) -> Result<Vec<u8>, VaultError> {
+        Ok(self.public_set()?.public_key().encrypt(plaintext).to_bytes())
+    }
+
+    /// Decodes a ciphertext and runs its validity check.
+    pub fn check(&self, ciphertext: &[u8]) -> Result<(), VaultError> {
+        parse_ciphertext(ciphertext).map(|_| ())
+    }
+
+    /// Checks each node's decryption share against its public key share, then combines
+    /// `t + 1` good ones. A bad share is an error naming its node, even when enough good ones
+    /// came: a node that lies must be seen.
+    pub fn combine(
+        &self,
+        ciphertext: &[u8],
+        shares: &[(PeerId, u32, Vec<u8>)],
+    ) -> Result<Vec<u8>, VaultError> {
+        let ct = parse_ciphertext(ciphertext)?;
+        let set = self.public_set()?;
+        let mut good: BTreeMap<usize, DecryptionShare> = BTreeMap::new();
+        for (node, index, bytes) in shares {
+            if *index >= self.shares {
+                return Err(VaultError::BadIndex { index: *index, shares: self.shares });
+            }
+            let bad = || VaultError::BadShare { node: *node, index: *index };
+            let array: [u8; 48] = bytes.as_slice().try_into().map_err(|_| bad())?;
+            let share = DecryptionShare::from_bytes(array).map_err(|_| bad())?;
+            if !set.public_key_share(*index as usize).verify_decryption_share(&share, &ct) {
+                return Err(bad());
+            }
+            good.insert(*index as usize, share);
+        }
+        let needed = self.threshold as usize + 1;
+        if good.len() < needed {
+            return Err(VaultError::NotEnoughShares { got: good.len(), needed });
+        }
+        set.decrypt(good.iter().take(needed).map(|(i, s)| (*i, s)), &ct)
+            .map_err(|_| VaultError::NotEnoughShares { got: good.len(), needed })
+    }
+}
+
+fn parse_ciphertext(bytes: &[u8]) -> Result<Ciphertext, VaultError> {
+    let ct = Ciphertext::from_bytes(bytes).map_err(|_| VaultError::BadCiphertext)?;
+    if !ct.verify() {
+        return Err(VaultError::BadCiphertext);
+    }
+    Ok(ct)
+}
+
+impl ShareFile {
+    /// This node's decryption share of `ciphertext` (after its validity check).
+    pub fn decryption_share(&self, ciphertext: &[u8]) -> Result<Vec<u8>, VaultError> {
+        let array: [u8; 32] = self
+            .secret
+            .as_slice()
+            .try_into()
+            .map_err(|_| VaultError::Malformed { what: "the secret key share" })?;
+        let share = SecretKeyShare::from_bytes(array)
+            .map_err(|_| VaultError::Malformed { what: "the secret key share" })?;
+        let ct = parse_ciphertext(ciphertext)?;
+        let decryption = share.decrypt_share(&ct).ok_or(VaultError::BadCiphertext)?;
+        Ok(decryption.to_bytes().to_vec())
+    }
+}
+
+/// What a signed request asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestBody {
+    /// What is asked: `decrypt`, `store`, ...
+    pub action: String,
+    /// The project.
+    pub project: String,
+    /// The secret's name.
+    pub name: String,
+    /// When the request was made, Unix seconds.
+    pub at: u64,
+}
+
+impl RequestBody {
+    /// The signed bytes: the domain tag, then each field length-prefixed.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        let mut out = REQUEST_TAG.to_vec();
+        for field in [&self.action, &self.project, &self.name] {
+            out.extend_from_slice(&(field.len() as u32).to_be_bytes());
+            out.extend_from_slice(field.as_bytes());
+        }
+        out.extend_from_slice(&self.at.to_be_bytes());
+        out
+    }
+
+    /// Signs the request with `key` (an ed25519 key).
+    pub fn sign(self, key: &Keypair) -> Option<SignedRequest> {
+        let signer = WriterKey::of(key)?;
+        let signature = key.sign(&self.canonical_bytes()).ok()?;
+        Some(SignedRequest { body: self, signer, signature })
+    }
+}
+
+/// A request signed by a project's owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedRequest {
+    /// What is asked.
+    pub body: RequestBody,
+    /// Who signed it.
+    pub signer: WriterKey,
+    /// The ed25519 signature over [`RequestBody::canonical_bytes`].
+    #[serde(with = "crate::bytes::vec")]
+    pub signature: Vec<u8>,
+}
+
+impl SignedRequest {
+    /// Checks that `owner` signed this request within [`MAX_REQUEST_AGE`] of `now` (Unix
+    /// seconds).
+    pub fn verify(&self, owner: &WriterKey, now: u64) -> Result<(), VaultError> {
+        let fresh = self.body.at + MAX_REQUEST_AGE >= now && self.body.at <= now + 60;
+        if self.signer != *owner
+            || !fresh
+            || !owner.verify(&self.body.canonical_bytes(), &self.signature)
+        {
+            return Err(VaultError::BadRequest(self.signer));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every node's decryption share of `ct`, with a peer id per node.
+    fn shares_of(files: &[ShareFile], ct: &[u8]) -> Vec<(PeerId, u32, Vec<u8>)> {
+        files.iter().map(|f| (PeerId::random(), f.index, f.decryption_share(ct).unwrap())).collect()
+    }
+
+    #[test]
+    fn t_plus_one_shares_decrypt_and_t_do_not() {
+        let (keyset, files) = deal(5, 2).unwrap();
+        keyset.validate().unwrap();
+        let ct = keyset.encrypt(b"the deploy key").unwrap();
+        keyset.check(&ct).unwrap();
+        let shares = shares_of(&files, &ct);
+        // Any 3 of 5 decrypt.
+        for pick in [[0, 1, 2], [2, 3, 4], [0, 2, 4]] {
+            let chosen: Vec<_> = pick.iter().map(|i| shares[*i].clone()).collect();
+            assert_eq!(keyset.combine(&ct, &chosen).unwrap(), b"the deploy key");
+        }
+        // 2 do not.
+        let two = &shares[1..3];
+        assert_eq!(
+            keyset.combine(&ct, two),
+            Err(VaultError::NotEnoughShares { got: 2, needed: 3 })
+        );
+        // Nor does interpolating 2 shares as if they were enough (what a cheating client would
+        // try): the result is not the plaintext.
+        let set = keyset.public_set().unwrap();
+        let parsed = Ciphertext::from_bytes(&ct).unwrap();
+        let decoded: Vec<(usize, DecryptionShare)> = two
+            .iter()
+            .map(|(_, i, b)| {
+                (*i as usize, DecryptionShare::from_bytes(b.clone().try_into().unwrap()).unwrap())
+            })
+            .collect();
+        let guess = set.decrypt(decoded.iter().map(|(i, s)| (*i, s)), &parsed);
+        assert!(guess.is_err() || guess.unwrap() != b"the deploy key");
+    }
+
+    #[test]
+    fn a_corrupted_share_is_detected_and_its_node_named() {
+        let (keyset, files) = deal(5, 2).unwrap();
+        let ct = keyset.encrypt(b"webhook secret").unwrap();
+        let mut shares = shares_of(&files, &ct);
+        let liar = shares[1].0;
+        shares[1].2[5] ^= 0x01;
+        match keyset.combine(&ct, &shares) {
+            Err(VaultError::BadShare { node, index: 1 }) => assert_eq!(node, liar),
+            other => panic!("expected the bad share to be named, got {other:?}"),
+        }
+        // A node that answers with another node's share is caught too.
+        let mut swapped = shares_of(&files, &ct);
+        swapped[0].2 = swapped[2].2.clone();
+        assert!(matches!(
+            keyset.combine(&ct, &swapped),
+            Err(VaultError::BadShare { index: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn an_altered_ciphertext_fails_its_check_everywhere() {
+        let (keyset, files) = deal(3, 1).unwrap();
+        let ct = keyset.encrypt(b"database password").unwrap();
+        for position in [0, 60, ct.len() - 1] {
+            let mut altered = ct.clone();
+            altered[position] ^= 0x80;
+            assert!(keyset.check(&altered).is_err(), "byte {position}");
+            assert!(files[0].decryption_share(&altered).is_err(), "byte {position}");
+        }
+        assert!(keyset.check(&ct[..40]).is_err(), "a cut ciphertext");
+    }
+
+    #[test]
+    fn a_request_signed_by_a_stranger_or_replayed_late_is_refused() {
+        let owner = Keypair::generate_ed25519();
+        let owner_key = WriterKey::of(&owner).unwrap();
+        let stranger = Keypair::generate_ed25519();
+        let body = RequestBody {
+            action: "decrypt".into(),
+            project: "shop".into(),
+            name: "db".into(),
+            at: 1_000_000,
+        };
+        let signed = body.clone().sign(&owner).unwrap();
+        assert_eq!(signed.verify(&owner_key, 1_000_010), Ok(()));
+        let forged = body.clone().sign(&stranger).unwrap();
+        assert!(forged.verify(&owner_key, 1_000_010).is_err(), "a stranger's signature");
+        let mut claimed = forged.clone();
+        claimed.signer = owner_key;
+        assert!(claimed.verify(&owner_key, 1_000_010).is_err(), "a stranger claiming the owner");
+        let mut edited = signed.clone();
+        edited.body.name = "other".into();
+        assert!(edited.verify(&owner_key, 1_000_010).is_err(), "an edited request");
+        assert!(signed.verify(&owner_key, 1_000_000 + MAX_REQUEST_AGE + 1).is_err(), "too old");
+    }
+
+    #[test]
+    fn dealing_checks_its_parameters_and_hides_the_shares() {
+        assert!(deal(3, 3).is_err());
+        assert!(deal(0, 0).is_err());
+        assert!(deal(256, 1).is_err());
+        let (keyset, files) = deal(2, 0).unwrap();
+        assert_eq!((keyset.shares, keyset.threshold, files.len()), (2, 0, 2));
+        let shown = format!("{:?}", files[0]);
+        assert!(shown.contains("redacted") && !shown.contains(&hex::encode(&files[0].secret)));
+        let mut wrong = keyset.clone();
+        wrong.threshold = 1;
+        assert!(wrong.validate().is_err());
+    }
+}
