@@ -197,12 +197,18 @@ async fn wait_mesh(cloud: &DevCloud, timeout: Duration) -> anyhow::Result<()> {
     loop {
         let answers = join_all(cloud.nodes.iter().map(|n| client.peers(n.peer_id))).await;
         let complete = answers.iter().filter(|a| matches!(a, Ok(p) if p.len() >= expected)).count();
-        if complete == cloud.nodes.len() {
+        // Every dev node runs substrate: its gateway must accept connections too (it starts
+        // after the p2p core).
+        let gateways =
+            join_all(cloud.nodes.iter().map(|n| tokio::net::TcpStream::connect(n.http))).await;
+        let listening = gateways.iter().filter(|g| g.is_ok()).count();
+        if complete == cloud.nodes.len() && listening == cloud.nodes.len() {
             return Ok(());
         }
         if Instant::now() >= deadline {
             bail!(
-                "only {complete} of {} nodes joined the mesh within {timeout:?}",
+                "only {complete} of {} nodes joined the mesh and {listening} answer on their \
+                 HTTP port within {timeout:?}",
                 cloud.nodes.len()
             );
         }
