@@ -266,6 +266,23 @@ pub fn create_project(profile: &Path, dir: &Path, id: &str) -> Result<PathBuf> {
     Ok(key)
 }
 
+/// `tau-node project push DIR --json` as the owner `key`, through `node` (or any node); the
+/// push report.
+pub fn push_project(
+    profile: &Path,
+    project: &Path,
+    key: &Path,
+    node: Option<&str>,
+) -> Result<serde_json::Value> {
+    let (profile, project, key) =
+        (profile.to_string_lossy(), project.to_string_lossy(), key.to_string_lossy());
+    let mut args = vec!["project", "push", &project, "--cloud", &profile, "--key", &key, "--json"];
+    if let Some(node) = node {
+        args.extend(["--node", node]);
+    }
+    Ok(serde_json::from_str(&tau_node_ok(&args)?)?)
+}
+
 /// Each tns node's status (`tau-node tns status --json`): peer id, then the status object.
 pub fn tns_status(profile: &Path) -> Result<Vec<serde_json::Value>> {
     let out = tau_node_ok(&["tns", "status", "--cloud", &profile.to_string_lossy(), "--json"])?;

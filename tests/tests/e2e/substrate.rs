@@ -8,8 +8,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tau_tests::harness::{
-    DevCloud, HttpAnswer, Result, Signal, create_project, example_wasm, http, run, signal,
-    tau_node, tau_node_ok, wait_for,
+    DevCloud, HttpAnswer, Result, Signal, create_project, example_wasm, http, push_project, run,
+    signal, tau_node, tau_node_ok, wait_for,
 };
 
 /// A project `lab` with the faulty fixture (1 s, 16 MB), ping, and a component that validates
@@ -39,16 +39,8 @@ fn write_lab_project(dir: &Path) -> Result {
     Ok(())
 }
 
-fn push(profile: &Path, project: &Path, key: &Path) -> Result<String> {
-    tau_node_ok(&[
-        "project",
-        "push",
-        &project.to_string_lossy(),
-        "--cloud",
-        &profile.to_string_lossy(),
-        "--key",
-        &key.to_string_lossy(),
-    ])
+fn push(profile: &Path, project: &Path, key: &Path) -> Result<serde_json::Value> {
+    push_project(profile, project, key, None)
 }
 
 /// Checks an answer's status and that its body contains `text`.

@@ -9,25 +9,13 @@ use libp2p::identity::Keypair;
 use tau_proto::tns::{Draft, TnsRequest, TnsResponse, keys};
 use tau_proto::{Client, CloudProfile};
 use tau_tests::harness::{
-    DevCloud, KillOnDrop, Result, Signal, binary, converged, create_project, run_node, signal,
-    tau_node_ok, tns_status, wait_for, write_project,
+    DevCloud, KillOnDrop, Result, Signal, binary, converged, create_project, push_project,
+    run_node, signal, tau_node_ok, tns_status, wait_for, write_project,
 };
 use tau_tests::lab::Lab;
 
 fn push(profile: &Path, project: &Path, key: &Path, node: &str) -> Result<serde_json::Value> {
-    let out = tau_node_ok(&[
-        "project",
-        "push",
-        &project.to_string_lossy(),
-        "--cloud",
-        &profile.to_string_lossy(),
-        "--key",
-        &key.to_string_lossy(),
-        "--node",
-        node,
-        "--json",
-    ])?;
-    Ok(serde_json::from_str(&out)?)
+    push_project(profile, project, key, Some(node))
 }
 
 /// The record under `key` as node `node` has it (`None`: no record).
