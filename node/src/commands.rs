@@ -9,6 +9,7 @@ mod output;
 mod peers;
 mod project;
 mod run;
+mod secret;
 mod status;
 mod swarm_key;
 mod tns;
@@ -31,6 +32,7 @@ pub(crate) enum Command {
     Hoarder(hoarder::Hoarder),
     Counters(counters::Counters),
     Vault(vault::Vault),
+    Secret(secret::Secret),
 }
 
 impl Command {
@@ -52,7 +54,8 @@ impl Command {
             Self::Tns(cmd) => cmd.run().await,
             Self::Hoarder(cmd) => cmd.run().await,
             Self::Counters(cmd) => cmd.run().await,
-            Self::Vault(cmd) => cmd.run(),
+            Self::Vault(cmd) => cmd.run().await,
+            Self::Secret(cmd) => cmd.run().await,
         }
     }
 }

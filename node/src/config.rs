@@ -16,6 +16,9 @@
 //!   counter_window: 60s             # one signed counter record per function per window
 //!   counter_retention: 24h          # acknowledged records are kept this long, others forever
 //!   max_instances: 1000             # functions running at once on this node
+//! vault:                            # required when the node runs vault
+//!   keyset: keyset.yaml             # the public key set (`tau-node vault deal`)
+//!   share: vault-share.yaml         # this node's secret key share, mode 0600
 //! ```
 //!
 //! Unknown fields are errors, and every error names the file and the field.
@@ -70,6 +73,19 @@ pub struct NodeConfig {
     /// The substrate service's settings.
     #[serde(default, skip_serializing_if = "SubstrateConfig::is_default")]
     pub substrate: SubstrateConfig,
+    /// The vault service's files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault: Option<VaultConfig>,
+}
+
+/// The vault service's files, from `tau-node vault deal`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultConfig {
+    /// The public key set (`keyset.yaml`).
+    pub keyset: PathBuf,
+    /// This node's secret key share (`share-<i>.yaml`, mode 0600).
+    pub share: PathBuf,
 }
 
 /// The substrate service's settings.
@@ -148,6 +164,7 @@ impl Default for NodeConfig {
             ports: Ports::default(),
             location: None,
             substrate: SubstrateConfig::default(),
+            vault: None,
         }
     }
 }
@@ -161,6 +178,10 @@ impl NodeConfig {
         config.identity_key = base.join(&config.identity_key);
         config.swarm_key = base.join(&config.swarm_key);
         config.data_dir = base.join(&config.data_dir);
+        if let Some(vault) = &mut config.vault {
+            vault.keyset = base.join(&vault.keyset);
+            vault.share = base.join(&vault.share);
+        }
         Ok(config)
     }
 
@@ -199,6 +220,13 @@ impl NodeConfig {
                     format!("`{service}` is listed twice"),
                 ));
             }
+        }
+        if self.services.iter().any(|s| s == "vault") && self.vault.is_none() {
+            return Err(invalid(
+                "vault".into(),
+                "a vault node needs `vault: { keyset: FILE, share: FILE }` (files from `tau-node vault deal`)"
+                    .into(),
+            ));
         }
         for (i, addr) in self.bootstrap.iter().enumerate() {
             if peer_id_of(addr).is_none() {
@@ -344,6 +372,8 @@ mod tests {
             (format!("{base}substrate: {{counter_window: 10ms}}\n"), "at least 1s"),
             (format!("{base}substrate: {{max_instances: 0}}\n"), "substrate.max_instances"),
             (format!("{base}substrate: {{windows: 1s}}\n"), "unknown field `windows`"),
+            (format!("{base}services: [vault]\n"), "field `vault`: a vault node needs"),
+            (format!("{base}vault: {{keyset: k}}\n"), "missing field `share`"),
             (
                 format!("{base}operator_key: 12D3KooW\n"),
                 "field `operator_key`: `12D3KooW` is not a public key",

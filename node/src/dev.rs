@@ -6,10 +6,12 @@
 //! DIR/swarm.key        the cloud's swarm key (0600)
 //! DIR/operator.key     the operator key (0600)
 //! DIR/cloud.yaml       the cloud profile naming both, with every node as bootstrap
-//! DIR/node-<i>/        node.yaml, identity.key (0600), data/, node.log, node.pid
+//! DIR/vault/keyset.yaml  the vault key set (n = nodes, t = (n - 1) / 2)
+//! DIR/node-<i>/        node.yaml, identity.key and vault-share.yaml (0600), data/, node.log,
+//!                      node.pid
 //! ```
 //!
-//! Keys already in `DIR` are kept, so a restarted dev cloud has the same peer ids; ports are
+//! Keys already in `DIR` are kept (the vault key set too, while the node count is the same), so a restarted dev cloud has the same peer ids; ports are
 //! chosen anew each time (free ports on 127.0.0.1) and the YAML files rewritten. `tau-node dev`
 //! then runs one `tau-node run` process per node.
 
@@ -25,7 +27,8 @@ use tau_proto::swarm_key::SwarmKeyError;
 use tau_proto::tns::WriterKey;
 use tau_proto::{CloudProfile, SwarmKey};
 
-use crate::config::{NodeConfig, Ports, SERVICES, SubstrateConfig};
+use crate::config::{NodeConfig, Ports, SERVICES, SubstrateConfig, VaultConfig};
+use tau_proto::vault::{self, KeySet, ShareFile};
 
 /// How many bootstrap peers each dev node is given.
 const BOOTSTRAP_PEERS: usize = 3;
@@ -51,6 +54,9 @@ pub enum DevError {
     /// The profile could not be written.
     #[error(transparent)]
     Profile(#[from] ProfileError),
+    /// The vault key set could not be dealt.
+    #[error(transparent)]
+    Vault(#[from] tau_proto::vault::VaultError),
 }
 
 /// A laid-out dev cloud.
@@ -60,6 +66,8 @@ pub struct DevCloud {
     pub profile: PathBuf,
     /// Its nodes.
     pub nodes: Vec<DevNode>,
+    /// The vault key set every node holds a share of.
+    pub keyset: KeySet,
 }
 
 /// One node of a dev cloud.
@@ -104,6 +112,8 @@ pub fn prepare(
     let (operator, _) = keyfile::read_or_create(&dir.join("operator.key"))?;
     let operator_key = WriterKey::of(&operator).map(|k| k.to_string());
 
+    let keyset = vault_keys(&dir, count)?;
+
     let ports = free_ports(count * 3).map_err(io(&dir))?;
     let mut nodes = Vec::with_capacity(count);
     for i in 0..count {
@@ -145,6 +155,10 @@ pub fn prepare(
             ports: Ports { p2p: ports[i * 3], http: ports[i * 3 + 1], dns: ports[i * 3 + 2] },
             location: Some(Location { region: "dev".into(), latitude: None, longitude: None }),
             substrate: substrate.clone(),
+            vault: Some(VaultConfig {
+                keyset: PathBuf::from("../vault/keyset.yaml"),
+                share: PathBuf::from(SHARE_FILE),
+            }),
         };
         config.save(&node.config).map_err(io(&node.config))?;
     }
@@ -156,7 +170,54 @@ pub fn prepare(
         operator_key: Some("operator.key".into()),
     }
     .save(&profile)?;
-    Ok(DevCloud { profile, nodes })
+    Ok(DevCloud { profile, nodes, keyset })
+}
+
+/// Each dev node's vault share, in its folder.
+const SHARE_FILE: &str = "vault-share.yaml";
+
+/// The vault threshold of a dev cloud of `count` nodes: a majority decrypts.
+pub fn vault_threshold(count: usize) -> u32 {
+    (count.saturating_sub(1) / 2) as u32
+}
+
+/// Keeps the vault key set in `dir` if it fits `count` nodes and every share is there, else
+/// deals a new one (secrets stored under the old one can no longer be read).
+fn vault_keys(dir: &Path, count: usize) -> Result<KeySet, DevError> {
+    let vault_dir = dir.join("vault");
+    let keyset_path = vault_dir.join("keyset.yaml");
+    let share_path = |i: usize| dir.join(format!("node-{i}")).join(SHARE_FILE);
+    if let Ok(keyset) = tau_proto::yaml::load::<KeySet>(&keyset_path) {
+        let fits = keyset.shares as usize == count
+            && (0..count).all(|i| {
+                tau_proto::yaml::load::<ShareFile>(&share_path(i)).is_ok_and(|s| s.matches(&keyset))
+            });
+        if fits {
+            return Ok(keyset);
+        }
+    }
+    let (keyset, shares) = vault::deal(count as u32, vault_threshold(count))?;
+    std::fs::create_dir_all(&vault_dir).map_err(io(&vault_dir))?;
+    let text = serde_yaml_ng::to_string(&keyset).map_err(|e| DevError::Io {
+        path: keyset_path.display().to_string(),
+        source: std::io::Error::other(e),
+    })?;
+    std::fs::write(&keyset_path, text).map_err(io(&keyset_path))?;
+    for (i, share) in shares.iter().enumerate() {
+        let path = share_path(i);
+        let parent = path.parent().unwrap_or(dir);
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&path)(e)),
+            _ => {}
+        }
+        let text = serde_yaml_ng::to_string(share).map_err(|e| DevError::Io {
+            path: path.display().to_string(),
+            source: std::io::Error::other(e),
+        })?;
+        keyfile::write_secret_file(&path, text.as_bytes()).map_err(io(&path))?;
+    }
+    Ok(keyset)
 }
 
 /// `count` distinct free TCP ports on 127.0.0.1 (all held open until all are chosen).
@@ -189,6 +250,18 @@ mod tests {
         let again = prepare(dir.path(), 4, &SubstrateConfig::default())?;
         let ids = |c: &DevCloud| c.nodes.iter().map(|n| n.peer_id).collect::<Vec<_>>();
         assert_eq!(ids(&first), ids(&again));
+        // The vault key set is kept, and every node's share loads and fits it.
+        assert_eq!(first.keyset, again.keyset);
+        assert_eq!(again.keyset.threshold, 1);
+        for node in &again.nodes {
+            let config = NodeConfig::load(&node.config)?;
+            let vault = config.vault.as_ref().ok_or("no vault section")?;
+            crate::vault::load_keys(vault)?;
+        }
+        // A different node count needs a new key set.
+        let bigger = prepare(dir.path(), 5, &SubstrateConfig::default())?;
+        assert_ne!(bigger.keyset.id, again.keyset.id);
+        assert_eq!(bigger.keyset.threshold, 2);
         Ok(())
     }
 }

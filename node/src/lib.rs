@@ -29,6 +29,7 @@ pub mod project;
 pub mod resources;
 pub mod substrate;
 pub mod tns;
+pub mod vault;
 
 pub use config::NodeConfig;
 pub use node::Node;

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::NodeConfig;
 use crate::p2p::{self, AdminContext, P2pConfig, P2pError};
-use crate::{hoarder, resources, substrate, tns};
+use crate::{hoarder, resources, substrate, tns, vault};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +38,9 @@ pub enum NodeError {
     /// The hoarder service could not start.
     #[error(transparent)]
     Hoarder(#[from] hoarder::HoarderError),
+    /// The vault service could not start.
+    #[error(transparent)]
+    Vault(#[from] vault::VaultStartError),
     /// The substrate service could not start.
     #[error(transparent)]
     Substrate(#[from] substrate::SubstrateError),
@@ -102,6 +105,31 @@ impl Node {
                 hoarder::start(handle.clone(), &config.data_dir, shutdown.child_token()).await?;
             services.extend(tasks);
             local_hoarder = Some(local);
+        }
+        if runs("vault") {
+            // Checked when the config was loaded; a config built in code may still lack it.
+            let Some(vault_config) = &config.vault else {
+                return Err(vault::VaultStartError::Keys {
+                    path: "node.yaml".into(),
+                    reason: "a vault node needs `vault: { keyset, share }`".into(),
+                }
+                .into());
+            };
+            let registry = match &local_tns {
+                Some(local) => tns::Registry::Local(local.clone()),
+                None => tns::Registry::Remote(handle.clone()),
+            };
+            services.extend(
+                vault::start(
+                    handle.clone(),
+                    keypair.clone(),
+                    &config.data_dir,
+                    vault_config,
+                    registry,
+                    shutdown.child_token(),
+                )
+                .await?,
+            );
         }
         let mut http_addrs = Vec::new();
         if runs("substrate") {

@@ -24,6 +24,7 @@ use tau_proto::SwarmKey;
 use tau_proto::admin::{AdminRequest, AdminResponse, Location, PeerInfo, Resources};
 use tau_proto::hoarder::{HoarderRequest, HoarderResponse};
 use tau_proto::tns::{TnsRequest, TnsResponse};
+use tau_proto::vault::{VaultRequest, VaultResponse};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -82,6 +83,7 @@ pub(crate) enum Command {
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
     Tns(ServiceCommand<TnsRequest, TnsResponse>),
     Hoarder(ServiceCommand<HoarderRequest, HoarderResponse>),
+    Vault(ServiceCommand<VaultRequest, VaultResponse>),
     Admin(ServiceCommand<AdminRequest, AdminResponse>),
     Subscribe {
         topic: String,
@@ -153,6 +155,14 @@ impl Handle {
             .send(Command::Hoarder(ServiceCommand::Serve(inbox)))
             .await
             .map_err(|_| Stopped)
+    }
+
+    /// Routes inbound `/tau/vault/1` requests to `inbox` (only vault nodes serve it).
+    pub async fn serve_vault(
+        &self,
+        inbox: mpsc::Sender<Inbound<VaultRequest, VaultResponse>>,
+    ) -> Result<(), Stopped> {
+        self.commands.send(Command::Vault(ServiceCommand::Serve(inbox))).await.map_err(|_| Stopped)
     }
 
     /// Sends a hoarder request to `peer` and waits for the answer.

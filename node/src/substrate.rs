@@ -93,8 +93,8 @@ pub async fn start(
         parts.config.retention(),
     )?);
     let registry = match &parts.tns {
-        Some(local) => routes::Registry::Local(local.clone()),
-        None => routes::Registry::Remote(parts.handle.clone()),
+        Some(local) => tns::Registry::Local(local.clone()),
+        None => tns::Registry::Remote(parts.handle.clone()),
     };
     let gateway = Arc::new(gateway::Gateway {
         engine: engine.clone(),

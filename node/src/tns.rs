@@ -10,6 +10,7 @@
 //!
 //! The store sits behind a mutex shared by the two tasks; no lock is held across an await.
 
+mod registry;
 mod service;
 pub mod store;
 mod sync;
@@ -20,8 +21,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
+pub use registry::Registry;
 pub use store::Store;
-use tau_proto::tns::{MAX_PAGE, Record, WriterKey};
+use tau_proto::tns::{MAX_PAGE, PutOutcome, Record, TnsRequest, TnsResponse, WriterKey};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -71,14 +73,33 @@ pub enum TnsError {
     P2p(String),
 }
 
-/// The node's own registry, read in process by its other services (substrate).
+/// The node's own registry, used in process by its other services (substrate, vault).
 #[derive(Clone)]
-pub struct Local(Arc<Shared>);
+pub struct Local {
+    shared: Arc<Shared>,
+    handle: p2p::Handle,
+}
 
 impl Local {
     /// The live record at `key`.
     pub fn get(&self, key: &str) -> Result<Option<Record>, store::StoreError> {
-        self.0.store().get(key)
+        self.shared.store().get(key)
+    }
+
+    /// Checks and stores records as a `Put` from a peer would, and gossips what was stored.
+    pub async fn put(&self, records: Vec<Record>) -> Result<PutOutcome, String> {
+        let (response, stored) = service::answer(&self.shared, TnsRequest::Put { records });
+        service::publish(&self.handle, stored).await;
+        match response {
+            TnsResponse::Put(outcome) => Ok(outcome),
+            TnsResponse::Error(e) => Err(e),
+            _ => Err("unexpected answer to Put".into()),
+        }
+    }
+
+    /// The highest version stored.
+    pub fn clock(&self) -> u64 {
+        self.shared.store().counts().3
     }
 
     /// Every live record whose key starts with `prefix`.
@@ -86,7 +107,8 @@ impl Local {
         let mut all = Vec::new();
         let mut after: Option<String> = None;
         loop {
-            let (records, next) = self.0.store().list(prefix, after.as_deref(), MAX_PAGE, false)?;
+            let (records, next) =
+                self.shared.store().list(prefix, after.as_deref(), MAX_PAGE, false)?;
             all.extend(records);
             match next {
                 Some(next) => after = Some(next),
@@ -97,7 +119,7 @@ impl Local {
 
     /// The keys stored from now on, batch by batch.
     pub fn changes(&self) -> broadcast::Receiver<Arc<[String]>> {
-        self.0.changes.subscribe()
+        self.shared.changes.subscribe()
     }
 }
 
@@ -128,7 +150,7 @@ pub async fn start(
             gossip,
             shutdown.clone(),
         )),
-        tokio::spawn(sync::run(shared.clone(), handle, shutdown)),
+        tokio::spawn(sync::run(shared.clone(), handle.clone(), shutdown)),
     ];
-    Ok((tasks, Local(shared)))
+    Ok((tasks, Local { shared, handle }))
 }

@@ -5,6 +5,8 @@
 //! One task owns the client's swarm; [`Client`] is a cheap cloneable handle that sends it
 //! commands with oneshot replies. Dropping every handle stops the task and closes connections.
 
+mod secrets;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -20,7 +22,10 @@ use crate::counters::CounterPage;
 use crate::hoarder::{self, HoarderRequest, HoarderResponse};
 use crate::profile::{ProfileError, peer_id_of};
 use crate::tns::{self, TnsRequest, TnsResponse};
+use crate::vault::{self, VaultRequest, VaultResponse};
 use crate::{CloudProfile, net};
+
+pub use secrets::{Registered, Revealed, SecretError, Stored, unix_now};
 
 /// How long a request may wait for its answer.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -87,6 +92,7 @@ struct Behaviour {
     admin: request_response::cbor::Behaviour<AdminRequest, AdminResponse>,
     tns: request_response::cbor::Behaviour<TnsRequest, TnsResponse>,
     hoarder: request_response::cbor::Behaviour<HoarderRequest, HoarderResponse>,
+    vault: request_response::cbor::Behaviour<VaultRequest, VaultResponse>,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
@@ -111,12 +117,13 @@ macro_rules! answer {
     )*};
 }
 
-answer!(AdminResponse, TnsResponse, HoarderResponse);
+answer!(AdminResponse, TnsResponse, HoarderResponse, VaultResponse);
 
 enum Command {
     Admin { peer: PeerId, request: AdminRequest, reply: Reply<AdminResponse> },
     Tns { peer: PeerId, request: TnsRequest, reply: Reply<TnsResponse> },
     Hoarder { peer: PeerId, request: HoarderRequest, reply: Reply<HoarderResponse> },
+    Vault { peer: PeerId, request: VaultRequest, reply: Reply<VaultResponse> },
     AddAddress { peer: PeerId, addr: Multiaddr },
 }
 
@@ -153,6 +160,7 @@ impl Client {
                 ),
                 tns: net::service(tns::PROTOCOL, false, REQUEST_TIMEOUT),
                 hoarder: net::service(hoarder::PROTOCOL, false, hoarder::REQUEST_TIMEOUT),
+                vault: net::service(vault::PROTOCOL, false, vault::REQUEST_TIMEOUT),
             })?;
         let entry = dial_bootstrap(&mut swarm, &profile.bootstrap, options.timeout).await?;
         let (commands, receiver) = mpsc::channel(64);
@@ -207,6 +215,16 @@ impl Client {
             reply,
         })
         .await
+    }
+
+    /// Sends a vault request to `peer` and waits for the answer.
+    pub async fn vault(
+        &self,
+        peer: PeerId,
+        request: VaultRequest,
+    ) -> Result<VaultResponse, ClientError> {
+        self.request(peer, request, |peer, request, reply| Command::Vault { peer, request, reply })
+            .await
     }
 
     /// Sends a request through the client's task; an error answer becomes [`ClientError::Remote`].
@@ -342,6 +360,7 @@ async fn run(mut swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>)
     let mut pending: HashMap<OutboundRequestId, Reply<AdminResponse>> = HashMap::new();
     let mut pending_tns: HashMap<OutboundRequestId, Reply<TnsResponse>> = HashMap::new();
     let mut pending_hoarder: HashMap<OutboundRequestId, Reply<HoarderResponse>> = HashMap::new();
+    let mut pending_vault: HashMap<OutboundRequestId, Reply<VaultResponse>> = HashMap::new();
     // The client's own address book: the swarm forgets an address after one failed dial, but a
     // node that was not up yet may well be up at the next request.
     let mut addresses: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
@@ -371,11 +390,17 @@ async fn run(mut swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>)
                     let id = swarm.behaviour_mut().hoarder.send_request_with_addresses(&peer, request, addrs);
                     pending_hoarder.insert(id, reply);
                 }
+                Some(Command::Vault { peer, request, reply }) => {
+                    let addrs = addresses.get(&peer).cloned().unwrap_or_default();
+                    let id = swarm.behaviour_mut().vault.send_request_with_addresses(&peer, request, addrs);
+                    pending_vault.insert(id, reply);
+                }
             },
             event = swarm.select_next_some() => match event {
                 SwarmEvent::Behaviour(BehaviourEvent::Admin(event)) => answer(&mut pending, event),
                 SwarmEvent::Behaviour(BehaviourEvent::Tns(event)) => answer(&mut pending_tns, event),
                 SwarmEvent::Behaviour(BehaviourEvent::Hoarder(event)) => answer(&mut pending_hoarder, event),
+                SwarmEvent::Behaviour(BehaviourEvent::Vault(event)) => answer(&mut pending_vault, event),
                 other => tracing::trace!(?other, "client swarm event"),
             }
         }

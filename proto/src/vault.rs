@@ -24,10 +24,19 @@ use libp2p::PeerId;
 use libp2p::identity::Keypair;
 use serde::{Deserialize, Serialize};
 
-use crate::tns::WriterKey;
+use crate::tns::{Record, WriterKey};
 
 /// The protocol name.
 pub const PROTOCOL: &str = "/tau/vault/1";
+
+/// How long a vault request may wait for its answer.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The secret names a registration stores: the project's deploy key and its webhook secret.
+pub const REGISTRATION_SECRETS: [&str; 2] = ["deploy-key", "webhook-secret"];
+
+/// The largest plaintext a secret may have, bytes.
+pub const MAX_SECRET: usize = 64 * 1024;
 
 /// How old a signed request may be, seconds.
 pub const MAX_REQUEST_AGE: u64 = 300;
@@ -81,6 +90,12 @@ pub enum VaultError {
         index: u32,
         /// n.
         shares: u32,
+    },
+    /// A secret larger than [`MAX_SECRET`].
+    #[error("a secret may have at most {MAX_SECRET} bytes, this one has {size}")]
+    TooLarge {
+        /// Its size.
+        size: usize,
     },
     /// The request is not signed by the key it names, or is too old or from the future.
     #[error("the request is not validly signed by {0}, or is stale")]
@@ -173,6 +188,38 @@ impl KeySet {
         parse_ciphertext(ciphertext).map(|_| ())
     }
 
+    /// Checks one node's decryption share of `ciphertext` against that node's public key share.
+    pub fn verify_share(
+        &self,
+        ciphertext: &[u8],
+        node: PeerId,
+        index: u32,
+        share: &[u8],
+    ) -> Result<(), VaultError> {
+        let ct = parse_ciphertext(ciphertext)?;
+        self.checked_share(&self.public_set()?, &ct, node, index, share).map(|_| ())
+    }
+
+    fn checked_share(
+        &self,
+        set: &PublicKeySet,
+        ct: &Ciphertext,
+        node: PeerId,
+        index: u32,
+        bytes: &[u8],
+    ) -> Result<DecryptionShare, VaultError> {
+        if index >= self.shares {
+            return Err(VaultError::BadIndex { index, shares: self.shares });
+        }
+        let bad = || VaultError::BadShare { node, index };
+        let array: [u8; 48] = bytes.try_into().map_err(|_| bad())?;
+        let share = DecryptionShare::from_bytes(array).map_err(|_| bad())?;
+        if !set.public_key_share(index as usize).verify_decryption_share(&share, ct) {
+            return Err(bad());
+        }
+        Ok(share)
+    }
+
     /// Checks each node's decryption share against its public key share, then combines
     /// `t + 1` good ones. A bad share is an error naming its node, even when enough good ones
     /// came: a node that lies must be seen.
@@ -185,15 +232,7 @@ impl KeySet {
         let set = self.public_set()?;
         let mut good: BTreeMap<usize, DecryptionShare> = BTreeMap::new();
         for (node, index, bytes) in shares {
-            if *index >= self.shares {
-                return Err(VaultError::BadIndex { index: *index, shares: self.shares });
-            }
-            let bad = || VaultError::BadShare { node: *node, index: *index };
-            let array: [u8; 48] = bytes.as_slice().try_into().map_err(|_| bad())?;
-            let share = DecryptionShare::from_bytes(array).map_err(|_| bad())?;
-            if !set.public_key_share(*index as usize).verify_decryption_share(&share, &ct) {
-                return Err(bad());
-            }
+            let share = self.checked_share(&set, &ct, *node, *index, bytes)?;
             good.insert(*index as usize, share);
         }
         let needed = self.threshold as usize + 1;
@@ -205,6 +244,17 @@ impl KeySet {
     }
 }
 
+/// A ciphertext's identity: the BLAKE3 hash of its canonical first component (`U = g^r`),
+/// after its validity check. Decryption shares depend only on `U`, and a valid ciphertext with
+/// the same `U` cannot be made without its randomness, so a vault node binds each id to the one
+/// secret it was stored as: a copy of someone else's ciphertext under another project is
+/// refused instead of decrypted.
+pub fn ciphertext_id(ciphertext: &[u8]) -> Result<[u8; 32], VaultError> {
+    let ct = parse_ciphertext(ciphertext)?;
+    let canonical = ct.to_bytes();
+    Ok(*blake3::hash(&canonical[..48]).as_bytes())
+}
+
 fn parse_ciphertext(bytes: &[u8]) -> Result<Ciphertext, VaultError> {
     let ct = Ciphertext::from_bytes(bytes).map_err(|_| VaultError::BadCiphertext)?;
     if !ct.verify() {
@@ -214,6 +264,18 @@ fn parse_ciphertext(bytes: &[u8]) -> Result<Ciphertext, VaultError> {
 }
 
 impl ShareFile {
+    /// Whether this share belongs to `keyset` at its index: its public half is the key set's
+    /// public key share there.
+    pub fn matches(&self, keyset: &KeySet) -> bool {
+        let Ok(array) = <[u8; 32]>::try_from(self.secret.as_slice()) else { return false };
+        let (Ok(share), Ok(set)) = (SecretKeyShare::from_bytes(array), keyset.public_set()) else {
+            return false;
+        };
+        self.keyset == keyset.id
+            && self.index < keyset.shares
+            && share.public_key_share() == set.public_key_share(self.index as usize)
+    }
+
     /// This node's decryption share of `ciphertext` (after its validity check).
     pub fn decryption_share(&self, ciphertext: &[u8]) -> Result<Vec<u8>, VaultError> {
         let array: [u8; 32] = self
@@ -287,6 +349,154 @@ impl SignedRequest {
         }
         Ok(())
     }
+}
+
+/// `/projects/<id>/secrets/<name>` in TNS: a secret encrypted to the vault's key set.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretValue {
+    /// The key set it is encrypted to.
+    pub keyset: String,
+    /// The ciphertext (`blsttc::Ciphertext::to_bytes`).
+    #[serde(with = "crate::bytes::vec")]
+    pub ciphertext: Vec<u8>,
+}
+
+impl fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretValue(key set {}, {} bytes)", self.keyset, self.ciphertext.len())
+    }
+}
+
+/// A project registration: the owner's signed request (action `register`, the project id, an
+/// empty name) and the owner-signed TNS records of the project's encrypted secrets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Registration {
+    /// Signed by the new project's owner, who becomes its owner.
+    pub request: SignedRequest,
+    /// `/projects/<id>/secrets/<name>` records signed by the owner.
+    pub secrets: Vec<Record>,
+}
+
+/// The owner-signed TNS record of `plaintext` encrypted to `keyset` as secret `name` of
+/// `project`, at `version`.
+pub fn secret_record(
+    keyset: &KeySet,
+    project: &str,
+    name: &str,
+    plaintext: &[u8],
+    version: u64,
+    owner: &Keypair,
+) -> Result<Record, VaultError> {
+    if plaintext.len() > MAX_SECRET {
+        return Err(VaultError::TooLarge { size: plaintext.len() });
+    }
+    let value = SecretValue { keyset: keyset.id.clone(), ciphertext: keyset.encrypt(plaintext)? };
+    let value =
+        crate::cbor::to_vec(&value).map_err(|_| VaultError::Malformed { what: "a secret" })?;
+    let draft = crate::tns::Draft {
+        key: crate::tns::keys::secret(project, name),
+        scope: project.to_string(),
+        value: Some(value),
+    };
+    draft.sign(version, owner).ok_or(VaultError::Malformed { what: "the owner key (not ed25519)" })
+}
+
+impl Registration {
+    /// Encrypts `secrets` to `keyset` as records of `project` at `version`, and signs the
+    /// registration with `owner` (who becomes the project's owner) at time `at`.
+    pub fn new(
+        keyset: &KeySet,
+        project: &str,
+        owner: &Keypair,
+        secrets: &[(&str, &[u8])],
+        version: u64,
+        at: u64,
+    ) -> Result<Self, VaultError> {
+        let secrets = secrets
+            .iter()
+            .map(|(name, plaintext)| {
+                secret_record(keyset, project, name, plaintext, version, owner)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let body = RequestBody {
+            action: "register".into(),
+            project: project.to_string(),
+            name: String::new(),
+            at,
+        };
+        let request = body
+            .sign(owner)
+            .ok_or(VaultError::Malformed { what: "the owner key (not ed25519)" })?;
+        Ok(Self { request, secrets })
+    }
+}
+
+/// A request to a vault node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum VaultRequest {
+    /// Store an owner-signed `/projects/<id>/secrets/<name>` record after checking its
+    /// ciphertext, as [`VaultResponse::Stored`].
+    Store {
+        /// The record.
+        record: Record,
+    },
+    /// This node's decryption share of a secret, for its owner, as [`VaultResponse::Share`].
+    Decrypt {
+        /// Action `decrypt`, signed by the project's owner.
+        request: SignedRequest,
+    },
+    /// The node's share index, key set and count of secrets, as [`VaultResponse::Shares`].
+    Shares,
+    /// Create a project with its secrets, as [`VaultResponse::Registered`].
+    Register(Box<Registration>),
+}
+
+/// A vault node's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum VaultResponse {
+    /// The secret is stored (or was already).
+    Stored {
+        /// Its key.
+        key: String,
+    },
+    /// A decryption share.
+    Share {
+        /// The key set.
+        keyset: String,
+        /// The node's share index.
+        index: u32,
+        /// The decryption share (48 bytes).
+        #[serde(with = "crate::bytes::vec")]
+        share: Vec<u8>,
+    },
+    /// What the node holds.
+    Shares(ShareInfo),
+    /// The project exists now, with its secrets.
+    Registered {
+        /// The project id.
+        project: String,
+        /// The keys written.
+        written: Vec<String>,
+    },
+    /// The request was refused.
+    Error(String),
+}
+
+/// A vault node's share, for inspection: never the share itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareInfo {
+    /// The key set.
+    pub keyset: String,
+    /// This node's share index.
+    pub index: u32,
+    /// `t`: `t + 1` shares decrypt.
+    pub threshold: u32,
+    /// `n`.
+    pub shares: u32,
+    /// Secrets this node has checked and bound (stored or answered for).
+    pub secrets: u64,
 }
 
 #[cfg(test)]

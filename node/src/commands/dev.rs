@@ -13,7 +13,8 @@ use nix::unistd::Pid;
 use tau_node::config::SubstrateConfig;
 use tau_node::dev::{self, DevCloud};
 use tau_proto::client::{ClientError, ConnectOptions};
-use tau_proto::{Client, CloudProfile};
+use tau_proto::tns::{TnsRequest, TnsResponse, keys};
+use tau_proto::{Client, CloudProfile, keyfile};
 use tokio::sync::mpsc;
 
 /// Run a local cloud of N nodes on 127.0.0.1, for development and tests.
@@ -96,7 +97,11 @@ impl Dev {
         );
 
         let mesh = tokio::select! {
-            mesh = wait_mesh(&cloud, Duration::from_secs(self.timeout)) => mesh,
+            mesh = async {
+                let timeout = Duration::from_secs(self.timeout);
+                wait_mesh(&cloud, timeout).await?;
+                publish_vault(&cloud, &dir, timeout).await
+            } => mesh,
             signal = super::shutdown_signal() => Err(anyhow::anyhow!("interrupted by {}", signal?)),
             Some((name, status)) = exited.recv() => Err(anyhow::anyhow!(
                 "{name} exited before the mesh formed ({}); see its node.log",
@@ -173,6 +178,46 @@ async fn stop_all(
     for p in processes.iter().filter(|p| waiting.contains(&p.name.as_str())) {
         eprintln!("{} did not stop within 10 s: killing it", p.name);
         let _ = kill(p.pid, Signal::SIGKILL);
+    }
+}
+
+/// Publishes the vault key set and names every node a registrar (with the operator key), then
+/// waits until every node's registry holds both: a project can be registered through any node.
+async fn publish_vault(
+    cloud: &DevCloud,
+    dir: &std::path::Path,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let profile = CloudProfile::load(&cloud.profile)?;
+    let client = Client::connect(&profile).await.context("no dev node answered")?;
+    let operator = keyfile::read(&dir.join("operator.key"))?;
+    let peers: Vec<_> = cloud.nodes.iter().map(|n| n.peer_id).collect();
+    client
+        .publish_vault(&cloud.keyset, &peers, &operator)
+        .await
+        .context("cannot publish the vault key set")?;
+    let mut wanted = vec![keys::VAULT_KEYSET.to_string()];
+    wanted.extend(peers.iter().map(|p| keys::registrar(&p.to_string())));
+    for node in &cloud.nodes {
+        client.add_address(node.peer_id, node.addr.clone()).await?;
+    }
+    loop {
+        let answers = join_all(
+            peers.iter().map(|p| client.tns(*p, TnsRequest::Get { keys: wanted.clone() })),
+        )
+        .await;
+        let complete = answers
+            .iter()
+            .filter(|a| matches!(a, Ok(TnsResponse::Records(r)) if r.len() == wanted.len()))
+            .count();
+        if complete == peers.len() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("only {complete} of {} nodes received the vault key set in time", peers.len());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

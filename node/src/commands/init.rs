@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use libp2p::Multiaddr;
 use tau_node::NodeConfig;
-use tau_node::config::Ports;
+use tau_node::config::{Ports, VaultConfig};
 use tau_proto::SwarmKey;
 use tau_proto::admin::Location;
 use tau_proto::keyfile;
@@ -51,12 +51,22 @@ pub(crate) struct Init {
     /// The DNS port.
     #[arg(long, default_value_t = Ports::default().dns)]
     dns_port: u16,
+    /// The vault key set file (`keyset.yaml` from `tau-node vault deal`), for a vault node.
+    #[arg(long, requires = "vault_share")]
+    vault_keyset: Option<PathBuf>,
+    /// This node's vault share file (`share-<i>.yaml`), for a vault node.
+    #[arg(long, requires = "vault_keyset")]
+    vault_share: Option<PathBuf>,
     /// The node's region, such as eu-west.
     #[arg(long)]
     region: Option<String>,
     /// Overwrite an existing node.yaml (the identity key is still kept).
     #[arg(long)]
     force: bool,
+}
+
+fn absolute(path: &std::path::Path) -> anyhow::Result<PathBuf> {
+    path.canonicalize().with_context(|| format!("cannot resolve {}", path.display()))
 }
 
 impl Init {
@@ -91,6 +101,12 @@ impl Init {
                 longitude: None,
             }),
             substrate: Default::default(),
+            vault: match (&self.vault_keyset, &self.vault_share) {
+                (Some(keyset), Some(share)) => {
+                    Some(VaultConfig { keyset: absolute(keyset)?, share: absolute(share)? })
+                }
+                _ => None,
+            },
         };
         // The same checks as loading the file, before anything is written.
         let text = serde_yaml_ng::to_string(&config)?;

@@ -28,6 +28,14 @@ pub(crate) struct Project {
 enum ProjectCommand {
     /// Create a project and name its owner key (the operator's job).
     Create(Create),
+    /// Register a project through a vault node, as its owner.
+    ///
+    /// Reads the project id from DIR/config.yaml, generates the project's deploy key and webhook
+    /// secret, encrypts both to the vault's key set, and sends one registration signed by KEY to
+    /// a vault node. The node checks the signature and every ciphertext, and only then creates
+    /// the project in TNS with KEY as its owner. Read the secrets back with
+    /// `tau-node secret get <id> deploy-key` and `... webhook-secret`.
+    Register(Register),
     /// Compile a project folder into TNS records and push what changed (the owner's job).
     ///
     /// Pushing the same folder twice writes nothing; a function removed from the folder is
@@ -53,6 +61,21 @@ struct Create {
     #[arg(long)]
     node: Option<PeerId>,
     /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct Register {
+    /// The project folder (its config.yaml gives the id).
+    dir: PathBuf,
+    /// The cloud profile (`cloud.yaml`).
+    #[arg(long)]
+    cloud: PathBuf,
+    /// The key file of the project's owner-to-be.
+    #[arg(long)]
+    key: PathBuf,
+    /// Print JSON (never a secret).
     #[arg(long)]
     json: bool,
 }
@@ -94,6 +117,7 @@ impl Project {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
         match self.command {
             ProjectCommand::Create(cmd) => cmd.run().await,
+            ProjectCommand::Register(cmd) => cmd.run().await,
             ProjectCommand::Push(cmd) => cmd.run().await,
         }
     }
@@ -177,6 +201,46 @@ impl Create {
         match unchanged {
             true => println!("project {} already exists with owner {}", self.id, self.owner),
             false => println!("created project {} with owner {}", self.id, self.owner),
+        }
+        Ok(())
+    }
+}
+
+impl Register {
+    async fn run(self) -> anyhow::Result<()> {
+        let compiled = project::compile(&self.dir)?;
+        let owner = keyfile::read(&self.key)?;
+        let writer = WriterKey::of(&owner).context("the key is not an ed25519 key")?;
+        let deploy = Keypair::generate_ed25519();
+        let deploy_public = WriterKey::of(&deploy).context("an ed25519 key")?;
+        let deploy_key = deploy.to_protobuf_encoding().context("cannot encode the deploy key")?;
+        let webhook = hex::encode(rand::random::<[u8; 32]>());
+        let [deploy_name, webhook_name] = tau_proto::vault::REGISTRATION_SECRETS;
+        let client = output::connect(&self.cloud).await?;
+        let registered = client
+            .register_project(
+                &compiled.id,
+                &owner,
+                &[(deploy_name, deploy_key.as_slice()), (webhook_name, webhook.as_bytes())],
+            )
+            .await
+            .with_context(|| format!("cannot register project `{}`", compiled.id))?;
+        if self.json {
+            return output::print_json(&serde_json::json!({
+                "project": registered.project,
+                "owner": writer.to_string(),
+                "node": registered.node.to_string(),
+                "written": registered.written,
+                "deploy_key_public": deploy_public.to_string(),
+            }));
+        }
+        println!(
+            "registered project {} with owner {writer} through vault node {}",
+            registered.project, registered.node
+        );
+        println!("deploy key (public): {deploy_public}");
+        for key in &registered.written {
+            println!("  {key}");
         }
         Ok(())
     }

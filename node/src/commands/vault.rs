@@ -2,10 +2,14 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use tau_proto::keyfile::write_secret_file;
-use tau_proto::vault;
+use libp2p::PeerId;
+use serde::Serialize;
+use tau_proto::keyfile::{self, write_secret_file};
+use tau_proto::vault::{self, KeySet, ShareInfo};
+
+use super::output;
 
 /// The vault's threshold key set.
 #[derive(Debug, Args)]
@@ -36,11 +40,47 @@ enum VaultCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Publish the key set in TNS (`/vault/keyset`) and name the vault nodes that may register
+    /// projects (`/registrars/<peer id>`), signed with the operator key.
+    ///
+    /// Clients encrypt secrets to the published key set; a vault node creates projects only
+    /// once it is named here. Writes only what TNS does not hold already.
+    Publish {
+        /// The key set file (`keyset.yaml` from `vault deal`).
+        #[arg(long)]
+        keyset: PathBuf,
+        /// A vault node's peer id that may register projects; repeat for several.
+        #[arg(long)]
+        registrar: Vec<PeerId>,
+        /// The cloud profile (`cloud.yaml`).
+        #[arg(long, default_value = "cloud.yaml")]
+        cloud: PathBuf,
+        /// The operator key file [default: the profile's operator_key].
+        #[arg(long)]
+        operator_key: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Each vault node's share index, key set, threshold and secrets held (never a share), and
+    /// whether enough shares are reachable to read a secret now.
+    Shares {
+        /// The cloud profile (`cloud.yaml`).
+        #[arg(long, default_value = "cloud.yaml")]
+        cloud: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 impl Vault {
-    pub(crate) fn run(self) -> anyhow::Result<()> {
+    pub(crate) async fn run(self) -> anyhow::Result<()> {
         match self.command {
+            VaultCommand::Publish { keyset, registrar, cloud, operator_key, json } => {
+                publish(keyset, registrar, cloud, operator_key, json).await
+            }
+            VaultCommand::Shares { cloud, json } => shares(cloud, json).await,
             VaultCommand::Deal { shares, threshold, out, json } => {
                 let (keyset, files) = vault::deal(shares, threshold)?;
                 std::fs::create_dir_all(&out)
@@ -90,4 +130,112 @@ impl Vault {
             }
         }
     }
+}
+
+async fn publish(
+    keyset_path: PathBuf,
+    registrars: Vec<PeerId>,
+    cloud: PathBuf,
+    operator_key: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let keyset: KeySet = tau_proto::yaml::load(&keyset_path)?;
+    keyset.validate().with_context(|| format!("{}", keyset_path.display()))?;
+    let profile = tau_proto::CloudProfile::load(&cloud)?;
+    let key_path = operator_key
+        .or(profile.operator_key.clone())
+        .context("no operator key: pass --operator-key or name it in the profile")?;
+    let operator = keyfile::read(&key_path)?;
+    let client = output::connect(&cloud).await?;
+    let written = client.publish_vault(&keyset, &registrars, &operator).await?;
+    if json {
+        return output::print_json(&serde_json::json!({
+            "keyset": keyset.id,
+            "registrars": registrars.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            "written": written,
+        }));
+    }
+    if written.is_empty() {
+        println!("key set {} and its registrars were already published", keyset.id);
+    }
+    for key in written {
+        println!("wrote {key}");
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct NodeShare {
+    node: String,
+    #[serde(flatten)]
+    info: Option<ShareInfo>,
+    error: Option<String>,
+}
+
+async fn shares(cloud: PathBuf, json: bool) -> anyhow::Result<()> {
+    let client = output::connect(&cloud).await?;
+    let answers = client.vault_shares().await?;
+    if answers.is_empty() {
+        bail!("no node of this cloud runs vault");
+    }
+    let keyset = match client.nodes_running("tns").await?.first() {
+        Some(tns) => client.vault_keyset(*tns).await.ok(),
+        None => None,
+    };
+    let rows: Vec<NodeShare> = answers
+        .into_iter()
+        .map(|(node, answer)| {
+            let (info, error) = match answer {
+                Ok(info) => (Some(info), None),
+                Err(e) => (None, Some(e)),
+            };
+            NodeShare { node: node.to_string(), info, error }
+        })
+        .collect();
+    let reachable = rows
+        .iter()
+        .filter_map(|r| r.info.as_ref())
+        .filter(|i| keyset.as_ref().is_none_or(|k| k.id == i.keyset))
+        .map(|i| i.index)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let needed = keyset.as_ref().map(|k| k.threshold as usize + 1);
+    if json {
+        return output::print_json(&serde_json::json!({
+            "keyset": keyset.as_ref().map(|k| k.id.clone()),
+            "needed": needed,
+            "reachable": reachable,
+            "readable": needed.is_some_and(|n| reachable >= n),
+            "nodes": rows,
+        }));
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| match &r.info {
+            Some(i) => vec![
+                r.node.clone(),
+                i.index.to_string(),
+                i.keyset.clone(),
+                format!("{} of {}", i.threshold + 1, i.shares),
+                i.secrets.to_string(),
+            ],
+            None => vec![
+                r.node.clone(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                r.error.clone().unwrap_or_default(),
+            ],
+        })
+        .collect();
+    println!("{}", output::table(&["NODE", "SHARE", "KEY SET", "NEEDED", "SECRETS"], &table));
+    match (&keyset, needed) {
+        (Some(k), Some(n)) => println!(
+            "key set {} in tns: {reachable} distinct shares reachable, {n} needed: secrets are {}",
+            k.id,
+            if reachable >= n { "readable" } else { "NOT readable" }
+        ),
+        _ => println!("no key set published in tns (/vault/keyset): run `tau-node vault publish`"),
+    }
+    Ok(())
 }

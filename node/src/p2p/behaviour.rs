@@ -11,6 +11,7 @@ use tau_proto::SwarmKey;
 use tau_proto::admin::{self, AdminRequest, AdminResponse};
 use tau_proto::hoarder::{self, HoarderRequest, HoarderResponse};
 use tau_proto::tns::{self, TnsRequest, TnsResponse};
+use tau_proto::vault::{self, VaultRequest, VaultResponse};
 
 use super::P2pError;
 
@@ -33,6 +34,7 @@ pub(super) struct Behaviour {
     pub(super) admin: request_response::cbor::Behaviour<AdminRequest, AdminResponse>,
     pub(super) tns: request_response::cbor::Behaviour<TnsRequest, TnsResponse>,
     pub(super) hoarder: request_response::cbor::Behaviour<HoarderRequest, HoarderResponse>,
+    pub(super) vault: request_response::cbor::Behaviour<VaultRequest, VaultResponse>,
 }
 
 /// The largest gossip message.
@@ -90,6 +92,7 @@ pub(super) fn build(
                 runs("hoarder"),
                 hoarder::REQUEST_TIMEOUT,
             ),
+            vault: tau_proto::net::service(vault::PROTOCOL, runs("vault"), vault::REQUEST_TIMEOUT),
         }
     })
     .map_err(|e| P2pError::Build(e.to_string()))

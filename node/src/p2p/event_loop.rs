@@ -15,6 +15,7 @@ use tau_proto::admin::{AdminRequest, AdminResponse, NodeInfo};
 use tau_proto::hoarder::{HoarderRequest, HoarderResponse};
 use tau_proto::profile::peer_id_of;
 use tau_proto::tns::{TnsRequest, TnsResponse};
+use tau_proto::vault::{VaultRequest, VaultResponse};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -59,6 +60,7 @@ pub(super) struct EventLoop {
     next_mesh_check: Instant,
     tns: Route<TnsRequest, TnsResponse>,
     hoarder: Route<HoarderRequest, HoarderResponse>,
+    vault: Route<VaultRequest, VaultResponse>,
     /// Admin requests the loop cannot answer itself (counters) go to the service that can.
     admin_service: Route<AdminRequest, AdminResponse>,
     topics: Topics,
@@ -90,6 +92,7 @@ impl EventLoop {
             next_mesh_check: now + MESH_CHECK,
             tns: Route::default(),
             hoarder: Route::default(),
+            vault: Route::default(),
             admin_service: Route::default(),
             topics: Topics::default(),
         }
@@ -146,6 +149,11 @@ impl EventLoop {
                         tracing::debug!("hoarder response not sent: connection closed");
                     }
                 }
+                Some(Some((response, channel))) = self.vault.responding.next() => {
+                    if self.swarm.behaviour_mut().vault.send_response(channel, response).is_err() {
+                        tracing::debug!("vault response not sent: connection closed");
+                    }
+                }
                 Some(Some((response, channel))) = self.admin_service.responding.next() => {
                     if self.swarm.behaviour_mut().admin.send_response(channel, response).is_err() {
                         tracing::debug!("admin response not sent: connection closed");
@@ -168,6 +176,9 @@ impl EventLoop {
             Command::Tns(command) => self.tns.command(&mut self.swarm.behaviour_mut().tns, command),
             Command::Hoarder(command) => {
                 self.hoarder.command(&mut self.swarm.behaviour_mut().hoarder, command)
+            }
+            Command::Vault(command) => {
+                self.vault.command(&mut self.swarm.behaviour_mut().vault, command)
             }
             Command::Admin(command) => {
                 self.admin_service.command(&mut self.swarm.behaviour_mut().admin, command)
@@ -316,6 +327,7 @@ impl EventLoop {
             BehaviourEvent::Admin(event) => self.admin_event(event),
             BehaviourEvent::Tns(event) => self.tns.on_event(event),
             BehaviourEvent::Hoarder(event) => self.hoarder.on_event(event),
+            BehaviourEvent::Vault(event) => self.vault.on_event(event),
             BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
                 message_id,

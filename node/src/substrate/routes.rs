@@ -11,14 +11,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use libp2p::PeerId;
 use tau_proto::cbor;
 use tau_proto::tns::keys;
 use tau_proto::tns::values::{Function, Route};
-use tau_proto::tns::{MAX_PAGE, Record, TnsRequest, TnsResponse};
 
 use super::counters::{Counters, FunctionStats};
-use crate::{p2p, tns};
+use crate::tns::Registry;
 
 /// How long a host's routes are used before they are read again.
 pub const MAX_AGE: Duration = Duration::from_secs(30);
@@ -27,103 +25,6 @@ pub const NEGATIVE_AGE: Duration = Duration::from_secs(2);
 /// The most hosts remembered; past it, stale entries are dropped (then all unknown hosts), so
 /// that requests with made-up Host headers cannot grow the table without bound.
 pub const MAX_HOSTS: usize = 10_000;
-
-/// Where the registry is read from.
-#[derive(Clone)]
-pub enum Registry {
-    /// This node runs tns.
-    Local(tns::Local),
-    /// Another node's tns, over `/tau/tns/1`.
-    Remote(p2p::Handle),
-}
-
-impl Registry {
-    /// Every live record under `prefix`.
-    pub async fn list(&self, prefix: &str) -> Result<Vec<Record>, String> {
-        match self {
-            Self::Local(local) => local.list(prefix).map_err(|e| e.to_string()),
-            Self::Remote(handle) => {
-                remote(handle, |peer| {
-                    let prefix = prefix.to_string();
-                    let handle = handle.clone();
-                    async move { list_from(&handle, peer, &prefix).await }
-                })
-                .await
-            }
-        }
-    }
-
-    /// The live record at `key`.
-    pub async fn get(&self, key: &str) -> Result<Option<Record>, String> {
-        match self {
-            Self::Local(local) => {
-                Ok(local.get(key).map_err(|e| e.to_string())?.filter(|r| !r.is_tombstone()))
-            }
-            Self::Remote(handle) => {
-                let records = remote(handle, |peer| {
-                    let handle = handle.clone();
-                    let keys = vec![key.to_string()];
-                    async move {
-                        match handle.tns(peer, TnsRequest::Get { keys }).await {
-                            Ok(TnsResponse::Records(records)) => Ok(records),
-                            Ok(TnsResponse::Error(e)) => Err(e),
-                            Ok(_) => Err("unexpected answer to Get".into()),
-                            Err(e) => Err(e.to_string()),
-                        }
-                    }
-                })
-                .await?;
-                Ok(records.into_iter().find(|r| r.key == key && !r.is_tombstone() && r.verify()))
-            }
-        }
-    }
-}
-
-/// Asks the connected tns nodes in turn until one answers.
-async fn remote<T, F, Fut>(handle: &p2p::Handle, ask: F) -> Result<T, String>
-where
-    F: Fn(PeerId) -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let peers = handle.peers().await.map_err(|e| e.to_string())?;
-    let mut last = "no tns node is connected".to_string();
-    for peer in peers.iter().filter(|p| p.services.iter().any(|s| s == "tns")) {
-        match ask(peer.peer_id).await {
-            Ok(answer) => return Ok(answer),
-            Err(e) => last = format!("{}: {e}", peer.peer_id),
-        }
-    }
-    Err(last)
-}
-
-async fn list_from(
-    handle: &p2p::Handle,
-    peer: PeerId,
-    prefix: &str,
-) -> Result<Vec<Record>, String> {
-    let mut all = Vec::new();
-    let mut after = None;
-    loop {
-        let request = TnsRequest::List {
-            prefix: prefix.to_string(),
-            after,
-            limit: MAX_PAGE,
-            tombstones: false,
-        };
-        match handle.tns(peer, request).await {
-            Ok(TnsResponse::Page { records, next }) => {
-                all.extend(records.into_iter().filter(Record::verify));
-                match next {
-                    Some(next) => after = Some(next),
-                    None => return Ok(all),
-                }
-            }
-            Ok(TnsResponse::Error(e)) => return Err(e),
-            Ok(_) => return Err("unexpected answer to List".into()),
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-}
 
 /// A function a request goes to.
 pub struct Target {

@@ -155,7 +155,7 @@ fn receive(shared: &Shared, data: &[u8]) -> Verdict {
 }
 
 /// Publishes stored records on the tns topic, in messages under the gossip size limit.
-async fn publish(handle: &p2p::Handle, records: Vec<Record>) {
+pub(super) async fn publish(handle: &p2p::Handle, records: Vec<Record>) {
     let mut batch: Vec<Record> = Vec::new();
     let mut size = 0;
     for record in records {

@@ -10,7 +10,7 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tau_proto::cbor;
 use tau_proto::tns::keys::{self, Authority};
-use tau_proto::tns::values::ProjectRoot;
+use tau_proto::tns::values::{ProjectRoot, Registrar};
 use tau_proto::tns::{BUCKETS, Digest, MAX_PAGE, Record, Summary, WriterKey, bucket};
 
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
@@ -65,6 +65,8 @@ pub struct Store {
     tombstones: u64,
     clock: u64,
     owners: HashMap<String, WriterKey>,
+    /// `/registrars/<name>` to the key it delegates project creation to.
+    registrars: HashMap<String, WriterKey>,
     /// Records dropped since start for a bad signature, and for lack of authority.
     pub forged: u64,
     /// See `forged`.
@@ -87,6 +89,30 @@ fn xor(into: &mut Digest, hash: &[u8; 32]) {
 fn owner_of(record: &Record) -> Option<WriterKey> {
     let value = record.value.as_deref()?;
     cbor::from_slice::<ProjectRoot>(value).ok().map(|root| root.owner)
+}
+
+fn registrar_of(record: &Record) -> Option<WriterKey> {
+    let value = record.value.as_deref()?;
+    cbor::from_slice::<Registrar>(value).ok().map(|r| r.key)
+}
+
+/// Registrar records first, then project roots, then the rest: one batch can delegate, create a
+/// project and fill it.
+fn apply_order(record: &Record) -> u8 {
+    if record.key.starts_with(keys::REGISTRARS) {
+        0
+    } else if root_id(&record.key).is_some() {
+        1
+    } else {
+        2
+    }
+}
+
+/// What a batch being applied changes of the index, before it is stored.
+#[derive(Default)]
+struct PendingIndex {
+    owners: HashMap<String, Option<WriterKey>>,
+    registrars: HashMap<String, Option<WriterKey>>,
 }
 
 /// The project id of a `/projects/<id>` key.
@@ -114,6 +140,7 @@ impl Store {
             tombstones: 0,
             clock: 0,
             owners: HashMap::new(),
+            registrars: HashMap::new(),
             forged: 0,
             unauthorized: 0,
         };
@@ -157,6 +184,30 @@ impl Store {
                 None => self.owners.remove(id),
             };
         }
+        if record.key.starts_with(keys::REGISTRARS) {
+            match registrar_of(record) {
+                Some(key) => self.registrars.insert(record.key.clone(), key),
+                None => self.registrars.remove(&record.key),
+            };
+        }
+    }
+
+    /// Whether `key` may create projects: the operator's, or one it named as a registrar.
+    fn may_register(
+        &self,
+        key: &WriterKey,
+        operator: Option<&WriterKey>,
+        pending: &PendingIndex,
+    ) -> bool {
+        if operator == Some(key) {
+            return true;
+        }
+        // A delegation in this batch replaces the stored one of the same name.
+        let stored = self
+            .registrars
+            .iter()
+            .any(|(name, delegate)| delegate == key && !pending.registrars.contains_key(name));
+        stored || pending.registrars.values().any(|delegate| delegate.as_ref() == Some(key))
     }
 
     /// The record under `key`, tombstones included.
@@ -214,13 +265,13 @@ impl Store {
         mut records: Vec<Record>,
         operator: Option<&WriterKey>,
     ) -> Result<Applied, StoreError> {
-        records.sort_by_key(|r| root_id(&r.key).is_none());
+        records.sort_by_key(apply_order);
         let mut applied = Applied::default();
         let mut pending: HashMap<String, Summary> = HashMap::new();
-        let mut pending_owners: HashMap<String, Option<WriterKey>> = HashMap::new();
+        let mut pending_index = PendingIndex::default();
         let mut to_store: Vec<Record> = Vec::new();
         for record in records {
-            if let Err(rejection) = self.check(&record, operator, &pending_owners) {
+            if let Err(rejection) = self.check(&record, operator, &pending_index) {
                 match rejection {
                     Rejection::Forged => self.forged += 1,
                     Rejection::Unauthorized(_) => self.unauthorized += 1,
@@ -235,7 +286,10 @@ impl Store {
                 continue;
             }
             if let Some(id) = root_id(&record.key) {
-                pending_owners.insert(id.to_string(), owner_of(&record));
+                pending_index.owners.insert(id.to_string(), owner_of(&record));
+            }
+            if record.key.starts_with(keys::REGISTRARS) {
+                pending_index.registrars.insert(record.key.clone(), registrar_of(&record));
             }
             pending.insert(record.key.clone(), summary);
             to_store.retain(|r| r.key != record.key);
@@ -264,7 +318,7 @@ impl Store {
         &self,
         record: &Record,
         operator: Option<&WriterKey>,
-        pending_owners: &HashMap<String, Option<WriterKey>>,
+        pending: &PendingIndex,
     ) -> Result<(), Rejection> {
         let authority = keys::authority(&record.key, &record.scope)
             .map_err(|e| Rejection::Unauthorized(e.to_string()))?;
@@ -287,17 +341,35 @@ impl Store {
                         record.key
                     )));
                 }
-                if root_id(&record.key).is_some()
+                if record.key.starts_with(keys::REGISTRARS)
                     && !record.is_tombstone()
-                    && owner_of(record).is_none()
+                    && registrar_of(record).is_none()
                 {
+                    return Err(Rejection::Unauthorized(
+                        "a registrar record must name its key".into(),
+                    ));
+                }
+            }
+            Authority::Registrar => {
+                if operator.is_none() {
+                    return Err(Rejection::Unauthorized(
+                        "this node has no operator key configured".into(),
+                    ));
+                }
+                if !self.may_register(&record.writer, operator, pending) {
+                    return Err(Rejection::Unauthorized(format!(
+                        "only the operator key or a registrar may write {}",
+                        record.key
+                    )));
+                }
+                if !record.is_tombstone() && owner_of(record).is_none() {
                     return Err(Rejection::Unauthorized(
                         "a project record must name its owner".into(),
                     ));
                 }
             }
             Authority::Owner(project) => {
-                let owner = match pending_owners.get(&project) {
+                let owner = match pending.owners.get(&project) {
                     Some(owner) => *owner,
                     None => self.owners.get(&project).copied(),
                 };
@@ -428,6 +500,51 @@ mod tests {
 
         assert_eq!(store.get(&keys::function("shop", "evil")).unwrap(), None);
         assert_eq!(store.unauthorized, 6);
+    }
+
+    fn delegate(name: &str, key: &Keypair, version: u64, signer: &Keypair) -> Record {
+        let value = cbor::to_vec(&Registrar { key: WriterKey::of(key).unwrap() }).unwrap();
+        Draft { key: keys::registrar(name), scope: String::new(), value: Some(value) }
+            .sign(version, signer)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_registrar_the_operator_named_creates_projects_until_revoked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("tns.redb")).unwrap();
+        let k = keys();
+        let operator = op(&k);
+        let vault = Keypair::generate_ed25519();
+        // Not yet delegated.
+        let applied = store.apply(vec![root("a", &k.owner, 1, &vault)], Some(&operator)).unwrap();
+        assert_eq!(applied.rejected.len(), 1);
+        // Only the operator may delegate.
+        let applied =
+            store.apply(vec![delegate("v", &vault, 2, &k.stranger)], Some(&operator)).unwrap();
+        assert_eq!(applied.rejected.len(), 1);
+        // Delegation and creation in one batch, in any order.
+        let batch = vec![root("a", &k.owner, 3, &vault), delegate("v", &vault, 2, &k.operator)];
+        let applied = store.apply(batch, Some(&operator)).unwrap();
+        assert_eq!(
+            (applied.stored.len(), applied.rejected.len()),
+            (2, 0),
+            "{:?}",
+            applied.rejected
+        );
+        // The registrar creates projects, not what is inside them.
+        let applied = store.apply(vec![child("a", "f", b"x", 4, &vault)], Some(&operator)).unwrap();
+        assert_eq!(applied.rejected.len(), 1);
+        // Revoked: no more projects; the index survives a reopen.
+        let revoke = Draft { key: keys::registrar("v"), scope: String::new(), value: None }
+            .sign(5, &k.operator)
+            .unwrap();
+        store.apply(vec![revoke], Some(&operator)).unwrap();
+        drop(store);
+        let mut store = Store::open(&dir.path().join("tns.redb")).unwrap();
+        let applied = store.apply(vec![root("b", &k.owner, 6, &vault)], Some(&operator)).unwrap();
+        assert_eq!(applied.rejected.len(), 1);
+        assert!(store.get(&keys::project("a")).unwrap().is_some());
     }
 
     #[test]

@@ -2,10 +2,11 @@
 //!
 //! | key | scope | who may write |
 //! |---|---|---|
-//! | `/projects/<id>` | `<id>` | the operator (the value names the owner) |
+//! | `/projects/<id>` | `<id>` | the operator or a registrar (the value names the owner) |
 //! | `/projects/<id>/...` | `<id>` | the project's owner |
 //! | `/domains/<fqdn>` | the claiming project | that project's owner |
 //! | `/http/<fqdn>/<METHOD>/<path>` | the claiming project | that project's owner |
+//! | `/registrars/<peer id>` | empty | the operator: delegates project creation to a key |
 //! | anything else (`/vault/keyset`, ...) | empty | the operator |
 //!
 //! The rules depend only on the record and the current owner of the project it names, so every
@@ -19,6 +20,9 @@ pub const MAX_KEY_LEN: usize = 512;
 pub enum Authority {
     /// The cloud's operator key.
     Operator,
+    /// The operator key, or a key the operator named under `/registrars/` (a vault node, which
+    /// creates a project only after checking its registration).
+    Registrar,
     /// The owner of this project (as its `/projects/<id>` record names it).
     Owner(String),
 }
@@ -77,7 +81,7 @@ pub fn authority(key: &str, scope: &str) -> Result<Authority, KeyError> {
             if !is_name(id) {
                 return Err(malformed("a project id is 1-63 of a-z, 0-9 and -"));
             }
-            scoped(id).map(|_| Authority::Operator)
+            scoped(id).map(|_| Authority::Registrar)
         }
         ["projects", id, ..] => {
             if !is_name(id) {
@@ -146,6 +150,31 @@ pub fn function(project: &str, name: &str) -> String {
     format!("/projects/{project}/functions/{name}")
 }
 
+/// `/projects/<id>/secrets/<name>`: a secret encrypted to the vault's key set.
+pub fn secret(project: &str, name: &str) -> String {
+    format!("/projects/{project}/secrets/{name}")
+}
+
+/// The prefix of every registrar record.
+pub const REGISTRARS: &str = "/registrars/";
+
+/// `/registrars/<name>`: the operator's delegation of project creation to a key (a vault node's,
+/// named by its peer id).
+pub fn registrar(name: &str) -> String {
+    format!("{REGISTRARS}{name}")
+}
+
+/// The vault's public key set, written by the operator.
+pub const VAULT_KEYSET: &str = "/vault/keyset";
+
+/// `(project, name)` of a `/projects/<id>/secrets/<name>` key.
+pub fn parse_secret(key: &str) -> Option<(&str, &str)> {
+    let rest = key.strip_prefix("/projects/")?;
+    let (project, rest) = rest.split_once('/')?;
+    let name = rest.strip_prefix("secrets/")?;
+    (is_name(project) && is_name(name)).then_some((project, name))
+}
+
 /// `/domains/<fqdn>`.
 pub fn domain(fqdn: &str) -> String {
     format!("/domains/{}", fqdn.to_ascii_lowercase())
@@ -168,7 +197,11 @@ mod tests {
 
     #[test]
     fn says_who_may_write_each_key() {
-        assert_eq!(authority("/projects/shop", "shop"), Ok(Authority::Operator));
+        assert_eq!(authority("/projects/shop", "shop"), Ok(Authority::Registrar));
+        assert_eq!(authority(&registrar("12D3KooWabc"), ""), Ok(Authority::Operator));
+        assert_eq!(parse_secret(&secret("shop", "db-password")), Some(("shop", "db-password")));
+        assert_eq!(parse_secret("/projects/shop/functions/db"), None);
+        assert_eq!(parse_secret("/projects/shop/secrets/a/b"), None);
         assert_eq!(authority("/projects/shop/config", "shop"), Ok(Authority::Owner("shop".into())));
         assert_eq!(
             authority("/domains/shop.example.com", "shop"),

@@ -42,6 +42,13 @@ impl WriterKey {
         Some(Self(public.to_bytes()))
     }
 
+    /// The key inside an ed25519 peer id (the node's identity key), if it is one.
+    pub fn of_peer(peer: &libp2p::PeerId) -> Option<Self> {
+        let multihash: &multihash::Multihash<64> = peer.as_ref();
+        let public = libp2p::identity::PublicKey::try_decode_protobuf(multihash.digest()).ok()?;
+        Some(Self(public.try_into_ed25519().ok()?.to_bytes()))
+    }
+
     /// Whether `signature` is this key's signature of `message`.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
         ed25519::PublicKey::try_from_bytes(&self.0).is_ok_and(|key| key.verify(message, signature))

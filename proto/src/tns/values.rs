@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::WriterKey;
 use crate::cbor::{self, CborError};
 use crate::hoarder::BlobId;
+use crate::vault::{KeySet, SecretValue};
 
 /// `/projects/<id>`, written by the operator: who owns the project.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +99,13 @@ pub struct Route {
     pub function: String,
 }
 
+/// `/registrars/<name>`, written by the operator: a key that may create projects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registrar {
+    /// The key.
+    pub key: WriterKey,
+}
+
 /// Any TNS value, decoded by the shape of its key.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
@@ -112,6 +120,12 @@ pub enum Value {
     Domain(DomainClaim),
     /// `/http/...`.
     Route(Route),
+    /// `/projects/<id>/secrets/<name>` (the ciphertext, never a plaintext).
+    Secret(SecretValue),
+    /// `/registrars/<name>`.
+    Registrar(Registrar),
+    /// `/vault/keyset`.
+    KeySet(KeySet),
     /// Anything else: the raw CBOR bytes.
     Raw(#[serde(with = "crate::bytes::vec")] Vec<u8>),
 }
@@ -125,7 +139,10 @@ impl Value {
             ["projects", _, "config"] => Self::ProjectConfig(cbor::from_slice(bytes)?),
             ["projects", _, "functions", _] => Self::Function(Box::new(cbor::from_slice(bytes)?)),
             ["domains", _] => Self::Domain(cbor::from_slice(bytes)?),
+            ["projects", _, "secrets", _] => Self::Secret(cbor::from_slice(bytes)?),
             ["http", ..] => Self::Route(cbor::from_slice(bytes)?),
+            ["registrars", _] => Self::Registrar(cbor::from_slice(bytes)?),
+            ["vault", "keyset"] => Self::KeySet(cbor::from_slice(bytes)?),
             _ => Self::Raw(bytes.to_vec()),
         })
     }

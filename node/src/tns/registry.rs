@@ -1,0 +1,149 @@
+//! Reading and writing the registry from the node's other services (substrate, vault): through
+//! the node's own tns when it runs one, else through the connected tns nodes.
+
+use libp2p::PeerId;
+use tau_proto::tns::{MAX_PAGE, PutOutcome, Record, TnsRequest, TnsResponse};
+
+use super::Local;
+use crate::p2p;
+
+/// Where the registry is read from.
+#[derive(Clone)]
+pub enum Registry {
+    /// This node runs tns.
+    Local(Local),
+    /// Another node's tns, over `/tau/tns/1`.
+    Remote(p2p::Handle),
+}
+
+impl Registry {
+    /// Stores signed records: in the node's own registry (and gossips them), or at the first
+    /// tns node that answers (which gossips them).
+    pub async fn put(&self, records: Vec<Record>) -> Result<PutOutcome, String> {
+        match self {
+            Self::Local(local) => local.put(records).await,
+            Self::Remote(handle) => {
+                remote(handle, |peer| {
+                    let handle = handle.clone();
+                    let records = records.clone();
+                    async move {
+                        match handle.tns(peer, TnsRequest::Put { records }).await {
+                            Ok(TnsResponse::Put(outcome)) => Ok(outcome),
+                            Ok(TnsResponse::Error(e)) => Err(e),
+                            Ok(_) => Err("unexpected answer to Put".into()),
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
+                })
+                .await
+            }
+        }
+    }
+
+    /// The highest version the registry has seen: a writer signs with one more.
+    pub async fn clock(&self) -> Result<u64, String> {
+        match self {
+            Self::Local(local) => Ok(local.clock()),
+            Self::Remote(handle) => {
+                remote(handle, |peer| {
+                    let handle = handle.clone();
+                    async move {
+                        match handle.tns(peer, TnsRequest::Status).await {
+                            Ok(TnsResponse::Status(status)) => Ok(status.clock),
+                            Ok(TnsResponse::Error(e)) => Err(e),
+                            Ok(_) => Err("unexpected answer to Status".into()),
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
+                })
+                .await
+            }
+        }
+    }
+
+    /// Every live record under `prefix`.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<Record>, String> {
+        match self {
+            Self::Local(local) => local.list(prefix).map_err(|e| e.to_string()),
+            Self::Remote(handle) => {
+                remote(handle, |peer| {
+                    let prefix = prefix.to_string();
+                    let handle = handle.clone();
+                    async move { list_from(&handle, peer, &prefix).await }
+                })
+                .await
+            }
+        }
+    }
+
+    /// The live record at `key`.
+    pub async fn get(&self, key: &str) -> Result<Option<Record>, String> {
+        match self {
+            Self::Local(local) => {
+                Ok(local.get(key).map_err(|e| e.to_string())?.filter(|r| !r.is_tombstone()))
+            }
+            Self::Remote(handle) => {
+                let records = remote(handle, |peer| {
+                    let handle = handle.clone();
+                    let keys = vec![key.to_string()];
+                    async move {
+                        match handle.tns(peer, TnsRequest::Get { keys }).await {
+                            Ok(TnsResponse::Records(records)) => Ok(records),
+                            Ok(TnsResponse::Error(e)) => Err(e),
+                            Ok(_) => Err("unexpected answer to Get".into()),
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
+                })
+                .await?;
+                Ok(records.into_iter().find(|r| r.key == key && !r.is_tombstone() && r.verify()))
+            }
+        }
+    }
+}
+
+/// Asks the connected tns nodes in turn until one answers.
+async fn remote<T, F, Fut>(handle: &p2p::Handle, ask: F) -> Result<T, String>
+where
+    F: Fn(PeerId) -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let peers = handle.peers().await.map_err(|e| e.to_string())?;
+    let mut last = "no tns node is connected".to_string();
+    for peer in peers.iter().filter(|p| p.services.iter().any(|s| s == "tns")) {
+        match ask(peer.peer_id).await {
+            Ok(answer) => return Ok(answer),
+            Err(e) => last = format!("{}: {e}", peer.peer_id),
+        }
+    }
+    Err(last)
+}
+
+async fn list_from(
+    handle: &p2p::Handle,
+    peer: PeerId,
+    prefix: &str,
+) -> Result<Vec<Record>, String> {
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let request = TnsRequest::List {
+            prefix: prefix.to_string(),
+            after,
+            limit: MAX_PAGE,
+            tombstones: false,
+        };
+        match handle.tns(peer, request).await {
+            Ok(TnsResponse::Page { records, next }) => {
+                all.extend(records.into_iter().filter(Record::verify));
+                match next {
+                    Some(next) => after = Some(next),
+                    None => return Ok(all),
+                }
+            }
+            Ok(TnsResponse::Error(e)) => return Err(e),
+            Ok(_) => return Err("unexpected answer to List".into()),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}

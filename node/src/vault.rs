@@ -1,0 +1,136 @@
+//! The `vault` service: threshold secrets that no single node can read.
+//!
+//! The node holds one secret key share of the cloud's key set and the public key set (files
+//! from `tau-node vault deal`, named in `node.yaml`). Secrets live in TNS, encrypted to the group
+//! key, under `/projects/<id>/secrets/<name>`; this service only ever answers with its own
+//! decryption share, and only to the project's owner.
+//!
+//! - `Store`: an owner-signed secret record; the node checks the writer owns the project, the
+//!   ciphertext passes its validity check and is for this key set, binds it, then writes it to TNS.
+//! - `Decrypt`: an owner-signed request; the node checks signature and freshness, reads the
+//!   secret from TNS, checks and binds the ciphertext, and answers its decryption share.
+//! - `Shares`: index, key set, threshold and how many secrets this node has bound.
+//! - `Register`: creates a project (as a registrar the operator named under `/registrars/`)
+//!   with its encrypted secrets, after checking the owner's signature and every ciphertext;
+//!   a refused registration writes nothing.
+//!
+//! [`bindings`] keeps each ciphertext tied to the first secret key it was checked under.
+//! Nothing here logs or returns a plaintext or a share other than this node's decryption share.
+
+pub mod bindings;
+mod service;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use libp2p::identity::Keypair;
+use tau_proto::vault::{KeySet, ShareFile};
+use tau_proto::yaml::YamlError;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::VaultConfig;
+use crate::{p2p, tns};
+use bindings::Bindings;
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VaultStartError {
+    /// A key file is unreadable or wrong.
+    #[error("vault: {path}: {reason}")]
+    Keys {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The bindings could not be opened.
+    #[error(transparent)]
+    Bindings(#[from] bindings::BindingsError),
+    /// The p2p task has stopped.
+    #[error("cannot start vault: {0}")]
+    P2p(String),
+}
+
+/// What the service's request handlers share.
+pub(crate) struct Shared {
+    keyset: KeySet,
+    share: ShareFile,
+    bindings: Bindings,
+    registry: tns::Registry,
+    /// Signs the project roots this node creates as a registrar.
+    keypair: Keypair,
+}
+
+/// Loads and checks the key set and this node's share.
+pub fn load_keys(config: &VaultConfig) -> Result<(KeySet, ShareFile), VaultStartError> {
+    let keys = |path: &Path, reason: String| VaultStartError::Keys {
+        path: path.display().to_string(),
+        reason,
+    };
+    let keyset: KeySet =
+        tau_proto::yaml::load(&config.keyset).map_err(|e| keys(&config.keyset, e.to_string()))?;
+    keyset.validate().map_err(|e| keys(&config.keyset, format!("not a usable key set: {e}")))?;
+    let mode = std::fs::metadata(&config.share)
+        .map_err(|e| keys(&config.share, e.to_string()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(keys(
+            &config.share,
+            format!(
+                "a key share must be readable by its owner only (mode {:o}): chmod 600 it",
+                mode & 0o777
+            ),
+        ));
+    }
+    // The share's own error text could quote the file; say only which field is wrong.
+    let share: ShareFile = tau_proto::yaml::load(&config.share).map_err(|e| match e {
+        YamlError::Read { source, .. } => keys(&config.share, source.to_string()),
+        YamlError::Parse { field, .. } if !field.is_empty() => {
+            keys(&config.share, format!("not a share file: {}", field.trim_end_matches(": ")))
+        }
+        _ => keys(&config.share, "not a share file".into()),
+    })?;
+    if !share.matches(&keyset) {
+        return Err(keys(
+            &config.share,
+            format!(
+                "share {} of key set {} does not belong to key set {} in {}",
+                share.index,
+                share.keyset,
+                keyset.id,
+                config.keyset.display()
+            ),
+        ));
+    }
+    Ok((keyset, share))
+}
+
+/// Starts the vault service: loads its keys, opens `<data>/vault.redb` and serves
+/// `/tau/vault/1`. The task stops on `shutdown`.
+pub async fn start(
+    handle: p2p::Handle,
+    keypair: Keypair,
+    data_dir: &Path,
+    config: &VaultConfig,
+    registry: tns::Registry,
+    shutdown: CancellationToken,
+) -> Result<Vec<JoinHandle<()>>, VaultStartError> {
+    let (keyset, share) = load_keys(config)?;
+    let bindings = Bindings::open(&data_dir.join("vault.redb"))?;
+    tracing::info!(
+        keyset = %keyset.id,
+        index = share.index,
+        threshold = keyset.threshold,
+        shares = keyset.shares,
+        secrets = bindings.count()?,
+        "vault share loaded"
+    );
+    let shared = Arc::new(Shared { keyset, share, bindings, registry, keypair });
+    let (inbox, requests) = tokio::sync::mpsc::channel(256);
+    handle.serve_vault(inbox).await.map_err(|e| VaultStartError::P2p(e.to_string()))?;
+    Ok(vec![tokio::spawn(service::run(shared, requests, shutdown))])
+}

@@ -1,0 +1,246 @@
+//! Answers `/tau/vault/1` requests, each in its own task.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use libp2p::PeerId;
+use tau_proto::cbor;
+use tau_proto::client::unix_now;
+use tau_proto::tns::values::ProjectRoot;
+use tau_proto::tns::{Draft, Record, WriterKey, keys};
+use tau_proto::vault::{
+    Registration, SecretValue, ShareInfo, SignedRequest, VaultRequest, VaultResponse, ciphertext_id,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use super::bindings::Bound;
+use crate::p2p::Inbound;
+
+/// The most secrets one registration may carry.
+const MAX_REGISTRATION_SECRETS: usize = 16;
+
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    mut requests: mpsc::Receiver<Inbound<VaultRequest, VaultResponse>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(inbound) = requests.recv() => {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let response = match answer(&shared, inbound.peer, inbound.request).await {
+                        Ok(response) => response,
+                        Err(message) => VaultResponse::Error(message),
+                    };
+                    let _ = inbound.reply.send(response);
+                });
+            }
+            else => break,
+        }
+    }
+    tracing::debug!("vault service stopped");
+}
+
+async fn answer(
+    shared: &Shared,
+    peer: PeerId,
+    request: VaultRequest,
+) -> Result<VaultResponse, String> {
+    match request {
+        VaultRequest::Store { record } => store(shared, peer, record).await,
+        VaultRequest::Decrypt { request } => decrypt(shared, peer, request).await,
+        VaultRequest::Shares => Ok(VaultResponse::Shares(ShareInfo {
+            keyset: shared.keyset.id.clone(),
+            index: shared.share.index,
+            threshold: shared.keyset.threshold,
+            shares: shared.keyset.shares,
+            secrets: shared.bindings.count().map_err(|e| e.to_string())?,
+        })),
+        VaultRequest::Register(registration) => register(shared, peer, *registration).await,
+        _ => Err("unsupported vault request".into()),
+    }
+}
+
+/// The owner of `project`, from TNS.
+async fn owner(shared: &Shared, project: &str) -> Result<WriterKey, String> {
+    let record = shared
+        .registry
+        .get(&keys::project(project))
+        .await
+        .map_err(|e| format!("cannot read project `{project}` from tns: {e}"))?
+        .ok_or_else(|| format!("project `{project}` does not exist"))?;
+    record
+        .value
+        .as_deref()
+        .and_then(|v| cbor::from_slice::<ProjectRoot>(v).ok())
+        .map(|root| root.owner)
+        .ok_or_else(|| format!("project `{project}` has no readable owner"))
+}
+
+/// Checks a secret record's key, signature, writer and ciphertext; returns its ciphertext id.
+fn check_secret(
+    shared: &Shared,
+    record: &Record,
+    owner: &WriterKey,
+    project: &str,
+) -> Result<[u8; 32], String> {
+    let Some((in_project, _)) = keys::parse_secret(&record.key) else {
+        return Err(format!(
+            "`{}` is not a secret key (/projects/<id>/secrets/<name>)",
+            record.key
+        ));
+    };
+    if in_project != project || record.scope != project {
+        return Err(format!("{} does not belong to project `{project}`", record.key));
+    }
+    if !record.verify() {
+        return Err(format!("{}: bad signature", record.key));
+    }
+    if record.writer != *owner {
+        return Err(format!("{}: only the owner of project `{project}` may write it", record.key));
+    }
+    let value: SecretValue = record
+        .value
+        .as_deref()
+        .and_then(|v| cbor::from_slice(v).ok())
+        .ok_or_else(|| format!("{}: not an encrypted secret", record.key))?;
+    if value.keyset != shared.keyset.id {
+        return Err(format!(
+            "{}: encrypted to key set {}, this vault uses {}",
+            record.key, value.keyset, shared.keyset.id
+        ));
+    }
+    ciphertext_id(&value.ciphertext).map_err(|e| format!("{}: {e}", record.key))
+}
+
+/// Binds the ciphertexts to their keys, or says which other secret one belongs to.
+fn bind(shared: &Shared, pairs: &[([u8; 32], &str)]) -> Result<(), String> {
+    match shared.bindings.bind(pairs).map_err(|e| e.to_string())? {
+        Bound::Ok => Ok(()),
+        Bound::Elsewhere(other) => Err(format!(
+            "this ciphertext is already stored as {other}: encrypt the value anew for each secret"
+        )),
+    }
+}
+
+async fn store(shared: &Shared, peer: PeerId, record: Record) -> Result<VaultResponse, String> {
+    let (project, name) = keys::parse_secret(&record.key)
+        .map(|(p, n)| (p.to_string(), n.to_string()))
+        .ok_or_else(|| format!("`{}` is not a secret key", record.key))?;
+    if record.is_tombstone() {
+        return Err("delete a secret through tns, not the vault".into());
+    }
+    let owner = owner(shared, &project).await?;
+    let id = check_secret(shared, &record, &owner, &project)?;
+    bind(shared, &[(id, record.key.as_str())])?;
+    let key = record.key.clone();
+    let outcome = shared.registry.put(vec![record]).await?;
+    if let Some((key, why)) = outcome.rejected.first() {
+        return Err(format!("tns refused {key}: {why}"));
+    }
+    tracing::info!(%peer, project, name, "secret checked and stored");
+    Ok(VaultResponse::Stored { key })
+}
+
+async fn decrypt(
+    shared: &Shared,
+    peer: PeerId,
+    request: SignedRequest,
+) -> Result<VaultResponse, String> {
+    let body = &request.body;
+    if body.action != "decrypt" || !keys::is_name(&body.project) || !keys::is_name(&body.name) {
+        return Err("not a decrypt request for a project's secret".into());
+    }
+    let owner = owner(shared, &body.project).await?;
+    if let Err(e) = request.verify(&owner, unix_now()) {
+        tracing::warn!(%peer, project = body.project, "refused a decrypt request: {e}");
+        return Err(format!(
+            "refused: {e}; only the owner of project `{}` may read its secrets",
+            body.project
+        ));
+    }
+    let key = keys::secret(&body.project, &body.name);
+    let record = shared
+        .registry
+        .get(&key)
+        .await
+        .map_err(|e| format!("cannot read {key} from tns: {e}"))?
+        .ok_or_else(|| format!("project `{}` has no secret `{}`", body.project, body.name))?;
+    let id = check_secret(shared, &record, &owner, &body.project)?;
+    bind(shared, &[(id, key.as_str())])?;
+    let value: SecretValue = record
+        .value
+        .as_deref()
+        .and_then(|v| cbor::from_slice(v).ok())
+        .ok_or_else(|| format!("{key}: not an encrypted secret"))?;
+    let share = shared.share.decryption_share(&value.ciphertext).map_err(|e| e.to_string())?;
+    tracing::info!(%peer, project = body.project, name = body.name, "decryption share given");
+    Ok(VaultResponse::Share { keyset: shared.keyset.id.clone(), index: shared.share.index, share })
+}
+
+async fn register(
+    shared: &Shared,
+    peer: PeerId,
+    registration: Registration,
+) -> Result<VaultResponse, String> {
+    let Registration { request, secrets } = registration;
+    let project = request.body.project.clone();
+    if request.body.action != "register"
+        || !request.body.name.is_empty()
+        || !keys::is_name(&project)
+    {
+        return Err("not a registration of a project".into());
+    }
+    let owner = request.signer;
+    if let Err(e) = request.verify(&owner, unix_now()) {
+        tracing::warn!(%peer, project, "refused a registration: {e}");
+        return Err(format!("refused: {e}"));
+    }
+    if secrets.len() > MAX_REGISTRATION_SECRETS {
+        return Err(format!("at most {MAX_REGISTRATION_SECRETS} secrets per registration"));
+    }
+    let mut names = HashSet::new();
+    let mut ids = Vec::with_capacity(secrets.len());
+    for record in &secrets {
+        let id = check_secret(shared, record, &owner, &project).inspect_err(|e| {
+            tracing::warn!(%peer, project, "refused a registration: {e}");
+        })?;
+        if !names.insert(record.key.as_str()) {
+            return Err(format!("{} is given twice", record.key));
+        }
+        ids.push((id, record.key.as_str()));
+    }
+    let existing = shared
+        .registry
+        .get(&keys::project(&project))
+        .await
+        .map_err(|e| format!("cannot read project `{project}` from tns: {e}"))?;
+    if existing.is_some() {
+        return Err(format!("project `{project}` already exists"));
+    }
+    bind(shared, &ids)?;
+    let version = shared.registry.clock().await? + 1;
+    let value = cbor::to_vec(&ProjectRoot { owner }).map_err(|e| e.to_string())?;
+    let root = Draft { key: keys::project(&project), scope: project.clone(), value: Some(value) }
+        .sign(version, &shared.keypair)
+        .ok_or("this node's key cannot sign records")?;
+    let written: Vec<String> =
+        std::iter::once(root.key.clone()).chain(secrets.iter().map(|r| r.key.clone())).collect();
+    let outcome = shared.registry.put(std::iter::once(root).chain(secrets).collect()).await?;
+    if !outcome.rejected.is_empty() {
+        let lines: Vec<String> =
+            outcome.rejected.iter().map(|(key, why)| format!("{key}: {why}")).collect();
+        return Err(format!(
+            "tns refused the registration (is this node a registrar? the operator names it with \
+             `tau-node vault publish --registrar {}`): {}",
+            shared.keypair.public().to_peer_id(),
+            lines.join("; ")
+        ));
+    }
+    tracing::info!(%peer, project, %owner, "project registered");
+    Ok(VaultResponse::Registered { project, written })
+}

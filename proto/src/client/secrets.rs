@@ -1,0 +1,483 @@
+//! Secrets through the vault, as a project's owner uses them: store, read, register a project,
+//! and inspect the vault nodes' shares.
+//!
+//! Reading asks every vault node at once and combines as soon as `t + 1` shares have come back
+//! and passed their checks, so a slow or dead node costs nothing while enough others answer.
+//! No error or report here ever holds a plaintext, a share or a key.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use libp2p::PeerId;
+use libp2p::identity::Keypair;
+
+use super::{Client, ClientError};
+use crate::cbor;
+use crate::tns::values::{ProjectRoot, Registrar};
+use crate::tns::{Record, TnsRequest, TnsResponse, WriterKey, keys};
+use crate::vault::{
+    self, KeySet, Registration, RequestBody, SecretValue, ShareInfo, VaultError, VaultRequest,
+    VaultResponse,
+};
+
+/// Why a secret operation failed. Names nodes, projects and secrets; never a value.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SecretError {
+    /// Talking to the cloud failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// No node runs the service.
+    #[error("no {0} node is reachable in this cloud")]
+    NoNode(&'static str),
+    /// `/vault/keyset` is missing or unreadable.
+    #[error(
+        "the cloud has no usable vault key set in TNS ({key}): {reason}; the operator publishes it with `tau-node vault publish`"
+    )]
+    NoKeySet {
+        /// `/vault/keyset`.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The project does not exist.
+    #[error("project `{0}` does not exist in this cloud")]
+    NoProject(String),
+    /// The project exists already (registration).
+    #[error("project `{project}` already exists, owned by {owner}")]
+    ProjectExists {
+        /// The project.
+        project: String,
+        /// Its owner.
+        owner: WriterKey,
+    },
+    /// The key is not the project's owner.
+    #[error("project `{project}` is owned by {owner}, not by {key}")]
+    NotOwner {
+        /// The project.
+        project: String,
+        /// Its owner.
+        owner: WriterKey,
+        /// The key used.
+        key: WriterKey,
+    },
+    /// The secret does not exist.
+    #[error("project `{project}` has no secret `{name}`")]
+    NoSecret {
+        /// The project.
+        project: String,
+        /// The secret's name.
+        name: String,
+    },
+    /// A name is not 1-63 of a-z, 0-9 and -.
+    #[error("`{0}` is not a valid name: 1-63 of a-z, 0-9 and -, not starting or ending with -")]
+    BadName(String),
+    /// A vault operation failed.
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    /// Every vault node refused or failed.
+    #[error("no vault node accepted the request:\n  {}", .failures.join("\n  "))]
+    Refused {
+        /// One line per node.
+        failures: Vec<String>,
+    },
+    /// Too few good decryption shares.
+    #[error(
+        "{good} good decryption shares, {needed} needed: {asked} of the key set's {shares} vault nodes are reachable{}",
+        .failures.iter().map(|f| format!("\n  {f}")).collect::<String>()
+    )]
+    NotEnoughShares {
+        /// Good shares.
+        good: usize,
+        /// `t + 1`.
+        needed: usize,
+        /// Vault nodes asked.
+        asked: usize,
+        /// `n`: the key set's shares.
+        shares: u32,
+        /// One line per node that failed or lied.
+        failures: Vec<String>,
+    },
+}
+
+/// A read secret.
+pub struct Revealed {
+    /// The plaintext.
+    pub plaintext: Vec<u8>,
+    /// Nodes whose shares were bad or that failed, named (the read still succeeded).
+    pub failures: Vec<String>,
+}
+
+impl std::fmt::Debug for Revealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Revealed({} bytes, failures {:?})", self.plaintext.len(), self.failures)
+    }
+}
+
+/// What storing a secret did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Stored {
+    /// The TNS key.
+    pub key: String,
+    /// The key set it is encrypted to.
+    pub keyset: String,
+    /// The vault nodes that checked and stored it.
+    pub nodes: Vec<PeerId>,
+    /// The nodes that failed, with why.
+    pub failures: Vec<String>,
+}
+
+/// What a registration did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Registered {
+    /// The project.
+    pub project: String,
+    /// The vault node that checked and wrote it.
+    pub node: PeerId,
+    /// The TNS keys written.
+    pub written: Vec<String>,
+}
+
+/// The seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn check_name(name: &str) -> Result<(), SecretError> {
+    if keys::is_name(name) { Ok(()) } else { Err(SecretError::BadName(name.to_string())) }
+}
+
+impl Client {
+    /// The nodes that run each service, as the entry node knows them (its peers and itself).
+    pub async fn services(&self) -> Result<HashMap<String, Vec<PeerId>>, ClientError> {
+        let mut map: HashMap<String, Vec<PeerId>> = HashMap::new();
+        let (info, peers) = futures::try_join!(self.info(self.entry), self.peers(self.entry))?;
+        for service in info.services {
+            map.entry(service).or_default().push(self.entry);
+        }
+        for peer in peers {
+            for addr in &peer.addrs {
+                self.add_address(peer.peer_id, addr.clone()).await?;
+            }
+            for service in peer.services {
+                map.entry(service).or_default().push(peer.peer_id);
+            }
+        }
+        Ok(map)
+    }
+
+    /// The records at `keys` (live ones, correctly signed), from a tns node.
+    async fn tns_get(&self, node: PeerId, keys: Vec<String>) -> Result<Vec<Record>, SecretError> {
+        match self.tns(node, TnsRequest::Get { keys }).await? {
+            TnsResponse::Records(records) => {
+                Ok(records.into_iter().filter(|r| !r.is_tombstone() && r.verify()).collect())
+            }
+            _ => Err(ClientError::Unexpected { peer: node }.into()),
+        }
+    }
+
+    /// The vault's key set, as the operator published it in TNS.
+    pub async fn vault_keyset(&self, tns: PeerId) -> Result<KeySet, SecretError> {
+        let records = self.tns_get(tns, vec![keys::VAULT_KEYSET.into()]).await?;
+        keyset_of(&records)
+    }
+
+    /// A tns node and every vault node.
+    async fn tns_and_vaults(&self) -> Result<(PeerId, Vec<PeerId>), SecretError> {
+        let services = self.services().await?;
+        let tns = first(&services, "tns")?;
+        match services.get("vault") {
+            Some(vaults) if !vaults.is_empty() => Ok((tns, vaults.clone())),
+            _ => Err(SecretError::NoNode("vault")),
+        }
+    }
+
+    /// Encrypts `plaintext` to the vault's key set and stores it as secret `name` of `project`,
+    /// signed by its owner; every reachable vault node checks it.
+    pub async fn put_secret(
+        &self,
+        project: &str,
+        name: &str,
+        plaintext: &[u8],
+        owner: &Keypair,
+    ) -> Result<Stored, SecretError> {
+        check_name(project)?;
+        check_name(name)?;
+        let (tns, vaults) = self.tns_and_vaults().await?;
+        let records =
+            self.tns_get(tns, vec![keys::project(project), keys::VAULT_KEYSET.into()]).await?;
+        check_owner(&records, project, owner)?;
+        let keyset = keyset_of(&records)?;
+        let version = self.tns_clock(tns).await? + 1;
+        let record = vault::secret_record(&keyset, project, name, plaintext, version, owner)?;
+        let key = record.key.clone();
+        let mut asks: FuturesUnordered<_> = vaults
+            .iter()
+            .map(|node| {
+                let record = record.clone();
+                async move { (*node, self.vault(*node, VaultRequest::Store { record }).await) }
+            })
+            .collect();
+        let mut stored = Stored { key, keyset: keyset.id, nodes: Vec::new(), failures: Vec::new() };
+        while let Some((node, answer)) = asks.next().await {
+            match answer {
+                Ok(VaultResponse::Stored { .. }) => stored.nodes.push(node),
+                Ok(_) => stored.failures.push(format!("{node}: unexpected answer")),
+                Err(e) => stored.failures.push(e.to_string()),
+            }
+        }
+        if stored.nodes.is_empty() {
+            return Err(SecretError::Refused { failures: stored.failures });
+        }
+        Ok(stored)
+    }
+
+    /// Reads secret `name` of `project` as its owner: asks every vault node for its decryption
+    /// share, checks each, and combines `t + 1` good ones.
+    pub async fn get_secret(
+        &self,
+        project: &str,
+        name: &str,
+        owner: &Keypair,
+    ) -> Result<Revealed, SecretError> {
+        check_name(project)?;
+        check_name(name)?;
+        let (tns, vaults) = self.tns_and_vaults().await?;
+        let key = keys::secret(project, name);
+        let records = self.tns_get(tns, vec![key.clone(), keys::VAULT_KEYSET.into()]).await?;
+        let keyset = keyset_of(&records)?;
+        let secret =
+            records.iter().find(|r| r.key == key).and_then(|r| r.value.as_deref()).ok_or_else(
+                || SecretError::NoSecret { project: project.to_string(), name: name.to_string() },
+            )?;
+        let secret: SecretValue =
+            cbor::from_slice(secret).map_err(|_| VaultError::Malformed { what: "the secret" })?;
+        if secret.keyset != keyset.id {
+            return Err(VaultError::Malformed {
+                what: "the secret (encrypted to another key set)",
+            }
+            .into());
+        }
+        let body = RequestBody {
+            action: "decrypt".into(),
+            project: project.to_string(),
+            name: name.to_string(),
+            at: unix_now(),
+        };
+        let request = body
+            .sign(owner)
+            .ok_or(VaultError::Malformed { what: "the owner key (not ed25519)" })?;
+        let needed = keyset.threshold as usize + 1;
+        let mut asks: FuturesUnordered<_> = vaults
+            .iter()
+            .map(|node| {
+                let request = request.clone();
+                async move { (*node, self.vault(*node, VaultRequest::Decrypt { request }).await) }
+            })
+            .collect();
+        let mut good: BTreeMap<u32, (PeerId, u32, Vec<u8>)> = BTreeMap::new();
+        let mut failures = Vec::new();
+        while let Some((node, answer)) = asks.next().await {
+            match answer {
+                Ok(VaultResponse::Share { keyset: id, index, share }) if id == keyset.id => {
+                    match keyset.verify_share(&secret.ciphertext, node, index, &share) {
+                        Ok(()) => {
+                            good.insert(index, (node, index, share));
+                        }
+                        Err(e) => failures.push(e.to_string()),
+                    }
+                }
+                Ok(VaultResponse::Share { keyset: id, .. }) => {
+                    failures.push(format!("{node}: answered for key set {id}, not {}", keyset.id))
+                }
+                Ok(_) => failures.push(format!("{node}: unexpected answer")),
+                Err(e) => failures.push(e.to_string()),
+            }
+            if good.len() >= needed {
+                let shares: Vec<_> = good.into_values().take(needed).collect();
+                let plaintext = keyset.combine(&secret.ciphertext, &shares)?;
+                return Ok(Revealed { plaintext, failures });
+            }
+        }
+        Err(SecretError::NotEnoughShares {
+            good: good.len(),
+            needed,
+            asked: vaults.len(),
+            shares: keyset.shares,
+            failures,
+        })
+    }
+
+    /// Sends a registration to the vault nodes in turn until one answers (a refusal is final).
+    pub async fn register(&self, registration: Registration) -> Result<Registered, SecretError> {
+        let services = self.services().await?;
+        let vaults = services.get("vault").cloned().unwrap_or_default();
+        let mut failures = Vec::new();
+        for node in vaults {
+            let request = VaultRequest::Register(Box::new(registration.clone()));
+            match self.vault(node, request).await {
+                Ok(VaultResponse::Registered { project, written }) => {
+                    return Ok(Registered { project, node, written });
+                }
+                Ok(_) => failures.push(format!("{node}: unexpected answer")),
+                Err(e @ ClientError::Remote { .. }) => return Err(e.into()),
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        if failures.is_empty() {
+            return Err(SecretError::NoNode("vault"));
+        }
+        Err(SecretError::Refused { failures })
+    }
+
+    /// Creates `project` owned by `owner` through a vault node, with `secrets` encrypted to the
+    /// vault's key set.
+    pub async fn register_project(
+        &self,
+        project: &str,
+        owner: &Keypair,
+        secrets: &[(&str, &[u8])],
+    ) -> Result<Registered, SecretError> {
+        check_name(project)?;
+        for (name, _) in secrets {
+            check_name(name)?;
+        }
+        let services = self.services().await?;
+        let tns = first(&services, "tns")?;
+        let records =
+            self.tns_get(tns, vec![keys::project(project), keys::VAULT_KEYSET.into()]).await?;
+        if let Some(owner) = records.iter().find(|r| r.key == keys::project(project)).and_then(root)
+        {
+            return Err(SecretError::ProjectExists { project: project.to_string(), owner });
+        }
+        let keyset = keyset_of(&records)?;
+        let version = self.tns_clock(tns).await? + 1;
+        let registration =
+            Registration::new(&keyset, project, owner, secrets, version, unix_now())?;
+        self.register(registration).await
+    }
+
+    /// Every vault node's share information (never a share).
+    pub async fn vault_shares(
+        &self,
+    ) -> Result<Vec<(PeerId, Result<ShareInfo, String>)>, SecretError> {
+        let services = self.services().await?;
+        let vaults = services.get("vault").cloned().unwrap_or_default();
+        let answers = futures::future::join_all(vaults.iter().map(|node| async move {
+            let answer = match self.vault(*node, VaultRequest::Shares).await {
+                Ok(VaultResponse::Shares(info)) => Ok(info),
+                Ok(_) => Err("unexpected answer".to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            (*node, answer)
+        }))
+        .await;
+        Ok(answers)
+    }
+
+    /// Publishes the vault's public key set at `/vault/keyset` and names each of `registrars`
+    /// (vault nodes) under `/registrars/<peer id>`, signed by the operator key. Writes only what
+    /// differs from what TNS holds; returns the keys written.
+    pub async fn publish_vault(
+        &self,
+        keyset: &KeySet,
+        registrars: &[PeerId],
+        operator: &Keypair,
+    ) -> Result<Vec<String>, SecretError> {
+        let services = self.services().await?;
+        let tns = first(&services, "tns")?;
+        let mut wanted = vec![(keys::VAULT_KEYSET.to_string(), cbor_of(keyset)?)];
+        for peer in registrars {
+            let key = WriterKey::of_peer(peer).ok_or_else(|| SecretError::Refused {
+                failures: vec![format!("{peer}: not an ed25519 peer id, cannot be a registrar")],
+            })?;
+            wanted.push((keys::registrar(&peer.to_string()), cbor_of(&Registrar { key })?));
+        }
+        let current =
+            self.tns_get(tns, wanted.iter().map(|(key, _)| key.clone()).collect()).await?;
+        wanted.retain(|(key, value)| {
+            !current.iter().any(|r| r.key == *key && r.value.as_ref() == Some(value))
+        });
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let version = self.tns_clock(tns).await? + 1;
+        let records = wanted
+            .iter()
+            .map(|(key, value)| {
+                crate::tns::Draft {
+                    key: key.clone(),
+                    scope: String::new(),
+                    value: Some(value.clone()),
+                }
+                .sign(version, operator)
+                .ok_or(VaultError::Malformed { what: "the operator key (not ed25519)" })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        match self.tns(tns, TnsRequest::Put { records }).await? {
+            TnsResponse::Put(outcome) if outcome.rejected.is_empty() => {
+                Ok(wanted.into_iter().map(|(key, _)| key).collect())
+            }
+            TnsResponse::Put(outcome) => Err(SecretError::Refused {
+                failures: outcome.rejected.iter().map(|(k, why)| format!("{k}: {why}")).collect(),
+            }),
+            _ => Err(ClientError::Unexpected { peer: tns }.into()),
+        }
+    }
+
+    /// The tns node's clock: a writer signs one above it.
+    pub async fn tns_clock(&self, node: PeerId) -> Result<u64, ClientError> {
+        match self.tns(node, TnsRequest::Status).await? {
+            TnsResponse::Status(status) => Ok(status.clock),
+            _ => Err(ClientError::Unexpected { peer: node }),
+        }
+    }
+}
+
+fn first(
+    services: &HashMap<String, Vec<PeerId>>,
+    service: &'static str,
+) -> Result<PeerId, SecretError> {
+    services
+        .get(service)
+        .and_then(|nodes| nodes.first())
+        .copied()
+        .ok_or(SecretError::NoNode(service))
+}
+
+fn cbor_of<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, SecretError> {
+    cbor::to_vec(value).map_err(|_| VaultError::Malformed { what: "a value to publish" }.into())
+}
+
+fn root(record: &Record) -> Option<WriterKey> {
+    cbor::from_slice::<ProjectRoot>(record.value.as_deref()?).ok().map(|r| r.owner)
+}
+
+fn check_owner(records: &[Record], project: &str, owner: &Keypair) -> Result<(), SecretError> {
+    let key = WriterKey::of(owner)
+        .ok_or(VaultError::Malformed { what: "the owner key (not ed25519)" })?;
+    let found = records
+        .iter()
+        .find(|r| r.key == keys::project(project))
+        .and_then(root)
+        .ok_or_else(|| SecretError::NoProject(project.to_string()))?;
+    if found != key {
+        return Err(SecretError::NotOwner { project: project.to_string(), owner: found, key });
+    }
+    Ok(())
+}
+
+fn keyset_of(records: &[Record]) -> Result<KeySet, SecretError> {
+    let no =
+        |reason: &str| SecretError::NoKeySet { key: keys::VAULT_KEYSET, reason: reason.into() };
+    let record = records
+        .iter()
+        .find(|r| r.key == keys::VAULT_KEYSET)
+        .and_then(|r| r.value.as_deref())
+        .ok_or_else(|| no("not published"))?;
+    let keyset: KeySet = cbor::from_slice(record).map_err(|_| no("does not decode"))?;
+    keyset.validate().map_err(|_| no("fails its checks"))?;
+    Ok(keyset)
+}
