@@ -251,8 +251,18 @@ impl KeySet {
 /// refused instead of decrypted.
 pub fn ciphertext_id(ciphertext: &[u8]) -> Result<[u8; 32], VaultError> {
     let ct = parse_ciphertext(ciphertext)?;
+    Ok(id_of(&ct))
+}
+
+/// [`ciphertext_id`] without the validity check (which costs two pairings): for comparing
+/// against many stored ciphertexts. `None` if the bytes do not decode.
+pub fn ciphertext_id_unchecked(ciphertext: &[u8]) -> Option<[u8; 32]> {
+    Ciphertext::from_bytes(ciphertext).ok().map(|ct| id_of(&ct))
+}
+
+fn id_of(ct: &Ciphertext) -> [u8; 32] {
     let canonical = ct.to_bytes();
-    Ok(*blake3::hash(&canonical[..48]).as_bytes())
+    *blake3::hash(&canonical[..48]).as_bytes()
 }
 
 fn parse_ciphertext(bytes: &[u8]) -> Result<Ciphertext, VaultError> {

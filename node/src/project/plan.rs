@@ -41,7 +41,7 @@ pub enum PlanError {
 
 /// Compares the folder with `current`: the cloud's live and deleted records under
 /// `/projects/<id>/`, and those of `/domains/` and `/http/` that the folder claims or that
-/// belong to the project.
+/// belong to the project. The project's secrets are not the folder's: a push never deletes them.
 pub fn plan(
     compiled: &Compiled,
     current: &[Record],
@@ -69,7 +69,12 @@ pub fn plan(
     let root = keys::project(&compiled.id);
     let mut stale: Vec<&&Record> = current
         .values()
-        .filter(|r| r.scope == compiled.id && r.key != root && !desired.contains(r.key.as_str()))
+        .filter(|r| {
+            r.scope == compiled.id
+                && r.key != root
+                && keys::parse_secret(&r.key).is_none()
+                && !desired.contains(r.key.as_str())
+        })
         .collect();
     stale.sort_by(|a, b| a.key.cmp(&b.key));
     plan.deletes = stale
@@ -135,6 +140,15 @@ mod tests {
                 value: Some(b"o".to_vec()),
             },
             &Keypair::generate_ed25519(),
+        ));
+        // Nor are its secrets, which no folder names.
+        current.push(signed(
+            &Draft {
+                key: keys::secret("shop", "db"),
+                scope: "shop".into(),
+                value: Some(b"ciphertext".to_vec()),
+            },
+            &owner,
         ));
         let new = compiled(&[("/projects/shop/functions/a", b"a2")]);
         let plan = plan(&new, &current, &writer).unwrap();

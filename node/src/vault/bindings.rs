@@ -53,7 +53,7 @@ impl Bindings {
     }
 
     /// The key `id` is bound to, if any.
-    fn lookup(&self, id: &[u8; 32]) -> Result<Option<String>, BindingsError> {
+    pub fn lookup(&self, id: &[u8; 32]) -> Result<Option<String>, BindingsError> {
         let txn = self.db.begin_read().map_err(|e| self.error(e))?;
         let table = txn.open_table(BINDINGS).map_err(|e| self.error(e))?;
         Ok(table.get(id.as_slice()).map_err(|e| self.error(e))?.map(|v| v.value().to_string()))

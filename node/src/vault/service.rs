@@ -9,7 +9,8 @@ use tau_proto::client::unix_now;
 use tau_proto::tns::values::ProjectRoot;
 use tau_proto::tns::{Draft, Record, WriterKey, keys};
 use tau_proto::vault::{
-    Registration, SecretValue, ShareInfo, SignedRequest, VaultRequest, VaultResponse, ciphertext_id,
+    Registration, SecretValue, ShareInfo, SignedRequest, VaultRequest, VaultResponse,
+    ciphertext_id, ciphertext_id_unchecked,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -117,13 +118,48 @@ fn check_secret(
     ciphertext_id(&value.ciphertext).map_err(|e| format!("{}: {e}", record.key))
 }
 
-/// Binds the ciphertexts to their keys, or says which other secret one belongs to.
-fn bind(shared: &Shared, pairs: &[([u8; 32], &str)]) -> Result<(), String> {
+fn elsewhere(other: &str) -> String {
+    format!("this ciphertext is already stored as {other}: encrypt the value anew for each secret")
+}
+
+/// Binds the ciphertexts to their keys, or says which other secret one belongs to. A ciphertext
+/// this node has not seen yet is first looked for in TNS under every other secret key: a node
+/// that was down when a secret was stored must not take a copy of it for a new one.
+async fn bind(shared: &Shared, pairs: &[([u8; 32], &str)]) -> Result<(), String> {
+    let mut unseen = Vec::new();
+    for (id, key) in pairs {
+        match shared.bindings.lookup(id).map_err(|e| e.to_string())? {
+            Some(bound) if bound == *key => {}
+            Some(bound) => return Err(elsewhere(&bound)),
+            None => unseen.push((id, *key)),
+        }
+    }
+    if !unseen.is_empty() {
+        let records = shared
+            .registry
+            .list("/projects/")
+            .await
+            .map_err(|e| format!("cannot read the project secrets from tns: {e}"))?;
+        for record in records.iter().filter(|r| keys::parse_secret(&r.key).is_some()) {
+            let Some(id) = record
+                .value
+                .as_deref()
+                .and_then(|v| cbor::from_slice::<SecretValue>(v).ok())
+                .and_then(|v| ciphertext_id_unchecked(&v.ciphertext))
+            else {
+                continue;
+            };
+            if let Some((_, key)) = unseen.iter().find(|(unseen, _)| **unseen == id)
+                && record.key != *key
+            {
+                tracing::warn!(secret = key, stored = record.key, "refused a copied ciphertext");
+                return Err(elsewhere(&record.key));
+            }
+        }
+    }
     match shared.bindings.bind(pairs).map_err(|e| e.to_string())? {
         Bound::Ok => Ok(()),
-        Bound::Elsewhere(other) => Err(format!(
-            "this ciphertext is already stored as {other}: encrypt the value anew for each secret"
-        )),
+        Bound::Elsewhere(other) => Err(elsewhere(&other)),
     }
 }
 
@@ -136,7 +172,7 @@ async fn store(shared: &Shared, peer: PeerId, record: Record) -> Result<VaultRes
     }
     let owner = owner(shared, &project).await?;
     let id = check_secret(shared, &record, &owner, &project)?;
-    bind(shared, &[(id, record.key.as_str())])?;
+    bind(shared, &[(id, record.key.as_str())]).await?;
     let key = record.key.clone();
     let outcome = shared.registry.put(vec![record]).await?;
     if let Some((key, why)) = outcome.rejected.first() {
@@ -171,7 +207,7 @@ async fn decrypt(
         .map_err(|e| format!("cannot read {key} from tns: {e}"))?
         .ok_or_else(|| format!("project `{}` has no secret `{}`", body.project, body.name))?;
     let id = check_secret(shared, &record, &owner, &body.project)?;
-    bind(shared, &[(id, key.as_str())])?;
+    bind(shared, &[(id, key.as_str())]).await?;
     let value: SecretValue = record
         .value
         .as_deref()
@@ -222,7 +258,7 @@ async fn register(
     if existing.is_some() {
         return Err(format!("project `{project}` already exists"));
     }
-    bind(shared, &ids)?;
+    bind(shared, &ids).await?;
     let version = shared.registry.clock().await? + 1;
     let value = cbor::to_vec(&ProjectRoot { owner }).map_err(|e| e.to_string())?;
     let root = Draft { key: keys::project(&project), scope: project.clone(), value: Some(value) }

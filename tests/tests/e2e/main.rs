@@ -5,3 +5,4 @@ mod mesh;
 mod node;
 mod substrate;
 mod tns;
+mod vault;
