@@ -100,13 +100,14 @@ fn vault_deal_writes_private_shares_that_decrypt_together() -> Result {
     assert_eq!((keyset.shares, keyset.threshold), (4, 1));
     let mut shares = Vec::new();
     let ct = keyset.encrypt(b"s3cret")?;
+    let checked = tau_proto::vault::CheckedCiphertext::parse(&ct)?;
     for i in 0..4 {
         let path = dir.join(format!("share-{i}.yaml"));
         assert_eq!(mode(&path)?, 0o600, "{} must be private", path.display());
         let file: tau_proto::vault::ShareFile =
             serde_yaml_ng::from_str(&std::fs::read_to_string(&path)?)?;
         assert_eq!((file.keyset.as_str(), file.index), (keyset.id.as_str(), i));
-        shares.push((libp2p::PeerId::random(), i, file.decryption_share(&ct)?));
+        shares.push((libp2p::PeerId::random(), i, file.decryption_share(&checked)?));
     }
     assert_eq!(keyset.combine(&ct, &shares[2..])?, b"s3cret");
     // Nothing printed carries a share.

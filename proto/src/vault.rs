@@ -185,39 +185,18 @@ impl KeySet {
 
     /// Decodes a ciphertext and runs its validity check.
     pub fn check(&self, ciphertext: &[u8]) -> Result<(), VaultError> {
-        parse_ciphertext(ciphertext).map(|_| ())
+        CheckedCiphertext::parse(ciphertext).map(|_| ())
     }
 
-    /// Checks one node's decryption share of `ciphertext` against that node's public key share.
-    pub fn verify_share(
-        &self,
-        ciphertext: &[u8],
-        node: PeerId,
-        index: u32,
-        share: &[u8],
-    ) -> Result<(), VaultError> {
-        let ct = parse_ciphertext(ciphertext)?;
-        self.checked_share(&self.public_set()?, &ct, node, index, share).map(|_| ())
-    }
-
-    fn checked_share(
-        &self,
-        set: &PublicKeySet,
-        ct: &Ciphertext,
-        node: PeerId,
-        index: u32,
-        bytes: &[u8],
-    ) -> Result<DecryptionShare, VaultError> {
-        if index >= self.shares {
-            return Err(VaultError::BadIndex { index, shares: self.shares });
-        }
-        let bad = || VaultError::BadShare { node, index };
-        let array: [u8; 48] = bytes.try_into().map_err(|_| bad())?;
-        let share = DecryptionShare::from_bytes(array).map_err(|_| bad())?;
-        if !set.public_key_share(index as usize).verify_decryption_share(&share, ct) {
-            return Err(bad());
-        }
-        Ok(share)
+    /// A [`Combiner`] for the decryption shares of `ciphertext`.
+    pub fn combiner(&self, ciphertext: &CheckedCiphertext) -> Result<Combiner, VaultError> {
+        Ok(Combiner {
+            set: self.public_set()?,
+            shares: self.shares,
+            needed: self.threshold as usize + 1,
+            ct: ciphertext.0.clone(),
+            good: BTreeMap::new(),
+        })
     }
 
     /// Checks each node's decryption share against its public key share, then combines
@@ -228,19 +207,79 @@ impl KeySet {
         ciphertext: &[u8],
         shares: &[(PeerId, u32, Vec<u8>)],
     ) -> Result<Vec<u8>, VaultError> {
-        let ct = parse_ciphertext(ciphertext)?;
-        let set = self.public_set()?;
-        let mut good: BTreeMap<usize, DecryptionShare> = BTreeMap::new();
+        let mut combiner = self.combiner(&CheckedCiphertext::parse(ciphertext)?)?;
         for (node, index, bytes) in shares {
-            let share = self.checked_share(&set, &ct, *node, *index, bytes)?;
-            good.insert(*index as usize, share);
+            combiner.add(*node, *index, bytes)?;
         }
-        let needed = self.threshold as usize + 1;
-        if good.len() < needed {
-            return Err(VaultError::NotEnoughShares { got: good.len(), needed });
+        combiner.finish()
+    }
+}
+
+/// A ciphertext that passed its validity check, decoded once.
+#[derive(Clone)]
+pub struct CheckedCiphertext(Ciphertext);
+
+impl CheckedCiphertext {
+    /// Decodes `bytes` and runs the ciphertext's validity check (two pairings).
+    pub fn parse(bytes: &[u8]) -> Result<Self, VaultError> {
+        let ct = Ciphertext::from_bytes(bytes).map_err(|_| VaultError::BadCiphertext)?;
+        if !ct.verify() {
+            return Err(VaultError::BadCiphertext);
         }
-        set.decrypt(good.iter().take(needed).map(|(i, s)| (*i, s)), &ct)
-            .map_err(|_| VaultError::NotEnoughShares { got: good.len(), needed })
+        Ok(Self(ct))
+    }
+
+    /// The ciphertext's id (see [`ciphertext_id`]).
+    pub fn id(&self) -> [u8; 32] {
+        id_of(&self.0)
+    }
+}
+
+/// Collects the decryption shares of one ciphertext, checking each against its node's public
+/// key share as it comes, until `t + 1` good ones combine.
+pub struct Combiner {
+    set: PublicKeySet,
+    shares: u32,
+    needed: usize,
+    ct: Ciphertext,
+    good: BTreeMap<usize, DecryptionShare>,
+}
+
+impl Combiner {
+    /// Checks `node`'s share (index `index`) and keeps it; a bad one is an error naming the node.
+    pub fn add(&mut self, node: PeerId, index: u32, bytes: &[u8]) -> Result<(), VaultError> {
+        if index >= self.shares {
+            return Err(VaultError::BadIndex { index, shares: self.shares });
+        }
+        let bad = || VaultError::BadShare { node, index };
+        let array: [u8; 48] = bytes.try_into().map_err(|_| bad())?;
+        let share = DecryptionShare::from_bytes(array).map_err(|_| bad())?;
+        if !self.set.public_key_share(index as usize).verify_decryption_share(&share, &self.ct) {
+            return Err(bad());
+        }
+        self.good.insert(index as usize, share);
+        Ok(())
+    }
+
+    /// How many distinct good shares have come.
+    pub fn good(&self) -> usize {
+        self.good.len()
+    }
+
+    /// `t + 1`.
+    pub fn needed(&self) -> usize {
+        self.needed
+    }
+
+    /// The plaintext, from `t + 1` of the good shares.
+    pub fn finish(&self) -> Result<Vec<u8>, VaultError> {
+        let (got, needed) = (self.good.len(), self.needed);
+        if got < needed {
+            return Err(VaultError::NotEnoughShares { got, needed });
+        }
+        self.set
+            .decrypt(self.good.iter().take(needed).map(|(i, s)| (*i, s)), &self.ct)
+            .map_err(|_| VaultError::NotEnoughShares { got, needed })
     }
 }
 
@@ -250,8 +289,7 @@ impl KeySet {
 /// secret it was stored as: a copy of someone else's ciphertext under another project is
 /// refused instead of decrypted.
 pub fn ciphertext_id(ciphertext: &[u8]) -> Result<[u8; 32], VaultError> {
-    let ct = parse_ciphertext(ciphertext)?;
-    Ok(id_of(&ct))
+    CheckedCiphertext::parse(ciphertext).map(|ct| ct.id())
 }
 
 /// [`ciphertext_id`] without the validity check (which costs two pairings): for comparing
@@ -263,14 +301,6 @@ pub fn ciphertext_id_unchecked(ciphertext: &[u8]) -> Option<[u8; 32]> {
 fn id_of(ct: &Ciphertext) -> [u8; 32] {
     let canonical = ct.to_bytes();
     *blake3::hash(&canonical[..48]).as_bytes()
-}
-
-fn parse_ciphertext(bytes: &[u8]) -> Result<Ciphertext, VaultError> {
-    let ct = Ciphertext::from_bytes(bytes).map_err(|_| VaultError::BadCiphertext)?;
-    if !ct.verify() {
-        return Err(VaultError::BadCiphertext);
-    }
-    Ok(ct)
 }
 
 impl ShareFile {
@@ -286,8 +316,8 @@ impl ShareFile {
             && share.public_key_share() == set.public_key_share(self.index as usize)
     }
 
-    /// This node's decryption share of `ciphertext` (after its validity check).
-    pub fn decryption_share(&self, ciphertext: &[u8]) -> Result<Vec<u8>, VaultError> {
+    /// This node's decryption share of a checked ciphertext.
+    pub fn decryption_share(&self, ciphertext: &CheckedCiphertext) -> Result<Vec<u8>, VaultError> {
         let array: [u8; 32] = self
             .secret
             .as_slice()
@@ -295,9 +325,7 @@ impl ShareFile {
             .map_err(|_| VaultError::Malformed { what: "the secret key share" })?;
         let share = SecretKeyShare::from_bytes(array)
             .map_err(|_| VaultError::Malformed { what: "the secret key share" })?;
-        let ct = parse_ciphertext(ciphertext)?;
-        let decryption = share.decrypt_share(&ct).ok_or(VaultError::BadCiphertext)?;
-        Ok(decryption.to_bytes().to_vec())
+        Ok(share.decrypt_share_no_verify(&ciphertext.0).to_bytes().to_vec())
     }
 }
 
@@ -515,7 +543,11 @@ mod tests {
 
     /// Every node's decryption share of `ct`, with a peer id per node.
     fn shares_of(files: &[ShareFile], ct: &[u8]) -> Vec<(PeerId, u32, Vec<u8>)> {
-        files.iter().map(|f| (PeerId::random(), f.index, f.decryption_share(ct).unwrap())).collect()
+        let ct = CheckedCiphertext::parse(ct).unwrap();
+        files
+            .iter()
+            .map(|f| (PeerId::random(), f.index, f.decryption_share(&ct).unwrap()))
+            .collect()
     }
 
     #[test]
@@ -578,8 +610,15 @@ mod tests {
             let mut altered = ct.clone();
             altered[position] ^= 0x80;
             assert!(keyset.check(&altered).is_err(), "byte {position}");
-            assert!(files[0].decryption_share(&altered).is_err(), "byte {position}");
+            assert!(CheckedCiphertext::parse(&altered).is_err(), "byte {position}");
+            assert!(ciphertext_id(&altered).is_err(), "byte {position}");
         }
+        // A node answers for a ciphertext only once it is checked, and any share of it is
+        // checked against the right ciphertext: a share of another one is refused.
+        let other = CheckedCiphertext::parse(&keyset.encrypt(b"another").unwrap()).unwrap();
+        let share = files[0].decryption_share(&other).unwrap();
+        let mut combiner = keyset.combiner(&CheckedCiphertext::parse(&ct).unwrap()).unwrap();
+        assert!(combiner.add(PeerId::random(), 0, &share).is_err());
         assert!(keyset.check(&ct[..40]).is_err(), "a cut ciphertext");
     }
 

@@ -9,8 +9,8 @@ use tau_proto::client::unix_now;
 use tau_proto::tns::values::ProjectRoot;
 use tau_proto::tns::{Draft, Record, WriterKey, keys};
 use tau_proto::vault::{
-    Registration, SecretValue, ShareInfo, SignedRequest, VaultRequest, VaultResponse,
-    ciphertext_id, ciphertext_id_unchecked,
+    CheckedCiphertext, Registration, SecretValue, ShareInfo, SignedRequest, VaultRequest,
+    VaultResponse, ciphertext_id_unchecked,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -82,13 +82,14 @@ async fn owner(shared: &Shared, project: &str) -> Result<WriterKey, String> {
         .ok_or_else(|| format!("project `{project}` has no readable owner"))
 }
 
-/// Checks a secret record's key, signature, writer and ciphertext; returns its ciphertext id.
+/// Checks a secret record's key, signature, writer and ciphertext; returns the checked
+/// ciphertext.
 fn check_secret(
     shared: &Shared,
     record: &Record,
     owner: &WriterKey,
     project: &str,
-) -> Result<[u8; 32], String> {
+) -> Result<CheckedCiphertext, String> {
     let Some((in_project, _)) = keys::parse_secret(&record.key) else {
         return Err(format!(
             "`{}` is not a secret key (/projects/<id>/secrets/<name>)",
@@ -115,7 +116,7 @@ fn check_secret(
             record.key, value.keyset, shared.keyset.id
         ));
     }
-    ciphertext_id(&value.ciphertext).map_err(|e| format!("{}: {e}", record.key))
+    CheckedCiphertext::parse(&value.ciphertext).map_err(|e| format!("{}: {e}", record.key))
 }
 
 fn elsewhere(other: &str) -> String {
@@ -171,8 +172,8 @@ async fn store(shared: &Shared, peer: PeerId, record: Record) -> Result<VaultRes
         return Err("delete a secret through tns, not the vault".into());
     }
     let owner = owner(shared, &project).await?;
-    let id = check_secret(shared, &record, &owner, &project)?;
-    bind(shared, &[(id, record.key.as_str())]).await?;
+    let ciphertext = check_secret(shared, &record, &owner, &project)?;
+    bind(shared, &[(ciphertext.id(), record.key.as_str())]).await?;
     let key = record.key.clone();
     let outcome = shared.registry.put(vec![record]).await?;
     if let Some((key, why)) = outcome.rejected.first() {
@@ -206,14 +207,9 @@ async fn decrypt(
         .await
         .map_err(|e| format!("cannot read {key} from tns: {e}"))?
         .ok_or_else(|| format!("project `{}` has no secret `{}`", body.project, body.name))?;
-    let id = check_secret(shared, &record, &owner, &body.project)?;
-    bind(shared, &[(id, key.as_str())]).await?;
-    let value: SecretValue = record
-        .value
-        .as_deref()
-        .and_then(|v| cbor::from_slice(v).ok())
-        .ok_or_else(|| format!("{key}: not an encrypted secret"))?;
-    let share = shared.share.decryption_share(&value.ciphertext).map_err(|e| e.to_string())?;
+    let ciphertext = check_secret(shared, &record, &owner, &body.project)?;
+    bind(shared, &[(ciphertext.id(), key.as_str())]).await?;
+    let share = shared.share.decryption_share(&ciphertext).map_err(|e| e.to_string())?;
     tracing::info!(%peer, project = body.project, name = body.name, "decryption share given");
     Ok(VaultResponse::Share { keyset: shared.keyset.id.clone(), index: shared.share.index, share })
 }
@@ -242,13 +238,13 @@ async fn register(
     let mut names = HashSet::new();
     let mut ids = Vec::with_capacity(secrets.len());
     for record in &secrets {
-        let id = check_secret(shared, record, &owner, &project).inspect_err(|e| {
+        let ciphertext = check_secret(shared, record, &owner, &project).inspect_err(|e| {
             tracing::warn!(%peer, project, "refused a registration: {e}");
         })?;
         if !names.insert(record.key.as_str()) {
             return Err(format!("{} is given twice", record.key));
         }
-        ids.push((id, record.key.as_str()));
+        ids.push((ciphertext.id(), record.key.as_str()));
     }
     let existing = shared
         .registry

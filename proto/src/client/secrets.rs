@@ -5,7 +5,7 @@
 //! and passed their checks, so a slow or dead node costs nothing while enough others answer.
 //! No error or report here ever holds a plaintext, a share or a key.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
@@ -18,8 +18,8 @@ use crate::cbor;
 use crate::tns::values::{ProjectRoot, Registrar};
 use crate::tns::{Record, TnsRequest, TnsResponse, WriterKey, keys};
 use crate::vault::{
-    self, KeySet, Registration, RequestBody, SecretValue, ShareInfo, VaultError, VaultRequest,
-    VaultResponse,
+    self, CheckedCiphertext, KeySet, Registration, RequestBody, SecretValue, ShareInfo, VaultError,
+    VaultRequest, VaultResponse,
 };
 
 /// Why a secret operation failed. Names nodes, projects and secrets; never a value.
@@ -269,7 +269,8 @@ impl Client {
         let request = body
             .sign(owner)
             .ok_or(VaultError::Malformed { what: "the owner key (not ed25519)" })?;
-        let needed = keyset.threshold as usize + 1;
+        let ciphertext = CheckedCiphertext::parse(&secret.ciphertext)?;
+        let mut combiner = keyset.combiner(&ciphertext)?;
         let mut asks: FuturesUnordered<_> = vaults
             .iter()
             .map(|node| {
@@ -277,16 +278,12 @@ impl Client {
                 async move { (*node, self.vault(*node, VaultRequest::Decrypt { request }).await) }
             })
             .collect();
-        let mut good: BTreeMap<u32, (PeerId, u32, Vec<u8>)> = BTreeMap::new();
         let mut failures = Vec::new();
         while let Some((node, answer)) = asks.next().await {
             match answer {
                 Ok(VaultResponse::Share { keyset: id, index, share }) if id == keyset.id => {
-                    match keyset.verify_share(&secret.ciphertext, node, index, &share) {
-                        Ok(()) => {
-                            good.insert(index, (node, index, share));
-                        }
-                        Err(e) => failures.push(e.to_string()),
+                    if let Err(e) = combiner.add(node, index, &share) {
+                        failures.push(e.to_string());
                     }
                 }
                 Ok(VaultResponse::Share { keyset: id, .. }) => {
@@ -295,15 +292,14 @@ impl Client {
                 Ok(_) => failures.push(format!("{node}: unexpected answer")),
                 Err(e) => failures.push(e.to_string()),
             }
-            if good.len() >= needed {
-                let shares: Vec<_> = good.into_values().take(needed).collect();
-                let plaintext = keyset.combine(&secret.ciphertext, &shares)?;
+            if combiner.good() >= combiner.needed() {
+                let plaintext = combiner.finish()?;
                 return Ok(Revealed { plaintext, failures });
             }
         }
         Err(SecretError::NotEnoughShares {
-            good: good.len(),
-            needed,
+            good: combiner.good(),
+            needed: combiner.needed(),
             asked: vaults.len(),
             shares: keyset.shares,
             failures,

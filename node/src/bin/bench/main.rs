@@ -1,6 +1,6 @@
 //! `tau-node-bench`: Tau's benchmarks, each figure beside a baseline measured in the same run.
 //!
-//! `tau-node-bench [foundation] [tns] [hoarder] [substrate]` (default: all). Run with `scripts/bench` (a release
+//! `tau-node-bench [foundation] [tns] [hoarder] [substrate] [vault]` (default: all). Run with `scripts/bench` (a release
 //! build); it needs `tau-node` beside this binary.
 //!
 //! - [`foundation`]: admin `Info` round trip; time until a 10-node mesh is complete.
@@ -8,11 +8,14 @@
 //! - [`hoarder`]: put and get of 256 MB, repair time, peak RSS, beside raw hashing.
 //! - [`substrate`]: ping served by native hyper, the tau gateway and `wasmtime serve`; cold
 //!   starts of components fetched from a peer.
+//! - [`vault`]: encrypt, share-decrypt and combine beside an ed25519 verify; end-to-end
+//!   `secret get` on 5 nodes beside a TNS `Get`.
 
 mod foundation;
 mod hoarder;
 mod substrate;
 mod tns;
+mod vault;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -59,6 +62,12 @@ async fn main() -> anyhow::Result<()> {
         if wants("substrate") {
             println!();
             substrate::run(&tau_node, &tmp).await?;
+        }
+        if wants("vault") {
+            println!();
+            vault::crypto()?;
+            println!();
+            vault::secret_get(&tau_node, &tmp).await?;
         }
         anyhow::Ok(())
     }
