@@ -134,3 +134,59 @@ pub async fn start(
     handle.serve_vault(inbox).await.map_err(|e| VaultStartError::P2p(e.to_string()))?;
     Ok(vec![tokio::spawn(service::run(shared, requests, shutdown))])
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use tau_proto::vault::deal;
+
+    use super::*;
+
+    fn write(
+        dir: &Path,
+        name: &str,
+        value: &impl serde::Serialize,
+        mode: u32,
+    ) -> std::path::PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, serde_yaml_ng::to_string(value).unwrap()).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_share_loads_only_if_private_and_of_this_key_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let (keyset, shares) = deal(3, 1).unwrap();
+        let (_, strangers) = deal(3, 1).unwrap();
+        let keyset_path = write(dir.path(), "keyset.yaml", &keyset, 0o644);
+        let config = |share: std::path::PathBuf| VaultConfig { keyset: keyset_path.clone(), share };
+        let secret_hex = hex::encode(&shares[1].secret);
+
+        let open = write(dir.path(), "open.yaml", &shares[1], 0o644);
+        let err = load_keys(&config(open)).unwrap_err().to_string();
+        assert!(err.contains("open.yaml") && err.contains("chmod 600"), "{err}");
+
+        let foreign = write(dir.path(), "foreign.yaml", &strangers[1], 0o600);
+        let err = load_keys(&config(foreign)).unwrap_err().to_string();
+        assert!(err.contains("does not belong to key set"), "{err}");
+
+        let mut wrong_index = shares[1].clone();
+        wrong_index.index = 2;
+        let err = load_keys(&config(write(dir.path(), "moved.yaml", &wrong_index, 0o600)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not belong") && !err.contains(&secret_hex), "{err}");
+
+        let garbled = dir.path().join("garbled.yaml");
+        std::fs::write(&garbled, format!("keyset: x\nindex: one\nsecret: {secret_hex}\n")).unwrap();
+        std::fs::set_permissions(&garbled, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let err = load_keys(&config(garbled)).unwrap_err().to_string();
+        assert!(err.contains("not a share file") && !err.contains(&secret_hex), "{err}");
+
+        let good = write(dir.path(), "share-1.yaml", &shares[1], 0o600);
+        let (loaded, share) = load_keys(&config(good)).unwrap();
+        assert_eq!((loaded.id, share.index), (keyset.id, 1));
+    }
+}

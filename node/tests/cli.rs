@@ -88,6 +88,39 @@ fn swarm_key_prints_fresh_keys_and_writes_private_files() -> Result {
 }
 
 #[test]
+fn init_a_vault_node_names_its_key_files() -> Result {
+    let tmp = tempfile::tempdir()?;
+    let node = tmp.path().join("node");
+    let node_arg = node.to_string_lossy();
+    let out = tau_node(&["init", "--dir", &node_arg, "--services", "vault"])?;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("field `vault`: a vault node needs"), "{err}");
+    assert!(!node.join("node.yaml").exists());
+
+    let keys = tmp.path().join("keys");
+    let keys_arg = keys.to_string_lossy();
+    let dealt =
+        tau_node(&["vault", "deal", "--shares", "2", "--threshold", "1", "--out", &keys_arg])?;
+    assert!(dealt.status.success());
+    let out = tau_node(&[
+        "init",
+        "--dir",
+        &node_arg,
+        "--services",
+        "tns,vault",
+        "--vault-keyset",
+        &keys.join("keyset.yaml").to_string_lossy(),
+        "--vault-share",
+        &keys.join("share-0.yaml").to_string_lossy(),
+    ])?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config = std::fs::read_to_string(node.join("node.yaml"))?;
+    assert!(config.contains("vault:") && config.contains("share-0.yaml"), "{config}");
+    Ok(())
+}
+
+#[test]
 fn vault_deal_writes_private_shares_that_decrypt_together() -> Result {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path().join("vault");
