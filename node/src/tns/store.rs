@@ -367,6 +367,25 @@ impl Store {
                         "a project record must name its owner".into(),
                     ));
                 }
+                // A registrar creates projects; it never deletes one or changes its owner
+                // (only the operator does), so a registrar's key cannot take a project over.
+                if operator != Some(&record.writer) {
+                    if record.is_tombstone() {
+                        return Err(Rejection::Unauthorized(
+                            "a registrar may create a project, not delete one".into(),
+                        ));
+                    }
+                    let id = root_id(&record.key).unwrap_or_default();
+                    let current = match pending.owners.get(id) {
+                        Some(owner) => *owner,
+                        None => self.owners.get(id).copied(),
+                    };
+                    if current.is_some_and(|owner| Some(owner) != owner_of(record)) {
+                        return Err(Rejection::Unauthorized(format!(
+                            "project `{id}` exists: a registrar may not change its owner"
+                        )));
+                    }
+                }
             }
             Authority::Owner(project) => {
                 let owner = match pending.owners.get(&project) {
