@@ -180,15 +180,16 @@ fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Whether any of `nodes` holds a record under `key`.
-async fn anywhere(client: &Client, nodes: &[libp2p::PeerId], key: &str) -> Result<bool> {
+/// How many of `nodes` hold a record under `key`.
+async fn holders(client: &Client, nodes: &[libp2p::PeerId], key: &str) -> Result<usize> {
+    let mut count = 0;
     for node in nodes {
         match client.tns(*node, TnsRequest::Get { keys: vec![key.to_string()] }).await? {
-            TnsResponse::Records(records) if !records.is_empty() => return Ok(true),
+            TnsResponse::Records(records) if !records.is_empty() => count += 1,
             _ => {}
         }
     }
-    Ok(false)
+    Ok(count)
 }
 
 /// Tampers with the ciphertext of `record` and signs it again as `owner`: a well-signed record
@@ -242,7 +243,7 @@ fn forged_registrations_and_copied_ciphertexts_create_nothing() -> Result {
             let refused = client.register(registration).await;
             let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
             assert!(message.contains(expected), "{what}: {message}");
-            assert!(!anywhere(&client, &nodes, &keys::project("forged")).await?, "{what}");
+            assert!(holders(&client, &nodes, &keys::project("forged")).await? == 0, "{what}");
         }
 
         // The real registration goes through; a copy of its ciphertext under another project
@@ -266,23 +267,30 @@ fn forged_registrations_and_copied_ciphertexts_create_nothing() -> Result {
             message.contains("already stored as /projects/forged/secrets/deploy-key"),
             "{message}"
         );
-        assert!(!anywhere(&client, &nodes, &keys::project("heist")).await?);
+        assert!(holders(&client, &nodes, &keys::project("heist")).await? == 0);
 
         client.register_project("heist", &thief, &[]).await?;
-        let answer = client
-            .vault(nodes[1], tau_proto::vault::VaultRequest::Store { record: copied })
-            .await
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(answer.contains("already stored as"), "{answer}");
+        // Once the original has reached every node (the thief copied it from TNS, after all),
+        // no node stores the copy, whether or not it checked the original itself.
+        let original = keys::secret("forged", "deploy-key");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while holders(&client, &nodes, &original).await? < nodes.len() {
+            assert!(std::time::Instant::now() < deadline, "{original} did not spread");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for node in &nodes {
+            let store = tau_proto::vault::VaultRequest::Store { record: copied.clone() };
+            let answer =
+                client.vault(*node, store).await.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(answer.contains("already stored as"), "{node}: {answer}");
+        }
         let read = client.get_secret("heist", "loot", &thief).await;
         assert!(read.is_err(), "the copy was never stored, so it cannot be read");
 
         // Nothing of the refused ones arrived anywhere, even after anti-entropy had a chance.
         tokio::time::sleep(Duration::from_secs(3)).await;
-        assert!(anywhere(&client, &nodes, &keys::project("forged")).await?);
-        assert!(!anywhere(&client, &nodes, &keys::secret("heist", "loot")).await?);
+        assert_eq!(holders(&client, &nodes, &keys::project("forged")).await?, nodes.len());
+        assert!(holders(&client, &nodes, &keys::secret("heist", "loot")).await? == 0);
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
     })?;
     Ok(())
