@@ -5,6 +5,7 @@ mod dev;
 mod hoarder;
 mod init;
 mod key;
+mod nodes;
 mod output;
 mod peers;
 mod project;
@@ -26,6 +27,7 @@ pub(crate) enum Command {
     Dev(dev::Dev),
     Status(status::Status),
     Peers(peers::Peers),
+    Nodes(nodes::Nodes),
     Key(key::Key),
     Project(project::Project),
     Tns(tns::Tns),
@@ -49,6 +51,7 @@ impl Command {
             Self::Dev(cmd) => cmd.run().await,
             Self::Status(cmd) => cmd.run().await,
             Self::Peers(cmd) => cmd.run().await,
+            Self::Nodes(cmd) => cmd.run().await,
             Self::Key(cmd) => cmd.run(),
             Self::Project(cmd) => cmd.run().await,
             Self::Tns(cmd) => cmd.run().await,

@@ -16,6 +16,12 @@
 //!   counter_window: 60s             # one signed counter record per function per window
 //!   counter_retention: 24h          # acknowledged records are kept this long, others forever
 //!   max_instances: 1000             # functions running at once on this node
+//! seer:                             # required when the node runs seer
+//!   domain: example.com             # answers <service>.tau.example.com
+//!   generated_domain: g.example.com # <project>.g.example.com (and below) need no TXT record
+//!   ttl: 5                          # seconds, on every answer
+//!   txt_resolver: 10.0.0.53:53      # where TXT validation records are looked up
+//!                                   # [default: the host's resolv.conf]
 //! vault:                            # required when the node runs vault
 //!   keyset: keyset.yaml             # the public key set (`tau-node vault deal`)
 //!   share: vault-share.yaml         # this node's secret key share, mode 0600
@@ -76,6 +82,30 @@ pub struct NodeConfig {
     /// The vault service's files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vault: Option<VaultConfig>,
+    /// The seer service's DNS settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seer: Option<SeerConfig>,
+}
+
+/// The seer service's DNS settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeerConfig {
+    /// The cloud's domain: seer answers `<service>.tau.<domain>`.
+    pub domain: String,
+    /// The suffix of generated domains: `<project>.<generated_domain>` and names below it are
+    /// served at once, with no TXT validation.
+    pub generated_domain: String,
+    /// The TTL of every answer, seconds.
+    #[serde(default = "default_ttl")]
+    pub ttl: u32,
+    /// The DNS server TXT validation records are looked up at [default: resolv.conf's].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub txt_resolver: Option<std::net::SocketAddr>,
+}
+
+fn default_ttl() -> u32 {
+    5
 }
 
 /// The vault service's files, from `tau-node vault deal`.
@@ -150,6 +180,13 @@ fn default_data_dir() -> PathBuf {
     PathBuf::from("data")
 }
 
+/// A domain name of one or more labels of letters, digits and `-`, lower case.
+fn is_domain(name: &str) -> bool {
+    name == name.to_ascii_lowercase()
+        && (tau_proto::tns::keys::is_fqdn(name)
+            || tau_proto::tns::keys::is_fqdn(&format!("x.{name}")))
+}
+
 impl Default for NodeConfig {
     fn default() -> Self {
         Self {
@@ -165,6 +202,7 @@ impl Default for NodeConfig {
             location: None,
             substrate: SubstrateConfig::default(),
             vault: None,
+            seer: None,
         }
     }
 }
@@ -228,6 +266,31 @@ impl NodeConfig {
                     .into(),
             ));
         }
+        match &self.seer {
+            None if self.services.iter().any(|s| s == "seer") => {
+                return Err(invalid(
+                    "seer".into(),
+                    "a seer node needs `seer: { domain: ..., generated_domain: ... }`".into(),
+                ));
+            }
+            Some(seer) => {
+                for (field, name) in [
+                    ("seer.domain", &seer.domain),
+                    ("seer.generated_domain", &seer.generated_domain),
+                ] {
+                    if !is_domain(name) {
+                        return Err(invalid(
+                            field.into(),
+                            format!("`{name}` is not a domain name"),
+                        ));
+                    }
+                }
+                if seer.ttl == 0 || seer.ttl > 86_400 {
+                    return Err(invalid("seer.ttl".into(), "must be 1 to 86400 seconds".into()));
+                }
+            }
+            None => {}
+        }
         for (i, addr) in self.bootstrap.iter().enumerate() {
             if peer_id_of(addr).is_none() {
                 return Err(invalid(
@@ -280,6 +343,11 @@ impl NodeConfig {
     /// The operator's public key, if configured (checked when the file was loaded).
     pub fn operator_key(&self) -> Option<WriterKey> {
         self.operator_key.as_deref().and_then(|k| k.parse().ok())
+    }
+
+    /// The DNS server's listen addresses: each listen IP with the dns port.
+    pub fn dns_listen_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.listen.iter().map(|ip| std::net::SocketAddr::new(*ip, self.ports.dns)).collect()
     }
 
     /// The HTTP gateway's listen addresses: each listen IP with the http port.
@@ -373,6 +441,12 @@ mod tests {
             (format!("{base}substrate: {{max_instances: 0}}\n"), "substrate.max_instances"),
             (format!("{base}substrate: {{windows: 1s}}\n"), "unknown field `windows`"),
             (format!("{base}services: [vault]\n"), "field `vault`: a vault node needs"),
+            (format!("{base}services: [seer]\n"), "field `seer`: a seer node needs"),
+            (
+                format!("{base}seer: {{domain: 'a b', generated_domain: g.x}}\n"),
+                "field `seer.domain`",
+            ),
+            (format!("{base}seer: {{domain: x, generated_domain: g, ttl: 0}}\n"), "seer.ttl"),
             (format!("{base}vault: {{keyset: k}}\n"), "missing field `share`"),
             (
                 format!("{base}operator_key: 12D3KooW\n"),
@@ -391,7 +465,16 @@ mod tests {
     fn saved_files_load_back() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("node.yaml");
-        let config = NodeConfig { services: vec!["seer".into()], ..NodeConfig::default() };
+        let config = NodeConfig {
+            services: vec!["seer".into()],
+            seer: Some(SeerConfig {
+                domain: "example.com".into(),
+                generated_domain: "g.example.com".into(),
+                ttl: 5,
+                txt_resolver: Some("127.0.0.1:5353".parse()?),
+            }),
+            ..NodeConfig::default()
+        };
         config.save(&path)?;
         assert_eq!(NodeConfig::parse(&std::fs::read_to_string(&path)?, &path)?, config);
         Ok(())

@@ -15,7 +15,7 @@
 //! chosen anew each time (free ports on 127.0.0.1) and the YAML files rewritten. `tau-node dev`
 //! then runs one `tau-node run` process per node.
 
-use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 
 use libp2p::multiaddr::Protocol;
@@ -27,8 +27,14 @@ use tau_proto::swarm_key::SwarmKeyError;
 use tau_proto::tns::WriterKey;
 use tau_proto::{CloudProfile, SwarmKey};
 
-use crate::config::{NodeConfig, Ports, SERVICES, SubstrateConfig, VaultConfig};
+use crate::config::{NodeConfig, Ports, SERVICES, SeerConfig, SubstrateConfig, VaultConfig};
 use tau_proto::vault::{self, KeySet, ShareFile};
+
+/// A dev cloud's domain: seer answers `<service>.tau.dev`.
+pub const DEV_DOMAIN: &str = "dev";
+/// A dev cloud's generated domains: `<project>.tau` and below (the example project's
+/// `ping.example.tau`) are served with no TXT record.
+pub const DEV_GENERATED_DOMAIN: &str = "tau";
 
 /// How many bootstrap peers each dev node is given.
 const BOOTSTRAP_PEERS: usize = 3;
@@ -83,20 +89,53 @@ pub struct DevNode {
     pub peer_id: PeerId,
     /// Its p2p address, with `/p2p/<peer id>`.
     pub addr: Multiaddr,
-    /// Its HTTP gateway.
+    /// Its HTTP gateway (listening only if it runs substrate).
     pub http: std::net::SocketAddr,
+    /// Its seer DNS server (UDP and TCP).
+    pub dns: std::net::SocketAddr,
+    /// The services it runs.
+    pub services: Vec<String>,
+}
+
+impl DevNode {
+    /// Whether the node runs `service`.
+    pub fn runs(&self, service: &str) -> bool {
+        self.services.iter().any(|s| s == service)
+    }
+}
+
+/// What a dev cloud looks like.
+#[derive(Debug, Clone)]
+pub struct DevOptions {
+    /// How many nodes.
+    pub count: usize,
+    /// How many of them (the first ones) run substrate; the others run every other service.
+    pub substrate_nodes: usize,
+    /// The substrate settings.
+    pub substrate: SubstrateConfig,
+    /// Where seer looks TXT validation records up [default: resolv.conf's server].
+    pub txt_resolver: Option<std::net::SocketAddr>,
+}
+
+impl DevOptions {
+    /// `count` nodes running every service, with default settings.
+    pub fn new(count: usize) -> Self {
+        Self {
+            count,
+            substrate_nodes: count,
+            substrate: SubstrateConfig::default(),
+            txt_resolver: None,
+        }
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DevError + '_ {
     move |source| DevError::Io { path: path.display().to_string(), source }
 }
 
-/// Lays out a cloud of `count` nodes in `dir`.
-pub fn prepare(
-    dir: &Path,
-    count: usize,
-    substrate: &SubstrateConfig,
-) -> Result<DevCloud, DevError> {
+/// Lays out a cloud in `dir`.
+pub fn prepare(dir: &Path, options: &DevOptions) -> Result<DevCloud, DevError> {
+    let count = options.count;
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let dir = dir.canonicalize().map_err(io(dir))?;
     let swarm_key_path = dir.join("swarm.key");
@@ -114,28 +153,34 @@ pub fn prepare(
 
     let keyset = vault_keys(&dir, count)?;
 
-    let ports = free_ports(count * 3).map_err(io(&dir))?;
+    let ips: Vec<Ipv4Addr> = (0..count).map(node_ip).collect();
+    let (http_port, dns_port) = shared_ports(&ips).map_err(io(&dir))?;
     let mut nodes = Vec::with_capacity(count);
-    for i in 0..count {
+    for (i, ip) in ips.iter().copied().enumerate() {
         let name = format!("node-{i}");
         let node_dir = dir.join(&name);
         std::fs::create_dir_all(&node_dir).map_err(io(&node_dir))?;
         let (keypair, _) = keyfile::read_or_create(&node_dir.join("identity.key"))?;
         let peer_id = keypair.public().to_peer_id();
-        let p2p = ports[i * 3];
-        let addr = Multiaddr::from(Ipv4Addr::LOCALHOST)
-            .with(Protocol::Tcp(p2p))
-            .with(Protocol::P2p(peer_id));
+        let p2p = TcpListener::bind((ip, 0)).and_then(|l| l.local_addr()).map_err(io(&dir))?.port();
+        let addr = Multiaddr::from(ip).with(Protocol::Tcp(p2p)).with(Protocol::P2p(peer_id));
+        let services = SERVICES
+            .iter()
+            .filter(|s| i < options.substrate_nodes || **s != "substrate")
+            .map(|s| s.to_string())
+            .collect();
         nodes.push(DevNode {
             config: node_dir.join("node.yaml"),
             log: node_dir.join("node.log"),
             name,
             peer_id,
             addr,
-            http: (Ipv4Addr::LOCALHOST, ports[i * 3 + 1]).into(),
+            http: (ip, http_port).into(),
+            dns: (ip, dns_port).into(),
+            services,
         });
     }
-    for (i, node) in nodes.iter().enumerate() {
+    for node in &nodes {
         let bootstrap = nodes
             .iter()
             .take(BOOTSTRAP_PEERS + 1)
@@ -147,14 +192,20 @@ pub fn prepare(
             identity_key: "identity.key".into(),
             swarm_key: "../swarm.key".into(),
             operator_key: operator_key.clone(),
-            listen: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+            listen: vec![node.http.ip()],
             announce: Vec::new(),
             bootstrap,
-            services: SERVICES.iter().map(|s| s.to_string()).collect(),
+            services: node.services.clone(),
             data_dir: "data".into(),
-            ports: Ports { p2p: ports[i * 3], http: ports[i * 3 + 1], dns: ports[i * 3 + 2] },
+            ports: Ports { p2p: node_p2p_port(node), http: http_port, dns: dns_port },
             location: Some(Location { region: "dev".into(), latitude: None, longitude: None }),
-            substrate: substrate.clone(),
+            substrate: options.substrate.clone(),
+            seer: Some(SeerConfig {
+                domain: DEV_DOMAIN.into(),
+                generated_domain: DEV_GENERATED_DOMAIN.into(),
+                ttl: 5,
+                txt_resolver: options.txt_resolver,
+            }),
             vault: Some(VaultConfig {
                 keyset: PathBuf::from("../vault/keyset.yaml"),
                 share: PathBuf::from(SHARE_FILE),
@@ -220,12 +271,42 @@ fn vault_keys(dir: &Path, count: usize) -> Result<KeySet, DevError> {
     Ok(keyset)
 }
 
-/// `count` distinct free TCP ports on 127.0.0.1 (all held open until all are chosen).
-fn free_ports(count: usize) -> std::io::Result<Vec<u16>> {
-    let listeners = (0..count)
-        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    listeners.iter().map(|l| Ok(l.local_addr()?.port())).collect()
+/// Node `i`'s address: `127.0.0.<i + 1>`. Every dev node has its own loopback address (Linux
+/// routes all of 127.0.0.0/8 to the host), so that seer's answers name each node, and all of
+/// them serve HTTP and DNS on the same ports, as the nodes of a real cloud do.
+pub fn node_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, u8::try_from(i + 1).unwrap_or(u8::MAX))
+}
+
+fn node_p2p_port(node: &DevNode) -> u16 {
+    node.addr
+        .iter()
+        .find_map(|p| match p {
+            Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+/// An HTTP port (TCP) and a DNS port (UDP and TCP) free on every one of `ips`.
+fn shared_ports(ips: &[Ipv4Addr]) -> std::io::Result<(u16, u16)> {
+    let free_everywhere = |port: u16, udp: bool| {
+        ips.iter().all(|ip| {
+            TcpListener::bind((*ip, port)).is_ok()
+                && (!udp || std::net::UdpSocket::bind((*ip, port)).is_ok())
+        })
+    };
+    let mut found = Vec::new();
+    for _ in 0..100 {
+        let port = TcpListener::bind((ips[0], 0))?.local_addr()?.port();
+        if !found.contains(&port) && free_everywhere(port, found.len() == 1) {
+            found.push(port);
+            if found.len() == 2 {
+                return Ok((found[0], found[1]));
+            }
+        }
+    }
+    Err(std::io::Error::other("no port is free on every node's address"))
 }
 
 #[cfg(test)]
@@ -235,7 +316,7 @@ mod tests {
     #[test]
     fn lays_out_a_cloud_and_keeps_identities() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
-        let first = prepare(dir.path(), 4, &SubstrateConfig::default())?;
+        let first = prepare(dir.path(), &DevOptions::new(4))?;
         assert_eq!(first.nodes.len(), 4);
         let profile = CloudProfile::load(&first.profile)?;
         assert_eq!(profile.bootstrap.len(), 4);
@@ -247,7 +328,7 @@ mod tests {
             assert!(!config.bootstrap.contains(&node.addr));
             assert_eq!(keyfile::read(&config.identity_key)?.public().to_peer_id(), node.peer_id);
         }
-        let again = prepare(dir.path(), 4, &SubstrateConfig::default())?;
+        let again = prepare(dir.path(), &DevOptions::new(4))?;
         let ids = |c: &DevCloud| c.nodes.iter().map(|n| n.peer_id).collect::<Vec<_>>();
         assert_eq!(ids(&first), ids(&again));
         // The vault key set is kept, and every node's share loads and fits it.
@@ -259,7 +340,7 @@ mod tests {
             crate::vault::load_keys(vault)?;
         }
         // A different node count needs a new key set.
-        let bigger = prepare(dir.path(), 5, &SubstrateConfig::default())?;
+        let bigger = prepare(dir.path(), &DevOptions::new(5))?;
         assert_ne!(bigger.keyset.id, again.keyset.id);
         assert_eq!(bigger.keyset.threshold, 2);
         Ok(())

@@ -9,6 +9,7 @@
 //! - [`resources`]: CPU, memory, load and disk, sampled in the background for `Info`.
 //! - [`hoarder`]: the blob service (chunked store, pins, rendezvous placement, repair).
 //! - [`tns`]: the registry service (redb store, gossip, anti-entropy, authorization).
+//! - [`seer`]: heartbeats of every node, node health, the DNS server.
 //! - [`substrate`]: the function service (hyper gateway, wasmtime, signed execution counters);
 //!   the only module that touches wasmtime.
 //! - [`project`]: a project folder compiled into TNS records, and the plan of a push.
@@ -27,6 +28,7 @@ pub mod node;
 pub mod p2p;
 pub mod project;
 pub mod resources;
+pub mod seer;
 pub mod substrate;
 pub mod tns;
 pub mod vault;

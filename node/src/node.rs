@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::NodeConfig;
 use crate::p2p::{self, AdminContext, P2pConfig, P2pError};
-use crate::{hoarder, resources, substrate, tns, vault};
+use crate::{hoarder, resources, seer, substrate, tns, vault};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +41,9 @@ pub enum NodeError {
     /// The vault service could not start.
     #[error(transparent)]
     Vault(#[from] vault::VaultStartError),
+    /// The seer service could not start.
+    #[error(transparent)]
+    Seer(#[from] seer::SeerError),
     /// The substrate service could not start.
     #[error(transparent)]
     Substrate(#[from] substrate::SubstrateError),
@@ -53,6 +56,7 @@ pub struct Node {
     p2p_task: JoinHandle<()>,
     services: Vec<JoinHandle<()>>,
     http_addrs: Vec<std::net::SocketAddr>,
+    dns_addrs: Vec<std::net::SocketAddr>,
 }
 
 impl Node {
@@ -68,6 +72,7 @@ impl Node {
         })?;
         let shutdown = CancellationToken::new();
         let resources = resources::spawn(config.data_dir.clone(), shutdown.child_token());
+        let sampled = resources.clone();
         let (handle, p2p_task) = p2p::spawn(
             P2pConfig {
                 keypair: keypair.clone(),
@@ -132,15 +137,16 @@ impl Node {
             );
         }
         let mut http_addrs = Vec::new();
+        let mut in_flight = None;
         if runs("substrate") {
             let started = substrate::start(
                 substrate::Parts {
                     handle: handle.clone(),
-                    keypair,
+                    keypair: keypair.clone(),
                     data_dir: &config.data_dir,
                     http: config.http_listen_addrs(),
                     config: &config.substrate,
-                    tns: local_tns,
+                    tns: local_tns.clone(),
                     hoarder: local_hoarder,
                 },
                 shutdown.child_token(),
@@ -148,19 +154,62 @@ impl Node {
             .await?;
             services.extend(started.tasks);
             http_addrs = started.http_addrs;
+            in_flight = Some(started.in_flight);
         }
+        let mut dns_addrs = Vec::new();
+        let mut own_seer = None;
+        if runs("seer") {
+            let Some(seer_config) = &config.seer else {
+                return Err(seer::SeerError::Resolver(
+                    "a seer node needs `seer: { domain, generated_domain }`".into(),
+                )
+                .into());
+            };
+            let registry = match &local_tns {
+                Some(local) => tns::Registry::Local(local.clone()),
+                None => tns::Registry::Remote(handle.clone()),
+            };
+            let started = seer::start(
+                handle.clone(),
+                seer_config,
+                registry,
+                config.dns_listen_addrs(),
+                shutdown.child_token(),
+            )
+            .await?;
+            services.extend(started.tasks);
+            dns_addrs = started.dns_addrs;
+            own_seer = Some(started.shared);
+        }
+        services.push(seer::beat::spawn(
+            handle.clone(),
+            seer::beat::BeatParts {
+                keypair,
+                config: config.clone(),
+                http_port: http_addrs.first().map_or(0, |a| a.port()),
+                resources: sampled,
+                active_requests: in_flight,
+                seer: own_seer,
+            },
+            shutdown.child_token(),
+        ));
         tracing::info!(
             peer_id = %handle.peer_id(),
             swarm_key = %swarm_key.fingerprint(),
             services = ?config.services,
             "node started"
         );
-        Ok(Self { handle, shutdown, p2p_task, services, http_addrs })
+        Ok(Self { handle, shutdown, p2p_task, services, http_addrs, dns_addrs })
     }
 
     /// The addresses the HTTP gateway listens on (empty without substrate).
     pub fn http_addrs(&self) -> &[std::net::SocketAddr] {
         &self.http_addrs
+    }
+
+    /// The addresses the DNS server listens on (empty without seer).
+    pub fn dns_addrs(&self) -> &[std::net::SocketAddr] {
+        &self.dns_addrs
     }
 
     /// The handle to the node's p2p task.

@@ -23,6 +23,7 @@ use libp2p::{Multiaddr, PeerId};
 use tau_proto::SwarmKey;
 use tau_proto::admin::{AdminRequest, AdminResponse, Location, PeerInfo, Resources};
 use tau_proto::hoarder::{HoarderRequest, HoarderResponse};
+use tau_proto::seer::{SeerRequest, SeerResponse};
 use tau_proto::tns::{TnsRequest, TnsResponse};
 use tau_proto::vault::{VaultRequest, VaultResponse};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -84,6 +85,7 @@ pub(crate) enum Command {
     Tns(ServiceCommand<TnsRequest, TnsResponse>),
     Hoarder(ServiceCommand<HoarderRequest, HoarderResponse>),
     Vault(ServiceCommand<VaultRequest, VaultResponse>),
+    Seer(ServiceCommand<SeerRequest, SeerResponse>),
     Admin(ServiceCommand<AdminRequest, AdminResponse>),
     Subscribe {
         topic: String,
@@ -163,6 +165,14 @@ impl Handle {
         inbox: mpsc::Sender<Inbound<VaultRequest, VaultResponse>>,
     ) -> Result<(), Stopped> {
         self.commands.send(Command::Vault(ServiceCommand::Serve(inbox))).await.map_err(|_| Stopped)
+    }
+
+    /// Routes inbound `/tau/seer/1` requests to `inbox` (only seer nodes serve it).
+    pub async fn serve_seer(
+        &self,
+        inbox: mpsc::Sender<Inbound<SeerRequest, SeerResponse>>,
+    ) -> Result<(), Stopped> {
+        self.commands.send(Command::Seer(ServiceCommand::Serve(inbox))).await.map_err(|_| Stopped)
     }
 
     /// Sends a hoarder request to `peer` and waits for the answer.

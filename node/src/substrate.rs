@@ -77,6 +77,8 @@ pub struct Started {
     pub tasks: Vec<JoinHandle<()>>,
     /// The addresses the gateway listens on.
     pub http_addrs: Vec<SocketAddr>,
+    /// Requests being served now.
+    pub in_flight: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Starts the engine, the gateway, the counter windows and the route invalidation.
@@ -96,12 +98,13 @@ pub async fn start(
         Some(local) => tns::Registry::Local(local.clone()),
         None => tns::Registry::Remote(parts.handle.clone()),
     };
+    let in_flight = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let gateway = Arc::new(gateway::Gateway {
         engine: engine.clone(),
         functions: functions::Functions::new(engine, parts.handle.clone(), parts.hoarder),
         routes: routes::Routes::new(registry, counters.clone()),
         slots: Arc::new(tokio::sync::Semaphore::new(parts.config.max_instances as usize)),
-        in_flight: Default::default(),
+        in_flight: in_flight.clone(),
     });
     let mut listeners = Vec::new();
     let mut http_addrs = Vec::new();
@@ -130,7 +133,7 @@ pub async fn start(
             tokio::spawn(watch_gossip(gateway, parts.handle, gossip, shutdown))
         }
     });
-    Ok(Started { tasks, http_addrs })
+    Ok(Started { tasks, http_addrs, in_flight })
 }
 
 /// Drops stale routes as the node's own registry changes.

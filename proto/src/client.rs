@@ -21,6 +21,7 @@ use crate::admin::{self, AdminRequest, AdminResponse, NodeInfo, PeerInfo};
 use crate::counters::CounterPage;
 use crate::hoarder::{self, HoarderRequest, HoarderResponse};
 use crate::profile::{ProfileError, peer_id_of};
+use crate::seer::{self, SeerRequest, SeerResponse};
 use crate::tns::{self, TnsRequest, TnsResponse};
 use crate::vault::{self, VaultRequest, VaultResponse};
 use crate::{CloudProfile, net};
@@ -93,6 +94,7 @@ struct Behaviour {
     tns: request_response::cbor::Behaviour<TnsRequest, TnsResponse>,
     hoarder: request_response::cbor::Behaviour<HoarderRequest, HoarderResponse>,
     vault: request_response::cbor::Behaviour<VaultRequest, VaultResponse>,
+    seer: request_response::cbor::Behaviour<SeerRequest, SeerResponse>,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
@@ -117,13 +119,14 @@ macro_rules! answer {
     )*};
 }
 
-answer!(AdminResponse, TnsResponse, HoarderResponse, VaultResponse);
+answer!(AdminResponse, TnsResponse, HoarderResponse, VaultResponse, SeerResponse);
 
 enum Command {
     Admin { peer: PeerId, request: AdminRequest, reply: Reply<AdminResponse> },
     Tns { peer: PeerId, request: TnsRequest, reply: Reply<TnsResponse> },
     Hoarder { peer: PeerId, request: HoarderRequest, reply: Reply<HoarderResponse> },
     Vault { peer: PeerId, request: VaultRequest, reply: Reply<VaultResponse> },
+    Seer { peer: PeerId, request: SeerRequest, reply: Reply<SeerResponse> },
     AddAddress { peer: PeerId, addr: Multiaddr },
 }
 
@@ -161,6 +164,7 @@ impl Client {
                 tns: net::service(tns::PROTOCOL, false, REQUEST_TIMEOUT),
                 hoarder: net::service(hoarder::PROTOCOL, false, hoarder::REQUEST_TIMEOUT),
                 vault: net::service(vault::PROTOCOL, false, vault::REQUEST_TIMEOUT),
+                seer: net::service(seer::PROTOCOL, false, REQUEST_TIMEOUT),
             })?;
         let entry = dial_bootstrap(&mut swarm, &profile.bootstrap, options.timeout).await?;
         let (commands, receiver) = mpsc::channel(64);
@@ -225,6 +229,24 @@ impl Client {
     ) -> Result<VaultResponse, ClientError> {
         self.request(peer, request, |peer, request, reply| Command::Vault { peer, request, reply })
             .await
+    }
+
+    /// Sends a seer request to `peer` and waits for the answer.
+    pub async fn seer(
+        &self,
+        peer: PeerId,
+        request: SeerRequest,
+    ) -> Result<SeerResponse, ClientError> {
+        self.request(peer, request, |peer, request, reply| Command::Seer { peer, request, reply })
+            .await
+    }
+
+    /// Every node a seer knows, with its latest heartbeat and health.
+    pub async fn seer_nodes(&self, peer: PeerId) -> Result<Vec<seer::NodeStatus>, ClientError> {
+        match self.seer(peer, SeerRequest::Nodes).await? {
+            SeerResponse::Nodes(nodes) => Ok(nodes),
+            _ => Err(ClientError::Unexpected { peer }),
+        }
     }
 
     /// Sends a request through the client's task; an error answer becomes [`ClientError::Remote`].
@@ -361,6 +383,7 @@ async fn run(mut swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>)
     let mut pending_tns: HashMap<OutboundRequestId, Reply<TnsResponse>> = HashMap::new();
     let mut pending_hoarder: HashMap<OutboundRequestId, Reply<HoarderResponse>> = HashMap::new();
     let mut pending_vault: HashMap<OutboundRequestId, Reply<VaultResponse>> = HashMap::new();
+    let mut pending_seer: HashMap<OutboundRequestId, Reply<SeerResponse>> = HashMap::new();
     // The client's own address book: the swarm forgets an address after one failed dial, but a
     // node that was not up yet may well be up at the next request.
     let mut addresses: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
@@ -395,12 +418,18 @@ async fn run(mut swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>)
                     let id = swarm.behaviour_mut().vault.send_request_with_addresses(&peer, request, addrs);
                     pending_vault.insert(id, reply);
                 }
+                Some(Command::Seer { peer, request, reply }) => {
+                    let addrs = addresses.get(&peer).cloned().unwrap_or_default();
+                    let id = swarm.behaviour_mut().seer.send_request_with_addresses(&peer, request, addrs);
+                    pending_seer.insert(id, reply);
+                }
             },
             event = swarm.select_next_some() => match event {
                 SwarmEvent::Behaviour(BehaviourEvent::Admin(event)) => answer(&mut pending, event),
                 SwarmEvent::Behaviour(BehaviourEvent::Tns(event)) => answer(&mut pending_tns, event),
                 SwarmEvent::Behaviour(BehaviourEvent::Hoarder(event)) => answer(&mut pending_hoarder, event),
                 SwarmEvent::Behaviour(BehaviourEvent::Vault(event)) => answer(&mut pending_vault, event),
+                SwarmEvent::Behaviour(BehaviourEvent::Seer(event)) => answer(&mut pending_seer, event),
                 other => tracing::trace!(?other, "client swarm event"),
             }
         }

@@ -10,6 +10,7 @@
 //! - [`hoarder`]: blob ids (CIDv1, BLAKE3), manifests, `/tau/hoarder/1` types, heartbeats.
 //! - [`tns`]: the registry's records, keys, values and `/tau/tns/1` types.
 //! - [`counters`]: signed execution counter records (substrate signs them, q collects them).
+//! - [`seer`]: signed heartbeats, node health, `/tau/seer/1` types, domain validation tokens.
 //! - [`vault`]: threshold encryption of secrets (dealing, encrypting, checking and combining
 //!   shares) and owner-signed requests.
 //! - [`cbor`]: the encoding of every wire message and value.
@@ -30,6 +31,7 @@ pub mod hoarder;
 pub mod keyfile;
 pub mod net;
 pub mod profile;
+pub mod seer;
 pub mod swarm_key;
 pub mod tns;
 pub mod vault;

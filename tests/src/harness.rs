@@ -133,8 +133,10 @@ pub struct DevCloud {
     pub dir: PathBuf,
     /// Its `cloud.yaml`.
     pub profile: PathBuf,
-    /// Each node's HTTP gateway (`127.0.0.1:<port>`), in node order.
+    /// Each substrate node's HTTP gateway (`127.0.0.1:<port>`), in node order.
     pub gateways: Vec<String>,
+    /// Each seer node's DNS server (`127.0.0.1:<port>`), in node order.
+    pub dns: Vec<String>,
     stderr: mpsc::Receiver<String>,
 }
 
@@ -173,6 +175,7 @@ impl DevCloud {
             dir: dir.to_path_buf(),
             profile: PathBuf::new(),
             gateways: Vec::new(),
+            dns: Vec::new(),
             stderr,
         };
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -185,9 +188,14 @@ impl DevCloud {
                 cloud.profile = PathBuf::from(path);
                 return Ok(cloud);
             }
-            match line.strip_prefix("gateway ").and_then(|rest| rest.split("http://").nth(1)) {
-                Some(addr) => cloud.gateways.push(addr.trim().to_string()),
-                None => return Err(format!("unexpected line from tau-node dev: {line}").into()),
+            if let Some(addr) =
+                line.strip_prefix("gateway ").and_then(|r| r.split("http://").nth(1))
+            {
+                cloud.gateways.push(addr.trim().to_string());
+            } else if let Some(addr) = line.strip_prefix("dns ").and_then(|r| r.split(' ').nth(1)) {
+                cloud.dns.push(addr.trim().to_string());
+            } else {
+                return Err(format!("unexpected line from tau-node dev: {line}").into());
             }
         }
     }

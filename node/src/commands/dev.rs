@@ -11,7 +11,7 @@ use futures::future::join_all;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tau_node::config::SubstrateConfig;
-use tau_node::dev::{self, DevCloud};
+use tau_node::dev::{self, DevCloud, DevOptions};
 use tau_proto::client::{ClientError, ConnectOptions};
 use tau_proto::tns::{TnsRequest, TnsResponse, keys};
 use tau_proto::{Client, CloudProfile, keyfile};
@@ -22,7 +22,10 @@ use tokio::sync::mpsc;
 /// Generates the cloud's swarm key and operator key in DIR (kept across runs, like each node's
 /// identity), writes DIR/cloud.yaml, starts one `tau-node run` process per node (logs in
 /// DIR/node-<i>/node.log, pid in node.pid), and once every node is connected to every other
-/// prints `gateway node-<i> http://127.0.0.1:<port>` per node, then `ready <path to cloud.yaml>`. Runs until SIGINT or SIGTERM, then stops every node cleanly.
+/// prints `gateway node-<i> http://127.0.0.1:<port>` per substrate node, `dns node-<i>
+/// 127.0.0.1:<port>` per seer node (the cloud's domain is `dev`: `substrate.tau.dev`; generated
+/// domains end in `.tau`), then `ready <path to cloud.yaml>`. Runs until SIGINT or SIGTERM, then
+/// stops every node cleanly.
 #[derive(Debug, Args)]
 pub(crate) struct Dev {
     /// How many nodes.
@@ -37,6 +40,14 @@ pub(crate) struct Dev {
     /// The substrate nodes' counter window: one signed record per function per window.
     #[arg(long, default_value = "60s", value_parser = counter_window)]
     counter_window: String,
+    /// How many nodes (the first ones) run substrate [default: all]; the others run every
+    /// other service.
+    #[arg(long)]
+    substrate_nodes: Option<u16>,
+    /// Where seer looks up TXT records that validate custom domains [default: the host's
+    /// resolv.conf].
+    #[arg(long)]
+    txt_resolver: Option<std::net::SocketAddr>,
 }
 
 fn counter_window(text: &str) -> Result<String, String> {
@@ -60,7 +71,14 @@ impl Dev {
         });
         let substrate =
             SubstrateConfig { counter_window: self.counter_window, ..SubstrateConfig::default() };
-        let cloud = dev::prepare(&dir, usize::from(self.nodes), &substrate)?;
+        let count = usize::from(self.nodes);
+        let options = DevOptions {
+            count,
+            substrate_nodes: self.substrate_nodes.map_or(count, usize::from).min(count),
+            substrate,
+            txt_resolver: self.txt_resolver,
+        };
+        let cloud = dev::prepare(&dir, &options)?;
         let exe = std::env::current_exe().context("cannot find the tau-node binary")?;
         let (exits, mut exited) = mpsc::unbounded_channel();
         let mut processes = Vec::new();
@@ -113,8 +131,11 @@ impl Dev {
             return Err(e);
         }
         eprintln!("mesh of {} nodes formed in {:.2?}", cloud.nodes.len(), started.elapsed());
-        for node in &cloud.nodes {
+        for node in cloud.nodes.iter().filter(|n| n.runs("substrate")) {
             println!("gateway {} http://{}", node.name, node.http);
+        }
+        for node in cloud.nodes.iter().filter(|n| n.runs("seer")) {
+            println!("dns {} {}", node.name, node.dns);
         }
         println!("ready {}", cloud.profile.display());
         std::io::stdout().flush()?;
@@ -244,17 +265,19 @@ async fn wait_mesh(cloud: &DevCloud, timeout: Duration) -> anyhow::Result<()> {
         let complete = answers.iter().filter(|a| matches!(a, Ok(p) if p.len() >= expected)).count();
         // Every dev node runs substrate: its gateway must accept connections too (it starts
         // after the p2p core).
+        let substrate: Vec<_> = cloud.nodes.iter().filter(|n| n.runs("substrate")).collect();
         let gateways =
-            join_all(cloud.nodes.iter().map(|n| tokio::net::TcpStream::connect(n.http))).await;
+            join_all(substrate.iter().map(|n| tokio::net::TcpStream::connect(n.http))).await;
         let listening = gateways.iter().filter(|g| g.is_ok()).count();
-        if complete == cloud.nodes.len() && listening == cloud.nodes.len() {
+        if complete == cloud.nodes.len() && listening == substrate.len() {
             return Ok(());
         }
         if Instant::now() >= deadline {
             bail!(
-                "only {complete} of {} nodes joined the mesh and {listening} answer on their \
-                 HTTP port within {timeout:?}",
-                cloud.nodes.len()
+                "only {complete} of {} nodes joined the mesh and {listening} of {} answer on \
+                 their HTTP port within {timeout:?}",
+                cloud.nodes.len(),
+                substrate.len()
             );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

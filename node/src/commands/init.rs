@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use libp2p::Multiaddr;
 use tau_node::NodeConfig;
-use tau_node::config::{Ports, VaultConfig};
+use tau_node::config::{Ports, SeerConfig, VaultConfig};
 use tau_proto::SwarmKey;
 use tau_proto::admin::Location;
 use tau_proto::keyfile;
@@ -57,6 +57,12 @@ pub(crate) struct Init {
     /// This node's vault share file (`share-<i>.yaml`), for a vault node.
     #[arg(long, requires = "vault_keyset")]
     vault_share: Option<PathBuf>,
+    /// The cloud's domain, for a seer node: it answers `<service>.tau.<domain>`.
+    #[arg(long, requires = "generated_domain")]
+    domain: Option<String>,
+    /// The suffix of the cloud's generated domains, for a seer node (`<project>.<suffix>`).
+    #[arg(long, requires = "domain")]
+    generated_domain: Option<String>,
     /// The node's region, such as eu-west.
     #[arg(long)]
     region: Option<String>,
@@ -101,6 +107,15 @@ impl Init {
                 longitude: None,
             }),
             substrate: Default::default(),
+            seer: match (&self.domain, &self.generated_domain) {
+                (Some(domain), Some(generated)) => Some(SeerConfig {
+                    domain: domain.clone(),
+                    generated_domain: generated.clone(),
+                    ttl: 5,
+                    txt_resolver: None,
+                }),
+                _ => None,
+            },
             vault: match (&self.vault_keyset, &self.vault_share) {
                 (Some(keyset), Some(share)) => {
                     Some(VaultConfig { keyset: absolute(keyset)?, share: absolute(share)? })

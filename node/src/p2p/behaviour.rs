@@ -10,6 +10,7 @@ use libp2p::{StreamProtocol, Swarm, gossipsub, identify, kad, ping};
 use tau_proto::SwarmKey;
 use tau_proto::admin::{self, AdminRequest, AdminResponse};
 use tau_proto::hoarder::{self, HoarderRequest, HoarderResponse};
+use tau_proto::seer::{self, SeerRequest, SeerResponse};
 use tau_proto::tns::{self, TnsRequest, TnsResponse};
 use tau_proto::vault::{self, VaultRequest, VaultResponse};
 
@@ -35,6 +36,7 @@ pub(super) struct Behaviour {
     pub(super) tns: request_response::cbor::Behaviour<TnsRequest, TnsResponse>,
     pub(super) hoarder: request_response::cbor::Behaviour<HoarderRequest, HoarderResponse>,
     pub(super) vault: request_response::cbor::Behaviour<VaultRequest, VaultResponse>,
+    pub(super) seer: request_response::cbor::Behaviour<SeerRequest, SeerResponse>,
 }
 
 /// The largest gossip message.
@@ -93,6 +95,11 @@ pub(super) fn build(
                 hoarder::REQUEST_TIMEOUT,
             ),
             vault: tau_proto::net::service(vault::PROTOCOL, runs("vault"), vault::REQUEST_TIMEOUT),
+            seer: tau_proto::net::service(
+                seer::PROTOCOL,
+                runs("seer"),
+                tau_proto::client::REQUEST_TIMEOUT,
+            ),
         }
     })
     .map_err(|e| P2pError::Build(e.to_string()))

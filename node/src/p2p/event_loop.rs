@@ -14,6 +14,7 @@ use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, kad, ping};
 use tau_proto::admin::{AdminRequest, AdminResponse, NodeInfo};
 use tau_proto::hoarder::{HoarderRequest, HoarderResponse};
 use tau_proto::profile::peer_id_of;
+use tau_proto::seer::{SeerRequest, SeerResponse};
 use tau_proto::tns::{TnsRequest, TnsResponse};
 use tau_proto::vault::{VaultRequest, VaultResponse};
 use tokio::sync::mpsc;
@@ -61,6 +62,7 @@ pub(super) struct EventLoop {
     tns: Route<TnsRequest, TnsResponse>,
     hoarder: Route<HoarderRequest, HoarderResponse>,
     vault: Route<VaultRequest, VaultResponse>,
+    seer: Route<SeerRequest, SeerResponse>,
     /// Admin requests the loop cannot answer itself (counters) go to the service that can.
     admin_service: Route<AdminRequest, AdminResponse>,
     topics: Topics,
@@ -93,6 +95,7 @@ impl EventLoop {
             tns: Route::default(),
             hoarder: Route::default(),
             vault: Route::default(),
+            seer: Route::default(),
             admin_service: Route::default(),
             topics: Topics::default(),
         }
@@ -154,6 +157,11 @@ impl EventLoop {
                         tracing::debug!("vault response not sent: connection closed");
                     }
                 }
+                Some(Some((response, channel))) = self.seer.responding.next() => {
+                    if self.swarm.behaviour_mut().seer.send_response(channel, response).is_err() {
+                        tracing::debug!("seer response not sent: connection closed");
+                    }
+                }
                 Some(Some((response, channel))) = self.admin_service.responding.next() => {
                     if self.swarm.behaviour_mut().admin.send_response(channel, response).is_err() {
                         tracing::debug!("admin response not sent: connection closed");
@@ -179,6 +187,9 @@ impl EventLoop {
             }
             Command::Vault(command) => {
                 self.vault.command(&mut self.swarm.behaviour_mut().vault, command)
+            }
+            Command::Seer(command) => {
+                self.seer.command(&mut self.swarm.behaviour_mut().seer, command)
             }
             Command::Admin(command) => {
                 self.admin_service.command(&mut self.swarm.behaviour_mut().admin, command)
@@ -328,6 +339,7 @@ impl EventLoop {
             BehaviourEvent::Tns(event) => self.tns.on_event(event),
             BehaviourEvent::Hoarder(event) => self.hoarder.on_event(event),
             BehaviourEvent::Vault(event) => self.vault.on_event(event),
+            BehaviourEvent::Seer(event) => self.seer.on_event(event),
             BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
                 message_id,

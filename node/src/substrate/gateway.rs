@@ -39,7 +39,7 @@ pub struct Gateway {
     /// Instance slots: one per function running.
     pub slots: Arc<Semaphore>,
     /// Requests being served now (for heartbeats).
-    pub in_flight: std::sync::atomic::AtomicU64,
+    pub in_flight: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Accepts connections until `shutdown`.

@@ -122,6 +122,9 @@ pub(crate) async fn ready_line(child: &mut Child) -> anyhow::Result<(PathBuf, Ve
         if let Some(path) = line.strip_prefix("ready ") {
             return Ok((PathBuf::from(path), gateways));
         }
+        if line.starts_with("dns ") {
+            continue;
+        }
         let gateway =
             line.split("http://").nth(1).context("unexpected output from tau-node dev")?;
         gateways.push(gateway.trim().to_string());

@@ -1,0 +1,167 @@
+//! The `seer` service: who is alive and how busy, and a DNS server that sends clients to
+//! healthy nodes.
+//!
+//! - [`beat`]: every node (whatever its services) signs and publishes a heartbeat on
+//!   `tau/seer/1` every [`tau_proto::seer::BEAT_INTERVAL`].
+//! - [`table`]: a seer node's latest beat per node; a node is unhealthy once its latest beat is
+//!   older than [`tau_proto::seer::HEALTHY_FOR`]. A beat with a bad signature, or whose gossip
+//!   author is not the node it names, is dropped and not forwarded.
+//! - [`dns`]: the DNS server (UDP and TCP on `ports.dns`).
+//! - [`domains`]: which registered domains are served (generated ones at once, custom ones
+//!   after their TXT validation record is seen).
+//! - `Nodes` on `/tau/seer/1`: every known node with its latest beat and health.
+
+pub mod beat;
+pub mod dns;
+pub mod domains;
+pub mod table;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use tau_proto::seer::{SeerRequest, SeerResponse, SignedHeartbeat, TOPIC};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::SeerConfig;
+use crate::p2p::{self, GossipMessage, Verdict};
+use crate::tns::Registry;
+use domains::{Domains, TxtLookup};
+use table::Table;
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SeerError {
+    /// A DNS socket could not be bound.
+    #[error("cannot listen for DNS on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TXT resolver could not be set up.
+    #[error("seer: {0}")]
+    Resolver(String),
+    /// The p2p task has stopped.
+    #[error("cannot start seer: {0}")]
+    P2p(String),
+}
+
+/// What the seer's tasks share.
+pub struct Shared {
+    table: Mutex<Table>,
+    config: SeerConfig,
+    domains: Domains,
+    /// Heartbeats dropped for a bad signature or a wrong author.
+    pub forged: AtomicU64,
+    /// DNS packets dropped unanswered.
+    pub dropped: AtomicU64,
+}
+
+impl Shared {
+    /// A seer's state, deciding on domains with `domains`.
+    pub fn new(config: SeerConfig, domains: Domains) -> Self {
+        Self {
+            table: Mutex::default(),
+            config,
+            domains,
+            forged: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// The heartbeat table.
+    pub fn table(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Checks a gossiped heartbeat and keeps it; the verdict decides whether it is forwarded.
+    pub fn receive(&self, message: &GossipMessage) -> Verdict {
+        let opened = tau_proto::cbor::from_slice::<SignedHeartbeat>(&message.data)
+            .ok()
+            .and_then(|signed| signed.open().ok());
+        match opened {
+            Some(beat) if message.author.is_none_or(|author| author == beat.peer) => {
+                match self.table().insert(beat, Instant::now()) {
+                    true => Verdict::Accept,
+                    false => Verdict::Ignore,
+                }
+            }
+            _ => {
+                self.forged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(author = ?message.author, "dropped a forged heartbeat");
+                Verdict::Reject
+            }
+        }
+    }
+}
+
+/// A started seer: its tasks, where its DNS server listens, and its state.
+pub struct Started {
+    /// Its tasks.
+    pub tasks: Vec<JoinHandle<()>>,
+    /// The DNS server's UDP addresses (TCP on the same).
+    pub dns_addrs: Vec<SocketAddr>,
+    /// Its state, for the node's own heartbeats.
+    pub shared: Arc<Shared>,
+}
+
+/// Starts the seer: binds DNS on `dns` (UDP and TCP), subscribes to heartbeats and serves
+/// `/tau/seer/1`. The tasks stop on `shutdown`.
+pub async fn start(
+    handle: p2p::Handle,
+    config: &SeerConfig,
+    registry: Registry,
+    dns: Vec<SocketAddr>,
+    shutdown: CancellationToken,
+) -> Result<Started, SeerError> {
+    let txt = TxtLookup::resolver(config.txt_resolver).map_err(SeerError::Resolver)?;
+    let domains = Domains::new(registry, &config.generated_domain, txt);
+    let shared = Arc::new(Shared::new(config.clone(), domains));
+    let mut tasks = Vec::new();
+    let mut dns_addrs = Vec::new();
+    for addr in dns {
+        let listen = |source| SeerError::Listen { addr, source };
+        let udp = UdpSocket::bind(addr).await.map_err(listen)?;
+        let bound = udp.local_addr().map_err(listen)?;
+        // TCP on the port UDP got (they differ only when the configured port is 0).
+        let tcp = TcpListener::bind(bound).await.map_err(listen)?;
+        tracing::info!(address = %bound, "dns listening (udp and tcp)");
+        dns_addrs.push(bound);
+        tasks.push(tokio::spawn(dns::serve_udp(shared.clone(), Arc::new(udp), shutdown.clone())));
+        tasks.push(tokio::spawn(dns::serve_tcp(shared.clone(), tcp, shutdown.clone())));
+    }
+    let mut gossip = handle.subscribe(TOPIC).await.map_err(SeerError::P2p)?;
+    let (inbox, mut requests) = tokio::sync::mpsc::channel(64);
+    handle.serve_seer(inbox).await.map_err(|e| SeerError::P2p(e.to_string()))?;
+    let state = shared.clone();
+    tasks.push(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(message) = gossip.recv() => {
+                    let verdict = state.receive(&message);
+                    if handle.validate(message.id, verdict).await.is_err() {
+                        break;
+                    }
+                }
+                Some(inbound) = requests.recv() => {
+                    let p2p::Inbound { request, reply, .. } = inbound;
+                    let response = match request {
+                        SeerRequest::Nodes => SeerResponse::Nodes(state.table().nodes(Instant::now())),
+                        _ => SeerResponse::Error("unsupported seer request".into()),
+                    };
+                    let _ = reply.send(response);
+                }
+                else => break,
+            }
+        }
+        tracing::debug!("seer stopped");
+    }));
+    Ok(Started { tasks, dns_addrs, shared })
+}

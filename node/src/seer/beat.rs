@@ -1,0 +1,111 @@
+//! Every node's heartbeat: signed and published on `tau/seer/1` every beat interval.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
+use tau_proto::admin::Resources;
+use tau_proto::seer::{BEAT_INTERVAL, Heartbeat, TOPIC};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use crate::config::NodeConfig;
+use crate::p2p;
+
+/// What a node's beats are made of.
+pub struct BeatParts {
+    /// The node's identity, which signs each beat.
+    pub keypair: Keypair,
+    /// The node's config (services, addresses, location).
+    pub config: NodeConfig,
+    /// The gateway's port, if the node runs substrate.
+    pub http_port: u16,
+    /// The latest resource sample.
+    pub resources: watch::Receiver<Resources>,
+    /// Requests the substrate is serving.
+    pub active_requests: Option<Arc<AtomicU64>>,
+    /// The node's own seer, which gossip does not deliver the node's beats to.
+    pub seer: Option<Arc<Shared>>,
+}
+
+/// The IP addresses clients reach the node at: its announced ones, else the ones it listens on
+/// (an unspecified listen address, 0.0.0.0, says nothing and is left out).
+pub fn addresses(config: &NodeConfig) -> Vec<IpAddr> {
+    let announced: Vec<IpAddr> = config
+        .announce
+        .iter()
+        .flat_map(|addr| addr.iter())
+        .filter_map(|p| match p {
+            Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
+            Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
+            _ => None,
+        })
+        .collect();
+    if !announced.is_empty() {
+        return announced;
+    }
+    config.listen.iter().copied().filter(|ip| !ip.is_unspecified()).collect()
+}
+
+/// Starts beating; stops on `shutdown`.
+pub fn spawn(handle: p2p::Handle, parts: BeatParts, shutdown: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let addrs = addresses(&parts.config);
+        if addrs.is_empty() {
+            tracing::warn!(
+                "no address to announce in heartbeats: set `announce` in node.yaml, or listen \
+                 on a specific address, so that seer can send clients here"
+            );
+        }
+        let started_ms =
+            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let mut tick = tokio::time::interval(BEAT_INTERVAL);
+        let mut seq = 0;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            seq += 1;
+            let beat = Heartbeat {
+                peer: handle.peer_id(),
+                seq,
+                started_ms,
+                version: tau_proto::VERSION.into(),
+                services: parts.config.services.clone(),
+                addrs: addrs.clone(),
+                http_port: parts.http_port,
+                location: parts.config.location.clone(),
+                resources: parts.resources.borrow().clone(),
+                active_requests: parts
+                    .active_requests
+                    .as_ref()
+                    .map_or(0, |n| n.load(Ordering::Relaxed)),
+            };
+            let signed = match beat.sign(&parts.keypair) {
+                Ok(signed) => signed,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot sign a heartbeat");
+                    break;
+                }
+            };
+            if let Some(seer) = &parts.seer {
+                seer.table().insert(beat, Instant::now());
+            }
+            match tau_proto::cbor::to_vec(&signed) {
+                Ok(data) => {
+                    if let Err(e) = handle.publish(TOPIC, data).await {
+                        // No seer subscribed yet, or none connected: the next beat will do.
+                        tracing::debug!(error = %e, "heartbeat not published");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot encode a heartbeat"),
+            }
+        }
+    })
+}

@@ -1,0 +1,215 @@
+//! The DNS server: UDP and TCP, authoritative for the cloud's names.
+//!
+//! - `<service>.tau.<domain>`: A/AAAA of the healthy nodes running that service.
+//! - a domain registered in TNS (and validated, see [`super::domains`]): A/AAAA of the healthy
+//!   substrate nodes, least loaded first.
+//! - anything else: NXDOMAIN.
+//!
+//! Packets are parsed with `hickory-proto`; a packet that does not parse as one standard query
+//! is dropped without an answer (hickory-server would answer FORMERR to one whose header
+//! parses, which lets a fuzzer probe the server). Answers from the heartbeat table and the
+//! domain cache are sent from the receiving loop; a domain not decided yet is decided in a task
+//! of its own, so a slow TXT lookup never holds other queries up.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use crate::config::SERVICES;
+
+/// The most address records in one answer (keeps a UDP answer under 512 bytes).
+const MAX_RECORDS: usize = 16;
+/// How long a TCP client may take to send a query.
+const TCP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a name resolves to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// These addresses (possibly none: the name exists, without records of that type).
+    Addrs(Vec<IpAddr>),
+    /// The name does not exist.
+    NxDomain,
+}
+
+/// A parsed query: the whole message and its one question's name and type.
+pub struct Query {
+    message: Message,
+    name: Name,
+    /// The name, lower case, without the final dot.
+    pub fqdn: String,
+    kind: RecordType,
+}
+
+impl Query {
+    /// Parses a packet; `None` for anything but one standard query.
+    pub fn parse(packet: &[u8]) -> Option<Self> {
+        let message = Message::from_vec(packet).ok()?;
+        if message.metadata.message_type != MessageType::Query
+            || message.metadata.op_code != OpCode::Query
+            || message.queries.len() != 1
+        {
+            return None;
+        }
+        let question = &message.queries[0];
+        let name = question.name().clone();
+        let fqdn = name.to_ascii().trim_end_matches('.').to_ascii_lowercase();
+        let kind = question.query_type();
+        Some(Self { message, name, fqdn, kind })
+    }
+
+    /// The answer packet.
+    pub fn respond(&self, answer: &Answer, ttl: u32) -> Option<Vec<u8>> {
+        let mut response = Message::response(self.message.metadata.id, OpCode::Query);
+        response.metadata.authoritative = true;
+        response.metadata.recursion_desired = self.message.metadata.recursion_desired;
+        response.queries = self.message.queries.clone();
+        match answer {
+            Answer::NxDomain => response.metadata.response_code = ResponseCode::NXDomain,
+            Answer::Addrs(addrs) => {
+                for addr in addrs.iter().take(MAX_RECORDS) {
+                    let data = match (addr, self.kind) {
+                        (IpAddr::V4(ip), RecordType::A) => RData::A(A(*ip)),
+                        (IpAddr::V6(ip), RecordType::AAAA) => RData::AAAA(AAAA(*ip)),
+                        _ => continue,
+                    };
+                    response.answers.push(Record::from_rdata(self.name.clone(), ttl, data));
+                }
+            }
+        }
+        response.to_vec().ok()
+    }
+}
+
+/// What the table says of `fqdn` without waiting, or `None` if a registered domain must be
+/// looked up first.
+pub fn answer_now(shared: &Shared, query: &Query, now: Instant) -> Option<Answer> {
+    let domain = &shared.config.domain;
+    let v6 = query.kind == RecordType::AAAA;
+    if let Some(service) = query.fqdn.strip_suffix(&format!(".tau.{domain}")) {
+        return Some(if SERVICES.contains(&service) {
+            Answer::Addrs(shared.table().addresses(service, now, v6))
+        } else {
+            Answer::NxDomain
+        });
+    }
+    match shared.domains.cached(&query.fqdn, now)? {
+        true => Some(Answer::Addrs(shared.table().addresses("substrate", now, v6))),
+        false => Some(Answer::NxDomain),
+    }
+}
+
+/// The answer to `query`, deciding on its domain first if need be.
+pub async fn answer(shared: &Shared, query: &Query) -> Answer {
+    if let Some(answer) = answer_now(shared, query, Instant::now()) {
+        return answer;
+    }
+    if shared.domains.servable(&query.fqdn).await {
+        let v6 = query.kind == RecordType::AAAA;
+        Answer::Addrs(shared.table().addresses("substrate", Instant::now(), v6))
+    } else {
+        Answer::NxDomain
+    }
+}
+
+/// Answers UDP queries on `socket` until `shutdown`.
+pub async fn serve_udp(shared: Arc<Shared>, socket: Arc<UdpSocket>, shutdown: CancellationToken) {
+    let mut buffer = vec![0u8; 4096];
+    loop {
+        let (len, from) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            received = socket.recv_from(&mut buffer) => match received {
+                Ok(received) => received,
+                Err(e) => {
+                    tracing::debug!(error = %e, "dns udp receive failed");
+                    continue;
+                }
+            },
+        };
+        let Some(query) = Query::parse(&buffer[..len]) else {
+            shared.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            continue;
+        };
+        let ttl = shared.config.ttl;
+        match answer_now(&shared, &query, Instant::now()) {
+            Some(answer) => send(&socket, &query, &answer, ttl, from).await,
+            None => {
+                let (shared, socket) = (shared.clone(), socket.clone());
+                tokio::spawn(async move {
+                    let answer = answer(&shared, &query).await;
+                    send(&socket, &query, &answer, ttl, from).await;
+                });
+            }
+        }
+    }
+}
+
+async fn send(socket: &UdpSocket, query: &Query, answer: &Answer, ttl: u32, to: SocketAddr) {
+    if let Some(packet) = query.respond(answer, ttl)
+        && let Err(e) = socket.send_to(&packet, to).await
+    {
+        tracing::debug!(error = %e, "dns udp send failed");
+    }
+}
+
+/// Answers TCP connections on `listener` until `shutdown`: length-prefixed queries, one after
+/// another; a connection that sends something unparsable is closed.
+pub async fn serve_tcp(shared: Arc<Shared>, listener: TcpListener, shutdown: CancellationToken) {
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::debug!(error = %e, "dns tcp accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let (shared, shutdown) = (shared.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = connection(&shared, stream) => {}
+            }
+        });
+    }
+}
+
+async fn connection(shared: &Shared, mut stream: TcpStream) {
+    loop {
+        let mut length = [0u8; 2];
+        let read = tokio::time::timeout(TCP_TIMEOUT, stream.read_exact(&mut length)).await;
+        if !matches!(read, Ok(Ok(_))) {
+            return;
+        }
+        let mut packet = vec![0u8; usize::from(u16::from_be_bytes(length))];
+        if !matches!(
+            tokio::time::timeout(TCP_TIMEOUT, stream.read_exact(&mut packet)).await,
+            Ok(Ok(_))
+        ) {
+            return;
+        }
+        let Some(query) = Query::parse(&packet) else {
+            shared.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        };
+        let Some(response) = query.respond(&answer(shared, &query).await, shared.config.ttl) else {
+            return;
+        };
+        let Ok(length) = u16::try_from(response.len()) else { return };
+        if stream.write_all(&length.to_be_bytes()).await.is_err()
+            || stream.write_all(&response).await.is_err()
+        {
+            return;
+        }
+    }
+}
