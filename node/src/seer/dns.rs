@@ -213,3 +213,67 @@ async fn connection(shared: &Shared, mut stream: TcpStream) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use hickory_proto::op::Query as Question;
+
+    use super::*;
+
+    fn packet(name: &str, kind: RecordType) -> Vec<u8> {
+        let mut message = Message::query();
+        message.metadata.id = 4242;
+        message.add_query(Question::query(Name::from_ascii(name).unwrap(), kind));
+        message.to_vec().unwrap()
+    }
+
+    #[test]
+    fn answers_carry_the_addresses_of_the_asked_family() {
+        let query = Query::parse(&packet("Ping.Example.TAU.", RecordType::A)).unwrap();
+        assert_eq!(query.fqdn, "ping.example.tau");
+        let addrs: Vec<IpAddr> = vec!["10.0.0.1".parse().unwrap(), "fd00::1".parse().unwrap()];
+        let bytes = query.respond(&Answer::Addrs(addrs.clone()), 5).unwrap();
+        let response = Message::from_vec(&bytes).unwrap();
+        assert_eq!(response.metadata.id, 4242);
+        assert!(response.metadata.authoritative);
+        assert_eq!(response.metadata.response_code, ResponseCode::NoError);
+        let answers: Vec<String> = response.answers.iter().map(|r| r.data.to_string()).collect();
+        assert_eq!(answers, ["10.0.0.1"]);
+        assert!(response.answers.iter().all(|r| r.ttl == 5));
+        let aaaa = Query::parse(&packet("ping.example.tau.", RecordType::AAAA)).unwrap();
+        let response = Message::from_vec(&aaaa.respond(&Answer::Addrs(addrs), 5).unwrap()).unwrap();
+        assert_eq!(response.answers.len(), 1);
+        let nx = Message::from_vec(&query.respond(&Answer::NxDomain, 5).unwrap()).unwrap();
+        assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
+        assert!(nx.answers.is_empty());
+        // Many nodes still fit a plain UDP answer.
+        let many = (1..=40).map(|i| IpAddr::from([10, 0, 0, i])).collect();
+        assert!(query.respond(&Answer::Addrs(many), 5).unwrap().len() <= 512);
+    }
+
+    #[test]
+    fn anything_but_one_standard_query_is_dropped() {
+        let good = packet("ping.example.tau.", RecordType::A);
+        assert!(Query::parse(&good).is_some());
+        for cut in [0, 5, 11, 12, 20, good.len() - 1] {
+            assert!(Query::parse(&good[..cut]).is_none(), "cut at {cut}");
+        }
+        let mut seed = 7u64;
+        for len in [1, 12, 13, 40, 512] {
+            let garbage: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    (seed >> 33) as u8
+                })
+                .collect();
+            let parsed = Query::parse(&garbage);
+            assert!(parsed.is_none(), "{len} random bytes parsed as a query");
+        }
+        let mut response = Message::from_vec(&good).unwrap();
+        response.metadata.message_type = MessageType::Response;
+        assert!(Query::parse(&response.to_vec().unwrap()).is_none(), "a response is not a query");
+        let mut two = Message::from_vec(&good).unwrap();
+        two.add_query(Question::query(Name::from_ascii("a.tau.").unwrap(), RecordType::A));
+        assert!(Query::parse(&two.to_vec().unwrap()).is_none(), "two questions");
+    }
+}

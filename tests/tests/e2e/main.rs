@@ -3,6 +3,7 @@
 mod hoarder;
 mod mesh;
 mod node;
+mod seer;
 mod substrate;
 mod tns;
 mod vault;
