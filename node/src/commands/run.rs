@@ -21,11 +21,13 @@ pub(crate) struct Run {
 impl Run {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
         let config = NodeConfig::load(&self.config)?;
+        // Listening first: a SIGTERM during the start waits for it, then stops the node.
+        let mut signals = super::ShutdownSignals::listen()?;
         let node = Node::start(&config)
             .await
             .with_context(|| format!("cannot start the node of {}", self.config.display()))?;
         let reason = tokio::select! {
-            signal = super::shutdown_signal() => signal?,
+            signal = signals.recv() => signal,
             _ = parent_exit(self.exit_with_parent) => "parent exited",
         };
         tracing::info!(reason, "shutting down");

@@ -22,6 +22,12 @@ fn a_node_runs_answers_and_stops_cleanly_on_sigterm() -> Result {
         &port,
         "--services",
         "tns,seer",
+        "--domain",
+        "lab.test",
+        "--generated-domain",
+        "g.lab.test",
+        "--dns-port",
+        "0",
         "--region",
         "lab",
     ])?
