@@ -1,6 +1,6 @@
 //! `tau-node-bench`: Tau's benchmarks, each figure beside a baseline measured in the same run.
 //!
-//! `tau-node-bench [foundation] [tns] [hoarder] [substrate] [vault]` (default: all). Run with `scripts/bench` (a release
+//! `tau-node-bench [foundation] [tns] [hoarder] [substrate] [vault] [seer]` (default: all). Run with `scripts/bench` (a release
 //! build); it needs `tau-node` beside this binary.
 //!
 //! - [`foundation`]: admin `Info` round trip; time until a 10-node mesh is complete.
@@ -10,9 +10,12 @@
 //!   starts of components fetched from a peer.
 //! - [`vault`]: encrypt, share-decrypt and combine beside an ed25519 verify; end-to-end
 //!   `secret get` on 5 nodes beside a TNS `Get`.
+//! - [`seer`]: DNS answers per second beside a UDP echo; time until a stopped node leaves the
+//!   answers.
 
 mod foundation;
 mod hoarder;
+mod seer;
 mod substrate;
 mod tns;
 mod vault;
@@ -30,6 +33,9 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--echo-server") {
         return foundation::echo_server().await;
+    }
+    if args.first().map(String::as_str) == Some("--udp-echo-server") {
+        return seer::udp_echo_server().await;
     }
     if args.first().map(String::as_str) == Some("--hello-server") {
         return substrate::hello_server().await;
@@ -68,6 +74,10 @@ async fn main() -> anyhow::Result<()> {
             vault::crypto()?;
             println!();
             vault::secret_get(&tau_node, &tmp).await?;
+        }
+        if wants("seer") {
+            println!();
+            seer::run(&tau_node, &tmp).await?;
         }
         anyhow::Ok(())
     }
