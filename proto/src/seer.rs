@@ -23,9 +23,10 @@ pub const TOPIC: &str = "tau/seer/1";
 /// The request-response protocol (`Nodes`).
 pub const PROTOCOL: &str = "/tau/seer/1";
 /// How often every node beats.
-pub const BEAT_INTERVAL: Duration = Duration::from_secs(2);
-/// A node is healthy while its latest beat is younger than this (two and a half beats).
-pub const HEALTHY_FOR: Duration = Duration::from_millis(5_000);
+pub const BEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// A node is healthy while its latest beat is younger than this: three beats may go missing
+/// (a busy host, a lost gossip message) before a node counts as gone.
+pub const HEALTHY_FOR: Duration = Duration::from_millis(4_000);
 /// The largest heartbeat accepted, bytes.
 pub const MAX_HEARTBEAT: usize = 16 * 1024;
 

@@ -105,7 +105,7 @@ mod tests {
         assert!(!table.insert(first.clone(), start), "so is the same one");
         let addrs = |t: &Table, at| t.addresses("substrate", at, false);
         assert_eq!(
-            addrs(&table, start + Duration::from_secs(4)),
+            addrs(&table, start + Duration::from_secs(3)),
             ["10.0.0.1".parse::<IpAddr>().unwrap()]
         );
         assert!(addrs(&table, start + HEALTHY_FOR).is_empty(), "unhealthy once silent");
