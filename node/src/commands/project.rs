@@ -36,6 +36,11 @@ enum ProjectCommand {
     /// the project in TNS with KEY as its owner. Read the secrets back with
     /// `tau-node secret get <id> deploy-key` and `... webhook-secret`.
     Register(Register),
+    /// Print the TXT record that lets seer serve a custom domain for a project.
+    ///
+    /// A domain under the cloud's generated suffix is served at once; any other domain a
+    /// project's functions name is served only once `_tau.<domain>` holds this token.
+    DomainToken(DomainToken),
     /// Compile a project folder into TNS records and push what changed (the owner's job).
     ///
     /// Pushing the same folder twice writes nothing; a function removed from the folder is
@@ -63,6 +68,19 @@ struct Create {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Args)]
+struct DomainToken {
+    /// The project id.
+    #[arg(long)]
+    id: String,
+    /// The custom domain.
+    #[arg(long)]
+    domain: String,
+    /// The cloud profile (`cloud.yaml`).
+    #[arg(long)]
+    cloud: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -118,6 +136,7 @@ impl Project {
         match self.command {
             ProjectCommand::Create(cmd) => cmd.run().await,
             ProjectCommand::Register(cmd) => cmd.run().await,
+            ProjectCommand::DomainToken(cmd) => cmd.run().await,
             ProjectCommand::Push(cmd) => cmd.run().await,
         }
     }
@@ -202,6 +221,26 @@ impl Create {
             true => println!("project {} already exists with owner {}", self.id, self.owner),
             false => println!("created project {} with owner {}", self.id, self.owner),
         }
+        Ok(())
+    }
+}
+
+impl DomainToken {
+    async fn run(self) -> anyhow::Result<()> {
+        let domain = self.domain.trim_end_matches('.').to_ascii_lowercase();
+        if !keys::is_fqdn(&domain) {
+            bail!("`{}` is not a domain name", self.domain);
+        }
+        let client = output::connect(&self.cloud).await?;
+        let node = tns_node(&client, None).await?;
+        let root = get(&client, node, &keys::project(&self.id)).await?;
+        let owner = root
+            .as_ref()
+            .and_then(|r| r.value.as_deref())
+            .and_then(|v| cbor::from_slice::<ProjectRoot>(v).ok())
+            .with_context(|| format!("project `{}` does not exist in this cloud", self.id))?;
+        let token = tau_proto::seer::validation_token(&self.id, &owner.owner, &domain);
+        println!("_tau.{domain}. TXT \"{token}\"");
         Ok(())
     }
 }

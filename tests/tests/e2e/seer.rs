@@ -191,11 +191,30 @@ fn dns_sends_clients_to_healthy_substrate_nodes_and_survives_garbage() -> Result
 
     // The custom domain is not served until its TXT record holds the project's token.
     assert_eq!(dig_status(&dns, "www.shop-custom.test")?, "NXDOMAIN");
-    let owner_key = tau_node_ok(&["key", "public", &owner_arg])?;
-    let token = tau_proto::seer::validation_token(
+    // The owner asks the cloud for the TXT record to publish.
+    let line = tau_node_ok(&[
+        "project",
+        "domain-token",
+        "--id",
         "shop",
-        &owner_key.trim().parse()?,
+        "--domain",
         "www.shop-custom.test",
+        "--cloud",
+        &profile,
+    ])?;
+    let token = line.split('"').nth(1).ok_or("no token")?.to_string();
+    assert!(
+        line.starts_with("_tau.www.shop-custom.test. TXT ") && token.starts_with("tau-"),
+        "{line}"
+    );
+    let owner_key = tau_node_ok(&["key", "public", &owner_arg])?;
+    assert_eq!(
+        token,
+        tau_proto::seer::validation_token(
+            "shop",
+            &owner_key.trim().parse()?,
+            "www.shop-custom.test"
+        )
     );
     records.lock().map_err(|_| "lock")?.insert("_tau.www.shop-custom.test".into(), "wrong".into());
     std::thread::sleep(Duration::from_millis(2_500));
