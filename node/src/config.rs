@@ -154,23 +154,7 @@ impl SubstrateConfig {
     }
 }
 
-/// The ports a node listens on; 0 means any free port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Ports {
-    /// libp2p (TCP).
-    pub p2p: u16,
-    /// The substrate HTTP gateway.
-    pub http: u16,
-    /// The seer DNS server (UDP and TCP).
-    pub dns: u16,
-}
-
-impl Default for Ports {
-    fn default() -> Self {
-        Self { p2p: 4001, http: 8080, dns: 53 }
-    }
-}
+pub use tau_proto::net::Ports;
 
 fn default_listen() -> Vec<IpAddr> {
     vec![IpAddr::from([0, 0, 0, 0])]
@@ -178,13 +162,6 @@ fn default_listen() -> Vec<IpAddr> {
 
 fn default_data_dir() -> PathBuf {
     PathBuf::from("data")
-}
-
-/// A domain name of one or more labels of letters, digits and `-`, lower case.
-fn is_domain(name: &str) -> bool {
-    name == name.to_ascii_lowercase()
-        && (tau_proto::tns::keys::is_fqdn(name)
-            || tau_proto::tns::keys::is_fqdn(&format!("x.{name}")))
 }
 
 impl Default for NodeConfig {
@@ -278,7 +255,7 @@ impl NodeConfig {
                     ("seer.domain", &seer.domain),
                     ("seer.generated_domain", &seer.generated_domain),
                 ] {
-                    if !is_domain(name) {
+                    if !tau_proto::tns::keys::is_domain(name) {
                         return Err(invalid(
                             field.into(),
                             format!("`{name}` is not a domain name"),

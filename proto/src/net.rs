@@ -91,3 +91,22 @@ pub fn swarm<B: NetworkBehaviour>(
         })
         .build())
 }
+
+/// The ports a node listens on (`node.yaml`'s `ports`, a playbook shape's `ports`); 0 means any
+/// free port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ports {
+    /// libp2p (TCP).
+    pub p2p: u16,
+    /// The substrate HTTP gateway.
+    pub http: u16,
+    /// The seer DNS server (UDP and TCP).
+    pub dns: u16,
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Self { p2p: 4001, http: 8080, dns: 53 }
+    }
+}

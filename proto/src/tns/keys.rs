@@ -135,6 +135,11 @@ pub fn is_fqdn(s: &str) -> bool {
         })
 }
 
+/// A domain of one or more labels, lower case (a cloud's domain may be a single label).
+pub fn is_domain(name: &str) -> bool {
+    name == name.to_ascii_lowercase() && (is_fqdn(name) || is_fqdn(&format!("x.{name}")))
+}
+
 /// `/projects/<id>`.
 pub fn project(id: &str) -> String {
     format!("/projects/{id}")

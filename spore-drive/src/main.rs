@@ -1,0 +1,105 @@
+//! `spore-drive`: provision hosts and install the bundled Tau node.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use clap::{Parser, Subcommand, ValueEnum};
+use spore_drive::Playbook;
+use spore_drive::playbook::Transport;
+
+/// Spore Drive: provision hosts and install the bundled Tau node, a cloud in minutes.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Scaffold DIR/playbook.yaml and generate the cloud's secrets in DIR/secrets (swarm key,
+    /// operator key, one identity per host, the vault key set and shares), each file mode 0600.
+    ///
+    /// Never overwrites a playbook or a secret.
+    Init {
+        /// The folder.
+        dir: PathBuf,
+        /// The cloud's name.
+        #[arg(long, default_value = "my-cloud")]
+        name: String,
+        /// How many hosts to start from.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=250))]
+        hosts: u16,
+        /// How hosts are reached.
+        #[arg(long, value_enum, default_value_t = TransportArg::Ssh)]
+        transport: TransportArg,
+        /// Print JSON (the files written, never their contents).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a playbook and print it as Spore Drive reads it (defaults filled in).
+    Check {
+        /// The playbook.
+        playbook: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TransportArg {
+    Ssh,
+    Local,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Init { dir, name, hosts, transport, json } => {
+            if !tau_proto::tns::keys::is_name(&name) {
+                bail!("cloud name `{name}`: 1-63 of a-z, 0-9 and -");
+            }
+            let transport = match transport {
+                TransportArg::Ssh => Transport::Ssh,
+                TransportArg::Local => Transport::Local,
+            };
+            let (playbook, made) =
+                spore_drive::init::init(&dir, &name, usize::from(hosts), transport)?;
+            if json {
+                let report = serde_json::json!({
+                    "playbook": playbook,
+                    "created": made.created,
+                    "kept": made.kept,
+                });
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                return Ok(());
+            }
+            println!("wrote {}", playbook.display());
+            for path in &made.created {
+                println!("created {} (mode 0600)", path.display());
+            }
+            println!("next: edit the hosts, then `spore-drive deploy {}`", playbook.display());
+            Ok(())
+        }
+        Command::Check { playbook, json } => {
+            let loaded = Playbook::load(&playbook)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&loaded)?);
+                return Ok(());
+            }
+            println!(
+                "{}: cloud {}, {} hosts over {:?}",
+                playbook.display(),
+                loaded.cloud.name,
+                loaded.hosts.len(),
+                loaded.transport
+            );
+            for host in &loaded.hosts {
+                let services =
+                    loaded.shape_of(host).map(|s| s.services.join(",")).unwrap_or_default();
+                println!("  {:<16} {:<16} {services}", host.name, host.address.to_string());
+            }
+            Ok(())
+        }
+    }
+}
