@@ -240,17 +240,24 @@ fn a_partitioned_cloud_converges_after_the_partition_heals() -> Result {
 
     // Cut {0,1} off from {2,3}, and write different things on each side.
     lab.partition(&[0, 1], &[2, 3])?;
-    wait_for(Duration::from_secs(30), "the partition takes effect", || {
-        let out = tau_node_ok(&[
-            "peers",
-            "--cloud",
-            &profile.to_string_lossy(),
-            "--node",
-            &nodes[0].peer_id,
-            "--json",
-        ])?;
-        let peers: serde_json::Value = serde_json::from_str(&out)?;
-        Ok((peers.as_array().map(Vec::len) == Some(1)).then_some(()))
+    // Every node must see the cut, not only one: a push stores its blob through whichever
+    // node the client reaches first, and that node must not count on the other side.
+    wait_for(Duration::from_secs(30), "the partition takes effect on every node", || {
+        for node in &nodes {
+            let out = tau_node_ok(&[
+                "peers",
+                "--cloud",
+                &profile.to_string_lossy(),
+                "--node",
+                &node.peer_id,
+                "--json",
+            ])?;
+            let peers: serde_json::Value = serde_json::from_str(&out)?;
+            if peers.as_array().map(Vec::len) != Some(1) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(()))
     })?;
     write_project(&project, "split", &["base", "left"])?;
     push(&profile, &project, &key, &nodes[0].peer_id)?;
