@@ -172,6 +172,20 @@ async fn put(
     Ok(total)
 }
 
+/// The owner of project `id` as `node`'s registry names it (`None`: no such project).
+async fn project_owner(
+    client: &Client,
+    node: PeerId,
+    id: &str,
+) -> anyhow::Result<Option<WriterKey>> {
+    let root = get(client, node, &keys::project(id)).await?;
+    Ok(root
+        .as_ref()
+        .and_then(|r| r.value.as_deref())
+        .and_then(|v| cbor::from_slice::<ProjectRoot>(v).ok())
+        .map(|root| root.owner))
+}
+
 impl Create {
     async fn run(self) -> anyhow::Result<()> {
         if !keys::is_name(&self.id) {
@@ -189,11 +203,7 @@ impl Create {
         let client = output::connect(&self.cloud).await?;
         let node = tns_node(&client, self.node).await?;
         let key = keys::project(&self.id);
-        let existing = get(&client, node, &key).await?;
-        let owner_of =
-            |r: &Record| r.value.as_deref().and_then(|v| cbor::from_slice::<ProjectRoot>(v).ok());
-        let unchanged =
-            existing.as_ref().and_then(owner_of).is_some_and(|root| root.owner == self.owner);
+        let unchanged = project_owner(&client, node, &self.id).await? == Some(self.owner);
         if !unchanged {
             let value = cbor::to_vec(&ProjectRoot { owner: self.owner })?;
             put(
@@ -233,13 +243,10 @@ impl DomainToken {
         }
         let client = output::connect(&self.cloud).await?;
         let node = tns_node(&client, None).await?;
-        let root = get(&client, node, &keys::project(&self.id)).await?;
-        let owner = root
-            .as_ref()
-            .and_then(|r| r.value.as_deref())
-            .and_then(|v| cbor::from_slice::<ProjectRoot>(v).ok())
+        let owner = project_owner(&client, node, &self.id)
+            .await?
             .with_context(|| format!("project `{}` does not exist in this cloud", self.id))?;
-        let token = tau_proto::seer::validation_token(&self.id, &owner.owner, &domain);
+        let token = tau_proto::seer::validation_token(&self.id, &owner, &domain);
         println!("_tau.{domain}. TXT \"{token}\"");
         Ok(())
     }
@@ -293,22 +300,17 @@ impl Push {
         let client = output::connect(&self.cloud).await?;
         let node = tns_node(&client, self.node).await?;
 
-        let root = get(&client, node, &keys::project(&compiled.id)).await?;
-        let root = root
-            .as_ref()
-            .and_then(|r| r.value.as_deref())
-            .and_then(|v| cbor::from_slice::<ProjectRoot>(v).ok());
-        match root {
+        match project_owner(&client, node, &compiled.id).await? {
             None => bail!(
                 "project `{}` does not exist in this cloud: the operator creates it with\n  \
                  tau-node project create --id {} --owner {writer} --cloud ...",
                 compiled.id,
                 compiled.id
             ),
-            Some(root) if root.owner != writer => bail!(
+            Some(owner) if owner != writer => bail!(
                 "project `{}` is owned by {}, not by the key in {} ({writer})",
                 compiled.id,
-                root.owner,
+                owner,
                 self.key.display()
             ),
             Some(_) => {}
