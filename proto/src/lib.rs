@@ -30,6 +30,7 @@ pub mod counters;
 pub mod hoarder;
 pub mod keyfile;
 pub mod net;
+pub mod node_config;
 pub mod profile;
 pub mod seer;
 pub mod swarm_key;

@@ -8,11 +8,22 @@
 //! - [`secrets`]: the cloud's secrets (swarm key, operator key, one identity per host, the
 //!   vault key set and shares), generated once, 0600, never overwritten.
 //! - [`init`]: `spore-drive init DIR`: a playbook to start from, and its secrets.
+//! - [`host`]: what a host should hold (binary, `node.yaml`, secrets, the service) and the `sh`
+//!   scripts that inspect and change it.
+//! - [`shell`] and [`ssh`]: where those scripts run: over SSH (`russh`), or on this machine for
+//!   the `local` transport.
+//! - [`deploy`]: the phases on every host (plan, deploy with health check and rollback, status,
+//!   destroy), the vault key set, the cloud profile; [`progress`] shows them.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![deny(missing_docs)]
 
+pub mod deploy;
+pub mod host;
 pub mod init;
 pub mod playbook;
+pub mod progress;
 pub mod secrets;
+pub mod shell;
+pub mod ssh;
 
 pub use playbook::Playbook;

@@ -1,0 +1,466 @@
+//! `node.yaml`: what one node is and does.
+//!
+//! ```yaml
+//! identity_key: identity.key        # ed25519, mode 0600; relative paths are relative to this file
+//! swarm_key: swarm.key              # the cloud's pre-shared key
+//! operator_key: ed25519:<hex>       # the public half of the cloud's operator key
+//! listen: [0.0.0.0]                 # IP addresses to listen on, with the ports below
+//! announce: []                      # multiaddrs to tell peers instead (NAT, public address)
+//! bootstrap:                        # peers to join through, each ending in /p2p/<peer id>
+//!   - /ip4/10.0.0.1/tcp/4001/p2p/12D3KooW...
+//! services: [tns, hoarder, vault, seer, substrate]
+//! data_dir: data
+//! ports: { p2p: 4001, http: 8080, dns: 53 }
+//! location: { region: eu-west, latitude: 48.85, longitude: 2.35 }
+//! substrate:                        # only read when the node runs substrate
+//!   counter_window: 60s             # one signed counter record per function per window
+//!   counter_retention: 24h          # acknowledged records are kept this long, others forever
+//!   max_instances: 1000             # functions running at once on this node
+//! seer:                             # required when the node runs seer
+//!   domain: example.com             # answers <service>.tau.example.com
+//!   generated_domain: g.example.com # <project>.g.example.com (and below) need no TXT record
+//!   ttl: 5                          # seconds, on every answer
+//!   txt_resolver: 10.0.0.53:53      # where TXT validation records are looked up
+//!                                   # [default: the host's resolv.conf]
+//! vault:                            # required when the node runs vault
+//!   keyset: keyset.yaml             # the public key set (`tau-node vault deal`)
+//!   share: vault-share.yaml         # this node's secret key share, mode 0600
+//! ```
+//!
+//! Unknown fields are errors, and every error names the file and the field.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use crate::admin::Location;
+use crate::profile::peer_id_of;
+use crate::tns::WriterKey;
+use crate::yaml::{self, YamlError};
+use libp2p::Multiaddr;
+use libp2p::multiaddr::Protocol;
+use serde::{Deserialize, Serialize};
+
+/// The services a node can run.
+pub const SERVICES: [&str; 5] = ["tns", "hoarder", "vault", "seer", "substrate"];
+
+/// A node's configuration, as written in `node.yaml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The node's ed25519 identity key file.
+    pub identity_key: PathBuf,
+    /// The cloud's swarm key file.
+    pub swarm_key: PathBuf,
+    /// The public half of the cloud's operator key (`ed25519:<hex>`): the only key that may
+    /// create projects in TNS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_key: Option<String>,
+    /// IP addresses to listen on (p2p, and later http and dns).
+    #[serde(default = "default_listen")]
+    pub listen: Vec<IpAddr>,
+    /// Addresses announced to peers instead of the listen addresses.
+    #[serde(default)]
+    pub announce: Vec<Multiaddr>,
+    /// Peers to join the cloud through.
+    #[serde(default)]
+    pub bootstrap: Vec<Multiaddr>,
+    /// The services this node runs.
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// Where the node keeps its data.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// The ports it listens on.
+    #[serde(default)]
+    pub ports: Ports,
+    /// Where the node is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    /// The substrate service's settings.
+    #[serde(default, skip_serializing_if = "SubstrateConfig::is_default")]
+    pub substrate: SubstrateConfig,
+    /// The vault service's files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault: Option<VaultConfig>,
+    /// The seer service's DNS settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seer: Option<SeerConfig>,
+}
+
+/// The seer service's DNS settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeerConfig {
+    /// The cloud's domain: seer answers `<service>.tau.<domain>`.
+    pub domain: String,
+    /// The suffix of generated domains: `<project>.<generated_domain>` and names below it are
+    /// served at once, with no TXT validation.
+    pub generated_domain: String,
+    /// The TTL of every answer, seconds.
+    #[serde(default = "default_ttl")]
+    pub ttl: u32,
+    /// The DNS server TXT validation records are looked up at [default: resolv.conf's].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub txt_resolver: Option<std::net::SocketAddr>,
+}
+
+fn default_ttl() -> u32 {
+    5
+}
+
+impl SeerConfig {
+    /// Seer for `domain` and `generated_domain`, the rest as defaults.
+    pub fn new(domain: String, generated_domain: String) -> Self {
+        Self { domain, generated_domain, ttl: default_ttl(), txt_resolver: None }
+    }
+}
+
+/// The vault service's files, from `tau-node vault deal`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultConfig {
+    /// The public key set (`keyset.yaml`).
+    pub keyset: PathBuf,
+    /// This node's secret key share (`share-<i>.yaml`, mode 0600).
+    pub share: PathBuf,
+}
+
+/// The substrate service's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubstrateConfig {
+    /// The length of a counter window (`60s`).
+    pub counter_window: String,
+    /// How long acknowledged counter records stay on disk (`24h`).
+    pub counter_retention: String,
+    /// The most function instances alive at once; more requests wait for a free slot.
+    pub max_instances: u32,
+}
+
+impl Default for SubstrateConfig {
+    fn default() -> Self {
+        Self { counter_window: "60s".into(), counter_retention: "24h".into(), max_instances: 1000 }
+    }
+}
+
+impl SubstrateConfig {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The counter window (checked when the file was loaded).
+    pub fn window(&self) -> std::time::Duration {
+        humantime::parse_duration(&self.counter_window)
+            .unwrap_or(std::time::Duration::from_secs(60))
+    }
+
+    /// The retention of acknowledged counter records (checked when the file was loaded).
+    pub fn retention(&self) -> std::time::Duration {
+        humantime::parse_duration(&self.counter_retention)
+            .unwrap_or(std::time::Duration::from_secs(24 * 3600))
+    }
+}
+
+pub use crate::net::Ports;
+
+fn default_listen() -> Vec<IpAddr> {
+    vec![IpAddr::from([0, 0, 0, 0])]
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            identity_key: PathBuf::from("identity.key"),
+            swarm_key: PathBuf::from("swarm.key"),
+            operator_key: None,
+            listen: default_listen(),
+            announce: Vec::new(),
+            bootstrap: Vec::new(),
+            services: Vec::new(),
+            data_dir: default_data_dir(),
+            ports: Ports::default(),
+            location: None,
+            substrate: SubstrateConfig::default(),
+            vault: None,
+            seer: None,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Loads and checks `path`; relative paths in it become relative to the file's folder.
+    pub fn load(path: &Path) -> Result<Self, YamlError> {
+        let mut config: Self = yaml::load(path)?;
+        config.check(path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.identity_key = base.join(&config.identity_key);
+        config.swarm_key = base.join(&config.swarm_key);
+        config.data_dir = base.join(&config.data_dir);
+        if let Some(vault) = &mut config.vault {
+            vault.keyset = base.join(&vault.keyset);
+            vault.share = base.join(&vault.share);
+        }
+        Ok(config)
+    }
+
+    /// Parses `text` as if it were the file `path`, without touching the disk.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, YamlError> {
+        let config: Self = yaml::parse(text, path)?;
+        config.check(path)?;
+        Ok(config)
+    }
+
+    /// Writes the configuration as YAML.
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let text = serde_yaml_ng::to_string(self).map_err(std::io::Error::other)?;
+        std::fs::write(path, text)
+    }
+
+    /// The checks that serde's types cannot express.
+    fn check(&self, path: &Path) -> Result<(), YamlError> {
+        let invalid = |field: String, message: String| YamlError::invalid(path, field, message);
+        if let Some(key) = &self.operator_key {
+            key.parse::<WriterKey>().map_err(|e| invalid("operator_key".into(), e.to_string()))?;
+        }
+        if self.listen.is_empty() {
+            return Err(invalid("listen".into(), "at least one address is needed".into()));
+        }
+        for (i, service) in self.services.iter().enumerate() {
+            if !SERVICES.contains(&service.as_str()) {
+                return Err(invalid(
+                    format!("services[{i}]"),
+                    format!("unknown service `{service}`, expected one of {}", SERVICES.join(", ")),
+                ));
+            }
+            if self.services[..i].contains(service) {
+                return Err(invalid(
+                    format!("services[{i}]"),
+                    format!("`{service}` is listed twice"),
+                ));
+            }
+        }
+        if self.services.iter().any(|s| s == "vault") && self.vault.is_none() {
+            return Err(invalid(
+                "vault".into(),
+                "a vault node needs `vault: { keyset: FILE, share: FILE }` (files from `tau-node vault deal`)"
+                    .into(),
+            ));
+        }
+        match &self.seer {
+            None if self.services.iter().any(|s| s == "seer") => {
+                return Err(invalid(
+                    "seer".into(),
+                    "a seer node needs `seer: { domain: ..., generated_domain: ... }`".into(),
+                ));
+            }
+            Some(seer) => {
+                for (field, name) in [
+                    ("seer.domain", &seer.domain),
+                    ("seer.generated_domain", &seer.generated_domain),
+                ] {
+                    if !crate::tns::keys::is_domain(name) {
+                        return Err(invalid(
+                            field.into(),
+                            format!("`{name}` is not a domain name"),
+                        ));
+                    }
+                }
+                if seer.ttl == 0 || seer.ttl > 86_400 {
+                    return Err(invalid("seer.ttl".into(), "must be 1 to 86400 seconds".into()));
+                }
+            }
+            None => {}
+        }
+        for (i, addr) in self.bootstrap.iter().enumerate() {
+            if peer_id_of(addr).is_none() {
+                return Err(invalid(
+                    format!("bootstrap[{i}]"),
+                    format!("{addr} does not end in /p2p/<peer id>"),
+                ));
+            }
+        }
+        let Ports { p2p, http, dns } = self.ports;
+        for (a, b, name) in [(p2p, http, "http"), (p2p, dns, "dns"), (http, dns, "dns")] {
+            if a != 0 && a == b {
+                return Err(invalid(format!("ports.{name}"), format!("port {a} is used twice")));
+            }
+        }
+        for (field, value) in [
+            ("substrate.counter_window", &self.substrate.counter_window),
+            ("substrate.counter_retention", &self.substrate.counter_retention),
+        ] {
+            match humantime::parse_duration(value) {
+                Ok(d) if d >= std::time::Duration::from_secs(1) => {}
+                Ok(_) => return Err(invalid(field.into(), "must be at least 1s".into())),
+                Err(e) => {
+                    return Err(invalid(
+                        field.into(),
+                        format!("`{value}` is not a duration (like 60s or 5m): {e}"),
+                    ));
+                }
+            }
+        }
+        if self.substrate.max_instances == 0 || self.substrate.max_instances > 10_000 {
+            return Err(invalid(
+                "substrate.max_instances".into(),
+                "must be between 1 and 10000".into(),
+            ));
+        }
+        if let Some(location) = &self.location {
+            if location.latitude.is_some_and(|l| !(-90.0..=90.0).contains(&l)) {
+                return Err(invalid("location.latitude".into(), "must be within -90..90".into()));
+            }
+            if location.longitude.is_some_and(|l| !(-180.0..=180.0).contains(&l)) {
+                return Err(invalid(
+                    "location.longitude".into(),
+                    "must be within -180..180".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The operator's public key, if configured (checked when the file was loaded).
+    pub fn operator_key(&self) -> Option<WriterKey> {
+        self.operator_key.as_deref().and_then(|k| k.parse().ok())
+    }
+
+    /// The DNS server's listen addresses: each listen IP with the dns port.
+    pub fn dns_listen_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.listen.iter().map(|ip| std::net::SocketAddr::new(*ip, self.ports.dns)).collect()
+    }
+
+    /// The HTTP gateway's listen addresses: each listen IP with the http port.
+    pub fn http_listen_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.listen.iter().map(|ip| std::net::SocketAddr::new(*ip, self.ports.http)).collect()
+    }
+
+    /// The libp2p listen addresses: each listen IP with the p2p port.
+    pub fn p2p_listen_addrs(&self) -> Vec<Multiaddr> {
+        self.listen
+            .iter()
+            .map(|ip| Multiaddr::from(*ip).with(Protocol::Tcp(self.ports.p2p)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PEER: &str = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA";
+
+    fn parse(text: &str) -> Result<NodeConfig, String> {
+        NodeConfig::parse(text, Path::new("node.yaml")).map_err(|e| e.to_string())
+    }
+
+    fn error(text: &str) -> String {
+        match parse(text) {
+            Ok(config) => panic!("expected an error, got {config:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn a_minimal_file_gets_the_defaults() -> Result<(), String> {
+        let config = parse("identity_key: id.key\nswarm_key: swarm.key\n")?;
+        assert_eq!(config.ports, Ports::default());
+        assert_eq!(config.listen, default_listen());
+        assert_eq!(config.p2p_listen_addrs()[0].to_string(), "/ip4/0.0.0.0/tcp/4001");
+        Ok(())
+    }
+
+    #[test]
+    fn a_full_file_loads() -> Result<(), String> {
+        let config = parse(&format!(
+            "identity_key: id.key\nswarm_key: swarm.key\nlisten: [127.0.0.1, '::1']\n\
+             announce: [/ip4/1.2.3.4/tcp/4001]\nbootstrap: [/ip4/127.0.0.1/tcp/4002/p2p/{PEER}]\n\
+             services: [tns, substrate]\ndata_dir: /var/lib/tau\n\
+             ports: {{p2p: 4001, http: 80, dns: 53}}\n\
+             location: {{region: lab, latitude: 1.5, longitude: -2}}\n"
+        ))?;
+        assert_eq!(config.services, ["tns", "substrate"]);
+        assert_eq!(config.p2p_listen_addrs()[1].to_string(), "/ip6/::1/tcp/4001");
+        assert_eq!(config.location.map(|l| l.region), Some("lab".into()));
+        Ok(())
+    }
+
+    #[test]
+    fn load_resolves_paths_relative_to_the_file() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("node.yaml");
+        std::fs::write(&path, "identity_key: id.key\nswarm_key: /abs/swarm.key\n")?;
+        let config = NodeConfig::load(&path)?;
+        assert_eq!(config.identity_key, dir.path().join("id.key"));
+        assert_eq!(config.swarm_key, PathBuf::from("/abs/swarm.key"));
+        assert_eq!(config.data_dir, dir.path().join("data"));
+        Ok(())
+    }
+
+    #[test]
+    fn every_kind_of_bad_file_names_the_file_and_field() {
+        let base = "identity_key: a\nswarm_key: b\n";
+        let cases = [
+            (String::new(), "node.yaml: "),
+            ("identity_key: a\n".to_string(), "missing field `swarm_key`"),
+            (format!("{base}colour: blue\n"), "unknown field `colour`"),
+            (format!("{base}ports: {{p2p: 1, http: 2, dns: 3, ssh: 4}}\n"), "unknown field `ssh`"),
+            (format!("{base}ports: {{p2p: 99999, http: 2, dns: 3}}\n"), "field `ports.p2p`"),
+            (format!("{base}ports: {{p2p: 80, http: 80, dns: 3}}\n"), "field `ports.http`"),
+            (format!("{base}listen: [not-an-ip]\n"), "field `listen[0]`"),
+            (format!("{base}listen: []\n"), "field `listen`"),
+            (format!("{base}announce: [nonsense]\n"), "field `announce[0]`"),
+            (format!("{base}bootstrap: [/ip4/127.0.0.1/tcp/1]\n"), "field `bootstrap[0]`"),
+            (format!("{base}services: [tns, dns]\n"), "field `services[1]`: unknown service"),
+            (format!("{base}services: [tns, tns]\n"), "listed twice"),
+            (format!("{base}location: {{region: x, latitude: 91}}\n"), "location.latitude"),
+            (format!("{base}location: {{latitude: 1}}\n"), "field `location`"),
+            (format!("{base}services: tns\n"), "field `services`"),
+            (format!("{base}substrate: {{counter_window: soon}}\n"), "substrate.counter_window"),
+            (format!("{base}substrate: {{counter_window: 10ms}}\n"), "at least 1s"),
+            (format!("{base}substrate: {{max_instances: 0}}\n"), "substrate.max_instances"),
+            (format!("{base}substrate: {{windows: 1s}}\n"), "unknown field `windows`"),
+            (format!("{base}services: [vault]\n"), "field `vault`: a vault node needs"),
+            (format!("{base}services: [seer]\n"), "field `seer`: a seer node needs"),
+            (
+                format!("{base}seer: {{domain: 'a b', generated_domain: g.x}}\n"),
+                "field `seer.domain`",
+            ),
+            (format!("{base}seer: {{domain: x, generated_domain: g, ttl: 0}}\n"), "seer.ttl"),
+            (format!("{base}vault: {{keyset: k}}\n"), "missing field `share`"),
+            (
+                format!("{base}operator_key: 12D3KooW\n"),
+                "field `operator_key`: `12D3KooW` is not a public key",
+            ),
+            ("identity_key: [\n".to_string(), "node.yaml: "),
+        ];
+        for (text, expected) in cases {
+            let msg = error(&text);
+            assert!(msg.starts_with("node.yaml: "), "{text:?} gave {msg}");
+            assert!(msg.contains(expected), "{text:?} gave {msg}, expected {expected}");
+        }
+    }
+
+    #[test]
+    fn saved_files_load_back() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("node.yaml");
+        let config = NodeConfig {
+            services: vec!["seer".into()],
+            seer: Some(SeerConfig {
+                domain: "example.com".into(),
+                generated_domain: "g.example.com".into(),
+                ttl: 5,
+                txt_resolver: Some("127.0.0.1:5353".parse()?),
+            }),
+            ..NodeConfig::default()
+        };
+        config.save(&path)?;
+        assert_eq!(NodeConfig::parse(&std::fs::read_to_string(&path)?, &path)?, config);
+        Ok(())
+    }
+}
