@@ -39,7 +39,8 @@ pub struct Target {
 }
 
 impl Target {
-    /// The name known_hosts files use for this host: `addr` on port 22, else `[addr]:port`.
+    /// The host part of this host's known_hosts line (russh writes `[addr]:port` itself when the
+    /// port is not 22).
     fn known_hosts_name(&self) -> String {
         self.address.to_string()
     }
@@ -55,6 +56,8 @@ enum KeyVerdict {
     Unreadable { reason: String },
 }
 
+static KNOWN_HOSTS_FILE: Mutex<()> = Mutex::new(());
+
 struct Checker {
     target: Arc<Target>,
     verdict: Arc<Mutex<Option<KeyVerdict>>>,
@@ -65,6 +68,9 @@ impl Checker {
         let target = &self.target;
         let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
         let name = target.known_hosts_name();
+        // Hosts connect in parallel and share one known_hosts file: check and learn one at a
+        // time, or two appends can interleave.
+        let _file = KNOWN_HOSTS_FILE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         match russh::keys::check_known_hosts_path(&name, target.port, key, &target.known_hosts) {
             Ok(true) => KeyVerdict::Known,
             Ok(false) if target.host_keys == HostKeys::AcceptNew => {

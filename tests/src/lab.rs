@@ -8,6 +8,7 @@
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::harness::Result;
 
@@ -46,13 +47,21 @@ fn ip(args: &[&str]) -> Result {
 }
 
 impl Lab {
-    /// Makes `count` hosts. Fails (never skips) without root or `ip`.
+    /// Makes `count` hosts in a /24 of its own. Fails (never skips) without root or `ip`.
     pub fn new(count: usize) -> Result<Self> {
+        static LABS: AtomicU32 = AtomicU32::new(0);
+        let n = LABS.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        Self::with_subnet(count, ((pid + n) % 250) as u8, (pid + 7919 * n) % 100_000)
+    }
+
+    /// Makes `count` hosts in 10.213.`subnet`.0/24 (hosts from .10 up), naming its interfaces
+    /// after `tag`.
+    pub fn with_subnet(count: usize, subnet: u8, tag: u32) -> Result<Self> {
         if !nix::unistd::Uid::effective().is_root() {
             return Err("the lab needs root (network namespaces); run the tests as root".into());
         }
-        let tag = std::process::id() % 100_000;
-        let net = [10, 213, (tag % 250) as u8];
+        let net = [10, 213, subnet];
         let gateway = Ipv4Addr::new(net[0], net[1], net[2], 1);
         let mut lab = Self { hosts: Vec::new(), bridge: format!("taub{tag}"), gateway };
         ip(&["link", "add", &lab.bridge, "type", "bridge"])?;

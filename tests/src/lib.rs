@@ -8,3 +8,4 @@
 
 pub mod harness;
 pub mod lab;
+pub mod ssh_lab;

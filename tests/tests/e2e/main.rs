@@ -4,6 +4,7 @@ mod hoarder;
 mod mesh;
 mod node;
 mod seer;
+mod spore;
 mod substrate;
 mod tns;
 mod vault;

@@ -1,0 +1,214 @@
+//! SSH hosts on this machine, for Spore Drive: each host of a [`Lab`] runs an OpenSSH `sshd`
+//! (Debian's `openssh-server`) with its own host key, config and authorized key, in a private
+//! mount namespace where the host's own folder is bind-mounted on `/opt`, so that every host has
+//! its own `/opt/tau`. There is no systemd in these hosts: Spore Drive supervises the node.
+//!
+//! Dropping the lab kills every process in its hosts and removes them.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::Result;
+use crate::lab::Lab;
+
+/// The sshd binary.
+const SSHD: &str = "/usr/sbin/sshd";
+
+/// A lab whose hosts run sshd.
+pub struct SshLab {
+    /// The hosts' network.
+    pub lab: Lab,
+    /// The lab's folder: the client key, and one folder per host.
+    pub dir: PathBuf,
+    /// The private key that logs in as root on every host.
+    pub client_key: PathBuf,
+    sshd: Vec<Option<Child>>,
+    keep_dir: bool,
+}
+
+fn run(command: &mut Command) -> Result {
+    let out = command.output().map_err(|e| format!("cannot run {command:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{command:?}: {}", String::from_utf8_lossy(&out.stderr).trim()).into());
+    }
+    Ok(())
+}
+
+/// A new ed25519 key pair at `path` (and `path.pub`), with ssh-keygen.
+pub fn keygen(path: &Path) -> Result {
+    let _ = std::fs::remove_file(path);
+    let _ = std::fs::remove_file(path.with_extension("pub"));
+    run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "tau-lab", "-f"])
+        .arg(path))
+}
+
+impl SshLab {
+    /// `count` SSH hosts in a fresh /24, their files under `dir` (removed on drop when
+    /// `keep_dir` is false). Fails with the reason (never skips) when root, `ip`, sshd or
+    /// ssh-keygen are missing.
+    pub fn new(count: usize, dir: &Path) -> Result<Self> {
+        Self::from_lab(Lab::new(count)?, dir, false)
+    }
+
+    /// SSH hosts on the network of `lab`.
+    pub fn from_lab(lab: Lab, dir: &Path, keep_dir: bool) -> Result<Self> {
+        if !Path::new(SSHD).exists() {
+            return Err(
+                format!("{SSHD} is missing: install openssh-server (scripts/setup does)").into()
+            );
+        }
+        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all("/run/sshd")?;
+        std::fs::create_dir_all("/opt")?;
+        let client_key = dir.join("id_ed25519");
+        keygen(&client_key)?;
+        let authorized = std::fs::read_to_string(client_key.with_extension("pub"))?;
+        let mut ssh_lab = Self {
+            sshd: (0..lab.hosts.len()).map(|_| None).collect(),
+            lab,
+            dir: dir.to_path_buf(),
+            client_key,
+            keep_dir,
+        };
+        for i in 0..ssh_lab.lab.hosts.len() {
+            let host = ssh_lab.host_dir(i);
+            std::fs::create_dir_all(host.join("opt"))?;
+            std::fs::write(host.join("authorized_keys"), &authorized)?;
+            keygen(&host.join("ssh_host_ed25519_key"))?;
+            let config = format!(
+                "ListenAddress {ip}\nPort 22\nHostKey {dir}/ssh_host_ed25519_key\n\
+                 PidFile {dir}/sshd.pid\nAuthorizedKeysFile {dir}/authorized_keys\n\
+                 UsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                 Subsystem sftp internal-sftp\nMaxStartups 100\nMaxSessions 100\nLogLevel ERROR\n",
+                ip = ssh_lab.lab.hosts[i].ip,
+                dir = host.display()
+            );
+            std::fs::write(host.join("sshd_config"), config)?;
+        }
+        for i in 0..ssh_lab.lab.hosts.len() {
+            ssh_lab.start_sshd(i)?;
+        }
+        Ok(ssh_lab)
+    }
+
+    /// Host `i`'s folder (its `/opt` is `opt` in it).
+    pub fn host_dir(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("host-{i}"))
+    }
+
+    /// Host `i`'s address.
+    pub fn ip(&self, i: usize) -> Ipv4Addr {
+        self.lab.hosts[i].ip
+    }
+
+    /// The `.pub` of host `i`'s host key.
+    pub fn host_key(&self, i: usize) -> Result<String> {
+        Ok(std::fs::read_to_string(self.host_dir(i).join("ssh_host_ed25519_key.pub"))?)
+    }
+
+    /// Starts host `i`'s sshd and waits until it accepts connections.
+    pub fn start_sshd(&mut self, i: usize) -> Result {
+        let host = self.host_dir(i);
+        let script = format!(
+            "mount --bind {opt} /opt && exec {SSHD} -D -e -f {config}",
+            opt = host.join("opt").display(),
+            config = host.join("sshd_config").display()
+        );
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.lab.hosts[i].netns])
+            .args(["unshare", "-m", "--propagation", "private", "sh", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(host.join("sshd.log"))?)
+            .spawn()?;
+        self.sshd[i] = Some(child);
+        let addr = SocketAddr::from((self.ip(i), 22));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(host.join("sshd.log")).unwrap_or_default();
+                return Err(format!("sshd of host {i} does not listen on {addr}: {log}").into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Stops host `i`'s sshd (what runs in the host keeps running).
+    pub fn stop_sshd(&mut self, i: usize) {
+        if let Some(mut child) = self.sshd[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Gives host `i` a new host key (as a reinstall would) and restarts its sshd.
+    pub fn change_host_key(&mut self, i: usize) -> Result {
+        self.stop_sshd(i);
+        keygen(&self.host_dir(i).join("ssh_host_ed25519_key"))?;
+        self.start_sshd(i)
+    }
+
+    /// The command lines of the processes running in host `i`, sshd's own excepted.
+    pub fn processes(&self, i: usize) -> Result<Vec<String>> {
+        let out = Command::new("ip").args(["netns", "pids", &self.lab.hosts[i].netns]).output()?;
+        let mut found = Vec::new();
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+            let line = String::from_utf8_lossy(&cmdline).replace('\0', " ").trim().to_string();
+            if !line.starts_with(SSHD) && !line.starts_with("sshd") {
+                found.push(line);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Every file under host `i`'s `/opt`.
+    pub fn files(&self, i: usize) -> Vec<PathBuf> {
+        fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                found.push(path.clone());
+                if path.is_dir() && !path.is_symlink() {
+                    walk(&path, found);
+                }
+            }
+        }
+        let mut found = Vec::new();
+        walk(&self.host_dir(i).join("opt"), &mut found);
+        found
+    }
+
+    /// Kills everything running in host `i`.
+    fn kill_all(&self, i: usize) {
+        let netns = &self.lab.hosts[i].netns;
+        if let Ok(out) = Command::new("ip").args(["netns", "pids", netns]).output() {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                if let Ok(pid) = pid.parse::<i32>() {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl Drop for SshLab {
+    fn drop(&mut self) {
+        for i in 0..self.sshd.len() {
+            self.stop_sshd(i);
+            self.kill_all(i);
+        }
+        // Give the kernel a moment to reap them before the namespaces go.
+        std::thread::sleep(Duration::from_millis(200));
+        if !self.keep_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! Spore Drive over real SSH: a lab of 3 hosts (network namespaces, each with Debian's sshd and
+//! its own /opt), deployed, redeployed, broken in the ways hosts break, and destroyed.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use tau_tests::harness::{Result, binary, run, wait_for};
+use tau_tests::ssh_lab::SshLab;
+
+/// Everything the test printed or wrote, to look for secrets in at the end.
+#[derive(Default)]
+struct Transcript(Vec<u8>);
+
+impl Transcript {
+    fn spore(&mut self, args: &[&str]) -> Result<(Output, serde_json::Value, String)> {
+        let out = run(Command::new(binary("spore-drive")?).args(args), Duration::from_secs(300))?;
+        self.0.extend_from_slice(&out.stdout);
+        self.0.extend_from_slice(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let json = if args.contains(&"--json") {
+            serde_json::from_str(&stdout)
+                .map_err(|e| format!("spore-drive {args:?}: not JSON ({e}): {stdout}"))?
+        } else {
+            serde_json::Value::Null
+        };
+        let text = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        Ok((out, json, text))
+    }
+}
+
+fn results(report: &serde_json::Value) -> Vec<(String, String)> {
+    report["hosts"]
+        .as_array()
+        .map(|hosts| {
+            hosts
+                .iter()
+                .map(|h| {
+                    (
+                        h["host"].as_str().unwrap_or("?").to_string(),
+                        h["result"].as_str().unwrap_or("?").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn error_of<'a>(report: &'a serde_json::Value, host: &str) -> &'a str {
+    report["hosts"]
+        .as_array()
+        .and_then(|hosts| hosts.iter().find(|h| h["host"] == host))
+        .and_then(|h| h["error"].as_str())
+        .unwrap_or("")
+}
+
+fn playbook(lab: &SshLab, dir: &Path, host_keys: &str, third_shape: &str) -> Result<String> {
+    let hosts: String = (0..3)
+        .map(|i| {
+            let shape = if i == 2 { third_shape } else { "full" };
+            format!(
+                "  - {{ name: h{}, address: {}, shape: {shape}, location: {{ region: lab }} }}\n",
+                i + 1,
+                lab.ip(i)
+            )
+        })
+        .collect();
+    let text = format!(
+        "cloud: {{ name: lab, domain: lab.tau, generated_domain: g.lab.tau, secrets: secrets }}\n\
+         transport: ssh\nhost_keys: {host_keys}\nknown_hosts: known_hosts\n\
+         ssh: {{ user: root, key: {key} }}\ninstall_dir: /opt/tau\n\
+         shapes:\n\
+         \x20 full: {{ services: [tns, hoarder, vault, seer, substrate], ports: {{ p2p: 4001, http: 8080, dns: 5353 }} }}\n\
+         \x20 storage: {{ services: [tns, hoarder, vault, seer], ports: {{ p2p: 4001, http: 8080, dns: 5353 }} }}\n\
+         hosts:\n{hosts}",
+        key = lab.client_key.display()
+    );
+    let path = dir.join("playbook.yaml");
+    std::fs::write(&path, text)?;
+    Ok(path.display().to_string())
+}
+
+#[test]
+fn spore_drive_deploys_redeploys_survives_faults_and_destroys_over_ssh() -> Result {
+    let dir = tempfile::tempdir()?;
+    let mut lab = SshLab::new(3, &dir.path().join("lab"))?;
+    let cloud = dir.path().join("cloud");
+    std::fs::create_dir_all(&cloud)?;
+    let mut t = Transcript::default();
+
+    // Strict host keys and an empty known_hosts: every host is refused, its fingerprint shown.
+    let pb = playbook(&lab, &cloud, "strict", "full")?;
+    let (out, report, _) = t.spore(&["deploy", &pb, "--yes", "--json"])?;
+    assert_eq!(out.status.code(), Some(1), "unknown hosts fail the deploy");
+    for i in 0..3 {
+        let error = error_of(&report, &format!("h{}", i + 1));
+        assert!(error.contains("unknown host key"), "{error}");
+        let fingerprint = Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(lab.host_dir(i).join("ssh_host_ed25519_key.pub"))
+            .output()?;
+        let fingerprint = String::from_utf8_lossy(&fingerprint.stdout);
+        let sha = fingerprint.split_whitespace().nth(1).ok_or("no fingerprint")?;
+        assert!(error.contains(sha), "the refusal shows the host's fingerprint {sha}: {error}");
+    }
+
+    // accept-new learns each key once; the cloud comes up and meshes.
+    let pb = playbook(&lab, &cloud, "accept-new", "full")?;
+    let (out, report, text) = t.spore(&["deploy", &pb, "--yes", "--json"])?;
+    assert!(out.status.success(), "first deploy: {text}");
+    assert_eq!(
+        results(&report),
+        [("h1", "changed"), ("h2", "changed"), ("h3", "changed")]
+            .map(|(h, r)| (h.into(), r.into()))
+    );
+    let known = std::fs::read_to_string(cloud.join("known_hosts"))?;
+    assert_eq!(known.lines().filter(|l| !l.trim().is_empty()).count(), 3, "{known}");
+    for i in 0..3 {
+        let key = lab.host_key(i)?;
+        let body = key.split_whitespace().nth(1).ok_or("bad host key")?;
+        assert!(known.contains(body), "host {i}'s key was learned");
+    }
+    let (_, status, text) = t.spore(&["status", &pb, "--json"])?;
+    for host in status.as_array().ok_or("status is not a list")? {
+        assert_eq!(host["healthy"], true, "{text}");
+        assert_eq!(host["peers"], 2, "each node sees the other two: {text}");
+    }
+    let profile = cloud.join("cloud.yaml");
+    assert!(profile.exists(), "deploy writes the cloud profile");
+    // Each node's first heartbeat reaches seer within a beat interval of its start.
+    wait_for(Duration::from_secs(30), "seer knows the 3 nodes, all healthy", || {
+        let out = run(
+            Command::new(binary("tau-node")?).args(["nodes", "--json", "--cloud"]).arg(&profile),
+            Duration::from_secs(30),
+        )?;
+        let nodes: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let healthy =
+            nodes.as_array().map_or(0, |n| n.iter().filter(|n| n["healthy"] == true).count());
+        Ok((healthy == 3).then_some(()))
+    })?;
+
+    // Nothing changed: nothing is done, and the output says so.
+    let (out, _, text) = t.spore(&["deploy", &pb, "--yes"])?;
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("nothing changed"), "{text}");
+    assert!(text.contains("0 changed, 3 unchanged"), "{text}");
+    let (_, plan, _) = t.spore(&["plan", &pb, "--json"])?;
+    assert!(
+        plan.as_array()
+            .into_iter()
+            .flatten()
+            .all(|p| p["node"] == "none" && p["binary"] == "unchanged"),
+        "{plan}"
+    );
+
+    // One host's shape changes: only that host is redeployed.
+    let pb = playbook(&lab, &cloud, "accept-new", "storage")?;
+    let (_, plan, _) = t.spore(&["plan", &pb, "--json"])?;
+    let changing: Vec<&str> = plan
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["node"] != "none")
+        .filter_map(|p| p["host"].as_str())
+        .collect();
+    assert_eq!(changing, ["h3"], "{plan}");
+    let (out, report, text) = t.spore(&["deploy", &pb, "--yes", "--json"])?;
+    assert!(out.status.success(), "{text}");
+    assert_eq!(
+        results(&report),
+        [("h1", "unchanged"), ("h2", "unchanged"), ("h3", "changed")]
+            .map(|(h, r)| (h.into(), r.into()))
+    );
+    assert_eq!(report["hosts"][2]["changes"], serde_json::json!(["config"]), "{report}");
+
+    // A host whose sshd is down fails alone; --retry-failed then does only that host.
+    lab.stop_sshd(1);
+    let (out, report, _) =
+        t.spore(&["deploy", &pb, "--yes", "--json", "--connect-timeout", "3"])?;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        results(&report),
+        [("h1", "unchanged"), ("h2", "failed"), ("h3", "unchanged")]
+            .map(|(h, r)| (h.into(), r.into()))
+    );
+    assert!(error_of(&report, "h2").contains("unreachable"), "{report}");
+    lab.start_sshd(1)?;
+    let (out, report, text) = t.spore(&["deploy", &pb, "--yes", "--json", "--retry-failed"])?;
+    assert!(out.status.success(), "{text}");
+    assert_eq!(results(&report), [("h2".to_string(), "unchanged".to_string())]);
+
+    // A changed host key is refused (and not learned over the recorded one).
+    let saved = lab.host_dir(0).join("saved-key");
+    std::fs::copy(lab.host_dir(0).join("ssh_host_ed25519_key"), &saved)?;
+    lab.change_host_key(0)?;
+    let (out, report, _) = t.spore(&["deploy", &pb, "--yes", "--json"])?;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(results(&report)[0], ("h1".into(), "failed".into()));
+    assert!(error_of(&report, "h1").contains("HOST KEY CHANGED"), "{report}");
+    assert_eq!(std::fs::read_to_string(cloud.join("known_hosts"))?, known, "known_hosts kept");
+    lab.stop_sshd(0);
+    std::fs::copy(&saved, lab.host_dir(0).join("ssh_host_ed25519_key"))?;
+    lab.start_sshd(0)?;
+
+    // A node binary that never becomes healthy is rolled back; the old node keeps running.
+    let installed = std::fs::read(lab.host_dir(1).join("opt/tau/bin/tau-node"))?;
+    let (out, report, text) = t.spore(&[
+        "deploy",
+        &pb,
+        "--yes",
+        "--json",
+        "--host",
+        "h2",
+        "--node-binary",
+        "/bin/false",
+        "--health-timeout",
+        "6",
+    ])?;
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert_eq!(results(&report), [("h2".to_string(), "rolled-back".to_string())]);
+    assert!(error_of(&report, "h2").contains("health check failed"), "{report}");
+    assert!(
+        std::fs::read(lab.host_dir(1).join("opt/tau/bin/tau-node"))? == installed,
+        "the previous binary is back in place"
+    );
+    let (_, status, text) = t.spore(&["status", &pb, "--json", "--host", "h2"])?;
+    assert_eq!(status[0]["healthy"], true, "the old node answers again: {text}");
+
+    // No secret in anything Spore Drive printed or the nodes logged.
+    let mut everything = t.0.clone();
+    for i in 0..3 {
+        for name in ["node.log", "supervisor.log"] {
+            everything.extend(std::fs::read(lab.host_dir(i).join("opt/tau/logs").join(name))?);
+        }
+    }
+    let haystack = String::from_utf8_lossy(&everything);
+    let secrets = cloud.join("secrets");
+    let swarm = std::fs::read_to_string(secrets.join("swarm.key"))?;
+    let swarm_hex = swarm.lines().last().ok_or("empty swarm key")?;
+    assert!(swarm_hex.len() >= 64 && !haystack.contains(swarm_hex), "the swarm key leaked");
+    for key in ["operator.key", "hosts/h1/identity.key"] {
+        let bytes = std::fs::read(secrets.join(key))?;
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(!haystack.contains(&hex[hex.len() - 64..]), "{key} leaked");
+    }
+    let share = std::fs::read_to_string(secrets.join("hosts/h1/vault-share.yaml"))?;
+    for line in share.lines().filter(|l| l.len() > 40) {
+        let value = line.split_once(':').map(|(_, v)| v.trim()).unwrap_or(line);
+        assert!(!haystack.contains(value), "the vault share leaked");
+    }
+    let client_key = std::fs::read_to_string(&lab.client_key)?;
+    for line in client_key.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(!haystack.contains(line), "the SSH key leaked");
+    }
+
+    // destroy leaves no process and no file behind.
+    let (out, _, text) = t.spore(&["destroy", &pb, "--yes"])?;
+    assert!(out.status.success(), "{text}");
+    for i in 0..3 {
+        assert_eq!(lab.processes(i)?, Vec::<String>::new(), "host {i} still runs something");
+        assert_eq!(lab.files(i), Vec::<std::path::PathBuf>::new(), "host {i} keeps files");
+    }
+    assert!(!profile.exists(), "the profile of a destroyed cloud is removed");
+    Ok(())
+}
