@@ -62,32 +62,26 @@ pub struct Bundle {
     pub size: u64,
     /// The machine it is built for (`uname -m` names).
     pub arch: &'static str,
+    /// Its contents.
+    pub bytes: std::sync::Arc<Vec<u8>>,
 }
 
 impl Bundle {
-    /// Reads and hashes `path`, and reads the machine it is built for.
+    /// Reads `path` into memory (every host gets the same bytes), hashes it, and reads the
+    /// machine it is built for.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         use sha2::Digest;
-        use std::io::Read;
-        let open = |e: std::io::Error| anyhow::anyhow!("node binary {}: {e}", path.display());
-        let mut file = std::fs::File::open(path).map_err(open)?;
-        let size = file.metadata().map_err(open)?.len();
-        let mut hasher = sha2::Sha256::new();
-        let mut header = Vec::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = file.read(&mut buf).map_err(open)?;
-            if n == 0 {
-                break;
-            }
-            if header.len() < 64 {
-                header.extend_from_slice(&buf[..n.min(64)]);
-            }
-            hasher.update(&buf[..n]);
-        }
-        let arch = host::elf_arch(&header)
+        let bytes = std::fs::read(path)
             .map_err(|e| anyhow::anyhow!("node binary {}: {e}", path.display()))?;
-        Ok(Self { path: path.to_path_buf(), sha256: hex::encode(hasher.finalize()), size, arch })
+        let arch = host::elf_arch(&bytes[..bytes.len().min(64)])
+            .map_err(|e| anyhow::anyhow!("node binary {}: {e}", path.display()))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            sha256: hex::encode(sha2::Sha256::digest(&bytes)),
+            size: bytes.len() as u64,
+            arch,
+            bytes: std::sync::Arc::new(bytes),
+        })
     }
 }
 
@@ -448,9 +442,25 @@ impl Run {
             }
         }
         changes.sort();
-        progress.phase("preparing folders");
-        run(conn, "preparing folders", &desired.prepare_script(), Stdin::Null, timeout).await?;
-        let mut paths = Vec::new();
+        // Folders and small files in one command, the binary in a second: each command is a
+        // round trip and a shell on the host.
+        progress.phase(&if files.is_empty() {
+            "preparing folders".to_string()
+        } else {
+            let mut written: Vec<Kind> = files.iter().map(|f| f.kind).collect();
+            written.sort();
+            written.dedup();
+            format!("writing {}", kinds(&written))
+        });
+        run(
+            conn,
+            "writing config and secrets",
+            &desired.stage_files_script(&files),
+            Stdin::Bytes(Desired::stage_files_input(&files)),
+            timeout,
+        )
+        .await?;
+        let mut paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
         if upload {
             progress.phase(&format!("uploading tau-node ({} MiB)", bundle.size >> 20));
             let script = desired.stage_script("bin/tau-node", 0o755, &bundle.sha256);
@@ -458,37 +468,30 @@ impl Run {
                 conn,
                 "uploading tau-node",
                 &script,
-                Stdin::File(bundle.path.clone()),
+                Stdin::Shared(bundle.bytes.clone()),
                 timeout * 10,
             )
             .await?;
             paths.push("bin/tau-node".to_string());
         }
-        if !files.is_empty() {
-            progress.phase(&format!("writing {}", kinds(changes)));
-        }
-        for file in &files {
-            let script = desired.stage_script(&file.path, file.mode, &file.sha256());
-            run(
-                conn,
-                &format!("writing {}", file.path),
-                &script,
-                Stdin::Bytes(file.bytes.clone()),
-                timeout,
-            )
-            .await?;
-            paths.push(file.path.clone());
-        }
         if facts.running {
             progress.phase("stopping the node");
             run(conn, "stopping the node", &desired.stop_script(), Stdin::Null, timeout).await?;
         }
-        run(conn, "putting files in place", &desired.activate_script(&paths), Stdin::Null, timeout)
-            .await?;
         progress.phase("starting the node");
         let start = desired.start_script(service);
         let started = Instant::now();
-        let health = match run(conn, "starting the node", &start, Stdin::Null, timeout).await {
+        // Files in place, then the node started: one command (set -e stops at the first error).
+        let activate_and_start = format!("{}{start}", desired.activate_script(&paths));
+        let health = match run(
+            conn,
+            "putting files in place and starting the node",
+            &activate_and_start,
+            Stdin::Null,
+            timeout,
+        )
+        .await
+        {
             Ok(_) => {
                 progress.phase("waiting until the node answers and sees its peers");
                 self.health(desired, started).await

@@ -26,6 +26,18 @@ use crate::playbook::{Host, Playbook, Transport};
 use crate::secrets::Layout;
 use crate::shell::quote;
 
+/// The shell function that stages one file from stdin: `stage PATH MODE SIZE SHA256 NAME`.
+const STAGE_FUNCTION: &str = r#"umask 077
+stage() {
+  t="$1.new"; rm -f "$t"; : > "$t"; chmod "$2" "$t"
+  if [ "$3" -gt 0 ]; then dd bs="$3" count=1 iflag=fullblock status=none >> "$t"; fi
+  got=$(sha256sum < "$t" | cut -c1-64)
+  if [ "$got" != "$4" ]; then
+    rm -f "$t"; echo "$5: sha256 on the host is $got, expected $4: the upload was damaged" >&2; exit 3
+  fi
+}
+"#;
+
 /// The systemd unit's path.
 pub const UNIT_PATH: &str = "/etc/systemd/system/tau-node.service";
 
@@ -338,6 +350,31 @@ impl Desired {
              echo \"{path}: sha256 on the host is $got, expected {sha256}: the upload was damaged\" >&2; \
              exit 3; fi\n"
         )
+    }
+
+    /// A script that makes the base folders and writes every one of `files` to `path.new`
+    /// (mode set before any byte lands), reading their contents one after the other from stdin
+    /// (see [`Desired::stage_files_input`]), and checks each one's sha256: one command for all
+    /// of them, however many there are.
+    pub fn stage_files_script(&self, files: &[File]) -> String {
+        let mut script = self.prepare_script();
+        script.push_str(STAGE_FUNCTION);
+        for file in files {
+            script.push_str(&format!(
+                "stage {} {:o} {} {} {}\n",
+                quote(&self.path(&file.path)),
+                file.mode,
+                file.bytes.len(),
+                file.sha256(),
+                quote(&file.path)
+            ));
+        }
+        script
+    }
+
+    /// What [`Desired::stage_files_script`] reads: the files' contents, one after the other.
+    pub fn stage_files_input(files: &[File]) -> Vec<u8> {
+        files.iter().flat_map(|f| f.bytes.iter().copied()).collect()
     }
 
     /// A script that puts staged files in place, keeping each previous one as `.prev`.

@@ -411,9 +411,12 @@ async fn deploy(
         }
         println!("cloud profile: {}", profile.display());
         println!("inspect it with:");
-        println!("  tau-node status --cloud {}", profile.display());
-        println!("  tau-node nodes  --cloud {}", profile.display());
-        println!("  spore-drive status {}", path.display());
+        // The very binaries used here, so that the commands work as printed.
+        let node = bundle.path.display();
+        let spore = std::env::args().next().unwrap_or_else(|| "spore-drive".into());
+        println!("  {node} status --cloud {}", profile.display());
+        println!("  {node} nodes  --cloud {}", profile.display());
+        println!("  {spore} status {}", path.display());
     }
     Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -195,7 +195,7 @@ impl Playbook {
         if let (Ok(rest), Some(home)) = (path.strip_prefix("~"), std::env::var_os("HOME")) {
             return PathBuf::from(home).join(rest);
         }
-        self.base.join(path)
+        tidy(&self.base.join(path))
     }
 
     /// The secrets folder.
@@ -332,9 +332,41 @@ impl Playbook {
     }
 }
 
+/// `path` with each `dir/..` taken out where `dir` is a real folder (not a symlink, through which
+/// `..` would lead elsewhere): `playbooks/../target/x` reads `target/x`.
+fn tidy(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_)))
+                    && !std::fs::symlink_metadata(&out)
+                        .is_ok_and(|m| m.file_type().is_symlink()) =>
+            {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() { PathBuf::from(".") } else { out }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tidy_takes_out_dir_dotdot_but_not_through_a_symlink() {
+        assert_eq!(tidy(Path::new("no-such-dir/../target/x")), Path::new("target/x"));
+        assert_eq!(tidy(Path::new("/a/b/../../c")), Path::new("/c"));
+        assert_eq!(tidy(Path::new("../x")), Path::new("../x"));
+        assert_eq!(tidy(Path::new("a/..")), Path::new("."));
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink("/usr/share", &link).unwrap();
+        assert_eq!(tidy(&link.join("../x")), link.join("../x"));
+    }
 
     const BASE: &str = "cloud: {name: lab, domain: lab.tau, generated_domain: g.lab.tau, secrets: s}\n\
                         shapes: {full: {services: [tns, seer]}}\n";

@@ -1,7 +1,7 @@
 //! Running shell scripts on a host: over SSH, or on this machine for the `local` transport.
 //! Both run the same `sh` scripts, so a deploy does the same thing either way.
 
-use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -12,14 +12,25 @@ use crate::ssh;
 const MAX_OUTPUT: usize = 1 << 20;
 
 /// What a script reads on stdin.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Stdin {
     /// Nothing.
     Null,
     /// These bytes (config files, secrets: never on a command line).
     Bytes(Vec<u8>),
-    /// This local file's contents (the node binary), streamed.
-    File(PathBuf),
+    /// Bytes every host gets the same of (the node binary).
+    Shared(Arc<Vec<u8>>),
+}
+
+impl std::fmt::Debug for Stdin {
+    // Lengths only: the bytes may be secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stdin::Null => write!(f, "Null"),
+            Stdin::Bytes(bytes) => write!(f, "Bytes({} bytes)", bytes.len()),
+            Stdin::Shared(bytes) => write!(f, "Shared({} bytes)", bytes.len()),
+        }
+    }
 }
 
 /// What a script printed and how it ended.
@@ -201,10 +212,7 @@ async fn local(script: &str, stdin: Stdin) -> std::io::Result<Output> {
         match stdin {
             Stdin::Null => {}
             Stdin::Bytes(bytes) => input.write_all(&bytes).await?,
-            Stdin::File(path) => {
-                let mut file = tokio::fs::File::open(path).await?;
-                tokio::io::copy(&mut file, &mut input).await?;
-            }
+            Stdin::Shared(bytes) => input.write_all(&bytes).await?,
         }
         input.shutdown().await
     };

@@ -2,6 +2,7 @@
 //! file or ssh-agent authentication, timeouts on connecting and on every command, and `sudo`
 //! (with the password on stdin, never on a command line) when the user is not root.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -55,6 +56,16 @@ enum KeyVerdict {
     Changed { fingerprint: String, line: usize },
     Unreadable { reason: String },
 }
+
+/// AES-GCM first: with AES-NI it costs both ends less per byte than ChaCha20-Poly1305, and
+/// every deploy moves the whole node binary.
+const CIPHERS: &[russh::cipher::Name] = &[
+    russh::cipher::AES_128_GCM,
+    russh::cipher::AES_256_GCM,
+    russh::cipher::CHACHA20_POLY1305,
+    russh::cipher::AES_256_CTR,
+    russh::cipher::AES_128_CTR,
+];
 
 static KNOWN_HOSTS_FILE: Mutex<()> = Mutex::new(());
 
@@ -152,6 +163,7 @@ impl Session {
             keepalive_interval: Some(Duration::from_secs(15)),
             nodelay: true,
             window_size: 8 << 20,
+            preferred: russh::Preferred { cipher: Cow::Borrowed(CIPHERS), ..Default::default() },
             ..client::Config::default()
         });
         let verdict = Arc::new(Mutex::new(None));
@@ -241,10 +253,7 @@ impl Session {
             match stdin {
                 Stdin::Null => {}
                 Stdin::Bytes(bytes) => write.data(&bytes[..]).await?,
-                Stdin::File(path) => {
-                    let file = tokio::fs::File::open(&path).await.map_err(russh::Error::from)?;
-                    write.data(file).await?;
-                }
+                Stdin::Shared(bytes) => write.data(&bytes[..]).await?,
             }
             write.eof().await
         };

@@ -183,17 +183,42 @@ impl SshLab {
         found
     }
 
+    /// Kills everything running in host `i` but its sshd, and empties its `/opt`: the host is
+    /// as new again.
+    pub fn wipe(&self, i: usize) -> Result {
+        self.kill(i, false);
+        std::thread::sleep(Duration::from_millis(100));
+        // Empty it, but keep the folder itself: it is what the host's /opt is mounted from.
+        for entry in std::fs::read_dir(self.host_dir(i).join("opt"))? {
+            let path = entry?.path();
+            if path.is_dir() && !path.is_symlink() {
+                std::fs::remove_dir_all(&path)?;
+            } else {
+                std::fs::remove_file(&path)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Kills everything running in host `i`.
     fn kill_all(&self, i: usize) {
+        self.kill(i, true);
+    }
+
+    /// Kills the processes of host `i`: all of them, or all but its sshd.
+    fn kill(&self, i: usize, sshd_too: bool) {
         let netns = &self.lab.hosts[i].netns;
-        if let Ok(out) = Command::new("ip").args(["netns", "pids", netns]).output() {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                if let Ok(pid) = pid.parse::<i32>() {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
+        let Ok(out) = Command::new("ip").args(["netns", "pids", netns]).output() else { return };
+        let sshd = self.sshd[i].as_ref().map(Child::id);
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let Ok(pid) = pid.parse::<u32>() else { continue };
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let is_sshd = Some(pid) == sshd || cmdline.starts_with(SSHD.as_bytes());
+            if sshd_too || !is_sshd {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
         }
     }

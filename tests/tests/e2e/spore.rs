@@ -263,3 +263,73 @@ fn spore_drive_deploys_redeploys_survives_faults_and_destroys_over_ssh() -> Resu
     assert!(!profile.exists(), "the profile of a destroyed cloud is removed");
     Ok(())
 }
+
+/// The README's main command, on a playbook of its kind: the `local` transport runs the same
+/// phases on this machine, one folder and one supervised node per host.
+#[test]
+fn spore_drive_local_transport_deploys_a_supervised_cloud_and_destroys_it() -> Result {
+    let dir = tempfile::tempdir()?;
+    // Loopback addresses of its own, so that other tests' clouds on 127.0.0.x never clash.
+    let net = 20 + std::process::id() % 200;
+    let hosts: String = (1..=3)
+        .map(|i| format!("  - {{ name: n{i}, address: 127.0.{net}.{i}, shape: full }}\n"))
+        .collect();
+    let pb = dir.path().join("local.yaml");
+    std::fs::write(
+        &pb,
+        format!(
+            "cloud: {{ name: local, domain: local.tau, generated_domain: tau, secrets: secrets }}\n\
+             transport: local\ninstall_dir: hosts\n\
+             shapes:\n\
+             \x20 full: {{ services: [tns, hoarder, vault, seer, substrate], ports: {{ p2p: 4101, http: 8180, dns: 5354 }} }}\n\
+             hosts:\n{hosts}"
+        ),
+    )?;
+    let pb = pb.display().to_string();
+    let mut t = Transcript::default();
+    let (out, report, text) = t.spore(&["deploy", &pb, "--json"])?;
+    assert!(out.status.success(), "{text}");
+    assert_eq!(
+        results(&report),
+        [("n1", "changed"), ("n2", "changed"), ("n3", "changed")]
+            .map(|(h, r)| (h.into(), r.into()))
+    );
+    let healthy = |t: &mut Transcript| -> Result<bool> {
+        let (_, status, _) = t.spore(&["status", &pb, "--json"])?;
+        let hosts = status.as_array().ok_or("status is not a list")?;
+        Ok(hosts.len() == 3 && hosts.iter().all(|h| h["healthy"] == true && h["peers"] == 2))
+    };
+    assert!(healthy(&mut t)?, "every node answers and sees the other two");
+
+    // The supervisor starts a killed node again.
+    let pid_file = dir.path().join("hosts/n2/run/node.pid");
+    let pid: u32 = std::fs::read_to_string(&pid_file)?.trim().parse()?;
+    tau_tests::harness::signal(pid, tau_tests::harness::Signal::SIGKILL);
+    wait_for(Duration::from_secs(30), "the supervisor restarts n2's node", || {
+        let now: u32 = std::fs::read_to_string(&pid_file)?.trim().parse()?;
+        Ok((now != pid && healthy(&mut Transcript::default())?).then_some(()))
+    })?;
+
+    let (out, _, text) = t.spore(&["deploy", &pb])?;
+    assert!(out.status.success() && text.contains("0 changed, 3 unchanged"), "{text}");
+
+    let (out, _, text) = t.spore(&["destroy", &pb])?;
+    assert!(out.status.success(), "{text}");
+    let base = dir.path().join("hosts");
+    let left: Vec<_> = std::fs::read_dir(&base)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "destroy leaves {left:?}");
+    // The supervisor and the node run in their host's folder: nothing may be left there.
+    let running: Vec<String> = std::fs::read_dir("/proc")?
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(&base))
+        })
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .collect();
+    assert!(running.is_empty(), "processes left: {running:?}");
+    assert!(dir.path().join("secrets/swarm.key").exists(), "destroy keeps the cloud's secrets");
+    Ok(())
+}
