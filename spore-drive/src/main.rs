@@ -80,6 +80,10 @@ enum Command {
     /// (`cloud.yaml`, beside the secrets folder).
     ///
     /// Exit status: 0 when every host succeeded, 1 when any failed, 2 when nothing could start.
+    ///
+    /// When the SSH user is not root, commands run with sudo: without a password (`sudo -n`),
+    /// or with the one in the environment variable SPORE_DRIVE_SUDO_PASSWORD, given to sudo on
+    /// stdin and never on a command line.
     Deploy {
         /// The playbook.
         playbook: PathBuf,

@@ -25,6 +25,7 @@ pub struct SshLab {
     /// The private key that logs in as root on every host.
     pub client_key: PathBuf,
     sshd: Vec<Option<Child>>,
+    small_disks: Vec<usize>,
     keep_dir: bool,
 }
 
@@ -71,6 +72,7 @@ impl SshLab {
             lab,
             dir: dir.to_path_buf(),
             client_key,
+            small_disks: Vec::new(),
             keep_dir,
         };
         for i in 0..ssh_lab.lab.hosts.len() {
@@ -113,8 +115,14 @@ impl SshLab {
     /// Starts host `i`'s sshd and waits until it accepts connections.
     pub fn start_sshd(&mut self, i: usize) -> Result {
         let host = self.host_dir(i);
+        // The host's own account files, when it has any (see add_sudo_user).
+        let etc: String = ["passwd", "group", "shadow", "sudoers"]
+            .iter()
+            .filter(|name| host.join("etc").join(name).exists())
+            .map(|name| format!("mount --bind {}/etc/{name} /etc/{name} && ", host.display()))
+            .collect();
         let script = format!(
-            "mount --bind {opt} /opt && exec {SSHD} -D -e -f {config}",
+            "mount --bind {opt} /opt && {etc}exec {SSHD} -D -e -f {config}",
             opt = host.join("opt").display(),
             config = host.join("sshd_config").display()
         );
@@ -150,6 +158,74 @@ impl SshLab {
     pub fn change_host_key(&mut self, i: usize) -> Result {
         self.stop_sshd(i);
         keygen(&self.host_dir(i).join("ssh_host_ed25519_key"))?;
+        self.start_sshd(i)
+    }
+
+    /// Gives host `i` a small disk: a tmpfs of `mib` MiB as its `/opt` (sshd restarted to see
+    /// it; what already runs keeps the old one). [`SshLab::full_size_disk`] undoes it.
+    pub fn small_disk(&mut self, i: usize, mib: u32) -> Result {
+        self.stop_sshd(i);
+        run(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tau-lab-disk"])
+            .arg(self.host_dir(i).join("opt")))?;
+        self.small_disks.push(i);
+        self.start_sshd(i)
+    }
+
+    /// Gives host `i` its own `/opt` back.
+    pub fn full_size_disk(&mut self, i: usize) -> Result {
+        self.stop_sshd(i);
+        run(Command::new("umount").arg(self.host_dir(i).join("opt")))?;
+        self.small_disks.retain(|&d| d != i);
+        self.start_sshd(i)
+    }
+
+    /// Adds the user `name` with `password`, allowed to run anything with sudo once it gives
+    /// that password, to host `i` alone: the host gets its own `/etc/passwd`, `group`, `shadow`
+    /// and `sudoers`, bind-mounted in its mount namespace (this machine's files are not
+    /// touched), and its sshd is restarted to see them. Needs sudo (`scripts/setup` installs it).
+    pub fn add_sudo_user(&mut self, i: usize, name: &str, password: &str) -> Result {
+        if !Path::new("/usr/bin/sudo").exists() {
+            return Err("/usr/bin/sudo is missing: install sudo (scripts/setup does)".into());
+        }
+        let host = self.host_dir(i);
+        let etc = host.join("etc");
+        std::fs::create_dir_all(&etc)?;
+        let home = host.join(format!("home-{name}"));
+        std::fs::create_dir_all(&home)?;
+        let mut openssl = Command::new("openssl")
+            .args(["passwd", "-6", "-stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run openssl: {e}"))?;
+        {
+            use std::io::Write;
+            let mut stdin = openssl.stdin.take().ok_or("openssl has no stdin")?;
+            writeln!(stdin, "{password}")?;
+        }
+        let hash = openssl.wait_with_output()?;
+        let hash = String::from_utf8(hash.stdout)?.trim().to_string();
+        if !hash.starts_with("$6$") {
+            return Err("openssl passwd did not give a SHA-512 crypt hash".into());
+        }
+        let add = |file: &str, line: String, mode: u32| -> Result {
+            use std::os::unix::fs::PermissionsExt;
+            let mut text = std::fs::read_to_string(format!("/etc/{file}")).unwrap_or_default();
+            if file == "sudoers" {
+                text = "Defaults lecture=never\nroot ALL=(ALL:ALL) ALL\n".into();
+            }
+            text.push_str(&line);
+            let path = etc.join(file);
+            std::fs::write(&path, text)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+            Ok(())
+        };
+        add("passwd", format!("{name}:x:4242:4242::{}:/bin/sh\n", home.display()), 0o644)?;
+        add("group", format!("{name}:x:4242:\n"), 0o644)?;
+        add("shadow", format!("{name}:{hash}:19000:0:99999:7:::\n"), 0o600)?;
+        add("sudoers", format!("{name} ALL=(ALL:ALL) ALL\n"), 0o440)?;
+        self.stop_sshd(i);
         self.start_sshd(i)
     }
 
@@ -232,6 +308,9 @@ impl Drop for SshLab {
         }
         // Give the kernel a moment to reap them before the namespaces go.
         std::thread::sleep(Duration::from_millis(200));
+        for &i in &self.small_disks {
+            let _ = Command::new("umount").arg(self.host_dir(i).join("opt")).output();
+        }
         if !self.keep_dir {
             let _ = std::fs::remove_dir_all(&self.dir);
         }

@@ -14,7 +14,20 @@ struct Transcript(Vec<u8>);
 
 impl Transcript {
     fn spore(&mut self, args: &[&str]) -> Result<(Output, serde_json::Value, String)> {
-        let out = run(Command::new(binary("spore-drive")?).args(args), Duration::from_secs(300))?;
+        self.spore_env(args, &[])
+    }
+
+    fn spore_env(
+        &mut self,
+        args: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Result<(Output, serde_json::Value, String)> {
+        let mut command = Command::new(binary("spore-drive")?);
+        command.args(args);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let out = run(&mut command, Duration::from_secs(300))?;
         self.0.extend_from_slice(&out.stdout);
         self.0.extend_from_slice(&out.stderr);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -55,6 +68,18 @@ fn error_of<'a>(report: &'a serde_json::Value, host: &str) -> &'a str {
 }
 
 fn playbook(lab: &SshLab, dir: &Path, host_keys: &str, third_shape: &str) -> Result<String> {
+    playbook_with_key(lab, dir, host_keys, third_shape, Some(&lab.client_key), "root")
+}
+
+/// The lab's playbook, logging in as `user`; without a key file, Spore Drive asks the ssh-agent.
+fn playbook_with_key(
+    lab: &SshLab,
+    dir: &Path,
+    host_keys: &str,
+    third_shape: &str,
+    key: Option<&Path>,
+    user: &str,
+) -> Result<String> {
     let hosts: String = (0..3)
         .map(|i| {
             let shape = if i == 2 { third_shape } else { "full" };
@@ -68,12 +93,12 @@ fn playbook(lab: &SshLab, dir: &Path, host_keys: &str, third_shape: &str) -> Res
     let text = format!(
         "cloud: {{ name: lab, domain: lab.tau, generated_domain: g.lab.tau, secrets: secrets }}\n\
          transport: ssh\nhost_keys: {host_keys}\nknown_hosts: known_hosts\n\
-         ssh: {{ user: root, key: {key} }}\ninstall_dir: /opt/tau\n\
+         ssh: {{ user: {user}{key} }}\ninstall_dir: /opt/tau\n\
          shapes:\n\
          \x20 full: {{ services: [tns, hoarder, vault, seer, substrate], ports: {{ p2p: 4001, http: 8080, dns: 5353 }} }}\n\
          \x20 storage: {{ services: [tns, hoarder, vault, seer], ports: {{ p2p: 4001, http: 8080, dns: 5353 }} }}\n\
          hosts:\n{hosts}",
-        key = lab.client_key.display()
+        key = key.map(|k| format!(", key: {}", k.display())).unwrap_or_default()
     );
     let path = dir.join("playbook.yaml");
     std::fs::write(&path, text)?;
@@ -153,6 +178,69 @@ fn spore_drive_deploys_redeploys_survives_faults_and_destroys_over_ssh() -> Resu
         "{plan}"
     );
 
+    // Without a key file in the playbook, the ssh-agent's keys log in.
+    let agent_socket = dir.path().join("agent.sock");
+    let mut agent = std::process::Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&agent_socket)
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    wait_for(Duration::from_secs(10), "ssh-agent listens", || {
+        Ok(agent_socket.exists().then_some(()))
+    })?;
+    let added = Command::new("ssh-add")
+        .arg(&lab.client_key)
+        .env("SSH_AUTH_SOCK", &agent_socket)
+        .output()?;
+    assert!(added.status.success(), "ssh-add: {}", String::from_utf8_lossy(&added.stderr));
+    let pb_agent = playbook_with_key(&lab, &cloud, "accept-new", "full", None, "root")?;
+    let (out, status, text) =
+        t.spore_env(&["status", &pb_agent, "--json"], &[("SSH_AUTH_SOCK", &agent_socket)])?;
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert!(out.status.success(), "{text}");
+    for host in status.as_array().ok_or("status is not a list")? {
+        assert_eq!(host["reachable"], true, "logged in with the agent's key: {text}");
+        assert_eq!(host["healthy"], true, "{text}");
+    }
+    let (out, status, _) = t.spore_env(
+        &["status", &pb_agent, "--json", "--host", "h1"],
+        &[("SSH_AUTH_SOCK", &dir.path().join("no-agent.sock"))],
+    )?;
+    assert_eq!(out.status.code(), Some(1), "no agent, no login");
+    let error = status[0]["error"].as_str().unwrap_or("");
+    assert!(error.contains("ssh-agent"), "the error names the missing agent: {status}");
+
+    // A user that is not root works through sudo, its password given on stdin.
+    let sudo_password = "correct-horse-4242";
+    lab.add_sudo_user(0, "tau-ops", sudo_password)?;
+    let pb_ops =
+        playbook_with_key(&lab, &cloud, "accept-new", "full", Some(&lab.client_key), "tau-ops")?;
+    let with_password = |t: &mut Transcript, password: &str, args: &[&str]| {
+        let mut command = Command::new(binary("spore-drive")?);
+        command.args(args).env("SPORE_DRIVE_SUDO_PASSWORD", password);
+        let out = run(&mut command, Duration::from_secs(120))?;
+        t.0.extend_from_slice(&out.stdout);
+        t.0.extend_from_slice(&out.stderr);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| format!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))?;
+        Ok::<_, tau_tests::harness::Error>((out.status.code(), report))
+    };
+    let deploy_h1 = ["deploy", &pb_ops, "--yes", "--json", "--host", "h1"];
+    let (code, report) = with_password(&mut t, sudo_password, &deploy_h1)?;
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(results(&report), [("h1".to_string(), "unchanged".to_string())], "{report}");
+    let (code, report) = with_password(&mut t, "wrong-password-17", &deploy_h1)?;
+    assert_eq!(code, Some(1), "{report}");
+    assert!(error_of(&report, "h1").contains("sudo"), "the error names sudo: {report}");
+    let (code, report) = with_password(&mut t, "", &deploy_h1)?;
+    assert_eq!(code, Some(1), "{report}");
+    assert!(error_of(&report, "h1").contains("password"), "sudo wants a password: {report}");
+    let haystack = String::from_utf8_lossy(&t.0);
+    assert!(!haystack.contains(sudo_password), "the sudo password leaked");
+    assert!(!haystack.contains("wrong-password-17"), "a sudo password leaked");
+
     // One host's shape changes: only that host is redeployed.
     let pb = playbook(&lab, &cloud, "accept-new", "storage")?;
     let (_, plan, _) = t.spore(&["plan", &pb, "--json"])?;
@@ -201,6 +289,15 @@ fn spore_drive_deploys_redeploys_survives_faults_and_destroys_over_ssh() -> Resu
     lab.stop_sshd(0);
     std::fs::copy(&saved, lab.host_dir(0).join("ssh_host_ed25519_key"))?;
     lab.start_sshd(0)?;
+
+    // A host without room for the node fails alone, saying so, before anything is written.
+    lab.small_disk(2, 40)?;
+    let (out, report, _) = t.spore(&["deploy", &pb, "--yes", "--json", "--host", "h3"])?;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(results(&report), [("h3".to_string(), "failed".to_string())]);
+    assert!(error_of(&report, "h3").contains("not enough disk space"), "{report}");
+    assert_eq!(lab.files(2), Vec::<std::path::PathBuf>::new(), "nothing was written");
+    lab.full_size_disk(2)?;
 
     // A node binary that never becomes healthy is rolled back; the old node keeps running.
     let installed = std::fs::read(lab.host_dir(1).join("opt/tau/bin/tau-node"))?;
