@@ -384,6 +384,27 @@ fn spore_drive_local_transport_deploys_a_supervised_cloud_and_destroys_it() -> R
     )?;
     let pb = pb.display().to_string();
     let mut t = Transcript::default();
+
+    // A node built for another machine is refused before anything is written.
+    let mut foreign = std::fs::read("/bin/true")?;
+    let machine = if std::env::consts::ARCH == "aarch64" { 0x3eu16 } else { 0xb7 };
+    foreign[18..20].copy_from_slice(&machine.to_le_bytes());
+    let foreign_path = dir.path().join("tau-node-foreign");
+    std::fs::write(&foreign_path, foreign)?;
+    let (out, report, text) = t.spore(&[
+        "deploy",
+        &pb,
+        "--json",
+        "--host",
+        "n1",
+        "--node-binary",
+        &foreign_path.display().to_string(),
+    ])?;
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let error = error_of(&report, "n1");
+    assert!(error.contains("is built for") && error.contains("but the host is"), "{error}");
+    assert!(!dir.path().join("hosts/n1/bin").exists(), "nothing was written");
+
     let (out, report, text) = t.spore(&["deploy", &pb, "--json"])?;
     assert!(out.status.success(), "{text}");
     assert_eq!(
