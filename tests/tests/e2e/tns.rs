@@ -242,7 +242,10 @@ fn a_partitioned_cloud_converges_after_the_partition_heals() -> Result {
     lab.partition(&[0, 1], &[2, 3])?;
     // Every node must see the cut, not only one: a push stores its blob through whichever
     // node the client reaches first, and that node must not count on the other side.
-    wait_for(Duration::from_secs(30), "the partition takes effect on every node", || {
+    // A node closes a connection after two failed pings (2 s apart, 4 s timeout each): about
+    // 12 s, more when the machine is busy with other tests.
+    wait_for(Duration::from_secs(60), "the partition takes effect on every node", || {
+        let mut counts = Vec::new();
         for node in &nodes {
             let out = tau_node_ok(&[
                 "peers",
@@ -253,11 +256,14 @@ fn a_partitioned_cloud_converges_after_the_partition_heals() -> Result {
                 "--json",
             ])?;
             let peers: serde_json::Value = serde_json::from_str(&out)?;
-            if peers.as_array().map(Vec::len) != Some(1) {
-                return Ok(None);
-            }
+            counts.push(peers.as_array().map_or(0, Vec::len));
         }
-        Ok(Some(()))
+        if counts.iter().all(|&c| c == 1) {
+            Ok(Some(()))
+        } else {
+            // Reported if it never happens: how many peers each node still sees.
+            Err(format!("peers seen by nodes 0-3: {counts:?} (1 each expected)").into())
+        }
     })?;
     write_project(&project, "split", &["base", "left"])?;
     push(&profile, &project, &key, &nodes[0].peer_id)?;
