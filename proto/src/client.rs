@@ -5,6 +5,7 @@
 //! One task owns the client's swarm; [`Client`] is a cheap cloneable handle that sends it
 //! commands with oneshot replies. Dropping every handle stops the task and closes connections.
 
+mod registry;
 mod secrets;
 
 use std::collections::HashMap;
@@ -26,6 +27,7 @@ use crate::tns::{self, TnsRequest, TnsResponse};
 use crate::vault::{self, VaultRequest, VaultResponse};
 use crate::{CloudProfile, net};
 
+pub use registry::RecordView;
 pub use secrets::{Registered, Revealed, SecretError, Stored, unix_now};
 
 /// How long a request may wait for its answer.

@@ -15,7 +15,7 @@ use tau_proto::{Client, cbor, keyfile};
 
 use super::hoarder::{hoarder_node, put_file};
 use super::output;
-use super::tns::{get, list_all, status, tns_node};
+use super::tns::tns_node;
 
 /// Projects: create one (operator) and push a project folder (owner).
 #[derive(Debug, Args)]
@@ -149,7 +149,7 @@ async fn put(
     drafts: Vec<Draft>,
     key: &Keypair,
 ) -> anyhow::Result<PutOutcome> {
-    let version = status(client, node).await?.clock + 1;
+    let version = client.tns_status(node).await?.clock + 1;
     let records: Vec<Record> = drafts
         .into_iter()
         .map(|d| d.sign(version, key).context("the key is not an ed25519 key"))
@@ -178,7 +178,7 @@ async fn project_owner(
     node: PeerId,
     id: &str,
 ) -> anyhow::Result<Option<WriterKey>> {
-    let root = get(client, node, &keys::project(id)).await?;
+    let root = client.tns_record(node, &keys::project(id)).await?;
     Ok(root
         .as_ref()
         .and_then(|r| r.value.as_deref())
@@ -317,9 +317,9 @@ impl Push {
         }
 
         let mut current =
-            list_all(&client, node, &format!("{}/", keys::project(&compiled.id)), true).await?;
+            client.tns_list(node, &format!("{}/", keys::project(&compiled.id)), true).await?;
         for prefix in ["/domains/", "/http/"] {
-            let records = list_all(&client, node, prefix, true).await?;
+            let records = client.tns_list(node, prefix, true).await?;
             let claimed = |r: &Record| {
                 r.scope == compiled.id || compiled.drafts.iter().any(|d| d.key == r.key)
             };

@@ -6,8 +6,8 @@ use futures::future::join_all;
 use libp2p::PeerId;
 use serde::Serialize;
 use tau_proto::Client;
-use tau_proto::tns::values::Value;
-use tau_proto::tns::{MAX_PAGE, Record, TnsRequest, TnsResponse, TnsStatus};
+use tau_proto::client::RecordView;
+use tau_proto::tns::TnsStatus;
 
 use super::output::{self, ServiceArgs, table};
 
@@ -40,81 +40,9 @@ enum TnsCommand {
     Status,
 }
 
-/// A record as the commands show it.
-#[derive(Debug, Serialize)]
-pub(super) struct RecordView {
-    key: String,
-    scope: String,
-    version: u64,
-    writer: String,
-    deleted: bool,
-    value: Option<Value>,
-}
-
-impl From<&Record> for RecordView {
-    fn from(r: &Record) -> Self {
-        Self {
-            key: r.key.clone(),
-            scope: r.scope.clone(),
-            version: r.version,
-            writer: r.writer.to_string(),
-            deleted: r.is_tombstone(),
-            value: r
-                .value
-                .as_deref()
-                .map(|v| Value::decode(&r.key, v).unwrap_or(Value::Raw(v.to_vec()))),
-        }
-    }
-}
-
 /// The tns node to use: `node` if given, else the first that runs tns.
 pub(super) async fn tns_node(client: &Client, node: Option<PeerId>) -> anyhow::Result<PeerId> {
     output::service_node(client, node, "tns").await
-}
-
-/// Every record under `prefix`, through all pages.
-pub(super) async fn list_all(
-    client: &Client,
-    node: PeerId,
-    prefix: &str,
-    tombstones: bool,
-) -> anyhow::Result<Vec<Record>> {
-    let mut all = Vec::new();
-    let mut after = None;
-    loop {
-        let request =
-            TnsRequest::List { prefix: prefix.to_string(), after, limit: MAX_PAGE, tombstones };
-        match client.tns(node, request).await? {
-            TnsResponse::Page { records, next } => {
-                all.extend(records);
-                match next {
-                    Some(next) => after = Some(next),
-                    None => return Ok(all),
-                }
-            }
-            other => bail!("{node} gave an unexpected answer to List: {other:?}"),
-        }
-    }
-}
-
-/// The record under `key`, if any (tombstones included).
-pub(super) async fn get(
-    client: &Client,
-    node: PeerId,
-    key: &str,
-) -> anyhow::Result<Option<Record>> {
-    match client.tns(node, TnsRequest::Get { keys: vec![key.to_string()] }).await? {
-        TnsResponse::Records(records) => Ok(records.into_iter().next()),
-        other => bail!("{node} gave an unexpected answer to Get: {other:?}"),
-    }
-}
-
-/// A node's TNS status.
-pub(super) async fn status(client: &Client, node: PeerId) -> anyhow::Result<TnsStatus> {
-    match client.tns(node, TnsRequest::Status).await? {
-        TnsResponse::Status(status) => Ok(status),
-        other => bail!("{node} gave an unexpected answer to Status: {other:?}"),
-    }
 }
 
 impl Tns {
@@ -123,7 +51,7 @@ impl Tns {
         match self.command {
             TnsCommand::Get { key } => {
                 let node = tns_node(&client, self.args.node).await?;
-                let Some(record) = get(&client, node, &key).await? else {
+                let Some(record) = client.tns_record(node, &key).await? else {
                     bail!("no record under {key}");
                 };
                 let view = RecordView::from(&record);
@@ -134,7 +62,7 @@ impl Tns {
             }
             TnsCommand::List { prefix, tombstones } => {
                 let node = tns_node(&client, self.args.node).await?;
-                let records = list_all(&client, node, &prefix, tombstones).await?;
+                let records = client.tns_list(node, &prefix, tombstones).await?;
                 let views: Vec<RecordView> = records.iter().map(RecordView::from).collect();
                 if self.args.json {
                     return output::print_json(&views);
@@ -159,7 +87,7 @@ impl Tns {
                     Some(node) => vec![node],
                     None => client.nodes_running("tns").await?,
                 };
-                let answers = join_all(nodes.iter().map(|n| status(&client, *n))).await;
+                let answers = join_all(nodes.iter().map(|n| client.tns_status(*n))).await;
                 #[derive(Serialize)]
                 struct NodeStatus {
                     peer_id: String,

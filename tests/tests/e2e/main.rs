@@ -6,5 +6,6 @@ mod node;
 mod seer;
 mod spore;
 mod substrate;
+mod taucorder;
 mod tns;
 mod vault;

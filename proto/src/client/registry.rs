@@ -1,0 +1,85 @@
+//! Reading the registry (TNS) as tools do: a whole listing through every page, one record, a
+//! node's status, and [`RecordView`], a record with its value decoded for people and scripts.
+
+use libp2p::PeerId;
+use serde::Serialize;
+
+use super::{Client, ClientError};
+use crate::tns::values::Value;
+use crate::tns::{MAX_PAGE, Record, TnsRequest, TnsResponse, TnsStatus};
+
+/// A record as tools show it: its value decoded by what its key says it is.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecordView {
+    /// The key path.
+    pub key: String,
+    /// The scope it belongs to (who may write it).
+    pub scope: String,
+    /// Its Lamport version.
+    pub version: u64,
+    /// The writer's public key.
+    pub writer: String,
+    /// Whether it is a tombstone.
+    pub deleted: bool,
+    /// The value, decoded (raw bytes when it does not decode).
+    pub value: Option<Value>,
+}
+
+impl From<&Record> for RecordView {
+    fn from(r: &Record) -> Self {
+        Self {
+            key: r.key.clone(),
+            scope: r.scope.clone(),
+            version: r.version,
+            writer: r.writer.to_string(),
+            deleted: r.is_tombstone(),
+            value: r
+                .value
+                .as_deref()
+                .map(|v| Value::decode(&r.key, v).unwrap_or(Value::Raw(v.to_vec()))),
+        }
+    }
+}
+
+impl Client {
+    /// Every record under `prefix` on `node`, through all pages (tombstones when asked).
+    pub async fn tns_list(
+        &self,
+        node: PeerId,
+        prefix: &str,
+        tombstones: bool,
+    ) -> Result<Vec<Record>, ClientError> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let request =
+                TnsRequest::List { prefix: prefix.to_string(), after, limit: MAX_PAGE, tombstones };
+            match self.tns(node, request).await? {
+                TnsResponse::Page { records, next } => {
+                    all.extend(records);
+                    match next {
+                        Some(next) => after = Some(next),
+                        None => return Ok(all),
+                    }
+                }
+                _ => return Err(ClientError::Unexpected { peer: node }),
+            }
+        }
+    }
+
+    /// The record under `key` on `node`, if any (a tombstone included).
+    pub async fn tns_record(&self, node: PeerId, key: &str) -> Result<Option<Record>, ClientError> {
+        match self.tns(node, TnsRequest::Get { keys: vec![key.to_string()] }).await? {
+            TnsResponse::Records(records) => Ok(records.into_iter().next()),
+            _ => Err(ClientError::Unexpected { peer: node }),
+        }
+    }
+
+    /// `node`'s TNS status: record count, digest, clock, refused records.
+    pub async fn tns_status(&self, node: PeerId) -> Result<TnsStatus, ClientError> {
+        match self.tns(node, TnsRequest::Status).await? {
+            TnsResponse::Status(status) => Ok(status),
+            _ => Err(ClientError::Unexpected { peer: node }),
+        }
+    }
+}

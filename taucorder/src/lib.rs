@@ -1,0 +1,11 @@
+//! taucorder: what an operator looks at in a live Tau cloud.
+//!
+//! taucorder is a light client of the cloud (`--cloud cloud.yaml`, the profile Spore Drive or
+//! `tau-node dev` writes): it joins with the swarm key and an ephemeral identity and asks the
+//! nodes, never holding anything of its own.
+//!
+//! Layout:
+//! - [`query`]: one connection to the cloud and the questions taucorder asks it (peers, nodes,
+//!   registry records), answered as plain data that the commands print as JSON or YAML.
+
+pub mod query;

@@ -1,0 +1,100 @@
+//! The questions taucorder asks a cloud, over one light-client connection.
+
+use std::path::Path;
+
+use libp2p::PeerId;
+use tau_proto::admin::PeerInfo;
+use tau_proto::client::{ClientError, RecordView};
+use tau_proto::seer::NodeStatus;
+use tau_proto::{Client, CloudProfile};
+
+/// Why a question could not be answered. Names the file, the service or the key at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueryError {
+    /// The cloud profile could not be read.
+    #[error("cannot read the cloud profile {path}: {reason}")]
+    Profile {
+        /// The profile's path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// No node of the cloud answered, or a request failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// No node runs the service the question is for.
+    #[error("no node of this cloud runs {0}")]
+    NoService(&'static str),
+    /// The registry has no record under the key.
+    #[error("no record under {0}")]
+    NoRecord(String),
+}
+
+/// A connection to one cloud.
+pub struct Cloud {
+    client: Client,
+}
+
+impl Cloud {
+    /// Reads the profile at `path` and joins its cloud.
+    pub async fn connect(path: &Path) -> Result<Self, QueryError> {
+        let profile = CloudProfile::load(path).map_err(|e| QueryError::Profile {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self { client: Client::connect(&profile).await? })
+    }
+
+    /// The node to ask about `service`: `node` if given, else the first that runs it.
+    async fn service_node(
+        &self,
+        service: &'static str,
+        node: Option<PeerId>,
+    ) -> Result<PeerId, QueryError> {
+        let running = self.client.nodes_running(service).await?;
+        match node {
+            Some(node) => Ok(node),
+            None => running.first().copied().ok_or(QueryError::NoService(service)),
+        }
+    }
+
+    /// The nodes `node` (default: the node taucorder joined through) is connected to.
+    pub async fn peers(&self, node: Option<PeerId>) -> Result<Vec<PeerInfo>, QueryError> {
+        let node = match node {
+            Some(node) if node != self.client.entry() => {
+                // Learn every node's addresses from the entry node, so that we can dial it.
+                self.client.nodes().await?;
+                node
+            }
+            _ => self.client.entry(),
+        };
+        Ok(self.client.peers(node).await?)
+    }
+
+    /// Every node as seer sees it: health and the latest heartbeat.
+    pub async fn nodes(&self, seer: Option<PeerId>) -> Result<Vec<NodeStatus>, QueryError> {
+        let seer = self.service_node("seer", seer).await?;
+        Ok(self.client.seer_nodes(seer).await?)
+    }
+
+    /// The live registry records under `prefix`, values decoded.
+    pub async fn tns_list(
+        &self,
+        prefix: &str,
+        node: Option<PeerId>,
+    ) -> Result<Vec<RecordView>, QueryError> {
+        let node = self.service_node("tns", node).await?;
+        let records = self.client.tns_list(node, prefix, false).await?;
+        Ok(records.iter().map(RecordView::from).collect())
+    }
+
+    /// The record under `key`, value decoded.
+    pub async fn tns_get(&self, key: &str, node: Option<PeerId>) -> Result<RecordView, QueryError> {
+        let node = self.service_node("tns", node).await?;
+        match self.client.tns_record(node, key).await? {
+            Some(record) if !record.is_tombstone() => Ok(RecordView::from(&record)),
+            _ => Err(QueryError::NoRecord(key.to_string())),
+        }
+    }
+}
