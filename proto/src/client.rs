@@ -28,7 +28,7 @@ use crate::vault::{self, VaultRequest, VaultResponse};
 use crate::{CloudProfile, net};
 
 pub use registry::RecordView;
-pub use secrets::{Registered, Revealed, SecretError, Stored, unix_now};
+pub use secrets::{NodeShare, Registered, Revealed, SecretError, Stored, VaultReport, unix_now};
 
 /// How long a request may wait for its answer.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

@@ -6,6 +6,6 @@
 //!
 //! Layout:
 //! - [`query`]: one connection to the cloud and the questions taucorder asks it (peers, nodes,
-//!   registry records), answered as plain data that the commands print as JSON or YAML.
+//!   registry records, hoarder pins, vault shares), answered as plain data that the commands print as JSON or YAML.
 
 pub mod query;

@@ -9,8 +9,8 @@ use libp2p::PeerId;
 use serde::Serialize;
 use taucorder::query::Cloud;
 
-/// taucorder: inspect a live Tau cloud (peers, nodes, registry records), as JSON for scripts
-/// or YAML for people.
+/// taucorder: inspect a live Tau cloud (peers, nodes, registry records, hoarder pins, vault
+/// shares), as JSON for scripts or YAML for people.
 #[derive(Debug, Parser)]
 #[command(version, arg_required_else_help = true)]
 struct Cli {
@@ -38,6 +38,10 @@ enum Command {
         #[command(subcommand)]
         command: TnsCommand,
     },
+    /// Hoarder's pins: CID, size, replication factor, holders, state.
+    Hoarder,
+    /// Each vault node's share (never the share itself) and whether secrets are readable now.
+    Vault,
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,6 +79,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tns { command: TnsCommand::Get { key } } => {
             print(&cloud.tns_get(&key, cli.node).await?, cli.json)
         }
+        Command::Hoarder => print(&cloud.hoarder_pins(cli.node).await?, cli.json),
+        Command::Vault => print(&cloud.vault().await?, cli.json),
     }
 }
 

@@ -4,7 +4,8 @@ use std::path::Path;
 
 use libp2p::PeerId;
 use tau_proto::admin::PeerInfo;
-use tau_proto::client::{ClientError, RecordView};
+use tau_proto::client::{ClientError, RecordView, SecretError, VaultReport};
+use tau_proto::hoarder::PinInfo;
 use tau_proto::seer::NodeStatus;
 use tau_proto::{Client, CloudProfile};
 
@@ -26,6 +27,9 @@ pub enum QueryError {
     /// No node runs the service the question is for.
     #[error("no node of this cloud runs {0}")]
     NoService(&'static str),
+    /// The vault could not be inspected.
+    #[error(transparent)]
+    Vault(#[from] SecretError),
     /// The registry has no record under the key.
     #[error("no record under {0}")]
     NoRecord(String),
@@ -96,5 +100,21 @@ impl Cloud {
             Some(record) if !record.is_tombstone() => Ok(RecordView::from(&record)),
             _ => Err(QueryError::NoRecord(key.to_string())),
         }
+    }
+
+    /// Every pin a hoarder node knows: CID, size, factor, holders, state.
+    pub async fn hoarder_pins(&self, node: Option<PeerId>) -> Result<Vec<PinInfo>, QueryError> {
+        let node = self.service_node("hoarder", node).await?;
+        Ok(self.client.hoarder_pins(node).await?)
+    }
+
+    /// Each vault node's share (index, key set, threshold, secrets bound; never the share),
+    /// and whether enough shares are reachable right now to read a secret.
+    pub async fn vault(&self) -> Result<VaultReport, QueryError> {
+        let report = self.client.vault_report().await?;
+        if report.nodes.is_empty() {
+            return Err(QueryError::NoService("vault"));
+        }
+        Ok(report)
     }
 }

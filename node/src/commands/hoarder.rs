@@ -156,10 +156,7 @@ impl Hoarder {
                     .unwrap_or_else(|| anyhow::anyhow!("no node holds {cid}")));
             }
             HoarderCommand::List => {
-                let pins = match client.hoarder(node, HoarderRequest::List).await? {
-                    HoarderResponse::Pins(pins) => pins,
-                    other => bail!("{node} gave an unexpected answer to List: {other:?}"),
-                };
+                let pins = client.hoarder_pins(node).await?;
                 if self.args.json {
                     return output::print_json(&pins);
                 }

@@ -5,9 +5,8 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use libp2p::PeerId;
-use serde::Serialize;
 use tau_proto::keyfile::{self, write_secret_file};
-use tau_proto::vault::{self, KeySet, ShareInfo};
+use tau_proto::vault::{self, KeySet};
 
 use super::output;
 
@@ -164,51 +163,16 @@ async fn publish(
     Ok(())
 }
 
-#[derive(Serialize)]
-struct NodeShare {
-    node: String,
-    #[serde(flatten)]
-    info: Option<ShareInfo>,
-    error: Option<String>,
-}
-
 async fn shares(cloud: PathBuf, json: bool) -> anyhow::Result<()> {
     let client = output::connect(&cloud).await?;
-    let answers = client.vault_shares().await?;
-    if answers.is_empty() {
+    let report = client.vault_report().await?;
+    if report.nodes.is_empty() {
         bail!("no node of this cloud runs vault");
     }
-    let keyset = match client.nodes_running("tns").await?.first() {
-        Some(tns) => client.vault_keyset(*tns).await.ok(),
-        None => None,
-    };
-    let rows: Vec<NodeShare> = answers
-        .into_iter()
-        .map(|(node, answer)| {
-            let (info, error) = match answer {
-                Ok(info) => (Some(info), None),
-                Err(e) => (None, Some(e)),
-            };
-            NodeShare { node: node.to_string(), info, error }
-        })
-        .collect();
-    let reachable = rows
-        .iter()
-        .filter_map(|r| r.info.as_ref())
-        .filter(|i| keyset.as_ref().is_none_or(|k| k.id == i.keyset))
-        .map(|i| i.index)
-        .collect::<std::collections::BTreeSet<_>>()
-        .len();
-    let needed = keyset.as_ref().map(|k| k.threshold as usize + 1);
     if json {
-        return output::print_json(&serde_json::json!({
-            "keyset": keyset.as_ref().map(|k| k.id.clone()),
-            "needed": needed,
-            "reachable": reachable,
-            "readable": needed.is_some_and(|n| reachable >= n),
-            "nodes": rows,
-        }));
+        return output::print_json(&report);
     }
+    let rows = &report.nodes;
     let table: Vec<Vec<String>> = rows
         .iter()
         .map(|r| match &r.info {
@@ -229,11 +193,11 @@ async fn shares(cloud: PathBuf, json: bool) -> anyhow::Result<()> {
         })
         .collect();
     println!("{}", output::table(&["NODE", "SHARE", "KEY SET", "NEEDED", "SECRETS"], &table));
-    match (&keyset, needed) {
-        (Some(k), Some(n)) => println!(
-            "key set {} in tns: {reachable} distinct shares reachable, {n} needed: secrets are {}",
-            k.id,
-            if reachable >= n { "readable" } else { "NOT readable" }
+    match (&report.keyset, report.needed) {
+        (Some(id), Some(n)) => println!(
+            "key set {id} in tns: {} distinct shares reachable, {n} needed: secrets are {}",
+            report.reachable,
+            if report.readable { "readable" } else { "NOT readable" }
         ),
         _ => println!("no key set published in tns (/vault/keyset): run `tau-node vault publish`"),
     }

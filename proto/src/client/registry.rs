@@ -1,10 +1,12 @@
 //! Reading the registry (TNS) as tools do: a whole listing through every page, one record, a
-//! node's status, and [`RecordView`], a record with its value decoded for people and scripts.
+//! node's status, and [`RecordView`], a record with its value decoded for people and scripts;
+//! and hoarder's pin table.
 
 use libp2p::PeerId;
 use serde::Serialize;
 
 use super::{Client, ClientError};
+use crate::hoarder::{HoarderRequest, HoarderResponse, PinInfo};
 use crate::tns::values::Value;
 use crate::tns::{MAX_PAGE, Record, TnsRequest, TnsResponse, TnsStatus};
 
@@ -79,6 +81,14 @@ impl Client {
     pub async fn tns_status(&self, node: PeerId) -> Result<TnsStatus, ClientError> {
         match self.tns(node, TnsRequest::Status).await? {
             TnsResponse::Status(status) => Ok(status),
+            _ => Err(ClientError::Unexpected { peer: node }),
+        }
+    }
+
+    /// Every pin `node` (a hoarder node) knows: CID, size, factor, holders, state.
+    pub async fn hoarder_pins(&self, node: PeerId) -> Result<Vec<PinInfo>, ClientError> {
+        match self.hoarder(node, HoarderRequest::List).await? {
+            HoarderResponse::Pins(pins) => Ok(pins),
             _ => Err(ClientError::Unexpected { peer: node }),
         }
     }

@@ -22,6 +22,33 @@ use crate::vault::{
     VaultRequest, VaultResponse,
 };
 
+/// The vault's state as [`Client::vault_report`] finds it. Holds no share and no secret.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VaultReport {
+    /// The key set published in TNS (`/vault/keyset`), if any.
+    pub keyset: Option<String>,
+    /// How many distinct shares reading a secret takes (`t + 1`), when a key set is published.
+    pub needed: Option<usize>,
+    /// How many distinct shares of that key set answered.
+    pub reachable: usize,
+    /// Whether secrets can be read right now.
+    pub readable: bool,
+    /// Every vault node.
+    pub nodes: Vec<NodeShare>,
+}
+
+/// One vault node's answer: its share's public facts, or why it did not answer.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeShare {
+    /// The node's peer id.
+    pub node: String,
+    /// Its share index, key set, threshold, secrets bound.
+    #[serde(flatten)]
+    pub info: Option<ShareInfo>,
+    /// Why it did not answer.
+    pub error: Option<String>,
+}
+
 /// Why a secret operation failed. Names nodes, projects and secrets; never a value.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -371,6 +398,42 @@ impl Client {
         }))
         .await;
         Ok(answers)
+    }
+
+    /// The vault as an operator checks it: each vault node's share (or why it did not answer),
+    /// the key set published in TNS, and whether enough distinct shares of it are reachable
+    /// right now to read a secret.
+    pub async fn vault_report(&self) -> Result<VaultReport, SecretError> {
+        let answers = self.vault_shares().await?;
+        let keyset = match self.nodes_running("tns").await?.first() {
+            Some(tns) => self.vault_keyset(*tns).await.ok(),
+            None => None,
+        };
+        let nodes: Vec<NodeShare> = answers
+            .into_iter()
+            .map(|(node, answer)| {
+                let (info, error) = match answer {
+                    Ok(info) => (Some(info), None),
+                    Err(e) => (None, Some(e)),
+                };
+                NodeShare { node: node.to_string(), info, error }
+            })
+            .collect();
+        let reachable = nodes
+            .iter()
+            .filter_map(|n| n.info.as_ref())
+            .filter(|i| keyset.as_ref().is_none_or(|k| k.id == i.keyset))
+            .map(|i| i.index)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        let needed = keyset.as_ref().map(|k| k.threshold as usize + 1);
+        Ok(VaultReport {
+            keyset: keyset.map(|k| k.id),
+            needed,
+            reachable,
+            readable: needed.is_some_and(|n| reachable >= n),
+            nodes,
+        })
     }
 
     /// Publishes the vault's public key set at `/vault/keyset` and names each of `registrars`

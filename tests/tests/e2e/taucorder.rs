@@ -69,6 +69,50 @@ fn taucorder_json_commands_show_what_the_nodes_hold() -> Result {
         serde_json::from_str(&tau_node_ok(&["tns", "get", key, "--json", "--cloud", &profile])?)?;
     assert_eq!(record, expected);
 
+    // Hoarder: a stored blob shows up with its size and holders, as the node's CLI lists it.
+    let blob = tmp.path().join("blob");
+    std::fs::write(&blob, tau_tests::harness::random_bytes(300_000, 7))?;
+    let cid = tau_node_ok(&["hoarder", "put", &blob.to_string_lossy(), "--cloud", &profile])?;
+    let cid = cid.trim().to_string();
+    let (pins, _) = wait_for(Duration::from_secs(30), "the pin is held by 3 nodes", || {
+        let pins = taucorder(&cloud, &["hoarder"])?;
+        let held =
+            pins.as_array().into_iter().flatten().any(|p| {
+                p["cid"] == cid.as_str() && p["holders"].as_array().map(Vec::len) == Some(3)
+            });
+        Ok(held.then_some(pins))
+    })?;
+    let pin = pins.as_array().into_iter().flatten().find(|p| p["cid"] == cid.as_str());
+    assert_eq!(pin.map(|p| p["size"].clone()), Some(serde_json::json!(300_000)), "{pins}");
+    let theirs: serde_json::Value =
+        serde_json::from_str(&tau_node_ok(&["hoarder", "list", "--json", "--cloud", &profile])?)?;
+    assert_eq!(ids(&pins, "/cid"), ids(&theirs, "/cid"));
+
+    // Vault: every node's share, and the key set readable.
+    let vault = taucorder(&cloud, &["vault"])?;
+    assert_eq!(vault["readable"], true, "{vault}");
+    assert_eq!(ids(&vault["nodes"], "/node"), all, "{vault}");
+    let theirs: serde_json::Value =
+        serde_json::from_str(&tau_node_ok(&["vault", "shares", "--json", "--cloud", &profile])?)?;
+    assert_eq!(vault["keyset"], theirs["keyset"]);
+    let mut indexes: Vec<u64> = vault["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["index"].as_u64())
+        .collect();
+    indexes.sort();
+    assert_eq!(indexes, [0, 1, 2], "one distinct share per node: {vault}");
+    let text = vault.to_string();
+    for share in std::fs::read_dir(tmp.path().join("cloud"))?.flatten() {
+        let path = share.path().join("vault-share.yaml");
+        let Ok(contents) = std::fs::read_to_string(&path) else { continue };
+        for line in contents.lines().filter(|l| l.len() > 40) {
+            let value = line.split_once(':').map_or(line, |(_, v)| v.trim());
+            assert!(!text.contains(value), "a vault share leaked into taucorder's output");
+        }
+    }
+
     // A key with no record is an error that names it.
     let out = run(
         Command::new(binary("taucorder")?).args([
