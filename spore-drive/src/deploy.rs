@@ -58,8 +58,6 @@ pub struct Bundle {
     pub path: PathBuf,
     /// Its sha256, hex.
     pub sha256: String,
-    /// Its size in bytes.
-    pub size: u64,
     /// The machine it is built for (`uname -m` names).
     pub arch: &'static str,
     /// Its contents.
@@ -67,6 +65,11 @@ pub struct Bundle {
 }
 
 impl Bundle {
+    /// Its size in bytes.
+    pub fn size(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
     /// Reads `path` into memory (every host gets the same bytes), hashes it, and reads the
     /// machine it is built for.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
@@ -78,7 +81,6 @@ impl Bundle {
         Ok(Self {
             path: path.to_path_buf(),
             sha256: hex::encode(sha2::Sha256::digest(&bytes)),
-            size: bytes.len() as u64,
             arch,
             bytes: std::sync::Arc::new(bytes),
         })
@@ -426,7 +428,7 @@ impl Run {
         if upload {
             changes.push(Kind::Binary);
             // Room for the new binary beside the running one, and some for the node's data.
-            let needed_kb = bundle.size / 1024 + 64 * 1024;
+            let needed_kb = bundle.size() / 1024 + 64 * 1024;
             if facts.free_kb < needed_kb {
                 return Err(fail(format!(
                     "not enough disk space for the node: {} MiB free under {}, {} MiB needed",
@@ -462,7 +464,7 @@ impl Run {
         .await?;
         let mut paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
         if upload {
-            progress.phase(&format!("uploading tau-node ({} MiB)", bundle.size >> 20));
+            progress.phase(&format!("uploading tau-node ({} MiB)", bundle.size() >> 20));
             let script = desired.stage_script("bin/tau-node", 0o755, &bundle.sha256);
             run(
                 conn,

@@ -273,7 +273,7 @@ async fn plan(path: &Path, common: Common) -> anyhow::Result<ExitCode> {
             run.playbook().cloud.name,
             plans.len(),
             &bundle.sha256[..12],
-            bundle.size >> 20,
+            bundle.size() >> 20,
             bundle.arch
         );
         for plan in &plans {
