@@ -6,6 +6,13 @@
 //!
 //! Layout:
 //! - [`query`]: one connection to the cloud and the questions taucorder asks it (peers, nodes,
-//!   registry records, hoarder pins, vault shares), answered as plain data that the commands print as JSON or YAML.
+//!   registry records, hoarder pins, vault shares), answered as plain data that the commands
+//!   print as JSON or YAML.
+//! - [`usage`]: follows the substrate nodes' signed counter logs and sums each function's latest
+//!   window.
+//! - [`ui`]: the terminal UI: the app and its views, the key map, the network task, and the
+//!   main loop (generic over the terminal backend, so tests drive it into a `TestBackend`).
 
 pub mod query;
+pub mod ui;
+pub mod usage;

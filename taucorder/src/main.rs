@@ -1,5 +1,6 @@
-//! `taucorder`: inspect a live Tau cloud. Parses arguments, asks the cloud through the library,
-//! prints, and maps errors to the exit code (0 answered, 1 the cloud could not answer).
+//! `taucorder`: inspect a live Tau cloud. Without a command, runs the terminal UI; with one,
+//! asks the cloud through the library and prints. Maps errors to the exit code (0 answered,
+//! 1 the cloud could not answer or there is no terminal).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,12 +8,14 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use libp2p::PeerId;
 use serde::Serialize;
+use tau_proto::CloudProfile;
 use taucorder::query::Cloud;
 
 /// taucorder: inspect a live Tau cloud (peers, nodes, registry records, hoarder pins, vault
-/// shares), as JSON for scripts or YAML for people.
+/// shares, usage). Without a command it opens the terminal UI (press ? there for its keys);
+/// the commands print the same data as YAML, or JSON with --json, for scripts.
 #[derive(Debug, Parser)]
-#[command(version, arg_required_else_help = true)]
+#[command(version)]
 struct Cli {
     /// The cloud profile (`cloud.yaml`, written by Spore Drive or `tau-node dev`).
     #[arg(long, global = true, default_value = "cloud.yaml")]
@@ -24,7 +27,7 @@ struct Cli {
     #[arg(long, global = true)]
     node: Option<PeerId>,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -42,6 +45,8 @@ enum Command {
     Hoarder,
     /// Each vault node's share (never the share itself) and whether secrets are readable now.
     Vault,
+    /// Each function's latest counter window (invocations, errors, time), summed over nodes.
+    Usage,
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,8 +74,14 @@ fn print<T: Serialize>(value: &T, json: bool) -> anyhow::Result<()> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let Some(command) = cli.command else {
+        let profile = CloudProfile::load(&cli.cloud).map_err(|e| {
+            anyhow::anyhow!("cannot read the cloud profile {}: {e}", cli.cloud.display())
+        })?;
+        return Ok(taucorder::ui::run(&cli.cloud, &profile.name).await?);
+    };
     let cloud = Cloud::connect(&cli.cloud).await?;
-    match cli.command {
+    match command {
         Command::Peers => print(&cloud.peers(cli.node).await?, cli.json),
         Command::Nodes => print(&cloud.nodes(cli.node).await?, cli.json),
         Command::Tns { command: TnsCommand::List { prefix } } => {
@@ -81,6 +92,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Hoarder => print(&cloud.hoarder_pins(cli.node).await?, cli.json),
         Command::Vault => print(&cloud.vault().await?, cli.json),
+        Command::Usage => print(&cloud.usage().await?, cli.json),
     }
 }
 

@@ -9,6 +9,8 @@ use tau_proto::hoarder::PinInfo;
 use tau_proto::seer::NodeStatus;
 use tau_proto::{Client, CloudProfile};
 
+use crate::usage::{UsageRow, UsageTracker};
+
 /// Why a question could not be answered. Names the file, the service or the key at fault.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -48,6 +50,11 @@ impl Cloud {
             reason: e.to_string(),
         })?;
         Ok(Self { client: Client::connect(&profile).await? })
+    }
+
+    /// The light client, for questions this module does not wrap.
+    pub fn client(&self) -> &Client {
+        &self.client
     }
 
     /// The node to ask about `service`: `node` if given, else the first that runs it.
@@ -106,6 +113,18 @@ impl Cloud {
     pub async fn hoarder_pins(&self, node: Option<PeerId>) -> Result<Vec<PinInfo>, QueryError> {
         let node = self.service_node("hoarder", node).await?;
         Ok(self.client.hoarder_pins(node).await?)
+    }
+
+    /// Each function's latest counter window, summed over the substrate nodes (read from the
+    /// end of each node's log).
+    pub async fn usage(&self) -> Result<Vec<UsageRow>, QueryError> {
+        let nodes = self.client.nodes_running("substrate").await?;
+        if nodes.is_empty() {
+            return Err(QueryError::NoService("substrate"));
+        }
+        let mut tracker = UsageTracker::default();
+        tracker.poll(&self.client, &nodes).await?;
+        Ok(tracker.rows())
     }
 
     /// Each vault node's share (index, key set, threshold, secrets bound; never the share),

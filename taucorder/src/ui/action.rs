@@ -1,0 +1,100 @@
+//! What a key press asks for. The key map ([`super::keymap`]) turns keys into actions; the app
+//! ([`super::App`]) and its views carry them out.
+
+/// The views, in the order of their number keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ViewKind {
+    /// Connected peers of the entry node.
+    Peers,
+    /// Every node's health and resources, as seer sees them.
+    Nodes,
+    /// The registry as a tree of key paths.
+    Tns,
+    /// Hoarder's pins.
+    Hoarder,
+    /// The vault's shares.
+    Vault,
+    /// The latest counter windows per function.
+    Usage,
+}
+
+impl ViewKind {
+    /// Every view, in tab order.
+    pub const ALL: [ViewKind; 6] = [
+        ViewKind::Peers,
+        ViewKind::Nodes,
+        ViewKind::Tns,
+        ViewKind::Hoarder,
+        ViewKind::Vault,
+        ViewKind::Usage,
+    ];
+
+    /// The view's name, as its `:` command and its tab say it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ViewKind::Peers => "peers",
+            ViewKind::Nodes => "nodes",
+            ViewKind::Tns => "tns",
+            ViewKind::Hoarder => "hoarder",
+            ViewKind::Vault => "vault",
+            ViewKind::Usage => "usage",
+        }
+    }
+
+    /// The view a `:` command names.
+    pub fn from_name(name: &str) -> Option<ViewKind> {
+        Self::ALL.into_iter().find(|v| v.name() == name)
+    }
+
+    /// Its position in [`ViewKind::ALL`].
+    pub fn index(self) -> usize {
+        Self::ALL.iter().position(|v| *v == self).unwrap_or(0)
+    }
+}
+
+/// Something the user asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Leave taucorder.
+    Quit,
+    /// Switch to a view.
+    Show(ViewKind),
+    /// The next view.
+    NextView,
+    /// The previous view.
+    PrevView,
+    /// Move the selection down one row.
+    Down,
+    /// Move the selection up one row.
+    Up,
+    /// Move the selection down half a screen.
+    PageDown,
+    /// Move the selection up half a screen.
+    PageUp,
+    /// The first row.
+    Top,
+    /// The last row.
+    Bottom,
+    /// Sort by the next column.
+    SortNext,
+    /// Reverse the sort order.
+    SortReverse,
+    /// Fold the selected branch of a tree (or go to its parent).
+    Collapse,
+    /// Unfold the selected branch of a tree.
+    Expand,
+    /// Show the selected item whole.
+    Details,
+    /// Show the selected item as the JSON scripts get.
+    Raw,
+    /// Close what is open (details, help, filter), one at a time.
+    Back,
+    /// Show the key map.
+    Help,
+    /// Ask the cloud now instead of at the next tick.
+    Refresh,
+    /// Start typing a filter.
+    StartFilter,
+    /// Start typing a `:` command.
+    StartCommand,
+}

@@ -1,0 +1,194 @@
+//! Snapshot tests of the terminal UI: the real app and main loop, fed fixed sample data and
+//! injected key presses, drawn into ratatui's `TestBackend`; insta compares each screen with
+//! the one committed under `tests/snapshots/`.
+
+use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use taucorder::ui::sample::{self, NOW_MS};
+use taucorder::ui::{App, Update, run_loop};
+use tokio::sync::mpsc;
+
+/// Key presses: characters as typed, `<Enter>`, `<Esc>`, `<Down>` for named keys.
+fn keys(spec: &str) -> Vec<KeyEvent> {
+    let mut out = Vec::new();
+    let mut rest = spec;
+    while let Some(c) = rest.chars().next() {
+        if c == '<'
+            && let Some(end) = rest.find('>')
+        {
+            let code = match &rest[1..end] {
+                "Enter" => KeyCode::Enter,
+                "Esc" => KeyCode::Esc,
+                "Down" => KeyCode::Down,
+                "Up" => KeyCode::Up,
+                "Tab" => KeyCode::Tab,
+                "Backspace" => KeyCode::Backspace,
+                other => panic!("no key <{other}>"),
+            };
+            out.push(KeyEvent::new(code, KeyModifiers::NONE));
+            rest = &rest[end + 1..];
+            continue;
+        }
+        let modifiers =
+            if c.is_ascii_uppercase() { KeyModifiers::SHIFT } else { KeyModifiers::NONE };
+        out.push(KeyEvent::new(KeyCode::Char(c), modifiers));
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+/// The sample cloud as the network task would report it: connected, 30 rounds of heartbeats
+/// (for the sparklines), and one answer to every other question.
+fn sample_updates() -> Vec<Update> {
+    let mut updates = vec![Update::Connected { entry: sample::peer(0) }];
+    for round in 1..=30 {
+        updates.push(Update::Nodes(Ok(sample::nodes(5, round))));
+    }
+    updates.extend([
+        Update::Peers(Ok(sample::peers(4))),
+        Update::Tns(Ok(sample::records(40))),
+        Update::Hoarder(Ok(sample::pins(12))),
+        Update::Vault(Ok(sample::vault(4))),
+        Update::Usage(Ok(sample::usage())),
+        Update::Round { at_ms: NOW_MS },
+    ]);
+    updates
+}
+
+/// Runs the app's main loop over `updates` then `keys`, and returns the last screen drawn.
+fn screen_with(updates: Vec<Update>, spec: &str) -> (TestBackend, App) {
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    runtime.block_on(async {
+        let mut terminal = Terminal::new(TestBackend::new(120, 30)).expect("a test terminal");
+        let mut app = App::new("sample");
+        let (tx, rx) = mpsc::channel(updates.len().max(1));
+        for update in updates {
+            tx.try_send(update).expect("room for every update");
+        }
+        drop(tx);
+        let (refresh, _refreshes) = mpsc::channel(1);
+        let events = futures::stream::iter(keys(spec).into_iter().map(|k| Ok(Event::Key(k))));
+        run_loop(&mut terminal, &mut app, events, rx, refresh)
+            .await
+            .expect("the loop ends cleanly");
+        (terminal.backend().clone(), app)
+    })
+}
+
+fn screen(spec: &str) -> TestBackend {
+    screen_with(sample_updates(), spec).0
+}
+
+#[test]
+fn peers_view() {
+    insta::assert_snapshot!(screen(""));
+}
+
+#[test]
+fn nodes_view_shows_health_and_sparklines() {
+    let screen = screen("2");
+    insta::assert_snapshot!(screen);
+}
+
+#[test]
+fn tns_view_shows_the_tree_and_the_selected_record() {
+    // Only the ping functions, and the last of them selected: its decoded record beside.
+    insta::assert_snapshot!(screen("3/functions/ping<Enter>G"));
+}
+
+#[test]
+fn tns_branches_fold() {
+    // Fold /domains and /http, then /projects/example; a second h goes up to /projects.
+    insta::assert_snapshot!(screen("3hjhjjhh"));
+}
+
+#[test]
+fn hoarder_view_marks_under_replicated_pins() {
+    insta::assert_snapshot!(screen("4"));
+}
+
+#[test]
+fn vault_view_says_whether_secrets_are_readable() {
+    insta::assert_snapshot!(screen(":vault<Enter>"));
+}
+
+#[test]
+fn usage_view() {
+    insta::assert_snapshot!(screen("6"));
+}
+
+#[test]
+fn filter_keeps_matching_rows() {
+    insta::assert_snapshot!(screen("4/under<Enter>"));
+}
+
+#[test]
+fn sort_by_size_descending() {
+    // s: by CID, s: by size, S: descending.
+    insta::assert_snapshot!(screen("4ssS"));
+}
+
+#[test]
+fn enter_shows_details_and_esc_goes_back() {
+    insta::assert_snapshot!("details", screen("4jjj<Enter>"));
+    // Esc closes the popup, a second Esc clears the filter: back to the whole table, with the
+    // selection still on the pin it was on (the first under-replicated one, the fourth row).
+    assert_eq!(screen("4/under<Enter><Enter><Esc><Esc>"), screen("4jjj"));
+    assert_ne!(screen("4jjj"), screen("4"));
+}
+
+#[test]
+fn y_shows_the_raw_record() {
+    insta::assert_snapshot!(screen("3/example/functions/echo<Enter>Gy"));
+}
+
+#[test]
+fn help_is_the_key_map() {
+    insta::assert_snapshot!(screen("?"));
+}
+
+#[test]
+fn unknown_commands_are_named() {
+    insta::assert_snapshot!(screen(":nope<Enter>"));
+}
+
+#[test]
+fn unreachable_cloud_shows_in_the_status_line() {
+    let mut updates = sample_updates();
+    updates.push(Update::Connecting {
+        attempt: 3,
+        error: Some("no bootstrap node answered within 5s".into()),
+    });
+    insta::assert_snapshot!(screen_with(updates, "").0);
+}
+
+#[test]
+fn before_the_first_answer_it_says_so() {
+    let (screen, app) = screen_with(vec![], "");
+    assert!(!app.view_loaded());
+    insta::assert_snapshot!(screen);
+}
+
+#[test]
+fn quit_and_refresh_keys() {
+    let (_, app) = screen_with(sample_updates(), "jq");
+    assert!(app.should_quit());
+    let (_, app) = screen_with(sample_updates(), ":q<Enter>");
+    assert!(app.should_quit());
+    let (_, app) = screen_with(sample_updates(), "j");
+    assert!(!app.should_quit());
+}
+
+#[test]
+fn navigation_stays_in_bounds() {
+    // Far past the last row and back above the first: the selection stops at the ends.
+    let down = "j".repeat(50);
+    let (bottom, _) = screen_with(sample_updates(), &format!("4{down}"));
+    let (end, _) = screen_with(sample_updates(), "4G");
+    assert_eq!(bottom, end);
+    let (top, _) = screen_with(sample_updates(), &format!("4G{}", "k".repeat(50)));
+    let (home, _) = screen_with(sample_updates(), "4");
+    assert_eq!(top, home);
+}
