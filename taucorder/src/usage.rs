@@ -38,6 +38,12 @@ pub struct UsageRow {
     pub cpu_micros: u64,
     /// The nodes that counted invocations in the window.
     pub nodes: usize,
+    /// Invocations in every record read (all windows since `since_ms`, every node).
+    pub total_invocations: u64,
+    /// Errors in every record read.
+    pub total_errors: u64,
+    /// The start of the oldest window read, Unix milliseconds.
+    pub since_ms: u64,
 }
 
 impl UsageRow {
@@ -53,6 +59,9 @@ impl UsageRow {
             wall_micros: 0,
             cpu_micros: 0,
             nodes: 0,
+            total_invocations: 0,
+            total_errors: 0,
+            since_ms: record.window_start_ms,
         }
     }
 }
@@ -64,6 +73,8 @@ pub struct UsageTracker {
     cursors: HashMap<PeerId, u64>,
     /// Per (project, function, node), the newest window read.
     latest: HashMap<(String, String, PeerId), CounterRecord>,
+    /// Per (project, function): invocations, errors, oldest window start, over every record.
+    totals: HashMap<(String, String), (u64, u64, u64)>,
     /// Records whose signature did not verify (never shown).
     rejected: u64,
 }
@@ -112,6 +123,13 @@ impl UsageTracker {
             self.rejected += 1;
             return;
         };
+        let total = self
+            .totals
+            .entry((record.project.clone(), record.function.clone()))
+            .or_insert((0, 0, record.window_start_ms));
+        total.0 += record.invocations;
+        total.1 += record.errors;
+        total.2 = total.2.min(record.window_start_ms);
         let key = (record.project.clone(), record.function.clone(), node);
         match self.latest.get(&key) {
             Some(old) if old.window_start_ms > record.window_start_ms => {}
@@ -148,7 +166,15 @@ impl UsageTracker {
                 row.nodes += 1;
             }
         }
-        rows.into_values().collect()
+        let mut rows: Vec<UsageRow> = rows.into_values().collect();
+        for row in &mut rows {
+            let key = (row.project.clone(), row.function.clone());
+            if let Some(&(invocations, errors, since)) = self.totals.get(&key) {
+                (row.total_invocations, row.total_errors, row.since_ms) =
+                    (invocations, errors, since);
+            }
+        }
+        rows
     }
 }
 
@@ -213,6 +239,8 @@ mod tests {
             (20_000, 7, 2, 2)
         );
         assert_eq!(ping.wall_micros, 7_000);
+        // The totals count every record read, the late one too.
+        assert_eq!((ping.total_invocations, ping.total_errors, ping.since_ms), (112, 4, 10_000));
         assert_eq!(usage.rejected(), 2);
     }
 

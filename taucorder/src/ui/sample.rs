@@ -253,6 +253,9 @@ pub fn usage() -> Vec<UsageRow> {
             wall_micros: 1_200 / (i as u64 + 1) * (900 + i as u64 * 400),
             cpu_micros: 1_200 / (i as u64 + 1) * (400 + i as u64 * 100),
             nodes: 3 - i.min(1),
+            total_invocations: 52_000 / (i as u64 + 1),
+            total_errors: if i == 2 { 17 } else { 0 },
+            since_ms: NOW_MS - 3_600_000,
         })
         .collect()
 }

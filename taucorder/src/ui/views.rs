@@ -434,6 +434,8 @@ impl Rowable for UsageRow {
             column("AVG", Length(10)),
             column("CPU", Length(10)),
             column("NODES", Length(5)),
+            column("TOTAL CALLS", Length(11)),
+            column("SINCE", Length(8)),
         ];
         C
     }
@@ -449,6 +451,8 @@ impl Rowable for UsageRow {
             millis(self.wall_micros / self.invocations.max(1)),
             millis(self.cpu_micros),
             self.nodes.to_string(),
+            self.total_invocations.to_string(),
+            clock(self.since_ms),
         ]
     }
 
@@ -461,6 +465,8 @@ impl Rowable for UsageRow {
             6 => SortKey::Num(self.wall_micros as f64 / self.invocations.max(1) as f64),
             7 => SortKey::Num(self.cpu_micros as f64),
             8 => SortKey::Num(self.nodes as f64),
+            9 => SortKey::Num(self.total_invocations as f64),
+            10 => SortKey::Num(self.since_ms as f64),
             _ => SortKey::Text(self.cells().swap_remove(column)),
         }
     }

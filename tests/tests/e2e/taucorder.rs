@@ -129,3 +129,189 @@ fn taucorder_json_commands_show_what_the_nodes_hold() -> Result {
     assert!(stderr.contains("no record under /projects/nothing-here"), "{stderr}");
     Ok(())
 }
+
+/// A tmux server of its own (its own socket) with one pane of `width` x `height`; killed on
+/// drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(width: u16, height: u16) -> Result<Self> {
+        let tmux = Self { socket: format!("tau-taucorder-{}", std::process::id()) };
+        tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "t",
+            "-x",
+            &width.to_string(),
+            "-y",
+            &height.to_string(),
+            "bash --norc --noprofile",
+        ])?;
+        Ok(tmux)
+    }
+
+    fn run(&self, args: &[&str]) -> Result<String> {
+        let out = run(
+            Command::new("tmux").args(["-L", &self.socket]).args(args),
+            Duration::from_secs(10),
+        )?;
+        if !out.status.success() {
+            return Err(format!("tmux {args:?}: {}", String::from_utf8_lossy(&out.stderr)).into());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Presses `keys` (tmux key names: `Enter`, `Escape`, `C-c`, `2`).
+    fn keys(&self, keys: &[&str]) -> Result {
+        let mut args = vec!["send-keys", "-t", "t"];
+        args.extend(keys);
+        self.run(&args).map(drop)
+    }
+
+    /// Types `text` as it is.
+    fn text(&self, text: &str) -> Result {
+        self.run(&["send-keys", "-t", "t", "-l", text]).map(drop)
+    }
+
+    /// What the pane shows now.
+    fn screen(&self) -> Result<String> {
+        self.run(&["capture-pane", "-p", "-t", "t"])
+    }
+
+    /// Waits until the screen satisfies `check`; the last screen in the error otherwise.
+    fn wait(&self, what: &str, check: impl Fn(&str) -> bool) -> Result<String> {
+        let mut last = String::new();
+        let found = wait_for(Duration::from_secs(45), what, || {
+            last = self.screen()?;
+            Ok(check(&last).then(|| last.clone()))
+        });
+        found.map(|(screen, _)| screen).map_err(|e| format!("{e}; the screen:\n{last}").into())
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux").args(["-L", &self.socket, "kill-server"]).output();
+    }
+}
+
+/// The line of the screen that mentions `text`.
+fn line_with<'a>(screen: &'a str, text: &str) -> Option<&'a str> {
+    screen.lines().find(|l| l.contains(text))
+}
+
+/// The tail of a peer id, as taucorder's columns show it.
+fn short(peer: &str) -> String {
+    peer.chars().skip(peer.chars().count() - 10).collect()
+}
+
+#[test]
+fn taucorder_ui_in_a_real_terminal_follows_the_cloud() -> Result {
+    let tmp = tempfile::tempdir()?;
+    let cloud = DevCloud::start_with(3, &tmp.path().join("cloud"), &["--counter-window", "1s"])?;
+    let peers = cloud.peer_ids()?;
+
+    // A project with one real function, called 12 times.
+    let key = tau_tests::harness::create_project(&cloud.profile, tmp.path(), "lab")?;
+    let project = tmp.path().join("lab");
+    std::fs::create_dir_all(project.join("functions"))?;
+    std::fs::write(project.join("config.yaml"), "id: lab\nname: Lab\n")?;
+    std::fs::copy(tau_tests::harness::example_wasm("ping")?, project.join("ping.wasm"))?;
+    std::fs::write(
+        project.join("functions/ping.yaml"),
+        "id: ping\ntrigger: {type: http, method: GET, paths: [/ping]}\n\
+         domains: [ping.lab.tau]\nsource: ping.wasm\n",
+    )?;
+    tau_tests::harness::push_project(&cloud.profile, &project, &key, None)?;
+    let gateway = cloud.gateways.first().ok_or("no gateway")?;
+    wait_for(Duration::from_secs(30), "the function answers", || {
+        let answer = tau_tests::harness::http(gateway, "GET", "ping.lab.tau", "/ping", b"")?;
+        Ok((answer.status == 200).then_some(()))
+    })?;
+    for _ in 0..11 {
+        let answer = tau_tests::harness::http(gateway, "GET", "ping.lab.tau", "/ping", b"")?;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+
+    // The same usage for scripts: the 12 calls, counted by the nodes and signed.
+    let (usage, _) = wait_for(Duration::from_secs(30), "12 calls counted", || {
+        let usage = taucorder(&cloud, &["usage"])?;
+        let ping = usage.as_array().into_iter().flatten().find(|r| r["function"] == "ping");
+        Ok((ping.map(|r| r["total_invocations"].clone()) == Some(serde_json::json!(12)))
+            .then_some(usage))
+    })?;
+    assert_eq!(usage[0]["project"], "lab", "{usage}");
+
+    let tmux = Tmux::start(160, 45)?;
+    let command = format!("{} --cloud {}", binary("taucorder")?.display(), cloud.profile.display());
+    tmux.text(&command)?;
+    tmux.keys(&["Enter"])?;
+    let screen = tmux.wait("the peers view with 2 peers", |s| {
+        s.contains("connected") && s.contains("peers (2)")
+    })?;
+    assert_eq!(tmux.run(&["display", "-p", "-t", "t", "#{alternate_on}"])?.trim(), "1", "{screen}");
+
+    // Nodes: all three healthy.
+    tmux.keys(&["2"])?;
+    tmux.wait("3 healthy nodes", |s| {
+        peers.iter().all(|p| line_with(s, &short(p)).is_some_and(|l| l.contains("healthy")))
+            && !s.contains("UNHEALTHY")
+    })?;
+
+    // TNS: filter to the function and select it: its decoded record shows beside the tree.
+    tmux.keys(&["3", "/"])?;
+    tmux.text("functions/ping")?;
+    tmux.keys(&["Enter", "G"])?;
+    tmux.wait("the function's record", |s| {
+        s.contains("key      /projects/lab/functions/ping") && s.contains("name: ping")
+    })?;
+
+    // Hoarder: the function's wasm, held by all three nodes.
+    tmux.keys(&["4"])?;
+    tmux.wait("the wasm pinned at 3", |s| s.contains("3/3") && s.contains(" ok "))?;
+
+    // Usage: the 12 calls.
+    tmux.keys(&["6"])?;
+    tmux.wait("ping's 12 calls", |s| line_with(s, "ping").is_some_and(|l| l.contains(" 12 ")))?;
+
+    // Help comes from the key map; Esc closes it.
+    tmux.keys(&["?"])?;
+    tmux.wait("the help", |s| s.contains("keys (Esc closes)") && s.contains("quit"))?;
+    tmux.keys(&["Escape"])?;
+    tmux.wait("the help closed", |s| !s.contains("keys (Esc closes)"))?;
+
+    // Kill a node: the nodes view shows it unhealthy, the others stay healthy.
+    tmux.keys(&["2"])?;
+    let victim = &peers[2];
+    tau_tests::harness::signal(cloud.node_pid(2)?, nix::sys::signal::Signal::SIGKILL);
+    let screen = tmux.wait("the killed node unhealthy", |s| {
+        line_with(s, &short(victim)).is_some_and(|l| l.contains("UNHEALTHY"))
+    })?;
+    for peer in &peers[..2] {
+        let line = line_with(&screen, &short(peer)).ok_or("a live node vanished")?;
+        assert!(line.contains("healthy") && !line.contains("UNHEALTHY"), "{screen}");
+    }
+
+    // Ctrl-C: taucorder exits and the terminal is as it was (main screen, cooked mode).
+    tmux.keys(&["C-c"])?;
+    wait_for(Duration::from_secs(10), "the main screen back", || {
+        let alternate = tmux.run(&["display", "-p", "-t", "t", "#{alternate_on}"])?;
+        Ok((alternate.trim() == "0").then_some(()))
+    })?;
+    // The typed line says ST''TY; only the answer starts with STTY=.
+    tmux.text(
+        "stty -a | grep -o -w -e '-\\?icanon' -e '-\\?echo' | paste -sd, | sed 's/^/ST''TY=/'",
+    )?;
+    tmux.keys(&["Enter"])?;
+    let screen = tmux.wait("stty's answer", |s| s.lines().any(|l| l.starts_with("STTY=")))?;
+    let answer = screen.lines().find(|l| l.starts_with("STTY=")).unwrap_or_default();
+    assert_eq!(
+        answer.trim(),
+        "STTY=icanon,echo",
+        "the terminal is not back in cooked mode: {screen}"
+    );
+    Ok(())
+}
