@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tokio::time::sleep;
 
 use super::app::Update;
+use super::tns::sort_for_tree;
 use crate::query::{Cloud, QueryError};
 use crate::usage::UsageTracker;
 
@@ -119,7 +120,10 @@ impl Rounds {
             if tns_seen.as_ref() == Some(&seen) {
                 return true;
             }
-            let result = cloud.tns_list("/", Some(node)).await.map_err(|e| e.to_string());
+            let mut result = cloud.tns_list("/", Some(node)).await.map_err(|e| e.to_string());
+            if let Ok(records) = &mut result {
+                sort_for_tree(records);
+            }
             if result.is_ok() {
                 *tns_seen = Some(seen);
             }

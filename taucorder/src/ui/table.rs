@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::action::Action;
 use super::component::{Component, Cursor, json, yaml};
+use super::tns::contains_ignore_case;
 
 /// A column: its header and its width.
 #[derive(Debug, Clone, Copy)]
@@ -117,7 +118,7 @@ impl<T: Rowable> TableView<T> {
         self.shown = (0..self.items.len())
             .filter(|&i| {
                 needle.is_empty()
-                    || self.items[i].cells().iter().any(|c| c.to_lowercase().contains(&needle))
+                    || self.items[i].cells().iter().any(|c| contains_ignore_case(c, &needle))
             })
             .collect();
         if let Some((column, descending)) = self.sort {

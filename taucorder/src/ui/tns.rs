@@ -18,23 +18,49 @@ use super::action::Action;
 use super::component::{Component, Cursor, json, yaml};
 use super::format::short_id;
 
-/// One row of the tree: a path segment, and the record at that path if there is one.
+/// One row of the tree: a path segment, and the record at that path if there is one. The
+/// path is a prefix of a record's key (`records[prefix_of].key[..end]`), so that building the
+/// tree allocates no strings.
 #[derive(Debug, Clone)]
 struct TreeRow {
     depth: usize,
-    path: String,
+    prefix_of: usize,
+    end: usize,
     record: Option<usize>,
     has_children: bool,
 }
 
-impl TreeRow {
-    fn label(&self) -> &str {
-        self.path.rsplit('/').next().unwrap_or("")
+fn segments(key: &str) -> impl Iterator<Item = &str> {
+    key.trim_start_matches('/').split('/')
+}
+
+/// Sorts records into the tree's order. The network task does it, so that the UI thread only
+/// checks it.
+pub fn sort_for_tree(records: &mut [RecordView]) {
+    // Nodes list keys in byte order, which is nearly the tree's: check before sorting.
+    if !records.is_sorted_by(|a, b| tree_order(&a.key, &b.key).is_le()) {
+        records.sort_unstable_by(|a, b| tree_order(&a.key, &b.key));
     }
 }
 
-fn segments(key: &str) -> impl Iterator<Item = &str> {
-    key.trim_start_matches('/').split('/')
+/// Whether `haystack` contains `needle`, ignoring ASCII case (`needle` is lowercase already);
+/// allocates nothing, for a filter over many keys per keystroke.
+pub fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
+    let (h, n) = (haystack.as_bytes(), needle.as_bytes());
+    if n.is_empty() {
+        return true;
+    }
+    if !needle.is_ascii() {
+        return haystack.to_lowercase().contains(needle);
+    }
+    h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+}
+
+/// The order of the tree: by path segments, which is byte order with `/` below every other
+/// byte (so `/a/b` comes before `/a-b`, keeping a branch's records together).
+fn tree_order(a: &str, b: &str) -> Ordering {
+    let f = |c: u8| if c == b'/' { 0 } else { c };
+    a.bytes().map(f).cmp(b.bytes().map(f))
 }
 
 /// The registry as a tree.
@@ -52,7 +78,7 @@ pub struct TnsView {
 impl TnsView {
     /// Replaces the records (the live registry), keeping the selected path selected.
     pub fn set_records(&mut self, mut records: Vec<RecordView>) {
-        records.sort_by(|a, b| segments(&a.key).cmp(segments(&b.key)));
+        sort_for_tree(&mut records);
         self.records = records;
         self.rebuild();
     }
@@ -62,8 +88,16 @@ impl TnsView {
         &self.records
     }
 
+    fn path(&self, row: &TreeRow) -> &str {
+        &self.records[row.prefix_of].key[..row.end]
+    }
+
+    fn label(&self, row: &TreeRow) -> &str {
+        self.path(row).rsplit('/').next().unwrap_or("")
+    }
+
     fn selected_path(&self) -> Option<String> {
-        self.rows.get(self.cursor.selected).map(|r| r.path.clone())
+        self.rows.get(self.cursor.selected).map(|r| self.path(r).to_string())
     }
 
     fn rebuild(&mut self) {
@@ -75,24 +109,32 @@ impl TnsView {
         let mut hidden_below: Option<usize> = None;
         let mut matched = 0;
         for (i, record) in self.records.iter().enumerate() {
-            if !needle.is_empty() && !record.key.to_lowercase().contains(&needle) {
+            if !contains_ignore_case(&record.key, &needle) {
                 continue;
             }
             matched += 1;
-            let segs: Vec<&str> = segments(&record.key).collect();
+            let key = record.key.as_str();
+            let lead = key.len() - key.trim_start_matches('/').len();
+            let segs: Vec<&str> = segments(key).collect();
             let common = prev.iter().zip(&segs).take_while(|(a, b)| a == b).count();
             if hidden_below.is_some_and(|d| common <= d) {
                 hidden_below = None;
             }
-            for depth in common..segs.len() {
+            // Where each segment ends in the key.
+            let mut end = lead;
+            for (depth, seg) in segs.iter().enumerate() {
+                end += seg.len() + usize::from(depth > 0);
+                if depth < common {
+                    continue;
+                }
                 if hidden_below.is_some_and(|d| depth > d) {
                     break;
                 }
-                let path = format!("/{}", segs[..=depth].join("/"));
-                let folded = self.collapsed.contains(&path);
+                let folded = !self.collapsed.is_empty() && self.collapsed.contains(&key[..end]);
                 rows.push(TreeRow {
                     depth,
-                    path,
+                    prefix_of: i,
+                    end,
                     record: (depth + 1 == segs.len()).then_some(i),
                     has_children: folded,
                 });
@@ -109,7 +151,8 @@ impl TnsView {
         }
         self.rows = rows;
         self.matched = matched;
-        if let Some(at) = keep.and_then(|path| self.rows.iter().position(|r| r.path == path)) {
+        if let Some(at) = keep.and_then(|path| self.rows.iter().position(|r| self.path(r) == path))
+        {
             self.cursor.selected = at;
         }
         self.cursor.clamp(self.rows.len());
@@ -133,11 +176,12 @@ impl TnsView {
 
     fn draw_tree(&mut self, frame: &mut Frame<'_>, area: Rect) {
         let (shown, total) = self.counts();
-        let mut title = format!(" tns ({shown} records");
-        if shown != total {
-            title.push_str(&format!(" of {total}"));
-        }
-        title.push_str(") ");
+        let records = if total == 1 { "record" } else { "records" };
+        let title = if shown == total {
+            format!(" tns ({total} {records}) ")
+        } else {
+            format!(" tns ({shown} of {total} {records}) ")
+        };
         let mut block = Block::bordered().title(title.bold());
         if !self.filter.is_empty() {
             block = block.title(Line::from(format!(" /{} ", self.filter)).right_aligned());
@@ -147,7 +191,7 @@ impl TnsView {
         let lines: Vec<Line<'_>> = window
             .map(|i| {
                 let row = &self.rows[i];
-                let marker = match (row.has_children, self.collapsed.contains(&row.path)) {
+                let marker = match (row.has_children, self.collapsed.contains(self.path(row))) {
                     (true, true) => "▸ ",
                     (true, false) => "▾ ",
                     (false, _) => "  ",
@@ -160,7 +204,7 @@ impl TnsView {
                 let mut line = Line::from(vec![
                     Span::raw("  ".repeat(row.depth)),
                     Span::raw(marker),
-                    Span::styled(row.label().to_string(), style),
+                    Span::styled(self.label(row).to_string(), style),
                 ]);
                 if i == self.cursor.selected {
                     line = line.patch_style(Style::default().add_modifier(Modifier::REVERSED));
@@ -177,7 +221,8 @@ impl TnsView {
             frame.render_widget(Paragraph::new("no records").block(block), area);
             return;
         };
-        let mut lines = vec![Line::from(vec!["key      ".dim(), row.path.clone().into()])];
+        let mut lines =
+            vec![Line::from(vec!["key      ".dim(), self.path(row).to_string().into()])];
         match self.selected_record() {
             Some(record) => {
                 lines.push(Line::from(vec!["scope    ".dim(), record.scope.clone().into()]));
@@ -192,8 +237,9 @@ impl TnsView {
                 lines.extend(value.lines().map(|l| Line::from(format!("  {l}"))));
             }
             None => {
-                let n = self.records_under(&row.path);
-                lines.push(Line::from(format!("a branch: {n} records under it")));
+                let n = self.records_under(self.path(row));
+                let records = if n == 1 { "record" } else { "records" };
+                lines.push(Line::from(format!("a branch: {n} {records} under it")));
             }
         }
         frame.render_widget(Paragraph::new(lines).block(block).wrap(Wrap { trim: false }), area);
@@ -208,8 +254,9 @@ impl Component for TnsView {
         match action {
             Action::Collapse => {
                 let Some(row) = self.rows.get(self.cursor.selected) else { return };
-                if row.has_children && !self.collapsed.contains(&row.path) {
-                    self.collapsed.insert(row.path.clone());
+                let path = self.path(row).to_string();
+                if row.has_children && !self.collapsed.contains(&path) {
+                    self.collapsed.insert(path);
                     self.rebuild();
                 } else {
                     // Go up to the parent.
@@ -222,8 +269,8 @@ impl Component for TnsView {
                 }
             }
             Action::Expand => {
-                if let Some(row) = self.rows.get(self.cursor.selected)
-                    && self.collapsed.remove(&row.path)
+                if let Some(path) = self.selected_path()
+                    && self.collapsed.remove(&path)
                 {
                     self.rebuild();
                 }
@@ -284,7 +331,7 @@ mod tests {
                 format!(
                     "{}{}{}",
                     "  ".repeat(r.depth),
-                    r.label(),
+                    view.label(r),
                     if r.record.is_some() { "*" } else { "" }
                 )
             })
@@ -321,10 +368,13 @@ mod tests {
         assert_eq!(tree(&view), ["domains", "  x.tau*", "projects", "  p*", "  p-2*"]);
         assert_eq!(view.counts(), (5, 5), "folded records still count as shown");
         view.update(&Action::Collapse); // folded already: up to its parent
-        assert_eq!(view.rows[view.cursor.selected].path, "/projects");
+        assert_eq!(view.selected_path().as_deref(), Some("/projects"));
         view.cursor.selected = 3;
         view.update(&Action::Expand);
         assert_eq!(tree(&view).len(), 8);
+        assert!(contains_ignore_case("/Projects/X", "projects/x"));
+        assert!(!contains_ignore_case("/projects", "projects/"));
+        assert!(contains_ignore_case("/Été", "été"));
         view.set_filter("ECHO");
         assert_eq!(tree(&view), ["projects", "  p", "    functions", "      echo*"]);
     }
