@@ -58,6 +58,12 @@ fn sample_updates() -> Vec<Update> {
 
 /// Runs the app's main loop over `updates` then `keys`, and returns the last screen drawn.
 fn screen_with(updates: Vec<Update>, spec: &str) -> (TestBackend, App) {
+    let (screen, app, _) = run_app(updates, spec);
+    (screen, app)
+}
+
+/// [`screen_with`], and whether the loop asked the network task for a refresh.
+fn run_app(updates: Vec<Update>, spec: &str) -> (TestBackend, App, bool) {
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
     runtime.block_on(async {
@@ -68,12 +74,12 @@ fn screen_with(updates: Vec<Update>, spec: &str) -> (TestBackend, App) {
             tx.try_send(update).expect("room for every update");
         }
         drop(tx);
-        let (refresh, _refreshes) = mpsc::channel(1);
+        let (refresh, mut refreshes) = mpsc::channel(1);
         let events = futures::stream::iter(keys(spec).into_iter().map(|k| Ok(Event::Key(k))));
         run_loop(&mut terminal, &mut app, events, rx, refresh)
             .await
             .expect("the loop ends cleanly");
-        (terminal.backend().clone(), app)
+        (terminal.backend().clone(), app, refreshes.try_recv().is_ok())
     })
 }
 
@@ -177,8 +183,14 @@ fn quit_and_refresh_keys() {
     assert!(app.should_quit());
     let (_, app) = screen_with(sample_updates(), ":q<Enter>");
     assert!(app.should_quit());
-    let (_, app) = screen_with(sample_updates(), "j");
+    let (_, app, refreshed) = run_app(sample_updates(), "j");
     assert!(!app.should_quit());
+    assert!(!refreshed, "no refresh without r");
+    let (screen, _, refreshed) = run_app(sample_updates(), "r");
+    assert!(refreshed, "r asks the network task at once");
+    assert!(format!("{screen}").contains("refreshing…"));
+    let (_, _, refreshed) = run_app(sample_updates(), ":refresh<Enter>");
+    assert!(refreshed);
 }
 
 #[test]
