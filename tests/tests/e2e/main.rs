@@ -3,6 +3,7 @@
 mod hoarder;
 mod mesh;
 mod node;
+mod q;
 mod seer;
 mod spore;
 mod substrate;

@@ -215,22 +215,8 @@ fn taucorder_ui_in_a_real_terminal_follows_the_cloud() -> Result {
     let peers = cloud.peer_ids()?;
 
     // A project with one real function, called 12 times.
-    let key = tau_tests::harness::create_project(&cloud.profile, tmp.path(), "lab")?;
-    let project = tmp.path().join("lab");
-    std::fs::create_dir_all(project.join("functions"))?;
-    std::fs::write(project.join("config.yaml"), "id: lab\nname: Lab\n")?;
-    std::fs::copy(tau_tests::harness::example_wasm("ping")?, project.join("ping.wasm"))?;
-    std::fs::write(
-        project.join("functions/ping.yaml"),
-        "id: ping\ntrigger: {type: http, method: GET, paths: [/ping]}\n\
-         domains: [ping.lab.tau]\nsource: ping.wasm\n",
-    )?;
-    tau_tests::harness::push_project(&cloud.profile, &project, &key, None)?;
+    tau_tests::harness::push_ping_project(&cloud, tmp.path(), "lab")?;
     let gateway = cloud.gateways.first().ok_or("no gateway")?;
-    wait_for(Duration::from_secs(30), "the function answers", || {
-        let answer = tau_tests::harness::http(gateway, "GET", "ping.lab.tau", "/ping", b"")?;
-        Ok((answer.status == 200).then_some(()))
-    })?;
     for _ in 0..11 {
         let answer = tau_tests::harness::http(gateway, "GET", "ping.lab.tau", "/ping", b"")?;
         assert_eq!(answer.status, 200, "{}", answer.text());

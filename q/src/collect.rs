@@ -1,0 +1,248 @@
+//! Collecting: ask each substrate node for its counter records since q's cursor, sort each page
+//! into a [`Batch`] (verified records, records kept aside, gaps), store it in one transaction,
+//! and only then acknowledge it to the node (which may then prune it).
+
+use std::collections::HashSet;
+
+use libp2p::PeerId;
+use serde::Serialize;
+use tau_proto::Client;
+use tau_proto::admin::{AdminRequest, AdminResponse};
+use tau_proto::client::ClientError;
+use tau_proto::counters::{CounterPage, MAX_PAGE};
+
+use crate::store::{Batch, Ingested, Reason, Store, StoreError};
+use crate::verify::verify_all;
+
+/// Why collecting stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CollectError {
+    /// The cloud did not answer.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The store failed; nothing of the batch was written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The cloud has no seer to list its nodes.
+    #[error("no node of this cloud runs seer, which q asks for the list of nodes")]
+    NoSeer,
+}
+
+/// Sorts one page that `node` served, read from `since`, into a batch. `known` is every node of
+/// the cloud.
+pub fn sort_page(node: PeerId, since: u64, page: CounterPage, known: &HashSet<PeerId>) -> Batch {
+    let mut batch = Batch::new(node, since);
+    let mut records = page.records;
+    records.sort_by_key(|r| r.record.seq);
+    let (own, foreign): (Vec<_>, Vec<_>) = records.into_iter().partition(|r| r.record.node == node);
+    for record in foreign {
+        let reason = if known.contains(&record.record.node) {
+            Reason::WrongNode
+        } else {
+            Reason::UnknownNode
+        };
+        batch.rejected.push((record, reason));
+    }
+    let verdicts = verify_all(&own);
+    let mut expected = since;
+    let mut seen = std::collections::HashMap::new();
+    for (record, ok) in own.into_iter().zip(verdicts) {
+        let seq = record.record.seq;
+        if seq > expected {
+            batch.gaps.push((expected, seq - 1));
+        }
+        expected = expected.max(seq + 1);
+        if !ok {
+            batch.rejected.push((record, Reason::BadSignature));
+            continue;
+        }
+        match seen.get(&seq) {
+            None => {
+                seen.insert(seq, record.hash());
+                batch.accepted.push(record);
+            }
+            // The same record twice in one page: once is enough.
+            Some(hash) if *hash == record.hash() => {}
+            Some(_) => batch.rejected.push((record, Reason::Conflict)),
+        }
+    }
+    batch.next_seq = expected;
+    batch
+}
+
+/// What one collection did, per node and in all.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// Nodes asked.
+    pub nodes: usize,
+    /// Records read.
+    pub read: u64,
+    /// What storing them did.
+    #[serde(flatten)]
+    pub ingested: Ingested,
+    /// Nodes that did not answer, with why.
+    pub unreachable: Vec<(String, String)>,
+}
+
+/// Every node of the cloud and those that run substrate: the nodes the entry node is connected
+/// to, and every node seer has heard from (healthy or not), which also covers a node that the
+/// entry node has lost.
+pub async fn nodes(client: &Client) -> Result<(HashSet<PeerId>, Vec<PeerId>), CollectError> {
+    let services = client.services().await?;
+    let mut known: HashSet<PeerId> = services.values().flatten().copied().collect();
+    let mut substrate: Vec<PeerId> = services.get("substrate").cloned().unwrap_or_default();
+    let seers = services.get("seer").cloned().unwrap_or_default();
+    let seer = seers.first().copied().ok_or(CollectError::NoSeer)?;
+    for status in client.seer_nodes(seer).await? {
+        let beat = status.heartbeat;
+        known.insert(beat.peer);
+        if beat.services.iter().any(|s| s == "substrate") && !substrate.contains(&beat.peer) {
+            substrate.push(beat.peer);
+        }
+    }
+    Ok((known, substrate))
+}
+
+/// Reads every substrate node's new records into the store, page by page, each page in one
+/// transaction, acknowledged after it is committed. A node that does not answer is reported and
+/// skipped; a store failure stops everything (nothing of the failed batch is written).
+pub async fn collect_once(
+    client: &Client,
+    store: &Store,
+    mut progress: impl FnMut(&PeerId, &Ingested),
+) -> Result<Report, CollectError> {
+    let (known, substrate) = nodes(client).await?;
+    let mut report = Report { nodes: substrate.len(), ..Report::default() };
+    for node in substrate {
+        if let Err(e) = collect_node(client, store, node, &known, &mut report, &mut progress).await
+        {
+            match e {
+                CollectError::Client(e) => {
+                    report.unreachable.push((node.to_string(), e.to_string()))
+                }
+                other => return Err(other),
+            }
+        }
+    }
+    Ok(report)
+}
+
+async fn collect_node(
+    client: &Client,
+    store: &Store,
+    node: PeerId,
+    known: &HashSet<PeerId>,
+    report: &mut Report,
+    progress: &mut impl FnMut(&PeerId, &Ingested),
+) -> Result<(), CollectError> {
+    loop {
+        let since = store.cursor(&node).await?;
+        let page = client.counters(node, since, MAX_PAGE).await?;
+        let full = page.records.len() >= MAX_PAGE as usize;
+        if page.records.is_empty() {
+            return Ok(());
+        }
+        report.read += page.records.len() as u64;
+        let batch = sort_page(node, since, page, known);
+        let ingested = store.ingest(&batch).await?;
+        report.ingested += ingested;
+        progress(&node, &ingested);
+        if batch.next_seq > 1 {
+            let through = batch.next_seq - 1;
+            match client.admin(node, AdminRequest::AckCounters { through }).await? {
+                AdminResponse::Acked(_) => {}
+                _ => return Err(ClientError::Unexpected { peer: node }.into()),
+            }
+        }
+        if !full || batch.next_seq <= since {
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use libp2p::identity::Keypair;
+    use tau_proto::counters::{CounterRecord, SignedCounter};
+
+    use super::*;
+
+    fn signed(key: &Keypair, seq: u64) -> SignedCounter {
+        CounterRecord {
+            node: key.public().to_peer_id(),
+            seq,
+            project: "p".into(),
+            function: "f".into(),
+            window_start_ms: seq * 1_000,
+            window_ms: 1_000,
+            invocations: 10,
+            errors: 0,
+            wall_micros: 5,
+            cpu_micros: 4,
+            peak_memory: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+        }
+        .sign(key)
+        .expect("own key")
+    }
+
+    fn page(records: Vec<SignedCounter>) -> CounterPage {
+        CounterPage { records, next_seq: 100, oldest_seq: 1 }
+    }
+
+    #[test]
+    fn a_page_is_sorted_out() {
+        let (a, b, stranger) =
+            (Keypair::generate_ed25519(), Keypair::generate_ed25519(), Keypair::generate_ed25519());
+        let node = a.public().to_peer_id();
+        let known: HashSet<PeerId> = [node, b.public().to_peer_id()].into();
+        let mut forged = signed(&a, 4);
+        forged.record.invocations = 1_000;
+        // Out of order, a gap at 5, a forged record, one relayed from b, one from a stranger.
+        let mut other_two = signed(&a, 2);
+        other_two.record.errors = 1;
+        let other_two = other_two.record.sign(&a).expect("own key");
+        let records = vec![
+            signed(&a, 3),
+            signed(&a, 3),
+            other_two,
+            forged,
+            signed(&a, 1),
+            signed(&a, 6),
+            signed(&a, 2),
+            signed(&b, 7),
+            signed(&stranger, 8),
+        ];
+        let batch = sort_page(node, 1, page(records), &known);
+        let seqs: Vec<u64> = batch.accepted.iter().map(|r| r.record.seq).collect();
+        assert_eq!(seqs, [1, 2, 3, 6]);
+        let reasons: Vec<(u64, Reason)> =
+            batch.rejected.iter().map(|(r, why)| (r.record.seq, *why)).collect();
+        assert_eq!(
+            reasons,
+            [
+                (7, Reason::WrongNode),
+                (8, Reason::UnknownNode),
+                (2, Reason::Conflict),
+                (4, Reason::BadSignature)
+            ]
+        );
+        assert_eq!(batch.gaps, [(5, 5)]);
+        assert_eq!(batch.next_seq, 7);
+    }
+
+    #[test]
+    fn a_log_pruned_before_q_read_it_is_a_gap() {
+        let a = Keypair::generate_ed25519();
+        let batch = sort_page(
+            a.public().to_peer_id(),
+            1,
+            page(vec![signed(&a, 40), signed(&a, 41)]),
+            &HashSet::new(),
+        );
+        assert_eq!(batch.gaps, [(1, 39)]);
+        assert_eq!(batch.next_seq, 42);
+    }
+}

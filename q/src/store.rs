@@ -1,0 +1,268 @@
+//! Where q keeps what it collected: a SQLite file by default, PostgreSQL by URL. One schema
+//! (`migrations/`) and one set of queries (`store/body.rs`) serve both; [`Store`] picks the
+//! backend from the URL.
+//!
+//! Invariants: a (node, seq) is stored at most once; a batch's records, what it kept aside, its
+//! gaps and the node's cursor are written in one transaction, so a crash or a retry never loses
+//! or double-counts a record. Counters are stored as `i64` (they stay far below 2^63).
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use libp2p::PeerId;
+use serde::Serialize;
+use sqlx::QueryBuilder;
+use tau_proto::counters::SignedCounter;
+
+/// The schema, embedded at build time.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Rows per multi-row INSERT (15 binds each, well under SQLite's limit of 32,766).
+const INSERT_ROWS: usize = 1_000;
+
+/// Why the store failed. Names the database; never holds a password.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The URL names no backend q speaks.
+    #[error(
+        "`{0}` is not a database q can use: give a SQLite file (q.db, sqlite://q.db) or a postgres:// URL"
+    )]
+    Url(String),
+    /// Opening or talking to the database failed.
+    #[error("database {database}: {reason}")]
+    Open {
+        /// The database, without its password.
+        database: String,
+        /// Why.
+        reason: String,
+    },
+    /// The schema could not be brought up to date.
+    #[error("the database's schema could not be updated: {0}")]
+    Migrate(String),
+    /// A query failed.
+    #[error("database query failed: {0}")]
+    Query(#[from] sqlx::Error),
+}
+
+/// Why a record was kept aside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Its signature does not verify against the key in its node's peer id.
+    BadSignature,
+    /// It names another node than the one that served it.
+    WrongNode,
+    /// It names a node that is not part of the cloud.
+    UnknownNode,
+    /// A different record was stored under the same (node, seq).
+    Conflict,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Reason::BadSignature => "bad signature",
+            Reason::WrongNode => "signed for another node than the one that served it",
+            Reason::UnknownNode => "from a node that is not part of the cloud",
+            Reason::Conflict => "another record is stored under the same node and sequence",
+        })
+    }
+}
+
+/// One node's page of records, sorted out: what to store, what to keep aside, the gaps seen,
+/// and the cursor after it.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// The node that served the page.
+    pub node: PeerId,
+    /// Verified records of that node, in sequence order.
+    pub accepted: Vec<SignedCounter>,
+    /// Records kept aside, with why.
+    pub rejected: Vec<(SignedCounter, Reason)>,
+    /// Missing sequence numbers, as inclusive ranges.
+    pub gaps: Vec<(u64, u64)>,
+    /// The next sequence number to ask the node for.
+    pub next_seq: u64,
+}
+
+impl Batch {
+    /// An empty batch for `node` whose cursor stays at `next_seq`.
+    pub fn new(node: PeerId, next_seq: u64) -> Self {
+        Self { node, accepted: Vec::new(), rejected: Vec::new(), gaps: Vec::new(), next_seq }
+    }
+}
+
+/// What storing a batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Ingested {
+    /// Records stored for the first time.
+    pub inserted: u64,
+    /// Records stored before, identical (a retry): not counted again.
+    pub replayed: u64,
+    /// Records newly kept aside.
+    pub rejected: u64,
+    /// Gaps newly recorded.
+    pub gaps: u64,
+}
+
+impl std::ops::AddAssign for Ingested {
+    fn add_assign(&mut self, other: Self) {
+        self.inserted += other.inserted;
+        self.replayed += other.replayed;
+        self.rejected += other.rejected;
+        self.gaps += other.gaps;
+    }
+}
+
+/// One line item: a function's sums over a period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Total {
+    /// The project.
+    pub project: String,
+    /// The function.
+    pub function: String,
+    /// Invocations.
+    pub invocations: u64,
+    /// Failed invocations.
+    pub errors: u64,
+    /// Wall-clock time, microseconds.
+    pub wall_micros: u64,
+    /// CPU time, microseconds.
+    pub cpu_micros: u64,
+    /// Records summed.
+    pub records: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The store on SQLite.
+pub mod sqlite {
+    use super::*;
+    use sqlx::Sqlite as Db;
+    use sqlx::SqlitePool as Pool;
+
+    include!("store/body.rs");
+}
+
+/// The store on PostgreSQL.
+pub mod postgres {
+    use super::*;
+    use sqlx::PgPool as Pool;
+    use sqlx::Postgres as Db;
+
+    include!("store/body.rs");
+}
+
+/// A store on the backend its URL names.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// A SQLite file.
+    Sqlite(sqlite::Store),
+    /// A PostgreSQL database.
+    Postgres(postgres::Store),
+}
+
+/// Calls the same method on whichever backend the store is.
+macro_rules! on_backend {
+    ($store:expr, $s:ident => $call:expr) => {
+        match $store {
+            Store::Sqlite($s) => $call,
+            Store::Postgres($s) => $call,
+        }
+    };
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `url`: `postgres://...` or `postgresql://...`
+    /// for PostgreSQL; `sqlite://FILE`, `sqlite:FILE` or a plain path for SQLite.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let open_error =
+            |e: sqlx::Error| StoreError::Open { database: redact(url), reason: e.to_string() };
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(std::time::Duration::from_secs(10))
+                .connect(url)
+                .await
+                .map_err(open_error)?;
+            return Ok(Store::Postgres(postgres::Store::new(pool).await?));
+        }
+        if url.contains("://") && !url.starts_with("sqlite://") {
+            return Err(StoreError::Url(redact(url)));
+        }
+        let path =
+            url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
+            .map_err(open_error)?
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            // FULL: a committed batch survives a power cut, not only a killed process (the
+            // node may prune what q acknowledged).
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(open_error)?;
+        Ok(Store::Sqlite(sqlite::Store::new(pool).await?))
+    }
+
+    /// The next sequence number to ask `node` for.
+    pub async fn cursor(&self, node: &PeerId) -> Result<u64, StoreError> {
+        let node = node.to_string();
+        on_backend!(self, s => s.cursor(&node).await)
+    }
+
+    /// Stores a batch in one transaction.
+    pub async fn ingest(&self, batch: &Batch) -> Result<Ingested, StoreError> {
+        on_backend!(self, s => s.ingest(batch).await)
+    }
+
+    /// Per-function sums over `[from_ms, to_ms)`.
+    pub async fn totals(
+        &self,
+        from_ms: u64,
+        to_ms: u64,
+        project: Option<&str>,
+    ) -> Result<Vec<Total>, StoreError> {
+        on_backend!(self, s => s.totals(from_ms, to_ms, project).await)
+    }
+
+    /// Records kept aside.
+    pub async fn rejected(&self) -> Result<Vec<(String, u64, String)>, StoreError> {
+        on_backend!(self, s => s.rejected().await)
+    }
+
+    /// Gaps seen.
+    pub async fn gaps(&self) -> Result<Vec<(String, u64, u64)>, StoreError> {
+        on_backend!(self, s => s.gaps().await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_stay_out_of_messages() {
+        assert_eq!(redact("postgres://q:secret@localhost/q"), "postgres://q@localhost/q");
+        assert_eq!(redact("postgres://localhost/q"), "postgres://localhost/q");
+        assert_eq!(redact("q.db"), "q.db");
+    }
+}

@@ -1,0 +1,184 @@
+// The store's queries, written once and compiled for each backend: `store.rs` includes this file
+// in a module that names the backend as `Db` and its pool as `Pool`. The SQL is the portable
+// subset both speak: `$N` placeholders, `ON CONFLICT`, `RETURNING`, `CASE`.
+
+/// A store on one backend.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: Pool,
+}
+
+impl Store {
+    /// Wraps a pool and brings its schema up to date.
+    pub async fn new(pool: Pool) -> Result<Self, StoreError> {
+        MIGRATOR.run(&pool).await.map_err(|e| StoreError::Migrate(e.to_string()))?;
+        Ok(Self { pool })
+    }
+
+    /// The next sequence number to ask `node` for (1 for a node never read).
+    pub async fn cursor(&self, node: &str) -> Result<u64, StoreError> {
+        let row: Option<(i64,)> = sqlx::query_as("SELECT next_seq FROM cursors WHERE node = $1")
+            .bind(node)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map_or(1, |(seq,)| seq as u64))
+    }
+
+    /// Stores one batch in one transaction: its records once per (node, seq), what was kept
+    /// aside, its gaps, and the node's cursor. All of it or none of it.
+    pub async fn ingest(&self, batch: &Batch) -> Result<Ingested, StoreError> {
+        let now = now_ms() as i64;
+        let node = batch.node.to_string();
+        let mut report = Ingested::default();
+        let mut tx = self.pool.begin().await?;
+
+        let mut conflicts = Vec::new();
+        for chunk in batch.accepted.chunks(INSERT_ROWS) {
+            let mut insert = QueryBuilder::<Db>::new(
+                "INSERT INTO records (node, seq, project, function, window_start_ms, window_ms, \
+                 invocations, errors, wall_micros, cpu_micros, peak_memory, bytes_in, bytes_out, \
+                 signature, hash) ",
+            );
+            insert.push_values(chunk, |mut row, signed| {
+                let r = &signed.record;
+                row.push_bind(node.clone())
+                    .push_bind(r.seq as i64)
+                    .push_bind(r.project.clone())
+                    .push_bind(r.function.clone())
+                    .push_bind(r.window_start_ms as i64)
+                    .push_bind(r.window_ms as i64)
+                    .push_bind(r.invocations as i64)
+                    .push_bind(r.errors as i64)
+                    .push_bind(r.wall_micros as i64)
+                    .push_bind(r.cpu_micros as i64)
+                    .push_bind(r.peak_memory as i64)
+                    .push_bind(r.bytes_in as i64)
+                    .push_bind(r.bytes_out as i64)
+                    .push_bind(signed.signature.clone())
+                    .push_bind(signed.hash().to_vec());
+            });
+            insert.push(" ON CONFLICT (node, seq) DO NOTHING RETURNING seq");
+            let inserted: Vec<(i64,)> = insert.build_query_as().fetch_all(&mut *tx).await?;
+            report.inserted += inserted.len() as u64;
+            if inserted.len() < chunk.len() {
+                // Some (node, seq) were stored already: the same record again is a replay; a
+                // different one under the same number is kept aside.
+                let new: std::collections::HashSet<i64> = inserted.into_iter().map(|(s,)| s).collect();
+                for signed in chunk.iter().filter(|s| !new.contains(&(s.record.seq as i64))) {
+                    let (stored,): (Vec<u8>,) =
+                        sqlx::query_as("SELECT hash FROM records WHERE node = $1 AND seq = $2")
+                            .bind(&node)
+                            .bind(signed.record.seq as i64)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                    if stored == signed.hash() {
+                        report.replayed += 1;
+                    } else {
+                        conflicts.push(signed);
+                    }
+                }
+            }
+        }
+
+        let rejected = batch
+            .rejected
+            .iter()
+            .map(|(s, reason)| (s, reason.to_string()))
+            .chain(conflicts.into_iter().map(|s| (s, Reason::Conflict.to_string())));
+        for (signed, reason) in rejected {
+            let done = sqlx::query(
+                "INSERT INTO rejected (hash, node, seq, reason, record, seen_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (hash) DO NOTHING",
+            )
+            .bind(signed.hash().to_vec())
+            .bind(signed.record.node.to_string())
+            .bind(signed.record.seq as i64)
+            .bind(reason)
+            .bind(tau_proto::cbor::to_vec(signed).unwrap_or_default())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            report.rejected += done.rows_affected();
+        }
+
+        for &(from, to) in &batch.gaps {
+            let done = sqlx::query(
+                "INSERT INTO gaps (node, from_seq, to_seq, seen_ms) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (node, from_seq) DO NOTHING",
+            )
+            .bind(&node)
+            .bind(from as i64)
+            .bind(to as i64)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            report.gaps += done.rows_affected();
+        }
+
+        sqlx::query(
+            "INSERT INTO cursors (node, next_seq) VALUES ($1, $2) ON CONFLICT (node) DO UPDATE \
+             SET next_seq = CASE WHEN excluded.next_seq > cursors.next_seq \
+             THEN excluded.next_seq ELSE cursors.next_seq END",
+        )
+        .bind(&node)
+        .bind(batch.next_seq as i64)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(report)
+    }
+
+    /// Per (project, function), the sums of the records whose window starts in
+    /// `[from_ms, to_ms)`, optionally of one project; sorted by project and function.
+    pub async fn totals(
+        &self,
+        from_ms: u64,
+        to_ms: u64,
+        project: Option<&str>,
+    ) -> Result<Vec<Total>, StoreError> {
+        let rows: Vec<(String, String, i64, i64, i64, i64, i64)> = sqlx::query_as(
+            // PostgreSQL sums BIGINTs as NUMERIC: cast back. A NULL project means every one.
+            "SELECT project, function, CAST(SUM(invocations) AS BIGINT), \
+             CAST(SUM(errors) AS BIGINT), CAST(SUM(wall_micros) AS BIGINT), \
+             CAST(SUM(cpu_micros) AS BIGINT), COUNT(*) FROM records \
+             WHERE window_start_ms >= $1 AND window_start_ms < $2 \
+             AND (CAST($3 AS TEXT) IS NULL OR project = CAST($3 AS TEXT)) \
+             GROUP BY project, function ORDER BY project, function",
+        )
+        .bind(from_ms as i64)
+        .bind(to_ms as i64)
+        .bind(project)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(project, function, invocations, errors, wall, cpu, records)| Total {
+                project,
+                function,
+                invocations: invocations as u64,
+                errors: errors as u64,
+                wall_micros: wall as u64,
+                cpu_micros: cpu as u64,
+                records: records as u64,
+            })
+            .collect())
+    }
+
+    /// What was kept aside: (node, seq, reason), oldest first.
+    pub async fn rejected(&self) -> Result<Vec<(String, u64, String)>, StoreError> {
+        let rows: Vec<(String, i64, String)> =
+            sqlx::query_as("SELECT node, seq, reason FROM rejected ORDER BY seen_ms, node, seq")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|(n, s, r)| (n, s as u64, r)).collect())
+    }
+
+    /// The gaps seen: (node, first missing, last missing).
+    pub async fn gaps(&self) -> Result<Vec<(String, u64, u64)>, StoreError> {
+        let rows: Vec<(String, i64, i64)> =
+            sqlx::query_as("SELECT node, from_seq, to_seq FROM gaps ORDER BY node, from_seq")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|(n, f, t)| (n, f as u64, t as u64)).collect())
+    }
+}
