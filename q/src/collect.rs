@@ -3,6 +3,7 @@
 //! and only then acknowledge it to the node (which may then prune it).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use libp2p::PeerId;
 use serde::Serialize;
@@ -24,6 +25,9 @@ pub enum CollectError {
     /// The store failed; nothing of the batch was written.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Verifying a page failed to run.
+    #[error("verifying a page: {0}")]
+    Verify(String),
     /// The cloud has no seer to list its nodes.
     #[error("no node of this cloud runs seer, which q asks for the list of nodes")]
     NoSeer,
@@ -104,6 +108,40 @@ pub async fn nodes(client: &Client) -> Result<(HashSet<PeerId>, Vec<PeerId>), Co
     Ok((known, substrate))
 }
 
+/// Where a node's pages come from: the node over the network (`q collect`), or records in
+/// memory (the benchmark, tests).
+pub trait Source: Sync {
+    /// The node whose records these are.
+    fn node(&self) -> PeerId;
+    /// Its records from `since` on, at most [`MAX_PAGE`].
+    fn page(&self, since: u64) -> impl Future<Output = Result<CounterPage, CollectError>> + Send;
+    /// Tells the node that everything through `through` is stored.
+    fn ack(&self, through: u64) -> impl Future<Output = Result<(), CollectError>> + Send;
+}
+
+/// A node over the network.
+struct Remote<'a> {
+    client: &'a Client,
+    node: PeerId,
+}
+
+impl Source for Remote<'_> {
+    fn node(&self) -> PeerId {
+        self.node
+    }
+
+    async fn page(&self, since: u64) -> Result<CounterPage, CollectError> {
+        Ok(self.client.counters(self.node, since, MAX_PAGE).await?)
+    }
+
+    async fn ack(&self, through: u64) -> Result<(), CollectError> {
+        match self.client.admin(self.node, AdminRequest::AckCounters { through }).await? {
+            AdminResponse::Acked(_) => Ok(()),
+            _ => Err(ClientError::Unexpected { peer: self.node }.into()),
+        }
+    }
+}
+
 /// Reads every substrate node's new records into the store, page by page, each page in one
 /// transaction, acknowledged after it is committed. A node that does not answer is reported and
 /// skipped; a store failure stops everything (nothing of the failed batch is written).
@@ -113,52 +151,71 @@ pub async fn collect_once(
     mut progress: impl FnMut(&PeerId, &Ingested),
 ) -> Result<Report, CollectError> {
     let (known, substrate) = nodes(client).await?;
+    let known = Arc::new(known);
     let mut report = Report { nodes: substrate.len(), ..Report::default() };
     for node in substrate {
-        if let Err(e) = collect_node(client, store, node, &known, &mut report, &mut progress).await
-        {
-            match e {
-                CollectError::Client(e) => {
-                    report.unreachable.push((node.to_string(), e.to_string()))
-                }
-                other => return Err(other),
+        let source = Remote { client, node };
+        let drained = drain(store, &source, &known, |done| progress(&node, done)).await;
+        match drained {
+            Ok((read, ingested)) => {
+                report.read += read;
+                report.ingested += ingested;
             }
+            Err(CollectError::Client(e)) => {
+                report.unreachable.push((node.to_string(), e.to_string()))
+            }
+            Err(other) => return Err(other),
         }
     }
     Ok(report)
 }
 
-async fn collect_node(
-    client: &Client,
+/// Reads `source` from q's cursor to its end into the store; returns the records read and what
+/// storing them did. Pipelined on two cores: while page N is being stored (and then
+/// acknowledged), page N+1 is fetched, sorted and verified on a blocking thread. Page N+1 is
+/// asked for from where page N ends, which is known before N is stored; an acknowledgement
+/// still only follows its own page's commit, and a failed store drops the page read ahead.
+pub async fn drain(
     store: &Store,
-    node: PeerId,
-    known: &HashSet<PeerId>,
-    report: &mut Report,
-    progress: &mut impl FnMut(&PeerId, &Ingested),
-) -> Result<(), CollectError> {
-    loop {
-        let since = store.cursor(&node).await?;
-        let page = client.counters(node, since, MAX_PAGE).await?;
-        let full = page.records.len() >= MAX_PAGE as usize;
+    source: &impl Source,
+    known: &Arc<HashSet<PeerId>>,
+    mut progress: impl FnMut(&Ingested),
+) -> Result<(u64, Ingested), CollectError> {
+    let node = source.node();
+    let (mut read, mut total) = (0, Ingested::default());
+    let fetch = |since: u64| async move {
+        let page = source.page(since).await?;
         if page.records.is_empty() {
-            return Ok(());
+            return Ok::<_, CollectError>(None);
         }
-        report.read += page.records.len() as u64;
-        let batch = sort_page(node, since, page, known);
-        let ingested = store.ingest(&batch).await?;
-        report.ingested += ingested;
-        progress(&node, &ingested);
-        if batch.next_seq > 1 {
-            let through = batch.next_seq - 1;
-            match client.admin(node, AdminRequest::AckCounters { through }).await? {
-                AdminResponse::Acked(_) => {}
-                _ => return Err(ClientError::Unexpected { peer: node }.into()),
+        let full = page.records.len() >= MAX_PAGE as usize;
+        let count = page.records.len() as u64;
+        let known = known.clone();
+        let batch = tokio::task::spawn_blocking(move || sort_page(node, since, page, &known))
+            .await
+            .map_err(|e| CollectError::Verify(e.to_string()))?;
+        Ok(Some((batch, full, count, since)))
+    };
+    let mut next = fetch(store.cursor(&node).await?).await?;
+    while let Some((batch, full, count, since)) = next.take() {
+        read += count;
+        // No progress (a node serving the same numbers again): stop after storing this page.
+        let more = full && batch.next_seq > since;
+        let store_and_ack = async {
+            let done = store.ingest(&batch).await?;
+            if batch.next_seq > 1 {
+                source.ack(batch.next_seq - 1).await?;
             }
-        }
-        if !full || batch.next_seq <= since {
-            return Ok(());
-        }
+            Ok::<_, CollectError>(done)
+        };
+        let read_ahead = async { if more { fetch(batch.next_seq).await } else { Ok(None) } };
+        let (done, ahead) = tokio::join!(store_and_ack, read_ahead);
+        let done = done?;
+        total += done;
+        progress(&done);
+        next = ahead?;
     }
+    Ok((read, total))
 }
 
 #[cfg(test)]

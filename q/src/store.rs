@@ -44,6 +44,9 @@ pub enum StoreError {
     /// A query failed.
     #[error("database query failed: {0}")]
     Query(#[from] sqlx::Error),
+    /// Whoever was handed the records stopped (a write failed, a sum overflowed).
+    #[error("{0}")]
+    Stopped(std::io::Error),
 }
 
 /// Why a record was kept aside.
@@ -132,6 +135,55 @@ pub struct Total {
     pub cpu_micros: u64,
     /// Records summed.
     pub records: u64,
+}
+
+/// A stored record, as `q export` writes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredRecord {
+    /// The node that signed it (peer id).
+    pub node: String,
+    /// Its sequence number on that node.
+    pub seq: u64,
+    /// The project.
+    pub project: String,
+    /// The function.
+    pub function: String,
+    /// Start of its window, ms since the Unix epoch.
+    pub window_start_ms: u64,
+    /// Length of its window, ms.
+    pub window_ms: u64,
+    /// Invocations.
+    pub invocations: u64,
+    /// Failed invocations.
+    pub errors: u64,
+    /// Wall-clock time, microseconds.
+    pub wall_micros: u64,
+    /// CPU time, microseconds.
+    pub cpu_micros: u64,
+    /// Largest linear memory seen, bytes.
+    pub peak_memory: u64,
+    /// Request bytes.
+    pub bytes_in: u64,
+    /// Response bytes.
+    pub bytes_out: u64,
+    /// The node's ed25519 signature over the canonical encoding, hex.
+    #[serde(serialize_with = "as_hex")]
+    pub signature: Vec<u8>,
+    /// BLAKE3 of the canonical encoding and the signature, hex: the record's identity.
+    #[serde(serialize_with = "as_hex")]
+    pub hash: [u8; 32],
+}
+
+fn as_hex<S: serde::Serializer, T: AsRef<[u8]>>(bytes: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&hex::encode(bytes))
+}
+
+/// The columns [`StoredRecord`] is read from, in its field order (a macro: queries are literals).
+macro_rules! record_columns {
+    () => {
+        "node, seq, project, function, window_start_ms, window_ms, invocations, errors, \
+         wall_micros, cpu_micros, peak_memory, bytes_in, bytes_out, signature, hash"
+    };
 }
 
 fn now_ms() -> u64 {
@@ -242,6 +294,19 @@ impl Store {
         project: Option<&str>,
     ) -> Result<Vec<Total>, StoreError> {
         on_backend!(self, s => s.totals(from_ms, to_ms, project).await)
+    }
+
+    /// Every record whose window starts in `[from_ms, to_ms)`, optionally of one project, in
+    /// the order (project, function, node, seq), handed to `each` one at a time (never all in
+    /// memory); stops at the first error `each` returns.
+    pub async fn records(
+        &self,
+        from_ms: u64,
+        to_ms: u64,
+        project: Option<&str>,
+        each: impl FnMut(StoredRecord) -> std::io::Result<()>,
+    ) -> Result<u64, StoreError> {
+        on_backend!(self, s => s.records(from_ms, to_ms, project, each).await)
     }
 
     /// Records kept aside.

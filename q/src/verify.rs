@@ -3,13 +3,32 @@
 //! fails, to find which records are bad.
 
 use ed25519_dalek::{Signature, VerifyingKey};
+use libp2p::PeerId;
 use tau_proto::counters::{SignedCounter, public_key_of};
 
+/// The ed25519 key a peer id holds, if any.
+fn key_of(node: &PeerId) -> Option<VerifyingKey> {
+    let key = public_key_of(node)?.try_into_ed25519().ok()?;
+    VerifyingKey::from_bytes(&key.to_bytes()).ok()
+}
+
 /// The parts of a record a batch verification needs, or `None` when its node's peer id holds no
-/// ed25519 key or its signature is not 64 bytes (then it cannot verify).
-fn parts(signed: &SignedCounter) -> Option<(Vec<u8>, Signature, VerifyingKey)> {
-    let key = public_key_of(&signed.record.node)?.try_into_ed25519().ok()?;
-    let key = VerifyingKey::from_bytes(&key.to_bytes()).ok()?;
+/// ed25519 key or its signature is not 64 bytes (then it cannot verify). `last` remembers the
+/// previous record's node and key: a page is one node's, and decoding a key (a point
+/// decompression) costs a third of a verification.
+fn parts(
+    signed: &SignedCounter,
+    last: &mut Option<(PeerId, Option<VerifyingKey>)>,
+) -> Option<(Vec<u8>, Signature, VerifyingKey)> {
+    let node = &signed.record.node;
+    let key = match last {
+        Some((peer, key)) if peer == node => *key,
+        _ => {
+            let key = key_of(node);
+            *last = Some((*node, key));
+            key
+        }
+    }?;
     let signature = Signature::from_slice(&signed.signature).ok()?;
     let too_long =
         [&signed.record.project, &signed.record.function].iter().any(|s| s.len() > 0xffff);
@@ -18,7 +37,8 @@ fn parts(signed: &SignedCounter) -> Option<(Vec<u8>, Signature, VerifyingKey)> {
 
 /// Whether each record's signature verifies, in order.
 pub fn verify_all(records: &[SignedCounter]) -> Vec<bool> {
-    let parts: Vec<_> = records.iter().map(parts).collect();
+    let mut last = None;
+    let parts: Vec<_> = records.iter().map(|r| parts(r, &mut last)).collect();
     if parts.iter().all(Option::is_some) {
         let (mut messages, mut signatures, mut keys) = (Vec::new(), Vec::new(), Vec::new());
         for (message, signature, key) in parts.iter().flatten() {

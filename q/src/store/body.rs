@@ -164,6 +164,55 @@ impl Store {
             .collect())
     }
 
+    /// Streams the records of a period in (project, function, node, seq) order into `each`;
+    /// returns how many.
+    pub async fn records(
+        &self,
+        from_ms: u64,
+        to_ms: u64,
+        project: Option<&str>,
+        mut each: impl FnMut(StoredRecord) -> std::io::Result<()>,
+    ) -> Result<u64, StoreError> {
+        use futures::TryStreamExt;
+        use sqlx::Row;
+        let sql = concat!(
+            "SELECT ",
+            record_columns!(),
+            " FROM records WHERE window_start_ms >= $1 AND window_start_ms < $2 \
+             AND (CAST($3 AS TEXT) IS NULL OR project = CAST($3 AS TEXT)) \
+             ORDER BY project, function, node, seq"
+        );
+        let mut rows =
+            sqlx::query(sql).bind(from_ms as i64).bind(to_ms as i64).bind(project).fetch(&self.pool);
+        let mut count = 0;
+        while let Some(row) = rows.try_next().await? {
+            let number = |i: usize| row.try_get::<i64, _>(i).map(|n| n as u64);
+            let hash: Vec<u8> = row.try_get(14)?;
+            let record = StoredRecord {
+                node: row.try_get(0)?,
+                seq: number(1)?,
+                project: row.try_get(2)?,
+                function: row.try_get(3)?,
+                window_start_ms: number(4)?,
+                window_ms: number(5)?,
+                invocations: number(6)?,
+                errors: number(7)?,
+                wall_micros: number(8)?,
+                cpu_micros: number(9)?,
+                peak_memory: number(10)?,
+                bytes_in: number(11)?,
+                bytes_out: number(12)?,
+                signature: row.try_get(13)?,
+                hash: hash.try_into().map_err(|_| {
+                    StoreError::Query(sqlx::Error::Decode("a record hash is not 32 bytes".into()))
+                })?,
+            };
+            each(record).map_err(StoreError::Stopped)?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
     /// What was kept aside: (node, seq, reason), oldest first.
     pub async fn rejected(&self) -> Result<Vec<(String, u64, String)>, StoreError> {
         let rows: Vec<(String, i64, String)> =

@@ -1,0 +1,206 @@
+//! The store's contract (each record counted once, replays and conflicts told apart, rejects
+//! and gaps kept, the cursor moving with its batch and surviving a reopen) on a real SQLite file
+//! and on a real PostgreSQL server (a private cluster, started here); and what a hostile node
+//! can serve (reordered, duplicated, forged, foreign and unknown records, a sequence jump, a
+//! replay) drained into each by q's own ingest: the totals stay exact.
+
+use libp2p::identity::Keypair;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use libp2p::PeerId;
+use q::collect::{CollectError, Source, drain};
+use q::store::{Batch, Ingested, Reason, Store};
+use tau_proto::counters::{CounterPage, CounterRecord, SignedCounter};
+use tau_tests::harness::Result;
+use tau_tests::postgres::PgServer;
+
+pub(crate) fn signed(key: &Keypair, seq: u64, function: &str, invocations: u64) -> SignedCounter {
+    CounterRecord {
+        node: key.public().to_peer_id(),
+        seq,
+        project: "example".into(),
+        function: function.into(),
+        window_start_ms: 10_000 + seq * 1_000,
+        window_ms: 1_000,
+        invocations,
+        errors: seq % 2,
+        wall_micros: 100 * invocations,
+        cpu_micros: 50 * invocations,
+        peak_memory: 1 << 20,
+        bytes_in: 10,
+        bytes_out: 20,
+    }
+    .sign(key)
+    .expect("own key")
+}
+
+fn batch(key: &Keypair, records: Vec<SignedCounter>, next_seq: u64) -> Batch {
+    Batch { accepted: records, ..Batch::new(key.public().to_peer_id(), next_seq) }
+}
+
+/// The store's contract on the database at `db` (reopened at `reopen`).
+async fn each_record_counts_once(db: &str, reopen: &str) {
+    let store = Store::open(db).await.expect("open");
+    let node = Keypair::generate_ed25519();
+    let peer = node.public().to_peer_id();
+    assert_eq!(store.cursor(&peer).await.expect("cursor"), 1);
+
+    let first: Vec<_> =
+        (1..=5).map(|s| signed(&node, s, if s % 2 == 0 { "echo" } else { "ping" }, s)).collect();
+    let done = store.ingest(&batch(&node, first.clone(), 6)).await.expect("ingest");
+    assert_eq!(done, Ingested { inserted: 5, replayed: 0, rejected: 0, gaps: 0 });
+    assert_eq!(store.cursor(&peer).await.expect("cursor"), 6);
+
+    // The same batch again (a retry after a lost answer): nothing counts twice.
+    let again = store.ingest(&batch(&node, first.clone(), 6)).await.expect("ingest");
+    assert_eq!(again, Ingested { inserted: 0, replayed: 5, rejected: 0, gaps: 0 });
+
+    // Another record under a stored number is kept aside; a gap is recorded once; the cursor
+    // never goes back.
+    let mut other = signed(&node, 3, "ping", 999);
+    other.record.errors = 7;
+    let other = other.record.sign(&node).expect("own key");
+    let mut next = batch(&node, vec![other, signed(&node, 8, "ping", 8)], 9);
+    next.gaps = vec![(6, 7)];
+    next.rejected = vec![(signed(&Keypair::generate_ed25519(), 1, "x", 1), Reason::UnknownNode)];
+    let done = store.ingest(&next).await.expect("ingest");
+    assert_eq!(done, Ingested { inserted: 1, replayed: 0, rejected: 2, gaps: 1 });
+    assert_eq!(store.ingest(&next).await.expect("ingest").gaps, 0);
+    store.ingest(&batch(&node, vec![], 4)).await.expect("ingest");
+    assert_eq!(store.cursor(&peer).await.expect("cursor"), 9);
+
+    let totals = store.totals(0, u64::MAX >> 1, None).await.expect("totals");
+    let summary: Vec<(&str, u64, u64, u64)> =
+        totals.iter().map(|t| (t.function.as_str(), t.invocations, t.errors, t.records)).collect();
+    assert_eq!(summary, [("echo", 2 + 4, 0, 2), ("ping", 1 + 3 + 5 + 8, 3, 4)]);
+    assert_eq!(totals[1].wall_micros, 100 * 17);
+    // A period holds the windows that start in it; a project filter keeps only its own.
+    let period = store.totals(11_000, 13_000, None).await.expect("totals");
+    assert_eq!(period.iter().map(|t| t.invocations).sum::<u64>(), 1 + 2);
+    assert!(store.totals(0, u64::MAX >> 1, Some("other")).await.expect("totals").is_empty());
+
+    let rejected = store.rejected().await.expect("rejected");
+    assert_eq!(rejected.len(), 2, "{rejected:?}");
+    assert!(
+        rejected.iter().any(|(_, seq, why)| *seq == 3 && why.contains("same node and sequence"))
+    );
+    assert_eq!(store.gaps().await.expect("gaps"), [(peer.to_string(), 6, 7)]);
+
+    // Reopened: the same numbers.
+    drop(store);
+    let store = Store::open(reopen).await.expect("reopen");
+    assert_eq!(store.cursor(&peer).await.expect("cursor"), 9);
+    assert_eq!(store.totals(0, u64::MAX >> 1, None).await.expect("totals"), totals);
+}
+
+/// A node that misbehaves in every way q guards against: it serves its page out of order, with
+/// duplicates, a forged copy of a record and a forged record of its own, a record signed by a
+/// node the cloud does not have, one of another node's records, and a jump in its sequence;
+/// asked again, it replays everything from the start.
+struct Hostile {
+    node: Keypair,
+    honest: Vec<SignedCounter>,
+    extras: Vec<SignedCounter>,
+    replay: bool,
+}
+
+impl Source for Hostile {
+    fn node(&self) -> PeerId {
+        self.node.public().to_peer_id()
+    }
+
+    async fn page(&self, since: u64) -> std::result::Result<CounterPage, CollectError> {
+        let mut records: Vec<SignedCounter> =
+            self.honest.iter().filter(|r| self.replay || r.record.seq >= since).cloned().collect();
+        records.extend(self.honest.iter().step_by(4).cloned()); // duplicates
+        records.extend(self.extras.iter().cloned());
+        records.reverse(); // out of order
+        Ok(CounterPage { records, next_seq: 31, oldest_seq: 1 })
+    }
+
+    async fn ack(&self, _through: u64) -> std::result::Result<(), CollectError> {
+        Ok(())
+    }
+}
+
+/// Whatever the hostile node serves, only its genuine records count, each once.
+async fn a_hostile_node_cannot_change_the_totals(db: &str) {
+    let store = Store::open(db).await.expect("open");
+    let node = Keypair::generate_ed25519();
+    let peer = node.public().to_peer_id();
+    let other = Keypair::generate_ed25519();
+    // Seqs 11..=14 never existed: the node jumped from 10 to 15.
+    let honest: Vec<SignedCounter> =
+        (1..=30).filter(|s| !(11..=14).contains(s)).map(|s| signed(&node, s, "ping", s)).collect();
+    let expected: u64 = honest.iter().map(|r| r.record.invocations).sum();
+    let mut forged_copy = honest[4].clone();
+    forged_copy.record.invocations += 1000;
+    let mut forged_new = signed(&node, 31, "ping", 5);
+    forged_new.record.invocations = 5000;
+    let stranger = signed(&Keypair::generate_ed25519(), 7, "ping", 700);
+    let neighbour = signed(&other, 3, "ping", 300);
+    let mut source = Hostile {
+        node,
+        honest,
+        extras: vec![forged_copy, forged_new, stranger, neighbour],
+        replay: false,
+    };
+    let known: Arc<HashSet<PeerId>> = Arc::new([peer, other.public().to_peer_id()].into());
+
+    let (read, done) = drain(&store, &source, &known, |_| {}).await.expect("drain");
+    assert_eq!(read, 26 + 7 + 4);
+    assert_eq!((done.inserted, done.rejected, done.gaps), (26, 4, 1), "{done:?}");
+    let totals = |store: &Store| {
+        let store = store.clone();
+        async move { store.totals(0, i64::MAX as u64, None).await.expect("totals") }
+    };
+    let first = totals(&store).await;
+    assert_eq!(first.iter().map(|t| t.invocations).sum::<u64>(), expected);
+    assert_eq!(first.iter().map(|t| t.records).sum::<u64>(), 26);
+    let reasons: Vec<String> =
+        store.rejected().await.expect("rejected").into_iter().map(|(_, _, r)| r).collect();
+    for reason in ["bad signature", "not part of the cloud", "another node"] {
+        assert!(reasons.iter().any(|r| r.contains(reason)), "{reason} not in {reasons:?}");
+    }
+    assert_eq!(store.gaps().await.expect("gaps"), [(peer.to_string(), 11, 14)]);
+
+    // Replayed from the start, the same faults again: nothing changes.
+    source.replay = true;
+    let (_, again) = drain(&store, &source, &known, |_| {}).await.expect("drain");
+    assert_eq!((again.inserted, again.gaps), (0, 0), "{again:?}");
+    assert_eq!(totals(&store).await, first);
+}
+
+#[test]
+fn on_sqlite_each_record_counts_once_and_the_cursor_moves_with_it() -> Result {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("q.db").to_string_lossy().to_string();
+    block_on(each_record_counts_once(&db, &format!("sqlite://{db}")))?;
+    let db = dir.path().join("hostile.db").to_string_lossy().to_string();
+    block_on(a_hostile_node_cannot_change_the_totals(&db))
+}
+
+#[test]
+fn on_postgresql_each_record_counts_once_and_the_cursor_moves_with_it() -> Result {
+    let server = PgServer::start(false)?;
+    let url = server.database("store")?;
+    block_on(each_record_counts_once(&url, &url))?;
+    block_on(a_hostile_node_cannot_change_the_totals(&server.database("hostile")?))
+}
+
+fn block_on<F: std::future::Future<Output = ()>>(future: F) -> Result {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(future);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_bad_url_names_itself_without_its_password() {
+    let err = Store::open("mysql://user:hunter2@db/q").await.expect_err("not a backend q speaks");
+    let text = err.to_string();
+    assert!(text.contains("mysql://user@db/q") && !text.contains("hunter2"), "{text}");
+    let err =
+        Store::open("postgres://user:hunter2@127.0.0.1:1/q").await.expect_err("nothing there");
+    let text = err.to_string();
+    assert!(text.contains("postgres://user@127.0.0.1:1/q") && !text.contains("hunter2"), "{text}");
+}
