@@ -9,7 +9,19 @@
 //!   the bad ones.
 //! - [`collect`]: asks every substrate node for its records since q's cursor, sorts each page
 //!   (verified, kept aside, gaps), stores it, then acknowledges it to the node.
+//! - [`proof`]: the Merkle sum tree over a period's line items, the EIP-712 statement q signs
+//!   with its [`key`], and the offline check of a proof file.
+//! - [`report`]: exports (CSV, JSON) and charts (PNG, SVG, with a bundled font).
+//! - [`status`]: the nodes (online, capacity, load) and how far behind q is on each.
+//! - [`metrics`]: q's own metrics to an OpenTelemetry collector (`--otlp`).
+//! - [`period`]: `FROM..TO` on the command line.
 
 pub mod collect;
+pub mod key;
+pub mod metrics;
+pub mod period;
+pub mod proof;
+pub mod report;
+pub mod status;
 pub mod store;
 pub mod verify;

@@ -278,23 +278,33 @@ pub fn create_project(profile: &Path, dir: &Path, id: &str) -> Result<PathBuf> {
 /// `GET /ping` at `ping.<id>.tau`, pushes it, and waits until the first gateway answers it once
 /// (that call counts).
 pub fn push_ping_project(cloud: &DevCloud, dir: &Path, id: &str) -> Result {
+    push_ping_functions(cloud, dir, id, &["ping"])
+}
+
+/// Like [`push_ping_project`] with one function per name, each the example `ping` on
+/// `GET /<name>` at `ping.<id>.tau`; waits until the first gateway answers the first one once
+/// (that call counts).
+pub fn push_ping_functions(cloud: &DevCloud, dir: &Path, id: &str, names: &[&str]) -> Result {
     let key = create_project(&cloud.profile, dir, id)?;
     let project = dir.join(id);
     std::fs::create_dir_all(project.join("functions"))?;
     std::fs::write(project.join("config.yaml"), format!("id: {id}\nname: {id}\n"))?;
     std::fs::copy(example_wasm("ping")?, project.join("ping.wasm"))?;
-    std::fs::write(
-        project.join("functions/ping.yaml"),
-        format!(
-            "id: ping\ntrigger: {{type: http, method: GET, paths: [/ping]}}\n\
-             domains: [ping.{id}.tau]\nsource: ping.wasm\n"
-        ),
-    )?;
+    for name in names {
+        std::fs::write(
+            project.join(format!("functions/{name}.yaml")),
+            format!(
+                "id: {name}\ntrigger: {{type: http, method: GET, paths: [/{name}]}}\n\
+                 domains: [ping.{id}.tau]\nsource: ping.wasm\n"
+            ),
+        )?;
+    }
     push_project(&cloud.profile, &project, &key, None)?;
     let gateway = cloud.gateways.first().ok_or("no gateway")?;
     let host = format!("ping.{id}.tau");
+    let path = format!("/{}", names.first().ok_or("no function")?);
     wait_for(Duration::from_secs(30), "the function answers", || {
-        Ok((http(gateway, "GET", &host, "/ping", b"")?.status == 200).then_some(()))
+        Ok((http(gateway, "GET", &host, &path, b"")?.status == 200).then_some(()))
     })?;
     Ok(())
 }

@@ -8,4 +8,6 @@
 
 pub mod harness;
 pub mod lab;
+pub mod otlp;
+pub mod postgres;
 pub mod ssh_lab;

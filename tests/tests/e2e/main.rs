@@ -3,9 +3,11 @@
 mod hoarder;
 mod mesh;
 mod node;
+mod proof;
 mod q;
 mod seer;
 mod spore;
+mod store;
 mod substrate;
 mod taucorder;
 mod tns;

@@ -1,0 +1,313 @@
+//! What q gives billing systems and people: exports (CSV, JSON) of per-line totals or raw
+//! records, and charts (PNG, SVG) of invocations and time per function over a period.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, UNIX_EPOCH};
+
+use plotters::prelude::*;
+
+use crate::period::{OPEN_END, Period};
+use crate::store::{Store, StoreError, StoredRecord};
+
+/// An export's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Comma-separated, one header line.
+    Csv,
+    /// One JSON array.
+    Json,
+}
+
+/// Why an export or a chart failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Writing failed.
+    #[error("writing {0}")]
+    Io(#[from] std::io::Error),
+    /// Nothing to draw.
+    #[error("no records in the period {0}: nothing to plot")]
+    Empty(String),
+    /// The chart could not be drawn.
+    #[error("drawing {path}: {reason}")]
+    Draw {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The header of a records export, in [`StoredRecord`]'s field order.
+const RECORD_HEADER: [&str; 15] = [
+    "node",
+    "seq",
+    "project",
+    "function",
+    "window_start_ms",
+    "window_ms",
+    "invocations",
+    "errors",
+    "wall_micros",
+    "cpu_micros",
+    "peak_memory",
+    "bytes_in",
+    "bytes_out",
+    "signature",
+    "hash",
+];
+
+const TOTAL_HEADER: [&str; 7] =
+    ["project", "function", "invocations", "errors", "wall_micros", "cpu_micros", "records"];
+
+fn csv_error(e: csv::Error) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+/// Writes the per-(project, function) totals of `period`; returns how many lines.
+pub async fn export_totals(
+    store: &Store,
+    period: Period,
+    project: Option<&str>,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<usize, ReportError> {
+    let totals = store.totals(period.from_ms, period.to_ms, project).await?;
+    match format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut *out, &totals).map_err(std::io::Error::other)?;
+            writeln!(out)?;
+        }
+        Format::Csv => {
+            let mut csv = csv::WriterBuilder::new().has_headers(false).from_writer(&mut *out);
+            csv.write_record(TOTAL_HEADER).map_err(csv_error)?;
+            for total in &totals {
+                csv.serialize(total).map_err(csv_error)?;
+            }
+            csv.flush()?;
+        }
+    }
+    Ok(totals.len())
+}
+
+/// Writes every record of `period`, streamed (never all in memory); returns how many.
+pub async fn export_records(
+    store: &Store,
+    period: Period,
+    project: Option<&str>,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<u64, ReportError> {
+    let count = match format {
+        Format::Json => {
+            out.write_all(b"[")?;
+            let mut first = true;
+            let count = store
+                .records(period.from_ms, period.to_ms, project, |record| {
+                    out.write_all(if first { b"\n  " } else { b",\n  " })?;
+                    first = false;
+                    serde_json::to_writer(&mut *out, &record).map_err(std::io::Error::other)
+                })
+                .await?;
+            out.write_all(if count == 0 { b"]\n" } else { b"\n]\n" })?;
+            count
+        }
+        Format::Csv => {
+            let mut csv = csv::WriterBuilder::new().has_headers(false).from_writer(&mut *out);
+            csv.write_record(RECORD_HEADER).map_err(csv_error)?;
+            let count = store
+                .records(period.from_ms, period.to_ms, project, |record| {
+                    csv.serialize(&record).map_err(csv_error)
+                })
+                .await?;
+            csv.flush()?;
+            count
+        }
+    };
+    out.flush()?;
+    Ok(count)
+}
+
+/// What a chart shows.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Chart {
+    /// The functions drawn (`project/function`).
+    pub functions: Vec<String>,
+    /// Records behind it.
+    pub records: u64,
+    /// Width of one time bucket, ms.
+    pub bucket_ms: u64,
+}
+
+/// Per function, per bucket: (invocations, wall micros).
+type Series = BTreeMap<String, Vec<(u64, u64)>>;
+
+/// What a panel shows of a bucket.
+type Measure = fn(&(u64, u64)) -> f64;
+
+const BUCKETS: u64 = 60;
+const WIDTH: u32 = 1200;
+const HEIGHT: u32 = 800;
+/// The font every chart is drawn with, bundled so that no system font is needed.
+const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+
+/// Draws invocations and wall time per function over `period` into `out` (`.png` or `.svg`).
+pub async fn plot(
+    store: &Store,
+    period: Period,
+    project: Option<&str>,
+    out: &Path,
+) -> Result<Chart, ReportError> {
+    let mut rows: Vec<StoredRecord> = Vec::new();
+    store
+        .records(period.from_ms, period.to_ms, project, |r| {
+            rows.push(r);
+            Ok(())
+        })
+        .await?;
+    if rows.is_empty() {
+        return Err(ReportError::Empty(period.to_string()));
+    }
+    // An open end is where the records end.
+    let from = if period.from_ms == 0 {
+        rows.iter().map(|r| r.window_start_ms).min().unwrap_or(0)
+    } else {
+        period.from_ms
+    };
+    let to = if period.to_ms == OPEN_END {
+        rows.iter().map(|r| r.window_start_ms + r.window_ms.max(1)).max().unwrap_or(from + 1)
+    } else {
+        period.to_ms
+    };
+    // A point is never narrower than a record's window (nor than a second).
+    let widest = rows.iter().map(|r| r.window_ms).max().unwrap_or(1000);
+    let bucket_ms = (to.saturating_sub(from)).div_ceil(BUCKETS).max(widest).max(1000);
+    let buckets = (to.saturating_sub(from)).div_ceil(bucket_ms).max(1) as usize;
+    let mut series: Series = BTreeMap::new();
+    for r in &rows {
+        let line = series
+            .entry(format!("{}/{}", r.project, r.function))
+            .or_insert_with(|| vec![(0, 0); buckets]);
+        let b = ((r.window_start_ms.saturating_sub(from)) / bucket_ms) as usize;
+        let slot = &mut line[b.min(buckets - 1)];
+        slot.0 += r.invocations;
+        slot.1 += r.wall_micros;
+    }
+    let chart = Chart {
+        functions: series.keys().cloned().collect(),
+        records: rows.len() as u64,
+        bucket_ms,
+    };
+
+    // The title names the time drawn: the period, its open ends closed by the records.
+    let shown = Period { from_ms: from, to_ms: to };
+    let draw_error = |e: String| ReportError::Draw { path: out.display().to_string(), reason: e };
+    let extension = out.extension().and_then(|e| e.to_str()).unwrap_or_default();
+    // Both backends measure text with it. Registering twice (a second chart in one process) is
+    // harmless.
+    let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    match extension {
+        "png" => {
+            let root = BitMapBackend::new(out, (WIDTH, HEIGHT)).into_drawing_area();
+            draw(&root, &series, from, bucket_ms, &shown, project).map_err(draw_error)?;
+            root.present().map_err(|e| draw_error(e.to_string()))?;
+        }
+        "svg" => {
+            let root = SVGBackend::new(out, (WIDTH, HEIGHT)).into_drawing_area();
+            draw(&root, &series, from, bucket_ms, &shown, project).map_err(draw_error)?;
+            root.present().map_err(|e| draw_error(e.to_string()))?;
+        }
+        _ => {
+            return Err(draw_error(
+                "the file name must end in .png or .svg (that picks the format)".into(),
+            ));
+        }
+    }
+    Ok(chart)
+}
+
+/// A bucket's start as a short UTC label.
+fn time_label(ms: u64, span_ms: u64) -> String {
+    let text =
+        humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string();
+    if span_ms < 86_400_000 {
+        text[11..19].to_string()
+    } else {
+        format!("{} {}", &text[..10], &text[11..16])
+    }
+}
+
+fn draw<DB: DrawingBackend>(
+    root: &DrawingArea<DB, plotters::coord::Shift>,
+    series: &Series,
+    from: u64,
+    bucket_ms: u64,
+    period: &Period,
+    project: Option<&str>,
+) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    root.fill(&WHITE).map_err(e)?;
+    let title = match project {
+        Some(p) => format!("Usage of {p}, {period}"),
+        None => format!("Usage, {period}"),
+    };
+    let root = root.titled(&title, ("sans-serif", 22)).map_err(e)?;
+    let (top, bottom) = root.split_vertically(HEIGHT / 2 - 20);
+    let buckets = series.values().next().map_or(1, Vec::len);
+    let span = bucket_ms * buckets as u64;
+    let panels: [(&DrawingArea<DB, _>, &str, Measure); 2] = [
+        (&top, "invocations", |b| b.0 as f64),
+        (&bottom, "wall time (ms)", |b| b.1 as f64 / 1000.0),
+    ];
+    for (area, label, value) in panels {
+        let max = series.values().flat_map(|v| v.iter().map(value)).fold(0.0f64, f64::max).max(1.0);
+        let mut chart = ChartBuilder::on(area)
+            .margin(12)
+            .margin_right(40)
+            .x_label_area_size(36)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0..buckets, 0.0..max * 1.1)
+            .map_err(e)?;
+        chart
+            .configure_mesh()
+            .y_desc(label)
+            .x_desc(format!("window start, {} s per point", bucket_ms / 1000))
+            .x_labels(8)
+            .x_label_formatter(&|b| time_label(from + *b as u64 * bucket_ms, span))
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(e)?;
+        for (i, (name, points)) in series.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            chart
+                .draw_series(
+                    LineSeries::new(
+                        points.iter().enumerate().map(|(b, p)| (b, value(p))),
+                        color.stroke_width(2),
+                    )
+                    // A dot per point: a period of one point is still drawn.
+                    .point_size(3),
+                )
+                .map_err(e)?
+                .label(name.as_str())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .draw()
+            .map_err(e)?;
+    }
+    Ok(())
+}
