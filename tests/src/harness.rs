@@ -40,7 +40,8 @@ fn build_binaries() -> std::result::Result<PathBuf, String> {
     };
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--bins", "--workspace", "--profile", profile])
+        // `--tests`: the features `cargo test` builds with, so nothing is built a second time.
+        .args(["build", "--quiet", "--bins", "--tests", "--workspace", "--profile", profile])
         .arg("--manifest-path")
         .arg(&manifest)
         .arg("--target-dir")
