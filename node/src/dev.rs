@@ -199,6 +199,8 @@ pub fn prepare(dir: &Path, options: &DevOptions) -> Result<DevCloud, DevError> {
             data_dir: "data".into(),
             ports: Ports { p2p: node_p2p_port(node), http: http_port, dns: dns_port },
             location: Some(Location { region: "dev".into(), latitude: None, longitude: None }),
+            // A dev cloud's nodes stop at once: no client caches their DNS answers for long.
+            drain: "0s".into(),
             substrate: options.substrate.clone(),
             seer: Some(SeerConfig {
                 domain: DEV_DOMAIN.into(),

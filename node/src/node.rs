@@ -57,6 +57,7 @@ pub struct Node {
     services: Vec<JoinHandle<()>>,
     http_addrs: Vec<std::net::SocketAddr>,
     dns_addrs: Vec<std::net::SocketAddr>,
+    leaving: tokio::sync::watch::Sender<bool>,
 }
 
 impl Node {
@@ -181,6 +182,7 @@ impl Node {
             dns_addrs = started.dns_addrs;
             own_seer = Some(started.shared);
         }
+        let (leaving, leaving_rx) = tokio::sync::watch::channel(false);
         services.push(seer::beat::spawn(
             handle.clone(),
             seer::beat::BeatParts {
@@ -190,6 +192,7 @@ impl Node {
                 resources: sampled,
                 active_requests: in_flight,
                 seer: own_seer,
+                leaving: leaving_rx,
             },
             shutdown.child_token(),
         ));
@@ -199,7 +202,7 @@ impl Node {
             services = ?config.services,
             "node started"
         );
-        Ok(Self { handle, shutdown, p2p_task, services, http_addrs, dns_addrs })
+        Ok(Self { handle, shutdown, p2p_task, services, http_addrs, dns_addrs, leaving })
     }
 
     /// The addresses the HTTP gateway listens on (empty without substrate).
@@ -215,6 +218,12 @@ impl Node {
     /// The handle to the node's p2p task.
     pub fn handle(&self) -> &p2p::Handle {
         &self.handle
+    }
+
+    /// Tells the cloud this node is leaving: its heartbeats list no service from now on, so seer
+    /// stops sending clients here. It goes on serving until [`Node::stop`].
+    pub fn leave(&self) {
+        self.leaving.send_replace(true);
     }
 
     /// Stops every part and waits until they have stopped.

@@ -121,10 +121,24 @@ pub async fn start(
     let (inbox, admin) = tokio::sync::mpsc::channel(64);
     parts.handle.serve_admin(inbox).await.map_err(|e| SubstrateError::P2p(e.to_string()))?;
     let mut tasks = Vec::new();
-    for listener in listeners {
-        tasks.push(tokio::spawn(gateway::serve(gateway.clone(), listener, shutdown.clone())));
-    }
-    tasks.push(tokio::spawn(counters::run(counters, admin, shutdown.clone())));
+    let serving: Vec<_> = listeners
+        .into_iter()
+        .map(|listener| tokio::spawn(gateway::serve(gateway.clone(), listener, shutdown.clone())))
+        .collect();
+    // The last counter window is written once every gateway has finished its requests, so that
+    // a request served while the node stops is counted.
+    let gateways_done = CancellationToken::new();
+    tasks.push(tokio::spawn({
+        let (shutdown, gateways_done) = (shutdown.clone(), gateways_done.clone());
+        async move {
+            shutdown.cancelled().await;
+            for task in serving {
+                let _ = task.await;
+            }
+            gateways_done.cancel();
+        }
+    }));
+    tasks.push(tokio::spawn(counters::run(counters, admin, gateways_done)));
     tasks.push(match parts.tns {
         Some(local) => tokio::spawn(watch_local(gateway, local, shutdown)),
         None => {

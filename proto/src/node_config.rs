@@ -12,6 +12,8 @@
 //! data_dir: data
 //! ports: { p2p: 4001, http: 8080, dns: 53 }
 //! location: { region: eu-west, latitude: 48.85, longitude: 2.35 }
+//! drain: 7s                         # on SIGTERM, serve this long after telling seer the node is
+//!                                   # leaving (at least seer's DNS TTL); 0s stops at once
 //! substrate:                        # only read when the node runs substrate
 //!   counter_window: 60s             # one signed counter record per function per window
 //!   counter_retention: 24h          # acknowledged records are kept this long, others forever
@@ -76,6 +78,10 @@ pub struct NodeConfig {
     /// Where the node is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<Location>,
+    /// How long a stopping node keeps serving after its heartbeats say it is leaving, so that
+    /// seer stops sending clients to it and the answers clients cached expire first (`7s`).
+    #[serde(default = "default_drain", skip_serializing_if = "is_default_drain")]
+    pub drain: String,
     /// The substrate service's settings.
     #[serde(default, skip_serializing_if = "SubstrateConfig::is_default")]
     pub substrate: SubstrateConfig,
@@ -159,6 +165,29 @@ impl SubstrateConfig {
         humantime::parse_duration(&self.counter_retention)
             .unwrap_or(std::time::Duration::from_secs(24 * 3600))
     }
+
+    /// What is wrong with these settings, if anything: the field (as named in YAML) and why.
+    pub fn problem(&self) -> Option<(&'static str, String)> {
+        for (field, value) in [
+            ("counter_window", &self.counter_window),
+            ("counter_retention", &self.counter_retention),
+        ] {
+            match humantime::parse_duration(value) {
+                Ok(d) if d >= std::time::Duration::from_secs(1) => {}
+                Ok(_) => return Some((field, "must be at least 1s".into())),
+                Err(e) => {
+                    return Some((
+                        field,
+                        format!("`{value}` is not a duration (like 60s or 5m): {e}"),
+                    ));
+                }
+            }
+        }
+        if self.max_instances == 0 || self.max_instances > 10_000 {
+            return Some(("max_instances", "must be between 1 and 10000".into()));
+        }
+        None
+    }
 }
 
 pub use crate::net::Ports;
@@ -169,6 +198,14 @@ fn default_listen() -> Vec<IpAddr> {
 
 fn default_data_dir() -> PathBuf {
     PathBuf::from("data")
+}
+
+fn default_drain() -> String {
+    "7s".into()
+}
+
+fn is_default_drain(drain: &str) -> bool {
+    drain == default_drain()
 }
 
 impl Default for NodeConfig {
@@ -184,6 +221,7 @@ impl Default for NodeConfig {
             data_dir: default_data_dir(),
             ports: Ports::default(),
             location: None,
+            drain: default_drain(),
             substrate: SubstrateConfig::default(),
             vault: None,
             seer: None,
@@ -192,6 +230,11 @@ impl Default for NodeConfig {
 }
 
 impl NodeConfig {
+    /// How long a stopping node keeps serving (checked when the file was loaded).
+    pub fn drain(&self) -> std::time::Duration {
+        humantime::parse_duration(&self.drain).unwrap_or(std::time::Duration::from_secs(7))
+    }
+
     /// Loads and checks `path`; relative paths in it become relative to the file's folder.
     pub fn load(path: &Path) -> Result<Self, YamlError> {
         let mut config: Self = yaml::load(path)?;
@@ -289,26 +332,18 @@ impl NodeConfig {
                 return Err(invalid(format!("ports.{name}"), format!("port {a} is used twice")));
             }
         }
-        for (field, value) in [
-            ("substrate.counter_window", &self.substrate.counter_window),
-            ("substrate.counter_retention", &self.substrate.counter_retention),
-        ] {
-            match humantime::parse_duration(value) {
-                Ok(d) if d >= std::time::Duration::from_secs(1) => {}
-                Ok(_) => return Err(invalid(field.into(), "must be at least 1s".into())),
-                Err(e) => {
-                    return Err(invalid(
-                        field.into(),
-                        format!("`{value}` is not a duration (like 60s or 5m): {e}"),
-                    ));
-                }
+        match humantime::parse_duration(&self.drain) {
+            Ok(d) if d <= std::time::Duration::from_secs(60) => {}
+            Ok(_) => return Err(invalid("drain".into(), "at most 60s".into())),
+            Err(e) => {
+                return Err(invalid(
+                    "drain".into(),
+                    format!("`{}` is not a duration (like 7s, or 0s): {e}", self.drain),
+                ));
             }
         }
-        if self.substrate.max_instances == 0 || self.substrate.max_instances > 10_000 {
-            return Err(invalid(
-                "substrate.max_instances".into(),
-                "must be between 1 and 10000".into(),
-            ));
+        if let Some((field, message)) = self.substrate.problem() {
+            return Err(invalid(format!("substrate.{field}"), message));
         }
         if let Some(location) = &self.location {
             if location.latitude.is_some_and(|l| !(-90.0..=90.0).contains(&l)) {

@@ -106,6 +106,7 @@ impl Init {
                 latitude: None,
                 longitude: None,
             }),
+            drain: NodeConfig::default().drain,
             substrate: Default::default(),
             seer: match (&self.domain, &self.generated_domain) {
                 (Some(domain), Some(generated)) => Some(SeerConfig {

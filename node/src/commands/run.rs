@@ -30,6 +30,20 @@ impl Run {
             signal = signals.recv() => signal,
             _ = parent_exit(self.exit_with_parent) => "parent exited",
         };
+        let drain = config.drain();
+        if !drain.is_zero() && reason != "parent exited" {
+            node.leave();
+            tracing::info!(
+                reason,
+                drain = %humantime::format_duration(drain),
+                "leaving: seer sends no more clients here; serving what comes meanwhile \
+                 (signal again to stop at once)"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(drain) => {}
+                signal = signals.recv() => tracing::info!(signal, "stopping at once"),
+            }
+        }
         tracing::info!(reason, "shutting down");
         node.stop().await;
         Ok(())

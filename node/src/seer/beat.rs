@@ -31,6 +31,9 @@ pub struct BeatParts {
     pub active_requests: Option<Arc<AtomicU64>>,
     /// The node's own seer, which gossip does not deliver the node's beats to.
     pub seer: Option<Arc<Shared>>,
+    /// Turns true when the node is leaving: from then on its beats list no service, so that
+    /// seer sends no more clients here while the node finishes what it serves.
+    pub leaving: watch::Receiver<bool>,
 }
 
 /// The IP addresses clients reach the node at: its announced ones, else the ones it listens on
@@ -53,7 +56,11 @@ pub fn addresses(config: &NodeConfig) -> Vec<IpAddr> {
 }
 
 /// Starts beating; stops on `shutdown`.
-pub fn spawn(handle: p2p::Handle, parts: BeatParts, shutdown: CancellationToken) -> JoinHandle<()> {
+pub fn spawn(
+    handle: p2p::Handle,
+    mut parts: BeatParts,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let addrs = addresses(&parts.config);
         if addrs.is_empty() {
@@ -70,14 +77,17 @@ pub fn spawn(handle: p2p::Handle, parts: BeatParts, shutdown: CancellationToken)
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {}
+                // Said at once, not at the next tick.
+                Ok(()) = parts.leaving.changed() => {}
             }
+            let leaving = *parts.leaving.borrow_and_update();
             seq += 1;
             let beat = Heartbeat {
                 peer: handle.peer_id(),
                 seq,
                 started_ms,
                 version: tau_proto::VERSION.into(),
-                services: parts.config.services.clone(),
+                services: if leaving { Vec::new() } else { parts.config.services.clone() },
                 addrs: addrs.clone(),
                 http_port: parts.http_port,
                 location: parts.config.location.clone(),

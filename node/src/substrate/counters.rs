@@ -4,10 +4,12 @@
 //! The per-node sequence number lives in the same redb database as the records and moves in the
 //! same transaction, so a crash or restart can neither skip nor repeat a number. The totals of
 //! the window in progress are in memory: a clean stop writes them as a short last window; a crash
-//! loses only them.
+//! loses only them. A window that cannot be written (a full disk) stays in memory and goes out
+//! with the next one; after an I/O error the database is opened again (redb refuses every call
+//! on a handle that saw one), so the node writes again as soon as the disk has room.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -35,6 +37,33 @@ pub struct CounterError {
     path: String,
     reason: String,
 }
+
+/// A failure inside a database transaction: redb's (an I/O error closes the handle), or ours.
+enum Store {
+    Db(redb::Error),
+    Other(String),
+}
+
+impl std::fmt::Display for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Db(e) => e.fmt(f),
+            Self::Other(e) => f.write_str(e),
+        }
+    }
+}
+
+macro_rules! store_from {
+    ($($error:ty),*) => {$(
+        impl From<$error> for Store {
+            fn from(e: $error) -> Self {
+                Self::Db(e.into())
+            }
+        }
+    )*};
+}
+
+store_from!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
 
 /// One function's totals in the current window.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -102,13 +131,27 @@ impl FunctionStats {
     fn take(&self) -> Totals {
         std::mem::take(&mut *self.totals())
     }
+
+    /// Puts back totals that were taken but could not be written.
+    fn restore(&self, taken: &Totals) {
+        let mut t = self.totals();
+        t.invocations += taken.invocations;
+        t.errors += taken.errors;
+        t.wall_micros += taken.wall_micros;
+        t.cpu_micros += taken.cpu_micros;
+        t.peak_memory = t.peak_memory.max(taken.peak_memory);
+        t.bytes_in += taken.bytes_in;
+        t.bytes_out += taken.bytes_out;
+    }
 }
 
 /// The node's counters and their store.
 pub struct Counters {
     keypair: Keypair,
     node: PeerId,
-    db: Database,
+    /// The database; `None` after an I/O error until it is opened again.
+    db: Mutex<Option<Database>>,
+    file: PathBuf,
     path: String,
     window: Duration,
     retention: Duration,
@@ -143,7 +186,8 @@ impl Counters {
         Ok(Self {
             keypair,
             node,
-            db,
+            db: Mutex::new(Some(db)),
+            file: path.to_path_buf(),
             path: shown,
             window,
             retention,
@@ -154,6 +198,32 @@ impl Counters {
 
     fn err(&self, e: impl std::fmt::Display) -> CounterError {
         CounterError { path: self.path.clone(), reason: e.to_string() }
+    }
+
+    /// Runs `work` on the database, opening it again first when an I/O error closed it; an I/O
+    /// error in `work` closes it.
+    fn with_db<T>(
+        &self,
+        work: impl FnOnce(&Database) -> Result<T, Store>,
+    ) -> Result<T, CounterError> {
+        let mut db = self.db.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let open = match db.take() {
+            Some(open) => open,
+            None => {
+                let open = Database::create(&self.file).map_err(|e| self.err(e))?;
+                tracing::info!(path = %self.path, "counter store opened again");
+                open
+            }
+        };
+        let result = work(&open);
+        match &result {
+            Err(Store::Db(redb::Error::Io(_) | redb::Error::PreviousIo)) => {
+                // Dropped: the next call opens the file again.
+                drop(open);
+            }
+            _ => *db = Some(open),
+        }
+        result.map_err(|e| self.err(e))
     }
 
     /// The running totals of a function (created on first use).
@@ -181,74 +251,94 @@ impl Counters {
         if taken.is_empty() {
             return Ok(0);
         }
-        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
-        {
-            let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
-            let mut records = txn.open_table(RECORDS).map_err(|e| self.err(e))?;
-            let mut seq = meta.get(NEXT_SEQ).map_err(|e| self.err(e))?.map_or(1, |v| v.value());
-            for ((project, function), t) in &taken {
-                let record = CounterRecord {
-                    node: self.node,
-                    seq,
-                    project: project.clone(),
-                    function: function.clone(),
-                    window_start_ms,
-                    window_ms,
-                    invocations: t.invocations,
-                    errors: t.errors,
-                    wall_micros: t.wall_micros,
-                    cpu_micros: t.cpu_micros,
-                    peak_memory: t.peak_memory,
-                    bytes_in: t.bytes_in,
-                    bytes_out: t.bytes_out,
-                };
-                let signed = record
-                    .sign(&self.keypair)
-                    .ok_or_else(|| self.err("the node key cannot sign counter records"))?;
-                let bytes = cbor::to_vec(&signed).map_err(|e| self.err(e))?;
-                records.insert(seq, bytes.as_slice()).map_err(|e| self.err(e))?;
-                seq += 1;
+        let written = self.with_db(|db| {
+            let txn = db.begin_write()?;
+            {
+                let mut meta = txn.open_table(META)?;
+                let mut records = txn.open_table(RECORDS)?;
+                let mut seq = meta.get(NEXT_SEQ)?.map_or(1, |v| v.value());
+                for ((project, function), t) in &taken {
+                    let record = CounterRecord {
+                        node: self.node,
+                        seq,
+                        project: project.clone(),
+                        function: function.clone(),
+                        window_start_ms,
+                        window_ms,
+                        invocations: t.invocations,
+                        errors: t.errors,
+                        wall_micros: t.wall_micros,
+                        cpu_micros: t.cpu_micros,
+                        peak_memory: t.peak_memory,
+                        bytes_in: t.bytes_in,
+                        bytes_out: t.bytes_out,
+                    };
+                    let signed = record.sign(&self.keypair).ok_or_else(|| {
+                        Store::Other("the node key cannot sign counter records".into())
+                    })?;
+                    let bytes = cbor::to_vec(&signed).map_err(|e| Store::Other(e.to_string()))?;
+                    records.insert(seq, bytes.as_slice())?;
+                    seq += 1;
+                }
+                meta.insert(NEXT_SEQ, seq)?;
             }
-            meta.insert(NEXT_SEQ, seq).map_err(|e| self.err(e))?;
+            txn.commit()?;
+            Ok(taken.len())
+        });
+        if written.is_err() {
+            // Nothing was written: the totals go out with the next window instead.
+            let functions =
+                self.functions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (key, totals) in &taken {
+                if let Some(stats) = functions.get(key) {
+                    stats.restore(totals);
+                }
+            }
+        } else {
+            tracing::debug!(records = taken.len(), window_start_ms, "counter records written");
         }
-        txn.commit().map_err(|e| self.err(e))?;
-        tracing::debug!(records = taken.len(), window_start_ms, "counter records written");
-        Ok(taken.len())
+        written
     }
 
     /// Records with `seq >= since`, at most `limit`.
     pub fn page(&self, since: u64, limit: u32) -> Result<CounterPage, CounterError> {
         let limit = limit.clamp(1, MAX_PAGE) as usize;
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        let table = txn.open_table(RECORDS).map_err(|e| self.err(e))?;
-        let meta = txn.open_table(META).map_err(|e| self.err(e))?;
-        let next_seq = meta.get(NEXT_SEQ).map_err(|e| self.err(e))?.map_or(1, |v| v.value());
-        let oldest_seq = match table.first().map_err(|e| self.err(e))? {
-            Some((seq, _)) => seq.value(),
-            None => next_seq,
-        };
-        let mut records = Vec::new();
-        for entry in table.range(since..).map_err(|e| self.err(e))?.take(limit) {
-            let (_, bytes) = entry.map_err(|e| self.err(e))?;
-            let record: SignedCounter = cbor::from_slice(bytes.value()).map_err(|e| self.err(e))?;
-            records.push(record);
-        }
-        Ok(CounterPage { records, next_seq, oldest_seq })
+        self.with_db(|db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(RECORDS)?;
+            let meta = txn.open_table(META)?;
+            let next_seq = meta.get(NEXT_SEQ)?.map_or(1, |v| v.value());
+            let oldest_seq = match table.first()? {
+                Some((seq, _)) => seq.value(),
+                None => next_seq,
+            };
+            let mut records = Vec::new();
+            for entry in table.range(since..)?.take(limit) {
+                let (_, bytes) = entry?;
+                let record: SignedCounter =
+                    cbor::from_slice(bytes.value()).map_err(|e| Store::Other(e.to_string()))?;
+                records.push(record);
+            }
+            Ok(CounterPage { records, next_seq, oldest_seq })
+        })
     }
 
     /// Notes that the collector holds everything up to `through`; prunes acknowledged records
     /// older than the retention period. Returns the acknowledged sequence number.
     pub fn acknowledge(&self, through: u64) -> Result<u64, CounterError> {
-        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
-        let acked = {
-            let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
-            let next = meta.get(NEXT_SEQ).map_err(|e| self.err(e))?.map_or(1, |v| v.value());
-            let old = meta.get(ACKED).map_err(|e| self.err(e))?.map_or(0, |v| v.value());
-            let acked = old.max(through.min(next - 1));
-            meta.insert(ACKED, acked).map_err(|e| self.err(e))?;
-            acked
-        };
-        txn.commit().map_err(|e| self.err(e))?;
+        let acked = self.with_db(|db| {
+            let txn = db.begin_write()?;
+            let acked = {
+                let mut meta = txn.open_table(META)?;
+                let next = meta.get(NEXT_SEQ)?.map_or(1, |v| v.value());
+                let old = meta.get(ACKED)?.map_or(0, |v| v.value());
+                let acked = old.max(through.min(next - 1));
+                meta.insert(ACKED, acked)?;
+                acked
+            };
+            txn.commit()?;
+            Ok(acked)
+        })?;
         self.prune()?;
         Ok(acked)
     }
@@ -256,30 +346,32 @@ impl Counters {
     /// Deletes acknowledged records whose window ended before the retention period.
     pub fn prune(&self) -> Result<usize, CounterError> {
         let cutoff = now_ms().saturating_sub(self.retention.as_millis() as u64);
-        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
-        let mut pruned = 0;
-        {
-            let meta = txn.open_table(META).map_err(|e| self.err(e))?;
-            let acked = meta.get(ACKED).map_err(|e| self.err(e))?.map_or(0, |v| v.value());
-            let mut table = txn.open_table(RECORDS).map_err(|e| self.err(e))?;
-            let mut doomed = Vec::new();
-            for entry in table.range(..=acked).map_err(|e| self.err(e))? {
-                let (seq, bytes) = entry.map_err(|e| self.err(e))?;
-                let record: SignedCounter =
-                    cbor::from_slice(bytes.value()).map_err(|e| self.err(e))?;
-                let end = record.record.window_start_ms + record.record.window_ms;
-                if end >= cutoff {
-                    break;
+        self.with_db(|db| {
+            let txn = db.begin_write()?;
+            let mut pruned = 0;
+            {
+                let meta = txn.open_table(META)?;
+                let acked = meta.get(ACKED)?.map_or(0, |v| v.value());
+                let mut table = txn.open_table(RECORDS)?;
+                let mut doomed = Vec::new();
+                for entry in table.range(..=acked)? {
+                    let (seq, bytes) = entry?;
+                    let record: SignedCounter =
+                        cbor::from_slice(bytes.value()).map_err(|e| Store::Other(e.to_string()))?;
+                    let end = record.record.window_start_ms + record.record.window_ms;
+                    if end >= cutoff {
+                        break;
+                    }
+                    doomed.push(seq.value());
                 }
-                doomed.push(seq.value());
+                for seq in doomed {
+                    table.remove(seq)?;
+                    pruned += 1;
+                }
             }
-            for seq in doomed {
-                table.remove(seq).map_err(|e| self.err(e))?;
-                pruned += 1;
-            }
-        }
-        txn.commit().map_err(|e| self.err(e))?;
-        Ok(pruned)
+            txn.commit()?;
+            Ok(pruned)
+        })
     }
 
     /// Answers `Counters` and `AckCounters`.

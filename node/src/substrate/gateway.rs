@@ -42,11 +42,18 @@ pub struct Gateway {
     pub in_flight: Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// Accepts connections until `shutdown`.
+/// How long a stopping gateway waits for the requests it is serving.
+pub const FINISH: Duration = Duration::from_secs(10);
+
+/// Accepts connections until `shutdown`; then lets every open connection finish the request it
+/// is serving ([`FINISH`] at most) and close, and returns when they have.
 pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, shutdown: CancellationToken) {
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
+            // Reap finished connections as we go, so the set does not grow.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -60,7 +67,7 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, shutdown: Cance
         let _ = stream.set_nodelay(true);
         let gateway = gateway.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let gateway = gateway.clone();
                 async move { Ok::<_, Infallible>(gateway.handle(request).await) }
@@ -69,17 +76,32 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, shutdown: Cance
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(%peer, error = %e, "gateway connection ended");
-                    }
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                _ = shutdown.cancelled() => {
+                    // Finish the request in progress, if any, then close.
+                    connection.as_mut().graceful_shutdown();
+                    connection.as_mut().await
                 }
-                _ = shutdown.cancelled() => connection.as_mut().graceful_shutdown(),
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "gateway connection ended");
             }
         });
     }
-    tracing::debug!("gateway stopped");
+    drop(listener);
+    let open = connections.len();
+    let finished =
+        tokio::time::timeout(FINISH, async { while connections.join_next().await.is_some() {} })
+            .await;
+    if finished.is_err() {
+        tracing::warn!(
+            left = connections.len(),
+            "gateway stopped with requests still running after {FINISH:?}"
+        );
+        connections.abort_all();
+    }
+    tracing::debug!(open, "gateway stopped");
 }
 
 impl Gateway {
