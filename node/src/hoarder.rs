@@ -23,7 +23,7 @@ pub mod store;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use libp2p::PeerId;
@@ -73,18 +73,30 @@ struct Hoarder {
     chunk_written: tokio::sync::Notify,
     /// Chunks refused because they did not match their hash.
     rejected_chunks: AtomicU64,
+    /// This node's disk has less than [`RESERVE`] free: it takes no new replicas.
+    full: AtomicBool,
 }
+
+/// Free space below which a node takes no new replicas, so that a full disk fails no write
+/// halfway and leaves the node room for its registry and counters.
+pub const RESERVE: u64 = 32 << 20;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Hoarder {
-    /// The live hoarder nodes, this one included, sorted.
+    /// The live hoarder nodes that take replicas (their disks are not full), this one included
+    /// unless its own is, sorted: where blobs are placed.
     fn live(&self) -> Vec<PeerId> {
         let connected = lock(&self.connected).clone();
-        let mut live = lock(&self.members).live_with(&connected);
-        live.push(self.me);
+        let members = lock(&self.members);
+        let mut live = members.live_with(&connected);
+        live.retain(|peer| !members.is_full(peer));
+        drop(members);
+        if !self.full.load(Ordering::Relaxed) {
+            live.push(self.me);
+        }
         live.sort();
         live.dedup();
         live
@@ -162,6 +174,7 @@ pub async fn start(
         uploads: Mutex::default(),
         chunk_written: tokio::sync::Notify::new(),
         rejected_chunks: AtomicU64::new(0),
+        full: AtomicBool::new(false),
     });
     let (inbox, requests) = tokio::sync::mpsc::channel(256);
     handle.serve_hoarder(inbox).await.map_err(|e| HoarderError::P2p(e.to_string()))?;

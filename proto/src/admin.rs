@@ -114,6 +114,10 @@ pub struct PeerInfo {
     pub addrs: Vec<Multiaddr>,
     /// The latest ping round trip, microseconds.
     pub rtt_micros: Option<u64>,
+    /// Milliseconds since it last answered a ping (none before its first answer): a peer cut
+    /// off stays connected for a few seconds, but goes quiet at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_ms: Option<u64>,
     /// The services it runs, once known.
     pub services: Vec<String>,
     /// Seconds since the first open connection to it was established.

@@ -33,6 +33,9 @@ pub use secrets::{NodeShare, Registered, Revealed, SecretError, Stored, VaultRep
 /// How long a request may wait for its answer.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long [`Client::nodes_running`] waits for a node to answer before it lists it last.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Why the client could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -268,6 +271,8 @@ impl Client {
     }
 
     /// The nodes that run `service`, the entry node first if it does; learns their addresses.
+    /// The nodes that answer within [`PROBE_TIMEOUT`] come before those that do not: the entry
+    /// node lists a peer for a few seconds after it was cut off.
     pub async fn nodes_running(&self, service: &str) -> Result<Vec<PeerId>, ClientError> {
         let mut found = Vec::new();
         if self.info(self.entry).await?.services.iter().any(|s| s == service) {
@@ -281,7 +286,21 @@ impl Client {
                 found.push(peer.peer_id);
             }
         }
+        let answering = self.answering(&found).await;
+        found.sort_by_key(|peer| !answering.contains(peer));
         Ok(found)
+    }
+
+    /// Which of `peers` answer an `Info` within [`PROBE_TIMEOUT`] (all asked at once; the
+    /// entry node is known to).
+    pub(crate) async fn answering(&self, peers: &[PeerId]) -> std::collections::HashSet<PeerId> {
+        let answers = futures::future::join_all(peers.iter().map(|peer| async move {
+            let answered = *peer == self.entry
+                || matches!(tokio::time::timeout(PROBE_TIMEOUT, self.info(*peer)).await, Ok(Ok(_)));
+            answered.then_some(*peer)
+        }))
+        .await;
+        answers.into_iter().flatten().collect()
     }
 
     /// `peer`'s [`NodeInfo`].

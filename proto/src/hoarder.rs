@@ -426,6 +426,9 @@ pub struct Heartbeat {
     pub fetching: Vec<BlobId>,
     /// Every pin it knows of (how pins spread and heal).
     pub pins: Vec<PinRecord>,
+    /// Its disk is nearly full: it takes no new replicas (what it holds still counts).
+    #[serde(default)]
+    pub full: bool,
 }
 
 #[cfg(test)]

@@ -52,8 +52,46 @@ pub(crate) async fn hoarder_node(client: &Client, node: Option<PeerId>) -> anyho
     output::service_node(client, node, "hoarder").await
 }
 
-/// Uploads a file; returns its CID and the nodes that hold it. On a terminal, shows progress.
+/// The hoarder nodes to store through: `node` alone when one is named, else every one, in the
+/// order they are tried.
+pub(crate) async fn hoarder_nodes(
+    client: &Client,
+    node: Option<PeerId>,
+) -> anyhow::Result<Vec<PeerId>> {
+    match node {
+        Some(node) => Ok(vec![node]),
+        None => {
+            let nodes = client.nodes_running("hoarder").await?;
+            anyhow::ensure!(!nodes.is_empty(), "no node of this cloud runs hoarder");
+            Ok(nodes)
+        }
+    }
+}
+
+/// Uploads a file through the first of `nodes` that takes it (a node whose disk is full, or
+/// that fails, passes it to the next); returns its CID, size and the nodes that hold it. On a
+/// terminal, shows progress.
 pub(crate) async fn put_file(
+    client: &Client,
+    nodes: &[PeerId],
+    file: &std::path::Path,
+    replicas: u8,
+) -> anyhow::Result<(BlobId, u64, Vec<PeerId>)> {
+    let mut failed = Vec::new();
+    for node in nodes {
+        match put_file_on(client, *node, file, replicas).await {
+            Ok(stored) => return Ok(stored),
+            Err(e) if failed.len() + 1 < nodes.len() => {
+                eprintln!("{node} did not store {}: {e:#}; trying another node", file.display());
+                failed.push(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    anyhow::bail!("no hoarder node to store {} through", file.display())
+}
+
+async fn put_file_on(
     client: &Client,
     node: PeerId,
     file: &std::path::Path,
@@ -86,25 +124,28 @@ struct PutReport {
 impl Hoarder {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
         let client = output::connect(&self.args.cloud).await?;
+        if let HoarderCommand::Put { file, replicas } = &self.command {
+            let started = Instant::now();
+            let nodes = hoarder_nodes(&client, self.args.node).await?;
+            let (cid, size, holders) = put_file(&client, &nodes, file, *replicas).await?;
+            let report = PutReport { cid, size, holders, seconds: started.elapsed().as_secs_f64() };
+            if self.args.json {
+                return output::print_json(&report);
+            }
+            eprintln!(
+                "stored {} ({}) on {} nodes in {:.2} s",
+                file.display(),
+                bytes(size),
+                report.holders.len(),
+                report.seconds
+            );
+            println!("{cid}");
+            return Ok(());
+        }
         let node = hoarder_node(&client, self.args.node).await?;
         match self.command {
-            HoarderCommand::Put { file, replicas } => {
-                let started = Instant::now();
-                let (cid, size, holders) = put_file(&client, node, &file, replicas).await?;
-                let report =
-                    PutReport { cid, size, holders, seconds: started.elapsed().as_secs_f64() };
-                if self.args.json {
-                    return output::print_json(&report);
-                }
-                eprintln!(
-                    "stored {} ({}) on {} nodes in {:.2} s",
-                    file.display(),
-                    bytes(size),
-                    report.holders.len(),
-                    report.seconds
-                );
-                println!("{cid}");
-            }
+            // Stored above, through the first node that takes it.
+            HoarderCommand::Put { .. } => {}
             HoarderCommand::Get { cid, out } => {
                 // Ask the node; if it does not hold the blob, one that does.
                 let mut candidates = vec![node];

@@ -13,7 +13,7 @@ use tau_proto::tns::values::ProjectRoot;
 use tau_proto::tns::{Draft, PutOutcome, Record, TnsRequest, TnsResponse, WriterKey, keys};
 use tau_proto::{Client, cbor, keyfile};
 
-use super::hoarder::{hoarder_node, put_file};
+use super::hoarder::{hoarder_nodes, put_file};
 use super::output;
 use super::tns::tns_node;
 
@@ -329,9 +329,9 @@ impl Push {
         // The components go to hoarder first: a record never names a blob the cloud lacks.
         let mut stored = Vec::new();
         if !self.dry_run {
-            let hoarder = hoarder_node(&client, None).await?;
+            let hoarders = hoarder_nodes(&client, None).await?;
             for (file, cid) in &compiled.sources {
-                let (stored_cid, _, holders) = put_file(&client, hoarder, file, DEFAULT_REPLICAS)
+                let (stored_cid, _, holders) = put_file(&client, &hoarders, file, DEFAULT_REPLICAS)
                     .await
                     .with_context(|| format!("cannot store {} in hoarder", file.display()))?;
                 if stored_cid != *cid {

@@ -13,6 +13,7 @@ pub const DEAD_AFTER: Duration = Duration::from_millis(3_500);
 
 struct Member {
     seen: Instant,
+    full: bool,
     held: HashSet<BlobId>,
     fetching: HashSet<BlobId>,
 }
@@ -30,6 +31,7 @@ impl Members {
             peer,
             Member {
                 seen: Instant::now(),
+                full: beat.full,
                 held: beat.held.iter().copied().collect(),
                 fetching: beat.fetching.iter().copied().collect(),
             },
@@ -63,6 +65,11 @@ impl Members {
         live
     }
 
+    /// Whether `peer` said its disk is full (it takes no new replicas).
+    pub fn is_full(&self, peer: &PeerId) -> bool {
+        self.members.get(peer).is_some_and(|m| m.full)
+    }
+
     /// The live members that hold `cid`.
     pub fn holders(&self, cid: &BlobId) -> Vec<PeerId> {
         let mut holders: Vec<PeerId> = self
@@ -89,7 +96,8 @@ mod tests {
     fn members_are_live_until_they_miss_beats() {
         let mut members = Members::default();
         let (a, cid) = (PeerId::random(), BlobId::of(b"x"));
-        members.record(a, &Heartbeat { held: vec![cid], fetching: vec![], pins: vec![] });
+        members
+            .record(a, &Heartbeat { held: vec![cid], fetching: vec![], pins: vec![], full: false });
         assert_eq!(members.live(), vec![a]);
         assert_eq!(members.holders(&cid), vec![a]);
         members.members.get_mut(&a).unwrap().seen -= DEAD_AFTER;
@@ -99,9 +107,10 @@ mod tests {
         assert_eq!(members.live_with(&[a, newcomer]), vec![newcomer]);
         // Beating but no longer connected (cut off): not live.
         let b = PeerId::random();
-        members.record(b, &Heartbeat { held: vec![], fetching: vec![], pins: vec![] });
+        members.record(b, &Heartbeat { held: vec![], fetching: vec![], pins: vec![], full: true });
         assert_eq!(members.live_with(&[b]), vec![b]);
         assert!(members.live_with(&[newcomer]).iter().all(|p| *p != b));
         assert!(members.holders(&cid).is_empty(), "a dead member holds nothing");
+        assert!(members.is_full(&b) && !members.is_full(&a), "a full disk is remembered");
     }
 }

@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use libp2p::PeerId;
@@ -20,10 +21,22 @@ const PARALLEL_FETCHES: usize = 2;
 impl Hoarder {
     /// Publishes this node's heartbeat.
     pub(super) async fn beat(&self) {
+        let full = self.store.free_bytes().is_some_and(|free| free < super::RESERVE);
+        if self.full.swap(full, Ordering::Relaxed) != full {
+            if full {
+                tracing::warn!(
+                    reserve_mib = super::RESERVE >> 20,
+                    "hoarder disk nearly full: taking no new replicas"
+                );
+            } else {
+                tracing::info!("hoarder disk has room again: taking replicas");
+            }
+        }
         let beat = Heartbeat {
             held: self.store.held().unwrap_or_default(),
             fetching: lock(&self.fetching).iter().copied().collect(),
             pins: lock(&self.pins).all(),
+            full,
         };
         match cbor::to_vec(&beat) {
             Ok(bytes) => {

@@ -44,6 +44,10 @@ pub(super) async fn serve(
     }
 }
 
+/// How long a fetch waits on one answer from its source (a manifest, a chunk) before it tries
+/// another holder.
+const STALL: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Runs blocking store work off the async threads.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
@@ -65,6 +69,16 @@ impl Hoarder {
                 manifest.check().map_err(|e| e.to_string())?;
                 if self.store.has(&manifest.cid) {
                     return Ok(HoarderResponse::Exists);
+                }
+                if let Some(free) = self.store.free_bytes()
+                    && free < manifest.size.saturating_add(super::RESERVE)
+                {
+                    return Err(format!(
+                        "this node's disk is full ({} MiB free, {} MiB needed with its reserve): \
+                         store the blob through another node",
+                        free >> 20,
+                        manifest.size.saturating_add(super::RESERVE) >> 20
+                    ));
                 }
                 let cid = manifest.cid;
                 self.refresh_connected().await;
@@ -323,8 +337,15 @@ impl Hoarder {
         cid: BlobId,
         source: PeerId,
     ) -> Result<(), TransferError> {
+        // A source that stops answering (cut off, but not yet known dead) is left for the next
+        // one after STALL, rather than after the protocol's long request timeout.
+        let stalled =
+            || TransferError::Peer { peer: source, reason: format!("no answer for {STALL:?}") };
         // A source may still be receiving the blob (replication starts with the upload).
-        let manifest = transfer::fetch_manifest(&self.handle, source, cid, true).await?;
+        let manifest =
+            tokio::time::timeout(STALL, transfer::fetch_manifest(&self.handle, source, cid, true))
+                .await
+                .map_err(|_| stalled())??;
         let wanted: Vec<u32> = (0..manifest.chunks.len() as u32)
             .filter(|i| !self.store.has_chunk(&manifest.chunks[*i as usize]))
             .collect();
@@ -332,7 +353,9 @@ impl Hoarder {
         {
             let mut chunks =
                 std::pin::pin!(transfer::chunks(&self.handle, source, &manifest, wanted, true));
-            while let Some(chunk) = chunks.next().await {
+            while let Some(chunk) =
+                tokio::time::timeout(STALL, chunks.next()).await.map_err(|_| stalled())?
+            {
                 let (index, data) = chunk?;
                 let (store, m) = (self.store.clone(), manifest.clone());
                 blocking(move || store.write_chunk(&m, index, &data)).await.map_err(store_err)?;

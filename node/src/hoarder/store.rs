@@ -70,6 +70,12 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 }
 
 impl BlobStore {
+    /// Free bytes on the store's file system, if it can tell.
+    pub fn free_bytes(&self) -> Option<u64> {
+        let stat = nix::sys::statvfs::statvfs(&self.root).ok()?;
+        Some(stat.blocks_available() as u64 * stat.fragment_size() as u64)
+    }
+
     /// Opens (or creates) the store under `root`, dropping unfinished temporary files.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
         for dir in ["chunks", "manifests", "tmp"] {

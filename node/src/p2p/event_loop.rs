@@ -318,6 +318,7 @@ impl EventLoop {
                 match result {
                     Ok(rtt) => {
                         state.rtt = Some(rtt);
+                        state.last_pong = Some(std::time::Instant::now());
                         state.ping_failures = 0;
                     }
                     Err(ping::Failure::Unsupported) => {}

@@ -22,6 +22,8 @@ pub(super) struct Peer {
     pub(super) listen_addrs: Vec<Multiaddr>,
     pub(super) services: Option<Vec<String>>,
     pub(super) rtt: Option<Duration>,
+    /// When it last answered a ping.
+    pub(super) last_pong: Option<Instant>,
     pub(super) ping_failures: u32,
 }
 
@@ -41,6 +43,7 @@ impl Peer {
             peer_id,
             addrs,
             rtt_micros: self.rtt.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+            quiet_ms: self.last_pong.map(|at| at.elapsed().as_millis() as u64),
             services: self.services.clone().unwrap_or_default(),
             connected_secs: self.since.elapsed().as_secs(),
             agent: self.agent.clone().unwrap_or_default(),
@@ -65,6 +68,7 @@ impl PeerTable {
             listen_addrs: Vec::new(),
             services: None,
             rtt: None,
+            last_pong: None,
             ping_failures: 0,
         });
         peer.connections += 1;

@@ -102,15 +102,18 @@ impl Registry {
     }
 }
 
-/// Asks the connected tns nodes in turn until one answers.
+/// Asks the connected tns nodes in turn until one answers, those that answered a ping most
+/// recently first (a node cut off is still connected for a few seconds, but quiet).
 async fn remote<T, F, Fut>(handle: &p2p::Handle, ask: F) -> Result<T, String>
 where
     F: Fn(PeerId) -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,
 {
-    let peers = handle.peers().await.map_err(|e| e.to_string())?;
+    let mut peers = handle.peers().await.map_err(|e| e.to_string())?;
+    peers.retain(|p| p.services.iter().any(|s| s == "tns"));
+    peers.sort_by_key(|p| p.quiet_ms.unwrap_or(0));
     let mut last = "no tns node is connected".to_string();
-    for peer in peers.iter().filter(|p| p.services.iter().any(|s| s == "tns")) {
+    for peer in &peers {
         match ask(peer.peer_id).await {
             Ok(answer) => return Ok(answer),
             Err(e) => last = format!("{}: {e}", peer.peer_id),

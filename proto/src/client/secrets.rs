@@ -177,7 +177,8 @@ fn check_name(name: &str) -> Result<(), SecretError> {
 }
 
 impl Client {
-    /// The nodes that run each service, as the entry node knows them (its peers and itself).
+    /// The nodes that run each service, as the entry node knows them (its peers and itself);
+    /// those that answer now first (see [`Client::nodes_running`]).
     pub async fn services(&self) -> Result<HashMap<String, Vec<PeerId>>, ClientError> {
         let mut map: HashMap<String, Vec<PeerId>> = HashMap::new();
         let (info, peers) = futures::try_join!(self.info(self.entry), self.peers(self.entry))?;
@@ -191,6 +192,13 @@ impl Client {
             for service in peer.services {
                 map.entry(service).or_default().push(peer.peer_id);
             }
+        }
+        let mut everyone: Vec<PeerId> = map.values().flatten().copied().collect();
+        everyone.sort();
+        everyone.dedup();
+        let answering = self.answering(&everyone).await;
+        for nodes in map.values_mut() {
+            nodes.sort_by_key(|peer| !answering.contains(peer));
         }
         Ok(map)
     }

@@ -52,6 +52,7 @@ pub fn peers(n: usize) -> Vec<PeerInfo> {
                 .filter_map(|a| a.parse::<Multiaddr>().ok())
                 .collect(),
             rtt_micros: if i % 7 == 6 { None } else { Some(180 + (i as u64 * 397) % 4_000) },
+            quiet_ms: if i % 7 == 6 { None } else { Some((i as u64 * 211) % 2_000) },
             services: services(i),
             connected_secs: 40 + (i as u64 * 1_711) % 200_000,
             agent: "tau-node/0.1.0".into(),
