@@ -665,7 +665,7 @@ impl Run {
 
     /// Where the last deploy's results are kept (for `--retry-failed`).
     pub fn state_path(&self) -> PathBuf {
-        self.cloud_dir().join("last-deploy.json")
+        self.cloud_dir().join(crate::secrets::STATE)
     }
 
     /// Stops and removes the node on one host.

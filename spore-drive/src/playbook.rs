@@ -13,6 +13,9 @@
 //! install_dir: /opt/tau             # where the node lives on each host (local: a folder here)
 //! shapes:
 //!   full: { services: [tns, hoarder, vault, seer, substrate], ports: { p2p: 4001, http: 8080, dns: 53 } }
+//!   edge:                           # optional per shape: node.yaml's substrate settings
+//!     services: [hoarder, substrate]
+//!     substrate: { counter_window: 10s }
 //! hosts:
 //!   - { name: h1, address: 10.10.0.2, shape: full, location: { region: lab } }
 //! ```
@@ -27,6 +30,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tau_proto::admin::Location;
 use tau_proto::net::Ports;
+use tau_proto::node_config::SubstrateConfig;
 use tau_proto::tns::keys::{is_domain, is_name};
 use tau_proto::yaml::{self, YamlError};
 
@@ -145,6 +149,10 @@ pub struct Shape {
     /// The ports.
     #[serde(default)]
     pub ports: Ports,
+    /// The substrate settings of its nodes (counter window and retention, instances), as in
+    /// node.yaml's `substrate` section; the node's defaults when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub substrate: Option<SubstrateConfig>,
 }
 
 /// A host.
@@ -281,6 +289,9 @@ impl Playbook {
                     field(".ports"),
                     "p2p, http and dns need three different ports".into(),
                 ));
+            }
+            if let Some((name, message)) = shape.substrate.as_ref().and_then(|s| s.problem()) {
+                return Err(invalid(field(&format!(".substrate.{name}")), message));
             }
         }
         if self.hosts.is_empty() {

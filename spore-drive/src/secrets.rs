@@ -109,6 +109,10 @@ fn private_dir(path: &Path) -> Result<(), SecretsError> {
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path).map_err(io(path))
 }
 
+/// The file, beside the secrets folder, that records the last deploy: once it exists, hosts may
+/// hold vault shares.
+pub const STATE: &str = "last-deploy.json";
+
 /// Creates every secret the playbook needs that does not exist yet.
 pub fn ensure(playbook: &Playbook) -> Result<Made, SecretsError> {
     let layout = Layout { dir: playbook.secrets_dir() };
@@ -148,7 +152,17 @@ fn vault_shares(playbook: &Playbook, layout: &Layout, made: &mut Made) -> Result
             path: keyset_path.display().to_string(),
             source: std::io::Error::other(e.to_string()),
         })?;
-        if keyset.shares as usize != hosts.len() {
+        // Before the first deploy no host has a share and no secret exists: a playbook edited
+        // after `init` (hosts or shapes changed) simply gets a new key set.
+        let never_deployed = !layout.dir.parent().unwrap_or(Path::new(".")).join(STATE).exists();
+        if keyset.shares as usize == hosts.len() {
+            made.kept.push(keyset_path);
+            for host in hosts {
+                made.kept.push(layout.vault_share(&host.name));
+            }
+            return Ok(());
+        }
+        if !never_deployed {
             return Err(SecretsError::VaultChanged {
                 keyset: keyset_path.display().to_string(),
                 had: keyset.shares,
@@ -156,11 +170,14 @@ fn vault_shares(playbook: &Playbook, layout: &Layout, made: &mut Made) -> Result
                 dir: layout.dir.join("vault").display().to_string(),
             });
         }
-        made.kept.push(keyset_path);
-        for host in hosts {
-            made.kept.push(layout.vault_share(&host.name));
+        // The old shares go with the old key set, those of hosts that no longer run vault too.
+        for host in &playbook.hosts {
+            let share = layout.vault_share(&host.name);
+            if share.exists() {
+                std::fs::remove_file(&share).map_err(io(&share))?;
+            }
         }
-        return Ok(());
+        std::fs::remove_file(&keyset_path).map_err(io(&keyset_path))?;
     }
     let threshold = (hosts.len().saturating_sub(1) / 2) as u32;
     let (keyset, shares) = vault::deal(hosts.len() as u32, threshold)?;

@@ -95,6 +95,39 @@ fn init_writes_a_playbook_and_private_secrets_that_a_second_run_keeps() -> Resul
     Ok(())
 }
 
+/// Shapes edited after `init` deal a new vault key set, until the first deploy; after it, a
+/// change in the vault hosts is refused (a new key set would make stored secrets unreadable).
+#[test]
+fn vault_hosts_may_change_until_the_first_deploy() -> Result {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("cloud");
+    let (path, _) = spore_drive::init::init(&dir, "demo", 5, Transport::Ssh)?;
+    let text = std::fs::read_to_string(&path)?;
+    let edge = "  edge: { services: [hoarder, substrate] }\n";
+    let text = text.replacen("shapes:\n", &format!("shapes:\n{edge}"), 1);
+    let text = ["node-4", "node-5"].iter().fold(text, |text, host| {
+        let line = text.lines().find(|l| l.contains(&format!("name: {host},"))).unwrap_or("");
+        text.replace(line, &line.replace("shape: full", "shape: edge"))
+    });
+    std::fs::write(&path, &text)?;
+    let playbook = Playbook::load(&path)?;
+    let layout = Layout { dir: playbook.secrets_dir() };
+    let made = secrets::ensure(&playbook)?;
+    assert!(made.created.contains(&layout.vault_keyset()), "{:?}", made.created);
+    let keyset: tau_proto::vault::KeySet = tau_proto::yaml::load(&layout.vault_keyset())?;
+    assert_eq!((keyset.shares, keyset.threshold), (3, 1), "three vault hosts now");
+    assert!(!layout.vault_share("node-4").exists(), "edge hosts hold no share");
+
+    // Once deployed, the same edit back is refused, naming the key set.
+    std::fs::write(dir.join(secrets::STATE), "{}")?;
+    let all_full = text.replace("shape: edge", "shape: full");
+    std::fs::write(&path, all_full)?;
+    let error = secrets::ensure(&Playbook::load(&path)?).err().map(|e| e.to_string());
+    let error = error.unwrap_or_default();
+    assert!(error.contains("keyset.yaml") && error.contains("3 shares"), "{error}");
+    Ok(())
+}
+
 #[test]
 fn the_cli_prints_paths_never_secrets() -> Result {
     let tmp = tempfile::tempdir()?;
