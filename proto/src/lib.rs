@@ -16,6 +16,7 @@
 //! - [`cbor`]: the encoding of every wire message and value.
 //! - [`net`]: the transport every peer uses (TCP + pnet + noise + yamux).
 //! - [`client`]: the light client ([`Client::connect`]) used by `tau-node status`, taucorder and q.
+//! - [`bench`]: benchmark figures, as every benchmark hands them to the report.
 //!
 //! This crate exists so that light clients do not link the node's heavy dependencies (wasmtime,
 //! databases) just to share its types.
@@ -23,6 +24,7 @@
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod bench;
 pub mod bytes;
 pub mod cbor;
 pub mod client;

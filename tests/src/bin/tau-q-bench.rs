@@ -25,6 +25,7 @@ use libp2p::identity::Keypair;
 use q::collect::{CollectError, Source, drain, sort_page};
 use q::period::Period;
 use q::store::Store;
+use tau_proto::bench::Figure;
 use tau_proto::counters::{CounterPage, CounterRecord, MAX_PAGE, SignedCounter, public_key_of};
 use tau_tests::harness::Result;
 use tau_tests::postgres::PgServer;
@@ -197,6 +198,8 @@ async fn bench(total: usize) -> Result {
         "  batched, {} per batch    {:>10.0} records/s   (the baseline below)",
         MAX_PAGE, batched
     );
+    let raw = format!("raw ed25519, batched by {MAX_PAGE}");
+    Figure::new("q", "raw ed25519, one by one", single, "records/s").beside(&raw, batched).record();
 
     let dir = tempfile::tempdir()?;
     let sqlite = Store::open(&dir.path().join("q.db").to_string_lossy()).await?;
@@ -220,9 +223,17 @@ async fn bench(total: usize) -> Result {
         )
     };
     line("sort + verify, no store", r, alone, "");
+    Figure::new("q", &format!("sort + verify {total} records, no store"), r, "records/s")
+        .beside(&raw, batched)
+        .record();
     for (name, store) in stores {
         let took = ingest(store, &nodes).await?;
-        line(&format!("ingest into {name}"), rate(total, took), took, "   (target >= 0.6x)");
+        let r = rate(total, took);
+        line(&format!("ingest into {name}"), r, took, "   (target >= 0.6x)");
+        Figure::new("q", &format!("ingest of {total} records into {name}"), r, "records/s")
+            .beside(&raw, batched)
+            .target(">= 0.6x", r / batched >= 0.6)
+            .record();
     }
 
     println!();
@@ -230,6 +241,9 @@ async fn bench(total: usize) -> Result {
     for (name, store) in stores {
         let took = prove(store, total as u64).await?;
         println!("  {:<12} {:>8.2} s   (target < 10 s)", name, took.as_secs_f64());
+        Figure::new("q", &format!("prove over {total} records, {name}"), took.as_secs_f64(), "s")
+            .target("< 10 s", took < Duration::from_secs(10))
+            .record();
     }
     drop(postgres);
     drop(server);

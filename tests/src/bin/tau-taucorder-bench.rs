@@ -26,6 +26,7 @@ use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::layout::Constraint;
 use ratatui::widgets::{Paragraph, Row, Table};
+use tau_proto::bench::Figure;
 use tau_tests::harness::Result;
 use taucorder::ui::sample;
 use taucorder::ui::tns::sort_for_tree;
@@ -178,6 +179,11 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1_000.0)
 }
 
+/// `d` in milliseconds.
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1_000.0
+}
+
 fn first_frame() -> Result<Vec<String>> {
     let taucorder = beside("taucorder")?;
     let tmp = std::env::temp_dir().join(format!("tau-taucorder-bench-{}", std::process::id()));
@@ -206,6 +212,15 @@ fn first_frame() -> Result<Vec<String>> {
     let full = median(starts.iter().map(|s| s.full_frame).collect());
     let all = median(starts.iter().map(|s| s.all_views).collect());
     let ratio = |d: Duration| format!("{:.2}x", d.as_secs_f64() / json.as_secs_f64());
+    let baseline = "`taucorder peers --json`";
+    Figure::new("taucorder", "first frame on screen", millis(first), "ms").record();
+    Figure::new("taucorder", "first full frame (peers view)", millis(full), "ms")
+        .beside(baseline, millis(json))
+        .target("< 300 ms", full < Duration::from_millis(300))
+        .record();
+    Figure::new("taucorder", "every view loaded", millis(all), "ms")
+        .beside(baseline, millis(json))
+        .record();
     Ok(vec![
         format!(
             "First frame: taucorder in a {WIDTH}x{HEIGHT} pseudo-terminal, {NODES}-node local cloud, median of {RUNS}"
@@ -333,6 +348,27 @@ fn frame_render() -> Result<Vec<String>> {
             ms(percentile(times, 0.99))
         )
     };
+    let plain = "one full-screen paragraph";
+    for (what, times, target) in [
+        ("frame, peers view (10,000 rows)", &peer_frames, Some("< 5 ms")),
+        ("frame, TNS view (100,000 keys)", &tns_frames, Some("< 5 ms")),
+        ("frame, naive Table of all 10,000 rows", &naive, None),
+    ] {
+        let m = median(times.to_vec());
+        let figure =
+            Figure::new("taucorder", what, millis(m), "ms").beside(plain, millis(plain_median));
+        match target {
+            Some(target) => figure.target(target, m < Duration::from_millis(5)).record(),
+            None => figure.record(),
+        }
+    }
+    for (what, took) in [
+        ("sorting 100,000 TNS records", sort_tns),
+        ("building the tree of 100,000 keys", load_tns),
+        ("a filter keystroke over 100,000 keys, with its frame", keystroke),
+    ] {
+        Figure::new("taucorder", what, millis(took), "ms").record();
+    }
     Ok(vec![
         format!(
             "One frame, {WIDTH}x{HEIGHT}, 10,000 peers and 100,000 TNS keys loaded (median of {FRAMES}, selection moving)"

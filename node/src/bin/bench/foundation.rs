@@ -14,6 +14,7 @@ use anyhow::Context;
 
 use crate::{micros, start_dev, stats, stop};
 use tau_proto::admin::AdminRequest;
+use tau_proto::bench::Figure;
 use tau_proto::{Client, CloudProfile};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -91,6 +92,14 @@ pub(crate) async fn admin_round_trip(tau_node: &Path, tmp: &Path) -> anyhow::Res
         tau.p50.as_secs_f64() / raw.p50.as_secs_f64(),
         tau.p99.as_secs_f64() / raw.p99.as_secs_f64()
     );
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    Figure::new("foundation", "admin Info round trip, p50", us(tau.p50), "µs")
+        .beside("raw TCP request/response", us(raw.p50))
+        .target("< 300 µs", tau.p50 < Duration::from_micros(300))
+        .record();
+    Figure::new("foundation", "admin Info round trip, p99", us(tau.p99), "µs")
+        .beside("raw TCP request/response", us(raw.p99))
+        .record();
     Ok(())
 }
 
@@ -143,5 +152,14 @@ pub(crate) async fn mesh(tau_node: &Path, tmp: &Path) -> anyhow::Result<()> {
         one_m.as_secs_f64() * 1e3,
         ten_m.as_secs_f64() / one_m.as_secs_f64()
     );
+    Figure::new(
+        "foundation",
+        "start until a 10-node mesh is complete",
+        ten_m.as_secs_f64() * 1e3,
+        "ms",
+    )
+    .beside("1 node", one_m.as_secs_f64() * 1e3)
+    .target("< 3 s", ten_m < Duration::from_secs(3))
+    .record();
     Ok(())
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use libp2p::PeerId;
+use tau_proto::bench::Figure;
 use tau_proto::hoarder::transfer;
 use tau_proto::hoarder::{HoarderRequest, HoarderResponse, PinInfo};
 use tau_proto::{Client, CloudProfile, keyfile};
@@ -178,5 +179,25 @@ pub(crate) async fn run(tau_node: &Path, tmp: &Path) -> anyhow::Result<()> {
         b3.as_secs_f64() / put_two.as_secs_f64(),
         b3.as_secs_f64() / get.as_secs_f64()
     );
+    let rate = |took: Duration| SIZE as f64 / 1e6 / took.as_secs_f64();
+    let ceiling = "BLAKE3 of the file in process";
+    Figure::new("hoarder", "put 256 MB until the Put answers (2 copies)", rate(put_two), "MB/s")
+        .beside(ceiling, rate(b3))
+        .target(">= 300 MB/s", rate(put_two) >= 300.0)
+        .record();
+    Figure::new("hoarder", "put 256 MB until 3 replicas are in place", rate(put_three), "MB/s")
+        .beside(ceiling, rate(b3))
+        .record();
+    Figure::new("hoarder", "get 256 MB from a holder", rate(get), "MB/s")
+        .beside(ceiling, rate(b3))
+        .target(">= 500 MB/s", rate(get) >= 500.0)
+        .record();
+    Figure::new("hoarder", "repair to 3 holders after a holder died", repair.as_secs_f64(), "s")
+        .target("< 15 s", repair < Duration::from_secs(15))
+        .record();
+    let peak_mb = peak as f64 / 1024.0;
+    Figure::new("hoarder", "peak RSS of any node during the put", peak_mb, "MB")
+        .target("< 100 MB", peak_mb < 100.0)
+        .record();
     Ok(())
 }

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
+use tau_proto::bench::Figure;
 use tau_proto::hoarder::BlobId;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
@@ -192,6 +193,40 @@ pub(crate) async fn run(tau_node: &Path, tmp: &Path) -> anyhow::Result<()> {
         println!("  {:<12}{:>8} KB{:>12}", name, size / 1000, first(*median));
     }
     println!("  (target: under 50 ms for a 100 KB component)");
+
+    let (native_load, tau_load, serve_load) = (&results[0], &results[1], &results[2]);
+    for (i, concurrency) in [1, 64].iter().enumerate() {
+        let what = format!("ping requests/s, concurrency {concurrency}");
+        Figure::new("substrate", &format!("{what}, tau gateway"), tau_load[i].per_second, "req/s")
+            .beside("wasmtime serve", serve_load[i].per_second)
+            .target(">= 1.0x wasmtime serve", tau_load[i].per_second >= serve_load[i].per_second)
+            .record();
+        Figure::new("substrate", &format!("{what}, tau gateway"), tau_load[i].per_second, "req/s")
+            .beside("native hyper", native_load[i].per_second)
+            .record();
+    }
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    Figure::new(
+        "substrate",
+        "warm ping p50, concurrency 1, tau gateway",
+        us(tau_load[0].p50),
+        "µs",
+    )
+    .beside("native hyper", us(native_load[0].p50))
+    .target("< 70 µs", tau_load[0].p50 < Duration::from_micros(70))
+    .record();
+    Figure::new("substrate", "first answer, cold start", cold[0].2.as_secs_f64() * 1e3, "ms")
+        .beside("wasmtime serve from process start", serve_first.as_secs_f64() * 1e3)
+        .record();
+    for (name, size, median) in &cold {
+        let what = format!("cold start of {name} ({} KB), fetched from a peer", size / 1000);
+        let figure = Figure::new("substrate", &what, median.as_secs_f64() * 1e3, "ms");
+        // The target is stated for a 100 KB component: the components up to that size.
+        match *size <= 100_000 {
+            true => figure.target("< 50 ms (100 KB)", *median < Duration::from_millis(50)).record(),
+            false => figure.record(),
+        }
+    }
 
     stop(&mut dev).await;
     let _ = serve.kill().await;

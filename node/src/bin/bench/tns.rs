@@ -18,6 +18,7 @@ use libp2p::PeerId;
 use libp2p::identity::Keypair;
 use redb::{Database, ReadableDatabase, TableDefinition};
 use tau_node::tns::Store;
+use tau_proto::bench::Figure;
 use tau_proto::client::ConnectOptions;
 use tau_proto::tns::values::ProjectRoot;
 use tau_proto::tns::{Draft, Record, TnsRequest, TnsResponse, WriterKey, keys};
@@ -117,6 +118,10 @@ pub(crate) fn local_get(tmp: &Path) -> anyhow::Result<()> {
         "  ratio p50 {:.1}x   (target: local get under 20 µs)",
         ours.p50.as_secs_f64() / theirs.p50.as_secs_f64()
     );
+    Figure::new("tns", "local Get, p50", ours.p50.as_secs_f64() * 1e6, "µs")
+        .beside("raw redb read of the same bytes", theirs.p50.as_secs_f64() * 1e6)
+        .target("< 20 µs", ours.p50 < Duration::from_micros(20))
+        .record();
     Ok(())
 }
 
@@ -197,6 +202,10 @@ pub(crate) async fn spread(tau_node: &Path, tmp: &Path) -> anyhow::Result<()> {
         millis(a),
         e.as_secs_f64() / a.as_secs_f64()
     );
+    Figure::new("tns", "push until visible on 10 nodes", e.as_secs_f64() * 1e3, "ms")
+        .beside("Put acknowledged by the first node", a.as_secs_f64() * 1e3)
+        .target("< 1 s", e < Duration::from_secs(1))
+        .record();
     Ok(())
 }
 
@@ -267,5 +276,14 @@ pub(crate) async fn catch_up(tau_node: &Path, tmp: &Path) -> anyhow::Result<()> 
         took.as_secs_f64() / local.as_secs_f64(),
         tau_node::tns::SYNC_INTERVAL
     );
+    Figure::new(
+        "tns",
+        &format!("anti-entropy catch-up of {CATCH_UP} records"),
+        took.as_secs_f64() * 1e3,
+        "ms",
+    )
+    .beside("the same records applied locally", local.as_secs_f64() * 1e3)
+    .target("< 5 s", took < Duration::from_secs(5))
+    .record();
     Ok(())
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
+use tau_proto::bench::Figure;
 use tau_proto::tns::{TnsRequest, WriterKey, keys};
 use tau_proto::vault::{self, CheckedCiphertext};
 use tau_proto::{Client, CloudProfile};
@@ -85,6 +86,9 @@ pub(crate) fn crypto() -> anyhow::Result<()> {
     for (name, p50) in rows {
         let ratio = p50.as_secs_f64() / baseline.as_secs_f64();
         println!("  {name:<32} {:>10}   {ratio:>6.1}x the baseline", micros(p50));
+        Figure::new("vault", name, p50.as_secs_f64() * 1e6, "µs")
+            .beside("ed25519 verify", baseline.as_secs_f64() * 1e6)
+            .record();
     }
     Ok(())
 }
@@ -127,6 +131,15 @@ pub(crate) async fn secret_get(tau_node: &Path, tmp: &Path) -> anyhow::Result<()
             micros(gets.p99),
             gets.p50.as_secs_f64() / base.p50.as_secs_f64()
         );
+        Figure::new(
+            "vault",
+            "secret get, connected client, p50",
+            gets.p50.as_secs_f64() * 1e3,
+            "ms",
+        )
+        .beside("tns Get round trip", base.p50.as_secs_f64() * 1e3)
+        .target("< 50 ms", gets.p50 < Duration::from_millis(50))
+        .record();
         let key_file = tmp.join("bench-owner.key");
         tau_proto::keyfile::write_new(&key_file, &owner)?;
         let cloud = profile.to_string_lossy().into_owned();
@@ -156,6 +169,14 @@ pub(crate) async fn secret_get(tau_node: &Path, tmp: &Path) -> anyhow::Result<()
             micros(secret_cli),
             secret_cli.as_secs_f64() / tns_cli.as_secs_f64()
         );
+        Figure::new(
+            "vault",
+            "`tau-node secret get` process, p50",
+            secret_cli.as_secs_f64() * 1e3,
+            "ms",
+        )
+        .beside("`tau-node tns get` process", tns_cli.as_secs_f64() * 1e3)
+        .record();
         anyhow::Ok(())
     }
     .await;
