@@ -410,10 +410,24 @@ impl HttpAnswer {
     }
 }
 
-/// One HTTP/1.1 request to `addr` with `Host: host`, on a fresh connection (at most 30 s).
+/// One HTTP/1.1 request to `addr` with `Host: host`, on a fresh connection (5 s to connect, at
+/// most 30 s to answer).
 pub fn http(addr: &str, method: &str, host: &str, path: &str, body: &[u8]) -> Result<HttpAnswer> {
+    use std::net::ToSocketAddrs;
+    let target = addr.to_socket_addrs()?.next().ok_or_else(|| format!("no address in {addr}"))?;
+    let stream = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(5))?;
+    http_on(stream, method, host, path, body)
+}
+
+/// One HTTP/1.1 request on a connection made by the caller (at most 30 s to answer).
+pub fn http_on(
+    mut stream: std::net::TcpStream,
+    method: &str,
+    host: &str,
+    path: &str,
+    body: &[u8],
+) -> Result<HttpAnswer> {
     use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",

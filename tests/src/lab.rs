@@ -110,6 +110,12 @@ impl Lab {
         self.blackholes(a, b, "del")
     }
 
+    /// Takes host `i`'s link down (`up` false: it is cut off from everything, as a pulled cable
+    /// or a dead switch port would) or back up.
+    pub fn set_link(&self, i: usize, up: bool) -> Result {
+        ip(&["link", "set", &self.hosts[i].veth, if up { "up" } else { "down" }])
+    }
+
     /// Adds or deletes a blackhole route from each host of `a` to each of `b`, and back.
     fn blackholes(&self, a: &[usize], b: &[usize], verb: &str) -> Result {
         for (from, to) in a.iter().flat_map(|x| b.iter().flat_map(move |y| [(*x, *y), (*y, *x)])) {

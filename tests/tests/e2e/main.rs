@@ -8,6 +8,7 @@ mod q;
 mod seer;
 mod spore;
 mod store;
+mod story;
 mod substrate;
 mod taucorder;
 mod tns;
