@@ -208,6 +208,15 @@ fn is_default_drain(drain: &str) -> bool {
     drain == default_drain()
 }
 
+/// What is wrong with `drain` as a node's drain time, if anything: a duration of at most 60 s.
+pub fn drain_problem(drain: &str) -> Option<String> {
+    match humantime::parse_duration(drain) {
+        Ok(d) if d <= std::time::Duration::from_secs(60) => None,
+        Ok(_) => Some("at most 60s".into()),
+        Err(e) => Some(format!("`{drain}` is not a duration (like 7s, or 0s): {e}")),
+    }
+}
+
 impl Default for NodeConfig {
     fn default() -> Self {
         Self {
@@ -332,15 +341,8 @@ impl NodeConfig {
                 return Err(invalid(format!("ports.{name}"), format!("port {a} is used twice")));
             }
         }
-        match humantime::parse_duration(&self.drain) {
-            Ok(d) if d <= std::time::Duration::from_secs(60) => {}
-            Ok(_) => return Err(invalid("drain".into(), "at most 60s".into())),
-            Err(e) => {
-                return Err(invalid(
-                    "drain".into(),
-                    format!("`{}` is not a duration (like 7s, or 0s): {e}", self.drain),
-                ));
-            }
+        if let Some(message) = drain_problem(&self.drain) {
+            return Err(invalid("drain".into(), message));
         }
         if let Some((field, message)) = self.substrate.problem() {
             return Err(invalid(format!("substrate.{field}"), message));

@@ -478,7 +478,14 @@ impl Run {
         }
         if facts.running {
             progress.phase("stopping the node");
-            run(conn, "stopping the node", &desired.stop_script(), Stdin::Null, timeout).await?;
+            run(
+                conn,
+                "stopping the node",
+                &desired.stop_script(),
+                Stdin::Null,
+                stop_timeout(timeout),
+            )
+            .await?;
         }
         progress.phase("starting the node");
         let start = desired.start_script(service);
@@ -520,7 +527,8 @@ impl Run {
         } else {
             format!("health check failed: {reason} (node log: {log})")
         };
-        run(conn, "stopping the failed node", &desired.stop_script(), Stdin::Null, timeout).await?;
+        let stop = stop_timeout(timeout);
+        run(conn, "stopping the failed node", &desired.stop_script(), Stdin::Null, stop).await?;
         run(conn, "restoring files", &desired.rollback_script(&paths), Stdin::Null, timeout)
             .await?;
         if !facts.exists("bin/tau-node") {
@@ -680,7 +688,7 @@ impl Run {
                 "removing the node",
                 &desired.destroy_script(),
                 Stdin::Null,
-                self.options.command_timeout,
+                stop_timeout(self.options.command_timeout),
             )
             .await;
             conn.close().await;
@@ -899,6 +907,11 @@ pub fn record(path: &Path, reports: &[HostReport]) -> anyhow::Result<()> {
     let list: Vec<&HostReport> = all.values().collect();
     std::fs::write(path, serde_json::to_string_pretty(&list)?)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+}
+
+/// How long a stop script may take: it waits up to 75 s for a draining node to leave.
+fn stop_timeout(command_timeout: Duration) -> Duration {
+    command_timeout.max(Duration::from_secs(90))
 }
 
 #[cfg(test)]

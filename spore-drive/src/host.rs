@@ -230,7 +230,7 @@ pub fn desired(playbook: &Playbook) -> Result<Vec<Desired>, DesiredError> {
             }),
             vault,
             substrate: shape.substrate.clone().unwrap_or_default(),
-            ..NodeConfig::default()
+            drain: shape.drain.clone().unwrap_or_else(|| NodeConfig::default().drain),
         };
         let yaml = serde_yaml_ng::to_string(&config).map_err(|e| DesiredError {
             host: name.clone(),
@@ -424,8 +424,8 @@ impl Desired {
         }
     }
 
-    /// A script that stops the node (either way it was started) and waits until it is gone: 30 s
-    /// at most (a node first drains, 7 s by default), then it is killed.
+    /// A script that stops the node (either way it was started) and waits until it is gone: 75 s
+    /// at most (a node first drains: 7 s by default, 60 s at most), then it is killed.
     pub fn stop_script(&self) -> String {
         let base = quote(&self.base);
         format!(
@@ -433,7 +433,7 @@ impl Desired {
              if [ -f {UNIT_PATH} ] && command -v systemctl >/dev/null; then systemctl stop tau-node 2>/dev/null || true; fi\n\
              [ -d \"$B/run\" ] || exit 0\n\
              cd \"$B\"\n\
-             gone() {{ i=0; while kill -0 \"$1\" 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; \
+             gone() {{ i=0; while kill -0 \"$1\" 2>/dev/null && [ $i -lt 750 ]; do sleep 0.1; i=$((i+1)); done; \
              if kill -0 \"$1\" 2>/dev/null; then kill -KILL \"$1\" 2>/dev/null; sleep 0.2; fi; }}\n\
              if [ -s run/supervisor.pid ]; then touch run/stop; s=$(cat run/supervisor.pid); \
              kill -TERM \"$s\" 2>/dev/null; gone \"$s\"; fi\n\

@@ -16,6 +16,7 @@
 //!   edge:                           # optional per shape: node.yaml's substrate settings
 //!     services: [hoarder, substrate]
 //!     substrate: { counter_window: 10s }
+//!     drain: 7s                     # optional: node.yaml's drain (serve on after leaving)
 //! hosts:
 //!   - { name: h1, address: 10.10.0.2, shape: full, location: { region: lab } }
 //! ```
@@ -30,7 +31,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tau_proto::admin::Location;
 use tau_proto::net::Ports;
-use tau_proto::node_config::SubstrateConfig;
+use tau_proto::node_config::{SubstrateConfig, drain_problem};
 use tau_proto::tns::keys::{is_domain, is_name};
 use tau_proto::yaml::{self, YamlError};
 
@@ -153,6 +154,10 @@ pub struct Shape {
     /// node.yaml's `substrate` section; the node's defaults when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub substrate: Option<SubstrateConfig>,
+    /// How long its nodes keep serving when stopped, after telling seer they are leaving, as
+    /// in node.yaml's `drain`; the node's default (7s) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<String>,
 }
 
 /// A host.
@@ -292,6 +297,9 @@ impl Playbook {
             }
             if let Some((name, message)) = shape.substrate.as_ref().and_then(|s| s.problem()) {
                 return Err(invalid(field(&format!(".substrate.{name}")), message));
+            }
+            if let Some(message) = shape.drain.as_deref().and_then(drain_problem) {
+                return Err(invalid(field(".drain"), message));
             }
         }
         if self.hosts.is_empty() {

@@ -90,13 +90,14 @@ fn playbook_with_key(
             )
         })
         .collect();
+    // No drain: these tests restart nodes without clients to serve (the story test drains).
     let text = format!(
         "cloud: {{ name: lab, domain: lab.tau, generated_domain: g.lab.tau, secrets: secrets }}\n\
          transport: ssh\nhost_keys: {host_keys}\nknown_hosts: known_hosts\n\
          ssh: {{ user: {user}{key} }}\ninstall_dir: /opt/tau\n\
          shapes:\n\
-         \x20 full: {{ services: [tns, hoarder, vault, seer, substrate], ports: {{ p2p: 4001, http: 8080, dns: 5353 }} }}\n\
-         \x20 storage: {{ services: [tns, hoarder, vault, seer], ports: {{ p2p: 4001, http: 8080, dns: 5353 }} }}\n\
+         \x20 full: {{ services: [tns, hoarder, vault, seer, substrate], ports: {{ p2p: 4001, http: 8080, dns: 5353 }}, drain: 0s }}\n\
+         \x20 storage: {{ services: [tns, hoarder, vault, seer], ports: {{ p2p: 4001, http: 8080, dns: 5353 }}, drain: 0s }}\n\
          hosts:\n{hosts}",
         key = key.map(|k| format!(", key: {}", k.display())).unwrap_or_default()
     );
@@ -378,7 +379,7 @@ fn spore_drive_local_transport_deploys_a_supervised_cloud_and_destroys_it() -> R
             "cloud: {{ name: local, domain: local.tau, generated_domain: tau, secrets: secrets }}\n\
              transport: local\ninstall_dir: hosts\n\
              shapes:\n\
-             \x20 full: {{ services: [tns, hoarder, vault, seer, substrate], ports: {{ p2p: 4101, http: 8180, dns: 5354 }} }}\n\
+             \x20 full: {{ services: [tns, hoarder, vault, seer, substrate], ports: {{ p2p: 4101, http: 8180, dns: 5354 }}, drain: 0s }}\n\
              hosts:\n{hosts}"
         ),
     )?;
