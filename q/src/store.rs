@@ -15,8 +15,20 @@ use serde::Serialize;
 use sqlx::QueryBuilder;
 use tau_proto::counters::SignedCounter;
 
-/// The schema, embedded at build time.
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// The schema, embedded at build time: `migrations/`, one file per version (named as sqlx's
+/// migrator expects, so `sqlx migrate` reads the folder the same way). Listed here rather than
+/// with `sqlx::migrate!`, whose proc macro would build both database drivers a second time.
+fn migrator() -> sqlx::migrate::Migrator {
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    let migration = |version, description: &'static str, sql| {
+        Migration::new(version, description.into(), MigrationType::Simple, sql, false)
+    };
+    Migrator::with_migrations(vec![migration(
+        1,
+        "records",
+        sqlx::SqlStr::from_static(include_str!("../migrations/0001_records.sql")),
+    )])
+}
 
 /// Rows per multi-row INSERT (15 binds each, well under SQLite's limit of 32,766).
 const INSERT_ROWS: usize = 1_000;

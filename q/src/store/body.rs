@@ -11,7 +11,7 @@ pub struct Store {
 impl Store {
     /// Wraps a pool and brings its schema up to date.
     pub async fn new(pool: Pool) -> Result<Self, StoreError> {
-        MIGRATOR.run(&pool).await.map_err(|e| StoreError::Migrate(e.to_string()))?;
+        migrator().run(&pool).await.map_err(|e| StoreError::Migrate(e.to_string()))?;
         Ok(Self { pool })
     }
 
