@@ -29,6 +29,9 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        // A node whose log disk is full keeps serving: a line it cannot write is dropped, where
+        // the default would report it with eprintln!, which panics the task that logged.
+        .log_internal_errors(false)
         .init();
     match cli.command.run().await {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,7 +9,7 @@
 //! on a handle that saw one), so the node writes again as soon as the disk has room.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -145,13 +145,16 @@ impl FunctionStats {
     }
 }
 
+/// Opens the counters' database.
+type Opener = Box<dyn Fn() -> Result<Database, redb::DatabaseError> + Send + Sync>;
+
 /// The node's counters and their store.
 pub struct Counters {
     keypair: Keypair,
     node: PeerId,
     /// The database; `None` after an I/O error until it is opened again.
     db: Mutex<Option<Database>>,
-    file: PathBuf,
+    opener: Opener,
     path: String,
     window: Duration,
     retention: Duration,
@@ -168,10 +171,23 @@ impl Counters {
         window: Duration,
         retention: Duration,
     ) -> Result<Self, CounterError> {
+        let file = path.to_path_buf();
+        Self::open_with(path, Box::new(move || Database::create(&file)), keypair, window, retention)
+    }
+
+    /// [`Counters::open`] with the database at `path` opened by `opener` (at first, and again
+    /// after an I/O error).
+    fn open_with(
+        path: &Path,
+        opener: Opener,
+        keypair: Keypair,
+        window: Duration,
+        retention: Duration,
+    ) -> Result<Self, CounterError> {
         let shown = path.display().to_string();
         let err =
             |e: &dyn std::fmt::Display| CounterError { path: shown.clone(), reason: e.to_string() };
-        let db = Database::create(path).map_err(|e| err(&e))?;
+        let db = opener().map_err(|e| err(&e))?;
         let txn = db.begin_write().map_err(|e| err(&e))?;
         {
             txn.open_table(RECORDS).map_err(|e| err(&e))?;
@@ -187,7 +203,7 @@ impl Counters {
             keypair,
             node,
             db: Mutex::new(Some(db)),
-            file: path.to_path_buf(),
+            opener,
             path: shown,
             window,
             retention,
@@ -210,7 +226,7 @@ impl Counters {
         let open = match db.take() {
             Some(open) => open,
             None => {
-                let open = Database::create(&self.file).map_err(|e| self.err(e))?;
+                let open = (self.opener)().map_err(|e| self.err(e))?;
                 tracing::info!(path = %self.path, "counter store opened again");
                 open
             }
@@ -491,6 +507,105 @@ mod tests {
         assert_eq!(page.next_seq, 2);
         // The window's totals were taken: the next flush has nothing.
         assert_eq!(counters.flush(1_060_000, 60_000).unwrap(), 0);
+    }
+
+    /// A file whose writes fail while `failing` is set, as on a full or failing disk.
+    #[derive(Debug)]
+    struct FailingDisk {
+        file: redb::backends::FileBackend,
+        failing: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl FailingDisk {
+        fn check(&self) -> std::io::Result<()> {
+            if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+            }
+            Ok(())
+        }
+    }
+
+    impl redb::StorageBackend for FailingDisk {
+        fn len(&self) -> std::io::Result<u64> {
+            self.file.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+            self.file.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.check()?;
+            self.file.set_len(len)
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            self.check()?;
+            self.file.sync_data()
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            self.check()?;
+            self.file.write(offset, data)
+        }
+        fn close(&self) -> std::io::Result<()> {
+            self.file.close()
+        }
+        fn try_lock_range(
+            &self,
+            start: std::ops::Bound<u64>,
+            end: std::ops::Bound<u64>,
+        ) -> Result<bool, redb::BackendError> {
+            self.file.try_lock_range(start, end)
+        }
+        fn try_lock_shared_range(
+            &self,
+            start: std::ops::Bound<u64>,
+            end: std::ops::Bound<u64>,
+        ) -> Result<bool, redb::BackendError> {
+            self.file.try_lock_shared_range(start, end)
+        }
+    }
+
+    #[test]
+    fn a_window_that_cannot_be_written_goes_out_with_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Keypair::generate_ed25519();
+        let path = dir.path().join("counters.redb");
+        let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (file, flag) = (path.clone(), failing.clone());
+        let opener: Opener = Box::new(move || {
+            let handle = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&file)?;
+            let file = redb::backends::FileBackend::new(handle)?;
+            redb::Builder::new().create_with_backend(FailingDisk { file, failing: flag.clone() })
+        });
+        let (window, retention) = (Duration::from_secs(60), Duration::from_secs(3600));
+        let counters = Counters::open_with(&path, opener, key, window, retention).unwrap();
+        let ping = counters.stats("example", "ping");
+        for _ in 0..3 {
+            ping.finished(&outcome(None));
+        }
+        assert_eq!(counters.flush(0, 60_000).unwrap(), 1);
+
+        // The disk fails: two windows are not written, and their totals are kept.
+        failing.store(true, std::sync::atomic::Ordering::SeqCst);
+        for window in 1..=2 {
+            for _ in 0..5 {
+                ping.finished(&outcome(None));
+            }
+            let failed = counters.flush(window * 60_000, 60_000);
+            assert!(failed.is_err(), "window {window} written on a failing disk: {failed:?}");
+        }
+        // The disk works again: the store is opened anew and the next window carries them.
+        failing.store(false, std::sync::atomic::Ordering::SeqCst);
+        ping.finished(&outcome(None));
+        assert_eq!(counters.flush(180_000, 60_000).unwrap(), 1);
+        let page = counters.page(1, 100).unwrap();
+        let seen: Vec<(u64, u64)> =
+            page.records.iter().map(|r| (r.record.seq, r.record.invocations)).collect();
+        assert_eq!(seen, [(1, 3), (2, 11)], "3 calls, then 5 + 5 + 1, gap-free");
+        page.records.iter().for_each(|r| r.verify().unwrap());
     }
 
     #[test]

@@ -311,11 +311,18 @@ impl Engine {
     fn write_artifact(&self, cid: &BlobId, artifact: &[u8]) -> std::io::Result<()> {
         let path = self.artifact_path(cid);
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(blake3::hash(artifact).as_bytes())?;
-        file.write_all(artifact)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &path)
+        let written = (|| {
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(blake3::hash(artifact).as_bytes())?;
+            file.write_all(artifact)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        })();
+        if written.is_err() {
+            // A full disk keeps no half-written artifact.
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
     }
 
     /// Starts one invocation of `ready` for `request` in a fresh instance. `finished` is called

@@ -20,6 +20,9 @@ use tokio::sync::OnceCell;
 use super::engine::{Compiler, Engine, LoadError, Ready};
 use crate::{hoarder, p2p};
 
+/// How long a hoarder peer has to start answering for a component before the next is asked.
+const PROBE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// The largest component the node fetches.
 const MAX_COMPONENT: u64 = 256 << 20;
 
@@ -131,9 +134,27 @@ impl Functions {
                 return Ok(bytes);
             }
         }
-        let peers = self.handle.peers().await.map_err(|e| LoadError::Io(e.to_string()))?;
+        let mut peers = self.handle.peers().await.map_err(|e| LoadError::Io(e.to_string()))?;
+        peers.retain(|p| p.services.iter().any(|s| s == "hoarder"));
+        // Those that answered a ping most recently first: a peer cut off is still connected for
+        // a few seconds, and a request waits for it.
+        peers.sort_by_key(|p| p.quiet_ms.unwrap_or(0));
         let mut last = format!("no hoarder node holds {cid}");
-        for peer in peers.iter().filter(|p| p.services.iter().any(|s| s == "hoarder")) {
+        for peer in &peers {
+            // A peer that does not give the manifest within PROBE is passed over.
+            let probe = transfer::fetch_manifest(&self.handle, peer.peer_id, cid, false);
+            match tokio::time::timeout(PROBE, probe).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(transfer::TransferError::NotFound(_))) => continue,
+                Ok(Err(e)) => {
+                    last = e.to_string();
+                    continue;
+                }
+                Err(_) => {
+                    last = format!("{} gave no answer in {PROBE:?}", peer.peer_id);
+                    continue;
+                }
+            }
             let mut bytes = Vec::new();
             match transfer::download(&self.handle, peer.peer_id, cid, &mut bytes).await {
                 Ok(_) => return Ok(bytes),

@@ -357,8 +357,12 @@ fn story(tmp: &Path, lab: &mut SshLab) -> Result {
         Ok(client.call_all("example").is_ok().then_some(()))
     })?;
     calls.failed.store(0, Ordering::Relaxed);
-    let substrate = client.resolve("substrate.tau.story.tau")?;
-    assert_eq!(substrate.len(), 5, "every node runs substrate: {substrate:?}");
+    // Seer lists a node once it has its heartbeat: a few seconds after the deploy at most.
+    wait_for(Duration::from_secs(30), "seer to list 5 substrate nodes", || {
+        let substrate = client.resolve("substrate.tau.story.tau")?;
+        Ok((substrate.len() == 5).then_some(()))
+    })
+    .map_err(|e| format!("{e}: {:?}", client.resolve("substrate.tau.story.tau")))?;
     for _ in 0..3 {
         client.call_all("example")?;
     }

@@ -1,7 +1,8 @@
 //! Substrate across real processes: functions run within their limits, reach nothing outside
-//! (network, files, environment), and a misbehaving one harms nothing else; 100 concurrent requests all get the right answer; the signed counters
-//! count every request and keep their sequence across a restart; the example project answers
-//! through every node, to `curl`.
+//! (network, files, environment), and a misbehaving one harms nothing else; 100 concurrent
+//! requests all get the right answer; the signed counters count every request and keep their
+//! sequence across a restart; a node whose disk is full keeps answering and loses no count; the
+//! example project answers through every node, to `curl`.
 
 use std::path::Path;
 use std::process::Command;
@@ -218,6 +219,84 @@ fn counters_count_every_request_and_keep_their_sequence_across_a_restart() -> Re
         Ok((total(&records, "ping", "invocations") == 32).then_some(records))
     })?;
     gap_free(&records)?;
+    Ok(())
+}
+
+/// A tmpfs mounted at a folder, for a disk that fills; unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, mib: u32) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let out = run(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tau-test-disk"])
+                .arg(dir),
+            Duration::from_secs(10),
+        )?;
+        if !out.status.success() {
+            let why = String::from_utf8_lossy(&out.stderr);
+            return Err(format!("mount a tmpfs at {} (needs root): {why}", dir.display()).into());
+        }
+        Ok(Self(dir.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Appends to `path` until its file system is full; the bytes written.
+fn fill(path: &Path) -> Result<u64> {
+    use std::io::Write as _;
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let mut block = vec![0x5a_u8; 1 << 20];
+    let mut written = 0;
+    while !block.is_empty() {
+        match file.write(&block) {
+            Ok(n) if n > 0 => written += n as u64,
+            Ok(_) => break,
+            Err(e) if e.raw_os_error() == Some(28) => block.truncate(block.len() / 2), // ENOSPC
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(written)
+}
+
+#[test]
+fn a_node_whose_disk_is_full_keeps_answering_and_loses_no_count() -> Result {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("cloud");
+    // The node's data and its log on one small disk, as on a host.
+    let disk = SmallDisk::mount(&dir, 64)?;
+    let cloud = DevCloud::start_with(1, &dir, &["--counter-window", "1s"])?;
+    let key = create_project(&cloud.profile, tmp.path(), "lab")?;
+    let project = tmp.path().join("lab");
+    write_lab_project(&project)?;
+    push(&cloud.profile, &project, &key)?;
+    let gateway = cloud.gateways.first().ok_or("no gateway")?.clone();
+
+    // Full: the first call loads ping (and logs it, to the full disk), and every call answers.
+    let filled = fill(&dir.join("filler"))?;
+    // The log's last page too: the node's next log line cannot be written.
+    fill(&dir.join("node-0/node.log"))?;
+    for i in 0..20 {
+        let answer = http(&gateway, "GET", "ping.lab.tau", "/ping", b"")
+            .map_err(|e| format!("call {i} on a full disk ({filled} bytes filled it): {e}"))?;
+        expect(&answer, 200, "pong", "ping on a full disk")?;
+    }
+    // Room again: every call is counted, whatever window could not be written meanwhile.
+    std::fs::remove_file(dir.join("filler"))?;
+    let (records, _) = wait_for(Duration::from_secs(20), "the 20 calls counted", || {
+        let records = counters(&cloud.profile)?;
+        Ok((total(&records, "ping", "invocations") == 20).then_some(records))
+    })
+    .map_err(|e| format!("{e}; node log:\n{}", cloud.node_log(0).unwrap_or_default()))?;
+    gap_free(&records)?;
+    drop(cloud);
+    drop(disk);
     Ok(())
 }
 
