@@ -16,7 +16,8 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub type Result<T = ()> = std::result::Result<T, Error>;
 
 /// The path of one of the workspace's binaries, built once per test run with the cargo that runs
-/// the tests, in the same target folder and profile.
+/// the tests, in the same target folder and profile (unless `TAU_TEST_BINARIES_BUILT` says
+/// `scripts/test` built them just before).
 pub fn binary(name: &str) -> Result<PathBuf> {
     static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
     let dir = BUILT.get_or_init(build_binaries).clone()?;
@@ -38,6 +39,12 @@ fn build_binaries() -> std::result::Result<PathBuf, String> {
         Some(other) => other,
         None => return Err("cannot tell the build profile".into()),
     };
+    // `scripts/test` has just built them (`cargo build --workspace --bins --tests`): a second
+    // build from inside `cargo test` would not be a no-op (it rebuilt the workspace for 5 minutes
+    // in CI), so it says so and none is run.
+    if std::env::var_os("TAU_TEST_BINARIES_BUILT").is_some() {
+        return Ok(profile_dir);
+    }
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     let status = Command::new(env!("CARGO"))
         // `--tests`: the features `cargo test` builds with, so nothing is built a second time.
