@@ -143,8 +143,8 @@ impl Functions {
         for peer in &peers {
             // A peer that does not give the manifest within PROBE is passed over.
             let probe = transfer::fetch_manifest(&self.handle, peer.peer_id, cid, false);
-            match tokio::time::timeout(PROBE, probe).await {
-                Ok(Ok(_)) => {}
+            let manifest = match tokio::time::timeout(PROBE, probe).await {
+                Ok(Ok(manifest)) => manifest,
                 Ok(Err(transfer::TransferError::NotFound(_))) => continue,
                 Ok(Err(e)) => {
                     last = e.to_string();
@@ -154,9 +154,11 @@ impl Functions {
                     last = format!("{} gave no answer in {PROBE:?}", peer.peer_id);
                     continue;
                 }
-            }
+            };
             let mut bytes = Vec::new();
-            match transfer::download(&self.handle, peer.peer_id, cid, &mut bytes).await {
+            let fetched =
+                transfer::download_chunks(&self.handle, peer.peer_id, cid, &manifest, &mut bytes);
+            match fetched.await {
                 Ok(_) => return Ok(bytes),
                 Err(transfer::TransferError::NotFound(_)) => {}
                 Err(e) => last = e.to_string(),

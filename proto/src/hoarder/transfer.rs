@@ -220,10 +220,21 @@ pub async fn download<A: Asker, W: AsyncWrite + Unpin>(
     out: &mut W,
 ) -> Result<u64, TransferError> {
     let manifest = fetch_manifest(asker, peer, cid, false).await?;
+    download_chunks(asker, peer, cid, &manifest, out).await
+}
+
+/// [`download`] with `cid`'s manifest already fetched from `peer`.
+pub async fn download_chunks<A: Asker, W: AsyncWrite + Unpin>(
+    asker: &A,
+    peer: PeerId,
+    cid: BlobId,
+    manifest: &Manifest,
+    out: &mut W,
+) -> Result<u64, TransferError> {
     let out_err = |source| TransferError::Io { path: "the output".into(), source };
     let mut whole = blake3::Hasher::new();
     let wanted = (0..manifest.chunks.len() as u32).collect();
-    let mut stream = std::pin::pin!(chunks(asker, peer, &manifest, wanted, false));
+    let mut stream = std::pin::pin!(chunks(asker, peer, manifest, wanted, false));
     while let Some(chunk) = stream.next().await {
         let (_, data) = chunk?;
         whole.update(&data);
