@@ -156,6 +156,33 @@ fn pushes_spread_a_stopped_node_catches_up_and_strangers_are_refused() -> Result
     Ok(())
 }
 
+/// Waits (60 s at most; more when the machine is busy with other tests) until every node of
+/// `nodes` is connected to exactly `expected` other nodes.
+fn wait_for_peers(profile: &Path, nodes: &[LabNode], expected: usize, what: &str) -> Result {
+    wait_for(Duration::from_secs(60), what, || {
+        let mut counts = Vec::new();
+        for node in nodes {
+            let out = tau_node_ok(&[
+                "peers",
+                "--cloud",
+                &profile.to_string_lossy(),
+                "--node",
+                &node.peer_id,
+                "--json",
+            ])?;
+            let peers: serde_json::Value = serde_json::from_str(&out)?;
+            counts.push(peers.as_array().map_or(0, Vec::len));
+        }
+        if counts.iter().all(|&c| c == expected) {
+            Ok(Some(()))
+        } else {
+            // Reported if it never happens: how many peers each node sees.
+            Err(format!("peers seen by each node: {counts:?} ({expected} each expected)").into())
+        }
+    })?;
+    Ok(())
+}
+
 /// A node of the lab cloud: its folder and its running process.
 struct LabNode {
     dir: std::path::PathBuf,
@@ -167,15 +194,35 @@ struct LabNode {
 fn a_partitioned_cloud_converges_after_the_partition_heals() -> Result {
     let lab = Lab::new(4)?;
     let tmp = tempfile::tempdir()?;
+    let mut ids = Vec::new();
+    let result = partition_and_heal(&lab, tmp.path(), &mut ids);
+    if result.is_err() {
+        // What each node said about the other nodes (connections and pings are logged at debug
+        // here; the test's own client connections are left out).
+        for i in 0..4 {
+            let log = std::fs::read_to_string(tmp.path().join(format!("node-{i}/node.log")));
+            let log = log.unwrap_or_default();
+            let about_nodes = |line: &&str| {
+                !line.contains("peer_id=") || ids.iter().any(|id| line.contains(id.as_str()))
+            };
+            let tail: Vec<&str> = log.lines().rev().filter(about_nodes).take(80).collect();
+            eprintln!("--- node-{i} log, last lines:");
+            tail.iter().rev().for_each(|line| eprintln!("{line}"));
+        }
+    }
+    result
+}
+
+fn partition_and_heal(lab: &Lab, tmp: &Path, ids: &mut Vec<String>) -> Result {
     let tau = binary("tau-node")?;
-    let swarm_key = tmp.path().join("swarm.key");
+    let swarm_key = tmp.join("swarm.key");
     tau_node_ok(&["swarm-key", "--out", &swarm_key.to_string_lossy()])?;
-    let operator = tmp.path().join("operator.key");
+    let operator = tmp.join("operator.key");
     let operator_public = tau_node_ok(&["key", "generate", "--out", &operator.to_string_lossy()])?;
 
     let mut nodes: Vec<LabNode> = Vec::new();
     for (i, host) in lab.hosts.iter().enumerate() {
-        let dir = tmp.path().join(format!("node-{i}"));
+        let dir = tmp.join(format!("node-{i}"));
         let mut args = vec![
             "init".to_string(),
             "--dir".into(),
@@ -199,6 +246,7 @@ fn a_partitioned_cloud_converges_after_the_partition_heals() -> Result {
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let peer_id = tau_node_ok(&args)?.trim().to_string();
+        ids.push(peer_id.clone());
         nodes.push(LabNode { dir, peer_id, process: None });
     }
     for (i, node) in nodes.iter_mut().enumerate() {
@@ -207,12 +255,13 @@ fn a_partitioned_cloud_converges_after_the_partition_heals() -> Result {
             .command(i, &tau)
             .args(["run", "--config"])
             .arg(node.dir.join("node.yaml"))
+            .env("RUST_LOG", "info,libp2p_swarm=warn,tau_node::p2p=debug")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()?;
         node.process = Some(KillOnDrop(child));
     }
-    let profile = tmp.path().join("cloud.yaml");
+    let profile = tmp.join("cloud.yaml");
     let bootstrap: Vec<String> = nodes
         .iter()
         .zip(&lab.hosts)
@@ -230,8 +279,12 @@ fn a_partitioned_cloud_converges_after_the_partition_heals() -> Result {
         Ok((status.len() == 4 && status.iter().all(|s| s["digest"].is_string())).then_some(()))
     })?;
 
-    let key = create_project(&profile, tmp.path(), "split")?;
-    let project = tmp.path().join("split");
+    // The full mesh first: each node must know the others before the cut, or the two nodes
+    // that joined through node 0 never meet (node 0 is the only one that could introduce them).
+    wait_for_peers(&profile, &nodes, 3, "every node connects to every other")?;
+
+    let key = create_project(&profile, tmp, "split")?;
+    let project = tmp.join("split");
     write_project(&project, "split", &["base"])?;
     push(&profile, &project, &key, &nodes[0].peer_id)?;
     wait_for(Duration::from_secs(10), "the first push reaches all", || {
@@ -244,27 +297,7 @@ fn a_partitioned_cloud_converges_after_the_partition_heals() -> Result {
     // node the client reaches first, and that node must not count on the other side.
     // A node closes a connection after two failed pings (2 s apart, 4 s timeout each): about
     // 12 s, more when the machine is busy with other tests.
-    wait_for(Duration::from_secs(60), "the partition takes effect on every node", || {
-        let mut counts = Vec::new();
-        for node in &nodes {
-            let out = tau_node_ok(&[
-                "peers",
-                "--cloud",
-                &profile.to_string_lossy(),
-                "--node",
-                &node.peer_id,
-                "--json",
-            ])?;
-            let peers: serde_json::Value = serde_json::from_str(&out)?;
-            counts.push(peers.as_array().map_or(0, Vec::len));
-        }
-        if counts.iter().all(|&c| c == 1) {
-            Ok(Some(()))
-        } else {
-            // Reported if it never happens: how many peers each node still sees.
-            Err(format!("peers seen by nodes 0-3: {counts:?} (1 each expected)").into())
-        }
-    })?;
+    wait_for_peers(&profile, &nodes, 1, "the partition takes effect on every node")?;
     write_project(&project, "split", &["base", "left"])?;
     push(&profile, &project, &key, &nodes[0].peer_id)?;
     write_project(&project, "split", &["right"])?;
