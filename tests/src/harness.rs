@@ -16,8 +16,8 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub type Result<T = ()> = std::result::Result<T, Error>;
 
 /// The path of one of the workspace's binaries, built once per test run with the cargo that runs
-/// the tests, in the same target folder and profile (unless `TAU_TEST_BINARIES_BUILT` says
-/// `scripts/test` built them just before).
+/// the tests, in the same target folder and profile (a no-op when `scripts/test` built them just
+/// before).
 pub fn binary(name: &str) -> Result<PathBuf> {
     static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
     let dir = BUILT.get_or_init(build_binaries).clone()?;
@@ -27,6 +27,19 @@ pub fn binary(name: &str) -> Result<PathBuf> {
     }
     Ok(path)
 }
+
+/// What `cargo test` sets for the test binary it runs about that binary's own package and target
+/// (besides `CARGO_PKG_*` and `CARGO_BIN_EXE_*`).
+const CARGO_TEST_VARS: &[&str] = &[
+    "CARGO_MANIFEST_DIR",
+    "CARGO_MANIFEST_PATH",
+    "CARGO_CRATE_NAME",
+    "CARGO_BIN_NAME",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "CARGO_RUSTC_CURRENT_DIR",
+    "OUT_DIR",
+];
 
 fn build_binaries() -> std::result::Result<PathBuf, String> {
     // target/<profile>/deps/<this test binary>
@@ -39,14 +52,21 @@ fn build_binaries() -> std::result::Result<PathBuf, String> {
         Some(other) => other,
         None => return Err("cannot tell the build profile".into()),
     };
-    // `scripts/test` has just built them (`cargo build --workspace --bins --tests`): a second
-    // build from inside `cargo test` would not be a no-op (it rebuilt the workspace for 5 minutes
-    // in CI), so it says so and none is run.
-    if std::env::var_os("TAU_TEST_BINARIES_BUILT").is_some() {
-        return Ok(profile_dir);
-    }
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-    let status = Command::new(env!("CARGO"))
+    let mut cargo = Command::new(env!("CARGO"));
+    // Not the variables `cargo test` sets for this test binary: build scripts that watch one
+    // (ring's watches CARGO_MANIFEST_DIR) would run again and everything above them would be
+    // rebuilt (5 minutes in CI), where the same build from a shell is a no-op.
+    for (key, _) in std::env::vars_os() {
+        let key_text = key.to_string_lossy();
+        if CARGO_TEST_VARS.contains(&key_text.as_ref())
+            || key_text.starts_with("CARGO_PKG_")
+            || key_text.starts_with("CARGO_BIN_EXE_")
+        {
+            cargo.env_remove(&key);
+        }
+    }
+    let status = cargo
         // `--tests`: the features `cargo test` builds with, so nothing is built a second time.
         .args(["build", "--quiet", "--bins", "--tests", "--workspace", "--profile", profile])
         .arg("--manifest-path")
