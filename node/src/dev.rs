@@ -21,10 +21,10 @@ use std::path::{Path, PathBuf};
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use tau_proto::admin::Location;
+use tau_proto::identity::WriterKey;
 use tau_proto::keyfile::{self, KeyFileError};
 use tau_proto::profile::ProfileError;
 use tau_proto::swarm_key::SwarmKeyError;
-use tau_proto::tns::WriterKey;
 use tau_proto::{CloudProfile, SwarmKey};
 
 use crate::config::{NodeConfig, Ports, SERVICES, SeerConfig, SubstrateConfig, VaultConfig};

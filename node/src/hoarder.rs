@@ -25,6 +25,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use tau_proto::hoarder::HoarderProtocol;
 
 use libp2p::PeerId;
 use tau_proto::hoarder::Manifest;
@@ -128,7 +129,7 @@ impl Hoarder {
 
 impl Asker for p2p::Handle {
     async fn ask(&self, peer: PeerId, request: HoarderRequest) -> Result<HoarderResponse, String> {
-        match self.hoarder(peer, request).await {
+        match self.call::<HoarderProtocol>(peer, request).await {
             Ok(HoarderResponse::Error(message)) => Err(message),
             Ok(response) => Ok(response),
             Err(e) => Err(e.reason),
@@ -177,8 +178,11 @@ pub async fn start(
         full: AtomicBool::new(false),
     });
     let (inbox, requests) = tokio::sync::mpsc::channel(256);
-    handle.serve_hoarder(inbox).await.map_err(|e| HoarderError::P2p(e.to_string()))?;
-    let beats = handle.subscribe(tau_proto::hoarder::TOPIC).await.map_err(HoarderError::P2p)?;
+    handle.serve::<HoarderProtocol>(inbox).await.map_err(|e| HoarderError::P2p(e.to_string()))?;
+    let beats = handle
+        .subscribe::<tau_proto::hoarder::HoarderTopic>()
+        .await
+        .map_err(|e| HoarderError::P2p(e.to_string()))?;
     let local = Local(hoarder.store.clone());
     let tasks = vec![
         tokio::spawn(service::serve(hoarder.clone(), requests, shutdown.clone())),

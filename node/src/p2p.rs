@@ -1,11 +1,15 @@
 //! The p2p core: the one task that owns the libp2p `Swarm`, and the handle the rest of the node
-//! uses to talk to it.
+//! uses to talk to it. It knows no service by name: a service registers a handler for its
+//! protocol ([`Handle::serve`]), calls any protocol ([`Handle::call`]) and uses gossip topics
+//! ([`Handle::subscribe`], [`Handle::publish`]), each named by a type of `tau_proto`.
 //!
-//! - [`behaviour`]: identify, ping, kad, gossipsub and request-response (CBOR) for `/tau/admin/1`,
-//!   on the transport of [`tau_proto::net`] (TCP + pnet + noise + yamux).
+//! - [`behaviour`]: identify, ping, kad, gossipsub and [`tau_proto::net::rpc`] (every
+//!   request-response protocol), on the transport of [`tau_proto::net`] (TCP + pnet + noise +
+//!   yamux).
 //! - [`event_loop`]: the task. It keeps the peer table, keeps a full mesh with the cloud's nodes
 //!   (kad finds them, the loop dials them), redials bootstrap peers with backoff, drops
-//!   connections whose pings fail, and answers admin requests from its own state.
+//!   connections whose pings fail, and answers the core's own admin requests from its state.
+//! - [`service`]: how a protocol is served and called; [`gossip`]: topics.
 //! - [`peers`]: the peer table.
 //!
 //! Libp2p types do not leave this module (and `tau_proto`'s client); services get a [`Handle`].
@@ -19,13 +23,12 @@ mod service;
 use std::time::Instant;
 
 use libp2p::identity::Keypair;
-use libp2p::{Multiaddr, PeerId};
+use libp2p::swarm::Stream;
+use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use tau_proto::SwarmKey;
 use tau_proto::admin::{AdminRequest, AdminResponse, Location, PeerInfo, Resources};
-use tau_proto::hoarder::{HoarderRequest, HoarderResponse};
-use tau_proto::seer::{SeerRequest, SeerResponse};
-use tau_proto::tns::{TnsRequest, TnsResponse};
-use tau_proto::vault::{VaultRequest, VaultResponse};
+use tau_proto::net::rpc::{self, CallError, InboundStream, OpenError};
+use tau_proto::protocol::{Protocol, Topic};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -75,27 +78,31 @@ pub enum P2pError {
     },
 }
 
-pub use gossip::{GossipMessage, MessageRef, Verdict};
-pub(crate) use service::ServiceCommand;
+pub use gossip::{GossipError, GossipMessage, MessageRef, Verdict};
 pub use service::{Inbound, RequestError};
 
 pub(crate) enum Command {
     Peers(oneshot::Sender<Vec<PeerInfo>>),
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
-    Tns(ServiceCommand<TnsRequest, TnsResponse>),
-    Hoarder(ServiceCommand<HoarderRequest, HoarderResponse>),
-    Vault(ServiceCommand<VaultRequest, VaultResponse>),
-    Seer(ServiceCommand<SeerRequest, SeerResponse>),
-    Admin(ServiceCommand<AdminRequest, AdminResponse>),
+    Open {
+        peer: PeerId,
+        protocol: StreamProtocol,
+        reply: oneshot::Sender<Result<Stream, OpenError>>,
+    },
+    Serve {
+        protocol: StreamProtocol,
+        streams: mpsc::Sender<InboundStream>,
+    },
+    ExtendAdmin(mpsc::Sender<Inbound<AdminRequest, AdminResponse>>),
     Subscribe {
-        topic: String,
+        topic: &'static str,
         sender: mpsc::Sender<GossipMessage>,
-        answer: oneshot::Sender<Result<(), String>>,
+        answer: oneshot::Sender<Result<(), GossipError>>,
     },
     Publish {
-        topic: String,
+        topic: &'static str,
         data: Vec<u8>,
-        answer: oneshot::Sender<Result<(), String>>,
+        answer: oneshot::Sender<Result<(), GossipError>>,
     },
     Validate {
         message: MessageRef,
@@ -131,97 +138,63 @@ impl Handle {
         self.ask(Command::ListenAddrs).await
     }
 
-    /// Routes inbound `/tau/tns/1` requests to `inbox` (only nodes running tns serve it).
-    pub async fn serve_tns(
+    /// Serves protocol `P`: from now on each request a peer sends for it arrives in `inbox`,
+    /// already checked against `P`'s size limit and decoded. The answer goes back through the
+    /// request's `reply`; a request left unanswered for `P::TIMEOUT`, or whose `reply` is
+    /// dropped, leaves the peer with an error. A full inbox refuses the request.
+    pub async fn serve<P: Protocol>(
         &self,
-        inbox: mpsc::Sender<Inbound<TnsRequest, TnsResponse>>,
+        inbox: mpsc::Sender<Inbound<P::Request, P::Response>>,
     ) -> Result<(), Stopped> {
-        self.commands.send(Command::Tns(ServiceCommand::Serve(inbox))).await.map_err(|_| Stopped)
+        let (streams, incoming) = mpsc::channel(rpc::INBOX);
+        let protocol = StreamProtocol::new(P::NAME);
+        self.commands.send(Command::Serve { protocol, streams }).await.map_err(|_| Stopped)?;
+        service::spawn_server::<P>(incoming, inbox);
+        Ok(())
     }
 
-    /// Sends a TNS request to `peer` and waits for the answer.
-    pub async fn tns(
+    /// Calls protocol `P` on `peer` (dialing it if needed) and waits for the answer, within
+    /// `P`'s time and size limits.
+    pub async fn call<P: Protocol>(
         &self,
         peer: PeerId,
-        request: TnsRequest,
-    ) -> Result<TnsResponse, RequestError> {
-        self.request(peer, request, Command::Tns).await
-    }
-
-    /// Routes inbound `/tau/hoarder/1` requests to `inbox`.
-    pub async fn serve_hoarder(
-        &self,
-        inbox: mpsc::Sender<Inbound<HoarderRequest, HoarderResponse>>,
-    ) -> Result<(), Stopped> {
-        self.commands
-            .send(Command::Hoarder(ServiceCommand::Serve(inbox)))
+        request: P::Request,
+    ) -> Result<P::Response, RequestError> {
+        let failed = |reason: String| RequestError { peer, reason };
+        let protocol = StreamProtocol::new(P::NAME);
+        let exchange = async {
+            let stream = self
+                .ask(|reply| Command::Open { peer, protocol, reply })
+                .await
+                .map_err(|e| failed(e.to_string()))?
+                .map_err(|e| failed(rpc::error_chain(&e)))?;
+            rpc::call::<P>(stream, &request).await.map_err(|e| failed(rpc::error_chain(&e)))
+        };
+        tokio::time::timeout(P::TIMEOUT, exchange)
             .await
-            .map_err(|_| Stopped)
+            .map_err(|_| failed(CallError::Timeout(P::TIMEOUT).to_string()))?
     }
 
-    /// Routes inbound `/tau/vault/1` requests to `inbox` (only vault nodes serve it).
-    pub async fn serve_vault(
-        &self,
-        inbox: mpsc::Sender<Inbound<VaultRequest, VaultResponse>>,
-    ) -> Result<(), Stopped> {
-        self.commands.send(Command::Vault(ServiceCommand::Serve(inbox))).await.map_err(|_| Stopped)
-    }
-
-    /// Routes inbound `/tau/seer/1` requests to `inbox` (only seer nodes serve it).
-    pub async fn serve_seer(
-        &self,
-        inbox: mpsc::Sender<Inbound<SeerRequest, SeerResponse>>,
-    ) -> Result<(), Stopped> {
-        self.commands.send(Command::Seer(ServiceCommand::Serve(inbox))).await.map_err(|_| Stopped)
-    }
-
-    /// Sends a hoarder request to `peer` and waits for the answer.
-    pub async fn hoarder(
-        &self,
-        peer: PeerId,
-        request: HoarderRequest,
-    ) -> Result<HoarderResponse, RequestError> {
-        self.request(peer, request, Command::Hoarder).await
-    }
-
-    /// Routes the admin requests the p2p task does not answer itself (`Counters`,
-    /// `AckCounters`) to `inbox`.
-    pub async fn serve_admin(
+    /// Hands the admin requests the p2p core does not answer itself (all but `Info` and
+    /// `Peers`) to `inbox`; without one, they are answered with an error.
+    pub async fn extend_admin(
         &self,
         inbox: mpsc::Sender<Inbound<AdminRequest, AdminResponse>>,
     ) -> Result<(), Stopped> {
-        self.commands.send(Command::Admin(ServiceCommand::Serve(inbox))).await.map_err(|_| Stopped)
+        self.commands.send(Command::ExtendAdmin(inbox)).await.map_err(|_| Stopped)
     }
 
-    async fn request<Req, Resp>(
-        &self,
-        peer: PeerId,
-        request: Req,
-        wrap: fn(ServiceCommand<Req, Resp>) -> Command,
-    ) -> Result<Resp, RequestError> {
-        let stopped = || RequestError { peer, reason: Stopped.to_string() };
-        self.ask(|answer| wrap(ServiceCommand::Request { peer, request, answer }))
-            .await
-            .map_err(|_| stopped())?
-    }
-
-    /// Subscribes to a gossip topic; its messages arrive on the returned channel and each needs a
-    /// verdict ([`Handle::validate`]) before it is forwarded.
-    pub async fn subscribe(&self, topic: &str) -> Result<mpsc::Receiver<GossipMessage>, String> {
+    /// Subscribes to gossip topic `T`; its messages arrive on the returned channel and each
+    /// needs a verdict ([`Handle::validate`]) before it is forwarded.
+    pub async fn subscribe<T: Topic>(&self) -> Result<mpsc::Receiver<GossipMessage>, GossipError> {
         let (sender, receiver) = mpsc::channel(1024);
-        let topic = topic.to_string();
-        self.ask(|answer| Command::Subscribe { topic, sender, answer })
-            .await
-            .map_err(|e| e.to_string())??;
+        self.ask(|answer| Command::Subscribe { topic: T::NAME, sender, answer }).await??;
         Ok(receiver)
     }
 
-    /// Publishes on a gossip topic (fails when no peer is subscribed yet).
-    pub async fn publish(&self, topic: &str, data: Vec<u8>) -> Result<(), String> {
-        let topic = topic.to_string();
-        self.ask(|answer| Command::Publish { topic, data, answer })
-            .await
-            .map_err(|e| e.to_string())?
+    /// Publishes on gossip topic `T` (fails when no peer is subscribed yet).
+    pub async fn publish<T: Topic>(&self, data: Vec<u8>) -> Result<(), GossipError> {
+        self.ask(|answer| Command::Publish { topic: T::NAME, data, answer }).await?
     }
 
     /// Reports the verdict on a received gossip message.
@@ -246,7 +219,7 @@ pub async fn spawn(
     shutdown: CancellationToken,
 ) -> Result<(Handle, JoinHandle<()>), P2pError> {
     let peer_id = config.keypair.public().to_peer_id();
-    let mut swarm = behaviour::build(config.keypair, &config.swarm_key, &config.admin.services)?;
+    let mut swarm = behaviour::build(config.keypair, &config.swarm_key)?;
     let mut listeners = Vec::new();
     for addr in &config.listen {
         let id = swarm
@@ -258,9 +231,16 @@ pub async fn spawn(
         swarm.add_external_address(addr.clone());
     }
     let (commands, receiver) = mpsc::channel(256);
+    let (admin, admin_requests) = mpsc::channel(256);
     let mut event_loop =
-        event_loop::EventLoop::new(swarm, receiver, config.bootstrap, config.admin);
+        event_loop::EventLoop::new(swarm, receiver, admin_requests, config.bootstrap, config.admin);
     event_loop.wait_listening(&listeners).await?;
     let task = tokio::spawn(event_loop.run(shutdown));
-    Ok((Handle { commands, peer_id }, task))
+    let handle = Handle { commands, peer_id };
+    // The core's own protocol: the loop answers what it can from its state.
+    handle
+        .serve::<tau_proto::admin::AdminProtocol>(admin)
+        .await
+        .map_err(|e| P2pError::Build(e.to_string()))?;
+    Ok((handle, task))
 }

@@ -21,7 +21,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use tau_proto::seer::{SeerRequest, SeerResponse, SignedHeartbeat, TOPIC};
+use tau_proto::seer::{SeerProtocol, SeerRequest, SeerResponse, SeerTopic, SignedHeartbeat};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -136,9 +136,10 @@ pub async fn start(
         tasks.push(tokio::spawn(dns::serve_udp(shared.clone(), Arc::new(udp), shutdown.clone())));
         tasks.push(tokio::spawn(dns::serve_tcp(shared.clone(), tcp, shutdown.clone())));
     }
-    let mut gossip = handle.subscribe(TOPIC).await.map_err(SeerError::P2p)?;
+    let mut gossip =
+        handle.subscribe::<SeerTopic>().await.map_err(|e| SeerError::P2p(e.to_string()))?;
     let (inbox, mut requests) = tokio::sync::mpsc::channel(64);
-    handle.serve_seer(inbox).await.map_err(|e| SeerError::P2p(e.to_string()))?;
+    handle.serve::<SeerProtocol>(inbox).await.map_err(|e| SeerError::P2p(e.to_string()))?;
     let state = shared.clone();
     tasks.push(tokio::spawn(async move {
         loop {

@@ -119,7 +119,7 @@ pub async fn start(
         listeners.push(listener);
     }
     let (inbox, admin) = tokio::sync::mpsc::channel(64);
-    parts.handle.serve_admin(inbox).await.map_err(|e| SubstrateError::P2p(e.to_string()))?;
+    parts.handle.extend_admin(inbox).await.map_err(|e| SubstrateError::P2p(e.to_string()))?;
     let mut tasks = Vec::new();
     let serving: Vec<_> = listeners
         .into_iter()
@@ -142,8 +142,11 @@ pub async fn start(
     tasks.push(match parts.tns {
         Some(local) => tokio::spawn(watch_local(gateway, local, shutdown)),
         None => {
-            let gossip =
-                parts.handle.subscribe(tau_proto::tns::TOPIC).await.map_err(SubstrateError::P2p)?;
+            let gossip = parts
+                .handle
+                .subscribe::<tau_proto::tns::TnsTopic>()
+                .await
+                .map_err(|e| SubstrateError::P2p(e.to_string()))?;
             tokio::spawn(watch_gossip(gateway, parts.handle, gossip, shutdown))
         }
     });

@@ -19,11 +19,13 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use tau_proto::tns::TnsProtocol;
 
 use libp2p::PeerId;
 pub use registry::Registry;
 pub use store::Store;
-use tau_proto::tns::{MAX_PAGE, PutOutcome, Record, TnsRequest, TnsResponse, WriterKey};
+use tau_proto::identity::WriterKey;
+use tau_proto::tns::{MAX_PAGE, PutOutcome, Record, TnsRequest, TnsResponse};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -140,8 +142,11 @@ pub async fn start(
         changes: broadcast::channel(256).0,
     });
     let (inbox, requests) = tokio::sync::mpsc::channel(256);
-    handle.serve_tns(inbox).await.map_err(|e| TnsError::P2p(e.to_string()))?;
-    let gossip = handle.subscribe(tau_proto::tns::TOPIC).await.map_err(TnsError::P2p)?;
+    handle.serve::<TnsProtocol>(inbox).await.map_err(|e| TnsError::P2p(e.to_string()))?;
+    let gossip = handle
+        .subscribe::<tau_proto::tns::TnsTopic>()
+        .await
+        .map_err(|e| TnsError::P2p(e.to_string()))?;
     let tasks = vec![
         tokio::spawn(service::run(
             shared.clone(),

@@ -23,6 +23,7 @@ mod service;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
+use tau_proto::vault::VaultProtocol;
 
 use libp2p::identity::Keypair;
 use tau_proto::vault::{KeySet, ShareFile};
@@ -131,7 +132,7 @@ pub async fn start(
     );
     let shared = Arc::new(Shared { keyset, share, bindings, registry, keypair });
     let (inbox, requests) = tokio::sync::mpsc::channel(256);
-    handle.serve_vault(inbox).await.map_err(|e| VaultStartError::P2p(e.to_string()))?;
+    handle.serve::<VaultProtocol>(inbox).await.map_err(|e| VaultStartError::P2p(e.to_string()))?;
     Ok(vec![tokio::spawn(service::run(shared, requests, shutdown))])
 }
 

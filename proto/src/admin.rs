@@ -1,15 +1,30 @@
 //! The admin protocol, `/tau/admin/1`: what a node says about itself and its peers.
 //!
-//! Every node serves it, whatever its services. Requests and responses are CBOR over
-//! libp2p request-response.
+//! Every node serves it, whatever its services: the p2p core answers `Info` and `Peers` itself.
+//! Requests and responses are CBOR, as in every [`crate::protocol::Protocol`].
 
 use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
 
 use crate::counters::CounterPage;
 
-/// The protocol name.
-pub const PROTOCOL: &str = "/tau/admin/1";
+/// The admin protocol, `/tau/admin/1`: the p2p core's own, served by every node.
+pub struct AdminProtocol;
+
+impl crate::protocol::Protocol for AdminProtocol {
+    const NAME: &'static str = "/tau/admin/1";
+    const MAX_REQUEST: u64 = 1 << 20;
+    const MAX_RESPONSE: u64 = 10 << 20;
+    type Request = AdminRequest;
+    type Response = AdminResponse;
+
+    fn refusal(response: &AdminResponse) -> Option<&str> {
+        match response {
+            AdminResponse::Error(message) => Some(message),
+            _ => None,
+        }
+    }
+}
 
 /// A request to a node's admin protocol.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -5,33 +5,24 @@
 //! One task owns the client's swarm; [`Client`] is a cheap cloneable handle that sends it
 //! commands with oneshot replies. Dropping every handle stops the task and closes connections.
 
-mod registry;
-mod secrets;
+pub mod registry;
+pub mod secrets;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::identity::Keypair;
-use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::{NetworkBehaviour, Stream, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::admin::{self, AdminRequest, AdminResponse, NodeInfo, PeerInfo};
+use crate::admin::{AdminProtocol, AdminRequest, AdminResponse, NodeInfo, PeerInfo};
 use crate::counters::CounterPage;
-use crate::hoarder::{self, HoarderRequest, HoarderResponse};
+use crate::net::rpc::{self, CallError, OpenError};
 use crate::profile::{ProfileError, peer_id_of};
-use crate::seer::{self, SeerRequest, SeerResponse};
-use crate::tns::{self, TnsRequest, TnsResponse};
-use crate::vault::{self, VaultRequest, VaultResponse};
+use crate::protocol::Protocol;
 use crate::{CloudProfile, net};
-
-pub use registry::RecordView;
-pub use secrets::{NodeShare, Registered, Revealed, SecretError, Stored, VaultReport, unix_now};
-
-/// How long a request may wait for its answer.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long [`Client::nodes_running`] waits for a node to answer before it lists it last.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -95,44 +86,19 @@ impl Default for ConnectOptions {
 #[derive(NetworkBehaviour)]
 struct Behaviour {
     identify: identify::Behaviour,
-    admin: request_response::cbor::Behaviour<AdminRequest, AdminResponse>,
-    tns: request_response::cbor::Behaviour<TnsRequest, TnsResponse>,
-    hoarder: request_response::cbor::Behaviour<HoarderRequest, HoarderResponse>,
-    vault: request_response::cbor::Behaviour<VaultRequest, VaultResponse>,
-    seer: request_response::cbor::Behaviour<SeerRequest, SeerResponse>,
+    rpc: rpc::Behaviour,
 }
-
-type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
-
-/// A service's answer that may be its `Error` variant.
-trait Answer: Sized {
-    /// The answer, or the node's error message.
-    fn ok(self) -> Result<Self, String>;
-}
-
-/// Every service answer has an `Error(String)` variant.
-macro_rules! answer {
-    ($($response:ty),*) => {$(
-        impl Answer for $response {
-            fn ok(self) -> Result<Self, String> {
-                match self {
-                    Self::Error(message) => Err(message),
-                    other => Ok(other),
-                }
-            }
-        }
-    )*};
-}
-
-answer!(AdminResponse, TnsResponse, HoarderResponse, VaultResponse, SeerResponse);
 
 enum Command {
-    Admin { peer: PeerId, request: AdminRequest, reply: Reply<AdminResponse> },
-    Tns { peer: PeerId, request: TnsRequest, reply: Reply<TnsResponse> },
-    Hoarder { peer: PeerId, request: HoarderRequest, reply: Reply<HoarderResponse> },
-    Vault { peer: PeerId, request: VaultRequest, reply: Reply<VaultResponse> },
-    Seer { peer: PeerId, request: SeerRequest, reply: Reply<SeerResponse> },
-    AddAddress { peer: PeerId, addr: Multiaddr },
+    Open {
+        peer: PeerId,
+        protocol: StreamProtocol,
+        reply: oneshot::Sender<Result<Stream, OpenError>>,
+    },
+    AddAddress {
+        peer: PeerId,
+        addr: Multiaddr,
+    },
 }
 
 /// A handle to a connected light client.
@@ -162,14 +128,7 @@ impl Client {
                         format!("{}{}", crate::CLIENT_AGENT_PREFIX, crate::VERSION),
                     ),
                 ),
-                admin: request_response::cbor::Behaviour::new(
-                    [(StreamProtocol::new(admin::PROTOCOL), ProtocolSupport::Outbound)],
-                    request_response::Config::default().with_request_timeout(REQUEST_TIMEOUT),
-                ),
-                tns: net::service(tns::PROTOCOL, false, REQUEST_TIMEOUT),
-                hoarder: net::service(hoarder::PROTOCOL, false, hoarder::REQUEST_TIMEOUT),
-                vault: net::service(vault::PROTOCOL, false, vault::REQUEST_TIMEOUT),
-                seer: net::service(seer::PROTOCOL, false, REQUEST_TIMEOUT),
+                rpc: rpc::Behaviour::default(),
             })?;
         let entry = dial_bootstrap(&mut swarm, &profile.bootstrap, options.timeout).await?;
         let (commands, receiver) = mpsc::channel(64);
@@ -196,78 +155,35 @@ impl Client {
             .map_err(|_| ClientError::Closed)
     }
 
-    /// Sends an admin request to `peer` and waits for the answer.
-    pub async fn admin(
+    /// Calls protocol `P` on `peer` and waits for the answer, within `P`'s time and size
+    /// limits; an answer that says the request failed becomes [`ClientError::Remote`].
+    pub async fn call<P: Protocol>(
         &self,
         peer: PeerId,
-        request: AdminRequest,
-    ) -> Result<AdminResponse, ClientError> {
-        self.request(peer, request, |peer, request, reply| Command::Admin { peer, request, reply })
+        request: P::Request,
+    ) -> Result<P::Response, ClientError> {
+        let protocol = StreamProtocol::new(P::NAME);
+        let (reply, stream) = oneshot::channel();
+        self.commands
+            .send(Command::Open { peer, protocol, reply })
             .await
-    }
-
-    /// Sends a TNS request to `peer` and waits for the answer.
-    pub async fn tns(&self, peer: PeerId, request: TnsRequest) -> Result<TnsResponse, ClientError> {
-        self.request(peer, request, |peer, request, reply| Command::Tns { peer, request, reply })
-            .await
-    }
-
-    /// Sends a hoarder request to `peer` and waits for the answer.
-    pub async fn hoarder(
-        &self,
-        peer: PeerId,
-        request: HoarderRequest,
-    ) -> Result<HoarderResponse, ClientError> {
-        self.request(peer, request, |peer, request, reply| Command::Hoarder {
-            peer,
-            request,
-            reply,
-        })
-        .await
-    }
-
-    /// Sends a vault request to `peer` and waits for the answer.
-    pub async fn vault(
-        &self,
-        peer: PeerId,
-        request: VaultRequest,
-    ) -> Result<VaultResponse, ClientError> {
-        self.request(peer, request, |peer, request, reply| Command::Vault { peer, request, reply })
-            .await
-    }
-
-    /// Sends a seer request to `peer` and waits for the answer.
-    pub async fn seer(
-        &self,
-        peer: PeerId,
-        request: SeerRequest,
-    ) -> Result<SeerResponse, ClientError> {
-        self.request(peer, request, |peer, request, reply| Command::Seer { peer, request, reply })
-            .await
-    }
-
-    /// Every node a seer knows, with its latest heartbeat and health.
-    pub async fn seer_nodes(&self, peer: PeerId) -> Result<Vec<seer::NodeStatus>, ClientError> {
-        match self.seer(peer, SeerRequest::Nodes).await? {
-            SeerResponse::Nodes(nodes) => Ok(nodes),
-            _ => Err(ClientError::Unexpected { peer }),
+            .map_err(|_| ClientError::Closed)?;
+        let exchange = async {
+            let stream = stream
+                .await
+                .map_err(|_| ClientError::Closed)?
+                .map_err(|e| ClientError::Request { peer, reason: rpc::error_chain(&e) })?;
+            rpc::call::<P>(stream, &request)
+                .await
+                .map_err(|e| ClientError::Request { peer, reason: rpc::error_chain(&e) })
+        };
+        let response = tokio::time::timeout(P::TIMEOUT, exchange).await.map_err(|_| {
+            ClientError::Request { peer, reason: CallError::Timeout(P::TIMEOUT).to_string() }
+        })??;
+        match P::refusal(&response) {
+            Some(message) => Err(ClientError::Remote { peer, message: message.to_string() }),
+            None => Ok(response),
         }
-    }
-
-    /// Sends a request through the client's task; an error answer becomes [`ClientError::Remote`].
-    async fn request<Req, Resp: Answer>(
-        &self,
-        peer: PeerId,
-        request: Req,
-        command: fn(PeerId, Req, Reply<Resp>) -> Command,
-    ) -> Result<Resp, ClientError> {
-        let (reply, answer) = oneshot::channel();
-        self.commands.send(command(peer, request, reply)).await.map_err(|_| ClientError::Closed)?;
-        answer
-            .await
-            .map_err(|_| ClientError::Closed)??
-            .ok()
-            .map_err(|message| ClientError::Remote { peer, message })
     }
 
     /// The nodes that run `service`, the entry node first if it does; learns their addresses.
@@ -305,7 +221,7 @@ impl Client {
 
     /// `peer`'s [`NodeInfo`].
     pub async fn info(&self, peer: PeerId) -> Result<NodeInfo, ClientError> {
-        match self.admin(peer, AdminRequest::Info).await? {
+        match self.call::<AdminProtocol>(peer, AdminRequest::Info).await? {
             AdminResponse::Info(info) => Ok(*info),
             _ => Err(ClientError::Unexpected { peer }),
         }
@@ -313,7 +229,7 @@ impl Client {
 
     /// The nodes `peer` is connected to.
     pub async fn peers(&self, peer: PeerId) -> Result<Vec<PeerInfo>, ClientError> {
-        match self.admin(peer, AdminRequest::Peers).await? {
+        match self.call::<AdminProtocol>(peer, AdminRequest::Peers).await? {
             AdminResponse::Peers(peers) => Ok(peers),
             _ => Err(ClientError::Unexpected { peer }),
         }
@@ -326,7 +242,7 @@ impl Client {
         since: u64,
         limit: u32,
     ) -> Result<CounterPage, ClientError> {
-        match self.admin(peer, AdminRequest::Counters { since, limit }).await? {
+        match self.call::<AdminProtocol>(peer, AdminRequest::Counters { since, limit }).await? {
             AdminResponse::Counters(page) => Ok(page),
             _ => Err(ClientError::Unexpected { peer }),
         }
@@ -377,7 +293,7 @@ async fn dial_bootstrap(
                 SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                     outstanding -= 1;
                     let who = peer_id.map(|p| p.to_string()).unwrap_or_default();
-                    attempts.push(format!("{who}: {}", error_chain(&error)));
+                    attempts.push(format!("{who}: {}", rpc::error_chain(&error)));
                 }
                 _ => {}
             }
@@ -386,25 +302,8 @@ async fn dial_bootstrap(
     Err(ClientError::Unreachable { attempts })
 }
 
-/// An error and its sources on one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(err) = source {
-        text.push_str(": ");
-        text.push_str(&err.to_string());
-        source = err.source();
-    }
-    text
-}
-
 /// The task that owns the client's swarm.
 async fn run(mut swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>) {
-    let mut pending: HashMap<OutboundRequestId, Reply<AdminResponse>> = HashMap::new();
-    let mut pending_tns: HashMap<OutboundRequestId, Reply<TnsResponse>> = HashMap::new();
-    let mut pending_hoarder: HashMap<OutboundRequestId, Reply<HoarderResponse>> = HashMap::new();
-    let mut pending_vault: HashMap<OutboundRequestId, Reply<VaultResponse>> = HashMap::new();
-    let mut pending_seer: HashMap<OutboundRequestId, Reply<SeerResponse>> = HashMap::new();
     // The client's own address book: the swarm forgets an address after one failed dial, but a
     // node that was not up yet may well be up at the next request.
     let mut addresses: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
@@ -418,71 +317,12 @@ async fn run(mut swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>)
                         known.push(addr);
                     }
                 }
-                Some(Command::Admin { peer, request, reply }) => {
+                Some(Command::Open { peer, protocol, reply }) => {
                     let addrs = addresses.get(&peer).cloned().unwrap_or_default();
-                    let admin = &mut swarm.behaviour_mut().admin;
-                    let id = admin.send_request_with_addresses(&peer, request, addrs);
-                    pending.insert(id, reply);
-                }
-                Some(Command::Tns { peer, request, reply }) => {
-                    let addrs = addresses.get(&peer).cloned().unwrap_or_default();
-                    let id = swarm.behaviour_mut().tns.send_request_with_addresses(&peer, request, addrs);
-                    pending_tns.insert(id, reply);
-                }
-                Some(Command::Hoarder { peer, request, reply }) => {
-                    let addrs = addresses.get(&peer).cloned().unwrap_or_default();
-                    let id = swarm.behaviour_mut().hoarder.send_request_with_addresses(&peer, request, addrs);
-                    pending_hoarder.insert(id, reply);
-                }
-                Some(Command::Vault { peer, request, reply }) => {
-                    let addrs = addresses.get(&peer).cloned().unwrap_or_default();
-                    let id = swarm.behaviour_mut().vault.send_request_with_addresses(&peer, request, addrs);
-                    pending_vault.insert(id, reply);
-                }
-                Some(Command::Seer { peer, request, reply }) => {
-                    let addrs = addresses.get(&peer).cloned().unwrap_or_default();
-                    let id = swarm.behaviour_mut().seer.send_request_with_addresses(&peer, request, addrs);
-                    pending_seer.insert(id, reply);
+                    swarm.behaviour_mut().rpc.open(peer, protocol, addrs, reply);
                 }
             },
-            event = swarm.select_next_some() => match event {
-                SwarmEvent::Behaviour(BehaviourEvent::Admin(event)) => answer(&mut pending, event),
-                SwarmEvent::Behaviour(BehaviourEvent::Tns(event)) => answer(&mut pending_tns, event),
-                SwarmEvent::Behaviour(BehaviourEvent::Hoarder(event)) => answer(&mut pending_hoarder, event),
-                SwarmEvent::Behaviour(BehaviourEvent::Vault(event)) => answer(&mut pending_vault, event),
-                SwarmEvent::Behaviour(BehaviourEvent::Seer(event)) => answer(&mut pending_seer, event),
-                other => tracing::trace!(?other, "client swarm event"),
-            }
+            event = swarm.select_next_some() => tracing::trace!(?event, "client swarm event"),
         }
-    }
-}
-
-/// Hands a response (or the failure) to whoever is waiting for it.
-fn answer<Req, Resp>(
-    pending: &mut HashMap<OutboundRequestId, Reply<Resp>>,
-    event: request_response::Event<Req, Resp>,
-) {
-    match event {
-        request_response::Event::Message {
-            message: request_response::Message::Response { request_id, response },
-            ..
-        } => {
-            if let Some(reply) = pending.remove(&request_id) {
-                let _ = reply.send(Ok(response));
-            }
-        }
-        request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
-            if let Some(reply) = pending.remove(&request_id) {
-                let reason = error_chain(&error);
-                let _ = reply.send(Err(ClientError::Request { peer, reason }));
-            }
-        }
-        _ => {}
-    }
-}
-
-impl hoarder::transfer::Asker for Client {
-    async fn ask(&self, peer: PeerId, request: HoarderRequest) -> Result<HoarderResponse, String> {
-        self.hoarder(peer, request).await.map_err(|e| e.to_string())
     }
 }

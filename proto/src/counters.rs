@@ -28,8 +28,10 @@
 //! [`SignedCounter::verify`] needs nothing but the record.
 
 use libp2p::PeerId;
-use libp2p::identity::{Keypair, PublicKey};
+use libp2p::identity::Keypair;
 use serde::{Deserialize, Serialize};
+
+use crate::identity::public_key_of;
 
 /// The domain tag that starts every signed counter encoding.
 pub const DOMAIN_TAG: &[u8] = b"tau/counter/1\n";
@@ -161,16 +163,6 @@ impl SignedCounter {
         hasher.update(&self.signature);
         *hasher.finalize().as_bytes()
     }
-}
-
-/// The public key a peer id embeds (ed25519 peer ids carry the key itself).
-pub fn public_key_of(peer: &PeerId) -> Option<PublicKey> {
-    let multihash = peer.as_ref();
-    // Code 0x00 is the identity multihash: the digest is the protobuf-encoded public key.
-    if multihash.code() != 0 {
-        return None;
-    }
-    PublicKey::try_decode_protobuf(multihash.digest()).ok()
 }
 
 /// A page of a node's counter records, the answer to `Counters`.

@@ -15,10 +15,29 @@ use libp2p::PeerId;
 use multihash::Multihash;
 use serde::{Deserialize, Serialize};
 
-/// The request-response protocol.
-pub const PROTOCOL: &str = "/tau/hoarder/1";
-/// The gossipsub topic of heartbeats and pin changes.
-pub const TOPIC: &str = "tau/hoarder/1";
+/// The request-response protocol, `/tau/hoarder/1`.
+pub struct HoarderProtocol;
+
+impl crate::protocol::Protocol for HoarderProtocol {
+    const NAME: &'static str = "/tau/hoarder/1";
+    const TIMEOUT: std::time::Duration = REQUEST_TIMEOUT;
+    type Request = HoarderRequest;
+    type Response = HoarderResponse;
+
+    fn refusal(response: &HoarderResponse) -> Option<&str> {
+        match response {
+            HoarderResponse::Error(message) => Some(message),
+            _ => None,
+        }
+    }
+}
+
+/// The gossipsub topic of heartbeats and pin changes, `tau/hoarder/1`.
+pub struct HoarderTopic;
+
+impl crate::protocol::Topic for HoarderTopic {
+    const NAME: &'static str = "tau/hoarder/1";
+}
 /// The size of a chunk (the last one of a blob may be shorter).
 pub const CHUNK_SIZE: u64 = 1 << 20;
 /// How long a hoarder request may take: a `PutFinish` waits until a second node has a copy.

@@ -3,6 +3,7 @@
 //! # Layout
 //!
 //! - [`swarm_key`]: the cloud's pre-shared key (the `/key/swarm/psk/1.0.0/` file format).
+//! - [`identity`]: who signs: [`identity::WriterKey`] and the key inside a node's peer id.
 //! - [`keyfile`]: ed25519 key files (node identities, the operator key), written with mode 0600.
 //! - [`profile`]: the cloud profile (`cloud.yaml`) that every client takes with `--cloud FILE`.
 //! - [`yaml`]: strict YAML loading with errors that name the file and the field.
@@ -13,8 +14,11 @@
 //! - [`seer`]: signed heartbeats, node health, `/tau/seer/1` types, domain validation tokens.
 //! - [`vault`]: threshold encryption of secrets (dealing, encrypting, checking and combining
 //!   shares) and owner-signed requests.
+//! - [`protocol`]: what a protocol is ([`protocol::Protocol`], [`protocol::Topic`]): one type
+//!   each, served and called through one generic path.
 //! - [`cbor`]: the encoding of every wire message and value.
-//! - [`net`]: the transport every peer uses (TCP + pnet + noise + yamux).
+//! - [`net`]: the transport every peer uses (TCP + pnet + noise + yamux) and [`net::rpc`], the
+//!   one behaviour that carries every request-response protocol.
 //! - [`client`]: the light client ([`Client::connect`]) used by `tau-node status`, taucorder and q.
 //! - [`bench`]: benchmark figures, as every benchmark hands them to the report.
 //!
@@ -30,10 +34,12 @@ pub mod cbor;
 pub mod client;
 pub mod counters;
 pub mod hoarder;
+pub mod identity;
 pub mod keyfile;
 pub mod net;
 pub mod node_config;
 pub mod profile;
+pub mod protocol;
 pub mod seer;
 pub mod swarm_key;
 pub mod tns;

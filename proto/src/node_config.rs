@@ -35,8 +35,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use crate::admin::Location;
+use crate::identity::WriterKey;
 use crate::profile::peer_id_of;
-use crate::tns::WriterKey;
 use crate::yaml::{self, YamlError};
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
@@ -190,7 +190,24 @@ impl SubstrateConfig {
     }
 }
 
-pub use crate::net::Ports;
+/// The ports a node listens on (`node.yaml`'s `ports`, a playbook shape's `ports`); 0 means any
+/// free port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ports {
+    /// libp2p (TCP).
+    pub p2p: u16,
+    /// The substrate HTTP gateway.
+    pub http: u16,
+    /// The seer DNS server (UDP and TCP).
+    pub dns: u16,
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Self { p2p: 4001, http: 8080, dns: 53 }
+    }
+}
 
 fn default_listen() -> Vec<IpAddr> {
     vec![IpAddr::from([0, 0, 0, 0])]

@@ -16,12 +16,30 @@ use serde::{Deserialize, Serialize};
 
 use crate::admin::{Location, Resources};
 use crate::cbor;
-use crate::tns::WriterKey;
+use crate::identity::WriterKey;
 
-/// The gossipsub topic heartbeats travel on.
-pub const TOPIC: &str = "tau/seer/1";
-/// The request-response protocol (`Nodes`).
-pub const PROTOCOL: &str = "/tau/seer/1";
+/// The gossipsub topic heartbeats travel on, `tau/seer/1`.
+pub struct SeerTopic;
+
+impl crate::protocol::Topic for SeerTopic {
+    const NAME: &'static str = "tau/seer/1";
+}
+
+/// The request-response protocol (`Nodes`), `/tau/seer/1`.
+pub struct SeerProtocol;
+
+impl crate::protocol::Protocol for SeerProtocol {
+    const NAME: &'static str = "/tau/seer/1";
+    type Request = SeerRequest;
+    type Response = SeerResponse;
+
+    fn refusal(response: &SeerResponse) -> Option<&str> {
+        match response {
+            SeerResponse::Error(message) => Some(message),
+            _ => None,
+        }
+    }
+}
 /// How often every node beats.
 pub const BEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// A node is healthy while its latest beat is younger than this: three beats may go missing

@@ -12,13 +12,31 @@ pub mod record;
 pub mod values;
 
 use libp2p::PeerId;
-pub use record::{Draft, Record, Summary, WriterKey};
+pub use record::{Draft, Record, Summary};
 use serde::{Deserialize, Serialize};
 
-/// The request-response protocol.
-pub const PROTOCOL: &str = "/tau/tns/1";
-/// The gossipsub topic writes travel on.
-pub const TOPIC: &str = "tau/tns/1";
+/// The request-response protocol, `/tau/tns/1`.
+pub struct TnsProtocol;
+
+impl crate::protocol::Protocol for TnsProtocol {
+    const NAME: &'static str = "/tau/tns/1";
+    type Request = TnsRequest;
+    type Response = TnsResponse;
+
+    fn refusal(response: &TnsResponse) -> Option<&str> {
+        match response {
+            TnsResponse::Error(message) => Some(message),
+            _ => None,
+        }
+    }
+}
+
+/// The gossipsub topic writes travel on, `tau/tns/1`.
+pub struct TnsTopic;
+
+impl crate::protocol::Topic for TnsTopic {
+    const NAME: &'static str = "tau/tns/1";
+}
 /// Anti-entropy compares this many buckets of the key space.
 pub const BUCKETS: usize = 256;
 /// The most records a `List` page or a `Get` answer holds.

@@ -24,10 +24,25 @@ use libp2p::PeerId;
 use libp2p::identity::Keypair;
 use serde::{Deserialize, Serialize};
 
-use crate::tns::{Record, WriterKey};
+use crate::identity::WriterKey;
+use crate::tns::Record;
 
-/// The protocol name.
-pub const PROTOCOL: &str = "/tau/vault/1";
+/// The request-response protocol, `/tau/vault/1`.
+pub struct VaultProtocol;
+
+impl crate::protocol::Protocol for VaultProtocol {
+    const NAME: &'static str = "/tau/vault/1";
+    const TIMEOUT: std::time::Duration = REQUEST_TIMEOUT;
+    type Request = VaultRequest;
+    type Response = VaultResponse;
+
+    fn refusal(response: &VaultResponse) -> Option<&str> {
+        match response {
+            VaultResponse::Error(message) => Some(message),
+            _ => None,
+        }
+    }
+}
 
 /// How long a vault request may wait for its answer.
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use tau_proto::admin::AdminProtocol;
 
 use libp2p::PeerId;
 use serde::Serialize;
@@ -135,7 +136,11 @@ impl Source for Remote<'_> {
     }
 
     async fn ack(&self, through: u64) -> Result<(), CollectError> {
-        match self.client.admin(self.node, AdminRequest::AckCounters { through }).await? {
+        match self
+            .client
+            .call::<AdminProtocol>(self.node, AdminRequest::AckCounters { through })
+            .await?
+        {
             AdminResponse::Acked(_) => Ok(()),
             _ => Err(ClientError::Unexpected { peer: self.node }.into()),
         }

@@ -4,7 +4,8 @@
 
 use ed25519_dalek::{Signature, VerifyingKey};
 use libp2p::PeerId;
-use tau_proto::counters::{SignedCounter, public_key_of};
+use tau_proto::counters::SignedCounter;
+use tau_proto::identity::public_key_of;
 
 /// The ed25519 key a peer id holds, if any.
 fn key_of(node: &PeerId) -> Option<VerifyingKey> {

@@ -17,8 +17,9 @@ use tau_proto::profile::CloudProfile;
 use crate::host::{self, Desired, File, Kind, Service};
 use crate::playbook::{HostKeys, Playbook, Transport};
 use crate::progress::HostProgress;
+use crate::script::{Output, ShellError, Stdin};
 use crate::secrets::Layout;
-use crate::shell::{Conn, Output, ShellError, Stdin};
+use crate::shell::Conn;
 use crate::ssh;
 
 /// How a run behaves.

@@ -19,12 +19,12 @@ use std::path::{Path, PathBuf};
 
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
+use tau_proto::identity::WriterKey;
 use tau_proto::node_config::{NodeConfig, SeerConfig, VaultConfig};
-use tau_proto::tns::WriterKey;
 
 use crate::playbook::{Host, Playbook, Transport};
+use crate::script::quote;
 use crate::secrets::Layout;
-use crate::shell::quote;
 
 /// The shell function that stages one file from stdin: `stage PATH MODE SIZE SHA256 NAME`.
 const STAGE_FUNCTION: &str = r#"umask 077

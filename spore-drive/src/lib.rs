@@ -11,7 +11,7 @@
 //! - [`host`]: what a host should hold (binary, `node.yaml`, secrets, the service) and the `sh`
 //!   scripts that inspect and change it.
 //! - [`shell`] and [`ssh`]: where those scripts run: over SSH (`russh`), or on this machine for
-//!   the `local` transport.
+//!   the `local` transport; [`script`]: what both take and give (stdin, output, errors).
 //! - [`deploy`]: the phases on every host (plan, deploy with health check and rollback, status,
 //!   destroy), the vault key set, the cloud profile; [`progress`] shows them.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -22,6 +22,7 @@ pub mod host;
 pub mod init;
 pub mod playbook;
 pub mod progress;
+pub mod script;
 pub mod secrets;
 pub mod shell;
 pub mod ssh;

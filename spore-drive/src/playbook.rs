@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tau_proto::admin::Location;
-use tau_proto::net::Ports;
+use tau_proto::node_config::Ports;
 use tau_proto::node_config::{SubstrateConfig, drain_problem};
 use tau_proto::tns::keys::{is_domain, is_name};
 use tau_proto::yaml::{self, YamlError};

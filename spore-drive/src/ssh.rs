@@ -14,7 +14,7 @@ use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh::{ChannelMsg, Disconnect};
 
 use crate::playbook::HostKeys;
-use crate::shell::{Output, ShellError, Stdin, quote};
+use crate::script::{Output, ShellError, Stdin, quote};
 
 /// Where and how to log in.
 #[derive(Debug, Clone)]

@@ -4,7 +4,9 @@ use std::path::Path;
 
 use libp2p::PeerId;
 use tau_proto::admin::PeerInfo;
-use tau_proto::client::{ClientError, RecordView, SecretError, VaultReport};
+use tau_proto::client::ClientError;
+use tau_proto::client::registry::RecordView;
+use tau_proto::client::secrets::{SecretError, VaultReport};
 use tau_proto::hoarder::PinInfo;
 use tau_proto::seer::NodeStatus;
 use tau_proto::{Client, CloudProfile};

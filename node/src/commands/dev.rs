@@ -4,6 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
+use tau_proto::tns::TnsProtocol;
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -225,7 +226,9 @@ async fn publish_vault(
     }
     loop {
         let answers = join_all(
-            peers.iter().map(|p| client.tns(*p, TnsRequest::Get { keys: wanted.clone() })),
+            peers
+                .iter()
+                .map(|p| client.call::<TnsProtocol>(*p, TnsRequest::Get { keys: wanted.clone() })),
         )
         .await;
         let complete = answers

@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+use tau_proto::hoarder::HoarderProtocol;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
@@ -149,8 +150,12 @@ impl Hoarder {
             HoarderCommand::Get { cid, out } => {
                 // Ask the node; if it does not hold the blob, one that does.
                 let mut candidates = vec![node];
-                if let Ok(HoarderResponse::NotFound { holders }) =
-                    client.hoarder(node, HoarderRequest::Manifest { cid, in_progress: false }).await
+                if let Ok(HoarderResponse::NotFound { holders }) = client
+                    .call::<HoarderProtocol>(
+                        node,
+                        HoarderRequest::Manifest { cid, in_progress: false },
+                    )
+                    .await
                 {
                     candidates = holders;
                     if candidates.is_empty() {

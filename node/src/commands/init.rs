@@ -29,7 +29,7 @@ pub(crate) struct Init {
     /// The public half of the cloud's operator key (ed25519:<hex>, as `tau-node key public`
     /// prints it): the only key that may create projects.
     #[arg(long)]
-    operator_key: Option<tau_proto::tns::WriterKey>,
+    operator_key: Option<tau_proto::identity::WriterKey>,
     /// The services to run, comma-separated: tns, hoarder, vault, seer, substrate.
     #[arg(long, value_delimiter = ',')]
     services: Vec<String>,

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use libp2p::identity::Keypair;
+use tau_proto::identity::WriterKey;
 use tau_proto::keyfile;
-use tau_proto::tns::WriterKey;
 
 /// Signing keys: the operator's, a project owner's.
 #[derive(Debug, Args)]

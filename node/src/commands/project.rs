@@ -1,6 +1,7 @@
 //! `tau-node project`.
 
 use std::path::PathBuf;
+use tau_proto::tns::TnsProtocol;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
@@ -9,8 +10,9 @@ use libp2p::identity::Keypair;
 use serde::Serialize;
 use tau_node::project;
 use tau_proto::hoarder::DEFAULT_REPLICAS;
+use tau_proto::identity::WriterKey;
 use tau_proto::tns::values::ProjectRoot;
-use tau_proto::tns::{Draft, PutOutcome, Record, TnsRequest, TnsResponse, WriterKey, keys};
+use tau_proto::tns::{Draft, PutOutcome, Record, TnsRequest, TnsResponse, keys};
 use tau_proto::{Client, cbor, keyfile};
 
 use super::hoarder::{hoarder_nodes, put_file};
@@ -156,7 +158,10 @@ async fn put(
         .collect::<anyhow::Result<_>>()?;
     let mut total = PutOutcome::default();
     for chunk in records.chunks(1_000) {
-        let outcome = match client.tns(node, TnsRequest::Put { records: chunk.to_vec() }).await? {
+        let outcome = match client
+            .call::<TnsProtocol>(node, TnsRequest::Put { records: chunk.to_vec() })
+            .await?
+        {
             TnsResponse::Put(outcome) => outcome,
             other => bail!("{node} gave an unexpected answer to Put: {other:?}"),
         };

@@ -6,7 +6,7 @@ use futures::future::join_all;
 use libp2p::PeerId;
 use serde::Serialize;
 use tau_proto::Client;
-use tau_proto::client::RecordView;
+use tau_proto::client::registry::RecordView;
 use tau_proto::tns::TnsStatus;
 
 use super::output::{self, ServiceArgs, table};

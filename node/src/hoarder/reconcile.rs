@@ -40,7 +40,8 @@ impl Hoarder {
         };
         match cbor::to_vec(&beat) {
             Ok(bytes) => {
-                if let Err(e) = self.handle.publish(tau_proto::hoarder::TOPIC, bytes).await {
+                if let Err(e) = self.handle.publish::<tau_proto::hoarder::HoarderTopic>(bytes).await
+                {
                     tracing::trace!(error = %e, "hoarder heartbeat not sent");
                 }
             }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use tau_proto::hoarder::HoarderProtocol;
 
 use futures::StreamExt;
 use libp2p::PeerId;
@@ -157,7 +158,10 @@ impl Hoarder {
         // only slow it down. They follow one after another.
         tokio::spawn(async move {
             for peer in others {
-                match handle.hoarder(peer, HoarderRequest::Replicate { cid, from: me }).await {
+                match handle
+                    .call::<HoarderProtocol>(peer, HoarderRequest::Replicate { cid, from: me })
+                    .await
+                {
                     Ok(HoarderResponse::Done) => sender.send_modify(|(acked, _)| acked.push(peer)),
                     other => tracing::warn!(%peer, %cid, ?other, "replication failed"),
                 }
@@ -283,7 +287,10 @@ impl Hoarder {
         for holder in self.holders(&cid).into_iter().filter(|p| *p != self.me) {
             if let Ok(HoarderResponse::Chunk(bytes)) = self
                 .handle
-                .hoarder(holder, HoarderRequest::Chunk { cid, index, in_progress: false })
+                .call::<HoarderProtocol>(
+                    holder,
+                    HoarderRequest::Chunk { cid, index, in_progress: false },
+                )
                 .await
             {
                 return Ok(HoarderResponse::Chunk(bytes));

@@ -4,15 +4,10 @@ use std::time::Duration;
 
 use libp2p::identity::Keypair;
 use libp2p::kad::store::MemoryStore;
-use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{StreamProtocol, Swarm, gossipsub, identify, kad, ping};
 use tau_proto::SwarmKey;
-use tau_proto::admin::{self, AdminRequest, AdminResponse};
-use tau_proto::hoarder::{self, HoarderRequest, HoarderResponse};
-use tau_proto::seer::{self, SeerRequest, SeerResponse};
-use tau_proto::tns::{self, TnsRequest, TnsResponse};
-use tau_proto::vault::{self, VaultRequest, VaultResponse};
+use tau_proto::net::rpc;
 
 use super::P2pError;
 
@@ -32,22 +27,13 @@ pub(super) struct Behaviour {
     pub(super) ping: ping::Behaviour,
     pub(super) kad: kad::Behaviour<MemoryStore>,
     pub(super) gossipsub: gossipsub::Behaviour,
-    pub(super) admin: request_response::cbor::Behaviour<AdminRequest, AdminResponse>,
-    pub(super) tns: request_response::cbor::Behaviour<TnsRequest, TnsResponse>,
-    pub(super) hoarder: request_response::cbor::Behaviour<HoarderRequest, HoarderResponse>,
-    pub(super) vault: request_response::cbor::Behaviour<VaultRequest, VaultResponse>,
-    pub(super) seer: request_response::cbor::Behaviour<SeerRequest, SeerResponse>,
+    pub(super) rpc: rpc::Behaviour,
 }
 
 /// The largest gossip message.
 pub(super) const MAX_GOSSIP: usize = 1 << 20;
 
-pub(super) fn build(
-    keypair: Keypair,
-    swarm_key: &SwarmKey,
-    services: &[String],
-) -> Result<Swarm<Behaviour>, P2pError> {
-    let runs = |name: &str| services.iter().any(|s| s == name);
+pub(super) fn build(keypair: Keypair, swarm_key: &SwarmKey) -> Result<Swarm<Behaviour>, P2pError> {
     let gossip_config = gossipsub::ConfigBuilder::default()
         .validation_mode(gossipsub::ValidationMode::Strict)
         .validate_messages()
@@ -79,27 +65,7 @@ pub(super) fn build(
             ),
             kad,
             gossipsub,
-            admin: request_response::cbor::Behaviour::new(
-                [(StreamProtocol::new(admin::PROTOCOL), ProtocolSupport::Full)],
-                request_response::Config::default()
-                    .with_request_timeout(tau_proto::client::REQUEST_TIMEOUT),
-            ),
-            tns: tau_proto::net::service(
-                tns::PROTOCOL,
-                runs("tns"),
-                tau_proto::client::REQUEST_TIMEOUT,
-            ),
-            hoarder: tau_proto::net::service(
-                hoarder::PROTOCOL,
-                runs("hoarder"),
-                hoarder::REQUEST_TIMEOUT,
-            ),
-            vault: tau_proto::net::service(vault::PROTOCOL, runs("vault"), vault::REQUEST_TIMEOUT),
-            seer: tau_proto::net::service(
-                seer::PROTOCOL,
-                runs("seer"),
-                tau_proto::client::REQUEST_TIMEOUT,
-            ),
+            rpc: rpc::Behaviour::default(),
         }
     })
     .map_err(|e| P2pError::Build(e.to_string()))

@@ -1,30 +1,30 @@
 //! The task that owns the swarm.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use libp2p::core::ConnectedPoint;
 use libp2p::core::transport::ListenerId;
 use libp2p::gossipsub;
-use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, kad, ping};
-use tau_proto::admin::{AdminRequest, AdminResponse, NodeInfo};
-use tau_proto::hoarder::{HoarderRequest, HoarderResponse};
+use tau_proto::admin::{AdminProtocol, AdminRequest, AdminResponse, NodeInfo};
+use tau_proto::net::rpc;
 use tau_proto::profile::peer_id_of;
-use tau_proto::seer::{SeerRequest, SeerResponse};
-use tau_proto::tns::{TnsRequest, TnsResponse};
-use tau_proto::vault::{VaultRequest, VaultResponse};
-use tokio::sync::mpsc;
+use tau_proto::protocol::Protocol;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use super::gossip::Topics;
 use super::peers::{PeerTable, usable};
-use super::service::Route;
-use super::{AdminContext, Command, P2pError};
+use super::{AdminContext, Command, Inbound, P2pError};
+
+type AdminInbound = Inbound<AdminRequest, AdminResponse>;
 
 /// How often the loop looks after its connections.
 const TICK: Duration = Duration::from_millis(250);
@@ -55,16 +55,14 @@ pub(super) struct EventLoop {
     peers: PeerTable,
     bootstrap: Vec<Bootstrap>,
     admin: AdminContext,
-    /// `Info` requests this node sent to learn a peer's services.
-    service_requests: HashMap<OutboundRequestId, PeerId>,
+    /// `Info` requests this node sent to learn a peer's services: the peer and its services.
+    service_requests: FuturesUnordered<BoxFuture<'static, (PeerId, Option<Vec<String>>)>>,
     next_kad_bootstrap: Option<Instant>,
     next_mesh_check: Instant,
-    tns: Route<TnsRequest, TnsResponse>,
-    hoarder: Route<HoarderRequest, HoarderResponse>,
-    vault: Route<VaultRequest, VaultResponse>,
-    seer: Route<SeerRequest, SeerResponse>,
-    /// Admin requests the loop cannot answer itself (counters) go to the service that can.
-    admin_service: Route<AdminRequest, AdminResponse>,
+    /// Admin requests from peers, read and decoded by the admin protocol's server.
+    admin_requests: mpsc::Receiver<AdminInbound>,
+    /// Where the admin requests the loop cannot answer itself go.
+    admin_extension: Option<mpsc::Sender<AdminInbound>>,
     topics: Topics,
 }
 
@@ -72,6 +70,7 @@ impl EventLoop {
     pub(super) fn new(
         swarm: Swarm<Behaviour>,
         commands: mpsc::Receiver<Command>,
+        admin_requests: mpsc::Receiver<AdminInbound>,
         bootstrap: Vec<Multiaddr>,
         admin: AdminContext,
     ) -> Self {
@@ -89,14 +88,11 @@ impl EventLoop {
             peers: PeerTable::default(),
             bootstrap,
             admin,
-            service_requests: HashMap::new(),
+            service_requests: FuturesUnordered::new(),
             next_kad_bootstrap: None,
             next_mesh_check: now + MESH_CHECK,
-            tns: Route::default(),
-            hoarder: Route::default(),
-            vault: Route::default(),
-            seer: Route::default(),
-            admin_service: Route::default(),
+            admin_requests,
+            admin_extension: None,
             topics: Topics::default(),
         }
     }
@@ -142,29 +138,10 @@ impl EventLoop {
                     None => break,
                 },
                 event = self.swarm.select_next_some() => self.handle(event),
-                Some(Some((response, channel))) = self.tns.responding.next() => {
-                    if self.swarm.behaviour_mut().tns.send_response(channel, response).is_err() {
-                        tracing::debug!("tns response not sent: connection closed");
-                    }
-                }
-                Some(Some((response, channel))) = self.hoarder.responding.next() => {
-                    if self.swarm.behaviour_mut().hoarder.send_response(channel, response).is_err() {
-                        tracing::debug!("hoarder response not sent: connection closed");
-                    }
-                }
-                Some(Some((response, channel))) = self.vault.responding.next() => {
-                    if self.swarm.behaviour_mut().vault.send_response(channel, response).is_err() {
-                        tracing::debug!("vault response not sent: connection closed");
-                    }
-                }
-                Some(Some((response, channel))) = self.seer.responding.next() => {
-                    if self.swarm.behaviour_mut().seer.send_response(channel, response).is_err() {
-                        tracing::debug!("seer response not sent: connection closed");
-                    }
-                }
-                Some(Some((response, channel))) = self.admin_service.responding.next() => {
-                    if self.swarm.behaviour_mut().admin.send_response(channel, response).is_err() {
-                        tracing::debug!("admin response not sent: connection closed");
+                Some(inbound) = self.admin_requests.recv() => self.admin_request(inbound),
+                Some((peer, services)) = self.service_requests.next() => {
+                    if let (Some(services), Some(state)) = (services, self.peers.get_mut(&peer)) {
+                        state.services = Some(services);
                     }
                 }
                 _ = tick.tick() => self.maintain(),
@@ -181,32 +158,20 @@ impl EventLoop {
             Command::ListenAddrs(reply) => {
                 let _ = reply.send(self.swarm.listeners().cloned().collect());
             }
-            Command::Tns(command) => self.tns.command(&mut self.swarm.behaviour_mut().tns, command),
-            Command::Hoarder(command) => {
-                self.hoarder.command(&mut self.swarm.behaviour_mut().hoarder, command)
+            Command::Open { peer, protocol, reply } => {
+                self.swarm.behaviour_mut().rpc.open(peer, protocol, Vec::new(), reply);
             }
-            Command::Vault(command) => {
-                self.vault.command(&mut self.swarm.behaviour_mut().vault, command)
+            Command::Serve { protocol, streams } => {
+                self.swarm.behaviour_mut().rpc.serve(protocol, streams);
             }
-            Command::Seer(command) => {
-                self.seer.command(&mut self.swarm.behaviour_mut().seer, command)
-            }
-            Command::Admin(command) => {
-                self.admin_service.command(&mut self.swarm.behaviour_mut().admin, command)
-            }
+            Command::ExtendAdmin(inbox) => self.admin_extension = Some(inbox),
             Command::Subscribe { topic, sender, answer } => {
                 let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
-                let _ = answer.send(self.topics.subscribe(gossipsub, &topic, sender));
+                let _ = answer.send(self.topics.subscribe(gossipsub, topic, sender));
             }
             Command::Publish { topic, data, answer } => {
-                let result = self
-                    .swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .publish(gossipsub::IdentTopic::new(topic), data)
-                    .map(|_| ())
-                    .map_err(|e| e.to_string());
-                let _ = answer.send(result);
+                let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
+                let _ = answer.send(Topics::publish(gossipsub, topic, data));
             }
             Command::Validate { message, verdict } => {
                 self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
@@ -336,11 +301,6 @@ impl EventLoop {
             BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, is_new_peer: true, .. }) => {
                 self.dial_node(peer);
             }
-            BehaviourEvent::Admin(event) => self.admin_event(event),
-            BehaviourEvent::Tns(event) => self.tns.on_event(event),
-            BehaviourEvent::Hoarder(event) => self.hoarder.on_event(event),
-            BehaviourEvent::Vault(event) => self.vault.on_event(event),
-            BehaviourEvent::Seer(event) => self.seer.on_event(event),
             BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
                 message_id,
@@ -372,45 +332,49 @@ impl EventLoop {
             }
         }
         if ask_services {
-            let id = self.swarm.behaviour_mut().admin.send_request(&peer_id, AdminRequest::Info);
-            self.service_requests.insert(id, peer_id);
+            self.ask_services(peer_id);
         }
     }
 
-    fn admin_event(&mut self, event: request_response::Event<AdminRequest, AdminResponse>) {
-        match event {
-            request_response::Event::Message { message, peer, .. } => match message {
-                request_response::Message::Request { request, channel, .. } => {
-                    let (response, channel) = match request {
-                        AdminRequest::Info | AdminRequest::Peers => (self.answer(request), channel),
-                        other => match self.admin_service.forward(peer, other, channel) {
-                            Ok(()) => return,
-                            Err(channel) => (
-                                AdminResponse::Error(
-                                    "this node runs no substrate: it has no counters".into(),
-                                ),
-                                channel,
-                            ),
-                        },
-                    };
-                    if self.swarm.behaviour_mut().admin.send_response(channel, response).is_err() {
-                        tracing::debug!(%peer, "admin response not sent: connection closed");
+    /// Asks a node for its `Info`, to learn the services it runs.
+    fn ask_services(&mut self, peer: PeerId) {
+        let (reply, stream) = oneshot::channel();
+        let protocol = StreamProtocol::new(AdminProtocol::NAME);
+        self.swarm.behaviour_mut().rpc.open(peer, protocol, Vec::new(), reply);
+        self.service_requests.push(Box::pin(async move {
+            let ask = async {
+                let stream = stream.await.ok()?.ok()?;
+                match rpc::call::<AdminProtocol>(stream, &AdminRequest::Info).await {
+                    Ok(AdminResponse::Info(info)) => Some(info.services),
+                    Ok(_) => None,
+                    Err(error) => {
+                        tracing::debug!(%peer, %error, "admin request failed");
+                        None
                     }
                 }
-                request_response::Message::Response { request_id, response } => {
-                    if let (Some(peer_id), AdminResponse::Info(info)) =
-                        (self.service_requests.remove(&request_id), response)
-                        && let Some(peer) = self.peers.get_mut(&peer_id)
-                    {
-                        peer.services = Some(info.services);
+            };
+            let services = tokio::time::timeout(AdminProtocol::TIMEOUT, ask).await.ok().flatten();
+            (peer, services)
+        }));
+    }
+
+    /// An admin request from a peer: answered from the loop's own state, or handed on.
+    fn admin_request(&mut self, inbound: AdminInbound) {
+        match inbound.request {
+            AdminRequest::Info | AdminRequest::Peers => {
+                let _ = inbound.reply.send(self.answer(inbound.request));
+            }
+            _ => match &self.admin_extension {
+                Some(extension) => {
+                    if extension.try_send(inbound).is_err() {
+                        tracing::warn!("admin extension busy: request dropped");
                     }
+                }
+                None => {
+                    let message = "this node keeps no counters".to_string();
+                    let _ = inbound.reply.send(AdminResponse::Error(message));
                 }
             },
-            request_response::Event::OutboundFailure { request_id, peer, error, .. } => {
-                self.service_requests.remove(&request_id);
-                tracing::debug!(%peer, %error, "admin request failed");
-            }
-            other => tracing::trace!(?other, "admin event"),
         }
     }
 

@@ -8,6 +8,31 @@ use libp2p::PeerId;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageId, TopicHash};
 use tokio::sync::mpsc;
 
+/// Why a topic could not be joined or a message published.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GossipError {
+    /// gossipsub refused the subscription.
+    #[error("cannot subscribe to {topic}: {reason}")]
+    Subscribe {
+        /// The topic.
+        topic: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// gossipsub refused the message (no peer on the topic yet, or a duplicate).
+    #[error("cannot publish on {topic}: {reason}")]
+    Publish {
+        /// The topic.
+        topic: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The p2p task has stopped.
+    #[error(transparent)]
+    Stopped(#[from] super::Stopped),
+}
+
 /// A message on a topic this node subscribed to. Report a verdict with
 /// [`super::Handle::validate`]; until then it is not forwarded.
 #[derive(Debug)]
@@ -58,13 +83,27 @@ impl Topics {
     pub(super) fn subscribe(
         &mut self,
         behaviour: &mut gossipsub::Behaviour,
-        topic: &str,
+        name: &'static str,
         sender: mpsc::Sender<GossipMessage>,
-    ) -> Result<(), String> {
-        let topic = IdentTopic::new(topic);
-        behaviour.subscribe(&topic).map_err(|e| e.to_string())?;
+    ) -> Result<(), GossipError> {
+        let topic = IdentTopic::new(name);
+        behaviour
+            .subscribe(&topic)
+            .map_err(|e| GossipError::Subscribe { topic: name, reason: e.to_string() })?;
         self.subscribers.insert(topic.hash(), sender);
         Ok(())
+    }
+
+    /// Publishes `data` on topic `name`.
+    pub(super) fn publish(
+        behaviour: &mut gossipsub::Behaviour,
+        name: &'static str,
+        data: Vec<u8>,
+    ) -> Result<(), GossipError> {
+        behaviour
+            .publish(IdentTopic::new(name), data)
+            .map(|_| ())
+            .map_err(|e| GossipError::Publish { topic: name, reason: e.to_string() })
     }
 
     /// Hands a message to its topic's subscriber; a message nobody can take is ignored.

@@ -1,14 +1,12 @@
-//! How services plug into the swarm task: inbound requests go to the service over a channel with
-//! a oneshot for the answer; outbound requests come back on a oneshot. Services never see a
-//! libp2p type but [`PeerId`].
+//! How a protocol is served: the swarm task hands each inbound stream of a served protocol to
+//! that protocol's server task, which reads the request (refused unread past the protocol's
+//! limit), gives it to the service's inbox with a oneshot for the answer, and writes the answer
+//! back, all within the protocol's time. Services never see a libp2p type but [`PeerId`].
 
-use std::collections::HashMap;
-
-use futures::FutureExt;
-use futures::future::BoxFuture;
-use futures::stream::FuturesUnordered;
 use libp2p::PeerId;
-use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::Stream;
+use tau_proto::net::rpc::{self, CallError, InboundStream};
+use tau_proto::protocol::Protocol;
 use tokio::sync::{mpsc, oneshot};
 
 /// A request from a peer, for a service to answer through `reply`.
@@ -31,96 +29,176 @@ pub struct RequestError {
     pub reason: String,
 }
 
-type Answer<Resp> = oneshot::Sender<Result<Resp, RequestError>>;
-
-/// What the rest of the node asks of a service protocol.
-pub(crate) enum ServiceCommand<Req, Resp> {
-    /// Route inbound requests to this inbox.
-    Serve(mpsc::Sender<Inbound<Req, Resp>>),
-    /// Send a request and hand back the answer.
-    Request { peer: PeerId, request: Req, answer: Answer<Resp> },
-}
-/// A service's answer once it comes, with the channel it goes back on.
-type Pending<Resp> = BoxFuture<'static, Option<(Resp, ResponseChannel<Resp>)>>;
-
-/// One service protocol's plumbing inside the swarm task.
-pub(super) struct Route<Req, Resp> {
-    inbox: Option<mpsc::Sender<Inbound<Req, Resp>>>,
-    pub(super) responding: FuturesUnordered<Pending<Resp>>,
-    waiting: HashMap<OutboundRequestId, (PeerId, Answer<Resp>)>,
-}
-
-impl<Req, Resp> Default for Route<Req, Resp> {
-    fn default() -> Self {
-        Self { inbox: None, responding: FuturesUnordered::new(), waiting: HashMap::new() }
-    }
-}
-
-impl<Req, Resp> Route<Req, Resp>
-where
-    Req: Send + 'static,
-    Resp: Send + 'static,
-{
-    pub(super) fn command(
-        &mut self,
-        behaviour: &mut request_response::cbor::Behaviour<Req, Resp>,
-        command: ServiceCommand<Req, Resp>,
-    ) where
-        Req: serde::Serialize + serde::de::DeserializeOwned,
-        Resp: serde::Serialize + serde::de::DeserializeOwned,
-    {
-        match command {
-            ServiceCommand::Serve(inbox) => self.inbox = Some(inbox),
-            ServiceCommand::Request { peer, request, answer } => {
-                let id = behaviour.send_request(&peer, request);
-                self.waiting.insert(id, (peer, answer));
-            }
-        }
-    }
-
-    /// Hands an inbound request to the service; its answer comes out of `responding`. Gives the
-    /// channel back when no service is registered.
-    pub(super) fn forward(
-        &mut self,
-        peer: PeerId,
-        request: Req,
-        channel: ResponseChannel<Resp>,
-    ) -> Result<(), ResponseChannel<Resp>> {
-        let Some(inbox) = &self.inbox else {
-            return Err(channel);
-        };
-        let (reply, answer) = oneshot::channel();
-        if inbox.try_send(Inbound { peer, request, reply }).is_err() {
-            tracing::warn!(%peer, "service busy: request dropped");
-            return Ok(());
-        }
-        self.responding.push(answer.map(move |r| r.ok().map(|r| (r, channel))).boxed());
-        Ok(())
-    }
-
-    pub(super) fn on_event(&mut self, event: request_response::Event<Req, Resp>) {
-        match event {
-            request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request { request, channel, .. } => {
-                    if self.forward(peer, request, channel).is_err() {
-                        tracing::debug!(%peer, "request for a service this node does not serve");
+/// Starts the task that serves `P`'s inbound streams into `inbox`, one task per request.
+pub(super) fn spawn_server<P: Protocol>(
+    mut streams: mpsc::Receiver<InboundStream>,
+    inbox: mpsc::Sender<Inbound<P::Request, P::Response>>,
+) {
+    tokio::spawn(async move {
+        while let Some((peer, stream)) = streams.recv().await {
+            let inbox = inbox.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(P::TIMEOUT, answer::<P>(peer, stream, &inbox)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, protocol = P::NAME, error = %e, "inbound request failed")
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, protocol = P::NAME, "inbound request timed out")
                     }
                 }
-                request_response::Message::Response { request_id, response } => {
-                    if let Some((_, answer)) = self.waiting.remove(&request_id) {
-                        let _ = answer.send(Ok(response));
-                    }
-                }
+            });
+        }
+    });
+}
+
+/// Reads one request, has the service answer it, and writes the answer.
+async fn answer<P: Protocol>(
+    peer: PeerId,
+    mut stream: Stream,
+    inbox: &mpsc::Sender<Inbound<P::Request, P::Response>>,
+) -> Result<(), CallError> {
+    let request = rpc::read_request::<P>(&mut stream).await?;
+    let (reply, response) = oneshot::channel();
+    if inbox.try_send(Inbound { peer, request, reply }).is_err() {
+        tracing::warn!(%peer, protocol = P::NAME, "service busy: request dropped");
+        return Ok(());
+    }
+    match response.await {
+        Ok(response) => rpc::write_response::<P>(stream, &response).await,
+        // The service dropped the request: the stream closes unanswered.
+        Err(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Two in-process p2p cores serve and call a protocol that only this test defines: the
+    //! core needs no edit for a new protocol.
+
+    use std::time::{Duration, Instant};
+
+    use libp2p::Multiaddr;
+    use libp2p::identity::Keypair;
+    use serde::{Deserialize, Serialize};
+    use tau_proto::SwarmKey;
+    use tau_proto::admin::Resources;
+    use tokio::sync::{mpsc, watch};
+    use tokio_util::sync::CancellationToken;
+
+    use super::Inbound;
+    use crate::p2p::{self, AdminContext, Handle, P2pConfig};
+
+    /// A protocol the p2p core has never heard of.
+    struct Echo;
+
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Shout(String);
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Heard {
+        from: String,
+        text: String,
+    }
+
+    impl tau_proto::protocol::Protocol for Echo {
+        const NAME: &'static str = "/tau/test-echo/1";
+        const MAX_REQUEST: u64 = 64;
+        const TIMEOUT: Duration = Duration::from_secs(2);
+        type Request = Shout;
+        type Response = Heard;
+    }
+
+    /// The same protocol as a careless caller sees it: with no limit of its own.
+    struct LooseEcho;
+
+    impl tau_proto::protocol::Protocol for LooseEcho {
+        const NAME: &'static str = Echo::NAME;
+        const TIMEOUT: Duration = Duration::from_secs(2);
+        type Request = Shout;
+        type Response = Heard;
+    }
+
+    async fn node(
+        swarm_key: &SwarmKey,
+        bootstrap: Vec<Multiaddr>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<(Handle, Multiaddr)> {
+        let keypair = Keypair::generate_ed25519();
+        let peer = keypair.public().to_peer_id();
+        let (_, resources) = watch::channel(Resources::default());
+        let config = P2pConfig {
+            keypair,
+            swarm_key: *swarm_key,
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
+            announce: Vec::new(),
+            bootstrap,
+            admin: AdminContext {
+                services: Vec::new(),
+                location: None,
+                started: Instant::now(),
+                resources,
             },
-            request_response::Event::OutboundFailure { request_id, error, .. } => {
-                if let Some((peer, answer)) = self.waiting.remove(&request_id) {
-                    let _ = answer.send(Err(RequestError { peer, reason: error.to_string() }));
-                }
-            }
-            request_response::Event::InboundFailure { peer, error, .. } => {
-                tracing::debug!(%peer, %error, "inbound request failed");
-            }
-            request_response::Event::ResponseSent { .. } => {}
+        };
+        let (handle, _task) = p2p::spawn(config, shutdown.child_token()).await?;
+        let listen = handle.listen_addrs().await?;
+        let addr = listen.first().ok_or_else(|| anyhow::anyhow!("no listen address"))?.clone();
+        Ok((handle, addr.with_p2p(peer).map_err(|_| anyhow::anyhow!("bad address"))?))
+    }
+
+    #[tokio::test]
+    async fn a_protocol_the_core_does_not_know_is_served_and_called() -> anyhow::Result<()> {
+        let shutdown = CancellationToken::new();
+        let swarm_key = SwarmKey::generate();
+        let (server, server_addr) = node(&swarm_key, Vec::new(), &shutdown).await?;
+        let (client, _) = node(&swarm_key, vec![server_addr], &shutdown).await?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !client.peers().await?.iter().any(|p| p.peer_id == server.peer_id()) {
+            anyhow::ensure!(Instant::now() < deadline, "the two nodes did not connect in 10 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+
+        let (inbox, mut requests) = mpsc::channel::<Inbound<Shout, Heard>>(8);
+        server.serve::<Echo>(inbox).await?;
+        let (served, mut texts) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(Inbound { peer, request, reply }) = requests.recv().await {
+                let _ = served.send(request.0.clone());
+                let _ = reply.send(Heard { from: peer.to_string(), text: request.0 });
+            }
+        });
+
+        let heard = client.call::<Echo>(server.peer_id(), Shout("hello".into())).await?;
+        assert_eq!(heard, Heard { from: client.peer_id().to_string(), text: "hello".into() });
+
+        assert_eq!(texts.recv().await.as_deref(), Some("hello"));
+
+        // Over the protocol's 64-byte limit: the caller does not send it...
+        let error = client
+            .call::<Echo>(server.peer_id(), Shout("x".repeat(100)))
+            .await
+            .expect_err("a request over the limit must fail");
+        assert!(error.reason.contains("limit of 64 bytes"), "{error}");
+        // ...and a caller that does is refused by the server, which never serves it.
+        let error = client
+            .call::<LooseEcho>(server.peer_id(), Shout("y".repeat(100)))
+            .await
+            .expect_err("the server must refuse a request over the limit");
+        assert!(
+            !error.reason.contains("no answer within"),
+            "refused at once, not timed out: {error}"
+        );
+        let heard = client.call::<Echo>(server.peer_id(), Shout("again".into())).await?;
+        assert_eq!(heard.text, "again");
+        assert_eq!(texts.recv().await.as_deref(), Some("again"), "the long request was served");
+
+        // A protocol the peer does not serve is refused at negotiation.
+        let error = server
+            .call::<Echo>(client.peer_id(), Shout("back".into()))
+            .await
+            .expect_err("the client does not serve Echo");
+        assert!(error.reason.contains("does not serve /tau/test-echo/1"), "{error}");
+        shutdown.cancel();
+        Ok(())
     }
 }

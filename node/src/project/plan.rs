@@ -2,8 +2,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use tau_proto::identity::WriterKey;
 use tau_proto::tns::keys;
-use tau_proto::tns::{Draft, Record, WriterKey};
+use tau_proto::tns::{Draft, Record};
 
 use super::Compiled;
 

@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use tau_proto::admin::Resources;
-use tau_proto::seer::{BEAT_INTERVAL, Heartbeat, TOPIC};
+use tau_proto::seer::{BEAT_INTERVAL, Heartbeat, SeerTopic};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -109,7 +109,7 @@ pub fn spawn(
             }
             match tau_proto::cbor::to_vec(&signed) {
                 Ok(data) => {
-                    if let Err(e) = handle.publish(TOPIC, data).await {
+                    if let Err(e) = handle.publish::<SeerTopic>(data).await {
                         // No seer subscribed yet, or none connected: the next beat will do.
                         tracing::debug!(error = %e, "heartbeat not published");
                     }

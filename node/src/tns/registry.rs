@@ -2,6 +2,7 @@
 //! the node's own tns when it runs one, else through the connected tns nodes.
 
 use libp2p::PeerId;
+use tau_proto::tns::TnsProtocol;
 use tau_proto::tns::{MAX_PAGE, PutOutcome, Record, TnsRequest, TnsResponse};
 
 use super::Local;
@@ -27,7 +28,7 @@ impl Registry {
                     let handle = handle.clone();
                     let records = records.clone();
                     async move {
-                        match handle.tns(peer, TnsRequest::Put { records }).await {
+                        match handle.call::<TnsProtocol>(peer, TnsRequest::Put { records }).await {
                             Ok(TnsResponse::Put(outcome)) => Ok(outcome),
                             Ok(TnsResponse::Error(e)) => Err(e),
                             Ok(_) => Err("unexpected answer to Put".into()),
@@ -48,7 +49,7 @@ impl Registry {
                 remote(handle, |peer| {
                     let handle = handle.clone();
                     async move {
-                        match handle.tns(peer, TnsRequest::Status).await {
+                        match handle.call::<TnsProtocol>(peer, TnsRequest::Status).await {
                             Ok(TnsResponse::Status(status)) => Ok(status.clock),
                             Ok(TnsResponse::Error(e)) => Err(e),
                             Ok(_) => Err("unexpected answer to Status".into()),
@@ -87,7 +88,7 @@ impl Registry {
                     let handle = handle.clone();
                     let keys = vec![key.to_string()];
                     async move {
-                        match handle.tns(peer, TnsRequest::Get { keys }).await {
+                        match handle.call::<TnsProtocol>(peer, TnsRequest::Get { keys }).await {
                             Ok(TnsResponse::Records(records)) => Ok(records),
                             Ok(TnsResponse::Error(e)) => Err(e),
                             Ok(_) => Err("unexpected answer to Get".into()),
@@ -136,7 +137,7 @@ async fn list_from(
             limit: MAX_PAGE,
             tombstones: false,
         };
-        match handle.tns(peer, request).await {
+        match handle.call::<TnsProtocol>(peer, request).await {
             Ok(TnsResponse::Page { records, next }) => {
                 all.extend(records.into_iter().filter(Record::verify));
                 match next {

@@ -175,7 +175,7 @@ pub(super) async fn publish(handle: &p2p::Handle, records: Vec<Record>) {
 async fn send(handle: &p2p::Handle, batch: Vec<Record>) {
     match cbor::to_vec(&batch) {
         Ok(data) => {
-            if let Err(e) = handle.publish(tau_proto::tns::TOPIC, data).await {
+            if let Err(e) = handle.publish::<tau_proto::tns::TnsTopic>(data).await {
                 // Anti-entropy delivers what gossip could not.
                 tracing::debug!(error = %e, records = batch.len(), "tns gossip not sent");
             }

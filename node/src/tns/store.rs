@@ -9,9 +9,10 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tau_proto::cbor;
+use tau_proto::identity::WriterKey;
 use tau_proto::tns::keys::{self, Authority};
 use tau_proto::tns::values::{ProjectRoot, Registrar};
-use tau_proto::tns::{BUCKETS, Digest, MAX_PAGE, Record, Summary, WriterKey, bucket};
+use tau_proto::tns::{BUCKETS, Digest, MAX_PAGE, Record, Summary, bucket};
 
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
 

@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tau_proto::tns::TnsProtocol;
 
 use libp2p::PeerId;
 use tau_proto::tns::{MAX_PAGE, Record, TnsRequest, TnsResponse};
@@ -77,11 +78,12 @@ pub(super) async fn sync_with(
     peer: PeerId,
 ) -> Result<(usize, usize), String> {
     let digests = shared.store().digests().to_vec();
-    let (buckets, theirs) = match handle.tns(peer, TnsRequest::Sync { digests }).await {
-        Ok(TnsResponse::Diff { buckets, summaries }) => (buckets, summaries),
-        Ok(other) => return Err(format!("unexpected answer to Sync: {other:?}")),
-        Err(e) => return Err(e.to_string()),
-    };
+    let (buckets, theirs) =
+        match handle.call::<TnsProtocol>(peer, TnsRequest::Sync { digests }).await {
+            Ok(TnsResponse::Diff { buckets, summaries }) => (buckets, summaries),
+            Ok(other) => return Err(format!("unexpected answer to Sync: {other:?}")),
+            Err(e) => return Err(e.to_string()),
+        };
     if buckets.is_empty() {
         return Ok((0, 0));
     }
@@ -109,17 +111,19 @@ pub(super) async fn sync_with(
     };
     let mut pulled = 0;
     for keys in pull.chunks(MAX_PAGE as usize) {
-        let records = match handle.tns(peer, TnsRequest::Get { keys: keys.to_vec() }).await {
-            Ok(TnsResponse::Records(records)) => records,
-            Ok(other) => return Err(format!("unexpected answer to Get: {other:?}")),
-            Err(e) => return Err(e.to_string()),
-        };
+        let records =
+            match handle.call::<TnsProtocol>(peer, TnsRequest::Get { keys: keys.to_vec() }).await {
+                Ok(TnsResponse::Records(records)) => records,
+                Ok(other) => return Err(format!("unexpected answer to Get: {other:?}")),
+                Err(e) => return Err(e.to_string()),
+            };
         let applied = shared.apply(records).map_err(|e| e.to_string())?;
         pulled += applied.stored.len();
     }
     let pushed = push.len();
     for records in push.chunks(PUSH_BATCH) {
-        match handle.tns(peer, TnsRequest::Put { records: records.to_vec() }).await {
+        match handle.call::<TnsProtocol>(peer, TnsRequest::Put { records: records.to_vec() }).await
+        {
             Ok(TnsResponse::Put(_)) => {}
             Ok(other) => return Err(format!("unexpected answer to Put: {other:?}")),
             Err(e) => return Err(e.to_string()),

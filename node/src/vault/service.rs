@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use libp2p::PeerId;
 use tau_proto::cbor;
-use tau_proto::client::unix_now;
+use tau_proto::client::secrets::unix_now;
+use tau_proto::identity::WriterKey;
 use tau_proto::tns::values::ProjectRoot;
-use tau_proto::tns::{Draft, Record, WriterKey, keys};
+use tau_proto::tns::{Draft, Record, keys};
 use tau_proto::vault::{
     CheckedCiphertext, Registration, SecretValue, ShareInfo, SignedRequest, VaultRequest,
     VaultResponse, ciphertext_id_unchecked,

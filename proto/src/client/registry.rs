@@ -6,9 +6,12 @@ use libp2p::PeerId;
 use serde::Serialize;
 
 use super::{Client, ClientError};
-use crate::hoarder::{HoarderRequest, HoarderResponse, PinInfo};
-use crate::tns::values::Value;
-use crate::tns::{MAX_PAGE, Record, TnsRequest, TnsResponse, TnsStatus};
+use crate::cbor::{self, CborError};
+use crate::hoarder::{HoarderProtocol, HoarderRequest, HoarderResponse, PinInfo};
+use crate::seer::{NodeStatus, SeerProtocol, SeerRequest, SeerResponse};
+use crate::tns::values::{DomainClaim, Function, ProjectConfig, ProjectRoot, Registrar, Route};
+use crate::tns::{MAX_PAGE, Record, TnsProtocol, TnsRequest, TnsResponse, TnsStatus};
+use crate::vault::{KeySet, SecretValue};
 
 /// A record as tools show it: its value decoded by what its key says it is.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -56,7 +59,7 @@ impl Client {
         loop {
             let request =
                 TnsRequest::List { prefix: prefix.to_string(), after, limit: MAX_PAGE, tombstones };
-            match self.tns(node, request).await? {
+            match self.call::<TnsProtocol>(node, request).await? {
                 TnsResponse::Page { records, next } => {
                     all.extend(records);
                     match next {
@@ -71,7 +74,10 @@ impl Client {
 
     /// The record under `key` on `node`, if any (a tombstone included).
     pub async fn tns_record(&self, node: PeerId, key: &str) -> Result<Option<Record>, ClientError> {
-        match self.tns(node, TnsRequest::Get { keys: vec![key.to_string()] }).await? {
+        match self
+            .call::<TnsProtocol>(node, TnsRequest::Get { keys: vec![key.to_string()] })
+            .await?
+        {
             TnsResponse::Records(records) => Ok(records.into_iter().next()),
             _ => Err(ClientError::Unexpected { peer: node }),
         }
@@ -79,7 +85,7 @@ impl Client {
 
     /// `node`'s TNS status: record count, digest, clock, refused records.
     pub async fn tns_status(&self, node: PeerId) -> Result<TnsStatus, ClientError> {
-        match self.tns(node, TnsRequest::Status).await? {
+        match self.call::<TnsProtocol>(node, TnsRequest::Status).await? {
             TnsResponse::Status(status) => Ok(status),
             _ => Err(ClientError::Unexpected { peer: node }),
         }
@@ -87,9 +93,67 @@ impl Client {
 
     /// Every pin `node` (a hoarder node) knows: CID, size, factor, holders, state.
     pub async fn hoarder_pins(&self, node: PeerId) -> Result<Vec<PinInfo>, ClientError> {
-        match self.hoarder(node, HoarderRequest::List).await? {
+        match self.call::<HoarderProtocol>(node, HoarderRequest::List).await? {
             HoarderResponse::Pins(pins) => Ok(pins),
             _ => Err(ClientError::Unexpected { peer: node }),
         }
+    }
+}
+
+impl Client {
+    /// Every node a seer knows, with its latest heartbeat and health.
+    pub async fn seer_nodes(&self, peer: PeerId) -> Result<Vec<NodeStatus>, ClientError> {
+        match self.call::<SeerProtocol>(peer, SeerRequest::Nodes).await? {
+            SeerResponse::Nodes(nodes) => Ok(nodes),
+            _ => Err(ClientError::Unexpected { peer }),
+        }
+    }
+}
+
+impl crate::hoarder::transfer::Asker for Client {
+    async fn ask(&self, peer: PeerId, request: HoarderRequest) -> Result<HoarderResponse, String> {
+        self.call::<HoarderProtocol>(peer, request).await.map_err(|e| e.to_string())
+    }
+}
+
+/// Any TNS value, decoded by the shape of its key.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Value {
+    /// `/projects/<id>`.
+    ProjectRoot(ProjectRoot),
+    /// `/projects/<id>/config`.
+    ProjectConfig(ProjectConfig),
+    /// `/projects/<id>/functions/<name>`.
+    Function(Box<Function>),
+    /// `/domains/<fqdn>`.
+    Domain(DomainClaim),
+    /// `/http/...`.
+    Route(Route),
+    /// `/projects/<id>/secrets/<name>` (the ciphertext, never a plaintext).
+    Secret(SecretValue),
+    /// `/registrars/<name>`.
+    Registrar(Registrar),
+    /// `/vault/keyset`.
+    KeySet(KeySet),
+    /// Anything else: the raw CBOR bytes.
+    Raw(#[serde(with = "crate::bytes::vec")] Vec<u8>),
+}
+
+impl Value {
+    /// Decodes `bytes` as the value type that `key` holds.
+    pub fn decode(key: &str, bytes: &[u8]) -> Result<Self, CborError> {
+        let segments: Vec<&str> = key.trim_start_matches('/').split('/').collect();
+        Ok(match segments.as_slice() {
+            ["projects", _] => Self::ProjectRoot(cbor::from_slice(bytes)?),
+            ["projects", _, "config"] => Self::ProjectConfig(cbor::from_slice(bytes)?),
+            ["projects", _, "functions", _] => Self::Function(Box::new(cbor::from_slice(bytes)?)),
+            ["domains", _] => Self::Domain(cbor::from_slice(bytes)?),
+            ["projects", _, "secrets", _] => Self::Secret(cbor::from_slice(bytes)?),
+            ["http", ..] => Self::Route(cbor::from_slice(bytes)?),
+            ["registrars", _] => Self::Registrar(cbor::from_slice(bytes)?),
+            ["vault", "keyset"] => Self::KeySet(cbor::from_slice(bytes)?),
+            _ => Self::Raw(bytes.to_vec()),
+        })
     }
 }

@@ -15,11 +15,12 @@ use libp2p::identity::Keypair;
 
 use super::{Client, ClientError};
 use crate::cbor;
+use crate::identity::WriterKey;
 use crate::tns::values::{ProjectRoot, Registrar};
-use crate::tns::{Record, TnsRequest, TnsResponse, WriterKey, keys};
+use crate::tns::{Record, TnsProtocol, TnsRequest, TnsResponse, keys};
 use crate::vault::{
     self, CheckedCiphertext, KeySet, Registration, RequestBody, SecretValue, ShareInfo, VaultError,
-    VaultRequest, VaultResponse,
+    VaultProtocol, VaultRequest, VaultResponse,
 };
 
 /// The vault's state as [`Client::vault_report`] finds it. Holds no share and no secret.
@@ -205,7 +206,7 @@ impl Client {
 
     /// The records at `keys` (live ones, correctly signed), from a tns node.
     async fn tns_get(&self, node: PeerId, keys: Vec<String>) -> Result<Vec<Record>, SecretError> {
-        match self.tns(node, TnsRequest::Get { keys }).await? {
+        match self.call::<TnsProtocol>(node, TnsRequest::Get { keys }).await? {
             TnsResponse::Records(records) => {
                 Ok(records.into_iter().filter(|r| !r.is_tombstone() && r.verify()).collect())
             }
@@ -252,7 +253,9 @@ impl Client {
             .iter()
             .map(|node| {
                 let record = record.clone();
-                async move { (*node, self.vault(*node, VaultRequest::Store { record }).await) }
+                async move {
+                    (*node, self.call::<VaultProtocol>(*node, VaultRequest::Store { record }).await)
+                }
             })
             .collect();
         let mut stored = Stored { key, keyset: keyset.id, nodes: Vec::new(), failures: Vec::new() };
@@ -310,7 +313,12 @@ impl Client {
             .iter()
             .map(|node| {
                 let request = request.clone();
-                async move { (*node, self.vault(*node, VaultRequest::Decrypt { request }).await) }
+                async move {
+                    (
+                        *node,
+                        self.call::<VaultProtocol>(*node, VaultRequest::Decrypt { request }).await,
+                    )
+                }
             })
             .collect();
         let mut failures = Vec::new();
@@ -348,7 +356,7 @@ impl Client {
         let mut failures = Vec::new();
         for node in vaults {
             let request = VaultRequest::Register(Box::new(registration.clone()));
-            match self.vault(node, request).await {
+            match self.call::<VaultProtocol>(node, request).await {
                 Ok(VaultResponse::Registered { project, written }) => {
                     return Ok(Registered { project, node, written });
                 }
@@ -397,7 +405,7 @@ impl Client {
         let services = self.services().await?;
         let vaults = services.get("vault").cloned().unwrap_or_default();
         let answers = futures::future::join_all(vaults.iter().map(|node| async move {
-            let answer = match self.vault(*node, VaultRequest::Shares).await {
+            let answer = match self.call::<VaultProtocol>(*node, VaultRequest::Shares).await {
                 Ok(VaultResponse::Shares(info)) => Ok(info),
                 Ok(_) => Err("unexpected answer".to_string()),
                 Err(e) => Err(e.to_string()),
@@ -483,7 +491,7 @@ impl Client {
                 .ok_or(VaultError::Malformed { what: "the operator key (not ed25519)" })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        match self.tns(tns, TnsRequest::Put { records }).await? {
+        match self.call::<TnsProtocol>(tns, TnsRequest::Put { records }).await? {
             TnsResponse::Put(outcome) if outcome.rejected.is_empty() => {
                 Ok(wanted.into_iter().map(|(key, _)| key).collect())
             }
@@ -496,7 +504,7 @@ impl Client {
 
     /// The tns node's clock: a writer signs one above it.
     pub async fn tns_clock(&self, node: PeerId) -> Result<u64, ClientError> {
-        match self.tns(node, TnsRequest::Status).await? {
+        match self.call::<TnsProtocol>(node, TnsRequest::Status).await? {
             TnsResponse::Status(status) => Ok(status.clock),
             _ => Err(ClientError::Unexpected { peer: node }),
         }

@@ -1,89 +1,11 @@
 //! A TNS record: a key path, a CBOR value (or a tombstone), a Lamport version, the writer's
 //! ed25519 public key, and the writer's signature over the record's canonical encoding.
 
-use std::cmp::Ordering;
-use std::fmt;
-use std::str::FromStr;
-
-use libp2p::identity::{Keypair, ed25519};
+use libp2p::identity::Keypair;
 use serde::{Deserialize, Serialize};
+use std::cmp::Ordering;
 
-/// An ed25519 public key that signs records: the operator's, a project owner's.
-///
-/// Written as `ed25519:<64 hex digits>` in files and on command lines.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct WriterKey(pub [u8; 32]);
-
-impl Serialize for WriterKey {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        if serializer.is_human_readable() {
-            serializer.collect_str(self)
-        } else {
-            serde_bytes::serialize(&self.0, serializer)
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for WriterKey {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        use serde::de::Error;
-        if deserializer.is_human_readable() {
-            String::deserialize(deserializer)?.parse().map_err(D::Error::custom)
-        } else {
-            Ok(Self(serde_bytes::deserialize(deserializer)?))
-        }
-    }
-}
-
-impl WriterKey {
-    /// The public half of `keypair`, if it is an ed25519 key.
-    pub fn of(keypair: &Keypair) -> Option<Self> {
-        let public = keypair.public().try_into_ed25519().ok()?;
-        Some(Self(public.to_bytes()))
-    }
-
-    /// The key inside an ed25519 peer id (the node's identity key), if it is one.
-    pub fn of_peer(peer: &libp2p::PeerId) -> Option<Self> {
-        let multihash: &multihash::Multihash<64> = peer.as_ref();
-        let public = libp2p::identity::PublicKey::try_decode_protobuf(multihash.digest()).ok()?;
-        Some(Self(public.try_into_ed25519().ok()?.to_bytes()))
-    }
-
-    /// Whether `signature` is this key's signature of `message`.
-    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
-        ed25519::PublicKey::try_from_bytes(&self.0).is_ok_and(|key| key.verify(message, signature))
-    }
-}
-
-impl fmt::Display for WriterKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ed25519:{}", hex::encode(self.0))
-    }
-}
-
-impl fmt::Debug for WriterKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-/// Why a public key could not be read.
-#[derive(Debug, thiserror::Error)]
-#[error("`{0}` is not a public key: expected ed25519:<64 hex digits>")]
-pub struct WriterKeyError(String);
-
-impl FromStr for WriterKey {
-    type Err = WriterKeyError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || WriterKeyError(s.chars().take(80).collect());
-        let digits = s.trim().strip_prefix("ed25519:").ok_or_else(err)?;
-        let mut key = [0u8; 32];
-        hex::decode_to_slice(digits, &mut key).map_err(|_| err())?;
-        ed25519::PublicKey::try_from_bytes(&key).map_err(|_| err())?;
-        Ok(Self(key))
-    }
-}
+use crate::identity::WriterKey;
 
 /// A signed TNS record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,10 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::WriterKey;
-use crate::cbor::{self, CborError};
 use crate::hoarder::BlobId;
-use crate::vault::{KeySet, SecretValue};
+use crate::identity::WriterKey;
 
 /// `/projects/<id>`, written by the operator: who owns the project.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,46 +102,4 @@ pub struct Route {
 pub struct Registrar {
     /// The key.
     pub key: WriterKey,
-}
-
-/// Any TNS value, decoded by the shape of its key.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(untagged)]
-pub enum Value {
-    /// `/projects/<id>`.
-    ProjectRoot(ProjectRoot),
-    /// `/projects/<id>/config`.
-    ProjectConfig(ProjectConfig),
-    /// `/projects/<id>/functions/<name>`.
-    Function(Box<Function>),
-    /// `/domains/<fqdn>`.
-    Domain(DomainClaim),
-    /// `/http/...`.
-    Route(Route),
-    /// `/projects/<id>/secrets/<name>` (the ciphertext, never a plaintext).
-    Secret(SecretValue),
-    /// `/registrars/<name>`.
-    Registrar(Registrar),
-    /// `/vault/keyset`.
-    KeySet(KeySet),
-    /// Anything else: the raw CBOR bytes.
-    Raw(#[serde(with = "crate::bytes::vec")] Vec<u8>),
-}
-
-impl Value {
-    /// Decodes `bytes` as the value type that `key` holds.
-    pub fn decode(key: &str, bytes: &[u8]) -> Result<Self, CborError> {
-        let segments: Vec<&str> = key.trim_start_matches('/').split('/').collect();
-        Ok(match segments.as_slice() {
-            ["projects", _] => Self::ProjectRoot(cbor::from_slice(bytes)?),
-            ["projects", _, "config"] => Self::ProjectConfig(cbor::from_slice(bytes)?),
-            ["projects", _, "functions", _] => Self::Function(Box::new(cbor::from_slice(bytes)?)),
-            ["domains", _] => Self::Domain(cbor::from_slice(bytes)?),
-            ["projects", _, "secrets", _] => Self::Secret(cbor::from_slice(bytes)?),
-            ["http", ..] => Self::Route(cbor::from_slice(bytes)?),
-            ["registrars", _] => Self::Registrar(cbor::from_slice(bytes)?),
-            ["vault", "keyset"] => Self::KeySet(cbor::from_slice(bytes)?),
-            _ => Self::Raw(bytes.to_vec()),
-        })
-    }
 }

@@ -10,7 +10,8 @@ use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, Clear, Paragraph, Row, Table, Tabs, Wrap};
 use tau_proto::admin::PeerInfo;
-use tau_proto::client::{NodeShare, RecordView, VaultReport};
+use tau_proto::client::registry::RecordView;
+use tau_proto::client::secrets::{NodeShare, VaultReport};
 use tau_proto::hoarder::PinInfo;
 use tau_proto::seer::NodeStatus;
 

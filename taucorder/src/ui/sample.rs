@@ -6,13 +6,14 @@ use std::net::{IpAddr, Ipv4Addr};
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 use tau_proto::admin::{Location, PeerInfo, Resources};
-use tau_proto::client::{NodeShare, RecordView, VaultReport};
+use tau_proto::client::registry::{RecordView, Value};
+use tau_proto::client::secrets::{NodeShare, VaultReport};
 use tau_proto::hoarder::{BlobId, PinInfo, PinState};
+use tau_proto::identity::WriterKey;
 use tau_proto::seer::{Heartbeat, NodeStatus};
-use tau_proto::tns::WriterKey;
 use tau_proto::tns::values::{
     DomainClaim, Execution, Function, ProjectConfig, ProjectRoot, Registrar, Route, Source,
-    Trigger, TriggerKind, Value,
+    Trigger, TriggerKind,
 };
 use tau_proto::vault::ShareInfo;
 

@@ -12,7 +12,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Wrap};
-use tau_proto::client::RecordView;
+use tau_proto::client::registry::RecordView;
 
 use super::action::Action;
 use super::component::{Component, Cursor, json, yaml};
@@ -309,7 +309,7 @@ impl Component for TnsView {
 
 #[cfg(test)]
 mod tests {
-    use tau_proto::tns::values::Value;
+    use tau_proto::client::registry::Value;
 
     use super::*;
 

@@ -11,7 +11,7 @@ use ratatui::text::Line;
 use ratatui::widgets::{Block, Sparkline};
 use serde::Serialize;
 use tau_proto::admin::PeerInfo;
-use tau_proto::client::{NodeShare, VaultReport};
+use tau_proto::client::secrets::{NodeShare, VaultReport};
 use tau_proto::hoarder::{PinInfo, PinState};
 use tau_proto::seer::NodeStatus;
 

@@ -26,7 +26,8 @@ use q::collect::{CollectError, Source, drain, sort_page};
 use q::period::Period;
 use q::store::Store;
 use tau_proto::bench::Figure;
-use tau_proto::counters::{CounterPage, CounterRecord, MAX_PAGE, SignedCounter, public_key_of};
+use tau_proto::counters::{CounterPage, CounterRecord, MAX_PAGE, SignedCounter};
+use tau_proto::identity::public_key_of;
 use tau_tests::harness::Result;
 use tau_tests::postgres::PgServer;
 

@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
+use tau_proto::hoarder::HoarderProtocol;
 
 use tau_proto::hoarder::{HoarderRequest, ManifestBuilder};
 use tau_proto::{Client, CloudProfile};
@@ -154,7 +155,10 @@ fn a_blob_survives_dying_holders_and_comes_back_whole() -> Result {
         runtime.block_on(async {
             let mut copies = 0;
             for id in &ids {
-                match client.hoarder(id.parse()?, HoarderRequest::Has { cid: blob_id }).await? {
+                match client
+                    .call::<HoarderProtocol>(id.parse()?, HoarderRequest::Has { cid: blob_id })
+                    .await?
+                {
                     tau_proto::hoarder::HoarderResponse::Has(true) => copies += 1,
                     tau_proto::hoarder::HoarderResponse::Has(false) => {}
                     other => return Err(format!("unexpected answer {other:?}").into()),
@@ -186,12 +190,18 @@ fn a_blob_survives_dying_holders_and_comes_back_whole() -> Result {
     let refused = runtime.block_on(async {
         let node = ids[live[0]].parse()?;
         client
-            .hoarder(node, HoarderRequest::PutStart { manifest: manifest.clone(), replicas: 3 })
+            .call::<HoarderProtocol>(
+                node,
+                HoarderRequest::PutStart { manifest: manifest.clone(), replicas: 3 },
+            )
             .await?;
         let mut bad = other[..1 << 20].to_vec();
         bad[100] ^= 0xff;
         let answer = client
-            .hoarder(node, HoarderRequest::PutChunk { cid: manifest.cid, index: 0, data: bad })
+            .call::<HoarderProtocol>(
+                node,
+                HoarderRequest::PutChunk { cid: manifest.cid, index: 0, data: bad },
+            )
             .await;
         Ok::<_, tau_tests::harness::Error>(answer)
     })?;

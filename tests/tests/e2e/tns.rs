@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
+use tau_proto::tns::TnsProtocol;
 
 use libp2p::identity::Keypair;
 use tau_proto::tns::{Draft, TnsRequest, TnsResponse, keys};
@@ -136,7 +137,8 @@ fn pushes_spread_a_stopped_node_catches_up_and_strangers_are_refused() -> Result
         let client = Client::connect(&CloudProfile::load(&profile)?).await?;
         let node0 = ids[0].parse()?;
         client.nodes().await?;
-        let answer = client.tns(node0, TnsRequest::Put { records: vec![evil] }).await?;
+        let answer =
+            client.call::<TnsProtocol>(node0, TnsRequest::Put { records: vec![evil] }).await?;
         Ok::<_, tau_tests::harness::Error>(answer)
     })?;
     match outcome {

@@ -4,6 +4,8 @@
 
 use std::path::Path;
 use std::time::Duration;
+use tau_proto::tns::TnsProtocol;
+use tau_proto::vault::VaultProtocol;
 
 use libp2p::identity::Keypair;
 use tau_proto::cbor;
@@ -129,7 +131,9 @@ fn secrets_read_with_two_of_five_down_fail_with_three_and_no_node_sees_a_plainte
     let deploy = Keypair::from_protobuf_encoding(&deploy_key)?;
     assert_eq!(
         registered["deploy_key_public"].as_str(),
-        Some(tau_proto::tns::WriterKey::of(&deploy).ok_or("not ed25519")?.to_string().as_str())
+        Some(
+            tau_proto::identity::WriterKey::of(&deploy).ok_or("not ed25519")?.to_string().as_str()
+        )
     );
     let (ok, webhook, err) = secret_get(&profile, "vaulted", "webhook-secret", &owner)?;
     assert!(ok && webhook.len() == 64, "{err}");
@@ -184,7 +188,10 @@ fn hex_of(bytes: &[u8]) -> String {
 async fn holders(client: &Client, nodes: &[libp2p::PeerId], key: &str) -> Result<usize> {
     let mut count = 0;
     for node in nodes {
-        match client.tns(*node, TnsRequest::Get { keys: vec![key.to_string()] }).await? {
+        match client
+            .call::<TnsProtocol>(*node, TnsRequest::Get { keys: vec![key.to_string()] })
+            .await?
+        {
             TnsResponse::Records(records) if !records.is_empty() => count += 1,
             _ => {}
         }
@@ -217,7 +224,7 @@ fn forged_registrations_and_copied_ciphertexts_create_nothing() -> Result {
         let keyset = client.vault_keyset(nodes[0]).await?;
         let owner = Keypair::generate_ed25519();
         let version = client.tns_clock(nodes[0]).await? + 1;
-        let now = tau_proto::client::unix_now();
+        let now = tau_proto::client::secrets::unix_now();
         let secrets: [(&str, &[u8]); 1] = [("deploy-key", b"key material")];
         let good = Registration::new(&keyset, "forged", &owner, &secrets, version, now)?;
 
@@ -280,8 +287,12 @@ fn forged_registrations_and_copied_ciphertexts_create_nothing() -> Result {
         }
         for node in &nodes {
             let store = tau_proto::vault::VaultRequest::Store { record: copied.clone() };
-            let answer =
-                client.vault(*node, store).await.err().map(|e| e.to_string()).unwrap_or_default();
+            let answer = client
+                .call::<VaultProtocol>(*node, store)
+                .await
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             assert!(answer.contains("already stored as"), "{node}: {answer}");
         }
         let read = client.get_secret("heist", "loot", &thief).await;

@@ -9,6 +9,7 @@
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
+use tau_proto::admin::AdminProtocol;
 
 use anyhow::Context;
 
@@ -35,7 +36,7 @@ pub(crate) async fn admin_round_trip(tau_node: &Path, tmp: &Path) -> anyhow::Res
     let mut samples = Vec::with_capacity(ROUND_TRIPS);
     for i in 0..WARMUP + ROUND_TRIPS {
         let start = Instant::now();
-        client.admin(node, AdminRequest::Info).await?;
+        client.call::<AdminProtocol>(node, AdminRequest::Info).await?;
         if i >= WARMUP {
             samples.push(start.elapsed());
         }

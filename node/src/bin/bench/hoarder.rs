@@ -10,6 +10,7 @@
 
 use std::path::Path;
 use std::time::{Duration, Instant};
+use tau_proto::hoarder::HoarderProtocol;
 
 use anyhow::{Context, bail};
 use libp2p::PeerId;
@@ -28,7 +29,7 @@ fn mb_per_s(bytes: usize, took: Duration) -> String {
 }
 
 async fn pins(client: &Client, node: PeerId) -> anyhow::Result<Vec<PinInfo>> {
-    match client.hoarder(node, HoarderRequest::List).await? {
+    match client.call::<HoarderProtocol>(node, HoarderRequest::List).await? {
         HoarderResponse::Pins(pins) => Ok(pins),
         other => bail!("unexpected answer {other:?}"),
     }

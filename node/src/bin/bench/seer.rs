@@ -14,6 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tau_proto::tns::TnsProtocol;
 
 use anyhow::Context;
 use hickory_proto::op::{Message, Query};
@@ -120,7 +121,7 @@ pub(crate) async fn run(tau_node: &Path, tmp: &Path) -> anyhow::Result<()> {
         }
         .sign(version, &owner)
         .context("sign")?;
-        match client.tns(tns, TnsRequest::Put { records: vec![claim] }).await? {
+        match client.call::<TnsProtocol>(tns, TnsRequest::Put { records: vec![claim] }).await? {
             TnsResponse::Put(outcome) if outcome.rejected.is_empty() => {}
             other => anyhow::bail!("the domain claim was refused: {other:?}"),
         }

@@ -11,6 +11,7 @@
 
 use std::path::Path;
 use std::time::{Duration, Instant};
+use tau_proto::tns::TnsProtocol;
 
 use anyhow::{Context, bail};
 use futures::future::join_all;
@@ -20,8 +21,9 @@ use redb::{Database, ReadableDatabase, TableDefinition};
 use tau_node::tns::Store;
 use tau_proto::bench::Figure;
 use tau_proto::client::ConnectOptions;
+use tau_proto::identity::WriterKey;
 use tau_proto::tns::values::ProjectRoot;
-use tau_proto::tns::{Draft, Record, TnsRequest, TnsResponse, WriterKey, keys};
+use tau_proto::tns::{Draft, Record, TnsRequest, TnsResponse, keys};
 use tau_proto::{Client, CloudProfile, cbor, keyfile};
 
 use crate::{micros, millis, start_dev, stats, stop};
@@ -134,14 +136,14 @@ async fn connect(profile: &Path) -> anyhow::Result<(Client, Vec<PeerId>)> {
 }
 
 async fn record_count(client: &Client, node: PeerId) -> anyhow::Result<u64> {
-    match client.tns(node, TnsRequest::Status).await? {
+    match client.call::<TnsProtocol>(node, TnsRequest::Status).await? {
         TnsResponse::Status(status) => Ok(status.records),
         other => bail!("unexpected answer {other:?}"),
     }
 }
 
 async fn put(client: &Client, node: PeerId, records: Vec<Record>) -> anyhow::Result<()> {
-    match client.tns(node, TnsRequest::Put { records }).await? {
+    match client.call::<TnsProtocol>(node, TnsRequest::Put { records }).await? {
         TnsResponse::Put(outcome) if outcome.rejected.is_empty() => Ok(()),
         other => bail!("put refused: {other:?}"),
     }

@@ -11,12 +11,14 @@
 
 use std::path::Path;
 use std::time::{Duration, Instant};
+use tau_proto::tns::TnsProtocol;
 
 use anyhow::Context;
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
 use tau_proto::bench::Figure;
-use tau_proto::tns::{TnsRequest, WriterKey, keys};
+use tau_proto::identity::WriterKey;
+use tau_proto::tns::{TnsRequest, keys};
 use tau_proto::vault::{self, CheckedCiphertext};
 use tau_proto::{Client, CloudProfile};
 
@@ -110,7 +112,12 @@ pub(crate) async fn secret_get(tau_node: &Path, tmp: &Path) -> anyhow::Result<()
         let mut gets = Vec::with_capacity(GETS);
         for _ in 0..GETS {
             let start = Instant::now();
-            client.tns(tns, TnsRequest::Get { keys: vec![keys::secret("bench", "db")] }).await?;
+            client
+                .call::<TnsProtocol>(
+                    tns,
+                    TnsRequest::Get { keys: vec![keys::secret("bench", "db")] },
+                )
+                .await?;
             base.push(start.elapsed());
             let start = Instant::now();
             let revealed = client.get_secret("bench", "db", &owner).await?;
