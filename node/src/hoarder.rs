@@ -46,9 +46,9 @@ pub enum HoarderError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] store::StoreError),
-    /// The p2p task has stopped.
+    /// The p2p task stopped, or a gossip topic could not be joined.
     #[error("cannot start hoarder: {0}")]
-    P2p(String),
+    P2p(#[from] crate::p2p::GossipError),
 }
 
 /// An upload in progress, and how its replication is going.
@@ -127,12 +127,30 @@ impl Hoarder {
     }
 }
 
+/// Why a hoarder peer gave no usable answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AskError {
+    /// It answered with an error.
+    #[error("{0}")]
+    Refused(String),
+    /// It could not be asked.
+    #[error("{}", .0.reason)]
+    Request(p2p::RequestError),
+}
+
 impl Asker for p2p::Handle {
-    async fn ask(&self, peer: PeerId, request: HoarderRequest) -> Result<HoarderResponse, String> {
+    type Error = AskError;
+
+    async fn ask(
+        &self,
+        peer: PeerId,
+        request: HoarderRequest,
+    ) -> Result<HoarderResponse, AskError> {
         match self.call::<HoarderProtocol>(peer, request).await {
-            Ok(HoarderResponse::Error(message)) => Err(message),
+            Ok(HoarderResponse::Error(message)) => Err(AskError::Refused(message)),
             Ok(response) => Ok(response),
-            Err(e) => Err(e.reason),
+            Err(e) => Err(AskError::Request(e)),
         }
     }
 }
@@ -178,11 +196,8 @@ pub async fn start(
         full: AtomicBool::new(false),
     });
     let (inbox, requests) = tokio::sync::mpsc::channel(256);
-    handle.serve::<HoarderProtocol>(inbox).await.map_err(|e| HoarderError::P2p(e.to_string()))?;
-    let beats = handle
-        .subscribe::<tau_proto::hoarder::HoarderTopic>()
-        .await
-        .map_err(|e| HoarderError::P2p(e.to_string()))?;
+    handle.serve::<HoarderProtocol>(inbox).await.map_err(|e| HoarderError::P2p(e.into()))?;
+    let beats = handle.subscribe::<tau_proto::hoarder::HoarderTopic>().await?;
     let local = Local(hoarder.store.clone());
     let tasks = vec![
         tokio::spawn(service::serve(hoarder.clone(), requests, shutdown.clone())),

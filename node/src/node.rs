@@ -161,10 +161,7 @@ impl Node {
         let mut own_seer = None;
         if runs("seer") {
             let Some(seer_config) = &config.seer else {
-                return Err(seer::SeerError::Resolver(
-                    "a seer node needs `seer: { domain, generated_domain }`".into(),
-                )
-                .into());
+                return Err(seer::SeerError::NoDomain.into());
             };
             let registry = match &local_tns {
                 Some(local) => tns::Registry::Local(local.clone()),

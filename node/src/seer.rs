@@ -46,10 +46,13 @@ pub enum SeerError {
     },
     /// The TXT resolver could not be set up.
     #[error("seer: {0}")]
-    Resolver(String),
-    /// The p2p task has stopped.
+    Resolver(#[from] domains::ResolverError),
+    /// The node's config names no domains for seer.
+    #[error("seer: a seer node needs `seer: {{ domain, generated_domain }}`")]
+    NoDomain,
+    /// The p2p task stopped, or a gossip topic could not be joined.
     #[error("cannot start seer: {0}")]
-    P2p(String),
+    P2p(#[from] crate::p2p::GossipError),
 }
 
 /// What the seer's tasks share.
@@ -136,10 +139,9 @@ pub async fn start(
         tasks.push(tokio::spawn(dns::serve_udp(shared.clone(), Arc::new(udp), shutdown.clone())));
         tasks.push(tokio::spawn(dns::serve_tcp(shared.clone(), tcp, shutdown.clone())));
     }
-    let mut gossip =
-        handle.subscribe::<SeerTopic>().await.map_err(|e| SeerError::P2p(e.to_string()))?;
+    let mut gossip = handle.subscribe::<SeerTopic>().await?;
     let (inbox, mut requests) = tokio::sync::mpsc::channel(64);
-    handle.serve::<SeerProtocol>(inbox).await.map_err(|e| SeerError::P2p(e.to_string()))?;
+    handle.serve::<SeerProtocol>(inbox).await.map_err(|e| SeerError::P2p(e.into()))?;
     let state = shared.clone();
     tasks.push(tokio::spawn(async move {
         loop {

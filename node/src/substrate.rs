@@ -48,9 +48,9 @@ pub enum SubstrateError {
         /// The error.
         source: std::io::Error,
     },
-    /// The p2p task has stopped.
+    /// The p2p task stopped, or a gossip topic could not be joined.
     #[error("cannot start substrate: {0}")]
-    P2p(String),
+    P2p(#[from] crate::p2p::GossipError),
 }
 
 /// What substrate needs from the rest of the node.
@@ -119,7 +119,7 @@ pub async fn start(
         listeners.push(listener);
     }
     let (inbox, admin) = tokio::sync::mpsc::channel(64);
-    parts.handle.extend_admin(inbox).await.map_err(|e| SubstrateError::P2p(e.to_string()))?;
+    parts.handle.extend_admin(inbox).await.map_err(|e| SubstrateError::P2p(e.into()))?;
     let mut tasks = Vec::new();
     let serving: Vec<_> = listeners
         .into_iter()
@@ -142,11 +142,7 @@ pub async fn start(
     tasks.push(match parts.tns {
         Some(local) => tokio::spawn(watch_local(gateway, local, shutdown)),
         None => {
-            let gossip = parts
-                .handle
-                .subscribe::<tau_proto::tns::TnsTopic>()
-                .await
-                .map_err(|e| SubstrateError::P2p(e.to_string()))?;
+            let gossip = parts.handle.subscribe::<tau_proto::tns::TnsTopic>().await?;
             tokio::spawn(watch_gossip(gateway, parts.handle, gossip, shutdown))
         }
     });

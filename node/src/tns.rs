@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use tau_proto::tns::TnsProtocol;
 
 use libp2p::PeerId;
-pub use registry::Registry;
+pub use registry::{Registry, RegistryError};
 pub use store::Store;
 use tau_proto::identity::WriterKey;
 use tau_proto::tns::{MAX_PAGE, PutOutcome, Record, TnsRequest, TnsResponse};
@@ -70,9 +70,9 @@ pub enum TnsError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] store::StoreError),
-    /// The p2p task has stopped.
+    /// The p2p task stopped, or a gossip topic could not be joined.
     #[error("cannot start tns: {0}")]
-    P2p(String),
+    P2p(#[from] crate::p2p::GossipError),
 }
 
 /// The node's own registry, used in process by its other services (substrate, vault).
@@ -89,13 +89,13 @@ impl Local {
     }
 
     /// Checks and stores records as a `Put` from a peer would, and gossips what was stored.
-    pub async fn put(&self, records: Vec<Record>) -> Result<PutOutcome, String> {
+    pub async fn put(&self, records: Vec<Record>) -> Result<PutOutcome, RegistryError> {
         let (response, stored) = service::answer(&self.shared, TnsRequest::Put { records });
         service::publish(&self.handle, stored).await;
         match response {
             TnsResponse::Put(outcome) => Ok(outcome),
-            TnsResponse::Error(e) => Err(e),
-            _ => Err("unexpected answer to Put".into()),
+            TnsResponse::Error(e) => Err(RegistryError::Refused(e)),
+            _ => Err(RegistryError::Unexpected { peer: self.handle.peer_id(), request: "Put" }),
         }
     }
 
@@ -142,11 +142,8 @@ pub async fn start(
         changes: broadcast::channel(256).0,
     });
     let (inbox, requests) = tokio::sync::mpsc::channel(256);
-    handle.serve::<TnsProtocol>(inbox).await.map_err(|e| TnsError::P2p(e.to_string()))?;
-    let gossip = handle
-        .subscribe::<tau_proto::tns::TnsTopic>()
-        .await
-        .map_err(|e| TnsError::P2p(e.to_string()))?;
+    handle.serve::<TnsProtocol>(inbox).await.map_err(|e| TnsError::P2p(e.into()))?;
+    let gossip = handle.subscribe::<tau_proto::tns::TnsTopic>().await?;
     let tasks = vec![
         tokio::spawn(service::run(
             shared.clone(),

@@ -50,9 +50,9 @@ pub enum VaultStartError {
     /// The bindings could not be opened.
     #[error(transparent)]
     Bindings(#[from] bindings::BindingsError),
-    /// The p2p task has stopped.
+    /// The p2p task stopped, or a gossip topic could not be joined.
     #[error("cannot start vault: {0}")]
-    P2p(String),
+    P2p(#[from] crate::p2p::GossipError),
 }
 
 /// What the service's request handlers share.
@@ -132,7 +132,7 @@ pub async fn start(
     );
     let shared = Arc::new(Shared { keyset, share, bindings, registry, keypair });
     let (inbox, requests) = tokio::sync::mpsc::channel(256);
-    handle.serve::<VaultProtocol>(inbox).await.map_err(|e| VaultStartError::P2p(e.to_string()))?;
+    handle.serve::<VaultProtocol>(inbox).await.map_err(|e| VaultStartError::P2p(e.into()))?;
     Ok(vec![tokio::spawn(service::run(shared, requests, shutdown))])
 }
 

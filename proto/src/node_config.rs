@@ -408,19 +408,21 @@ mod tests {
 
     const PEER: &str = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA";
 
-    fn parse(text: &str) -> Result<NodeConfig, String> {
-        NodeConfig::parse(text, Path::new("node.yaml")).map_err(|e| e.to_string())
+    type Parsed = Result<NodeConfig, Box<dyn std::error::Error>>;
+
+    fn parse(text: &str) -> Parsed {
+        Ok(NodeConfig::parse(text, Path::new("node.yaml"))?)
     }
 
     fn error(text: &str) -> String {
         match parse(text) {
             Ok(config) => panic!("expected an error, got {config:?}"),
-            Err(e) => e,
+            Err(e) => e.to_string(),
         }
     }
 
     #[test]
-    fn a_minimal_file_gets_the_defaults() -> Result<(), String> {
+    fn a_minimal_file_gets_the_defaults() -> Result<(), Box<dyn std::error::Error>> {
         let config = parse("identity_key: id.key\nswarm_key: swarm.key\n")?;
         assert_eq!(config.ports, Ports::default());
         assert_eq!(config.listen, default_listen());
@@ -429,7 +431,7 @@ mod tests {
     }
 
     #[test]
-    fn a_full_file_loads() -> Result<(), String> {
+    fn a_full_file_loads() -> Result<(), Box<dyn std::error::Error>> {
         let config = parse(&format!(
             "identity_key: id.key\nswarm_key: swarm.key\nlisten: [127.0.0.1, '::1']\n\
              announce: [/ip4/1.2.3.4/tcp/4001]\nbootstrap: [/ip4/127.0.0.1/tcp/4002/p2p/{PEER}]\n\

@@ -24,7 +24,35 @@ impl Period {
     pub const ALL: Period = Period { from_ms: 0, to_ms: OPEN_END };
 }
 
-fn parse_end(text: &str, open: u64) -> Result<u64, String> {
+/// Why a period could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeriodError {
+    /// No `..` between the ends.
+    #[error("`{0}` is not a period: write FROM..TO (either end may be left out)")]
+    NotAPeriod(String),
+    /// FROM is not before TO.
+    #[error("the period `{0}` is empty: FROM must come before TO")]
+    Empty(String),
+    /// Milliseconds past what q stores.
+    #[error("`{0}` is too large for milliseconds")]
+    TooLarge(String),
+    /// An end that is no time q reads.
+    #[error(
+        "`{text}` is not a date (2026-11-01), a time (2026-11-01T12:00:00Z), `now` or milliseconds: {reason}"
+    )]
+    NotATime {
+        /// The end as written.
+        text: String,
+        /// Why.
+        reason: String,
+    },
+    /// A time before the Unix epoch.
+    #[error("`{0}` is before 1970")]
+    Before1970(String),
+}
+
+fn parse_end(text: &str, open: u64) -> Result<u64, PeriodError> {
     let text = text.trim();
     if text.is_empty() {
         return Ok(open);
@@ -35,27 +63,26 @@ fn parse_end(text: &str, open: u64) -> Result<u64, String> {
             .map_or(0, |d| d.as_millis() as u64));
     }
     if text.bytes().all(|b| b.is_ascii_digit()) {
-        return text.parse().map_err(|_| format!("`{text}` is too large for milliseconds"));
+        return text.parse().map_err(|_| PeriodError::TooLarge(text.to_string()));
     }
     // A bare date is midnight UTC.
     let full = if text.len() == 10 { format!("{text}T00:00:00Z") } else { text.to_string() };
-    let time = humantime::parse_rfc3339_weak(&full).map_err(|e| {
-        format!("`{text}` is not a date (2026-11-01), a time (2026-11-01T12:00:00Z), `now` or milliseconds: {e}")
-    })?;
-    let since = time.duration_since(UNIX_EPOCH).map_err(|_| format!("`{text}` is before 1970"))?;
+    let time = humantime::parse_rfc3339_weak(&full)
+        .map_err(|e| PeriodError::NotATime { text: text.to_string(), reason: e.to_string() })?;
+    let since =
+        time.duration_since(UNIX_EPOCH).map_err(|_| PeriodError::Before1970(text.to_string()))?;
     Ok(since.as_millis() as u64)
 }
 
 impl FromStr for Period {
-    type Err = String;
+    type Err = PeriodError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let (from, to) = text.split_once("..").ok_or_else(|| {
-            format!("`{text}` is not a period: write FROM..TO (either end may be left out)")
-        })?;
+        let (from, to) =
+            text.split_once("..").ok_or_else(|| PeriodError::NotAPeriod(text.to_string()))?;
         let period = Period { from_ms: parse_end(from, 0)?, to_ms: parse_end(to, OPEN_END)? };
         if period.from_ms >= period.to_ms {
-            return Err(format!("the period `{text}` is empty: FROM must come before TO"));
+            return Err(PeriodError::Empty(text.to_string()));
         }
         Ok(period)
     }
@@ -100,8 +127,10 @@ mod tests {
 
     #[test]
     fn bad_periods_say_what_is_wrong() {
-        assert!("2026-11-01".parse::<Period>().unwrap_err().contains("FROM..TO"));
-        assert!("nov..dec".parse::<Period>().unwrap_err().contains("`nov` is not a date"));
-        assert!("9..3".parse::<Period>().unwrap_err().contains("empty"));
+        assert!("2026-11-01".parse::<Period>().unwrap_err().to_string().contains("FROM..TO"));
+        assert!(
+            "nov..dec".parse::<Period>().unwrap_err().to_string().contains("`nov` is not a date")
+        );
+        assert!("9..3".parse::<Period>().unwrap_err().to_string().contains("empty"));
     }
 }

@@ -205,7 +205,8 @@ pub async fn plot(
 
     // The title names the time drawn: the period, its open ends closed by the records.
     let shown = Period { from_ms: from, to_ms: to };
-    let draw_error = |e: String| ReportError::Draw { path: out.display().to_string(), reason: e };
+    let draw_error =
+        |e: DrawError| ReportError::Draw { path: out.display().to_string(), reason: e.0 };
     let extension = out.extension().and_then(|e| e.to_str()).unwrap_or_default();
     // Both backends measure text with it. Registering twice (a second chart in one process) is
     // harmless.
@@ -214,17 +215,17 @@ pub async fn plot(
         "png" => {
             let root = BitMapBackend::new(out, (WIDTH, HEIGHT)).into_drawing_area();
             draw(&root, &series, from, bucket_ms, &shown, project).map_err(draw_error)?;
-            root.present().map_err(|e| draw_error(e.to_string()))?;
+            root.present().map_err(|e| draw_error(DrawError(e.to_string())))?;
         }
         "svg" => {
             let root = SVGBackend::new(out, (WIDTH, HEIGHT)).into_drawing_area();
             draw(&root, &series, from, bucket_ms, &shown, project).map_err(draw_error)?;
-            root.present().map_err(|e| draw_error(e.to_string()))?;
+            root.present().map_err(|e| draw_error(DrawError(e.to_string())))?;
         }
         _ => {
-            return Err(draw_error(
+            return Err(draw_error(DrawError(
                 "the file name must end in .png or .svg (that picks the format)".into(),
-            ));
+            )));
         }
     }
     Ok(chart)
@@ -241,6 +242,10 @@ fn time_label(ms: u64, span_ms: u64) -> String {
     }
 }
 
+/// Why plotters could not draw (its error type is generic over the backend).
+#[derive(Debug)]
+struct DrawError(String);
+
 fn draw<DB: DrawingBackend>(
     root: &DrawingArea<DB, plotters::coord::Shift>,
     series: &Series,
@@ -248,11 +253,11 @@ fn draw<DB: DrawingBackend>(
     bucket_ms: u64,
     period: &Period,
     project: Option<&str>,
-) -> Result<(), String>
+) -> Result<(), DrawError>
 where
     DB::ErrorType: 'static,
 {
-    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| DrawError(e.to_string());
     root.fill(&WHITE).map_err(e)?;
     let title = match project {
         Some(p) => format!("Usage of {p}, {period}"),

@@ -511,15 +511,30 @@ pub fn unit(base: &str) -> String {
     )
 }
 
+/// Why a file is not a node binary Spore Drive can place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ElfError {
+    /// Not ELF at all.
+    #[error("not an ELF executable")]
+    NotElf,
+    /// Neither little- nor big-endian.
+    #[error("an ELF file of unknown byte order")]
+    ByteOrder,
+    /// A machine Spore Drive does not know.
+    #[error("an ELF executable for machine {0:#x}")]
+    Machine(u16),
+}
+
 /// The machine an ELF binary is built for, as `uname -m` names it.
-pub fn elf_arch(header: &[u8]) -> Result<&'static str, String> {
+pub fn elf_arch(header: &[u8]) -> Result<&'static str, ElfError> {
     if header.len() < 20 || &header[..4] != b"\x7fELF" {
-        return Err("not an ELF executable".into());
+        return Err(ElfError::NotElf);
     }
     let machine = match header[5] {
         1 => u16::from_le_bytes([header[18], header[19]]),
         2 => u16::from_be_bytes([header[18], header[19]]),
-        _ => return Err("an ELF file of unknown byte order".into()),
+        _ => return Err(ElfError::ByteOrder),
     };
     Ok(match machine {
         0x3e => "x86_64",
@@ -527,7 +542,7 @@ pub fn elf_arch(header: &[u8]) -> Result<&'static str, String> {
         0xf3 => "riscv64",
         0x28 => "armv7l",
         0x03 => "i686",
-        other => return Err(format!("an ELF executable for machine {other:#x}")),
+        other => return Err(ElfError::Machine(other)),
     })
 }
 

@@ -51,11 +51,19 @@ pub(crate) struct Dev {
     txt_resolver: Option<std::net::SocketAddr>,
 }
 
-fn counter_window(text: &str) -> Result<String, String> {
-    match humantime::parse_duration(text) {
-        Ok(d) if d >= Duration::from_secs(1) => Ok(text.to_string()),
-        Ok(_) => Err("must be at least 1s".into()),
-        Err(e) => Err(format!("not a duration (like 60s or 5m): {e}")),
+/// Why a `--counter-window` is refused.
+#[derive(Debug, thiserror::Error)]
+enum WindowError {
+    #[error("must be at least 1s")]
+    TooShort,
+    #[error("not a duration (like 60s or 5m): {0}")]
+    NotADuration(#[from] humantime::DurationError),
+}
+
+fn counter_window(text: &str) -> Result<String, WindowError> {
+    match humantime::parse_duration(text)? {
+        d if d >= Duration::from_secs(1) => Ok(text.to_string()),
+        _ => Err(WindowError::TooShort),
     }
 }
 

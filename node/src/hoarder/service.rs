@@ -36,7 +36,7 @@ pub(super) async fn serve(
                 tokio::spawn(async move {
                     let response = match hoarder.answer(inbound.peer, inbound.request).await {
                         Ok(response) => response,
-                        Err(message) => HoarderResponse::Error(message),
+                        Err(refusal) => HoarderResponse::Error(refusal.to_string()),
                     };
                     let _ = inbound.reply.send(response);
                 });
@@ -52,11 +52,43 @@ const STALL: std::time::Duration = std::time::Duration::from_secs(20);
 /// Runs blocking store work off the async threads.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, String> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(result) => result.map_err(|e| e.to_string()),
-        Err(e) => Err(format!("store task failed: {e}")),
-    }
+) -> Result<T, Refusal> {
+    Ok(tokio::task::spawn_blocking(work).await??)
+}
+
+/// Why a hoarder request was refused: the text is what the caller reads.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Refusal {
+    /// The request cannot be served, for the reason given.
+    #[error("{0}")]
+    Invalid(String),
+    /// The blob store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A blocking store task died.
+    #[error("store task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    /// The blob could not be fetched from other nodes.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+}
+
+fn invalid(message: impl Into<String>) -> Refusal {
+    Refusal::Invalid(message.into())
+}
+
+/// Why a blob could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum FetchError {
+    /// Another fetch of the same blob, which this one waited for, failed.
+    #[error("fetching {0} failed")]
+    Failed(BlobId),
+    /// No node was named to fetch it from.
+    #[error("no node holds {0}")]
+    NoHolder(BlobId),
+    /// Every source failed, each for its reason.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Sources(Vec<TransferError>),
 }
 
 impl Hoarder {
@@ -64,22 +96,22 @@ impl Hoarder {
         self: &Arc<Self>,
         peer: PeerId,
         request: HoarderRequest,
-    ) -> Result<HoarderResponse, String> {
+    ) -> Result<HoarderResponse, Refusal> {
         match request {
             HoarderRequest::PutStart { manifest, replicas } => {
-                manifest.check().map_err(|e| e.to_string())?;
+                manifest.check().map_err(|e| invalid(e.to_string()))?;
                 if self.store.has(&manifest.cid) {
                     return Ok(HoarderResponse::Exists);
                 }
                 if let Some(free) = self.store.free_bytes()
                     && free < manifest.size.saturating_add(super::RESERVE)
                 {
-                    return Err(format!(
+                    return Err(invalid(format!(
                         "this node's disk is full ({} MiB free, {} MiB needed with its reserve): \
                          store the blob through another node",
                         free >> 20,
                         manifest.size.saturating_add(super::RESERVE) >> 20
-                    ));
+                    )));
                 }
                 let cid = manifest.cid;
                 self.refresh_connected().await;
@@ -91,8 +123,9 @@ impl Hoarder {
             HoarderRequest::PutChunk { cid, index, data } => {
                 let manifest = {
                     let mut uploads = lock(&self.uploads);
-                    let upload =
-                        uploads.get_mut(&cid).ok_or(format!("no upload of {cid} started"))?;
+                    let upload = uploads
+                        .get_mut(&cid)
+                        .ok_or_else(|| invalid(format!("no upload of {cid} started")))?;
                     upload.touched = Instant::now();
                     upload.manifest.clone()
                 };
@@ -111,7 +144,9 @@ impl Hoarder {
                 self.chunk(cid, index, in_progress).await
             }
             HoarderRequest::Pin { cid, replicas } => {
-                let size = self.size_of(&cid).ok_or(format!("no node is known to hold {cid}"))?;
+                let size = self
+                    .size_of(&cid)
+                    .ok_or_else(|| invalid(format!("no node is known to hold {cid}")))?;
                 lock(&self.pins).set(cid, size, replicas.max(1));
                 Ok(HoarderResponse::Done)
             }
@@ -126,9 +161,9 @@ impl Hoarder {
                 let mut sources = vec![from];
                 sources
                     .extend(self.holders(&cid).into_iter().filter(|p| *p != from && *p != self.me));
-                self.fetch(cid, &sources).await.map(|()| HoarderResponse::Done)
+                Ok(self.fetch(cid, &sources).await.map(|()| HoarderResponse::Done)?)
             }
-            _ => Err("unsupported hoarder request".into()),
+            _ => Err(invalid("unsupported hoarder request")),
         }
     }
 
@@ -176,7 +211,7 @@ impl Hoarder {
         self: &Arc<Self>,
         cid: BlobId,
         replicas: u8,
-    ) -> Result<HoarderResponse, String> {
+    ) -> Result<HoarderResponse, Refusal> {
         let started = Instant::now();
         let replicas = if replicas == 0 { DEFAULT_REPLICAS } else { replicas };
         let upload =
@@ -193,9 +228,8 @@ impl Hoarder {
             None => {
                 let manifest = self
                     .store
-                    .manifest(&cid)
-                    .map_err(|e| e.to_string())?
-                    .ok_or(format!("no upload of {cid} started"))?;
+                    .manifest(&cid)?
+                    .ok_or_else(|| invalid(format!("no upload of {cid} started")))?;
                 self.refresh_connected().await;
                 (manifest, self.replicate(cid, replicas))
             }
@@ -216,9 +250,9 @@ impl Hoarder {
             }
         };
         if holders.len() < needed {
-            return Err(format!(
+            return Err(invalid(format!(
                 "{cid} is stored here but no second node took a copy; it will be repaired"
-            ));
+            )));
         }
         tracing::info!(%cid, size = manifest.size, ?committed, total = ?started.elapsed(), "blob stored");
         Ok(HoarderResponse::Stored { holders })
@@ -229,8 +263,8 @@ impl Hoarder {
         self: &Arc<Self>,
         cid: BlobId,
         in_progress: bool,
-    ) -> Result<HoarderResponse, String> {
-        if let Some(manifest) = self.store.manifest(&cid).map_err(|e| e.to_string())? {
+    ) -> Result<HoarderResponse, Refusal> {
+        if let Some(manifest) = self.store.manifest(&cid)? {
             return Ok(HoarderResponse::Manifest(manifest));
         }
         if in_progress && let Some(upload) = lock(&self.uploads).get(&cid) {
@@ -270,8 +304,8 @@ impl Hoarder {
         cid: BlobId,
         index: u32,
         in_progress: bool,
-    ) -> Result<HoarderResponse, String> {
-        let mut manifest = self.store.manifest(&cid).map_err(|e| e.to_string())?;
+    ) -> Result<HoarderResponse, Refusal> {
+        let mut manifest = self.store.manifest(&cid)?;
         if manifest.is_none() && in_progress {
             manifest = self.wait_for_upload_chunk(cid, index).await;
         }
@@ -296,7 +330,7 @@ impl Hoarder {
                 return Ok(HoarderResponse::Chunk(bytes));
             }
         }
-        Err(format!("no node could give chunk {index} of {cid}"))
+        Err(invalid(format!("no node could give chunk {index} of {cid}")))
     }
 
     /// Fetches a blob from the first of `sources` that gives it whole and correct.
@@ -304,7 +338,7 @@ impl Hoarder {
         self: &Arc<Self>,
         cid: BlobId,
         sources: &[PeerId],
-    ) -> Result<(), String> {
+    ) -> Result<(), FetchError> {
         if self.store.has(&cid) {
             return Ok(());
         }
@@ -313,11 +347,7 @@ impl Hoarder {
             while lock(&self.fetching).contains(&cid) {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
-            return if self.store.has(&cid) {
-                Ok(())
-            } else {
-                Err(format!("fetching {cid} failed"))
-            };
+            return if self.store.has(&cid) { Ok(()) } else { Err(FetchError::Failed(cid)) };
         }
         let mut errors = Vec::new();
         for source in sources {
@@ -331,12 +361,12 @@ impl Hoarder {
                         self.rejected_chunks.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(%cid, error = %e, "a peer sent bad data: trying another");
                     }
-                    errors.push(e.to_string());
+                    errors.push(e);
                 }
             }
         }
         lock(&self.fetching).remove(&cid);
-        Err(if errors.is_empty() { format!("no node holds {cid}") } else { errors.join("; ") })
+        Err(if errors.is_empty() { FetchError::NoHolder(cid) } else { FetchError::Sources(errors) })
     }
 
     async fn fetch_from(
@@ -356,7 +386,7 @@ impl Hoarder {
         let wanted: Vec<u32> = (0..manifest.chunks.len() as u32)
             .filter(|i| !self.store.has_chunk(&manifest.chunks[*i as usize]))
             .collect();
-        let store_err = |e: String| TransferError::Peer { peer: self.me, reason: e };
+        let store_err = |e: Refusal| TransferError::Peer { peer: self.me, reason: e.to_string() };
         {
             let mut chunks =
                 std::pin::pin!(transfer::chunks(&self.handle, source, &manifest, wanted, true));
@@ -371,7 +401,7 @@ impl Hoarder {
         let store = self.store.clone();
         blocking(move || store.commit(&manifest))
             .await
-            .map_err(|e| TransferError::BadData { peer: source, reason: e })?;
+            .map_err(|e| TransferError::BadData { peer: source, reason: e.to_string() })?;
         tracing::info!(%cid, from = %source, "blob fetched");
         Ok(())
     }

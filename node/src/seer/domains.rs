@@ -15,7 +15,7 @@ use tau_proto::seer::validation_token;
 use tau_proto::tns::keys;
 use tau_proto::tns::values::{DomainClaim, ProjectRoot};
 
-use crate::tns::Registry;
+use crate::tns::{Registry, RegistryError};
 
 /// How long a servable domain is remembered.
 pub const POSITIVE_AGE: Duration = Duration::from_secs(30);
@@ -34,9 +34,21 @@ pub enum TxtLookup {
     Fixed(HashMap<String, Vec<String>>),
 }
 
+/// Why a TXT resolver could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResolverError {
+    /// The host's resolver configuration (`/etc/resolv.conf`) could not be read.
+    #[error("cannot read the host's resolver configuration: {0}")]
+    HostConfig(String),
+    /// The resolver could not be built.
+    #[error("cannot build a resolver: {0}")]
+    Build(String),
+}
+
 impl TxtLookup {
     /// A resolver asking `server`, or the host's resolv.conf servers.
-    pub fn resolver(server: Option<SocketAddr>) -> Result<Self, String> {
+    pub fn resolver(server: Option<SocketAddr>) -> Result<Self, ResolverError> {
         let builder = match server {
             Some(addr) => {
                 let mut name_server = NameServerConfig::udp(addr.ip());
@@ -49,9 +61,9 @@ impl TxtLookup {
                 )
             }
             None => TokioResolver::builder_tokio()
-                .map_err(|e| format!("cannot read the host's resolver configuration: {e}"))?,
+                .map_err(|e| ResolverError::HostConfig(e.to_string()))?,
         };
-        let resolver = builder.build().map_err(|e| format!("cannot build a resolver: {e}"))?;
+        let resolver = builder.build().map_err(|e| ResolverError::Build(e.to_string()))?;
         Ok(Self::Resolver(Box::new(resolver)))
     }
 
@@ -136,7 +148,7 @@ impl Domains {
         fqdn == own || fqdn.ends_with(&format!(".{own}"))
     }
 
-    async fn decide(&self, fqdn: &str) -> Result<bool, String> {
+    async fn decide(&self, fqdn: &str) -> Result<bool, RegistryError> {
         if !keys::is_fqdn(fqdn) {
             return Ok(false);
         }

@@ -72,6 +72,22 @@ pub enum LoadError {
     Io(String),
 }
 
+/// Why a cached artifact is not loaded (it is recompiled instead).
+#[derive(Debug, thiserror::Error)]
+enum ArtifactError {
+    #[error("too short")]
+    Short,
+    #[error("its hash does not match (a torn or altered file)")]
+    Hash,
+    #[error("wasmtime refused it: {0}")]
+    Refused(String),
+}
+
+/// Why an invocation could not start (the request could not be handed to the guest).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvokeError(String);
+
 /// How one invocation failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
@@ -267,13 +283,13 @@ impl Engine {
     }
 
     /// Checks the artifact's hash, then hands it to wasmtime.
-    fn deserialize(&self, bytes: &[u8]) -> Result<Component, String> {
+    fn deserialize(&self, bytes: &[u8]) -> Result<Component, ArtifactError> {
         if bytes.len() < HASH_LEN {
-            return Err("too short".into());
+            return Err(ArtifactError::Short);
         }
         let (hash, artifact) = bytes.split_at(HASH_LEN);
         if blake3::hash(artifact).as_bytes() != hash {
-            return Err("its hash does not match (a torn or altered file)".into());
+            return Err(ArtifactError::Hash);
         }
         deserialize_own_artifact(&self.optimized.engine, artifact)
     }
@@ -333,7 +349,7 @@ impl Engine {
         limits: Limits,
         request: hyper::Request<B>,
         finished: impl FnOnce(&Outcome) + Send + 'static,
-    ) -> Result<Invocation, String>
+    ) -> Result<Invocation, InvokeError>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
@@ -357,7 +373,7 @@ impl Engine {
             let out = http.new_response_outparam(sender);
             match (request, out) {
                 (Ok(request), Ok(out)) => (request, out),
-                (Err(e), _) | (_, Err(e)) => return Err(format!("{e:#}")),
+                (Err(e), _) | (_, Err(e)) => return Err(InvokeError(format!("{e:#}"))),
             }
         };
         let pre = ready.pre.clone();
@@ -399,11 +415,15 @@ impl Engine {
 /// on this node's own data folder (never from the network or another node), and their BLAKE3
 /// hash was checked first, so a torn or altered file is recompiled instead.
 #[allow(unsafe_code)]
-fn deserialize_own_artifact(engine: &WasmEngine, artifact: &[u8]) -> Result<Component, String> {
+fn deserialize_own_artifact(
+    engine: &WasmEngine,
+    artifact: &[u8],
+) -> Result<Component, ArtifactError> {
     // SAFETY: see above: the artifact is this node's own output of `Component::serialize`
     // with the same engine configuration (the compatibility hash is in the file name, and
     // wasmtime checks it again), verified against its hash.
-    unsafe { Component::deserialize(engine, artifact) }.map_err(|e| format!("{e:#}"))
+    unsafe { Component::deserialize(engine, artifact) }
+        .map_err(|e| ArtifactError::Refused(format!("{e:#}")))
 }
 
 /// Refuses anything but a valid WebAssembly component, with a reason a function author can act

@@ -16,7 +16,7 @@ use tau_proto::tns::keys;
 use tau_proto::tns::values::{Function, Route};
 
 use super::counters::{Counters, FunctionStats};
-use crate::tns::Registry;
+use crate::tns::{Registry, RegistryError};
 
 /// How long a host's routes are used before they are read again.
 pub const MAX_AGE: Duration = Duration::from_secs(30);
@@ -93,7 +93,7 @@ impl Routes {
         host: &str,
         method: &str,
         path: &str,
-    ) -> Result<Option<Arc<Target>>, String> {
+    ) -> Result<Option<Arc<Target>>, RegistryError> {
         if !keys::is_fqdn(host) {
             return Ok(None);
         }
@@ -104,7 +104,7 @@ impl Routes {
         Ok(routes.find(method, path))
     }
 
-    async fn load(&self, host: &str) -> Result<Arc<HostRoutes>, String> {
+    async fn load(&self, host: &str) -> Result<Arc<HostRoutes>, RegistryError> {
         let _one_at_a_time = self.loading.lock().await;
         if let Some(routes) = self.cached(host) {
             return Ok(routes);
@@ -140,7 +140,7 @@ impl Routes {
         Ok(entry)
     }
 
-    async fn target(&self, route: &Route) -> Result<Option<Arc<Target>>, String> {
+    async fn target(&self, route: &Route) -> Result<Option<Arc<Target>>, RegistryError> {
         let key = keys::function(&route.project, &route.function);
         let Some(record) = self.registry.get(&key).await? else {
             tracing::warn!(%key, "a route names a function that is not in the registry");

@@ -6,7 +6,40 @@ use tau_proto::tns::TnsProtocol;
 use tau_proto::tns::{MAX_PAGE, PutOutcome, Record, TnsRequest, TnsResponse};
 
 use super::Local;
-use crate::p2p;
+use super::store::StoreError;
+use crate::p2p::{self, RequestError};
+
+/// Why the registry could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// The node's own registry could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The registry refused the request, with its reason.
+    #[error("the registry refused: {0}")]
+    Refused(String),
+    /// A registry node answered something that does not fit the request.
+    #[error("{peer} gave an unexpected answer to {request}")]
+    Unexpected {
+        /// The node asked.
+        peer: PeerId,
+        /// The request.
+        request: &'static str,
+    },
+    /// A registry node could not be asked.
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// No registry node answered: the last one's error.
+    #[error("no registry node answered (last: {0})")]
+    NoAnswer(Box<RegistryError>),
+    /// No registry node is connected.
+    #[error("no registry node is connected")]
+    NoNode,
+    /// The p2p task has stopped.
+    #[error(transparent)]
+    Stopped(#[from] p2p::Stopped),
+}
 
 /// Where the registry is read from.
 #[derive(Clone)]
@@ -20,7 +53,7 @@ pub enum Registry {
 impl Registry {
     /// Stores signed records: in the node's own registry (and gossips them), or at the first
     /// tns node that answers (which gossips them).
-    pub async fn put(&self, records: Vec<Record>) -> Result<PutOutcome, String> {
+    pub async fn put(&self, records: Vec<Record>) -> Result<PutOutcome, RegistryError> {
         match self {
             Self::Local(local) => local.put(records).await,
             Self::Remote(handle) => {
@@ -30,9 +63,9 @@ impl Registry {
                     async move {
                         match handle.call::<TnsProtocol>(peer, TnsRequest::Put { records }).await {
                             Ok(TnsResponse::Put(outcome)) => Ok(outcome),
-                            Ok(TnsResponse::Error(e)) => Err(e),
-                            Ok(_) => Err("unexpected answer to Put".into()),
-                            Err(e) => Err(e.to_string()),
+                            Ok(TnsResponse::Error(e)) => Err(RegistryError::Refused(e)),
+                            Ok(_) => Err(RegistryError::Unexpected { peer, request: "Put" }),
+                            Err(e) => Err(e.into()),
                         }
                     }
                 })
@@ -42,7 +75,7 @@ impl Registry {
     }
 
     /// The highest version the registry has seen: a writer signs with one more.
-    pub async fn clock(&self) -> Result<u64, String> {
+    pub async fn clock(&self) -> Result<u64, RegistryError> {
         match self {
             Self::Local(local) => Ok(local.clock()),
             Self::Remote(handle) => {
@@ -51,9 +84,9 @@ impl Registry {
                     async move {
                         match handle.call::<TnsProtocol>(peer, TnsRequest::Status).await {
                             Ok(TnsResponse::Status(status)) => Ok(status.clock),
-                            Ok(TnsResponse::Error(e)) => Err(e),
-                            Ok(_) => Err("unexpected answer to Status".into()),
-                            Err(e) => Err(e.to_string()),
+                            Ok(TnsResponse::Error(e)) => Err(RegistryError::Refused(e)),
+                            Ok(_) => Err(RegistryError::Unexpected { peer, request: "Status" }),
+                            Err(e) => Err(e.into()),
                         }
                     }
                 })
@@ -63,9 +96,9 @@ impl Registry {
     }
 
     /// Every live record under `prefix`.
-    pub async fn list(&self, prefix: &str) -> Result<Vec<Record>, String> {
+    pub async fn list(&self, prefix: &str) -> Result<Vec<Record>, RegistryError> {
         match self {
-            Self::Local(local) => local.list(prefix).map_err(|e| e.to_string()),
+            Self::Local(local) => Ok(local.list(prefix)?),
             Self::Remote(handle) => {
                 remote(handle, |peer| {
                     let prefix = prefix.to_string();
@@ -78,11 +111,9 @@ impl Registry {
     }
 
     /// The live record at `key`.
-    pub async fn get(&self, key: &str) -> Result<Option<Record>, String> {
+    pub async fn get(&self, key: &str) -> Result<Option<Record>, RegistryError> {
         match self {
-            Self::Local(local) => {
-                Ok(local.get(key).map_err(|e| e.to_string())?.filter(|r| !r.is_tombstone()))
-            }
+            Self::Local(local) => Ok(local.get(key)?.filter(|r| !r.is_tombstone())),
             Self::Remote(handle) => {
                 let records = remote(handle, |peer| {
                     let handle = handle.clone();
@@ -90,9 +121,9 @@ impl Registry {
                     async move {
                         match handle.call::<TnsProtocol>(peer, TnsRequest::Get { keys }).await {
                             Ok(TnsResponse::Records(records)) => Ok(records),
-                            Ok(TnsResponse::Error(e)) => Err(e),
-                            Ok(_) => Err("unexpected answer to Get".into()),
-                            Err(e) => Err(e.to_string()),
+                            Ok(TnsResponse::Error(e)) => Err(RegistryError::Refused(e)),
+                            Ok(_) => Err(RegistryError::Unexpected { peer, request: "Get" }),
+                            Err(e) => Err(e.into()),
                         }
                     }
                 })
@@ -105,29 +136,32 @@ impl Registry {
 
 /// Asks the connected tns nodes in turn until one answers, those that answered a ping most
 /// recently first (a node cut off is still connected for a few seconds, but quiet).
-async fn remote<T, F, Fut>(handle: &p2p::Handle, ask: F) -> Result<T, String>
+async fn remote<T, F, Fut>(handle: &p2p::Handle, ask: F) -> Result<T, RegistryError>
 where
     F: Fn(PeerId) -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
+    Fut: std::future::Future<Output = Result<T, RegistryError>>,
 {
-    let mut peers = handle.peers().await.map_err(|e| e.to_string())?;
+    let mut peers = handle.peers().await?;
     peers.retain(|p| p.services.iter().any(|s| s == "tns"));
     peers.sort_by_key(|p| p.quiet_ms.unwrap_or(0));
-    let mut last = "no tns node is connected".to_string();
+    let mut last = RegistryError::NoNode;
     for peer in &peers {
         match ask(peer.peer_id).await {
             Ok(answer) => return Ok(answer),
-            Err(e) => last = format!("{}: {e}", peer.peer_id),
+            Err(e) => last = e,
         }
     }
-    Err(last)
+    match last {
+        RegistryError::NoNode => Err(last),
+        other => Err(RegistryError::NoAnswer(Box::new(other))),
+    }
 }
 
 async fn list_from(
     handle: &p2p::Handle,
     peer: PeerId,
     prefix: &str,
-) -> Result<Vec<Record>, String> {
+) -> Result<Vec<Record>, RegistryError> {
     let mut all = Vec::new();
     let mut after = None;
     loop {
@@ -145,9 +179,9 @@ async fn list_from(
                     None => return Ok(all),
                 }
             }
-            Ok(TnsResponse::Error(e)) => return Err(e),
-            Ok(_) => return Err("unexpected answer to List".into()),
-            Err(e) => return Err(e.to_string()),
+            Ok(TnsResponse::Error(e)) => return Err(RegistryError::Refused(e)),
+            Ok(_) => return Err(RegistryError::Unexpected { peer, request: "List" }),
+            Err(e) => return Err(e.into()),
         }
     }
 }

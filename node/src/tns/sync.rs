@@ -11,6 +11,7 @@ use libp2p::PeerId;
 use tau_proto::tns::{MAX_PAGE, Record, TnsRequest, TnsResponse};
 use tokio_util::sync::CancellationToken;
 
+use super::store::StoreError;
 use super::{SYNC_INTERVAL, Shared};
 use crate::p2p;
 
@@ -71,18 +72,36 @@ pub(super) async fn run(shared: Arc<Shared>, handle: p2p::Handle, shutdown: Canc
     }
 }
 
+/// Why an anti-entropy round stopped.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum SyncError {
+    /// The peer could not be asked.
+    #[error(transparent)]
+    Request(#[from] p2p::RequestError),
+    /// The peer answered something that does not fit.
+    #[error("unexpected answer to {request}: {answer}")]
+    Unexpected { request: &'static str, answer: String },
+    /// This node's store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn unexpected(request: &'static str, answer: &TnsResponse) -> SyncError {
+    SyncError::Unexpected { request, answer: format!("{answer:?}") }
+}
+
 /// One anti-entropy round with `peer`: returns how many records were pulled and pushed.
 pub(super) async fn sync_with(
     shared: &Shared,
     handle: &p2p::Handle,
     peer: PeerId,
-) -> Result<(usize, usize), String> {
+) -> Result<(usize, usize), SyncError> {
     let digests = shared.store().digests().to_vec();
     let (buckets, theirs) =
         match handle.call::<TnsProtocol>(peer, TnsRequest::Sync { digests }).await {
             Ok(TnsResponse::Diff { buckets, summaries }) => (buckets, summaries),
-            Ok(other) => return Err(format!("unexpected answer to Sync: {other:?}")),
-            Err(e) => return Err(e.to_string()),
+            Ok(other) => return Err(unexpected("Sync", &other)),
+            Err(e) => return Err(e.into()),
         };
     if buckets.is_empty() {
         return Ok((0, 0));
@@ -103,7 +122,7 @@ pub(super) async fn sync_with(
                 match store.get(&ours.key) {
                     Ok(Some(record)) => push.push(record),
                     Ok(None) => {}
-                    Err(e) => return Err(e.to_string()),
+                    Err(e) => return Err(e.into()),
                 }
             }
         }
@@ -114,10 +133,10 @@ pub(super) async fn sync_with(
         let records =
             match handle.call::<TnsProtocol>(peer, TnsRequest::Get { keys: keys.to_vec() }).await {
                 Ok(TnsResponse::Records(records)) => records,
-                Ok(other) => return Err(format!("unexpected answer to Get: {other:?}")),
-                Err(e) => return Err(e.to_string()),
+                Ok(other) => return Err(unexpected("Get", &other)),
+                Err(e) => return Err(e.into()),
             };
-        let applied = shared.apply(records).map_err(|e| e.to_string())?;
+        let applied = shared.apply(records)?;
         pulled += applied.stored.len();
     }
     let pushed = push.len();
@@ -125,8 +144,8 @@ pub(super) async fn sync_with(
         match handle.call::<TnsProtocol>(peer, TnsRequest::Put { records: records.to_vec() }).await
         {
             Ok(TnsResponse::Put(_)) => {}
-            Ok(other) => return Err(format!("unexpected answer to Put: {other:?}")),
-            Err(e) => return Err(e.to_string()),
+            Ok(other) => return Err(unexpected("Put", &other)),
+            Err(e) => return Err(e.into()),
         }
     }
     Ok((pulled, pushed))

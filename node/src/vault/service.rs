@@ -10,15 +10,16 @@ use tau_proto::identity::WriterKey;
 use tau_proto::tns::values::ProjectRoot;
 use tau_proto::tns::{Draft, Record, keys};
 use tau_proto::vault::{
-    CheckedCiphertext, Registration, SecretValue, ShareInfo, SignedRequest, VaultRequest,
-    VaultResponse, ciphertext_id_unchecked,
+    CheckedCiphertext, Registration, SecretValue, ShareInfo, SignedRequest, VaultError,
+    VaultRequest, VaultResponse, ciphertext_id_unchecked,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use super::bindings::Bound;
+use super::bindings::{BindingsError, Bound};
 use crate::p2p::Inbound;
+use crate::tns::RegistryError;
 
 /// The most secrets one registration may carry.
 const MAX_REGISTRATION_SECRETS: usize = 16;
@@ -36,7 +37,7 @@ pub(super) async fn run(
                 tokio::spawn(async move {
                     let response = match answer(&shared, inbound.peer, inbound.request).await {
                         Ok(response) => response,
-                        Err(message) => VaultResponse::Error(message),
+                        Err(refusal) => VaultResponse::Error(refusal.to_string()),
                     };
                     let _ = inbound.reply.send(response);
                 });
@@ -51,7 +52,7 @@ async fn answer(
     shared: &Shared,
     peer: PeerId,
     request: VaultRequest,
-) -> Result<VaultResponse, String> {
+) -> Result<VaultResponse, Refusal> {
     match request {
         VaultRequest::Store { record } => store(shared, peer, record).await,
         VaultRequest::Decrypt { request } => decrypt(shared, peer, request).await,
@@ -60,27 +61,27 @@ async fn answer(
             index: shared.share.index,
             threshold: shared.keyset.threshold,
             shares: shared.keyset.shares,
-            secrets: shared.bindings.count().map_err(|e| e.to_string())?,
+            secrets: shared.bindings.count()?,
         })),
         VaultRequest::Register(registration) => register(shared, peer, *registration).await,
-        _ => Err("unsupported vault request".into()),
+        _ => Err(invalid("unsupported vault request")),
     }
 }
 
 /// The owner of `project`, from TNS.
-async fn owner(shared: &Shared, project: &str) -> Result<WriterKey, String> {
+async fn owner(shared: &Shared, project: &str) -> Result<WriterKey, Refusal> {
     let record = shared
         .registry
         .get(&keys::project(project))
         .await
-        .map_err(|e| format!("cannot read project `{project}` from tns: {e}"))?
-        .ok_or_else(|| format!("project `{project}` does not exist"))?;
+        .map_err(registry(format!("cannot read project `{project}` from tns")))?
+        .ok_or_else(|| invalid(format!("project `{project}` does not exist")))?;
     record
         .value
         .as_deref()
         .and_then(|v| cbor::from_slice::<ProjectRoot>(v).ok())
         .map(|root| root.owner)
-        .ok_or_else(|| format!("project `{project}` has no readable owner"))
+        .ok_or_else(|| invalid(format!("project `{project}` has no readable owner")))
 }
 
 /// Checks a secret record's key, signature, writer and ciphertext; returns the checked
@@ -90,49 +91,83 @@ fn check_secret(
     record: &Record,
     owner: &WriterKey,
     project: &str,
-) -> Result<CheckedCiphertext, String> {
+) -> Result<CheckedCiphertext, Refusal> {
     let Some((in_project, _)) = keys::parse_secret(&record.key) else {
-        return Err(format!(
+        return Err(invalid(format!(
             "`{}` is not a secret key (/projects/<id>/secrets/<name>)",
             record.key
-        ));
+        )));
     };
     if in_project != project || record.scope != project {
-        return Err(format!("{} does not belong to project `{project}`", record.key));
+        return Err(invalid(format!("{} does not belong to project `{project}`", record.key)));
     }
     if !record.verify() {
-        return Err(format!("{}: bad signature", record.key));
+        return Err(invalid(format!("{}: bad signature", record.key)));
     }
     if record.writer != *owner {
-        return Err(format!("{}: only the owner of project `{project}` may write it", record.key));
+        return Err(invalid(format!(
+            "{}: only the owner of project `{project}` may write it",
+            record.key
+        )));
     }
     let value: SecretValue = record
         .value
         .as_deref()
         .and_then(|v| cbor::from_slice(v).ok())
-        .ok_or_else(|| format!("{}: not an encrypted secret", record.key))?;
+        .ok_or_else(|| invalid(format!("{}: not an encrypted secret", record.key)))?;
     if value.keyset != shared.keyset.id {
-        return Err(format!(
+        return Err(invalid(format!(
             "{}: encrypted to key set {}, this vault uses {}",
             record.key, value.keyset, shared.keyset.id
-        ));
+        )));
     }
-    CheckedCiphertext::parse(&value.ciphertext).map_err(|e| format!("{}: {e}", record.key))
+    CheckedCiphertext::parse(&value.ciphertext).map_err(|e| invalid(format!("{}: {e}", record.key)))
 }
 
-fn elsewhere(other: &str) -> String {
-    format!("this ciphertext is already stored as {other}: encrypt the value anew for each secret")
+/// Why a vault request was refused: the text is what the caller reads, and never holds a
+/// secret.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Refusal {
+    /// The request is not acceptable, for the reason given.
+    #[error("{0}")]
+    Invalid(String),
+    /// The ciphertext belongs to another secret.
+    #[error("this ciphertext is already stored as {0}: encrypt the value anew for each secret")]
+    Elsewhere(String),
+    /// TNS could not be read or written.
+    #[error("{what}: {source}")]
+    Registry {
+        /// What the node was doing.
+        what: String,
+        /// Why it failed.
+        source: Box<RegistryError>,
+    },
+    /// This node's bindings database failed.
+    #[error(transparent)]
+    Bindings(#[from] BindingsError),
+    /// The share could not decrypt.
+    #[error(transparent)]
+    Crypto(#[from] VaultError),
+}
+
+fn invalid(message: impl Into<String>) -> Refusal {
+    Refusal::Invalid(message.into())
+}
+
+fn registry(what: impl Into<String>) -> impl FnOnce(RegistryError) -> Refusal {
+    let what = what.into();
+    move |source| Refusal::Registry { what, source: Box::new(source) }
 }
 
 /// Binds the ciphertexts to their keys, or says which other secret one belongs to. A ciphertext
 /// this node has not seen yet is first looked for in TNS under every other secret key: a node
 /// that was down when a secret was stored must not take a copy of it for a new one.
-async fn bind(shared: &Shared, pairs: &[([u8; 32], &str)]) -> Result<(), String> {
+async fn bind(shared: &Shared, pairs: &[([u8; 32], &str)]) -> Result<(), Refusal> {
     let mut unseen = Vec::new();
     for (id, key) in pairs {
-        match shared.bindings.lookup(id).map_err(|e| e.to_string())? {
+        match shared.bindings.lookup(id)? {
             Some(bound) if bound == *key => {}
-            Some(bound) => return Err(elsewhere(&bound)),
+            Some(bound) => return Err(Refusal::Elsewhere(bound)),
             None => unseen.push((id, *key)),
         }
     }
@@ -141,7 +176,7 @@ async fn bind(shared: &Shared, pairs: &[([u8; 32], &str)]) -> Result<(), String>
             .registry
             .list("/projects/")
             .await
-            .map_err(|e| format!("cannot read the project secrets from tns: {e}"))?;
+            .map_err(registry("cannot read the project secrets from tns"))?;
         for record in records.iter().filter(|r| keys::parse_secret(&r.key).is_some()) {
             let Some(id) = record
                 .value
@@ -155,30 +190,34 @@ async fn bind(shared: &Shared, pairs: &[([u8; 32], &str)]) -> Result<(), String>
                 && record.key != *key
             {
                 tracing::warn!(secret = key, stored = record.key, "refused a copied ciphertext");
-                return Err(elsewhere(&record.key));
+                return Err(Refusal::Elsewhere(record.key.clone()));
             }
         }
     }
-    match shared.bindings.bind(pairs).map_err(|e| e.to_string())? {
+    match shared.bindings.bind(pairs)? {
         Bound::Ok => Ok(()),
-        Bound::Elsewhere(other) => Err(elsewhere(&other)),
+        Bound::Elsewhere(other) => Err(Refusal::Elsewhere(other)),
     }
 }
 
-async fn store(shared: &Shared, peer: PeerId, record: Record) -> Result<VaultResponse, String> {
+async fn store(shared: &Shared, peer: PeerId, record: Record) -> Result<VaultResponse, Refusal> {
     let (project, name) = keys::parse_secret(&record.key)
         .map(|(p, n)| (p.to_string(), n.to_string()))
-        .ok_or_else(|| format!("`{}` is not a secret key", record.key))?;
+        .ok_or_else(|| invalid(format!("`{}` is not a secret key", record.key)))?;
     if record.is_tombstone() {
-        return Err("delete a secret through tns, not the vault".into());
+        return Err(invalid("delete a secret through tns, not the vault"));
     }
     let owner = owner(shared, &project).await?;
     let ciphertext = check_secret(shared, &record, &owner, &project)?;
     bind(shared, &[(ciphertext.id(), record.key.as_str())]).await?;
     let key = record.key.clone();
-    let outcome = shared.registry.put(vec![record]).await?;
+    let outcome = shared
+        .registry
+        .put(vec![record])
+        .await
+        .map_err(registry("cannot store the secret in tns"))?;
     if let Some((key, why)) = outcome.rejected.first() {
-        return Err(format!("tns refused {key}: {why}"));
+        return Err(invalid(format!("tns refused {key}: {why}")));
     }
     tracing::info!(%peer, project, name, "secret checked and stored");
     Ok(VaultResponse::Stored { key })
@@ -188,29 +227,31 @@ async fn decrypt(
     shared: &Shared,
     peer: PeerId,
     request: SignedRequest,
-) -> Result<VaultResponse, String> {
+) -> Result<VaultResponse, Refusal> {
     let body = &request.body;
     if body.action != "decrypt" || !keys::is_name(&body.project) || !keys::is_name(&body.name) {
-        return Err("not a decrypt request for a project's secret".into());
+        return Err(invalid("not a decrypt request for a project's secret"));
     }
     let owner = owner(shared, &body.project).await?;
     if let Err(e) = request.verify(&owner, unix_now()) {
         tracing::warn!(%peer, project = body.project, "refused a decrypt request: {e}");
-        return Err(format!(
+        return Err(invalid(format!(
             "refused: {e}; only the owner of project `{}` may read its secrets",
             body.project
-        ));
+        )));
     }
     let key = keys::secret(&body.project, &body.name);
     let record = shared
         .registry
         .get(&key)
         .await
-        .map_err(|e| format!("cannot read {key} from tns: {e}"))?
-        .ok_or_else(|| format!("project `{}` has no secret `{}`", body.project, body.name))?;
+        .map_err(registry(format!("cannot read {key} from tns")))?
+        .ok_or_else(|| {
+            invalid(format!("project `{}` has no secret `{}`", body.project, body.name))
+        })?;
     let ciphertext = check_secret(shared, &record, &owner, &body.project)?;
     bind(shared, &[(ciphertext.id(), key.as_str())]).await?;
-    let share = shared.share.decryption_share(&ciphertext).map_err(|e| e.to_string())?;
+    let share = shared.share.decryption_share(&ciphertext)?;
     tracing::info!(%peer, project = body.project, name = body.name, "decryption share given");
     Ok(VaultResponse::Share { keyset: shared.keyset.id.clone(), index: shared.share.index, share })
 }
@@ -219,22 +260,24 @@ async fn register(
     shared: &Shared,
     peer: PeerId,
     registration: Registration,
-) -> Result<VaultResponse, String> {
+) -> Result<VaultResponse, Refusal> {
     let Registration { request, secrets } = registration;
     let project = request.body.project.clone();
     if request.body.action != "register"
         || !request.body.name.is_empty()
         || !keys::is_name(&project)
     {
-        return Err("not a registration of a project".into());
+        return Err(invalid("not a registration of a project"));
     }
     let owner = request.signer;
     if let Err(e) = request.verify(&owner, unix_now()) {
         tracing::warn!(%peer, project, "refused a registration: {e}");
-        return Err(format!("refused: {e}"));
+        return Err(invalid(format!("refused: {e}")));
     }
     if secrets.len() > MAX_REGISTRATION_SECRETS {
-        return Err(format!("at most {MAX_REGISTRATION_SECRETS} secrets per registration"));
+        return Err(invalid(format!(
+            "at most {MAX_REGISTRATION_SECRETS} secrets per registration"
+        )));
     }
     let mut names = HashSet::new();
     let mut ids = Vec::with_capacity(secrets.len());
@@ -243,7 +286,7 @@ async fn register(
             tracing::warn!(%peer, project, "refused a registration: {e}");
         })?;
         if !names.insert(record.key.as_str()) {
-            return Err(format!("{} is given twice", record.key));
+            return Err(invalid(format!("{} is given twice", record.key)));
         }
         ids.push((ciphertext.id(), record.key.as_str()));
     }
@@ -251,28 +294,32 @@ async fn register(
         .registry
         .get(&keys::project(&project))
         .await
-        .map_err(|e| format!("cannot read project `{project}` from tns: {e}"))?;
+        .map_err(registry(format!("cannot read project `{project}` from tns")))?;
     if existing.is_some() {
-        return Err(format!("project `{project}` already exists"));
+        return Err(invalid(format!("project `{project}` already exists")));
     }
     bind(shared, &ids).await?;
-    let version = shared.registry.clock().await? + 1;
-    let value = cbor::to_vec(&ProjectRoot { owner }).map_err(|e| e.to_string())?;
+    let version = shared.registry.clock().await.map_err(registry("cannot read the tns clock"))? + 1;
+    let value = cbor::to_vec(&ProjectRoot { owner }).map_err(|e| invalid(e.to_string()))?;
     let root = Draft { key: keys::project(&project), scope: project.clone(), value: Some(value) }
         .sign(version, &shared.keypair)
-        .ok_or("this node's key cannot sign records")?;
+        .ok_or_else(|| invalid("this node's key cannot sign records"))?;
     let written: Vec<String> =
         std::iter::once(root.key.clone()).chain(secrets.iter().map(|r| r.key.clone())).collect();
-    let outcome = shared.registry.put(std::iter::once(root).chain(secrets).collect()).await?;
+    let outcome = shared
+        .registry
+        .put(std::iter::once(root).chain(secrets).collect())
+        .await
+        .map_err(registry("cannot write the project to tns"))?;
     if !outcome.rejected.is_empty() {
         let lines: Vec<String> =
             outcome.rejected.iter().map(|(key, why)| format!("{key}: {why}")).collect();
-        return Err(format!(
+        return Err(invalid(format!(
             "tns refused the registration (is this node a registrar? the operator names it with \
              `tau-node vault publish --registrar {}`): {}",
             shared.keypair.public().to_peer_id(),
             lines.join("; ")
-        ));
+        )));
     }
     tracing::info!(%peer, project, %owner, "project registered");
     Ok(VaultResponse::Registered { project, written })

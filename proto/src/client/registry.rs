@@ -111,8 +111,14 @@ impl Client {
 }
 
 impl crate::hoarder::transfer::Asker for Client {
-    async fn ask(&self, peer: PeerId, request: HoarderRequest) -> Result<HoarderResponse, String> {
-        self.call::<HoarderProtocol>(peer, request).await.map_err(|e| e.to_string())
+    type Error = ClientError;
+
+    async fn ask(
+        &self,
+        peer: PeerId,
+        request: HoarderRequest,
+    ) -> Result<HoarderResponse, ClientError> {
+        self.call::<HoarderProtocol>(peer, request).await
     }
 }
 

@@ -401,14 +401,14 @@ impl Client {
     /// Every vault node's share information (never a share).
     pub async fn vault_shares(
         &self,
-    ) -> Result<Vec<(PeerId, Result<ShareInfo, String>)>, SecretError> {
+    ) -> Result<Vec<(PeerId, Result<ShareInfo, ClientError>)>, SecretError> {
         let services = self.services().await?;
         let vaults = services.get("vault").cloned().unwrap_or_default();
         let answers = futures::future::join_all(vaults.iter().map(|node| async move {
             let answer = match self.call::<VaultProtocol>(*node, VaultRequest::Shares).await {
                 Ok(VaultResponse::Shares(info)) => Ok(info),
-                Ok(_) => Err("unexpected answer".to_string()),
-                Err(e) => Err(e.to_string()),
+                Ok(_) => Err(ClientError::Unexpected { peer: *node }),
+                Err(e) => Err(e),
             };
             (*node, answer)
         }))
@@ -430,7 +430,7 @@ impl Client {
             .map(|(node, answer)| {
                 let (info, error) = match answer {
                     Ok(info) => (Some(info), None),
-                    Err(e) => (None, Some(e)),
+                    Err(e) => (None, Some(e.to_string())),
                 };
                 NodeShare { node: node.to_string(), info, error }
             })

@@ -16,12 +16,15 @@ pub const WINDOW: usize = 8;
 
 /// Something that can send a hoarder request to a peer: the light client, or a node's p2p handle.
 pub trait Asker: Send + Sync {
+    /// Why a request got no answer, or an error answer.
+    type Error: std::error::Error + Send + Sync + 'static;
+
     /// Sends `request` to `peer` and returns the answer (an error answer as `Err`).
     fn ask(
         &self,
         peer: PeerId,
         request: HoarderRequest,
-    ) -> impl Future<Output = Result<HoarderResponse, String>> + Send;
+    ) -> impl Future<Output = Result<HoarderResponse, Self::Error>> + Send;
 }
 
 /// Why a transfer failed.
@@ -57,8 +60,8 @@ pub enum TransferError {
     NotFound(BlobId),
 }
 
-fn peer_err(peer: PeerId) -> impl Fn(String) -> TransferError {
-    move |reason| TransferError::Peer { peer, reason }
+fn peer_err<E: std::fmt::Display>(peer: PeerId) -> impl Fn(E) -> TransferError {
+    move |reason| TransferError::Peer { peer, reason: reason.to_string() }
 }
 
 /// Reads a file once to build its manifest.
