@@ -13,7 +13,8 @@
 //! - [`shell`] and [`ssh`]: where those scripts run: over SSH (`russh`), or on this machine for
 //!   the `local` transport; [`script`]: what both take and give (stdin, output, errors).
 //! - [`deploy`]: the phases on every host (plan, deploy with health check and rollback, status,
-//!   destroy), the vault key set, the cloud profile; [`progress`] shows them.
+//!   destroy), the vault key set, the cloud profile; [`progress`] shows them; [`state`] is what
+//!   a deploy records for the next (`--retry-failed`).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![deny(missing_docs)]
 
@@ -26,5 +27,6 @@ pub mod script;
 pub mod secrets;
 pub mod shell;
 pub mod ssh;
+pub mod state;
 
 pub use playbook::Playbook;

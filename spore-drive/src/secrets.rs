@@ -94,6 +94,22 @@ impl Layout {
     pub fn vault_share(&self, host: &str) -> PathBuf {
         self.dir.join("hosts").join(host).join("vault-share.yaml")
     }
+
+    /// The cloud's folder: the secrets folder's parent, where the profile and the state live.
+    pub fn cloud_dir(&self) -> PathBuf {
+        self.dir.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    }
+
+    /// The file that records the last deploy (`last-deploy.json`, read by `--retry-failed`):
+    /// once it exists, hosts may hold vault shares.
+    pub fn state(&self) -> PathBuf {
+        self.cloud_dir().join("last-deploy.json")
+    }
+
+    /// The cloud profile Spore Drive writes for clients (`cloud.yaml`).
+    pub fn profile(&self) -> PathBuf {
+        self.cloud_dir().join("cloud.yaml")
+    }
 }
 
 /// What [`ensure`] did.
@@ -108,10 +124,6 @@ pub struct Made {
 fn private_dir(path: &Path) -> Result<(), SecretsError> {
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path).map_err(io(path))
 }
-
-/// The file, beside the secrets folder, that records the last deploy: once it exists, hosts may
-/// hold vault shares.
-pub const STATE: &str = "last-deploy.json";
 
 /// Creates every secret the playbook needs that does not exist yet.
 pub fn ensure(playbook: &Playbook) -> Result<Made, SecretsError> {
@@ -154,7 +166,7 @@ fn vault_shares(playbook: &Playbook, layout: &Layout, made: &mut Made) -> Result
         })?;
         // Before the first deploy no host has a share and no secret exists: a playbook edited
         // after `init` (hosts or shapes changed) simply gets a new key set.
-        let never_deployed = !layout.dir.parent().unwrap_or(Path::new(".")).join(STATE).exists();
+        let never_deployed = !layout.state().exists();
         if keyset.shares as usize == hosts.len() {
             made.kept.push(keyset_path);
             for host in hosts {

@@ -119,7 +119,7 @@ fn vault_hosts_may_change_until_the_first_deploy() -> Result {
     assert!(!layout.vault_share("node-4").exists(), "edge hosts hold no share");
 
     // Once deployed, the same edit back is refused, naming the key set.
-    std::fs::write(dir.join(secrets::STATE), "{}")?;
+    std::fs::write(layout.state(), "{}")?;
     let all_full = text.replace("shape: edge", "shape: full");
     std::fs::write(&path, all_full)?;
     let error = secrets::ensure(&Playbook::load(&path)?).err().map(|e| e.to_string());

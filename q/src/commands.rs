@@ -1,0 +1,72 @@
+//! One module per subcommand; each is a clap `Args` struct with `async fn run(self)`. What
+//! several share (connecting to a cloud, q's signing key, writing a file whole) is here.
+
+mod collect;
+mod export;
+mod key;
+mod plot;
+mod prove;
+mod status;
+mod verify_proof;
+
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
+use tau_proto::{Client, CloudProfile};
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    Collect(collect::Collect),
+    Prove(prove::Prove),
+    VerifyProof(verify_proof::VerifyProof),
+    Export(export::Export),
+    Plot(plot::Plot),
+    Status(status::Status),
+    Key(key::Key),
+}
+
+impl Command {
+    pub(crate) async fn run(self) -> anyhow::Result<()> {
+        match self {
+            Self::Collect(cmd) => cmd.run().await,
+            Self::Prove(cmd) => cmd.run().await,
+            Self::VerifyProof(cmd) => cmd.run(),
+            Self::Export(cmd) => cmd.run().await,
+            Self::Plot(cmd) => cmd.run().await,
+            Self::Status(cmd) => cmd.run().await,
+            Self::Key(cmd) => cmd.run(),
+        }
+    }
+}
+
+/// q's signing key, made (and announced) on first use.
+fn signing_key(path: &Path) -> anyhow::Result<q::key::SigningKey> {
+    let (key, created) = q::key::load_or_create(path)?;
+    if created {
+        eprintln!("q: made a new signing key {} (address {})", path.display(), key.address());
+    }
+    Ok(key)
+}
+
+/// Connects to the cloud a profile names.
+async fn connect(cloud: &Path) -> anyhow::Result<Client> {
+    let profile = CloudProfile::load(cloud)
+        .map_err(|e| anyhow::anyhow!("cannot read the cloud profile {}: {e}", cloud.display()))?;
+    Ok(Client::connect(&profile).await?)
+}
+
+/// A temporary name beside `path` (`.NAME.tmp`), renamed over it once complete.
+fn temp_beside(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp"))
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder, so a crash leaves the
+/// old file or the new one, never half of one.
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = temp_beside(path);
+    let fail = |e: std::io::Error| anyhow::anyhow!("cannot write {}: {e}", path.display());
+    std::fs::write(&tmp, bytes).map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(fail)
+}

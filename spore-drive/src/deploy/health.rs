@@ -1,0 +1,106 @@
+//! The health check after a start: the new node process answers `Info` and, when other nodes
+//! are known to run, sees at least one of them.
+
+use std::time::{Duration, Instant};
+
+use tau_proto::client::{Client, ClientError, ConnectOptions};
+
+use super::Run;
+use crate::host::Desired;
+
+/// Why a started node is not healthy.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Unhealthy {
+    /// Nothing connected yet.
+    #[error("no answer yet")]
+    NotYet,
+    /// The node's address does not take a connection.
+    #[error("no answer from {addr}: {source}")]
+    NoConnection {
+        /// The node's address.
+        addr: String,
+        /// Why.
+        source: ClientError,
+    },
+    /// It does not answer `Info`.
+    #[error("Info: {0}")]
+    Info(ClientError),
+    /// Another, older process answers at its address.
+    #[error("an older node process answers (up {0}s): the new one did not take its place")]
+    Older(u64),
+    /// It does not list its peers.
+    #[error("peers: {0}")]
+    Peers(ClientError),
+    /// It answers but sees no other node.
+    #[error("the node answers but sees no other node yet")]
+    Alone,
+    /// The time ran out; the last reason.
+    #[error("{last} (after {secs}s)")]
+    TimedOut {
+        /// Why the last check failed.
+        last: Box<Unhealthy>,
+        /// The time it had.
+        secs: u64,
+    },
+}
+
+impl Run {
+    /// Waits until the node started at `started` answers `Info` (and is that process, not an
+    /// older one) and sees at least one other node when any other node is known to run.
+    pub(super) async fn health(
+        &self,
+        desired: &Desired,
+        started: Instant,
+    ) -> Result<(), Unhealthy> {
+        let deadline = started + self.options.health_timeout;
+        let profile = self.profile_of(desired);
+        let mut last = Unhealthy::NotYet;
+        while Instant::now() < deadline {
+            let options = ConnectOptions { timeout: Duration::from_secs(3) };
+            let client = match Client::connect_with(&profile, options).await {
+                Ok(client) => client,
+                Err(source) => {
+                    last = Unhealthy::NoConnection { addr: desired.p2p_addr.to_string(), source };
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    continue;
+                }
+            };
+            while Instant::now() < deadline {
+                match self.check_once(&client, desired, started).await {
+                    Ok(()) => return Ok(()),
+                    Err(reason) => last = reason,
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+        Err(Unhealthy::TimedOut {
+            last: Box::new(last),
+            secs: self.options.health_timeout.as_secs(),
+        })
+    }
+
+    async fn check_once(
+        &self,
+        client: &Client,
+        desired: &Desired,
+        started: Instant,
+    ) -> Result<(), Unhealthy> {
+        let peer = desired.peer_id;
+        let info = client.info(peer).await.map_err(Unhealthy::Info)?;
+        if info.uptime_secs > started.elapsed().as_secs() + 2 {
+            return Err(Unhealthy::Older(info.uptime_secs));
+        }
+        let others =
+            self.up.lock().map(|up| up.iter().any(|h| *h != desired.host.name)).unwrap_or(false);
+        if !others {
+            return Ok(());
+        }
+        let peers = client.peers(peer).await.map_err(Unhealthy::Peers)?;
+        let nodes =
+            peers.iter().filter(|p| p.agent.starts_with(tau_proto::NODE_AGENT_PREFIX)).count();
+        if nodes == 0 {
+            return Err(Unhealthy::Alone);
+        }
+        Ok(())
+    }
+}
