@@ -20,15 +20,15 @@ use std::path::{Path, PathBuf};
 
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
+use tau_proto::CloudProfile;
 use tau_proto::admin::Location;
 use tau_proto::identity::WriterKey;
 use tau_proto::keyfile::{self, KeyFileError};
 use tau_proto::profile::ProfileError;
-use tau_proto::swarm_key::SwarmKeyError;
-use tau_proto::{CloudProfile, SwarmKey};
 
 use crate::config::{NodeConfig, Ports, SERVICES, SeerConfig, SubstrateConfig, VaultConfig};
-use tau_proto::vault::{self, KeySet, ShareFile};
+use tau_proto::cloud_secrets::{self, Redeal, SecretPaths, VaultPaths};
+use tau_proto::vault::KeySet;
 
 /// A dev cloud's domain: seer answers `<service>.tau.dev`.
 pub const DEV_DOMAIN: &str = "dev";
@@ -51,18 +51,18 @@ pub enum DevError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// A key file could not be read or written.
+    /// A key file could not be read.
     #[error(transparent)]
     Key(#[from] KeyFileError),
-    /// The existing swarm key is unreadable.
+    /// The cloud's secrets could not be made or read.
     #[error(transparent)]
-    SwarmKey(#[from] SwarmKeyError),
+    Secrets(#[from] cloud_secrets::SecretsError),
+    /// A dev cloud needs at least one node.
+    #[error("a dev cloud needs at least one node")]
+    NoNodes,
     /// The profile could not be written.
     #[error(transparent)]
     Profile(#[from] ProfileError),
-    /// The vault key set could not be dealt.
-    #[error(transparent)]
-    Vault(#[from] tau_proto::vault::VaultError),
 }
 
 /// A laid-out dev cloud.
@@ -138,29 +138,31 @@ pub fn prepare(dir: &Path, options: &DevOptions) -> Result<DevCloud, DevError> {
     let count = options.count;
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let dir = dir.canonicalize().map_err(io(dir))?;
-    let swarm_key_path = dir.join("swarm.key");
-    if swarm_key_path.exists() {
-        SwarmKey::load(&swarm_key_path)?;
-    } else {
-        keyfile::write_secret_file(
-            &swarm_key_path,
-            SwarmKey::generate().to_file_format().as_bytes(),
-        )
-        .map_err(io(&swarm_key_path))?;
-    }
-    let (operator, _) = keyfile::read_or_create(&dir.join("operator.key"))?;
+    let node_dir = |i: usize| dir.join(format!("node-{i}"));
+    let paths = SecretPaths {
+        swarm_key: dir.join("swarm.key"),
+        operator_key: dir.join("operator.key"),
+        identities: (0..count).map(|i| node_dir(i).join("identity.key")).collect(),
+        vault: Some(VaultPaths {
+            keyset: dir.join("vault").join("keyset.yaml"),
+            shares: (0..count).map(|i| node_dir(i).join(SHARE_FILE)).collect(),
+            stale: Vec::new(),
+        }),
+    };
+    // A dev cloud's key set is dealt anew whenever its node count changes: secrets stored under
+    // the old one can no longer be read, which a dev cloud accepts.
+    let (_, keyset) = cloud_secrets::ensure(&paths, Redeal::Allowed)?;
+    let keyset = keyset.ok_or(DevError::NoNodes)?;
+    let operator = keyfile::read(&paths.operator_key)?;
     let operator_key = WriterKey::of(&operator).map(|k| k.to_string());
-
-    let keyset = vault_keys(&dir, count)?;
 
     let ips: Vec<Ipv4Addr> = (0..count).map(node_ip).collect();
     let (http_port, dns_port) = shared_ports(&ips).map_err(io(&dir))?;
     let mut nodes = Vec::with_capacity(count);
     for (i, ip) in ips.iter().copied().enumerate() {
         let name = format!("node-{i}");
-        let node_dir = dir.join(&name);
-        std::fs::create_dir_all(&node_dir).map_err(io(&node_dir))?;
-        let (keypair, _) = keyfile::read_or_create(&node_dir.join("identity.key"))?;
+        let node_dir = node_dir(i);
+        let keypair = keyfile::read(&paths.identities[i])?;
         let peer_id = keypair.public().to_peer_id();
         let p2p = TcpListener::bind((ip, 0)).and_then(|l| l.local_addr()).map_err(io(&dir))?.port();
         let addr = Multiaddr::from(ip).with(Protocol::Tcp(p2p)).with(Protocol::P2p(peer_id));
@@ -228,50 +230,6 @@ pub fn prepare(dir: &Path, options: &DevOptions) -> Result<DevCloud, DevError> {
 
 /// Each dev node's vault share, in its folder.
 const SHARE_FILE: &str = "vault-share.yaml";
-
-/// The vault threshold of a dev cloud of `count` nodes: a majority decrypts.
-pub fn vault_threshold(count: usize) -> u32 {
-    (count.saturating_sub(1) / 2) as u32
-}
-
-/// Keeps the vault key set in `dir` if it fits `count` nodes and every share is there, else
-/// deals a new one (secrets stored under the old one can no longer be read).
-fn vault_keys(dir: &Path, count: usize) -> Result<KeySet, DevError> {
-    let vault_dir = dir.join("vault");
-    let keyset_path = vault_dir.join("keyset.yaml");
-    let share_path = |i: usize| dir.join(format!("node-{i}")).join(SHARE_FILE);
-    if let Ok(keyset) = tau_proto::yaml::load::<KeySet>(&keyset_path) {
-        let fits = keyset.shares as usize == count
-            && (0..count).all(|i| {
-                tau_proto::yaml::load::<ShareFile>(&share_path(i)).is_ok_and(|s| s.matches(&keyset))
-            });
-        if fits {
-            return Ok(keyset);
-        }
-    }
-    let (keyset, shares) = vault::deal(count as u32, vault_threshold(count))?;
-    std::fs::create_dir_all(&vault_dir).map_err(io(&vault_dir))?;
-    let text = serde_yaml_ng::to_string(&keyset).map_err(|e| DevError::Io {
-        path: keyset_path.display().to_string(),
-        source: std::io::Error::other(e),
-    })?;
-    std::fs::write(&keyset_path, text).map_err(io(&keyset_path))?;
-    for (i, share) in shares.iter().enumerate() {
-        let path = share_path(i);
-        let parent = path.parent().unwrap_or(dir);
-        std::fs::create_dir_all(parent).map_err(io(parent))?;
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&path)(e)),
-            _ => {}
-        }
-        let text = serde_yaml_ng::to_string(share).map_err(|e| DevError::Io {
-            path: path.display().to_string(),
-            source: std::io::Error::other(e),
-        })?;
-        keyfile::write_secret_file(&path, text.as_bytes()).map_err(io(&path))?;
-    }
-    Ok(keyset)
-}
 
 /// Node `i`'s address: `127.0.0.<i + 1>`. Every dev node has its own loopback address (Linux
 /// routes all of 127.0.0.0/8 to the host), so that seer's answers name each node, and all of

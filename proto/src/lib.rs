@@ -4,6 +4,9 @@
 //!
 //! - [`swarm_key`]: the cloud's pre-shared key (the `/key/swarm/psk/1.0.0/` file format).
 //! - [`identity`]: who signs: [`identity::WriterKey`] and the key inside a node's peer id.
+//! - [`cloud_secrets`]: the secrets a cloud is made with (swarm key, operator key, identities,
+//!   vault key set and shares), laid out and checked the same way by `tau-node dev` and Spore
+//!   Drive.
 //! - [`keyfile`]: ed25519 key files (node identities, the operator key), written with mode 0600.
 //! - [`profile`]: the cloud profile (`cloud.yaml`) that every client takes with `--cloud FILE`.
 //! - [`yaml`]: strict YAML loading with errors that name the file and the field.
@@ -32,6 +35,7 @@ pub mod bench;
 pub mod bytes;
 pub mod cbor;
 pub mod client;
+pub mod cloud_secrets;
 pub mod counters;
 pub mod hoarder;
 pub mod identity;

@@ -15,9 +15,7 @@
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use tau_proto::keyfile::{self, KeyFileError};
-use tau_proto::swarm_key::{SwarmKey, SwarmKeyError};
-use tau_proto::vault::{self, KeySet, ShareFile, VaultError};
+use tau_proto::cloud_secrets::{self, Redeal, SecretPaths, VaultPaths};
 
 use crate::playbook::Playbook;
 
@@ -25,23 +23,17 @@ use crate::playbook::Playbook;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SecretsError {
-    /// A file or folder could not be written or read.
+    /// The secrets folder could not be made.
     #[error("{path}: {source}")]
     Io {
-        /// The file.
+        /// The folder.
         path: String,
         /// Why.
         source: std::io::Error,
     },
-    /// A key file is unreadable.
+    /// A secret could not be made or read.
     #[error(transparent)]
-    Key(#[from] KeyFileError),
-    /// The swarm key is unreadable.
-    #[error(transparent)]
-    SwarmKey(#[from] SwarmKeyError),
-    /// The vault key set could not be dealt.
-    #[error(transparent)]
-    Vault(#[from] VaultError),
+    Secrets(cloud_secrets::SecretsError),
     /// The vault hosts changed under an existing key set.
     #[error(
         "{keyset}: the key set has {had} shares but the playbook has {now} vault hosts; dealing a new one would make every stored secret unreadable, so move {dir} away first if that is what you want"
@@ -112,111 +104,41 @@ impl Layout {
     }
 }
 
-/// What [`ensure`] did.
-#[derive(Debug, Default)]
-pub struct Made {
-    /// Files created.
-    pub created: Vec<PathBuf>,
-    /// Files that existed and were kept.
-    pub kept: Vec<PathBuf>,
-}
+pub use cloud_secrets::Made;
 
 fn private_dir(path: &Path) -> Result<(), SecretsError> {
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path).map_err(io(path))
 }
 
-/// Creates every secret the playbook needs that does not exist yet.
+/// Creates every secret the playbook needs that does not exist yet. The vault key set is dealt
+/// again when the vault hosts changed, but only until the first deploy (the state file): after
+/// it, secrets may be encrypted to it.
 pub fn ensure(playbook: &Playbook) -> Result<Made, SecretsError> {
     let layout = Layout { dir: playbook.secrets_dir() };
-    let mut made = Made::default();
     private_dir(&layout.dir)?;
-    let swarm_key = layout.swarm_key();
-    if swarm_key.exists() {
-        SwarmKey::load(&swarm_key)?;
-        made.kept.push(swarm_key);
-    } else {
-        keyfile::write_secret_file(&swarm_key, SwarmKey::generate().to_file_format().as_bytes())
-            .map_err(io(&swarm_key))?;
-        made.created.push(swarm_key);
-    }
-    let mut keys = vec![layout.operator_key()];
-    for host in &playbook.hosts {
-        let path = layout.identity(&host.name);
-        private_dir(path.parent().unwrap_or(&layout.dir))?;
-        keys.push(path);
-    }
-    for path in keys {
-        let (_, created) = keyfile::read_or_create(&path)?;
-        if created { made.created.push(path) } else { made.kept.push(path) }
-    }
-    vault_shares(playbook, &layout, &mut made)?;
-    Ok(made)
-}
-
-fn vault_shares(playbook: &Playbook, layout: &Layout, made: &mut Made) -> Result<(), SecretsError> {
-    let hosts = playbook.hosts_running("vault");
-    if hosts.is_empty() {
-        return Ok(());
-    }
-    let keyset_path = layout.vault_keyset();
-    if keyset_path.exists() {
-        let keyset: KeySet = tau_proto::yaml::load(&keyset_path).map_err(|e| SecretsError::Io {
-            path: keyset_path.display().to_string(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        // Before the first deploy no host has a share and no secret exists: a playbook edited
-        // after `init` (hosts or shapes changed) simply gets a new key set.
-        let never_deployed = !layout.state().exists();
-        if keyset.shares as usize == hosts.len() {
-            made.kept.push(keyset_path);
-            for host in hosts {
-                made.kept.push(layout.vault_share(&host.name));
-            }
-            return Ok(());
-        }
-        if !never_deployed {
-            return Err(SecretsError::VaultChanged {
-                keyset: keyset_path.display().to_string(),
-                had: keyset.shares,
-                now: hosts.len(),
+    let vault_hosts = playbook.hosts_running("vault");
+    let paths = SecretPaths {
+        swarm_key: layout.swarm_key(),
+        operator_key: layout.operator_key(),
+        identities: playbook.hosts.iter().map(|h| layout.identity(&h.name)).collect(),
+        vault: Some(VaultPaths {
+            keyset: layout.vault_keyset(),
+            shares: vault_hosts.iter().map(|h| layout.vault_share(&h.name)).collect(),
+            // The old shares go with the old key set, those of hosts that no longer run vault too.
+            stale: playbook.hosts.iter().map(|h| layout.vault_share(&h.name)).collect(),
+        }),
+    };
+    let redeal = if layout.state().exists() { Redeal::Refused } else { Redeal::Allowed };
+    match cloud_secrets::ensure(&paths, redeal) {
+        Ok((made, _)) => Ok(made),
+        Err(cloud_secrets::SecretsError::VaultChanged { keyset, had, now }) => {
+            Err(SecretsError::VaultChanged {
+                keyset,
+                had,
+                now,
                 dir: layout.dir.join("vault").display().to_string(),
-            });
+            })
         }
-        // The old shares go with the old key set, those of hosts that no longer run vault too.
-        for host in &playbook.hosts {
-            let share = layout.vault_share(&host.name);
-            if share.exists() {
-                std::fs::remove_file(&share).map_err(io(&share))?;
-            }
-        }
-        std::fs::remove_file(&keyset_path).map_err(io(&keyset_path))?;
+        Err(e) => Err(SecretsError::Secrets(e)),
     }
-    let threshold = (hosts.len().saturating_sub(1) / 2) as u32;
-    let (keyset, shares) = vault::deal(hosts.len() as u32, threshold)?;
-    private_dir(&layout.dir.join("vault"))?;
-    for (host, share) in hosts.iter().zip(&shares) {
-        let path = layout.vault_share(&host.name);
-        write_yaml_secret(&path, share)?;
-        made.created.push(path);
-    }
-    // The key set last: its presence says every share was written.
-    let text = serde_yaml_ng::to_string(&keyset).map_err(|e| SecretsError::Io {
-        path: keyset_path.display().to_string(),
-        source: std::io::Error::other(e),
-    })?;
-    std::fs::write(&keyset_path, text).map_err(io(&keyset_path))?;
-    made.created.push(keyset_path);
-    Ok(())
-}
-
-fn write_yaml_secret(path: &Path, share: &ShareFile) -> Result<(), SecretsError> {
-    let text = serde_yaml_ng::to_string(share).map_err(|e| SecretsError::Io {
-        path: path.display().to_string(),
-        source: std::io::Error::other(e),
-    })?;
-    if path.exists() {
-        // A share left by an interrupted run, whose key set was never written: replace it.
-        std::fs::remove_file(path).map_err(io(path))?;
-    }
-    keyfile::write_secret_file(path, text.as_bytes()).map_err(io(path))
 }
