@@ -54,7 +54,18 @@ pub struct CounterRecord {
     pub window_start_ms: u64,
     /// How long the window was, milliseconds.
     pub window_ms: u64,
-    /// Invocations finished in the window.
+    /// What the function's invocations used in the window. On the wire its fields sit beside
+    /// the others, as they always have.
+    #[serde(flatten)]
+    pub usage: Usage,
+}
+
+/// What one function's invocations used: the figures every view of usage adds up (a signed
+/// record, substrate's running totals, q's stored records, taucorder's rows). The canonical
+/// encoding of a record lays them out in this order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Invocations finished.
     pub invocations: u64,
     /// Of those, how many failed (trap, timeout, out of memory, no response).
     pub errors: u64,
@@ -68,6 +79,37 @@ pub struct CounterRecord {
     pub bytes_in: u64,
     /// Response body bytes sent.
     pub bytes_out: u64,
+}
+
+impl Usage {
+    /// Adds `other`: every figure sums (saturating), but the peak, which is the larger.
+    pub fn add(&mut self, other: &Usage) {
+        self.invocations = self.invocations.saturating_add(other.invocations);
+        self.errors = self.errors.saturating_add(other.errors);
+        self.wall_micros = self.wall_micros.saturating_add(other.wall_micros);
+        self.cpu_micros = self.cpu_micros.saturating_add(other.cpu_micros);
+        self.peak_memory = self.peak_memory.max(other.peak_memory);
+        self.bytes_in = self.bytes_in.saturating_add(other.bytes_in);
+        self.bytes_out = self.bytes_out.saturating_add(other.bytes_out);
+    }
+
+    /// Whether nothing was used.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The figures in the canonical encoding's order.
+    pub fn figures(&self) -> [u64; 7] {
+        [
+            self.invocations,
+            self.errors,
+            self.wall_micros,
+            self.cpu_micros,
+            self.peak_memory,
+            self.bytes_in,
+            self.bytes_out,
+        ]
+    }
 }
 
 /// A counter record with its node's signature.
@@ -109,17 +151,8 @@ impl CounterRecord {
         out.extend_from_slice(&self.seq.to_be_bytes());
         put_bytes(&mut out, self.project.as_bytes());
         put_bytes(&mut out, self.function.as_bytes());
-        for value in [
-            self.window_start_ms,
-            self.window_ms,
-            self.invocations,
-            self.errors,
-            self.wall_micros,
-            self.cpu_micros,
-            self.peak_memory,
-            self.bytes_in,
-            self.bytes_out,
-        ] {
+        for value in [self.window_start_ms, self.window_ms].into_iter().chain(self.usage.figures())
+        {
             out.extend_from_slice(&value.to_be_bytes());
         }
         out
@@ -189,13 +222,15 @@ mod tests {
             function: "ping".into(),
             window_start_ms: 1_700_000_000_000,
             window_ms: 60_000,
-            invocations: 1000,
-            errors: 3,
-            wall_micros: 55_000,
-            cpu_micros: 40_000,
-            peak_memory: 1 << 20,
-            bytes_in: 0,
-            bytes_out: 4000,
+            usage: Usage {
+                invocations: 1000,
+                errors: 3,
+                wall_micros: 55_000,
+                cpu_micros: 40_000,
+                peak_memory: 1 << 20,
+                bytes_in: 0,
+                bytes_out: 4000,
+            },
         }
     }
 
@@ -230,13 +265,13 @@ mod tests {
             ("function", Box::new(|r| r.function = "pong".into())),
             ("window_start_ms", Box::new(|r| r.window_start_ms += 1)),
             ("window_ms", Box::new(|r| r.window_ms -= 1)),
-            ("invocations", Box::new(|r| r.invocations -= 1)),
-            ("errors", Box::new(|r| r.errors = 0)),
-            ("wall_micros", Box::new(|r| r.wall_micros += 1)),
-            ("cpu_micros", Box::new(|r| r.cpu_micros += 1)),
-            ("peak_memory", Box::new(|r| r.peak_memory += 1)),
-            ("bytes_in", Box::new(|r| r.bytes_in += 1)),
-            ("bytes_out", Box::new(|r| r.bytes_out += 1)),
+            ("invocations", Box::new(|r| r.usage.invocations -= 1)),
+            ("errors", Box::new(|r| r.usage.errors = 0)),
+            ("wall_micros", Box::new(|r| r.usage.wall_micros += 1)),
+            ("cpu_micros", Box::new(|r| r.usage.cpu_micros += 1)),
+            ("peak_memory", Box::new(|r| r.usage.peak_memory += 1)),
+            ("bytes_in", Box::new(|r| r.usage.bytes_in += 1)),
+            ("bytes_out", Box::new(|r| r.usage.bytes_out += 1)),
         ];
         for (field, edit) in edits {
             let mut tampered = signed.clone();
@@ -270,5 +305,90 @@ mod tests {
         let expected = DOMAIN_TAG.len() + 2 + node.len() + 8 + 2 + 7 + 2 + 4 + 9 * 8;
         assert_eq!(bytes.len(), expected);
         assert_eq!(&bytes[bytes.len() - 8..], &4000u64.to_be_bytes());
+    }
+
+    /// A record signed before `Usage` existed: its canonical bytes, its signature and its wire
+    /// bytes, pinned. Every later version must encode it to the same bytes and read it back.
+    const GOLDEN_CANONICAL: &str = "7461752f636f756e7465722f310a0026002408011220ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c000000000000002a000473686f700008636865636b6f75740000019ad7358400000000000000ea6000000000000004d2000000000000000500000000000f1206000000000006f855000000000030000000000000000028000000000000010000";
+    const GOLDEN_SIGNATURE: &str = "e665b7dd40055c6e509e1d2d442f2511a69a9bb6392fd9fc4180a94c631764c8df50c97a1001d15c867f4a677696740f4b6e143542ddb2e2a0746555d9c1930f";
+    const GOLDEN_WIRE: &str = "a2667265636f7264ad646e6f64655826002408011220ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c63736571182a6770726f6a6563746473686f706866756e6374696f6e68636865636b6f75746f77696e646f775f73746172745f6d731b0000019ad73584006977696e646f775f6d7319ea606b696e766f636174696f6e731904d2666572726f7273056b77616c6c5f6d6963726f731a000f12066a6370755f6d6963726f731a0006f8556b7065616b5f6d656d6f72791a003000006862797465735f696e1928006962797465735f6f75741a00010000697369676e61747572655840e665b7dd40055c6e509e1d2d442f2511a69a9bb6392fd9fc4180a94c631764c8df50c97a1001d15c867f4a677696740f4b6e143542ddb2e2a0746555d9c1930f";
+
+    fn golden() -> Result<(Keypair, CounterRecord), Box<dyn std::error::Error>> {
+        let mut seed = [7u8; 32];
+        let keypair = Keypair::ed25519_from_bytes(&mut seed)?;
+        let record = CounterRecord {
+            node: keypair.public().to_peer_id(),
+            seq: 42,
+            project: "shop".into(),
+            function: "checkout".into(),
+            window_start_ms: 1_764_547_200_000,
+            window_ms: 60_000,
+            usage: Usage {
+                invocations: 1234,
+                errors: 5,
+                wall_micros: 987_654,
+                cpu_micros: 456_789,
+                peak_memory: 3 << 20,
+                bytes_in: 10_240,
+                bytes_out: 65_536,
+            },
+        };
+        Ok((keypair, record))
+    }
+
+    #[test]
+    fn the_canonical_bytes_and_signature_are_pinned() -> Result<(), Box<dyn std::error::Error>> {
+        let (keypair, record) = golden()?;
+        assert_eq!(hex::encode(record.canonical_bytes()), GOLDEN_CANONICAL);
+        let signed = record.clone().sign(&keypair).ok_or("the key signs")?;
+        assert_eq!(hex::encode(&signed.signature), GOLDEN_SIGNATURE);
+        let old = SignedCounter { record, signature: hex::decode(GOLDEN_SIGNATURE)? };
+        assert_eq!(old.verify(), Ok(()), "a record signed before still verifies");
+        Ok(())
+    }
+
+    #[test]
+    fn the_wire_encoding_reads_both_ways() -> Result<(), Box<dyn std::error::Error>> {
+        let (_, record) = golden()?;
+        // What nodes sent before: read as the same record, and it verifies.
+        let old: SignedCounter = crate::cbor::from_slice(&hex::decode(GOLDEN_WIRE)?)?;
+        assert_eq!(old.record, record);
+        assert_eq!(old.verify(), Ok(()));
+        // What nodes send now: a reader that knows the figures as plain fields (q and taucorder
+        // before `Usage`) reads it too.
+        #[derive(Deserialize)]
+        struct Flat {
+            seq: u64,
+            window_ms: u64,
+            invocations: u64,
+            peak_memory: u64,
+            bytes_out: u64,
+        }
+        #[derive(Deserialize)]
+        struct FlatSigned {
+            record: Flat,
+        }
+        let now: FlatSigned = crate::cbor::from_slice(&crate::cbor::to_vec(&old)?)?;
+        let flat = now.record;
+        assert_eq!((flat.seq, flat.window_ms), (42, 60_000));
+        assert_eq!((flat.invocations, flat.peak_memory, flat.bytes_out), (1234, 3 << 20, 65_536));
+        Ok(())
+    }
+
+    #[test]
+    fn usage_adds_up_and_keeps_the_largest_peak() {
+        let mut total = Usage { invocations: 2, peak_memory: 10, ..Usage::default() };
+        total.add(&Usage {
+            invocations: 3,
+            errors: 1,
+            peak_memory: 4,
+            bytes_out: 7,
+            ..Usage::default()
+        });
+        assert_eq!(total.invocations, 5);
+        assert_eq!(total.errors, 1);
+        assert_eq!(total.peak_memory, 10);
+        assert_eq!(total.bytes_out, 7);
+        assert!(!total.is_empty() && Usage::default().is_empty());
     }
 }

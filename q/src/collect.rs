@@ -226,7 +226,7 @@ pub async fn drain(
 #[cfg(test)]
 mod tests {
     use libp2p::identity::Keypair;
-    use tau_proto::counters::{CounterRecord, SignedCounter};
+    use tau_proto::counters::{CounterRecord, SignedCounter, Usage};
 
     use super::*;
 
@@ -238,13 +238,7 @@ mod tests {
             function: "f".into(),
             window_start_ms: seq * 1_000,
             window_ms: 1_000,
-            invocations: 10,
-            errors: 0,
-            wall_micros: 5,
-            cpu_micros: 4,
-            peak_memory: 0,
-            bytes_in: 0,
-            bytes_out: 0,
+            usage: Usage { invocations: 10, wall_micros: 5, cpu_micros: 4, ..Usage::default() },
         }
         .sign(key)
         .expect("own key")
@@ -261,10 +255,10 @@ mod tests {
         let node = a.public().to_peer_id();
         let known: HashSet<PeerId> = [node, b.public().to_peer_id()].into();
         let mut forged = signed(&a, 4);
-        forged.record.invocations = 1_000;
+        forged.record.usage.invocations = 1_000;
         // Out of order, a gap at 5, a forged record, one relayed from b, one from a stranger.
         let mut other_two = signed(&a, 2);
-        other_two.record.errors = 1;
+        other_two.record.usage.errors = 1;
         let other_two = other_two.record.sign(&a).expect("own key");
         let records = vec![
             signed(&a, 3),

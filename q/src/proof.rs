@@ -76,10 +76,10 @@ impl Sums {
     /// One record's contribution.
     pub fn of(record: &StoredRecord) -> Self {
         Sums {
-            invocations: record.invocations,
-            errors: record.errors,
-            wall_micros: record.wall_micros,
-            cpu_micros: record.cpu_micros,
+            invocations: record.usage.invocations,
+            errors: record.usage.errors,
+            wall_micros: record.usage.wall_micros,
+            cpu_micros: record.usage.cpu_micros,
             records: 1,
         }
     }

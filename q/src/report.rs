@@ -61,6 +61,22 @@ const RECORD_HEADER: [&str; 15] = [
     "hash",
 ];
 
+/// A record's CSV row, in [`RECORD_HEADER`]'s order (the csv crate writes no nested struct).
+fn record_row(r: &StoredRecord) -> Vec<String> {
+    let mut row = vec![
+        r.node.clone(),
+        r.seq.to_string(),
+        r.project.clone(),
+        r.function.clone(),
+        r.window_start_ms.to_string(),
+        r.window_ms.to_string(),
+    ];
+    row.extend(r.usage.figures().map(|figure| figure.to_string()));
+    row.push(hex::encode(&r.signature));
+    row.push(hex::encode(r.hash));
+    row
+}
+
 const TOTAL_HEADER: [&str; 7] =
     ["project", "function", "invocations", "errors", "wall_micros", "cpu_micros", "records"];
 
@@ -121,7 +137,7 @@ pub async fn export_records(
             csv.write_record(RECORD_HEADER).map_err(csv_error)?;
             let count = store
                 .records(period.from_ms, period.to_ms, project, |record| {
-                    csv.serialize(&record).map_err(csv_error)
+                    csv.write_record(record_row(&record)).map_err(csv_error)
                 })
                 .await?;
             csv.flush()?;
@@ -194,8 +210,8 @@ pub async fn plot(
             .or_insert_with(|| vec![(0, 0); buckets]);
         let b = ((r.window_start_ms.saturating_sub(from)) / bucket_ms) as usize;
         let slot = &mut line[b.min(buckets - 1)];
-        slot.0 += r.invocations;
-        slot.1 += r.wall_micros;
+        slot.0 += r.usage.invocations;
+        slot.1 += r.usage.wall_micros;
     }
     let chart = Chart {
         functions: series.keys().cloned().collect(),
@@ -315,4 +331,57 @@ where
             .map_err(e)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use tau_proto::counters::Usage;
+
+    use super::*;
+
+    #[test]
+    fn a_csv_record_row_matches_its_header() -> Result<(), Box<dyn std::error::Error>> {
+        let record = StoredRecord {
+            node: "12D3KooWnode".into(),
+            seq: 7,
+            project: "shop".into(),
+            function: "pay".into(),
+            window_start_ms: 1_000,
+            window_ms: 60_000,
+            usage: Usage {
+                invocations: 11,
+                errors: 1,
+                wall_micros: 22,
+                cpu_micros: 33,
+                peak_memory: 44,
+                bytes_in: 55,
+                bytes_out: 66,
+            },
+            signature: vec![0xab],
+            hash: [0xcd; 32],
+        };
+        let mut out = Vec::new();
+        let mut csv = csv::WriterBuilder::new().has_headers(false).from_writer(&mut out);
+        csv.write_record(record_row(&record))?;
+        csv.flush()?;
+        drop(csv);
+        let text = String::from_utf8(out)?;
+        let cells: Vec<&str> = text.trim_end().split(',').collect();
+        assert_eq!(cells.len(), RECORD_HEADER.len(), "{text}");
+        let at = |name: &str| RECORD_HEADER.iter().position(|h| *h == name).map(|i| cells[i]);
+        assert_eq!(at("seq"), Some("7"));
+        assert_eq!(at("invocations"), Some("11"));
+        assert_eq!(at("bytes_out"), Some("66"));
+        assert_eq!(at("signature"), Some("ab"));
+        // The JSON export names the same fields, flat.
+        let json: serde_json::Value = serde_json::to_value(&record)?;
+        let keys: Vec<&str> =
+            json.as_object().ok_or("an object")?.keys().map(|k| k.as_str()).collect();
+        let mut header = RECORD_HEADER.to_vec();
+        header.sort_unstable();
+        let mut keys = keys;
+        keys.sort_unstable();
+        assert_eq!(keys, header);
+        Ok(())
+    }
 }

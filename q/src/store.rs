@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use libp2p::PeerId;
 use serde::Serialize;
 use sqlx::QueryBuilder;
-use tau_proto::counters::SignedCounter;
+use tau_proto::counters::{SignedCounter, Usage};
 
 /// The schema, embedded at build time: `migrations/`, one file per version (named as sqlx's
 /// migrator expects, so `sqlx migrate` reads the folder the same way). Listed here rather than
@@ -164,20 +164,9 @@ pub struct StoredRecord {
     pub window_start_ms: u64,
     /// Length of its window, ms.
     pub window_ms: u64,
-    /// Invocations.
-    pub invocations: u64,
-    /// Failed invocations.
-    pub errors: u64,
-    /// Wall-clock time, microseconds.
-    pub wall_micros: u64,
-    /// CPU time, microseconds.
-    pub cpu_micros: u64,
-    /// Largest linear memory seen, bytes.
-    pub peak_memory: u64,
-    /// Request bytes.
-    pub bytes_in: u64,
-    /// Response bytes.
-    pub bytes_out: u64,
+    /// What it counted.
+    #[serde(flatten)]
+    pub usage: Usage,
     /// The node's ed25519 signature over the canonical encoding, hex.
     #[serde(serialize_with = "as_hex")]
     pub signature: Vec<u8>,

@@ -57,7 +57,7 @@ pub fn verify_all(records: &[SignedCounter]) -> Vec<bool> {
 #[cfg(test)]
 mod tests {
     use libp2p::identity::Keypair;
-    use tau_proto::counters::CounterRecord;
+    use tau_proto::counters::{CounterRecord, Usage};
 
     use super::*;
 
@@ -69,13 +69,13 @@ mod tests {
             function: "f".into(),
             window_start_ms: 1_000 * seq,
             window_ms: 1_000,
-            invocations: seq,
-            errors: 0,
-            wall_micros: 1,
-            cpu_micros: 1,
-            peak_memory: 1,
-            bytes_in: 0,
-            bytes_out: 0,
+            usage: Usage {
+                invocations: seq,
+                wall_micros: 1,
+                cpu_micros: 1,
+                peak_memory: 1,
+                ..Usage::default()
+            },
         };
         record.sign(key).expect("the node's own key")
     }
@@ -86,7 +86,7 @@ mod tests {
         let mut records: Vec<_> =
             (1..=50).map(|s| signed(if s % 2 == 0 { &a } else { &b }, s)).collect();
         assert!(verify_all(&records).iter().all(|ok| *ok));
-        records[17].record.invocations += 1;
+        records[17].record.usage.invocations += 1;
         records[30].signature[3] ^= 1;
         let verdicts = verify_all(&records);
         let bad: Vec<usize> =

@@ -12,7 +12,7 @@ use libp2p::PeerId;
 use serde::Serialize;
 use tau_proto::Client;
 use tau_proto::client::ClientError;
-use tau_proto::counters::{CounterRecord, MAX_PAGE};
+use tau_proto::counters::{CounterRecord, MAX_PAGE, Usage};
 
 /// The most pages read from one node in one poll, so that a long backlog cannot stall a refresh.
 const MAX_PAGES_PER_POLL: usize = 10;
@@ -28,14 +28,9 @@ pub struct UsageRow {
     pub window_start_ms: u64,
     /// How long the window is, milliseconds.
     pub window_ms: u64,
-    /// Invocations finished in the window.
-    pub invocations: u64,
-    /// Of those, how many failed.
-    pub errors: u64,
-    /// Wall-clock time of the invocations together, microseconds.
-    pub wall_micros: u64,
-    /// CPU time of the invocations together, microseconds.
-    pub cpu_micros: u64,
+    /// What the function used in the window, every node together.
+    #[serde(flatten)]
+    pub usage: Usage,
     /// The nodes that counted invocations in the window.
     pub nodes: usize,
     /// Invocations in every record read (all windows since `since_ms`, every node).
@@ -54,10 +49,7 @@ impl UsageRow {
             function: record.function.clone(),
             window_start_ms: record.window_start_ms,
             window_ms: record.window_ms,
-            invocations: 0,
-            errors: 0,
-            wall_micros: 0,
-            cpu_micros: 0,
+            usage: Usage::default(),
             nodes: 0,
             total_invocations: 0,
             total_errors: 0,
@@ -127,8 +119,8 @@ impl UsageTracker {
             .totals
             .entry((record.project.clone(), record.function.clone()))
             .or_insert((0, 0, record.window_start_ms));
-        total.0 += record.invocations;
-        total.1 += record.errors;
+        total.0 += record.usage.invocations;
+        total.1 += record.usage.errors;
         total.2 = total.2.min(record.window_start_ms);
         let key = (record.project.clone(), record.function.clone(), node);
         match self.latest.get(&key) {
@@ -159,10 +151,7 @@ impl UsageTracker {
                 *row = UsageRow::empty(r);
             }
             if r.window_start_ms == row.window_start_ms {
-                row.invocations += r.invocations;
-                row.errors += r.errors;
-                row.wall_micros += r.wall_micros;
-                row.cpu_micros += r.cpu_micros;
+                row.usage.add(&r.usage);
                 row.nodes += 1;
             }
         }
@@ -179,17 +168,9 @@ impl UsageTracker {
 }
 
 fn merge(a: &CounterRecord, b: &CounterRecord) -> CounterRecord {
-    CounterRecord {
-        seq: a.seq.max(b.seq),
-        invocations: a.invocations + b.invocations,
-        errors: a.errors + b.errors,
-        wall_micros: a.wall_micros + b.wall_micros,
-        cpu_micros: a.cpu_micros + b.cpu_micros,
-        peak_memory: a.peak_memory.max(b.peak_memory),
-        bytes_in: a.bytes_in + b.bytes_in,
-        bytes_out: a.bytes_out + b.bytes_out,
-        ..a.clone()
-    }
+    let mut usage = a.usage;
+    usage.add(&b.usage);
+    CounterRecord { seq: a.seq.max(b.seq), usage, ..a.clone() }
 }
 
 #[cfg(test)]
@@ -206,13 +187,13 @@ mod tests {
             function: function.into(),
             window_start_ms: start,
             window_ms: 10_000,
-            invocations,
-            errors: 1,
-            wall_micros: 1_000 * invocations,
-            cpu_micros: 500 * invocations,
-            peak_memory: 0,
-            bytes_in: 0,
-            bytes_out: 0,
+            usage: Usage {
+                invocations,
+                errors: 1,
+                wall_micros: 1_000 * invocations,
+                cpu_micros: 500 * invocations,
+                ..Usage::default()
+            },
         }
     }
 
@@ -232,13 +213,16 @@ mod tests {
         usage.add(a, None);
         let rows = usage.rows();
         assert_eq!(rows.len(), 2, "{rows:?}");
-        assert_eq!((rows[0].function.as_str(), rows[0].invocations, rows[0].nodes), ("echo", 2, 1));
+        assert_eq!(
+            (rows[0].function.as_str(), rows[0].usage.invocations, rows[0].nodes),
+            ("echo", 2, 1)
+        );
         let ping = &rows[1];
         assert_eq!(
-            (ping.window_start_ms, ping.invocations, ping.errors, ping.nodes),
+            (ping.window_start_ms, ping.usage.invocations, ping.usage.errors, ping.nodes),
             (20_000, 7, 2, 2)
         );
-        assert_eq!(ping.wall_micros, 7_000);
+        assert_eq!(ping.usage.wall_micros, 7_000);
         // The totals count every record read, the late one too.
         assert_eq!((ping.total_invocations, ping.total_errors, ping.since_ms), (112, 4, 10_000));
         assert_eq!(usage.rejected(), 2);
@@ -250,6 +234,6 @@ mod tests {
         let mut usage = UsageTracker::default();
         usage.add(a, Some(record(a, "ping", 10_000, 5)));
         usage.add(a, Some(record(a, "ping", 10_000, 2)));
-        assert_eq!(usage.rows()[0].invocations, 7);
+        assert_eq!(usage.rows()[0].usage.invocations, 7);
     }
 }

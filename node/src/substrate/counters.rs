@@ -18,7 +18,7 @@ use libp2p::identity::Keypair;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tau_proto::admin::{AdminRequest, AdminResponse};
 use tau_proto::cbor;
-use tau_proto::counters::{CounterPage, CounterRecord, MAX_PAGE, SignedCounter};
+use tau_proto::counters::{CounterPage, CounterRecord, MAX_PAGE, SignedCounter, Usage};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -65,39 +65,14 @@ macro_rules! store_from {
 
 store_from!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
 
-/// One function's totals in the current window.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Totals {
-    /// Invocations finished.
-    pub invocations: u64,
-    /// Of which failed.
-    pub errors: u64,
-    /// Wall time, microseconds.
-    pub wall_micros: u64,
-    /// CPU time, microseconds.
-    pub cpu_micros: u64,
-    /// The largest memory of one invocation, bytes.
-    pub peak_memory: u64,
-    /// Request body bytes.
-    pub bytes_in: u64,
-    /// Response body bytes.
-    pub bytes_out: u64,
-}
-
-impl Totals {
-    fn is_empty(&self) -> bool {
-        *self == Self::default()
-    }
-}
-
 /// The running totals of one function; the gateway adds to them, the window task takes them.
 #[derive(Debug, Default)]
 pub struct FunctionStats {
-    totals: Mutex<Totals>,
+    totals: Mutex<Usage>,
 }
 
 impl FunctionStats {
-    fn totals(&self) -> MutexGuard<'_, Totals> {
+    fn totals(&self) -> MutexGuard<'_, Usage> {
         self.totals.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -128,20 +103,13 @@ impl FunctionStats {
         self.totals().bytes_out += n;
     }
 
-    fn take(&self) -> Totals {
+    fn take(&self) -> Usage {
         std::mem::take(&mut *self.totals())
     }
 
     /// Puts back totals that were taken but could not be written.
-    fn restore(&self, taken: &Totals) {
-        let mut t = self.totals();
-        t.invocations += taken.invocations;
-        t.errors += taken.errors;
-        t.wall_micros += taken.wall_micros;
-        t.cpu_micros += taken.cpu_micros;
-        t.peak_memory = t.peak_memory.max(taken.peak_memory);
-        t.bytes_in += taken.bytes_in;
-        t.bytes_out += taken.bytes_out;
+    fn restore(&self, taken: &Usage) {
+        self.totals().add(taken);
     }
 }
 
@@ -253,7 +221,7 @@ impl Counters {
     /// all in one transaction with the sequence number. Returns how many were written.
     pub fn flush(&self, window_start_ms: u64, window_ms: u64) -> Result<usize, CounterError> {
         let _flushing = self.flushing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let taken: Vec<((String, String), Totals)> = {
+        let taken: Vec<((String, String), Usage)> = {
             let functions =
                 self.functions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let mut taken: Vec<_> = functions
@@ -281,13 +249,7 @@ impl Counters {
                         function: function.clone(),
                         window_start_ms,
                         window_ms,
-                        invocations: t.invocations,
-                        errors: t.errors,
-                        wall_micros: t.wall_micros,
-                        cpu_micros: t.cpu_micros,
-                        peak_memory: t.peak_memory,
-                        bytes_in: t.bytes_in,
-                        bytes_out: t.bytes_out,
+                        usage: *t,
                     };
                     let signed = record.sign(&self.keypair).ok_or_else(|| {
                         Store::Other("the node key cannot sign counter records".into())
@@ -501,9 +463,9 @@ mod tests {
         let r = &page.records[0];
         r.verify().unwrap();
         assert_eq!(r.record.node, key.public().to_peer_id());
-        assert_eq!((r.record.seq, r.record.invocations, r.record.errors), (1, 42, 1));
-        assert_eq!((r.record.wall_micros, r.record.cpu_micros), (42 * 120, 42 * 80));
-        assert_eq!((r.record.bytes_out, r.record.peak_memory), (210, 1 << 20));
+        assert_eq!((r.record.seq, r.record.usage.invocations, r.record.usage.errors), (1, 42, 1));
+        assert_eq!((r.record.usage.wall_micros, r.record.usage.cpu_micros), (42 * 120, 42 * 80));
+        assert_eq!((r.record.usage.bytes_out, r.record.usage.peak_memory), (210, 1 << 20));
         assert_eq!(page.next_seq, 2);
         // The window's totals were taken: the next flush has nothing.
         assert_eq!(counters.flush(1_060_000, 60_000).unwrap(), 0);
@@ -603,7 +565,7 @@ mod tests {
         assert_eq!(counters.flush(180_000, 60_000).unwrap(), 1);
         let page = counters.page(1, 100).unwrap();
         let seen: Vec<(u64, u64)> =
-            page.records.iter().map(|r| (r.record.seq, r.record.invocations)).collect();
+            page.records.iter().map(|r| (r.record.seq, r.record.usage.invocations)).collect();
         assert_eq!(seen, [(1, 3), (2, 11)], "3 calls, then 5 + 5 + 1, gap-free");
         page.records.iter().for_each(|r| r.verify().unwrap());
     }

@@ -46,16 +46,11 @@ impl Store {
                     .push_bind(r.project.clone())
                     .push_bind(r.function.clone())
                     .push_bind(r.window_start_ms as i64)
-                    .push_bind(r.window_ms as i64)
-                    .push_bind(r.invocations as i64)
-                    .push_bind(r.errors as i64)
-                    .push_bind(r.wall_micros as i64)
-                    .push_bind(r.cpu_micros as i64)
-                    .push_bind(r.peak_memory as i64)
-                    .push_bind(r.bytes_in as i64)
-                    .push_bind(r.bytes_out as i64)
-                    .push_bind(signed.signature.clone())
-                    .push_bind(signed.hash().to_vec());
+                    .push_bind(r.window_ms as i64);
+                for figure in r.usage.figures() {
+                    row.push_bind(figure as i64);
+                }
+                row.push_bind(signed.signature.clone()).push_bind(signed.hash().to_vec());
             });
             insert.push(" ON CONFLICT (node, seq) DO NOTHING RETURNING seq");
             let inserted: Vec<(i64,)> = insert.build_query_as().fetch_all(&mut *tx).await?;
@@ -195,13 +190,15 @@ impl Store {
                 function: row.try_get(3)?,
                 window_start_ms: number(4)?,
                 window_ms: number(5)?,
-                invocations: number(6)?,
-                errors: number(7)?,
-                wall_micros: number(8)?,
-                cpu_micros: number(9)?,
-                peak_memory: number(10)?,
-                bytes_in: number(11)?,
-                bytes_out: number(12)?,
+                usage: Usage {
+                    invocations: number(6)?,
+                    errors: number(7)?,
+                    wall_micros: number(8)?,
+                    cpu_micros: number(9)?,
+                    peak_memory: number(10)?,
+                    bytes_in: number(11)?,
+                    bytes_out: number(12)?,
+                },
                 signature: row.try_get(13)?,
                 hash: hash.try_into().map_err(|_| {
                     StoreError::Query(sqlx::Error::Decode("a record hash is not 32 bytes".into()))

@@ -8,6 +8,7 @@ use libp2p::{Multiaddr, PeerId};
 use tau_proto::admin::{Location, PeerInfo, Resources};
 use tau_proto::client::registry::{RecordView, Value};
 use tau_proto::client::secrets::{NodeShare, VaultReport};
+use tau_proto::counters::Usage;
 use tau_proto::hoarder::{BlobId, PinInfo, PinState};
 use tau_proto::identity::WriterKey;
 use tau_proto::seer::{Heartbeat, NodeStatus};
@@ -250,10 +251,13 @@ pub fn usage() -> Vec<UsageRow> {
             function: function.to_string(),
             window_start_ms: NOW_MS - 60_000,
             window_ms: 60_000,
-            invocations: 1_200 / (i as u64 + 1),
-            errors: if i == 2 { 3 } else { 0 },
-            wall_micros: 1_200 / (i as u64 + 1) * (900 + i as u64 * 400),
-            cpu_micros: 1_200 / (i as u64 + 1) * (400 + i as u64 * 100),
+            usage: Usage {
+                invocations: 1_200 / (i as u64 + 1),
+                errors: if i == 2 { 3 } else { 0 },
+                wall_micros: 1_200 / (i as u64 + 1) * (900 + i as u64 * 400),
+                cpu_micros: 1_200 / (i as u64 + 1) * (400 + i as u64 * 100),
+                ..Usage::default()
+            },
             nodes: 3 - i.min(1),
             total_invocations: 52_000 / (i as u64 + 1),
             total_errors: if i == 2 { 17 } else { 0 },

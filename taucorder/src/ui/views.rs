@@ -445,11 +445,11 @@ impl Rowable for UsageRow {
             self.project.clone(),
             self.function.clone(),
             format!("{} +{}", clock(self.window_start_ms), duration(self.window_ms / 1_000)),
-            self.invocations.to_string(),
-            self.errors.to_string(),
-            millis(self.wall_micros),
-            millis(self.wall_micros / self.invocations.max(1)),
-            millis(self.cpu_micros),
+            self.usage.invocations.to_string(),
+            self.usage.errors.to_string(),
+            millis(self.usage.wall_micros),
+            millis(self.usage.wall_micros / self.usage.invocations.max(1)),
+            millis(self.usage.cpu_micros),
             self.nodes.to_string(),
             self.total_invocations.to_string(),
             clock(self.since_ms),
@@ -459,11 +459,11 @@ impl Rowable for UsageRow {
     fn sort_key(&self, column: usize) -> SortKey {
         match column {
             2 => SortKey::Num(self.window_start_ms as f64),
-            3 => SortKey::Num(self.invocations as f64),
-            4 => SortKey::Num(self.errors as f64),
-            5 => SortKey::Num(self.wall_micros as f64),
-            6 => SortKey::Num(self.wall_micros as f64 / self.invocations.max(1) as f64),
-            7 => SortKey::Num(self.cpu_micros as f64),
+            3 => SortKey::Num(self.usage.invocations as f64),
+            4 => SortKey::Num(self.usage.errors as f64),
+            5 => SortKey::Num(self.usage.wall_micros as f64),
+            6 => SortKey::Num(self.usage.wall_micros as f64 / self.usage.invocations.max(1) as f64),
+            7 => SortKey::Num(self.usage.cpu_micros as f64),
             8 => SortKey::Num(self.nodes as f64),
             9 => SortKey::Num(self.total_invocations as f64),
             10 => SortKey::Num(self.since_ms as f64),
@@ -476,6 +476,6 @@ impl Rowable for UsageRow {
     }
 
     fn style(&self) -> Style {
-        if self.errors > 0 { WARN } else { Style::default() }
+        if self.usage.errors > 0 { WARN } else { Style::default() }
     }
 }

@@ -26,7 +26,7 @@ use q::collect::{CollectError, Source, drain, sort_page};
 use q::period::Period;
 use q::store::Store;
 use tau_proto::bench::Figure;
-use tau_proto::counters::{CounterPage, CounterRecord, MAX_PAGE, SignedCounter};
+use tau_proto::counters::{CounterPage, CounterRecord, MAX_PAGE, SignedCounter, Usage};
 use tau_proto::identity::public_key_of;
 use tau_tests::harness::Result;
 use tau_tests::postgres::PgServer;
@@ -58,13 +58,15 @@ fn make_records(total: usize) -> Vec<(PeerId, Vec<SignedCounter>)> {
                                         function: format!("function-{}", line % FUNCTIONS),
                                         window_start_ms: 1_790_000_000_000 + seq * 1_000,
                                         window_ms: 1_000,
-                                        invocations: 1 + seq % 97,
-                                        errors: seq % 7 / 6,
-                                        wall_micros: 250 * (1 + seq % 97),
-                                        cpu_micros: 120 * (1 + seq % 97),
-                                        peak_memory: 1 << 20,
-                                        bytes_in: 100,
-                                        bytes_out: 400,
+                                        usage: Usage {
+                                            invocations: 1 + seq % 97,
+                                            errors: seq % 7 / 6,
+                                            wall_micros: 250 * (1 + seq % 97),
+                                            cpu_micros: 120 * (1 + seq % 97),
+                                            peak_memory: 1 << 20,
+                                            bytes_in: 100,
+                                            bytes_out: 400,
+                                        },
                                     }
                                     .sign(key)
                                     .expect("own key")

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use libp2p::PeerId;
 use q::collect::{CollectError, Source, drain};
 use q::store::{Batch, Ingested, Reason, Store};
-use tau_proto::counters::{CounterPage, CounterRecord, SignedCounter};
+use tau_proto::counters::{CounterPage, CounterRecord, SignedCounter, Usage};
 use tau_tests::harness::Result;
 use tau_tests::postgres::PgServer;
 
@@ -23,13 +23,15 @@ pub(crate) fn signed(key: &Keypair, seq: u64, function: &str, invocations: u64) 
         function: function.into(),
         window_start_ms: 10_000 + seq * 1_000,
         window_ms: 1_000,
-        invocations,
-        errors: seq % 2,
-        wall_micros: 100 * invocations,
-        cpu_micros: 50 * invocations,
-        peak_memory: 1 << 20,
-        bytes_in: 10,
-        bytes_out: 20,
+        usage: Usage {
+            invocations,
+            errors: seq % 2,
+            wall_micros: 100 * invocations,
+            cpu_micros: 50 * invocations,
+            peak_memory: 1 << 20,
+            bytes_in: 10,
+            bytes_out: 20,
+        },
     }
     .sign(key)
     .expect("own key")
@@ -59,7 +61,7 @@ async fn each_record_counts_once(db: &str, reopen: &str) {
     // Another record under a stored number is kept aside; a gap is recorded once; the cursor
     // never goes back.
     let mut other = signed(&node, 3, "ping", 999);
-    other.record.errors = 7;
+    other.record.usage.errors = 7;
     let other = other.record.sign(&node).expect("own key");
     let mut next = batch(&node, vec![other, signed(&node, 8, "ping", 8)], 9);
     next.gaps = vec![(6, 7)];
@@ -133,11 +135,11 @@ async fn a_hostile_node_cannot_change_the_totals(db: &str) {
     // Seqs 11..=14 never existed: the node jumped from 10 to 15.
     let honest: Vec<SignedCounter> =
         (1..=30).filter(|s| !(11..=14).contains(s)).map(|s| signed(&node, s, "ping", s)).collect();
-    let expected: u64 = honest.iter().map(|r| r.record.invocations).sum();
+    let expected: u64 = honest.iter().map(|r| r.record.usage.invocations).sum();
     let mut forged_copy = honest[4].clone();
-    forged_copy.record.invocations += 1000;
+    forged_copy.record.usage.invocations += 1000;
     let mut forged_new = signed(&node, 31, "ping", 5);
-    forged_new.record.invocations = 5000;
+    forged_new.record.usage.invocations = 5000;
     let stranger = signed(&Keypair::generate_ed25519(), 7, "ping", 700);
     let neighbour = signed(&other, 3, "ping", 300);
     let mut source = Hostile {
