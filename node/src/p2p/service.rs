@@ -3,6 +3,9 @@
 //! limit), gives it to the service's inbox with a oneshot for the answer, and writes the answer
 //! back, all within the protocol's time. Services never see a libp2p type but [`PeerId`].
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use libp2p::PeerId;
 use libp2p::swarm::Stream;
 use tau_proto::net::rpc::{self, CallError, InboundStream};
@@ -29,15 +32,58 @@ pub struct RequestError {
     pub reason: String,
 }
 
+/// Requests one peer may have in flight on one protocol (as libp2p's request-response allowed
+/// per connection); more are refused unread, so no peer can make a node buffer without bound.
+pub(super) const MAX_IN_FLIGHT_PER_PEER: usize = 100;
+/// Requests in flight on one protocol, all peers together.
+pub(super) const MAX_IN_FLIGHT: usize = 1024;
+
+/// Counts a peer's requests in flight; one less when dropped.
+struct InFlight {
+    peer: PeerId,
+    counts: Arc<Mutex<HashMap<PeerId, usize>>>,
+}
+
+impl InFlight {
+    fn take(counts: &Arc<Mutex<HashMap<PeerId, usize>>>, peer: PeerId) -> Option<Self> {
+        let mut map = counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let total: usize = map.values().sum();
+        let mine = map.entry(peer).or_default();
+        if *mine >= MAX_IN_FLIGHT_PER_PEER || total >= MAX_IN_FLIGHT {
+            return None;
+        }
+        *mine += 1;
+        Some(Self { peer, counts: counts.clone() })
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.peer);
+            }
+        }
+    }
+}
+
 /// Starts the task that serves `P`'s inbound streams into `inbox`, one task per request.
 pub(super) fn spawn_server<P: Protocol>(
     mut streams: mpsc::Receiver<InboundStream>,
     inbox: mpsc::Sender<Inbound<P::Request, P::Response>>,
 ) {
     tokio::spawn(async move {
+        let counts = Arc::new(Mutex::new(HashMap::new()));
         while let Some((peer, stream)) = streams.recv().await {
+            let Some(in_flight) = InFlight::take(&counts, peer) else {
+                tracing::warn!(%peer, protocol = P::NAME, "too many requests in flight: refused");
+                continue;
+            };
             let inbox = inbox.clone();
             tokio::spawn(async move {
+                let _in_flight = in_flight;
                 match tokio::time::timeout(P::TIMEOUT, answer::<P>(peer, stream, &inbox)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
@@ -86,7 +132,9 @@ mod tests {
     use tokio::sync::{mpsc, watch};
     use tokio_util::sync::CancellationToken;
 
-    use super::Inbound;
+    use std::sync::Arc;
+
+    use super::{Inbound, MAX_IN_FLIGHT_PER_PEER};
     use crate::p2p::{self, AdminContext, Handle, P2pConfig};
 
     /// A protocol the p2p core has never heard of.
@@ -158,12 +206,20 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
 
-        let (inbox, mut requests) = mpsc::channel::<Inbound<Shout, Heard>>(8);
+        let (inbox, mut requests) = mpsc::channel::<Inbound<Shout, Heard>>(256);
         server.serve::<Echo>(inbox).await?;
         let (served, mut texts) = mpsc::unbounded_channel();
+        let hold = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let holding = hold.clone();
         tokio::spawn(async move {
+            let mut held = Vec::new();
             while let Some(Inbound { peer, request, reply }) = requests.recv().await {
                 let _ = served.send(request.0.clone());
+                if holding.load(std::sync::atomic::Ordering::SeqCst) {
+                    held.push(reply);
+                    continue;
+                }
+                held.clear();
                 let _ = reply.send(Heard { from: peer.to_string(), text: request.0 });
             }
         });
@@ -191,6 +247,27 @@ mod tests {
         let heard = client.call::<Echo>(server.peer_id(), Shout("again".into())).await?;
         assert_eq!(heard.text, "again");
         assert_eq!(texts.recv().await.as_deref(), Some("again"), "the long request was served");
+
+        // A peer cannot keep more than its share of requests in flight: the server holds every
+        // request it gets, and only MAX_IN_FLIGHT_PER_PEER of a burst reach it.
+        hold.store(true, std::sync::atomic::Ordering::SeqCst);
+        let burst = (0..MAX_IN_FLIGHT_PER_PEER + 20)
+            .map(|i| client.call::<Echo>(server.peer_id(), Shout(format!("held {i}"))));
+        let results = futures::future::join_all(burst).await;
+        assert!(results.iter().all(Result::is_err), "held requests time out or are refused");
+        let mut reached = 0;
+        while let Ok(text) = texts.try_recv() {
+            reached += usize::from(text.starts_with("held"));
+        }
+        assert_eq!(reached, MAX_IN_FLIGHT_PER_PEER);
+        hold.store(false, std::sync::atomic::Ordering::SeqCst);
+        // Once the server has given up on them too (its own timeout, a moment after the
+        // caller's), the peer is served again.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            client.call::<Echo>(server.peer_id(), Shout("after".into())).await?.text,
+            "after"
+        );
 
         // A protocol the peer does not serve is refused at negotiation.
         let error = server
