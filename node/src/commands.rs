@@ -18,7 +18,7 @@ mod vault;
 
 use clap::Subcommand;
 
-/// The subcommands.
+/// One variant per subcommand; each variant's doc comment is its help text.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     Init(init::Init),

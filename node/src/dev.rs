@@ -42,15 +42,11 @@ const BOOTSTRAP_PEERS: usize = 3;
 /// Why a dev cloud could not be laid out.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs, reason = "a variant's fields are the parts of its message")]
 pub enum DevError {
     /// A file or folder could not be written.
     #[error("{path}: {source}")]
-    Io {
-        /// The file or folder.
-        path: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     /// A key file could not be read.
     #[error(transparent)]
     Key(#[from] KeyFileError),
@@ -68,7 +64,7 @@ pub enum DevError {
 /// A laid-out dev cloud.
 #[derive(Debug, Clone)]
 pub struct DevCloud {
-    /// The cloud profile.
+    /// `cloud.yaml` in the cloud's folder, for the CLI and tools (`--cloud`).
     pub profile: PathBuf,
     /// Its nodes.
     pub nodes: Vec<DevNode>,
@@ -111,7 +107,7 @@ pub struct DevOptions {
     pub count: usize,
     /// How many of them (the first ones) run substrate; the others run every other service.
     pub substrate_nodes: usize,
-    /// The substrate settings.
+    /// Written into every substrate node's `node.yaml`.
     pub substrate: SubstrateConfig,
     /// Where seer looks TXT validation records up [default: resolv.conf's server].
     pub txt_resolver: Option<std::net::SocketAddr>,

@@ -6,6 +6,8 @@
 //! - [`p2p`]: the one task that owns the libp2p swarm (TCP + pnet + noise + yamux; identify,
 //!   ping, kad, gossipsub, request-response) and the cloneable [`p2p::Handle`] others use. It
 //!   serves the admin protocol `/tau/admin/1` from its own state.
+//! - [`db`]: the embedded database (one redb file per service), its errors naming the file,
+//!   a handle that saw an I/O error opened again.
 //! - [`resources`]: CPU, memory, load and disk, sampled in the background for `Info`.
 //! - [`hoarder`]: the blob service (chunked store, pins, rendezvous placement, repair).
 //! - [`tns`]: the registry service (redb store, gossip, anti-entropy, authorization).
@@ -22,6 +24,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod db;
 pub mod dev;
 pub mod hoarder;
 pub mod node;

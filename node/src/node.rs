@@ -14,6 +14,7 @@ use crate::{hoarder, resources, seer, substrate, tns, vault};
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs, reason = "a variant's fields are the parts of its message")]
 pub enum NodeError {
     /// The identity key could not be loaded.
     #[error(transparent)]
@@ -23,12 +24,7 @@ pub enum NodeError {
     SwarmKey(#[from] SwarmKeyError),
     /// The data folder could not be created.
     #[error("cannot create the data folder {path}: {source}")]
-    DataDir {
-        /// The folder.
-        path: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
+    DataDir { path: String, source: std::io::Error },
     /// The p2p core could not start.
     #[error(transparent)]
     P2p(#[from] P2pError),

@@ -64,6 +64,7 @@ pub struct AdminContext {
 /// Why the p2p core could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs, reason = "a variant's fields are the parts of its message")]
 pub enum P2pError {
     /// The transport or a behaviour could not be built.
     #[error("cannot build the p2p stack: {0}")]
@@ -71,7 +72,6 @@ pub enum P2pError {
     /// A listen address could not be bound.
     #[error("cannot listen on {addr}: {reason}")]
     Listen {
-        /// The address.
         addr: Multiaddr,
         /// Why.
         reason: String,

@@ -35,11 +35,11 @@ use table::Table;
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs, reason = "a variant's fields are the parts of its message")]
 pub enum SeerError {
     /// A DNS socket could not be bound.
     #[error("cannot listen for DNS on {addr}: {source}")]
     Listen {
-        /// The address.
         addr: SocketAddr,
         /// Why.
         source: std::io::Error,
@@ -78,7 +78,7 @@ impl Shared {
         }
     }
 
-    /// The heartbeat table.
+    /// The heartbeats heard, locked: keep the guard short.
     pub fn table(&self) -> MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }

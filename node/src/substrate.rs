@@ -33,21 +33,17 @@ use crate::{hoarder, tns};
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs, reason = "a variant's fields are the parts of its message")]
 pub enum SubstrateError {
     /// The engine could not be built.
     #[error("cannot start the wasm engine: {0}")]
     Engine(#[from] engine::LoadError),
     /// The counter store could not be opened.
     #[error(transparent)]
-    Counters(#[from] counters::CounterError),
+    Counters(#[from] crate::db::DbError),
     /// The gateway's port could not be bound.
     #[error("cannot listen for HTTP on {addr}: {source}")]
-    Listen {
-        /// The address.
-        addr: SocketAddr,
-        /// The error.
-        source: std::io::Error,
-    },
+    Listen { addr: SocketAddr, source: std::io::Error },
     /// The p2p task stopped, or a gossip topic could not be joined.
     #[error("cannot start substrate: {0}")]
     P2p(#[from] crate::p2p::GossipError),
@@ -63,7 +59,7 @@ pub struct Parts<'a> {
     pub data_dir: &'a Path,
     /// Where the gateway listens.
     pub http: Vec<SocketAddr>,
-    /// The settings.
+    /// From the node's `node.yaml`.
     pub config: &'a SubstrateConfig,
     /// The node's own registry, if it runs tns.
     pub tns: Option<tns::Local>,
@@ -71,7 +67,7 @@ pub struct Parts<'a> {
     pub hoarder: Option<hoarder::Local>,
 }
 
-/// A started substrate.
+/// What a running substrate service hands back to the node.
 pub struct Started {
     /// Its tasks.
     pub tasks: Vec<JoinHandle<()>>,

@@ -46,7 +46,7 @@ struct Shared {
 
 impl Shared {
     /// Applies records (however they came) and tells the watchers which keys changed.
-    fn apply(&self, records: Vec<Record>) -> Result<store::Applied, store::StoreError> {
+    fn apply(&self, records: Vec<Record>) -> Result<store::Applied, crate::db::DbError> {
         let applied = self.store().apply(records, self.operator.as_ref())?;
         if !applied.stored.is_empty() {
             let keys: Arc<[String]> = applied.stored.iter().map(|r| r.key.clone()).collect();
@@ -69,7 +69,7 @@ impl Shared {
 pub enum TnsError {
     /// The store could not be opened.
     #[error(transparent)]
-    Store(#[from] store::StoreError),
+    Store(#[from] crate::db::DbError),
     /// The p2p task stopped, or a gossip topic could not be joined.
     #[error("cannot start tns: {0}")]
     P2p(#[from] crate::p2p::GossipError),
@@ -84,7 +84,7 @@ pub struct Local {
 
 impl Local {
     /// The live record at `key`.
-    pub fn get(&self, key: &str) -> Result<Option<Record>, store::StoreError> {
+    pub fn get(&self, key: &str) -> Result<Option<Record>, crate::db::DbError> {
         self.shared.store().get(key)
     }
 
@@ -105,7 +105,7 @@ impl Local {
     }
 
     /// Every live record whose key starts with `prefix`.
-    pub fn list(&self, prefix: &str) -> Result<Vec<Record>, store::StoreError> {
+    pub fn list(&self, prefix: &str) -> Result<Vec<Record>, crate::db::DbError> {
         let mut all = Vec::new();
         let mut after: Option<String> = None;
         loop {

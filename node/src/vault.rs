@@ -38,18 +38,18 @@ use bindings::Bindings;
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs, reason = "a variant's fields are the parts of its message")]
 pub enum VaultStartError {
     /// A key file is unreadable or wrong.
     #[error("vault: {path}: {reason}")]
     Keys {
-        /// The file.
         path: String,
         /// What is wrong.
         reason: String,
     },
     /// The bindings could not be opened.
     #[error(transparent)]
-    Bindings(#[from] bindings::BindingsError),
+    Bindings(#[from] crate::db::DbError),
     /// The p2p task stopped, or a gossip topic could not be joined.
     #[error("cannot start vault: {0}")]
     P2p(#[from] crate::p2p::GossipError),

@@ -30,6 +30,7 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Why the client could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs, reason = "a variant's fields are the parts of its message")]
 pub enum ClientError {
     /// The profile or its swarm key could not be loaded.
     #[error(transparent)]
@@ -46,25 +47,16 @@ pub enum ClientError {
     /// A request failed on the way.
     #[error("request to {peer} failed: {reason}")]
     Request {
-        /// The node asked.
         peer: PeerId,
         /// Why.
         reason: String,
     },
     /// The node answered with an error.
     #[error("{peer} answered with an error: {message}")]
-    Remote {
-        /// The node asked.
-        peer: PeerId,
-        /// Its message.
-        message: String,
-    },
+    Remote { peer: PeerId, message: String },
     /// The node answered something that does not fit the request.
     #[error("{peer} gave an unexpected answer")]
-    Unexpected {
-        /// The node asked.
-        peer: PeerId,
-    },
+    Unexpected { peer: PeerId },
     /// The client's task has stopped.
     #[error("the client has stopped")]
     Closed,

@@ -20,9 +20,9 @@ use crate::vault::{self, KeySet, ShareFile, VaultError};
 /// Where each secret of a cloud lives.
 #[derive(Debug, Clone)]
 pub struct SecretPaths {
-    /// The swarm key.
+    /// `swarm.key`: the pnet pre-shared key every peer of the cloud holds.
     pub swarm_key: PathBuf,
-    /// The operator key.
+    /// `operator.key`: signs the operator's TNS records (registrars, domains).
     pub operator_key: PathBuf,
     /// Each node's identity key.
     pub identities: Vec<PathBuf>,
@@ -62,11 +62,11 @@ pub struct Made {
 /// Why the secrets could not be made or read.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs, reason = "a variant's fields are the parts of its message")]
 pub enum SecretsError {
     /// A file or folder could not be written, read or removed.
     #[error("{path}: {source}")]
     Io {
-        /// The file or folder.
         path: String,
         /// Why.
         source: std::io::Error,
@@ -97,7 +97,6 @@ pub enum SecretsError {
          (dealing a new key set would make every stored secret unreadable)"
     )]
     ShareMissing {
-        /// The share file.
         share: String,
         /// The key set file.
         keyset: String,

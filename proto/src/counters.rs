@@ -46,9 +46,9 @@ pub struct CounterRecord {
     pub node: PeerId,
     /// The node's sequence number for this record: 1, 2, 3, ... with no gaps.
     pub seq: u64,
-    /// The project.
+    /// The project id, as in TNS.
     pub project: String,
-    /// The function.
+    /// The function's name within the project.
     pub function: String,
     /// When the window started, Unix time in milliseconds.
     pub window_start_ms: u64,
@@ -115,7 +115,7 @@ impl Usage {
 /// A counter record with its node's signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedCounter {
-    /// The record.
+    /// What was signed.
     pub record: CounterRecord,
     /// The node's ed25519 signature over [`CounterRecord::canonical_bytes`].
     #[serde(with = "crate::bytes::vec")]

@@ -140,7 +140,7 @@ impl<'de> Deserialize<'de> for BlobId {
 /// A blob's chunk list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
-    /// The blob.
+    /// Names the whole blob's bytes.
     pub cid: BlobId,
     /// Its size in bytes.
     pub size: u64,
@@ -161,13 +161,12 @@ impl fmt::Debug for ChunkHash {
 /// Why a manifest or chunk does not check out.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs, reason = "a variant's fields are the parts of its message")]
 pub enum ManifestError {
     /// The chunk count does not fit the size.
     #[error("the manifest of {cid} lists {listed} chunks for {size} bytes, not {expected}")]
     ChunkCount {
-        /// The blob.
         cid: BlobId,
-        /// Its size.
         size: u64,
         /// Chunks listed.
         listed: usize,
@@ -176,20 +175,10 @@ pub enum ManifestError {
     },
     /// A chunk index past the end.
     #[error("{cid} has no chunk {index}")]
-    NoChunk {
-        /// The blob.
-        cid: BlobId,
-        /// The index.
-        index: u32,
-    },
+    NoChunk { cid: BlobId, index: u32 },
     /// A chunk's bytes do not match its hash.
     #[error("chunk {index} of {cid} does not match its hash")]
-    BadChunk {
-        /// The blob.
-        cid: BlobId,
-        /// The index.
-        index: u32,
-    },
+    BadChunk { cid: BlobId, index: u32 },
 }
 
 impl Manifest {
@@ -280,6 +269,7 @@ impl ManifestBuilder {
 /// A request to a hoarder node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
+#[allow(missing_docs, reason = "`cid` is always the blob the request is about")]
 pub enum HoarderRequest {
     /// Starts an upload: [`HoarderResponse::Ready`], or [`HoarderResponse::Exists`] if the node
     /// already holds the blob. The node starts replicating at once: its peers fetch each chunk as
@@ -287,12 +277,11 @@ pub enum HoarderRequest {
     PutStart {
         /// The blob's manifest.
         manifest: Manifest,
-        /// The replication factor.
+        /// How many nodes keep a copy (capped at the live hoarder nodes).
         replicas: u8,
     },
     /// One chunk of an upload, checked against the manifest: [`HoarderResponse::Done`].
     PutChunk {
-        /// The blob.
         cid: BlobId,
         /// The chunk's index.
         index: u32,
@@ -304,14 +293,12 @@ pub enum HoarderRequest {
     /// [`HoarderResponse::Stored`] once it is on at least two nodes (or all, where fewer are
     /// live).
     PutFinish {
-        /// The blob.
         cid: BlobId,
-        /// The replication factor.
+        /// How many nodes keep a copy (capped at the live hoarder nodes).
         replicas: u8,
     },
     /// The blob's manifest: [`HoarderResponse::Manifest`] or [`HoarderResponse::NotFound`].
     Manifest {
-        /// The blob.
         cid: BlobId,
         /// Also answer for a blob still being uploaded to the node (replication does).
         in_progress: bool,
@@ -319,7 +306,6 @@ pub enum HoarderRequest {
     /// One chunk: [`HoarderResponse::Chunk`]. A node that does not hold the blob fetches the
     /// chunk from a holder.
     Chunk {
-        /// The blob.
         cid: BlobId,
         /// The chunk's index.
         index: u32,
@@ -328,27 +314,19 @@ pub enum HoarderRequest {
     },
     /// Sets a blob's replication factor: [`HoarderResponse::Done`].
     Pin {
-        /// The blob.
         cid: BlobId,
         /// The factor (capped at the live hoarder nodes).
         replicas: u8,
     },
     /// Lets the cloud drop a blob: [`HoarderResponse::Done`].
-    Unpin {
-        /// The blob.
-        cid: BlobId,
-    },
+    Unpin { cid: BlobId },
     /// Whether this node holds the blob: [`HoarderResponse::Has`].
-    Has {
-        /// The blob.
-        cid: BlobId,
-    },
+    Has { cid: BlobId },
     /// Every pin the node knows of: [`HoarderResponse::Pins`].
     List,
     /// Node to node: fetch `cid` from `from` now, and answer [`HoarderResponse::Done`] once it is
     /// stored.
     Replicate {
-        /// The blob.
         cid: BlobId,
         /// A node that holds it.
         from: PeerId,
@@ -358,6 +336,7 @@ pub enum HoarderRequest {
 /// A hoarder node's answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
+#[allow(missing_docs, reason = "`holders` are always the nodes that hold the blob")]
 pub enum HoarderResponse {
     /// Send the chunks.
     Ready,
@@ -366,31 +345,25 @@ pub enum HoarderResponse {
     /// Done.
     Done,
     /// The blob is stored and pinned; these nodes hold it.
-    Stored {
-        /// The holders.
-        holders: Vec<PeerId>,
-    },
-    /// A manifest.
+    Stored { holders: Vec<PeerId> },
+    /// The blob's chunk list.
     Manifest(Manifest),
     /// The node does not hold the blob; these nodes do (as far as it knows).
-    NotFound {
-        /// The holders.
-        holders: Vec<PeerId>,
-    },
-    /// A chunk.
+    NotFound { holders: Vec<PeerId> },
+    /// The chunk's bytes (checked by the caller against the manifest).
     Chunk(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Whether the node holds the blob.
     Has(bool),
     /// Every pin.
     Pins(Vec<PinInfo>),
-    /// The request failed.
+    /// The request failed; the message says why.
     Error(String),
 }
 
 /// A pin as `List` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PinInfo {
-    /// The blob.
+    /// Names the whole blob's bytes.
     pub cid: BlobId,
     /// Its size.
     pub size: u64,
@@ -419,7 +392,7 @@ pub enum PinState {
 /// A pin's replicated state: last writer (by `updated_ms`, then factor) wins.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PinRecord {
-    /// The blob.
+    /// Names the whole blob's bytes.
     pub cid: BlobId,
     /// Its size.
     pub size: u64,

@@ -12,29 +12,17 @@ use libp2p::identity::Keypair;
 /// Why a key file could not be read or written.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs, reason = "a variant's fields are the parts of its message")]
 pub enum KeyFileError {
     /// Reading failed.
     #[error("cannot read key file {path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     /// Writing failed (including: the file already exists).
     #[error("cannot write key file {path}: {source}")]
-    Write {
-        /// The file.
-        path: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
+    Write { path: String, source: std::io::Error },
     /// The file is not an ed25519 key in the libp2p encoding.
     #[error("{path}: not an ed25519 key file")]
-    Format {
-        /// The file.
-        path: String,
-    },
+    Format { path: String },
 }
 
 /// Reads an ed25519 keypair from `path`.

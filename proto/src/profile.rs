@@ -38,6 +38,7 @@ pub struct CloudProfile {
 /// Why a profile could not be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs, reason = "a variant's fields are the parts of its message")]
 pub enum ProfileError {
     /// The YAML could not be loaded.
     #[error(transparent)]
@@ -47,12 +48,7 @@ pub enum ProfileError {
     SwarmKey(#[from] SwarmKeyError),
     /// The profile could not be written.
     #[error("cannot write cloud profile {path}: {source}")]
-    Write {
-        /// The file.
-        path: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
+    Write { path: String, source: std::io::Error },
 }
 
 impl CloudProfile {

@@ -64,7 +64,7 @@ pub enum Access {
     Role(&'static str),
 }
 
-/// A gossipsub topic.
+/// A gossipsub topic a service publishes or subscribes to: its name and its largest message.
 pub trait Topic: Send + Sync + 'static {
     /// The topic's name, such as `tau/<service>/1`.
     const NAME: &'static str;

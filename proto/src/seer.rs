@@ -53,7 +53,7 @@ const TAG: &[u8] = b"tau/seer/heartbeat/1\n";
 /// What a node says of itself every beat.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Heartbeat {
-    /// The node.
+    /// The node the heartbeat is from (and signed by).
     pub peer: PeerId,
     /// Counts up by one each beat since the node started.
     pub seq: u64,

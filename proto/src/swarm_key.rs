@@ -23,15 +23,11 @@ const ENCODING: &str = "/base16/";
 /// Why a swarm key could not be read.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs, reason = "a variant's fields are the parts of its message")]
 pub enum SwarmKeyError {
     /// The file could not be read.
     #[error("cannot read swarm key file {path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     /// The contents are not a swarm key.
     #[error("{path}: not a swarm key: {reason}")]
     Format {

@@ -59,7 +59,7 @@ pub enum TnsRequest {
     /// One page of the records whose keys start with `prefix`, in key order, as
     /// [`TnsResponse::Page`].
     List {
-        /// The prefix.
+        /// Keys starting with it (`/` for all).
         prefix: String,
         /// Start after this key (the previous page's `next`).
         after: Option<String>,
@@ -70,7 +70,7 @@ pub enum TnsRequest {
     },
     /// Store signed records, as [`TnsResponse::Put`].
     Put {
-        /// The records.
+        /// At most 10,000, in any order (the node applies registrars and project roots first).
         records: Vec<Record>,
     },
     /// The node's registry status, as [`TnsResponse::Status`].
@@ -90,11 +90,11 @@ pub type Digest = [u8; 32];
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum TnsResponse {
-    /// The records found.
+    /// The records asked for, in key order.
     Records(Vec<Record>),
     /// A page of a listing.
     Page {
-        /// The records.
+        /// In key order, at most the limit asked for.
         records: Vec<Record>,
         /// The key to continue after, if there is more.
         next: Option<String>,

@@ -62,6 +62,7 @@ const REQUEST_TAG: &[u8] = b"tau/vault/request/1\n";
 /// Why a vault operation failed. Never carries a secret, a share or a plaintext.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs, reason = "a variant's fields are the parts of its message")]
 pub enum VaultError {
     /// `t + 1` must be at most `n`, and `n` at most 255.
     #[error(
@@ -85,7 +86,6 @@ pub enum VaultError {
     /// A node's decryption share does not match its public key share.
     #[error("node {node} (share {index}) returned a bad decryption share")]
     BadShare {
-        /// The node.
         node: PeerId,
         /// Its share index.
         index: u32,
@@ -101,17 +101,13 @@ pub enum VaultError {
     /// A share index outside the key set.
     #[error("share index {index} is outside the key set of {shares} shares")]
     BadIndex {
-        /// The index.
         index: u32,
         /// n.
         shares: u32,
     },
     /// A secret larger than [`MAX_SECRET`].
     #[error("a secret may have at most {MAX_SECRET} bytes, this one has {size}")]
-    TooLarge {
-        /// Its size.
-        size: usize,
-    },
+    TooLarge { size: usize },
     /// The request is not signed by the key it names, or is too old or from the future.
     #[error("the request is not validly signed by {0}, or is stale")]
     BadRequest(WriterKey),
@@ -349,7 +345,7 @@ impl ShareFile {
 pub struct RequestBody {
     /// What is asked: `decrypt`, `store`, ...
     pub action: String,
-    /// The project.
+    /// The project id the secret belongs to.
     pub project: String,
     /// The secret's name.
     pub name: String,
@@ -491,7 +487,7 @@ pub enum VaultRequest {
     /// Store an owner-signed `/projects/<id>/secrets/<name>` record after checking its
     /// ciphertext, as [`VaultResponse::Stored`].
     Store {
-        /// The record.
+        /// The secret's signed TNS record (its ciphertext).
         record: Record,
     },
     /// This node's decryption share of a secret, for its owner, as [`VaultResponse::Share`].
@@ -514,9 +510,9 @@ pub enum VaultResponse {
         /// Its key.
         key: String,
     },
-    /// A decryption share.
+    /// This node's decryption share of a ciphertext.
     Share {
-        /// The key set.
+        /// Id of the key set the share is under.
         keyset: String,
         /// The node's share index.
         index: u32,
@@ -528,9 +524,9 @@ pub enum VaultResponse {
     Shares(ShareInfo),
     /// The project exists now, with its secrets.
     Registered {
-        /// The project id.
+        /// The project id asked for.
         project: String,
-        /// The keys written.
+        /// The TNS keys written, in order.
         written: Vec<String>,
     },
     /// The request was refused.
@@ -540,7 +536,7 @@ pub enum VaultResponse {
 /// A vault node's share, for inspection: never the share itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShareInfo {
-    /// The key set.
+    /// Id of the key set the share is under.
     pub keyset: String,
     /// This node's share index.
     pub index: u32,

@@ -10,19 +10,14 @@ use serde::de::DeserializeOwned;
 /// Why a YAML file could not be loaded.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs, reason = "a variant's fields are the parts of its message")]
 pub enum YamlError {
     /// The file could not be read.
     #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     /// The YAML is malformed or does not fit the expected shape.
     #[error("{path}: {field}{message}")]
     Parse {
-        /// The file.
         path: String,
         /// `field `name`: ` when a field is at fault, empty otherwise.
         field: String,
@@ -32,7 +27,6 @@ pub enum YamlError {
     /// The YAML parses but a value is not acceptable.
     #[error("{path}: field `{field}`: {message}")]
     Invalid {
-        /// The file.
         path: String,
         /// The dotted field path.
         field: String,

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use clap::Subcommand;
 use tau_proto::{Client, CloudProfile};
 
-/// The subcommands.
+/// One variant per subcommand; each variant's doc comment is its help text.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     Collect(collect::Collect),

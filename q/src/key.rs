@@ -55,11 +55,11 @@ impl SigningKey {
 
 /// Why the key could not be had.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs, reason = "a variant's fields are the parts of its message")]
 pub enum KeyError {
     /// Reading or writing the file failed.
     #[error("key file {path}: {source}")]
     Io {
-        /// The file.
         path: String,
         /// What failed.
         source: std::io::Error,

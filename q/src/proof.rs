@@ -166,9 +166,9 @@ pub struct Step {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LineItem {
-    /// The project.
+    /// The project id, as in TNS.
     pub project: String,
-    /// The function.
+    /// The function's name within the project.
     pub function: String,
     /// Its sums over the period.
     pub totals: Sums,
@@ -241,7 +241,7 @@ impl Statement {
     }
 }
 
-/// A proof file.
+/// What `q prove` writes: the signed statement and every line item with its Merkle path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProofFile {
@@ -483,7 +483,7 @@ pub async fn prove(
 pub struct Verified {
     /// Who signed it.
     pub signer: String,
-    /// The statement.
+    /// The signed statement whose root and totals every line item was checked against.
     pub statement: Statement,
     /// The line items checked (`project/function`).
     pub lines: Vec<String>,

@@ -22,6 +22,7 @@ pub enum Format {
 
 /// Why an export or a chart failed.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs, reason = "a variant's fields are the parts of its message")]
 pub enum ReportError {
     /// The store failed.
     #[error(transparent)]
@@ -35,7 +36,6 @@ pub enum ReportError {
     /// The chart could not be drawn.
     #[error("drawing {path}: {reason}")]
     Draw {
-        /// The file.
         path: String,
         /// Why.
         reason: String,

@@ -44,7 +44,7 @@ pub struct NodeLine {
     pub error: Option<String>,
 }
 
-/// The whole status.
+/// What `q status` prints: every node, and what q has collected.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Status {
     /// Every node, by peer id.

@@ -133,9 +133,9 @@ impl std::ops::AddAssign for Ingested {
 /// One line item: a function's sums over a period.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Total {
-    /// The project.
+    /// The project id, as in TNS.
     pub project: String,
-    /// The function.
+    /// The function's name within the project.
     pub function: String,
     /// Invocations.
     pub invocations: u64,
@@ -156,9 +156,9 @@ pub struct StoredRecord {
     pub node: String,
     /// Its sequence number on that node.
     pub seq: u64,
-    /// The project.
+    /// The project id, as in TNS.
     pub project: String,
-    /// The function.
+    /// The function's name within the project.
     pub function: String,
     /// Start of its window, ms since the Unix epoch.
     pub window_start_ms: u64,

@@ -19,7 +19,7 @@ use clap::Subcommand;
 use spore_drive::Playbook;
 use spore_drive::deploy::{Bundle, Options, Run};
 
-/// The subcommands.
+/// One variant per subcommand; each variant's doc comment is its help text.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     Init(init::Init),

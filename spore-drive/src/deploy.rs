@@ -149,7 +149,7 @@ impl Run {
         self.options.health_timeout = timeout;
     }
 
-    /// The playbook.
+    /// The playbook this run was loaded from.
     pub fn playbook(&self) -> &Playbook {
         &self.playbook
     }

@@ -51,7 +51,7 @@ const SEEDS: usize = 3;
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
-    /// The node binary.
+    /// `tau-node` itself.
     Binary,
     /// `node.yaml`.
     Config,
@@ -98,7 +98,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Service {
-    /// A systemd unit.
+    /// A systemd unit, where the host runs systemd.
     Systemd,
     /// `supervise.sh` with a pid file.
     Supervised,
@@ -107,7 +107,7 @@ pub enum Service {
 /// Everything about one host that does not need a connection.
 #[derive(Debug, Clone)]
 pub struct Desired {
-    /// The host.
+    /// As the playbook describes it.
     pub host: Host,
     /// Its base folder on the host (absolute).
     pub base: String,

@@ -9,6 +9,7 @@ use crate::secrets::{self, Made, SecretsError};
 /// Why a playbook could not be scaffolded.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs, reason = "a variant's fields are the parts of its message")]
 pub enum InitError {
     /// The playbook exists already.
     #[error("{0} exists already: init never overwrites a playbook")]
@@ -16,7 +17,6 @@ pub enum InitError {
     /// A file could not be written.
     #[error("{path}: {source}")]
     Io {
-        /// The file.
         path: String,
         /// Why.
         source: std::io::Error,

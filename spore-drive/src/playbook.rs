@@ -42,7 +42,7 @@ pub const SERVICES: [&str; 5] = ["tns", "hoarder", "vault", "seer", "substrate"]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Playbook {
-    /// The cloud.
+    /// What every host shares: name, domain, secrets, node settings.
     pub cloud: Cloud,
     /// How hosts are reached.
     #[serde(default)]
@@ -62,14 +62,14 @@ pub struct Playbook {
     pub install_dir: PathBuf,
     /// The kinds of host, by name.
     pub shapes: BTreeMap<String, Shape>,
-    /// The hosts.
+    /// Every host of the cloud, each name unique.
     pub hosts: Vec<Host>,
     /// The folder the playbook is in (relative paths are relative to it).
     #[serde(skip)]
     pub base: PathBuf,
 }
 
-/// The cloud.
+/// The playbook's `cloud:` section: what every host shares.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Cloud {
@@ -130,10 +130,10 @@ impl Default for Ssh {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SshOverride {
-    /// The user.
+    /// The SSH user (the cloud's default when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    /// The port.
+    /// The SSH port (the cloud's default when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     /// The private key file.
@@ -145,9 +145,9 @@ pub struct SshOverride {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Shape {
-    /// The services.
+    /// The services the node runs, by name (tns, hoarder, vault, seer, substrate).
     pub services: Vec<String>,
-    /// The ports.
+    /// The ports the node listens on.
     #[serde(default)]
     pub ports: Ports,
     /// The substrate settings of its nodes (counter window and retention, instances), as in
@@ -160,7 +160,7 @@ pub struct Shape {
     pub drain: Option<String>,
 }
 
-/// A host.
+/// One entry of the playbook's `hosts:`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Host {
@@ -211,7 +211,7 @@ impl Playbook {
         tidy(&self.base.join(path))
     }
 
-    /// The secrets folder.
+    /// The secrets folder, relative paths taken from the playbook's folder.
     pub fn secrets_dir(&self) -> PathBuf {
         self.resolve(&self.cloud.secrets)
     }

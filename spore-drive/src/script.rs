@@ -77,11 +77,11 @@ impl Output {
 
 /// Why a host could not be worked on.
 #[derive(Debug, Clone, thiserror::Error)]
+#[allow(missing_docs, reason = "a variant's fields are the parts of its message")]
 pub enum ShellError {
     /// No connection (refused, timed out, dropped).
     #[error("{host}: unreachable: {reason}")]
     Unreachable {
-        /// The host.
         host: String,
         /// Why.
         reason: String,
@@ -93,7 +93,6 @@ pub enum ShellError {
          then add the key to {known_hosts} or deploy once with `host_keys: accept-new`"
     )]
     UnknownHostKey {
-        /// The host.
         host: String,
         /// Its address and port.
         addr: String,
@@ -109,7 +108,6 @@ pub enum ShellError {
          host was reinstalled, remove that line and deploy again"
     )]
     HostKeyChanged {
-        /// The host.
         host: String,
         /// Its address and port.
         addr: String,
@@ -123,19 +121,13 @@ pub enum ShellError {
     /// Authentication or a host key check could not succeed.
     #[error("{host}: {reason}")]
     Refused {
-        /// The host.
         host: String,
         /// Why.
         reason: String,
     },
     /// A command took too long.
     #[error("{host}: a command did not finish within {secs}s")]
-    Timeout {
-        /// The host.
-        host: String,
-        /// The limit.
-        secs: u64,
-    },
+    Timeout { host: String, secs: u64 },
 }
 
 impl ShellError {

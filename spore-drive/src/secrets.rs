@@ -22,11 +22,11 @@ use crate::playbook::Playbook;
 /// Why the secrets could not be made or read.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs, reason = "a variant's fields are the parts of its message")]
 pub enum SecretsError {
     /// The secrets folder could not be made.
     #[error("{path}: {source}")]
     Io {
-        /// The folder.
         path: String,
         /// Why.
         source: std::io::Error,
@@ -45,7 +45,6 @@ pub enum SecretsError {
         had: u32,
         /// Vault hosts now.
         now: usize,
-        /// The vault folder.
         dir: String,
     },
 }
@@ -57,17 +56,17 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SecretsError + '_ {
 /// Where each secret lives.
 #[derive(Debug, Clone)]
 pub struct Layout {
-    /// The secrets folder.
+    /// The secrets folder (`secrets/` beside the playbook unless it says otherwise).
     pub dir: PathBuf,
 }
 
 impl Layout {
-    /// The swarm key.
+    /// `swarm.key` in the folder.
     pub fn swarm_key(&self) -> PathBuf {
         self.dir.join("swarm.key")
     }
 
-    /// The operator key.
+    /// `operator.key` in the folder.
     pub fn operator_key(&self) -> PathBuf {
         self.dir.join("operator.key")
     }

@@ -25,7 +25,7 @@ pub struct Target {
     pub address: IpAddr,
     /// The SSH port.
     pub port: u16,
-    /// The user.
+    /// The SSH user; not root means commands run with sudo.
     pub user: String,
     /// The private key file; `None`: the keys of the running ssh-agent (`SSH_AUTH_SOCK`).
     pub key: Option<PathBuf>,

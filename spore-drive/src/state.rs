@@ -37,7 +37,7 @@ impl Outcome {
 /// One host's line of the recap.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HostReport {
-    /// The host.
+    /// The host's name in the playbook.
     pub host: String,
     /// How it ended.
     pub result: Outcome,
@@ -53,11 +53,11 @@ pub struct HostReport {
 /// Why the state file could not be read or written.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs, reason = "a variant's fields are the parts of its message")]
 pub enum StateError {
     /// There is no state to retry from.
     #[error("--retry-failed: cannot read {path} ({source}): deploy once first")]
     Missing {
-        /// The file.
         path: String,
         /// Why.
         source: std::io::Error,
@@ -65,7 +65,6 @@ pub enum StateError {
     /// The file is not a deploy's record.
     #[error("--retry-failed: {path}: {source}")]
     Corrupt {
-        /// The file.
         path: String,
         /// Why.
         source: serde_json::Error,
@@ -73,7 +72,6 @@ pub enum StateError {
     /// The file could not be written.
     #[error("cannot write {path}: {source}")]
     Write {
-        /// The file.
         path: String,
         /// Why.
         source: std::io::Error,

@@ -20,9 +20,9 @@ const MAX_PAGES_PER_POLL: usize = 10;
 /// One function's latest window, summed over the nodes that ran it in that window.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UsageRow {
-    /// The project.
+    /// The project id, as in TNS.
     pub project: String,
-    /// The function.
+    /// The function's name within the project.
     pub function: String,
     /// When the window started, Unix milliseconds.
     pub window_start_ms: u64,

@@ -155,7 +155,7 @@ pub fn wait_for<T>(
 
 /// A running `tau-node dev` cloud; stopped (SIGKILL) when dropped, if still running.
 pub struct DevCloud {
-    /// The dev process.
+    /// The `tau-node dev` process; dropping the cloud kills it.
     pub child: Child,
     /// The cloud's folder.
     pub dir: PathBuf,
@@ -417,7 +417,7 @@ pub fn example_wasm(name: &str) -> Result<PathBuf> {
 /// An HTTP answer.
 #[derive(Debug, Clone)]
 pub struct HttpAnswer {
-    /// The status code.
+    /// The HTTP status code.
     pub status: u16,
     /// The headers, names in lower case.
     pub headers: Vec<(String, String)>,

@@ -25,7 +25,7 @@ pub struct Host {
 /// A set of hosts on one bridge.
 #[derive(Debug)]
 pub struct Lab {
-    /// The hosts.
+    /// The hosts in the order made, each in its own network namespace.
     pub hosts: Vec<Host>,
     bridge: String,
     /// The bridge's address (the root namespace's).

@@ -8,7 +8,7 @@ use std::sync::mpsc::{Receiver, channel};
 
 use crate::harness::Result;
 
-/// A running receiver.
+/// An OTLP/HTTP receiver on loopback that keeps what it is sent, for tests.
 pub struct OtlpReceiver {
     /// Its base URL, `http://127.0.0.1:PORT`.
     pub url: String,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::harness::Result;
 use crate::lab::Lab;
 
-/// The sshd binary.
+/// Debian's sshd (`openssh-server`).
 const SSHD: &str = "/usr/sbin/sshd";
 
 /// A lab whose hosts run sshd.

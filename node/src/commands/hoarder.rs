@@ -30,7 +30,7 @@ pub(crate) struct Hoarder {
 enum HoarderCommand {
     /// Store a file; prints its CID once it is on at least two nodes.
     Put {
-        /// The file.
+        /// The file to store (any size; it is sent in 1 MiB chunks).
         file: PathBuf,
         /// How many nodes keep a copy (capped at the live hoarder nodes).
         #[arg(long, default_value_t = DEFAULT_REPLICAS)]

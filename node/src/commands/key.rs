@@ -25,7 +25,7 @@ enum KeyCommand {
     },
     /// Print the public half of a key file (ed25519:<hex>), to give to an operator.
     Public {
-        /// The key file.
+        /// A key file made by `tau-node key generate`.
         file: PathBuf,
     },
 }

@@ -74,10 +74,10 @@ struct Create {
 
 #[derive(Debug, Args)]
 struct DomainToken {
-    /// The project id.
+    /// The project id, as in its config.yaml.
     #[arg(long)]
     id: String,
-    /// The custom domain.
+    /// The custom domain to prove, such as shop.example.com.
     #[arg(long)]
     domain: String,
     /// The cloud profile (`cloud.yaml`).

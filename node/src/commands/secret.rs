@@ -24,7 +24,7 @@ enum SecretCommand {
     /// The value comes from --from-file or from standard input, never from the command line
     /// (which other users of the host can see). Every reachable vault node checks it.
     Put {
-        /// The project id.
+        /// The project id the secret belongs to.
         project: String,
         /// The secret's name (1-63 of a-z, 0-9 and -).
         name: String,
@@ -40,7 +40,7 @@ enum SecretCommand {
     /// Read a secret: each vault node gives its decryption share, and the value is put together
     /// here and written to standard output, exactly as stored.
     Get {
-        /// The project id.
+        /// The project id the secret belongs to.
         project: String,
         /// The secret's name.
         name: String,

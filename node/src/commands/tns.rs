@@ -29,7 +29,7 @@ enum TnsCommand {
     },
     /// List the records under PREFIX (all pages).
     List {
-        /// The key prefix.
+        /// Only keys starting with it, such as /projects/example/ (every record by default).
         #[arg(default_value = "/")]
         prefix: String,
         /// Include deleted keys (tombstones).

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tau_proto::cbor;
 use tau_proto::hoarder::{BlobId, PinRecord};
 
-/// The pins.
+/// Every pin this node knows of, merged from gossip (last writer wins per blob).
 pub struct PinTable {
     path: PathBuf,
     pins: BTreeMap<BlobId, PinRecord>,
@@ -72,7 +72,7 @@ impl PinTable {
         changed
     }
 
-    /// A pin.
+    /// The pin of `cid`, unpinned ones (factor 0) included.
     pub fn get(&self, cid: &BlobId) -> Option<&PinRecord> {
         self.pins.get(cid)
     }

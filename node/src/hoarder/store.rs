@@ -26,34 +26,20 @@ use tau_proto::hoarder::{BlobId, ChunkHash, Manifest, ManifestError};
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs, reason = "a variant's fields are the parts of its message")]
 pub enum StoreError {
     /// The disk failed.
     #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     /// Data does not match its hash.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
     /// A chunk is missing.
     #[error("chunk {index} of {cid} is missing")]
-    MissingChunk {
-        /// The blob.
-        cid: BlobId,
-        /// The chunk.
-        index: u32,
-    },
+    MissingChunk { cid: BlobId, index: u32 },
     /// A chunk on disk was corrupt; it and the blobs using it were dropped.
     #[error("chunk {index} of {cid} was corrupt on disk; the blob was dropped here")]
-    Corrupt {
-        /// The blob.
-        cid: BlobId,
-        /// The chunk.
-        index: u32,
-    },
+    Corrupt { cid: BlobId, index: u32 },
     /// The chunks do not make up the blob the id names.
     #[error("the chunks of {0} do not hash to it")]
     WrongBlob(BlobId),

@@ -11,11 +11,11 @@ use tokio::sync::mpsc;
 /// Why a topic could not be joined or a message published.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs, reason = "a variant's fields are the parts of its message")]
 pub enum GossipError {
     /// gossipsub refused the subscription.
     #[error("cannot subscribe to {topic}: {reason}")]
     Subscribe {
-        /// The topic.
         topic: &'static str,
         /// Why.
         reason: String,
@@ -23,7 +23,6 @@ pub enum GossipError {
     /// gossipsub refused the message (no peer on the topic yet, or a duplicate).
     #[error("cannot publish on {topic}: {reason}")]
     Publish {
-        /// The topic.
         topic: &'static str,
         /// Why.
         reason: String,
@@ -39,7 +38,7 @@ pub enum GossipError {
 pub struct GossipMessage {
     /// The peer that published it, if known.
     pub author: Option<PeerId>,
-    /// The payload.
+    /// The bytes as published; the topic's service decodes and checks them.
     pub data: Vec<u8>,
     /// Which message, for the verdict.
     pub id: MessageRef,

@@ -25,8 +25,8 @@ pub struct Inbound<Req, Resp> {
 /// Why an outbound request got no answer.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("request to {peer} failed: {reason}")]
+#[allow(missing_docs, reason = "a variant's fields are the parts of its message")]
 pub struct RequestError {
-    /// The peer asked.
     pub peer: PeerId,
     /// Why.
     pub reason: String,

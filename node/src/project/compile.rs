@@ -19,10 +19,10 @@ const METHODS: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OP
 const MAX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 const MAX_MEMORY: u64 = 4 << 30;
 
-/// A compiled project.
+/// A project folder as TNS records, ready to sign and push.
 #[derive(Debug, Clone)]
 pub struct Compiled {
-    /// The project id.
+    /// From `config.yaml`'s `id`.
     pub id: String,
     /// Every record the folder describes, sorted by key.
     pub drafts: Vec<Draft>,

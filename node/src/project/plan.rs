@@ -29,11 +29,11 @@ impl Plan {
 /// Why a push cannot go ahead.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs, reason = "a variant's fields are the parts of its message")]
 pub enum PlanError {
     /// A domain or route the folder claims belongs to another project.
     #[error("{key} belongs to project `{project}`")]
     Taken {
-        /// The key.
         key: String,
         /// The project that holds it.
         project: String,

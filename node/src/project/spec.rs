@@ -45,11 +45,11 @@ pub struct TriggerSpec {
     pub kind: TriggerType,
     /// The HTTP method.
     pub method: String,
-    /// The paths.
+    /// URL paths, each starting with `/`; a trailing `/*` matches everything under it.
     pub paths: Vec<String>,
 }
 
-/// The trigger types.
+/// What can call a function; today only HTTPS requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TriggerType {

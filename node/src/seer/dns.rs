@@ -65,7 +65,7 @@ impl Query {
         Some(Self { message, name, fqdn, kind })
     }
 
-    /// The answer packet.
+    /// `answer` encoded as the reply to this query, with `ttl` seconds; `None` if it does not encode.
     pub fn respond(&self, answer: &Answer, ttl: u32) -> Option<Vec<u8>> {
         let mut response = Message::response(self.message.metadata.id, OpCode::Query);
         response.metadata.authoritative = true;

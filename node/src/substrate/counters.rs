@@ -5,8 +5,8 @@
 //! same transaction, so a crash or restart can neither skip nor repeat a number. The totals of
 //! the window in progress are in memory: a clean stop writes them as a short last window; a crash
 //! loses only them. A window that cannot be written (a full disk) stays in memory and goes out
-//! with the next one; after an I/O error the database is opened again (redb refuses every call
-//! on a handle that saw one), so the node writes again as soon as the disk has room.
+//! with the next one; after an I/O error the database is opened again ([`crate::db`]), so the
+//! node writes again as soon as the disk has room.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 use tau_proto::admin::{AdminRequest, AdminResponse};
 use tau_proto::cbor;
 use tau_proto::counters::{CounterPage, CounterRecord, MAX_PAGE, SignedCounter, Usage};
@@ -23,47 +23,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::Outcome;
+use crate::db::{Db, DbError, Failure, Opener};
 use crate::p2p::Inbound;
 
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const NEXT_SEQ: &str = "next_seq";
 const ACKED: &str = "acked";
-
-/// Why the counter store failed.
-#[derive(Debug, thiserror::Error)]
-#[error("counter store {path}: {reason}")]
-pub struct CounterError {
-    path: String,
-    reason: String,
-}
-
-/// A failure inside a database transaction: redb's (an I/O error closes the handle), or ours.
-enum Store {
-    Db(redb::Error),
-    Other(String),
-}
-
-impl std::fmt::Display for Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Db(e) => e.fmt(f),
-            Self::Other(e) => f.write_str(e),
-        }
-    }
-}
-
-macro_rules! store_from {
-    ($($error:ty),*) => {$(
-        impl From<$error> for Store {
-            fn from(e: $error) -> Self {
-                Self::Db(e.into())
-            }
-        }
-    )*};
-}
-
-store_from!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
 
 /// The running totals of one function; the gateway adds to them, the window task takes them.
 #[derive(Debug, Default)]
@@ -113,17 +79,11 @@ impl FunctionStats {
     }
 }
 
-/// Opens the counters' database.
-type Opener = Box<dyn Fn() -> Result<Database, redb::DatabaseError> + Send + Sync>;
-
 /// The node's counters and their store.
 pub struct Counters {
     keypair: Keypair,
     node: PeerId,
-    /// The database; `None` after an I/O error until it is opened again.
-    db: Mutex<Option<Database>>,
-    opener: Opener,
-    path: String,
+    db: Db,
     window: Duration,
     retention: Duration,
     functions: Mutex<HashMap<(String, String), Arc<FunctionStats>>>,
@@ -138,9 +98,10 @@ impl Counters {
         keypair: Keypair,
         window: Duration,
         retention: Duration,
-    ) -> Result<Self, CounterError> {
+    ) -> Result<Self, DbError> {
         let file = path.to_path_buf();
-        Self::open_with(path, Box::new(move || Database::create(&file)), keypair, window, retention)
+        let opener: Opener = Box::new(move || redb::Database::create(&file));
+        Self::open_with(path, opener, keypair, window, retention)
     }
 
     /// [`Counters::open`] with the database at `path` opened by `opener` (at first, and again
@@ -151,63 +112,26 @@ impl Counters {
         keypair: Keypair,
         window: Duration,
         retention: Duration,
-    ) -> Result<Self, CounterError> {
-        let shown = path.display().to_string();
-        let err =
-            |e: &dyn std::fmt::Display| CounterError { path: shown.clone(), reason: e.to_string() };
-        let db = opener().map_err(|e| err(&e))?;
-        let txn = db.begin_write().map_err(|e| err(&e))?;
-        {
-            txn.open_table(RECORDS).map_err(|e| err(&e))?;
-            let mut meta = txn.open_table(META).map_err(|e| err(&e))?;
-            if meta.get(NEXT_SEQ).map_err(|e| err(&e))?.is_none() {
-                meta.insert(NEXT_SEQ, 1).map_err(|e| err(&e))?;
-                meta.insert(ACKED, 0).map_err(|e| err(&e))?;
+    ) -> Result<Self, DbError> {
+        let db = Db::open_with("counter store", path, opener, |txn| {
+            txn.open_table(RECORDS)?;
+            let mut meta = txn.open_table(META)?;
+            if meta.get(NEXT_SEQ)?.is_none() {
+                meta.insert(NEXT_SEQ, 1)?;
+                meta.insert(ACKED, 0)?;
             }
-        }
-        txn.commit().map_err(|e| err(&e))?;
+            Ok(())
+        })?;
         let node = keypair.public().to_peer_id();
         Ok(Self {
             keypair,
             node,
-            db: Mutex::new(Some(db)),
-            opener,
-            path: shown,
+            db,
             window,
             retention,
             functions: Mutex::default(),
             flushing: Mutex::new(()),
         })
-    }
-
-    fn err(&self, e: impl std::fmt::Display) -> CounterError {
-        CounterError { path: self.path.clone(), reason: e.to_string() }
-    }
-
-    /// Runs `work` on the database, opening it again first when an I/O error closed it; an I/O
-    /// error in `work` closes it.
-    fn with_db<T>(
-        &self,
-        work: impl FnOnce(&Database) -> Result<T, Store>,
-    ) -> Result<T, CounterError> {
-        let mut db = self.db.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let open = match db.take() {
-            Some(open) => open,
-            None => {
-                let open = (self.opener)().map_err(|e| self.err(e))?;
-                tracing::info!(path = %self.path, "counter store opened again");
-                open
-            }
-        };
-        let result = work(&open);
-        match &result {
-            Err(Store::Db(redb::Error::Io(_) | redb::Error::PreviousIo)) => {
-                // Dropped: the next call opens the file again.
-                drop(open);
-            }
-            _ => *db = Some(open),
-        }
-        result.map_err(|e| self.err(e))
     }
 
     /// The running totals of a function (created on first use).
@@ -219,7 +143,7 @@ impl Counters {
 
     /// Signs and stores one record per function with anything counted since the last flush,
     /// all in one transaction with the sequence number. Returns how many were written.
-    pub fn flush(&self, window_start_ms: u64, window_ms: u64) -> Result<usize, CounterError> {
+    pub fn flush(&self, window_start_ms: u64, window_ms: u64) -> Result<usize, DbError> {
         let _flushing = self.flushing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let taken: Vec<((String, String), Usage)> = {
             let functions =
@@ -235,8 +159,7 @@ impl Counters {
         if taken.is_empty() {
             return Ok(0);
         }
-        let written = self.with_db(|db| {
-            let txn = db.begin_write()?;
+        let written = self.db.write(|txn| {
             {
                 let mut meta = txn.open_table(META)?;
                 let mut records = txn.open_table(RECORDS)?;
@@ -251,16 +174,15 @@ impl Counters {
                         window_ms,
                         usage: *t,
                     };
-                    let signed = record.sign(&self.keypair).ok_or_else(|| {
-                        Store::Other("the node key cannot sign counter records".into())
-                    })?;
-                    let bytes = cbor::to_vec(&signed).map_err(|e| Store::Other(e.to_string()))?;
+                    let signed = record
+                        .sign(&self.keypair)
+                        .ok_or_else(|| Failure::data("the node key cannot sign counter records"))?;
+                    let bytes = cbor::to_vec(&signed).map_err(Failure::data)?;
                     records.insert(seq, bytes.as_slice())?;
                     seq += 1;
                 }
                 meta.insert(NEXT_SEQ, seq)?;
             }
-            txn.commit()?;
             Ok(taken.len())
         });
         if written.is_err() {
@@ -279,10 +201,9 @@ impl Counters {
     }
 
     /// Records with `seq >= since`, at most `limit`.
-    pub fn page(&self, since: u64, limit: u32) -> Result<CounterPage, CounterError> {
+    pub fn page(&self, since: u64, limit: u32) -> Result<CounterPage, DbError> {
         let limit = limit.clamp(1, MAX_PAGE) as usize;
-        self.with_db(|db| {
-            let txn = db.begin_read()?;
+        self.db.read(|txn| {
             let table = txn.open_table(RECORDS)?;
             let meta = txn.open_table(META)?;
             let next_seq = meta.get(NEXT_SEQ)?.map_or(1, |v| v.value());
@@ -294,7 +215,7 @@ impl Counters {
             for entry in table.range(since..)?.take(limit) {
                 let (_, bytes) = entry?;
                 let record: SignedCounter =
-                    cbor::from_slice(bytes.value()).map_err(|e| Store::Other(e.to_string()))?;
+                    cbor::from_slice(bytes.value()).map_err(Failure::data)?;
                 records.push(record);
             }
             Ok(CounterPage { records, next_seq, oldest_seq })
@@ -303,18 +224,13 @@ impl Counters {
 
     /// Notes that the collector holds everything up to `through`; prunes acknowledged records
     /// older than the retention period. Returns the acknowledged sequence number.
-    pub fn acknowledge(&self, through: u64) -> Result<u64, CounterError> {
-        let acked = self.with_db(|db| {
-            let txn = db.begin_write()?;
-            let acked = {
-                let mut meta = txn.open_table(META)?;
-                let next = meta.get(NEXT_SEQ)?.map_or(1, |v| v.value());
-                let old = meta.get(ACKED)?.map_or(0, |v| v.value());
-                let acked = old.max(through.min(next - 1));
-                meta.insert(ACKED, acked)?;
-                acked
-            };
-            txn.commit()?;
+    pub fn acknowledge(&self, through: u64) -> Result<u64, DbError> {
+        let acked = self.db.write(|txn| {
+            let mut meta = txn.open_table(META)?;
+            let next = meta.get(NEXT_SEQ)?.map_or(1, |v| v.value());
+            let old = meta.get(ACKED)?.map_or(0, |v| v.value());
+            let acked = old.max(through.min(next - 1));
+            meta.insert(ACKED, acked)?;
             Ok(acked)
         })?;
         self.prune()?;
@@ -322,33 +238,26 @@ impl Counters {
     }
 
     /// Deletes acknowledged records whose window ended before the retention period.
-    pub fn prune(&self) -> Result<usize, CounterError> {
+    pub fn prune(&self) -> Result<usize, DbError> {
         let cutoff = now_ms().saturating_sub(self.retention.as_millis() as u64);
-        self.with_db(|db| {
-            let txn = db.begin_write()?;
-            let mut pruned = 0;
-            {
-                let meta = txn.open_table(META)?;
-                let acked = meta.get(ACKED)?.map_or(0, |v| v.value());
-                let mut table = txn.open_table(RECORDS)?;
-                let mut doomed = Vec::new();
-                for entry in table.range(..=acked)? {
-                    let (seq, bytes) = entry?;
-                    let record: SignedCounter =
-                        cbor::from_slice(bytes.value()).map_err(|e| Store::Other(e.to_string()))?;
-                    let end = record.record.window_start_ms + record.record.window_ms;
-                    if end >= cutoff {
-                        break;
-                    }
-                    doomed.push(seq.value());
+        self.db.write(|txn| {
+            let acked = txn.open_table(META)?.get(ACKED)?.map_or(0, |v| v.value());
+            let mut table = txn.open_table(RECORDS)?;
+            let mut doomed = Vec::new();
+            for entry in table.range(..=acked)? {
+                let (seq, bytes) = entry?;
+                let record: SignedCounter =
+                    cbor::from_slice(bytes.value()).map_err(Failure::data)?;
+                let end = record.record.window_start_ms + record.record.window_ms;
+                if end >= cutoff {
+                    break;
                 }
-                for seq in doomed {
-                    table.remove(seq)?;
-                    pruned += 1;
-                }
+                doomed.push(seq.value());
             }
-            txn.commit()?;
-            Ok(pruned)
+            for seq in &doomed {
+                table.remove(*seq)?;
+            }
+            Ok(doomed.len())
         })
     }
 
@@ -471,77 +380,13 @@ mod tests {
         assert_eq!(counters.flush(1_060_000, 60_000).unwrap(), 0);
     }
 
-    /// A file whose writes fail while `failing` is set, as on a full or failing disk.
-    #[derive(Debug)]
-    struct FailingDisk {
-        file: redb::backends::FileBackend,
-        failing: Arc<std::sync::atomic::AtomicBool>,
-    }
-
-    impl FailingDisk {
-        fn check(&self) -> std::io::Result<()> {
-            if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
-                return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
-            }
-            Ok(())
-        }
-    }
-
-    impl redb::StorageBackend for FailingDisk {
-        fn len(&self) -> std::io::Result<u64> {
-            self.file.len()
-        }
-        fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
-            self.file.read(offset, out)
-        }
-        fn set_len(&self, len: u64) -> std::io::Result<()> {
-            self.check()?;
-            self.file.set_len(len)
-        }
-        fn sync_data(&self) -> std::io::Result<()> {
-            self.check()?;
-            self.file.sync_data()
-        }
-        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-            self.check()?;
-            self.file.write(offset, data)
-        }
-        fn close(&self) -> std::io::Result<()> {
-            self.file.close()
-        }
-        fn try_lock_range(
-            &self,
-            start: std::ops::Bound<u64>,
-            end: std::ops::Bound<u64>,
-        ) -> Result<bool, redb::BackendError> {
-            self.file.try_lock_range(start, end)
-        }
-        fn try_lock_shared_range(
-            &self,
-            start: std::ops::Bound<u64>,
-            end: std::ops::Bound<u64>,
-        ) -> Result<bool, redb::BackendError> {
-            self.file.try_lock_shared_range(start, end)
-        }
-    }
-
     #[test]
     fn a_window_that_cannot_be_written_goes_out_with_the_next_one() {
         let dir = tempfile::tempdir().unwrap();
         let key = Keypair::generate_ed25519();
         let path = dir.path().join("counters.redb");
         let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (file, flag) = (path.clone(), failing.clone());
-        let opener: Opener = Box::new(move || {
-            let handle = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&file)?;
-            let file = redb::backends::FileBackend::new(handle)?;
-            redb::Builder::new().create_with_backend(FailingDisk { file, failing: flag.clone() })
-        });
+        let opener = crate::db::failing_disk::opener(&path, &failing);
         let (window, retention) = (Duration::from_secs(60), Duration::from_secs(3600));
         let counters = Counters::open_with(&path, opener, key, window, retention).unwrap();
         let ping = counters.stats("example", "ping");

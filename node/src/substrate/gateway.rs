@@ -30,11 +30,11 @@ use super::routes::Routes;
 
 /// What the gateway's connections share.
 pub struct Gateway {
-    /// The engine.
+    /// Shared wasmtime engine and limits.
     pub engine: Arc<Engine>,
-    /// The components.
+    /// Compiled components, cached by artifact.
     pub functions: Functions,
-    /// The route table.
+    /// Host and path to function, kept in step with TNS.
     pub routes: Routes,
     /// Instance slots: one per function running.
     pub slots: Arc<Semaphore>,

@@ -65,7 +65,7 @@ impl HostRoutes {
     }
 }
 
-/// The route table.
+/// Which function answers a request, by host and path, rebuilt from TNS as it changes.
 pub struct Routes {
     registry: Registry,
     counters: Arc<Counters>,

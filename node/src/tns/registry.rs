@@ -6,27 +6,23 @@ use tau_proto::tns::TnsProtocol;
 use tau_proto::tns::{MAX_PAGE, PutOutcome, Record, TnsRequest, TnsResponse};
 
 use super::Local;
-use super::store::StoreError;
+use crate::db::DbError;
 use crate::p2p::{self, RequestError};
 
 /// Why the registry could not be read or written.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs, reason = "a variant's fields are the parts of its message")]
 pub enum RegistryError {
     /// The node's own registry could not be read.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] DbError),
     /// The registry refused the request, with its reason.
     #[error("the registry refused: {0}")]
     Refused(String),
     /// A registry node answered something that does not fit the request.
     #[error("{peer} gave an unexpected answer to {request}")]
-    Unexpected {
-        /// The node asked.
-        peer: PeerId,
-        /// The request.
-        request: &'static str,
-    },
+    Unexpected { peer: PeerId, request: &'static str },
     /// A registry node could not be asked.
     #[error(transparent)]
     Request(#[from] RequestError),

@@ -7,25 +7,19 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 use tau_proto::cbor;
 use tau_proto::identity::WriterKey;
 use tau_proto::tns::keys::{self, Authority};
 use tau_proto::tns::values::{ProjectRoot, Registrar};
 use tau_proto::tns::{BUCKETS, Digest, MAX_PAGE, Record, Summary, bucket};
 
+use crate::db::{Db, DbError, Failure};
+
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
 
 /// The largest value a record may carry.
 pub const MAX_VALUE: usize = 256 * 1024;
-
-/// Why the store failed.
-#[derive(Debug, thiserror::Error)]
-#[error("tns store {path}: {message}")]
-pub struct StoreError {
-    path: String,
-    message: String,
-}
 
 /// Why a record was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,10 +50,9 @@ pub struct Applied {
     pub rejected: Vec<(String, Rejection)>,
 }
 
-/// The registry.
+/// The records on disk and, in memory, their index (digests, counts, clock, owners).
 pub struct Store {
-    db: Database,
-    path: String,
+    db: Db,
     buckets: Vec<BTreeMap<String, Entry>>,
     digests: Vec<Digest>,
     live: u64,
@@ -124,17 +117,13 @@ fn root_id(key: &str) -> Option<&str> {
 
 impl Store {
     /// Opens (or creates) the registry at `path` and builds the index.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let name = path.display().to_string();
-        let err =
-            |e: &dyn std::fmt::Display| StoreError { path: name.clone(), message: e.to_string() };
-        let db = Database::create(path).map_err(|e| err(&e))?;
-        let txn = db.begin_write().map_err(|e| err(&e))?;
-        txn.open_table(RECORDS).map_err(|e| err(&e))?;
-        txn.commit().map_err(|e| err(&e))?;
+    pub fn open(path: &Path) -> Result<Self, DbError> {
+        let db = Db::open("tns store", path, |txn| {
+            txn.open_table(RECORDS)?;
+            Ok(())
+        })?;
         let mut store = Self {
             db,
-            path: name.clone(),
             buckets: vec![BTreeMap::new(); BUCKETS],
             digests: vec![[0; 32]; BUCKETS],
             live: 0,
@@ -145,19 +134,21 @@ impl Store {
             forged: 0,
             unauthorized: 0,
         };
-        let txn = store.db.begin_read().map_err(|e| err(&e))?;
-        let table = txn.open_table(RECORDS).map_err(|e| err(&e))?;
-        for entry in table.iter().map_err(|e| err(&e))? {
-            let (key, value) = entry.map_err(|e| err(&e))?;
-            let record: Record = cbor::from_slice(value.value())
-                .map_err(|e| err(&format!("record {}: {e}", key.value())))?;
-            store.index(&record);
+        let records = store.db.read(|txn| {
+            let table = txn.open_table(RECORDS)?;
+            let mut records = Vec::new();
+            for entry in table.iter()? {
+                let (key, value) = entry?;
+                let record: Record = cbor::from_slice(value.value())
+                    .map_err(|e| Failure::data(format!("record {}: {e}", key.value())))?;
+                records.push(record);
+            }
+            Ok(records)
+        })?;
+        for record in &records {
+            store.index(record);
         }
         Ok(store)
-    }
-
-    fn error(&self, e: impl std::fmt::Display) -> StoreError {
-        StoreError { path: self.path.clone(), message: e.to_string() }
     }
 
     /// Adds a just-stored record to the index, replacing what it supersedes.
@@ -212,13 +203,11 @@ impl Store {
     }
 
     /// The record under `key`, tombstones included.
-    pub fn get(&self, key: &str) -> Result<Option<Record>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.error(e))?;
-        let table = txn.open_table(RECORDS).map_err(|e| self.error(e))?;
-        match table.get(key).map_err(|e| self.error(e))? {
+    pub fn get(&self, key: &str) -> Result<Option<Record>, DbError> {
+        self.db.read(|txn| match txn.open_table(RECORDS)?.get(key)? {
             None => Ok(None),
-            Some(bytes) => cbor::from_slice(bytes.value()).map(Some).map_err(|e| self.error(e)),
-        }
+            Some(bytes) => cbor::from_slice(bytes.value()).map(Some).map_err(Failure::data),
+        })
     }
 
     /// Up to `limit` records whose keys start with `prefix` and come after `after`, in key
@@ -229,32 +218,33 @@ impl Store {
         after: Option<&str>,
         limit: u32,
         tombstones: bool,
-    ) -> Result<(Vec<Record>, Option<String>), StoreError> {
+    ) -> Result<(Vec<Record>, Option<String>), DbError> {
         let limit = limit.clamp(1, MAX_PAGE) as usize;
-        let txn = self.db.begin_read().map_err(|e| self.error(e))?;
-        let table = txn.open_table(RECORDS).map_err(|e| self.error(e))?;
         let start = after.unwrap_or(prefix);
-        let mut records = Vec::new();
-        for entry in table.range(start..).map_err(|e| self.error(e))? {
-            let (key, value) = entry.map_err(|e| self.error(e))?;
-            let key = key.value();
-            if Some(key) == after {
-                continue;
+        self.db.read(|txn| {
+            let table = txn.open_table(RECORDS)?;
+            let mut records = Vec::new();
+            for entry in table.range(start..)? {
+                let (key, value) = entry?;
+                let key = key.value();
+                if Some(key) == after {
+                    continue;
+                }
+                if !key.starts_with(prefix) {
+                    break;
+                }
+                let record: Record = cbor::from_slice(value.value()).map_err(Failure::data)?;
+                if !tombstones && record.is_tombstone() {
+                    continue;
+                }
+                if records.len() == limit {
+                    let next = records.last().map(|r: &Record| r.key.clone());
+                    return Ok((records, next));
+                }
+                records.push(record);
             }
-            if !key.starts_with(prefix) {
-                break;
-            }
-            let record: Record = cbor::from_slice(value.value()).map_err(|e| self.error(e))?;
-            if !tombstones && record.is_tombstone() {
-                continue;
-            }
-            if records.len() == limit {
-                let next = records.last().map(|r: &Record| r.key.clone());
-                return Ok((records, next));
-            }
-            records.push(record);
-        }
-        Ok((records, None))
+            Ok((records, None))
+        })
     }
 
     /// Checks and stores `records` in one transaction: each must be well-formed, correctly
@@ -265,7 +255,7 @@ impl Store {
         &mut self,
         mut records: Vec<Record>,
         operator: Option<&WriterKey>,
-    ) -> Result<Applied, StoreError> {
+    ) -> Result<Applied, DbError> {
         records.sort_by_key(apply_order);
         let mut applied = Applied::default();
         let mut pending: HashMap<String, Summary> = HashMap::new();
@@ -299,15 +289,14 @@ impl Store {
         if to_store.is_empty() {
             return Ok(applied);
         }
-        let txn = self.db.begin_write().map_err(|e| self.error(e))?;
-        {
-            let mut table = txn.open_table(RECORDS).map_err(|e| self.error(e))?;
+        self.db.write(|txn| {
+            let mut table = txn.open_table(RECORDS)?;
             for record in &to_store {
-                let bytes = cbor::to_vec(record).map_err(|e| self.error(e))?;
-                table.insert(record.key.as_str(), bytes.as_slice()).map_err(|e| self.error(e))?;
+                let bytes = cbor::to_vec(record).map_err(Failure::data)?;
+                table.insert(record.key.as_str(), bytes.as_slice())?;
             }
-        }
-        txn.commit().map_err(|e| self.error(e))?;
+            Ok(())
+        })?;
         for record in &to_store {
             self.index(record);
         }
@@ -412,7 +401,7 @@ impl Store {
         Ok(())
     }
 
-    /// The bucket digests.
+    /// Each anti-entropy bucket's digest, in bucket order: what peers compare.
     pub fn digests(&self) -> &[Digest] {
         &self.digests
     }

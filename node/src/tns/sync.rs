@@ -11,8 +11,8 @@ use libp2p::PeerId;
 use tau_proto::tns::{MAX_PAGE, Record, TnsRequest, TnsResponse};
 use tokio_util::sync::CancellationToken;
 
-use super::store::StoreError;
 use super::{SYNC_INTERVAL, Shared};
+use crate::db::DbError;
 use crate::p2p;
 
 /// Records pushed per `Put`.
@@ -83,7 +83,7 @@ pub(super) enum SyncError {
     Unexpected { request: &'static str, answer: String },
     /// This node's store failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] DbError),
 }
 
 fn unexpected(request: &'static str, answer: &TnsResponse) -> SyncError {

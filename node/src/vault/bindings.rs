@@ -7,22 +7,15 @@
 
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use crate::db::{Db, DbError};
 
 const BINDINGS: TableDefinition<&[u8], &str> = TableDefinition::new("bindings");
 
-/// Why the bindings could not be read or written.
-#[derive(Debug, thiserror::Error)]
-#[error("vault bindings {path}: {message}")]
-pub struct BindingsError {
-    path: String,
-    message: String,
-}
-
-/// The bindings table.
+/// Ciphertext id to the secret key it was first checked under.
 pub struct Bindings {
-    db: Database,
-    path: String,
+    db: Db,
 }
 
 /// The outcome of [`Bindings::bind`].
@@ -36,32 +29,25 @@ pub enum Bound {
 
 impl Bindings {
     /// Opens (or creates) the table at `path`.
-    pub fn open(path: &Path) -> Result<Self, BindingsError> {
-        let error = |e: &dyn std::fmt::Display| BindingsError {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        };
-        let db = Database::create(path).map_err(|e| error(&e))?;
-        let txn = db.begin_write().map_err(|e| error(&e))?;
-        txn.open_table(BINDINGS).map_err(|e| error(&e))?;
-        txn.commit().map_err(|e| error(&e))?;
-        Ok(Self { db, path: path.display().to_string() })
-    }
-
-    fn error(&self, e: impl std::fmt::Display) -> BindingsError {
-        BindingsError { path: self.path.clone(), message: e.to_string() }
+    pub fn open(path: &Path) -> Result<Self, DbError> {
+        let db = Db::open("vault bindings", path, |txn| {
+            txn.open_table(BINDINGS)?;
+            Ok(())
+        })?;
+        Ok(Self { db })
     }
 
     /// The key `id` is bound to, if any.
-    pub fn lookup(&self, id: &[u8; 32]) -> Result<Option<String>, BindingsError> {
-        let txn = self.db.begin_read().map_err(|e| self.error(e))?;
-        let table = txn.open_table(BINDINGS).map_err(|e| self.error(e))?;
-        Ok(table.get(id.as_slice()).map_err(|e| self.error(e))?.map(|v| v.value().to_string()))
+    pub fn lookup(&self, id: &[u8; 32]) -> Result<Option<String>, DbError> {
+        self.db.read(|txn| {
+            let table = txn.open_table(BINDINGS)?;
+            Ok(table.get(id.as_slice())?.map(|v| v.value().to_string()))
+        })
     }
 
     /// Binds every id to its key in one transaction, unless one is bound elsewhere: then
     /// nothing changes and that binding is returned.
-    pub fn bind(&self, pairs: &[([u8; 32], &str)]) -> Result<Bound, BindingsError> {
+    pub fn bind(&self, pairs: &[([u8; 32], &str)]) -> Result<Bound, DbError> {
         let mut missing = Vec::new();
         for (id, key) in pairs {
             match self.lookup(id)? {
@@ -73,34 +59,27 @@ impl Bindings {
         if missing.is_empty() {
             return Ok(Bound::Ok);
         }
-        let txn = self.db.begin_write().map_err(|e| self.error(e))?;
-        {
-            let mut table = txn.open_table(BINDINGS).map_err(|e| self.error(e))?;
-            for (id, key) in missing {
-                // Another request may have bound it since the read: the write transaction is
-                // exclusive, so look again inside it.
-                let existing = table
-                    .get(id.as_slice())
-                    .map_err(|e| self.error(e))?
-                    .map(|v| v.value().to_string());
-                match existing {
-                    Some(bound) if bound != **key => return Ok(Bound::Elsewhere(bound)),
-                    Some(_) => {}
-                    None => {
-                        table.insert(id.as_slice(), *key).map_err(|e| self.error(e))?;
-                    }
+        self.db.write(|txn| {
+            let mut table = txn.open_table(BINDINGS)?;
+            // Another request may have bound one since the read: the write transaction is
+            // exclusive, so look again inside it, all before writing any.
+            for (id, key) in &missing {
+                if let Some(bound) = table.get(id.as_slice())?
+                    && bound.value() != **key
+                {
+                    return Ok(Bound::Elsewhere(bound.value().to_string()));
                 }
             }
-        }
-        txn.commit().map_err(|e| self.error(e))?;
-        Ok(Bound::Ok)
+            for (id, key) in missing {
+                table.insert(id.as_slice(), *key)?;
+            }
+            Ok(Bound::Ok)
+        })
     }
 
     /// How many ciphertexts are bound: the secrets this node has checked.
-    pub fn count(&self) -> Result<u64, BindingsError> {
-        let txn = self.db.begin_read().map_err(|e| self.error(e))?;
-        let table = txn.open_table(BINDINGS).map_err(|e| self.error(e))?;
-        table.len().map_err(|e| self.error(e))
+    pub fn count(&self) -> Result<u64, DbError> {
+        self.db.read(|txn| Ok(txn.open_table(BINDINGS)?.len()?))
     }
 }
 

@@ -17,7 +17,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use super::bindings::{BindingsError, Bound};
+use super::bindings::Bound;
+use crate::db::DbError;
 use crate::p2p::Inbound;
 use crate::tns::RegistryError;
 
@@ -144,7 +145,7 @@ pub(super) enum Refusal {
     },
     /// This node's bindings database failed.
     #[error(transparent)]
-    Bindings(#[from] BindingsError),
+    Bindings(#[from] DbError),
     /// The share could not decrypt.
     #[error(transparent)]
     Crypto(#[from] VaultError),

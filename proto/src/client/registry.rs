@@ -16,7 +16,7 @@ use crate::vault::{KeySet, SecretValue};
 /// A record as tools show it: its value decoded by what its key says it is.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RecordView {
-    /// The key path.
+    /// Such as `/projects/example/functions/ping`.
     pub key: String,
     /// The scope it belongs to (who may write it).
     pub scope: String,

@@ -53,6 +53,7 @@ pub struct NodeShare {
 /// Why a secret operation failed. Names nodes, projects and secrets; never a value.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs, reason = "a variant's fields are the parts of its message")]
 pub enum SecretError {
     /// Talking to the cloud failed.
     #[error(transparent)]
@@ -75,26 +76,13 @@ pub enum SecretError {
     NoProject(String),
     /// The project exists already (registration).
     #[error("project `{project}` already exists, owned by {owner}")]
-    ProjectExists {
-        /// The project.
-        project: String,
-        /// Its owner.
-        owner: WriterKey,
-    },
+    ProjectExists { project: String, owner: WriterKey },
     /// The key is not the project's owner.
     #[error("project `{project}` is owned by {owner}, not by {key}")]
-    NotOwner {
-        /// The project.
-        project: String,
-        /// Its owner.
-        owner: WriterKey,
-        /// The key used.
-        key: WriterKey,
-    },
+    NotOwner { project: String, owner: WriterKey, key: WriterKey },
     /// The secret does not exist.
     #[error("project `{project}` has no secret `{name}`")]
     NoSecret {
-        /// The project.
         project: String,
         /// The secret's name.
         name: String,
@@ -130,9 +118,9 @@ pub enum SecretError {
     },
 }
 
-/// A read secret.
+/// A secret put together from the vault nodes' shares.
 pub struct Revealed {
-    /// The plaintext.
+    /// Exactly as stored; never log it.
     pub plaintext: Vec<u8>,
     /// Nodes whose shares were bad or that failed, named (the read still succeeded).
     pub failures: Vec<String>,
@@ -160,7 +148,7 @@ pub struct Stored {
 /// What a registration did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Registered {
-    /// The project.
+    /// The id just registered.
     pub project: String,
     /// The vault node that checked and wrote it.
     pub node: PeerId,

@@ -30,11 +30,11 @@ pub trait Asker: Send + Sync {
 /// Why a transfer failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs, reason = "a variant's fields are the parts of its message")]
 pub enum TransferError {
     /// A peer failed or refused.
     #[error("{peer}: {reason}")]
     Peer {
-        /// The peer.
         peer: PeerId,
         /// What went wrong.
         reason: String,
@@ -42,19 +42,13 @@ pub enum TransferError {
     /// A peer sent data that does not match its hash.
     #[error("{peer} sent bad data: {reason}")]
     BadData {
-        /// The peer.
         peer: PeerId,
         /// What did not match.
         reason: String,
     },
     /// The local file failed.
     #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     /// No node holds the blob.
     #[error("no node holds {0}")]
     NotFound(BlobId),

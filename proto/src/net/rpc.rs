@@ -66,6 +66,7 @@ pub enum OpenError {
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs, reason = "a variant's fields are the parts of its message")]
 pub enum CallError {
     /// No stream to the peer.
     #[error(transparent)]
@@ -78,7 +79,6 @@ pub enum CallError {
     TooLarge {
         /// `request` or `answer`.
         what: &'static str,
-        /// The limit.
         limit: u64,
     },
     /// The stream failed while the message was written or read.

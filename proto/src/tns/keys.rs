@@ -30,6 +30,7 @@ pub enum Authority {
 /// Why a key (or its scope) is not acceptable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs, reason = "a variant's fields are the parts of its message")]
 pub enum KeyError {
     /// The key is malformed.
     #[error("bad key `{key}`: {reason}")]
@@ -42,7 +43,6 @@ pub enum KeyError {
     /// The scope does not fit the key.
     #[error("key `{key}` must have scope `{expected}`, not `{scope}`")]
     Scope {
-        /// The key.
         key: String,
         /// The scope it has.
         scope: String,

@@ -29,7 +29,7 @@ pub struct Record {
 /// What a record says, before it is signed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Draft {
-    /// The key path.
+    /// Such as `/projects/example/functions/ping`.
     pub key: String,
     /// The project it belongs to, or empty.
     pub scope: String,
@@ -121,11 +121,11 @@ impl Record {
 /// What identifies a record's state for last-writer-wins and anti-entropy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
-    /// The key.
+    /// The record's key, which the rest describe.
     pub key: String,
-    /// The version.
+    /// The Lamport version (higher wins).
     pub version: u64,
-    /// The writer.
+    /// The key that signed it (ties on version go to the higher key).
     pub writer: WriterKey,
     /// The record's hash.
     #[serde(with = "crate::bytes::fixed")]

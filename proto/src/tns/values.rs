@@ -84,14 +84,14 @@ pub struct Execution {
 /// `/domains/<fqdn>`: the project that serves the domain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DomainClaim {
-    /// The project.
+    /// The project id.
     pub project: String,
 }
 
 /// `/http/<fqdn>/<METHOD><path>`: the function a request goes to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
-    /// The project.
+    /// The project id.
     pub project: String,
     /// The function's name.
     pub function: String,
@@ -100,6 +100,6 @@ pub struct Route {
 /// `/registrars/<name>`, written by the operator: a key that may create projects.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registrar {
-    /// The key.
+    /// The key the operator lets create projects.
     pub key: WriterKey,
 }

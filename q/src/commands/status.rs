@@ -8,7 +8,7 @@ use super::connect;
 /// substrate node, how many counter records q has not collected yet.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Status {
-    /// The cloud profile.
+    /// The cloud profile: swarm key path and bootstrap addresses.
     #[arg(long, default_value = "cloud.yaml")]
     cloud: PathBuf,
     /// The database: a SQLite file, or a postgres:// URL.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 /// totals, and that not one byte was changed. Exits 1 with the reason if anything fails.
 #[derive(Debug, clap::Args)]
 pub(crate) struct VerifyProof {
-    /// The proof file.
+    /// A proof file written by `q prove`.
     file: PathBuf,
     /// Check only this line item, PROJECT/FUNCTION.
     #[arg(long)]

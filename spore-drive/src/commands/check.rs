@@ -6,7 +6,7 @@ use spore_drive::Playbook;
 /// Check a playbook and print it as Spore Drive reads it (defaults filled in).
 #[derive(Debug, clap::Args)]
 pub(crate) struct Check {
-    /// The playbook.
+    /// The playbook (YAML: the cloud and its hosts).
     playbook: PathBuf,
     /// Print JSON.
     #[arg(long)]

@@ -26,7 +26,7 @@ use super::{Common, confirm};
 /// and never on a command line.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Deploy {
-    /// The playbook.
+    /// The playbook (YAML: the cloud and its hosts).
     playbook: PathBuf,
     /// Do not ask before changing hosts over SSH.
     #[arg(long)]

@@ -12,7 +12,7 @@ use super::{Common, confirm};
 /// folder here is kept).
 #[derive(Debug, clap::Args)]
 pub(crate) struct Destroy {
-    /// The playbook.
+    /// The playbook (YAML: the cloud and its hosts).
     playbook: PathBuf,
     /// Do not ask first.
     #[arg(long)]

@@ -11,7 +11,7 @@ use spore_drive::playbook::Transport;
 /// Never overwrites a playbook or a secret.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Init {
-    /// The folder.
+    /// The folder to create (or fill, keeping what is there).
     dir: PathBuf,
     /// The cloud's name.
     #[arg(long, default_value = "my-cloud")]

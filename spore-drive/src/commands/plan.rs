@@ -9,7 +9,7 @@ use super::Common;
 /// nothing on any host.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Plan {
-    /// The playbook.
+    /// The playbook (YAML: the cloud and its hosts).
     playbook: PathBuf,
     #[command(flatten)]
     common: Common,

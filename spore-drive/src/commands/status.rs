@@ -6,7 +6,7 @@ use super::Common;
 /// Each host: reachable, node version, running, answering, peers seen.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Status {
-    /// The playbook.
+    /// The playbook (YAML: the cloud and its hosts).
     playbook: PathBuf,
     #[command(flatten)]
     common: Common,

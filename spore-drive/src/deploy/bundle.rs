@@ -10,11 +10,11 @@ use crate::host::{self, ElfError};
 /// Why the node binary cannot be installed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs, reason = "a variant's fields are the parts of its message")]
 pub enum BundleError {
     /// It could not be read.
     #[error("node binary {path}: {source}")]
     Read {
-        /// Its path.
         path: String,
         /// Why.
         source: std::io::Error,
@@ -22,7 +22,6 @@ pub enum BundleError {
     /// It is not an executable for a known machine.
     #[error("node binary {path}: {source}")]
     NotExecutable {
-        /// Its path.
         path: String,
         /// Why.
         source: ElfError,

@@ -86,13 +86,13 @@ display_word!(BinaryAction, FileAction, NodeAction);
 /// What `plan` found for one host.
 #[derive(Debug, Clone, Serialize)]
 pub struct HostPlan {
-    /// The host.
+    /// The host's name in the playbook.
     pub host: String,
-    /// The node binary.
+    /// What happens to `tau-node` on the host.
     pub binary: BinaryAction,
     /// Config, secrets and service files, by path.
     pub files: BTreeMap<String, FileAction>,
-    /// The running node.
+    /// What happens to the running node (start, restart, nothing).
     pub node: NodeAction,
     /// How the node is kept running there.
     pub service: Service,

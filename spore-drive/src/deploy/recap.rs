@@ -17,7 +17,7 @@ pub fn kinds(kinds: &[Kind]) -> String {
         .join(", ")
 }
 
-/// The recap table.
+/// The table printed after a deploy: per host, what changed and how it ended.
 pub fn recap(reports: &[HostReport]) -> String {
     let width = reports.iter().map(|r| r.host.len()).max().unwrap_or(4).max(4);
     let mut out = format!("{:<width$}  {:<11}  {:>6}  details\n", "host", "result", "time");

@@ -12,7 +12,7 @@ use crate::script::Stdin;
 /// What `status` reports for one host.
 #[derive(Debug, Clone, Serialize)]
 pub struct HostStatus {
-    /// The host.
+    /// The host's name in the playbook.
     pub host: String,
     /// Its address.
     pub address: String,

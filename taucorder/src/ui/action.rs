@@ -59,9 +59,9 @@ pub enum Action {
     Quit,
     /// Switch to a view.
     Show(ViewKind),
-    /// The next view.
+    /// Show the next view (Tab).
     NextView,
-    /// The previous view.
+    /// Show the previous view (Shift-Tab).
     PrevView,
     /// Move the selection down one row.
     Down,
@@ -71,9 +71,9 @@ pub enum Action {
     PageDown,
     /// Move the selection up half a screen.
     PageUp,
-    /// The first row.
+    /// Select the first row (g, Home).
     Top,
-    /// The last row.
+    /// Select the last row (G, End).
     Bottom,
     /// Sort by the next column.
     SortNext,

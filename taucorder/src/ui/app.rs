@@ -43,7 +43,7 @@ pub enum Update {
     Peers(Result<Vec<PeerInfo>, String>),
     /// Seer's view of the nodes.
     Nodes(Result<Vec<NodeStatus>, String>),
-    /// The live registry.
+    /// A fresh read of the registry, or why it failed.
     Tns(Result<Vec<RecordView>, String>),
     /// Hoarder's pins.
     Hoarder(Result<Vec<PinInfo>, String>),
@@ -80,7 +80,7 @@ enum Popup {
     Help { scroll: u16 },
 }
 
-/// The whole app.
+/// Everything the UI shows and the state of its views; drawn by `draw`, changed only by `apply` and `update`.
 pub struct App {
     cloud: String,
     view: ViewKind,
@@ -140,7 +140,7 @@ impl App {
         std::mem::take(&mut self.refresh)
     }
 
-    /// The view shown.
+    /// The view on screen.
     pub fn view(&self) -> ViewKind {
         self.view
     }

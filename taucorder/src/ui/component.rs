@@ -38,7 +38,7 @@ pub trait Component {
 /// moves with the navigation keys, and what keeps a frame to the rows it shows.
 #[derive(Debug, Clone, Copy)]
 pub struct Cursor {
-    /// The selected row.
+    /// Index of the selected row, in the order shown.
     pub selected: usize,
     offset: usize,
     height: usize,

@@ -17,7 +17,7 @@ use super::tns::contains_ignore_case;
 /// A column: its header and its width.
 #[derive(Debug, Clone, Copy)]
 pub struct Column {
-    /// The header.
+    /// The header, also the key `s` sorts by.
     pub name: &'static str,
     /// How wide it is.
     pub width: Constraint,
@@ -33,7 +33,7 @@ pub const fn column(name: &'static str, width: Constraint) -> Column {
 pub enum SortKey {
     /// Text, compared as is.
     Text(String),
-    /// A number.
+    /// Sorted numerically.
     Num(f64),
 }
 
@@ -50,7 +50,7 @@ impl SortKey {
 
 /// An item a table can show.
 pub trait Rowable: Serialize {
-    /// The columns.
+    /// Header and width of every column, in order.
     fn columns() -> &'static [Column];
     /// The cells, one per column.
     fn cells(&self) -> Vec<String>;
@@ -78,7 +78,7 @@ pub struct TableView<T> {
 }
 
 impl<T: Rowable> TableView<T> {
-    /// An empty table.
+    /// An empty table titled `title`; rows come with `set`.
     pub fn new(title: &'static str) -> Self {
         Self {
             title,
@@ -103,7 +103,7 @@ impl<T: Rowable> TableView<T> {
         self.summary = summary;
     }
 
-    /// The selected item.
+    /// The item under the cursor, in the order shown (filtered and sorted).
     pub fn selected_item(&self) -> Option<&T> {
         self.shown.get(self.cursor.selected).map(|&i| &self.items[i])
     }
