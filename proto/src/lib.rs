@@ -23,6 +23,7 @@
 //! - [`net`]: the transport every peer uses (TCP + pnet + noise + yamux) and [`net::rpc`], the
 //!   one behaviour that carries every request-response protocol.
 //! - [`client`]: the light client ([`Client::connect`]) used by `tau-node status`, taucorder and q.
+//! - [`text`]: text from the network made safe to print (control characters escaped).
 //! - [`bench`]: benchmark figures, as every benchmark hands them to the report.
 //!
 //! This crate exists so that light clients do not link the node's heavy dependencies (wasmtime,
@@ -46,6 +47,7 @@ pub mod profile;
 pub mod protocol;
 pub mod seer;
 pub mod swarm_key;
+pub mod text;
 pub mod tns;
 pub mod vault;
 pub mod yaml;

@@ -10,6 +10,7 @@ mod status;
 mod verify_proof;
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use clap::Subcommand;
 use tau_proto::{Client, CloudProfile};
@@ -27,16 +28,18 @@ pub(crate) enum Command {
 }
 
 impl Command {
-    pub(crate) async fn run(self) -> anyhow::Result<()> {
-        match self {
+    /// Runs the subcommand; its exit status when it has one of its own.
+    pub(crate) async fn run(self) -> anyhow::Result<ExitCode> {
+        let done = match self {
             Self::Collect(cmd) => cmd.run().await,
             Self::Prove(cmd) => cmd.run().await,
-            Self::VerifyProof(cmd) => cmd.run(),
+            Self::VerifyProof(cmd) => return cmd.run(),
             Self::Export(cmd) => cmd.run().await,
             Self::Plot(cmd) => cmd.run().await,
             Self::Status(cmd) => cmd.run().await,
             Self::Key(cmd) => cmd.run(),
-        }
+        };
+        done.map(|()| ExitCode::SUCCESS)
     }
 }
 

@@ -19,7 +19,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> ExitCode {
     match Cli::parse().command.run().await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(status) => status,
         Err(e) => {
             eprintln!("q: {e:#}");
             ExitCode::FAILURE

@@ -483,6 +483,8 @@ pub async fn prove(
 pub struct Verified {
     /// Who signed it.
     pub signer: String,
+    /// Whether the signer is one the caller trusts; false when none was named.
+    pub trusted: bool,
     /// The signed statement whose root and totals every line item was checked against.
     pub statement: Statement,
     /// The line items checked (`project/function`).
@@ -527,14 +529,12 @@ fn climb(line: &LineItem) -> Result<Node, ProofError> {
     Ok(node)
 }
 
-/// Checks a proof file offline: its form, the signature (by `required` if given), every line
-/// item (or only `only`, `project/function`) against the signed root and totals, that the lines
-/// add up to the totals, and that the bytes are exactly q's rendering.
-pub fn verify(
-    text: &str,
-    only: Option<&str>,
-    required: Option<&str>,
-) -> Result<Verified, ProofError> {
+/// Checks a proof file offline: its form, the signature, every line item (or only `only`,
+/// `project/function`) against the signed root and totals, that the lines add up to the totals,
+/// and that the bytes are exactly q's rendering. With `trusted` addresses, the signer must be
+/// one of them, and the result says it is trusted; with none, the proof is checked for form and
+/// [`Verified::trusted`] is false: anyone can sign a well-formed proof.
+pub fn verify(text: &str, only: Option<&str>, trusted: &[&str]) -> Result<Verified, ProofError> {
     let file: ProofFile =
         serde_json::from_str(text).map_err(|e| ProofError::Shape(e.to_string()))?;
     if file.format != FORMAT {
@@ -553,10 +553,8 @@ pub fn verify(
             file.signer
         )));
     }
-    if let Some(required) = required
-        && !required.eq_ignore_ascii_case(&file.signer)
-    {
-        return Err(ProofError::Signer { found: file.signer, required: required.into() });
+    if !trusted.is_empty() && !trusted.iter().any(|t| t.eq_ignore_ascii_case(&file.signer)) {
+        return Err(ProofError::Signer { found: file.signer, required: trusted.join(" or ") });
     }
 
     let mut lines = Vec::new();
@@ -621,7 +619,8 @@ pub fn verify(
         let at = canonical.bytes().zip(text.bytes()).take_while(|(a, b)| a == b).count();
         return Err(ProofError::NotCanonical(at));
     }
-    Ok(Verified { signer: file.signer.clone(), statement: file.statement, lines })
+    let trusted = !trusted.is_empty();
+    Ok(Verified { signer: file.signer.clone(), trusted, statement: file.statement, lines })
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tau_proto::admin::Location;
@@ -34,6 +34,71 @@ use tau_proto::node_config::Ports;
 use tau_proto::node_config::{SubstrateConfig, drain_problem};
 use tau_proto::tns::keys::{is_domain, is_name};
 use tau_proto::yaml::{self, YamlError};
+
+/// Folders a node must never be installed in: `install_dir` reaches remote commands and the
+/// systemd unit, and `destroy` removes it.
+const SYSTEM_FOLDERS: [&str; 27] = [
+    "/",
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/home",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/media",
+    "/mnt",
+    "/opt",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/srv",
+    "/sys",
+    "/tmp",
+    "/usr",
+    "/usr/bin",
+    "/usr/lib",
+    "/usr/local",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/var",
+    "/var/lib",
+];
+
+/// Why `dir` cannot be where nodes are installed, if it cannot: only letters, digits and
+/// `/._-` (nothing a shell or a unit file would read as syntax), absolute and without `.` or
+/// `..` segments on SSH hosts (a local one is relative to the playbook's folder), and not a
+/// system folder.
+fn install_dir_problem(dir: &Path, transport: Transport) -> Option<String> {
+    let Some(text) = dir.to_str() else { return Some("is not UTF-8".into()) };
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b)) {
+        return Some(format!(
+            "{text:?} may hold only letters, digits, `/`, `.`, `_` and `-` (it reaches remote \
+             commands and the systemd unit)"
+        ));
+    }
+    if transport == Transport::Ssh {
+        if !dir.is_absolute() {
+            return Some(format!("{text:?} must be absolute on SSH hosts, such as /opt/tau"));
+        }
+        if dir.components().any(|c| matches!(c, Component::CurDir | Component::ParentDir)) {
+            return Some(format!("{text:?} has a `.` or `..` segment"));
+        }
+    }
+    let trimmed = match text.trim_end_matches('/') {
+        "" => "/",
+        trimmed => trimmed,
+    };
+    if SYSTEM_FOLDERS.contains(&trimmed) {
+        return Some(format!(
+            "{text:?} is a system folder (destroy removes install_dir): name one of its own, \
+             such as /opt/tau"
+        ));
+    }
+    None
+}
 
 /// The services a node can run (as `tau-node` knows them).
 pub const SERVICES: [&str; 5] = ["tns", "hoarder", "vault", "seer", "substrate"];
@@ -251,6 +316,9 @@ impl Playbook {
             if !is_domain(name) {
                 return Err(invalid(field.into(), format!("`{name}` is not a domain name")));
             }
+        }
+        if let Some(message) = install_dir_problem(&self.install_dir, self.transport) {
+            return Err(invalid("install_dir".into(), message));
         }
         if self.shapes.is_empty() {
             return Err(invalid("shapes".into(), "at least one shape is needed".into()));

@@ -6,6 +6,7 @@ use clap::Args;
 use futures::future::join_all;
 use serde::Serialize;
 use tau_proto::admin::NodeInfo;
+use tau_proto::text::printable;
 
 use super::output::{self, bytes, duration, table};
 
@@ -88,7 +89,7 @@ impl Status {
             )
         );
         for u in &report.unreachable {
-            println!("unreachable: {} ({})", u.peer_id, u.error);
+            println!("unreachable: {} ({})", u.peer_id, printable(&u.error));
         }
         println!("{} nodes answered, {} unreachable", report.nodes.len(), report.unreachable.len());
         Ok(())

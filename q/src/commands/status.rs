@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 
 use q::store::Store;
+use tau_proto::text::printable;
 
 use super::connect;
 
@@ -68,7 +69,7 @@ fn print_status(status: &q::status::Status) {
             lag
         );
         if let Some(e) = &n.error {
-            println!("  {} did not answer for its counters: {e}", n.node);
+            println!("  {} did not answer for its counters: {}", n.node, printable(e));
         }
     }
     println!(

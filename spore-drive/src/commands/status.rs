@@ -1,6 +1,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use tau_proto::text::printable;
+
 use super::Common;
 
 /// Each host: reachable, node version, running, answering, peers seen.
@@ -31,11 +33,11 @@ impl Status {
                     s.host,
                     s.address,
                     yes_no(s.reachable),
-                    s.version.as_deref().unwrap_or("-"),
+                    printable(s.version.as_deref().unwrap_or("-")),
                     yes_no(s.running),
                     yes_no(s.healthy),
                     s.peers.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-                    s.error.as_deref().map(|e| format!("  {e}")).unwrap_or_default()
+                    s.error.as_deref().map(|e| format!("  {}", printable(e))).unwrap_or_default()
                 );
             }
         }

@@ -9,6 +9,7 @@ use ratatui::style::{Modifier, Style, Stylize};
 use ratatui::text::Line;
 use ratatui::widgets::{Block, Cell, Row, Table, TableState};
 use serde::Serialize;
+use tau_proto::text::printable;
 
 use super::action::Action;
 use super::component::{Component, Cursor, json, yaml};
@@ -167,7 +168,10 @@ impl<T: Rowable> TableView<T> {
         let first = window.start;
         let rows = self.shown[window].iter().map(|&i| {
             let item = &self.items[i];
-            Row::new(item.cells()).style(item.style())
+            // What a node sent is shown escaped: ratatui drops control characters, but not
+            // bidirectional overrides, and a dropped character hides what the value holds.
+            let cells = item.cells().into_iter().map(|c| printable(&c).into_owned());
+            Row::new(cells).style(item.style())
         });
         let table = Table::new(rows, columns.iter().map(|c| c.width))
             .header(header)

@@ -13,6 +13,7 @@ use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Wrap};
 use tau_proto::client::registry::RecordView;
+use tau_proto::text::printable;
 
 use super::action::Action;
 use super::component::{Component, Cursor, json, yaml};
@@ -204,7 +205,7 @@ impl TnsView {
                 let mut line = Line::from(vec![
                     Span::raw("  ".repeat(row.depth)),
                     Span::raw(marker),
-                    Span::styled(self.label(row).to_string(), style),
+                    Span::styled(printable(self.label(row)).into_owned(), style),
                 ]);
                 if i == self.cursor.selected {
                     line = line.patch_style(Style::default().add_modifier(Modifier::REVERSED));
@@ -234,7 +235,7 @@ impl TnsView {
                     .as_ref()
                     .and_then(|v| serde_yaml_ng::to_string(v).ok())
                     .unwrap_or_else(|| "(none)".into());
-                lines.extend(value.lines().map(|l| Line::from(format!("  {l}"))));
+                lines.extend(value.lines().map(|l| Line::from(format!("  {}", printable(l)))));
             }
             None => {
                 let n = self.records_under(self.path(row));

@@ -1,6 +1,7 @@
 //! End-to-end tests: real `tau-node` processes on loopback.
 
 mod hoarder;
+mod hostile;
 mod mesh;
 mod node;
 mod proof;

@@ -80,20 +80,20 @@ async fn proofs_verify_and_any_altered_byte_fails(db: &str) {
         assert_eq!(line.totals.wall_micros, total.wall_micros);
     }
     let text = all.render();
-    let verified = proof::verify(&text, None, Some(&signer)).expect("verifies");
+    let verified = proof::verify(&text, None, &[&signer]).expect("verifies");
     assert_eq!(verified.lines.len(), LINES.len());
-    assert!(proof::verify(&text, Some("shop/search"), None).is_ok());
+    assert!(proof::verify(&text, Some("shop/search"), &[]).is_ok());
     assert_eq!(
-        proof::verify(&text, Some("shop/nothing"), None),
+        proof::verify(&text, Some("shop/nothing"), &[]),
         Err(ProofError::NoSuchLine("shop/nothing".into()))
     );
     let other = "0x0000000000000000000000000000000000000001";
-    assert!(matches!(proof::verify(&text, None, Some(other)), Err(ProofError::Signer { .. })));
+    assert!(matches!(proof::verify(&text, None, &[other]), Err(ProofError::Signer { .. })));
 
     let lab_only = proof::prove(&store, Period::ALL, Some("lab"), &key, 1).await.expect("prove");
     assert_eq!(lab_only.statement.totals.invocations, lab);
     assert!(lab_only.line_items.iter().all(|l| l.project == "lab"));
-    proof::verify(&lab_only.render(), None, None).expect("verifies");
+    proof::verify(&lab_only.render(), None, &[]).expect("verifies");
 
     // Every byte, altered two ways (the low bit; a letter's case), fails, each with a reason.
     let mut checked = 0;
@@ -105,7 +105,7 @@ async fn proofs_verify_and_any_altered_byte_fails(db: &str) {
             }
             bytes[i] ^= flip;
             let Ok(altered) = String::from_utf8(bytes) else { continue };
-            let err = proof::verify(&altered, None, None)
+            let err = proof::verify(&altered, None, &[])
                 .expect_err(&format!("byte {i} ^ {flip:#x} went unnoticed"));
             assert!(!err.to_string().is_empty());
             checked += 1;
@@ -117,13 +117,13 @@ async fn proofs_verify_and_any_altered_byte_fails(db: &str) {
     let mut dropped: ProofFile = serde_json::from_str(&text).expect("json");
     dropped.line_items.pop();
     assert!(matches!(
-        proof::verify(&dropped.render(), None, None),
+        proof::verify(&dropped.render(), None, &[]),
         Err(ProofError::Incomplete { .. })
     ));
     let mut moved: ProofFile = serde_json::from_str(&text).expect("json");
     moved.line_items[0].totals.invocations += 1;
     moved.line_items[1].totals.invocations -= 1;
-    let err = proof::verify(&moved.render(), None, None).expect_err("moved");
+    let err = proof::verify(&moved.render(), None, &[]).expect_err("moved");
     assert!(err.to_string().contains("lab/echo: its path leads to root"), "{err}");
 }
 

@@ -168,6 +168,33 @@ fn q_collect_counts_every_call_once() -> Result {
         "--json",
     ])?)?;
     assert_eq!(verified["statement"]["totals"]["invocations"], 30, "{verified}");
+    assert_eq!(verified["trusted"], true, "{verified}");
+    // Anyone can sign a well-formed proof: with no trusted signer named it is not trusted, and
+    // the exit status says so.
+    let untrusted = run(
+        Command::new(binary("q")?).args(["verify-proof", &proof, "--json"]),
+        Duration::from_secs(30),
+    )?;
+    let shown: serde_json::Value = serde_json::from_slice(&untrusted.stdout)?;
+    assert!(!untrusted.status.success(), "a proof with no trusted signer passed: {shown}");
+    assert_eq!(shown["trusted"], false, "{shown}");
+    let signers = path("trusted-signers");
+    std::fs::write(&signers, format!("# q of the lab cloud\n{address}\n"))?;
+    let from_file: serde_json::Value = serde_json::from_str(&q_ok(&[
+        "verify-proof",
+        &proof,
+        "--trusted-signers",
+        &signers,
+        "--json",
+    ])?)?;
+    assert_eq!(from_file["trusted"], true, "{from_file}");
+    std::fs::write(&signers, "0x0000000000000000000000000000000000000001\n")?;
+    let other = run(
+        Command::new(binary("q")?).args(["verify-proof", &proof, "--trusted-signers", &signers]),
+        Duration::from_secs(30),
+    )?;
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert!(!other.status.success() && err.contains("not by the required signer"), "{err}");
     let text = std::fs::read_to_string(&proof)?;
     std::fs::write(&proof, text.replacen("\"invocations\": 30", "\"invocations\": 31", 1))?;
     let out =
