@@ -3,9 +3,11 @@
 //! `tau-bench-compare --before FILE --after FILE [--limit 10]`: each FILE holds the figures of
 //! one build (one JSON line each, see `tau_proto::bench`), from several rounds run alternately
 //! with the other build's, so that a machine that is slower for a while is slower for both. Per
-//! figure it prints the median of each build, the spread of its rounds, and after/before; a
-//! figure is worse beyond the limit when it grew by more than `--limit` percent (times) or
-//! shrank by more than that (rates, units ending in `/s`). Exit status 1 when any did.
+//! figure it prints the median of each build, the spread of its rounds, and after/before, and
+//! where the figure has a baseline measured in the same run, the same for figure/baseline (a
+//! ratio holds on a noisy machine). A figure is worse beyond the limit when it grew by more than
+//! `--limit` percent (times) or shrank by more than that (rates, units ending in `/s`), both as
+//! measured and beside its baseline. Exit status 1 when any is.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -44,25 +46,54 @@ fn args() -> Result<Args, String> {
     })
 }
 
-/// Each figure's unit and every round's value, by `bench: what`.
-type Rounds = BTreeMap<String, (String, Vec<f64>)>;
+/// One figure across the rounds of one build.
+#[derive(Default)]
+struct Series {
+    unit: String,
+    /// The first baseline it was printed beside, if any.
+    baseline: Option<String>,
+    /// Each round's value, and the baseline's value in the same round.
+    values: Vec<(f64, Option<f64>)>,
+}
 
-/// Every round's value of each figure, and the figures in the order they first appear.
-fn rounds(figures: &[Figure]) -> (Vec<String>, Rounds) {
+impl Series {
+    fn raw(&self) -> Vec<f64> {
+        self.values.iter().map(|(v, _)| *v).collect()
+    }
+
+    /// Each round's value divided by its own round's baseline: what the machine's pace cancels
+    /// out of.
+    fn normalized(&self) -> Option<Vec<f64>> {
+        self.values.iter().map(|(v, b)| b.map(|b| v / b)).collect()
+    }
+}
+
+/// Every figure's series by `bench: what`, and the figures in the order they first appear.
+fn rounds(figures: &[Figure]) -> (Vec<String>, BTreeMap<String, Series>) {
     let mut order = Vec::new();
-    let mut values = Rounds::new();
+    let mut series: BTreeMap<String, Series> = BTreeMap::new();
     for figure in figures {
         let key = format!("{}: {}", figure.bench, figure.what);
-        let entry = values.entry(key.clone()).or_insert_with(|| {
+        let entry = series.entry(key.clone()).or_insert_with(|| {
             order.push(key.clone());
-            (figure.unit.clone(), Vec::new())
+            Series {
+                unit: figure.unit.clone(),
+                baseline: figure.baseline.as_ref().map(|b| b.what.clone()),
+                values: Vec::new(),
+            }
         });
-        // A figure printed beside two baselines is appended twice per round: keep one.
-        if entry.1.last() != Some(&figure.value) {
-            entry.1.push(figure.value);
+        // A figure printed beside two baselines is appended twice per round: keep the first.
+        if entry.values.last().is_some_and(|(v, _)| *v == figure.value) {
+            continue;
         }
+        let baseline = figure
+            .baseline
+            .as_ref()
+            .filter(|b| Some(&b.what) == entry.baseline.as_ref())
+            .map(|b| b.value);
+        entry.values.push((figure.value, baseline));
     }
-    (order, values)
+    (order, series)
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -83,37 +114,62 @@ fn run(args: &Args) -> Result<bool, String> {
     let (before, after) = (load(&args.before)?, load(&args.after)?);
     let (order, before) = rounds(&before);
     let (_, after) = rounds(&after);
+    println!("Each figure: the median of its rounds per build, and after/before; where it has a");
     println!(
-        "{:<70} {:>10} {:>10} {:>7}   rounds (before | after)",
-        "figure (median of the rounds)", "before", "after", "ratio"
+        "baseline measured in the same run, figure/baseline too. `!`: more than {}% worse",
+        args.limit
     );
+    println!("both as measured and (where there is one) beside its baseline.");
     let mut worse = false;
     for key in &order {
-        let (unit, was) = &before[key];
-        let Some((_, now)) = after.get(key) else {
-            println!("{key:<70} {:>10.1} {:>10} {:>7}", median(was), "missing", "");
+        let was = &before[key];
+        let rate = was.unit.ends_with("/s");
+        println!();
+        println!(
+            "{key} ({}, {})",
+            was.unit,
+            if rate { "higher is better" } else { "lower is better" }
+        );
+        let Some(now) = after.get(key) else {
+            println!("  missing after");
             worse = true;
             continue;
         };
-        let (was_m, now_m) = (median(was), median(now));
-        let ratio = now_m / was_m;
-        let rate = unit.ends_with("/s");
-        let beyond =
-            if rate { ratio < 1.0 - args.limit / 100.0 } else { ratio > 1.0 + args.limit / 100.0 };
+        let verdict = |ratio: f64| {
+            if rate { ratio < 1.0 - args.limit / 100.0 } else { ratio > 1.0 + args.limit / 100.0 }
+        };
+        let (was_raw, now_raw) = (was.raw(), now.raw());
+        let raw_ratio = median(&now_raw) / median(&was_raw);
+        let normalized = was.normalized().zip(now.normalized());
+        // Worse only when it is worse both as measured and beside its baseline: a slow stretch
+        // of the machine moves the first and not the second, a baseline that itself moved (a
+        // Tau figure, or a bimodal one) the second and not the first.
+        let beyond = verdict(raw_ratio)
+            && normalized.as_ref().is_none_or(|(w, n)| verdict(median(n) / median(w)));
         worse |= beyond;
         println!(
-            "{:<70} {:>7.1} {:<2} {:>7.1} {:<2} {:>6.2}x{}  {} | {}",
-            format!("{key} ({})", if rate { "higher is better" } else { "lower is better" }),
-            was_m,
-            unit,
-            now_m,
-            unit,
-            ratio,
-            if beyond { " !" } else { "  " },
-            spread(was),
-            spread(now),
+            "  value                 {:>10.1} -> {:>10.1}   {:>5.2}x{}   rounds {} | {}",
+            median(&was_raw),
+            median(&now_raw),
+            raw_ratio,
+            if beyond { " !" } else { "" },
+            spread(&was_raw),
+            spread(&now_raw),
         );
+        if let (Some((w, n)), Some(baseline)) = (&normalized, &was.baseline) {
+            println!(
+                "  / {:<19} {:>10.3} -> {:>10.3}   {:>5.2}x{}   rounds {} | {}",
+                baseline.chars().take(19).collect::<String>(),
+                median(w),
+                median(n),
+                median(n) / median(w),
+                if beyond { " !" } else { "" },
+                spread(w),
+                spread(n),
+            );
+        }
     }
+    println!();
     println!(
         "{}",
         if worse {
