@@ -83,6 +83,13 @@ pub enum TnsRequest {
     },
 }
 
+/// How far beyond a node's clock a record's version may be. Writers take the clock plus one, so
+/// an honest record is ahead of a node's clock only by the writes that node has not seen; a
+/// record further ahead is refused (and counted in [`TnsStatus::ahead`]). Without the bound, one
+/// record at `u64::MAX` would leave no version for any later write; with it, pushing the clock
+/// to the end takes 2^32 accepted writes.
+pub const MAX_CLOCK_AHEAD: u64 = 1 << 32;
+
 /// A bucket digest: the XOR of the hashes of the bucket's records.
 pub type Digest = [u8; 32];
 
@@ -140,6 +147,10 @@ pub struct TnsStatus {
     pub forged: u64,
     /// Records dropped because their writer may not write them.
     pub unauthorized: u64,
+    /// Records dropped because their version was more than [`MAX_CLOCK_AHEAD`] beyond the
+    /// node's clock.
+    #[serde(default)]
+    pub ahead: u64,
     /// When anti-entropy last completed with each peer, seconds ago.
     pub last_sync: Vec<(PeerId, u64)>,
 }

@@ -151,7 +151,7 @@ async fn put(
     drafts: Vec<Draft>,
     key: &Keypair,
 ) -> anyhow::Result<PutOutcome> {
-    let version = client.tns_status(node).await?.clock + 1;
+    let version = client.tns_status(node).await?.clock.saturating_add(1);
     let records: Vec<Record> = drafts
         .into_iter()
         .map(|d| d.sign(version, key).context("the key is not an ed25519 key"))

@@ -123,6 +123,7 @@ impl Tns {
                             s.clock.to_string(),
                             s.forged.to_string(),
                             s.unauthorized.to_string(),
+                            s.ahead.to_string(),
                         ],
                         None => vec![r.peer_id.clone(), r.error.clone().unwrap_or_default()],
                     })
@@ -137,7 +138,8 @@ impl Tns {
                             "DIGEST",
                             "CLOCK",
                             "FORGED",
-                            "UNAUTHORIZED"
+                            "UNAUTHORIZED",
+                            "AHEAD"
                         ],
                         &rows
                     )

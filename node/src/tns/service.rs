@@ -109,6 +109,7 @@ pub(super) fn answer(shared: &Shared, request: TnsRequest) -> (TnsResponse, Vec<
                 clock,
                 forged: store.forged,
                 unauthorized: store.unauthorized,
+                ahead: store.ahead,
                 last_sync,
             };
             (TnsResponse::Status(status), Vec::new())

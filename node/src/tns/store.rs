@@ -12,7 +12,7 @@ use tau_proto::cbor;
 use tau_proto::identity::WriterKey;
 use tau_proto::tns::keys::{self, Authority};
 use tau_proto::tns::values::{ProjectRoot, Registrar};
-use tau_proto::tns::{BUCKETS, Digest, MAX_PAGE, Record, Summary, bucket};
+use tau_proto::tns::{BUCKETS, Digest, MAX_CLOCK_AHEAD, MAX_PAGE, Record, Summary, bucket};
 
 use crate::db::{Db, DbError, Failure};
 
@@ -28,6 +28,13 @@ pub enum Rejection {
     Forged,
     /// The writer may not write this key, or the key or value is malformed.
     Unauthorized(String),
+    /// The version is more than [`MAX_CLOCK_AHEAD`] beyond the node's clock.
+    Ahead {
+        /// The record's version.
+        version: u64,
+        /// The node's clock.
+        clock: u64,
+    },
 }
 
 impl std::fmt::Display for Rejection {
@@ -35,6 +42,10 @@ impl std::fmt::Display for Rejection {
         match self {
             Self::Forged => write!(f, "bad signature"),
             Self::Unauthorized(why) => write!(f, "unauthorized: {why}"),
+            Self::Ahead { version, clock } => write!(
+                f,
+                "version {version} is more than {MAX_CLOCK_AHEAD} beyond this node's clock {clock}"
+            ),
         }
     }
 }
@@ -65,6 +76,8 @@ pub struct Store {
     pub forged: u64,
     /// See `forged`.
     pub unauthorized: u64,
+    /// Records dropped since start for a version too far beyond the clock.
+    pub ahead: u64,
 }
 
 /// What the index keeps of a record.
@@ -133,6 +146,7 @@ impl Store {
             registrars: HashMap::new(),
             forged: 0,
             unauthorized: 0,
+            ahead: 0,
         };
         let records = store.db.read(|txn| {
             let table = txn.open_table(RECORDS)?;
@@ -266,6 +280,7 @@ impl Store {
                 match rejection {
                     Rejection::Forged => self.forged += 1,
                     Rejection::Unauthorized(_) => self.unauthorized += 1,
+                    Rejection::Ahead { .. } => self.ahead += 1,
                 }
                 applied.rejected.push((record.key.clone(), rejection));
                 continue;
@@ -317,6 +332,9 @@ impl Store {
         }
         if !record.verify() {
             return Err(Rejection::Forged);
+        }
+        if record.version > self.clock.saturating_add(MAX_CLOCK_AHEAD) {
+            return Err(Rejection::Ahead { version: record.version, clock: self.clock });
         }
         match authority {
             Authority::Operator => {
@@ -612,6 +630,30 @@ mod tests {
         other.apply(vec![root("shop", &k.owner, 1, &k.operator), b, a], Some(&operator)).unwrap();
         assert_eq!(store.get("/projects/shop/functions/tie").unwrap(), Some(winner.clone()));
         assert_eq!(other.get("/projects/shop/functions/tie").unwrap(), Some(winner));
+    }
+
+    #[test]
+    fn a_version_far_beyond_the_clock_is_refused_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("tns.redb")).unwrap();
+        let k = keys();
+        let operator = op(&k);
+        store.apply(vec![root("shop", &k.owner, 1, &k.operator)], Some(&operator)).unwrap();
+        for version in [u64::MAX, 2 + MAX_CLOCK_AHEAD] {
+            let applied = store
+                .apply(vec![child("shop", "f", b"x", version, &k.owner)], Some(&operator))
+                .unwrap();
+            assert!(
+                matches!(applied.rejected[..], [(_, Rejection::Ahead { clock: 1, .. })]),
+                "{version}: {:?}",
+                applied.rejected
+            );
+        }
+        assert_eq!((store.counts().3, store.ahead), (1, 2), "the clock did not move");
+        // At the bound it is accepted; the next write still has room.
+        let at = child("shop", "f", b"y", 1 + MAX_CLOCK_AHEAD, &k.owner);
+        assert_eq!(store.apply(vec![at], Some(&operator)).unwrap().stored.len(), 1);
+        assert_eq!(store.counts().3, 1 + MAX_CLOCK_AHEAD);
     }
 
     #[test]

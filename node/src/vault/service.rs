@@ -300,7 +300,12 @@ async fn register(
         return Err(invalid(format!("project `{project}` already exists")));
     }
     bind(shared, &ids).await?;
-    let version = shared.registry.clock().await.map_err(registry("cannot read the tns clock"))? + 1;
+    let version = shared
+        .registry
+        .clock()
+        .await
+        .map_err(registry("cannot read the tns clock"))?
+        .saturating_add(1);
     let value = cbor::to_vec(&ProjectRoot { owner }).map_err(|e| invalid(e.to_string()))?;
     let root = Draft { key: keys::project(&project), scope: project.clone(), value: Some(value) }
         .sign(version, &shared.keypair)

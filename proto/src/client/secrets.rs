@@ -234,7 +234,7 @@ impl Client {
             self.tns_get(tns, vec![keys::project(project), keys::VAULT_KEYSET.into()]).await?;
         check_owner(&records, project, owner)?;
         let keyset = keyset_of(&records)?;
-        let version = self.tns_clock(tns).await? + 1;
+        let version = self.tns_clock(tns).await?.saturating_add(1);
         let record = vault::secret_record(&keyset, project, name, plaintext, version, owner)?;
         let key = record.key.clone();
         let mut asks: FuturesUnordered<_> = vaults
@@ -380,7 +380,7 @@ impl Client {
             return Err(SecretError::ProjectExists { project: project.to_string(), owner });
         }
         let keyset = keyset_of(&records)?;
-        let version = self.tns_clock(tns).await? + 1;
+        let version = self.tns_clock(tns).await?.saturating_add(1);
         let registration =
             Registration::new(&keyset, project, owner, secrets, version, unix_now())?;
         self.register(registration).await
@@ -466,7 +466,7 @@ impl Client {
         if wanted.is_empty() {
             return Ok(Vec::new());
         }
-        let version = self.tns_clock(tns).await? + 1;
+        let version = self.tns_clock(tns).await?.saturating_add(1);
         let records = wanted
             .iter()
             .map(|(key, value)| {

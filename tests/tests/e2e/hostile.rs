@@ -4,8 +4,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use tau_proto::CloudProfile;
-use tau_tests::harness::{DevCloud, KillOnDrop, Result, run_node, tau_node_ok, wait_for};
+use tau_proto::tns::{Draft, MAX_CLOCK_AHEAD, TnsProtocol, TnsRequest, TnsResponse, keys};
+use tau_proto::{Client, CloudProfile};
+use tau_tests::harness::{
+    DevCloud, KillOnDrop, Result, converged, create_project, run_node, tau_node_ok, tns_status,
+    wait_for,
+};
 
 /// A stock node that joins `cloud` with the swarm key from its profile, set up by `tau-node
 /// init` with `options`, running until dropped.
@@ -57,5 +61,55 @@ fn a_hostile_region_cannot_drive_an_operators_terminal() -> Result {
             "`tau-node {command}` does not show the region escaped:\n{out}"
         );
     }
+    Ok(())
+}
+
+/// A tenant signs a record of its own project at version `u64::MAX` and sends it to a node: taken
+/// into the Lamport clock, it would leave no version for anyone's later write (the operator's
+/// included), which would wrap to 0 and lose.
+#[test]
+fn a_record_at_the_end_of_the_clock_is_refused_and_writes_go_on() -> Result {
+    let dir = tempfile::tempdir()?;
+    let cloud = DevCloud::start(2, &dir.path().join("cloud"))?;
+    let profile = profile_arg(&cloud);
+    let owner_key = create_project(&cloud.profile, dir.path(), "tenant")?;
+    let owner = tau_proto::keyfile::read(&owner_key)?;
+    let frozen =
+        Draft { key: keys::function("tenant", "f"), scope: "tenant".into(), value: Some(vec![1]) }
+            .sign(u64::MAX, &owner)
+            .ok_or("cannot sign")?;
+    let ids = cloud.peer_ids()?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let answer = runtime.block_on(async {
+        let client = Client::connect(&CloudProfile::load(&cloud.profile)?).await?;
+        client.nodes().await?;
+        let node = ids[0].parse()?;
+        let answer =
+            client.call::<TnsProtocol>(node, TnsRequest::Put { records: vec![frozen] }).await?;
+        Ok::<_, tau_tests::harness::Error>(answer)
+    })?;
+    let TnsResponse::Put(put) = answer else {
+        return Err(format!("unexpected answer {answer:?}").into());
+    };
+    assert_eq!(put.stored, 0, "{put:?}");
+    assert!(
+        put.rejected.iter().any(|(_, why)| why.contains("beyond this node's clock")),
+        "{put:?}"
+    );
+
+    // The operator and the tenant write on, at ordinary versions, on every node.
+    create_project(&cloud.profile, dir.path(), "later")?;
+    let (status, _) = wait_for(Duration::from_secs(10), "both nodes hold the new project", || {
+        let status = tns_status(&cloud.profile)?;
+        Ok(converged(&status, 2).then_some(status))
+    })?;
+    for node in &status {
+        let clock = node["clock"].as_u64().ok_or("no clock")?;
+        assert!(clock < MAX_CLOCK_AHEAD, "the clock moved to {clock}: {node}");
+    }
+    assert!(status.iter().any(|s| s["ahead"].as_u64() >= Some(1)), "the refusal is counted");
+    let record = tau_node_ok(&["tns", "get", "/projects/later", "--cloud", &profile, "--json"])?;
+    let record: serde_json::Value = serde_json::from_str(&record)?;
+    assert_eq!(record["deleted"], false, "{record}");
     Ok(())
 }

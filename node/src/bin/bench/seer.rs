@@ -113,7 +113,7 @@ pub(crate) async fn run(tau_node: &Path, tmp: &Path) -> anyhow::Result<()> {
         let owner = Keypair::generate_ed25519();
         client.register_project("bench", &owner, &[]).await?;
         let tns = client.entry();
-        let version = client.tns_clock(tns).await? + 1;
+        let version = client.tns_clock(tns).await?.saturating_add(1);
         let claim = Draft {
             key: keys::domain("ping.bench.tau"),
             scope: "bench".into(),
