@@ -36,7 +36,7 @@ async fn main() -> ExitCode {
     match cli.command.run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", tau_proto::text::printable_lines(&format!("{error:#}")));
             ExitCode::FAILURE
         }
     }

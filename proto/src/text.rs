@@ -19,18 +19,29 @@ fn unsafe_char(c: char) -> bool {
 /// (`\x1b`, `\u{202e}`), and every backslash doubled when there is any such escape, so what is
 /// printed can be read back unambiguously. Borrowed when there is nothing to escape.
 pub fn printable(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(unsafe_char) {
+    escape(text, false)
+}
+
+/// [`printable`], but line breaks stay line breaks: for error messages, which are built of
+/// lines, any of which may quote a peer.
+pub fn printable_lines(text: &str) -> Cow<'_, str> {
+    escape(text, true)
+}
+
+fn escape(text: &str, keep_newlines: bool) -> Cow<'_, str> {
+    let escaped = |c: char| unsafe_char(c) && !(keep_newlines && c == '\n');
+    if !text.chars().any(escaped) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
-            c if unsafe_char(c) && (c as u32) < 0x100 => {
+            c if !escaped(c) => out.push(c),
+            c if (c as u32) < 0x100 => {
                 out.push_str(&format!("\\x{:02x}", c as u32));
             }
-            c if unsafe_char(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            c => out.push(c),
+            c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
         }
     }
     Cow::Owned(out)
@@ -53,5 +64,8 @@ mod tests {
         // With an escape present, a literal backslash is doubled: "\x1b" typed by a sender
         // cannot pass for an escaped ESC.
         assert_eq!(printable("\\x1b\u{1b}"), "\\\\x1b\\x1b");
+        // An error message keeps its lines, and nothing else.
+        assert_eq!(printable_lines("a\nb\u{1b}[2J\r"), "a\nb\\x1b[2J\\x0d");
+        assert!(matches!(printable_lines("a\nb"), Cow::Borrowed("a\nb")));
     }
 }

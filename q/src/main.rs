@@ -21,7 +21,7 @@ async fn main() -> ExitCode {
     match Cli::parse().command.run().await {
         Ok(status) => status,
         Err(e) => {
-            eprintln!("q: {e:#}");
+            eprintln!("q: {}", tau_proto::text::printable_lines(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     match commands::run(Cli::parse().command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("spore-drive: {e:#}");
+            eprintln!("spore-drive: {}", tau_proto::text::printable_lines(&format!("{e:#}")));
             ExitCode::from(2)
         }
     }

@@ -102,7 +102,7 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("taucorder: {e:#}");
+            eprintln!("taucorder: {}", tau_proto::text::printable_lines(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

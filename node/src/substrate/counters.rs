@@ -23,13 +23,26 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::Outcome;
-use crate::db::{Db, DbError, Failure, Opener};
+use crate::db::{Db, DbError, Failure};
 use crate::p2p::Inbound;
 
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const NEXT_SEQ: &str = "next_seq";
 const ACKED: &str = "acked";
+/// What errors call the store.
+const STORE: &str = "counter store";
+
+/// Creates the tables, and the sequence starting at 1.
+fn init(txn: &redb::WriteTransaction) -> Result<(), Failure> {
+    txn.open_table(RECORDS)?;
+    let mut meta = txn.open_table(META)?;
+    if meta.get(NEXT_SEQ)?.is_none() {
+        meta.insert(NEXT_SEQ, 1)?;
+        meta.insert(ACKED, 0)?;
+    }
+    Ok(())
+}
 
 /// The running totals of one function; the gateway adds to them, the window task takes them.
 #[derive(Debug, Default)]
@@ -99,31 +112,14 @@ impl Counters {
         window: Duration,
         retention: Duration,
     ) -> Result<Self, DbError> {
-        let file = path.to_path_buf();
-        let opener: Opener = Box::new(move || redb::Database::create(&file));
-        Self::open_with(path, opener, keypair, window, retention)
+        let db = Db::open(STORE, path, init)?;
+        Ok(Self::with_db(db, keypair, window, retention))
     }
 
-    /// [`Counters::open`] with the database at `path` opened by `opener` (at first, and again
-    /// after an I/O error).
-    fn open_with(
-        path: &Path,
-        opener: Opener,
-        keypair: Keypair,
-        window: Duration,
-        retention: Duration,
-    ) -> Result<Self, DbError> {
-        let db = Db::open_with("counter store", path, opener, |txn| {
-            txn.open_table(RECORDS)?;
-            let mut meta = txn.open_table(META)?;
-            if meta.get(NEXT_SEQ)?.is_none() {
-                meta.insert(NEXT_SEQ, 1)?;
-                meta.insert(ACKED, 0)?;
-            }
-            Ok(())
-        })?;
+    /// The counters over an open database.
+    fn with_db(db: Db, keypair: Keypair, window: Duration, retention: Duration) -> Self {
         let node = keypair.public().to_peer_id();
-        Ok(Self {
+        Self {
             keypair,
             node,
             db,
@@ -131,7 +127,7 @@ impl Counters {
             retention,
             functions: Mutex::default(),
             flushing: Mutex::new(()),
-        })
+        }
     }
 
     /// The running totals of a function (created on first use).
@@ -388,7 +384,8 @@ mod tests {
         let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let opener = crate::db::failing_disk::opener(&path, &failing);
         let (window, retention) = (Duration::from_secs(60), Duration::from_secs(3600));
-        let counters = Counters::open_with(&path, opener, key, window, retention).unwrap();
+        let db = Db::open_with(STORE, &path, opener, init).unwrap();
+        let counters = Counters::with_db(db, key, window, retention);
         let ping = counters.stats("example", "ping");
         for _ in 0..3 {
             ping.finished(&outcome(None));

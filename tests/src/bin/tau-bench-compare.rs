@@ -96,6 +96,17 @@ fn rounds(figures: &[Figure]) -> (Vec<String>, BTreeMap<String, Series>) {
     (order, series)
 }
 
+/// Whether after/before `raw` (and `beside`, the same for figure/baseline, where there is a
+/// baseline) is more than `limit` percent worse. Worse only when it is worse both ways: a slow
+/// stretch of the machine moves the first and not the second, a baseline that itself moved (a
+/// Tau figure, or a bimodal one) the second and not the first.
+fn worse_beyond(raw: f64, beside: Option<f64>, rate: bool, limit: f64) -> bool {
+    let worse = |ratio: f64| {
+        if rate { ratio < 1.0 - limit / 100.0 } else { ratio > 1.0 + limit / 100.0 }
+    };
+    worse(raw) && beside.is_none_or(worse)
+}
+
 fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
@@ -135,17 +146,11 @@ fn run(args: &Args) -> Result<bool, String> {
             worse = true;
             continue;
         };
-        let verdict = |ratio: f64| {
-            if rate { ratio < 1.0 - args.limit / 100.0 } else { ratio > 1.0 + args.limit / 100.0 }
-        };
         let (was_raw, now_raw) = (was.raw(), now.raw());
         let raw_ratio = median(&now_raw) / median(&was_raw);
         let normalized = was.normalized().zip(now.normalized());
-        // Worse only when it is worse both as measured and beside its baseline: a slow stretch
-        // of the machine moves the first and not the second, a baseline that itself moved (a
-        // Tau figure, or a bimodal one) the second and not the first.
-        let beyond = verdict(raw_ratio)
-            && normalized.as_ref().is_none_or(|(w, n)| verdict(median(n) / median(w)));
+        let beside = normalized.as_ref().map(|(w, n)| median(n) / median(w));
+        let beyond = worse_beyond(raw_ratio, beside, rate, args.limit);
         worse |= beyond;
         println!(
             "  value                 {:>10.1} -> {:>10.1}   {:>5.2}x{}   rounds {} | {}",
@@ -196,5 +201,46 @@ fn main() -> ExitCode {
             eprintln!("tau-bench-compare: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_figure_is_worse_only_when_worse_as_measured_and_beside_its_baseline() {
+        // Times: higher is worse.
+        assert!(worse_beyond(1.52, Some(1.24), false, 10.0));
+        assert!(!worse_beyond(1.12, Some(0.95), false, 10.0), "the machine was slower");
+        assert!(!worse_beyond(0.99, Some(2.19), false, 10.0), "the baseline moved");
+        assert!(!worse_beyond(1.09, None, false, 10.0));
+        assert!(worse_beyond(1.11, None, false, 10.0));
+        // Rates: lower is worse.
+        assert!(worse_beyond(0.63, Some(0.85), true, 10.0));
+        assert!(!worse_beyond(1.25, Some(0.75), true, 10.0));
+    }
+
+    #[test]
+    fn a_figure_beside_two_baselines_counts_once_per_round() {
+        let figure = |value: f64, baseline: &str, base: f64| Figure {
+            bench: "substrate".into(),
+            what: "ping".into(),
+            value,
+            unit: "req/s".into(),
+            baseline: Some(tau_proto::bench::Baseline { what: baseline.into(), value: base }),
+            target: None,
+            met: None,
+        };
+        let figures = [
+            figure(10.0, "wasmtime serve", 5.0),
+            figure(10.0, "native", 40.0),
+            figure(12.0, "wasmtime serve", 4.0),
+            figure(12.0, "native", 48.0),
+        ];
+        let (order, series) = rounds(&figures);
+        let ping = &series[&order[0]];
+        assert_eq!(ping.raw(), [10.0, 12.0]);
+        assert_eq!(ping.normalized(), Some(vec![2.0, 3.0]), "beside the first baseline");
     }
 }
