@@ -8,6 +8,8 @@
 //!   serves the admin protocol `/tau/admin/1` from its own state.
 //! - [`db`]: the embedded database (one redb file per service), its errors naming the file,
 //!   a handle that saw an I/O error opened again.
+//! - [`membership`]: who is a node: the operator's admission records, followed and handed to the
+//!   p2p core and seer.
 //! - [`resources`]: CPU, memory, load and disk, sampled in the background for `Info`.
 //! - [`hoarder`]: the blob service (chunked store, pins, rendezvous placement, repair).
 //! - [`tns`]: the registry service (redb store, gossip, anti-entropy, authorization).
@@ -27,6 +29,7 @@ pub mod config;
 pub mod db;
 pub mod dev;
 pub mod hoarder;
+pub mod membership;
 pub mod node;
 pub mod p2p;
 pub mod project;

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::NodeConfig;
 use crate::p2p::{self, AdminContext, P2pConfig, P2pError};
-use crate::{hoarder, resources, seer, substrate, tns, vault};
+use crate::{hoarder, membership, resources, seer, substrate, tns, vault};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +37,9 @@ pub enum NodeError {
     /// The vault service could not start.
     #[error(transparent)]
     Vault(#[from] vault::VaultStartError),
+    /// Membership could not start.
+    #[error(transparent)]
+    Membership(#[from] crate::membership::MembershipError),
     /// The seer service could not start.
     #[error(transparent)]
     Seer(#[from] seer::SeerError),
@@ -83,6 +86,7 @@ impl Node {
                     started,
                     resources,
                 },
+                admitted: membership::initial(config.operator_key().as_ref()),
             },
             shutdown.child_token(),
         )
@@ -101,6 +105,14 @@ impl Node {
             services.extend(tasks);
             local_tns = Some(local);
         }
+        let (membership_task, admitted) = membership::start(
+            handle.clone(),
+            config.operator_key(),
+            local_tns.clone(),
+            shutdown.child_token(),
+        )
+        .await?;
+        services.extend(membership_task);
         let mut local_hoarder = None;
         if runs("hoarder") {
             let (tasks, local) =
@@ -168,6 +180,7 @@ impl Node {
                 seer_config,
                 registry,
                 config.dns_listen_addrs(),
+                admitted.clone(),
                 shutdown.child_token(),
             )
             .await?;

@@ -23,12 +23,12 @@ mod service;
 use std::time::Instant;
 
 use libp2p::identity::Keypair;
-use libp2p::swarm::Stream;
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use tau_proto::SwarmKey;
 use tau_proto::admin::{AdminRequest, AdminResponse, Location, PeerInfo, Resources};
-use tau_proto::net::rpc::{self, CallError, InboundStream, OpenError};
-use tau_proto::protocol::{Protocol, Topic};
+use tau_proto::membership::Admitted;
+use tau_proto::net::rpc::{self, CallError};
+use tau_proto::protocol::{Access, Protocol, Topic};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +47,9 @@ pub struct P2pConfig {
     pub bootstrap: Vec<Multiaddr>,
     /// What the admin protocol reports about this node.
     pub admin: AdminContext,
+    /// Who is admitted until the membership says otherwise: [`Admitted::Open`] without an
+    /// operator key, else nobody yet.
+    pub admitted: Admitted,
 }
 
 /// The node facts the admin protocol reports, besides the swarm's own.
@@ -83,19 +86,21 @@ pub use service::{Inbound, RequestError};
 
 pub(crate) enum Command {
     Peers(oneshot::Sender<Vec<PeerInfo>>),
+    Candidates(oneshot::Sender<Vec<PeerId>>),
+    Admit(Admitted),
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
-    Open {
+    Call {
         peer: PeerId,
-        protocol: StreamProtocol,
-        reply: oneshot::Sender<Result<Stream, OpenError>>,
+        call: rpc::Call,
     },
     Serve {
         protocol: StreamProtocol,
-        streams: mpsc::Sender<InboundStream>,
+        route: rpc::Route,
     },
     ExtendAdmin(mpsc::Sender<Inbound<AdminRequest, AdminResponse>>),
     Subscribe {
         topic: &'static str,
+        access: Access,
         sender: mpsc::Sender<GossipMessage>,
         answer: oneshot::Sender<Result<(), GossipError>>,
     },
@@ -133,6 +138,19 @@ impl Handle {
         self.ask(Command::Peers).await
     }
 
+    /// The connected peers that say they are nodes, admitted or not: where admission records
+    /// can be asked for before any is known.
+    pub async fn candidates(&self) -> Result<Vec<PeerId>, Stopped> {
+        self.ask(Command::Candidates).await
+    }
+
+    /// From now on only the peers `admitted` allows count as nodes: listed by `peers`,
+    /// believed for the services they are admitted for, heard on topics and answered on
+    /// protocols open to nodes or a role.
+    pub async fn admit(&self, admitted: Admitted) -> Result<(), Stopped> {
+        self.commands.send(Command::Admit(admitted)).await.map_err(|_| Stopped)
+    }
+
     /// The addresses the swarm listens on.
     pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, Stopped> {
         self.ask(Command::ListenAddrs).await
@@ -146,11 +164,9 @@ impl Handle {
         &self,
         inbox: mpsc::Sender<Inbound<P::Request, P::Response>>,
     ) -> Result<(), Stopped> {
-        let (streams, incoming) = mpsc::channel(rpc::INBOX);
         let protocol = StreamProtocol::new(P::NAME);
-        self.commands.send(Command::Serve { protocol, streams }).await.map_err(|_| Stopped)?;
-        service::spawn_server::<P>(incoming, inbox);
-        Ok(())
+        let route = rpc::route::<P>(inbox);
+        self.commands.send(Command::Serve { protocol, route }).await.map_err(|_| Stopped)
     }
 
     /// Calls protocol `P` on `peer` (dialing it if needed) and waits for the answer, within
@@ -160,19 +176,16 @@ impl Handle {
         peer: PeerId,
         request: P::Request,
     ) -> Result<P::Response, RequestError> {
-        let failed = |reason: String| RequestError { peer, reason };
-        let protocol = StreamProtocol::new(P::NAME);
-        let exchange = async {
-            let stream = self
-                .ask(|reply| Command::Open { peer, protocol, reply })
-                .await
-                .map_err(|e| failed(e.to_string()))?
-                .map_err(|e| failed(rpc::error_chain(&e)))?;
-            rpc::call::<P>(stream, &request).await.map_err(|e| failed(rpc::error_chain(&e)))
-        };
-        tokio::time::timeout(P::TIMEOUT, exchange)
+        let failed = |e: CallError| RequestError { peer, reason: rpc::error_chain(&e) };
+        let (call, answer) = rpc::Call::new::<P>(&request).map_err(failed)?;
+        self.commands
+            .send(Command::Call { peer, call })
             .await
-            .map_err(|_| failed(CallError::Timeout(P::TIMEOUT).to_string()))?
+            .map_err(|_| RequestError { peer, reason: Stopped.to_string() })?;
+        tokio::time::timeout(P::TIMEOUT, answer.get())
+            .await
+            .map_err(|_| failed(CallError::Timeout(P::TIMEOUT)))?
+            .map_err(failed)
     }
 
     /// Hands the admin requests the p2p core does not answer itself (all but `Info` and
@@ -188,7 +201,8 @@ impl Handle {
     /// needs a verdict ([`Handle::validate`]) before it is forwarded.
     pub async fn subscribe<T: Topic>(&self) -> Result<mpsc::Receiver<GossipMessage>, GossipError> {
         let (sender, receiver) = mpsc::channel(1024);
-        self.ask(|answer| Command::Subscribe { topic: T::NAME, sender, answer }).await??;
+        let (topic, access) = (T::NAME, T::ACCESS);
+        self.ask(|answer| Command::Subscribe { topic, access, sender, answer }).await??;
         Ok(receiver)
     }
 
@@ -232,8 +246,15 @@ pub async fn spawn(
     }
     let (commands, receiver) = mpsc::channel(256);
     let (admin, admin_requests) = mpsc::channel(256);
-    let mut event_loop =
-        event_loop::EventLoop::new(swarm, receiver, admin_requests, config.bootstrap, config.admin);
+    swarm.behaviour_mut().rpc.admit(config.admitted.clone());
+    let mut event_loop = event_loop::EventLoop::new(
+        swarm,
+        receiver,
+        admin_requests,
+        config.bootstrap,
+        config.admin,
+        config.admitted,
+    );
     event_loop.wait_listening(&listeners).await?;
     let task = tokio::spawn(event_loop.run(shutdown));
     let handle = Handle { commands, peer_id };

@@ -21,8 +21,10 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use tau_proto::membership::Admitted;
 use tau_proto::seer::{SeerProtocol, SeerRequest, SeerResponse, SeerTopic, SignedHeartbeat};
 use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -121,11 +123,13 @@ pub async fn start(
     config: &SeerConfig,
     registry: Registry,
     dns: Vec<SocketAddr>,
+    mut admitted: watch::Receiver<Admitted>,
     shutdown: CancellationToken,
 ) -> Result<Started, SeerError> {
     let txt = TxtLookup::resolver(config.txt_resolver).map_err(SeerError::Resolver)?;
     let domains = Domains::new(registry, &config.generated_domain, txt);
     let shared = Arc::new(Shared::new(config.clone(), domains));
+    shared.table().admit(admitted.borrow_and_update().clone());
     let mut tasks = Vec::new();
     let mut dns_addrs = Vec::new();
     for addr in dns {
@@ -147,6 +151,10 @@ pub async fn start(
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                Ok(()) = admitted.changed() => {
+                    let now = admitted.borrow_and_update().clone();
+                    state.table().admit(now);
+                }
                 Some(message) = gossip.recv() => {
                     let verdict = state.receive(&message);
                     if handle.validate(message.id, verdict).await.is_err() {

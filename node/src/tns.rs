@@ -83,7 +83,7 @@ pub struct Local {
 }
 
 impl Local {
-    /// The live record at `key`.
+    /// The record at `key`, a tombstone included.
     pub fn get(&self, key: &str) -> Result<Option<Record>, crate::db::DbError> {
         self.shared.store().get(key)
     }
@@ -106,11 +106,20 @@ impl Local {
 
     /// Every live record whose key starts with `prefix`.
     pub fn list(&self, prefix: &str) -> Result<Vec<Record>, crate::db::DbError> {
+        self.scan(prefix, false)
+    }
+
+    /// Every record whose key starts with `prefix`, tombstones included.
+    pub fn list_with_tombstones(&self, prefix: &str) -> Result<Vec<Record>, crate::db::DbError> {
+        self.scan(prefix, true)
+    }
+
+    fn scan(&self, prefix: &str, tombstones: bool) -> Result<Vec<Record>, crate::db::DbError> {
         let mut all = Vec::new();
         let mut after: Option<String> = None;
         loop {
             let (records, next) =
-                self.shared.store().list(prefix, after.as_deref(), MAX_PAGE, false)?;
+                self.shared.store().list(prefix, after.as_deref(), MAX_PAGE, tombstones)?;
             all.extend(records);
             match next {
                 Some(next) => after = Some(next),

@@ -5,6 +5,7 @@
 //! One task owns the client's swarm; [`Client`] is a cheap cloneable handle that sends it
 //! commands with oneshot replies. Dropping every handle stops the task and closes connections.
 
+pub mod members;
 pub mod registry;
 pub mod secrets;
 
@@ -13,13 +14,13 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::identity::Keypair;
-use libp2p::swarm::{NetworkBehaviour, Stream, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify};
-use tokio::sync::{mpsc, oneshot};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, identify};
+use tokio::sync::mpsc;
 
 use crate::admin::{AdminProtocol, AdminRequest, AdminResponse, NodeInfo, PeerInfo};
 use crate::counters::CounterPage;
-use crate::net::rpc::{self, CallError, OpenError};
+use crate::net::rpc::{self, CallError};
 use crate::profile::{ProfileError, peer_id_of};
 use crate::protocol::Protocol;
 use crate::{CloudProfile, net};
@@ -82,15 +83,8 @@ struct Behaviour {
 }
 
 enum Command {
-    Open {
-        peer: PeerId,
-        protocol: StreamProtocol,
-        reply: oneshot::Sender<Result<Stream, OpenError>>,
-    },
-    AddAddress {
-        peer: PeerId,
-        addr: Multiaddr,
-    },
+    Call { peer: PeerId, call: rpc::Call },
+    AddAddress { peer: PeerId, addr: Multiaddr },
 }
 
 /// A handle to a connected light client.
@@ -154,24 +148,13 @@ impl Client {
         peer: PeerId,
         request: P::Request,
     ) -> Result<P::Response, ClientError> {
-        let protocol = StreamProtocol::new(P::NAME);
-        let (reply, stream) = oneshot::channel();
-        self.commands
-            .send(Command::Open { peer, protocol, reply })
+        let failed = |e: CallError| ClientError::Request { peer, reason: rpc::error_chain(&e) };
+        let (call, answer) = rpc::Call::new::<P>(&request).map_err(failed)?;
+        self.commands.send(Command::Call { peer, call }).await.map_err(|_| ClientError::Closed)?;
+        let response = tokio::time::timeout(P::TIMEOUT, answer.get())
             .await
-            .map_err(|_| ClientError::Closed)?;
-        let exchange = async {
-            let stream = stream
-                .await
-                .map_err(|_| ClientError::Closed)?
-                .map_err(|e| ClientError::Request { peer, reason: rpc::error_chain(&e) })?;
-            rpc::call::<P>(stream, &request)
-                .await
-                .map_err(|e| ClientError::Request { peer, reason: rpc::error_chain(&e) })
-        };
-        let response = tokio::time::timeout(P::TIMEOUT, exchange).await.map_err(|_| {
-            ClientError::Request { peer, reason: CallError::Timeout(P::TIMEOUT).to_string() }
-        })??;
+            .map_err(|_| failed(CallError::Timeout(P::TIMEOUT)))?
+            .map_err(failed)?;
         match P::refusal(&response) {
             Some(message) => Err(ClientError::Remote { peer, message: message.to_string() }),
             None => Ok(response),
@@ -309,9 +292,9 @@ async fn run(mut swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>)
                         known.push(addr);
                     }
                 }
-                Some(Command::Open { peer, protocol, reply }) => {
+                Some(Command::Call { peer, call }) => {
                     let addrs = addresses.get(&peer).cloned().unwrap_or_default();
-                    swarm.behaviour_mut().rpc.open(peer, protocol, addrs, reply);
+                    swarm.behaviour_mut().rpc.call(peer, call, addrs);
                 }
             },
             event = swarm.select_next_some() => tracing::trace!(?event, "client swarm event"),

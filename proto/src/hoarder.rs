@@ -37,6 +37,7 @@ pub struct HoarderTopic;
 
 impl crate::protocol::Topic for HoarderTopic {
     const NAME: &'static str = "tau/hoarder/1";
+    const ACCESS: crate::protocol::Access = crate::protocol::Access::Role("hoarder");
 }
 /// The size of a chunk (the last one of a blob may be shorter).
 pub const CHUNK_SIZE: u64 = 1 << 20;

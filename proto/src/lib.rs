@@ -41,6 +41,7 @@ pub mod counters;
 pub mod hoarder;
 pub mod identity;
 pub mod keyfile;
+pub mod membership;
 pub mod net;
 pub mod node_config;
 pub mod profile;

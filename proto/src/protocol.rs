@@ -51,8 +51,9 @@ pub trait Protocol: Send + Sync + 'static {
     }
 }
 
-/// Who may call a protocol. Today every peer that holds the swarm key may call every protocol;
-/// the membership work narrows it.
+/// Who may call a protocol or publish on a topic. Admission is the operator's (see
+/// [`crate::membership`]); a node that knows no operator key treats every `tau-node` peer as
+/// admitted, for every role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Access {
@@ -68,4 +69,7 @@ pub enum Access {
 pub trait Topic: Send + Sync + 'static {
     /// The topic's name, such as `tau/<service>/1`.
     const NAME: &'static str;
+    /// Whose messages are delivered: a message from anyone else is dropped (and not forwarded)
+    /// before the service sees it.
+    const ACCESS: Access = Access::Anyone;
 }

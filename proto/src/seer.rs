@@ -23,6 +23,7 @@ pub struct SeerTopic;
 
 impl crate::protocol::Topic for SeerTopic {
     const NAME: &'static str = "tau/seer/1";
+    const ACCESS: crate::protocol::Access = crate::protocol::Access::Nodes;
 }
 
 /// The request-response protocol (`Nodes`), `/tau/seer/1`.

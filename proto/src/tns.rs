@@ -36,6 +36,7 @@ pub struct TnsTopic;
 
 impl crate::protocol::Topic for TnsTopic {
     const NAME: &'static str = "tau/tns/1";
+    const ACCESS: crate::protocol::Access = crate::protocol::Access::Role("tns");
 }
 /// Anti-entropy compares this many buckets of the key space.
 pub const BUCKETS: usize = 256;

@@ -11,6 +11,7 @@
 //! - [`vault`]: publishing the vault key set; [`profile`]: the cloud profile, built in one place.
 //! - [`recap`]: the table a run ends with. What a run leaves for the next is [`crate::state`].
 
+mod admit;
 mod apply;
 mod bundle;
 mod destroy;

@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests.
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -497,4 +499,19 @@ fn parse_http(raw: &[u8]) -> Result<HttpAnswer> {
         body.extend_from_slice(&rest[..size]);
         rest = &rest[size + 2..];
     }
+}
+
+/// `dig @ip -p port name [+tcp] +short`: the addresses, sorted.
+pub fn dig(server: &str, name: &str, tcp: bool) -> Result<BTreeSet<IpAddr>> {
+    let (ip, port) = server.rsplit_once(':').ok_or("no port")?;
+    let mut command = Command::new("dig");
+    command.args([&format!("@{ip}"), "-p", port, name, "+short", "+time=2", "+tries=1"]);
+    if tcp {
+        command.arg("+tcp");
+    }
+    let out = run(&mut command, Duration::from_secs(10))?;
+    if !out.status.success() {
+        return Err(format!("dig {name}: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(String::from_utf8(out.stdout)?.lines().filter_map(|l| l.trim().parse().ok()).collect())
 }

@@ -14,6 +14,7 @@ use nix::unistd::Pid;
 use tau_node::config::SubstrateConfig;
 use tau_node::dev::{self, DevCloud, DevOptions};
 use tau_proto::client::{ClientError, ConnectOptions};
+use tau_proto::membership::Admission;
 use tau_proto::tns::{TnsRequest, TnsResponse, keys};
 use tau_proto::{Client, CloudProfile, keyfile};
 use tokio::sync::mpsc;
@@ -126,6 +127,7 @@ impl Dev {
         let mesh = tokio::select! {
             mesh = async {
                 let timeout = Duration::from_secs(self.timeout);
+                admit(&cloud, &dir, timeout).await?;
                 wait_mesh(&cloud, timeout).await?;
                 publish_vault(&cloud, &dir, timeout).await
             } => mesh,
@@ -253,20 +255,52 @@ async fn publish_vault(
     }
 }
 
-/// Waits until every node is connected to every other.
-async fn wait_mesh(cloud: &DevCloud, timeout: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
+/// A client of the dev cloud, once a node answers.
+async fn connect(cloud: &DevCloud, deadline: Instant) -> anyhow::Result<Client> {
     let profile = CloudProfile::load(&cloud.profile)?;
     let options = ConnectOptions { timeout: Duration::from_secs(2) };
-    let client = loop {
+    loop {
         match Client::connect_with(&profile, options.clone()).await {
-            Ok(client) => break client,
+            Ok(client) => return Ok(client),
             Err(ClientError::Unreachable { .. }) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Err(e) => return Err(e).context("no dev node answered"),
         }
-    };
+    }
+}
+
+/// Admits every node for the services it runs (`/nodes/<peer id>`, signed with the operator
+/// key), as Spore Drive does: until then the nodes treat each other as clients.
+async fn admit(cloud: &DevCloud, dir: &std::path::Path, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let client = connect(cloud, deadline).await?;
+    let operator = keyfile::read(&dir.join("operator.key"))?;
+    let admissions: Vec<_> = cloud
+        .nodes
+        .iter()
+        .map(|node| {
+            let labels = [("name".to_string(), node.name.clone())].into();
+            (node.peer_id, Some(Admission { services: node.services.clone(), labels }))
+        })
+        .collect();
+    loop {
+        match client.admit(&admissions, &operator).await {
+            Ok(_) => return Ok(()),
+            // The entry node's tns may not serve yet.
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!(error = %e, "admission not written yet");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e).context("cannot admit the dev nodes"),
+        }
+    }
+}
+
+/// Waits until every node is connected to every other.
+async fn wait_mesh(cloud: &DevCloud, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let client = connect(cloud, deadline).await?;
     for node in &cloud.nodes {
         client.add_address(node.peer_id, node.addr.clone()).await?;
     }

@@ -1,19 +1,27 @@
-//! `tau-node nodes`.
+//! `tau-node nodes`, and `nodes admit|revoke|admitted`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, Subcommand};
 use libp2p::PeerId;
+use tau_proto::identity::WriterKey;
+use tau_proto::keyfile;
+use tau_proto::membership::Admission;
 
 use super::output::{self, bytes, table};
 
 /// Show every node of a cloud as seer sees it: health, services, addresses, CPU, memory, disk,
 /// load, requests in flight and location, from the nodes' signed heartbeats.
 ///
-/// Asks the first seer node found, or the node given with --node.
+/// Asks the first seer node found, or the node given with --node. Only nodes the operator
+/// admitted are listed (`nodes admit`); a peer that merely holds the swarm key is a client.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct Nodes {
+    #[command(subcommand)]
+    command: Option<NodesCommand>,
     /// The cloud profile (`cloud.yaml`).
     #[arg(long, default_value = "cloud.yaml")]
     cloud: PathBuf,
@@ -25,8 +33,170 @@ pub(crate) struct Nodes {
     json: bool,
 }
 
+/// The operator's admission of nodes: only an admitted peer is a node.
+#[derive(Debug, Subcommand)]
+enum NodesCommand {
+    /// Admit a peer as a node for the services it may run (an operator-signed `/nodes/<peer id>`
+    /// record in TNS). Other nodes list it, believe it for those services, take its heartbeats
+    /// and counters, and answer it as a node within seconds. Admitting it again replaces its
+    /// services and labels.
+    Admit {
+        /// The peer id of the node.
+        peer: PeerId,
+        /// A service it may run (tns, hoarder, vault, seer, substrate); repeat for several, or
+        /// separate with commas.
+        #[arg(long = "service", value_delimiter = ',', required = true)]
+        services: Vec<String>,
+        /// A label, as key=value (such as region=eu-west); repeat for several.
+        #[arg(long = "label", value_parser = label)]
+        labels: Vec<(String, String)>,
+        #[command(flatten)]
+        operator: Operator,
+    },
+    /// Revoke a node's admission (an operator-signed tombstone at `/nodes/<peer id>`): within
+    /// seconds no node lists it, believes it, or answers it as a node; it stays a client.
+    Revoke {
+        /// The peer id of the node.
+        peer: PeerId,
+        #[command(flatten)]
+        operator: Operator,
+    },
+    /// The admission records TNS holds: each node's services and labels, and revocations.
+    Admitted {
+        #[command(flatten)]
+        operator: Operator,
+    },
+}
+
+/// Where the cloud and its operator key are.
+#[derive(Debug, Args)]
+struct Operator {
+    /// The cloud profile (`cloud.yaml`).
+    #[arg(long, default_value = "cloud.yaml")]
+    cloud: PathBuf,
+    /// The operator key file [default: the profile's operator_key].
+    #[arg(long)]
+    operator_key: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Operator {
+    fn key(&self) -> anyhow::Result<libp2p::identity::Keypair> {
+        let profile = tau_proto::CloudProfile::load(&self.cloud)?;
+        let path = self
+            .operator_key
+            .clone()
+            .or(profile.operator_key)
+            .context("no operator key: pass --operator-key or name it in the profile")?;
+        Ok(keyfile::read(&path)?)
+    }
+}
+
+fn label(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text.split_once('=').ok_or("expected key=value")?;
+    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        return Err(format!("label key `{key}`: use letters, digits, -, _ and ."));
+    }
+    if value.len() > 256 || value.chars().any(char::is_control) {
+        return Err("a label value is at most 256 characters, none of them control".into());
+    }
+    Ok((key.to_string(), value.to_string()))
+}
+
+const KNOWN_SERVICES: [&str; 5] = ["tns", "hoarder", "vault", "seer", "substrate"];
+
+impl NodesCommand {
+    async fn run(self) -> anyhow::Result<()> {
+        match self {
+            Self::Admit { peer, services, labels, operator } => {
+                for service in &services {
+                    if !KNOWN_SERVICES.contains(&service.as_str()) {
+                        anyhow::bail!(
+                            "--service {service}: not a service (one of {})",
+                            KNOWN_SERVICES.join(", ")
+                        );
+                    }
+                }
+                let admission =
+                    Admission { services, labels: labels.into_iter().collect::<BTreeMap<_, _>>() };
+                write(&operator, peer, Some(admission)).await
+            }
+            Self::Revoke { peer, operator } => write(&operator, peer, None).await,
+            Self::Admitted { operator } => {
+                let key = operator.key()?;
+                let writer = WriterKey::of(&key).context("the operator key is not ed25519")?;
+                let client = output::connect(&operator.cloud).await?;
+                let views = client.admissions(&writer).await?;
+                if operator.json {
+                    return output::print_json(&views);
+                }
+                let rows: Vec<Vec<String>> = views
+                    .iter()
+                    .map(|v| match &v.admission {
+                        Some(a) => vec![
+                            v.peer_id.clone(),
+                            "admitted".into(),
+                            a.services.join(","),
+                            a.labels
+                                .iter()
+                                .map(|(k, v)| format!("{k}={v}"))
+                                .collect::<Vec<_>>()
+                                .join(" "),
+                            v.version.to_string(),
+                        ],
+                        None => vec![
+                            v.peer_id.clone(),
+                            "REVOKED".into(),
+                            "-".into(),
+                            "-".into(),
+                            v.version.to_string(),
+                        ],
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    table(&["PEER ID", "STATE", "SERVICES", "LABELS", "VERSION"], &rows)
+                );
+                let admitted = views.iter().filter(|v| v.admission.is_some()).count();
+                println!("{admitted} admitted, {} revoked", views.len() - admitted);
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn write(
+    operator: &Operator,
+    peer: PeerId,
+    admission: Option<Admission>,
+) -> anyhow::Result<()> {
+    let key = operator.key()?;
+    let client = output::connect(&operator.cloud).await?;
+    let admit = admission.is_some();
+    let written = client.admit(&[(peer, admission)], &key).await?;
+    if operator.json {
+        return output::print_json(&serde_json::json!({
+            "peer_id": peer.to_string(),
+            "admitted": admit,
+            "written": written,
+        }));
+    }
+    match (written.is_empty(), admit) {
+        (true, true) => println!("{peer} was already admitted so"),
+        (true, false) => println!("{peer} is not admitted: nothing to revoke"),
+        (false, true) => println!("admitted {peer}"),
+        (false, false) => println!("revoked {peer}"),
+    }
+    Ok(())
+}
+
 impl Nodes {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
+        if let Some(command) = self.command {
+            return command.run().await;
+        }
         let client = output::connect(&self.cloud).await?;
         let seer = output::service_node(&client, self.node, "seer").await?;
         let nodes = client.seer_nodes(seer).await.context("cannot list the nodes")?;

@@ -13,10 +13,11 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, kad, ping};
 use tau_proto::admin::{AdminProtocol, AdminRequest, AdminResponse, NodeInfo};
+use tau_proto::membership::Admitted;
 use tau_proto::net::rpc;
 use tau_proto::profile::peer_id_of;
 use tau_proto::protocol::Protocol;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
@@ -64,6 +65,8 @@ pub(super) struct EventLoop {
     /// Where the admin requests the loop cannot answer itself go.
     admin_extension: Option<mpsc::Sender<AdminInbound>>,
     topics: Topics,
+    /// Who counts as a node.
+    admitted: Admitted,
 }
 
 impl EventLoop {
@@ -73,6 +76,7 @@ impl EventLoop {
         admin_requests: mpsc::Receiver<AdminInbound>,
         bootstrap: Vec<Multiaddr>,
         admin: AdminContext,
+        admitted: Admitted,
     ) -> Self {
         let now = Instant::now();
         let local = *swarm.local_peer_id();
@@ -94,6 +98,7 @@ impl EventLoop {
             admin_requests,
             admin_extension: None,
             topics: Topics::default(),
+            admitted,
         }
     }
 
@@ -153,21 +158,28 @@ impl EventLoop {
     fn command(&mut self, command: Command) {
         match command {
             Command::Peers(reply) => {
-                let _ = reply.send(self.peers.nodes());
+                let _ = reply.send(self.peers.nodes(&self.admitted));
+            }
+            Command::Candidates(reply) => {
+                let _ = reply.send(self.peers.candidates());
+            }
+            Command::Admit(admitted) => {
+                self.swarm.behaviour_mut().rpc.admit(admitted.clone());
+                self.admitted = admitted;
             }
             Command::ListenAddrs(reply) => {
                 let _ = reply.send(self.swarm.listeners().cloned().collect());
             }
-            Command::Open { peer, protocol, reply } => {
-                self.swarm.behaviour_mut().rpc.open(peer, protocol, Vec::new(), reply);
+            Command::Call { peer, call } => {
+                self.swarm.behaviour_mut().rpc.call(peer, call, Vec::new());
             }
-            Command::Serve { protocol, streams } => {
-                self.swarm.behaviour_mut().rpc.serve(protocol, streams);
+            Command::Serve { protocol, route } => {
+                self.swarm.behaviour_mut().rpc.serve(protocol, route);
             }
             Command::ExtendAdmin(inbox) => self.admin_extension = Some(inbox),
-            Command::Subscribe { topic, sender, answer } => {
+            Command::Subscribe { topic, access, sender, answer } => {
                 let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
-                let _ = answer.send(self.topics.subscribe(gossipsub, topic, sender));
+                let _ = answer.send(self.topics.subscribe(gossipsub, topic, access, sender));
             }
             Command::Publish { topic, data, answer } => {
                 let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
@@ -307,7 +319,8 @@ impl EventLoop {
                 message,
             }) => {
                 let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
-                self.topics.deliver(gossipsub, propagation_source, message_id, message);
+                let admitted = &self.admitted;
+                self.topics.deliver(gossipsub, admitted, propagation_source, message_id, message);
             }
             other => tracing::trace!(?other, "behaviour event"),
         }
@@ -338,22 +351,26 @@ impl EventLoop {
 
     /// Asks a node for its `Info`, to learn the services it runs.
     fn ask_services(&mut self, peer: PeerId) {
-        let (reply, stream) = oneshot::channel();
-        let protocol = StreamProtocol::new(AdminProtocol::NAME);
-        self.swarm.behaviour_mut().rpc.open(peer, protocol, Vec::new(), reply);
+        let answer = match rpc::Call::new::<AdminProtocol>(&AdminRequest::Info) {
+            Ok((call, answer)) => {
+                self.swarm.behaviour_mut().rpc.call(peer, call, Vec::new());
+                answer
+            }
+            Err(error) => {
+                tracing::debug!(%peer, %error, "admin request failed");
+                return;
+            }
+        };
         self.service_requests.push(Box::pin(async move {
-            let ask = async {
-                let stream = stream.await.ok()?.ok()?;
-                match rpc::call::<AdminProtocol>(stream, &AdminRequest::Info).await {
-                    Ok(AdminResponse::Info(info)) => Some(info.services),
-                    Ok(_) => None,
-                    Err(error) => {
-                        tracing::debug!(%peer, %error, "admin request failed");
-                        None
-                    }
+            let services = match tokio::time::timeout(AdminProtocol::TIMEOUT, answer.get()).await {
+                Ok(Ok(AdminResponse::Info(info))) => Some(info.services),
+                Ok(Ok(_)) => None,
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "admin request failed");
+                    None
                 }
+                Err(_) => None,
             };
-            let services = tokio::time::timeout(AdminProtocol::TIMEOUT, ask).await.ok().flatten();
             (peer, services)
         }));
     }
@@ -391,7 +408,7 @@ impl EventLoop {
                 location: self.admin.location.clone(),
                 resources: self.admin.resources.borrow().clone(),
             })),
-            AdminRequest::Peers => AdminResponse::Peers(self.peers.nodes()),
+            AdminRequest::Peers => AdminResponse::Peers(self.peers.nodes(&self.admitted)),
             _ => AdminResponse::Error("unsupported admin request".into()),
         }
     }

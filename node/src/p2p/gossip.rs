@@ -6,6 +6,8 @@ use std::collections::HashMap;
 
 use libp2p::PeerId;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageId, TopicHash};
+use tau_proto::membership::Admitted;
+use tau_proto::protocol::Access;
 use tokio::sync::mpsc;
 
 /// Why a topic could not be joined or a message published.
@@ -75,7 +77,7 @@ impl From<Verdict> for MessageAcceptance {
 /// The subscribed topics and where their messages go.
 #[derive(Default)]
 pub(super) struct Topics {
-    subscribers: HashMap<TopicHash, mpsc::Sender<GossipMessage>>,
+    subscribers: HashMap<TopicHash, (Access, mpsc::Sender<GossipMessage>)>,
 }
 
 impl Topics {
@@ -83,13 +85,14 @@ impl Topics {
         &mut self,
         behaviour: &mut gossipsub::Behaviour,
         name: &'static str,
+        access: Access,
         sender: mpsc::Sender<GossipMessage>,
     ) -> Result<(), GossipError> {
         let topic = IdentTopic::new(name);
         behaviour
             .subscribe(&topic)
             .map_err(|e| GossipError::Subscribe { topic: name, reason: e.to_string() })?;
-        self.subscribers.insert(topic.hash(), sender);
+        self.subscribers.insert(topic.hash(), (access, sender));
         Ok(())
     }
 
@@ -105,17 +108,31 @@ impl Topics {
             .map_err(|e| GossipError::Publish { topic: name, reason: e.to_string() })
     }
 
-    /// Hands a message to its topic's subscriber; a message nobody can take is ignored.
+    /// Hands a message to its topic's subscriber; a message nobody can take, or whose author
+    /// the topic does not admit, is ignored (dropped, not forwarded, and not held against the
+    /// peer that passed it on, which may not have learned of a revocation yet).
     pub(super) fn deliver(
         &mut self,
         behaviour: &mut gossipsub::Behaviour,
+        admitted: &Admitted,
         source: PeerId,
         id: MessageId,
         message: gossipsub::Message,
     ) {
         let reference = MessageRef { id, source };
         let delivered = match self.subscribers.get(&message.topic) {
-            Some(sender) => sender
+            Some((access, _))
+                if *access != Access::Anyone
+                    && !message.source.is_some_and(|author| admitted.allows(*access, &author)) =>
+            {
+                tracing::debug!(
+                    topic = %message.topic,
+                    author = ?message.source,
+                    "gossip from a peer not admitted for the topic: ignored"
+                );
+                false
+            }
+            Some((_, sender)) => sender
                 .try_send(GossipMessage {
                     author: message.source,
                     data: message.data,

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use tau_proto::admin::PeerInfo;
+use tau_proto::membership::Admitted;
+use tau_proto::protocol::Access;
 
 /// One connected peer.
 #[derive(Debug)]
@@ -94,13 +96,23 @@ impl PeerTable {
         self.peers.contains_key(peer_id)
     }
 
-    /// The connected nodes, for the admin `Peers` answer, sorted by peer id.
-    pub(super) fn nodes(&self) -> Vec<PeerInfo> {
+    /// The connected peers that say they are nodes, admitted or not.
+    pub(super) fn candidates(&self) -> Vec<PeerId> {
+        self.peers.iter().filter(|(_, peer)| peer.is_node()).map(|(id, _)| *id).collect()
+    }
+
+    /// The connected nodes `admitted` allows, for the admin `Peers` answer, sorted by peer id;
+    /// each with the services it runs and is admitted for.
+    pub(super) fn nodes(&self, admitted: &Admitted) -> Vec<PeerInfo> {
         let mut nodes: Vec<PeerInfo> = self
             .peers
             .iter()
-            .filter(|(_, peer)| peer.is_node())
-            .map(|(id, peer)| peer.info(*id))
+            .filter(|(id, peer)| peer.is_node() && admitted.allows(Access::Nodes, id))
+            .map(|(id, peer)| {
+                let mut info = peer.info(*id);
+                info.services = admitted.believed(id, &info.services);
+                info
+            })
             .collect();
         nodes.sort_by_key(|p| p.peer_id.to_bytes());
         nodes

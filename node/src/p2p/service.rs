@@ -1,26 +1,10 @@
-//! How a protocol is served: the swarm task hands each inbound stream of a served protocol to
-//! that protocol's server task, which reads the request (refused unread past the protocol's
-//! limit), gives it to the service's inbox with a oneshot for the answer, and writes the answer
-//! back, all within the protocol's time. Services never see a libp2p type but [`PeerId`].
-
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+//! How a protocol is served and called: [`tau_proto::net::rpc`] does the streams, in each
+//! connection's own task; a service gets each request decoded, as an [`Inbound`] with a oneshot
+//! for the answer, and never sees a libp2p type but [`PeerId`].
 
 use libp2p::PeerId;
-use libp2p::swarm::Stream;
-use tau_proto::net::rpc::{self, CallError, InboundStream};
-use tau_proto::protocol::Protocol;
-use tokio::sync::{mpsc, oneshot};
 
-/// A request from a peer, for a service to answer through `reply`.
-pub struct Inbound<Req, Resp> {
-    /// Who asked.
-    pub peer: PeerId,
-    /// What.
-    pub request: Req,
-    /// Where the answer goes; dropping it leaves the peer with an error.
-    pub reply: oneshot::Sender<Resp>,
-}
+pub use tau_proto::net::rpc::Inbound;
 
 /// Why an outbound request got no answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -30,91 +14,6 @@ pub struct RequestError {
     pub peer: PeerId,
     /// Why.
     pub reason: String,
-}
-
-/// Requests one peer may have in flight on one protocol (as libp2p's request-response allowed
-/// per connection); more are refused unread, so no peer can make a node buffer without bound.
-pub(super) const MAX_IN_FLIGHT_PER_PEER: usize = 100;
-/// Requests in flight on one protocol, all peers together.
-pub(super) const MAX_IN_FLIGHT: usize = 1024;
-
-/// Counts a peer's requests in flight; one less when dropped.
-struct InFlight {
-    peer: PeerId,
-    counts: Arc<Mutex<HashMap<PeerId, usize>>>,
-}
-
-impl InFlight {
-    fn take(counts: &Arc<Mutex<HashMap<PeerId, usize>>>, peer: PeerId) -> Option<Self> {
-        let mut map = counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let total: usize = map.values().sum();
-        let mine = map.entry(peer).or_default();
-        if *mine >= MAX_IN_FLIGHT_PER_PEER || total >= MAX_IN_FLIGHT {
-            return None;
-        }
-        *mine += 1;
-        Some(Self { peer, counts: counts.clone() })
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let mut map = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = map.get_mut(&self.peer) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.peer);
-            }
-        }
-    }
-}
-
-/// Starts the task that serves `P`'s inbound streams into `inbox`, one task per request.
-pub(super) fn spawn_server<P: Protocol>(
-    mut streams: mpsc::Receiver<InboundStream>,
-    inbox: mpsc::Sender<Inbound<P::Request, P::Response>>,
-) {
-    tokio::spawn(async move {
-        let counts = Arc::new(Mutex::new(HashMap::new()));
-        while let Some((peer, stream)) = streams.recv().await {
-            let Some(in_flight) = InFlight::take(&counts, peer) else {
-                tracing::warn!(%peer, protocol = P::NAME, "too many requests in flight: refused");
-                continue;
-            };
-            let inbox = inbox.clone();
-            tokio::spawn(async move {
-                let _in_flight = in_flight;
-                match tokio::time::timeout(P::TIMEOUT, answer::<P>(peer, stream, &inbox)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, protocol = P::NAME, error = %e, "inbound request failed")
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, protocol = P::NAME, "inbound request timed out")
-                    }
-                }
-            });
-        }
-    });
-}
-
-/// Reads one request, has the service answer it, and writes the answer.
-async fn answer<P: Protocol>(
-    peer: PeerId,
-    mut stream: Stream,
-    inbox: &mpsc::Sender<Inbound<P::Request, P::Response>>,
-) -> Result<(), CallError> {
-    let request = rpc::read_request::<P>(&mut stream).await?;
-    let (reply, response) = oneshot::channel();
-    if inbox.try_send(Inbound { peer, request, reply }).is_err() {
-        tracing::warn!(%peer, protocol = P::NAME, "service busy: request dropped");
-        return Ok(());
-    }
-    match response.await {
-        Ok(response) => rpc::write_response::<P>(stream, &response).await,
-        // The service dropped the request: the stream closes unanswered.
-        Err(_) => Ok(()),
-    }
 }
 
 #[cfg(test)]
@@ -134,7 +33,9 @@ mod tests {
 
     use std::sync::Arc;
 
-    use super::{Inbound, MAX_IN_FLIGHT_PER_PEER};
+    use tau_proto::net::rpc::MAX_IN_FLIGHT_PER_PEER;
+
+    use super::Inbound;
     use crate::p2p::{self, AdminContext, Handle, P2pConfig};
 
     /// A protocol the p2p core has never heard of.
@@ -187,6 +88,7 @@ mod tests {
                 started: Instant::now(),
                 resources,
             },
+            admitted: tau_proto::membership::Admitted::Open,
         };
         let (handle, _task) = p2p::spawn(config, shutdown.child_token()).await?;
         let listen = handle.listen_addrs().await?;

@@ -5,20 +5,39 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
+use tau_proto::membership::Admitted;
+use tau_proto::protocol::Access;
 use tau_proto::seer::{HEALTHY_FOR, Heartbeat, NodeStatus};
 
 /// Nodes silent for this long are forgotten.
 pub const FORGET_AFTER: Duration = Duration::from_secs(3600);
 
-/// The latest beat per node, with when it arrived.
+/// The latest beat per admitted node, with when it arrived.
 #[derive(Default)]
 pub struct Table {
     latest: HashMap<PeerId, (Heartbeat, Instant)>,
+    /// Who is a node, and for which services.
+    admitted: Admitted,
 }
 
 impl Table {
-    /// Keeps `beat` if it is newer than what the table has of its node; says whether it was.
-    pub fn insert(&mut self, beat: Heartbeat, now: Instant) -> bool {
+    /// From now on only nodes `admitted` allows are kept, each for the services it is admitted
+    /// for; the beats of the others are dropped now.
+    pub fn admit(&mut self, admitted: Admitted) {
+        self.latest.retain(|peer, _| admitted.allows(Access::Nodes, peer));
+        for (peer, (beat, _)) in &mut self.latest {
+            beat.services = admitted.believed(peer, &beat.services);
+        }
+        self.admitted = admitted;
+    }
+
+    /// Keeps `beat` if it is from an admitted node and newer than what the table has of it;
+    /// says whether it was kept. The beat's services are cut to those the node is admitted for.
+    pub fn insert(&mut self, mut beat: Heartbeat, now: Instant) -> bool {
+        if !self.admitted.allows(Access::Nodes, &beat.peer) {
+            return false;
+        }
+        beat.services = self.admitted.believed(&beat.peer, &beat.services);
         match self.latest.get(&beat.peer) {
             Some((known, _)) if !beat.is_newer_than(known) => false,
             _ => {

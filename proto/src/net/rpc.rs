@@ -2,10 +2,15 @@
 //!
 //! libp2p's `request_response` takes one behaviour per protocol, fixed when the swarm is built;
 //! this one takes protocols as they come. A server registers a protocol with [`Behaviour::serve`]
-//! and gets each inbound stream for it on a channel; a caller asks [`Behaviour::open`] for a stream
-//! to a peer (dialing it first if needed) and gets it on a oneshot. What travels on a stream, and
-//! its limits, is [`call`]'s and [`read_request`]'s business, outside the swarm task: the task that
-//! owns the swarm never waits on a stream.
+//! ([`route`] makes the registration for a service's inbox); a caller makes a [`Call`] for a
+//! protocol, hands it to [`Behaviour::call`] for a peer (dialing the peer first if needed) and
+//! awaits its [`Answer`].
+//!
+//! Every byte of a call is written and read by the connection's own handler, in the task that
+//! already owns the connection, as `request_response` does: a round trip wakes no other task but
+//! the caller's and, on the server, the service's. Encoding and the limits' checks happen at the
+//! ends; a message over its protocol's limit is refused before a byte of it is decoded. The task
+//! that owns the swarm only routes calls to connections; it never waits on a stream.
 //!
 //! A peer that proposes a protocol nobody here serves is refused during negotiation, exactly as a
 //! `request_response` behaviour refuses a protocol it only supports outbound.
@@ -14,11 +19,14 @@ use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::future::{Ready, ready};
 use std::io;
-use std::sync::{Arc, RwLock};
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::{AsyncReadExt, AsyncWriteExt};
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
 use libp2p::core::transport::PortUse;
 use libp2p::core::upgrade::{InboundUpgrade, NegotiationError, OutboundUpgrade, UpgradeInfo};
 use libp2p::core::{Endpoint, Multiaddr};
@@ -36,14 +44,24 @@ use libp2p::{PeerId, StreamProtocol};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::cbor;
-use crate::protocol::Protocol;
+use crate::membership::Admitted;
+use crate::protocol::{Access, Protocol};
 
-/// How many inbound streams of one protocol may wait for its server; more are refused (closed
-/// unanswered), as a busy service refuses them.
-pub const INBOX: usize = 1024;
+/// Requests one peer may have in flight on one protocol (as libp2p's request-response allowed
+/// per connection); more are refused unread, so no peer can make a node buffer without bound.
+pub const MAX_IN_FLIGHT_PER_PEER: usize = 100;
+/// Requests in flight on one protocol, all peers together.
+pub const MAX_IN_FLIGHT: usize = 1024;
 
-/// An inbound stream for a served protocol, with the peer that opened it.
-pub type InboundStream = (PeerId, Stream);
+/// A request from a peer, for a service to answer through `reply`.
+pub struct Inbound<Req, Resp> {
+    /// Who asked.
+    pub peer: PeerId,
+    /// What.
+    pub request: Req,
+    /// Where the answer goes; dropping it closes the peer's stream unanswered.
+    pub reply: oneshot::Sender<Resp>,
+}
 
 /// Why a stream could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +76,7 @@ pub enum OpenError {
     /// The stream could not be negotiated.
     #[error("cannot open a stream: {0}")]
     Io(#[source] io::Error),
-    /// The connection closed before the stream opened.
+    /// The connection closed before the call was answered.
     #[error("the connection closed")]
     Closed,
 }
@@ -95,34 +113,58 @@ pub enum CallError {
     /// The peer closed the stream without an answer (its server dropped the request).
     #[error("the peer closed the stream without an answer")]
     NoAnswer,
+    /// The service's inbox is full: the request was dropped unanswered.
+    #[error("the service is busy")]
+    Busy,
+    /// The service has stopped taking requests.
+    #[error("the service has stopped")]
+    Stopped,
 }
 
-/// Sends `request` on a stream opened for `P` and reads the answer, within `P`'s limits. The
-/// caller bounds the whole call by `P::TIMEOUT`. The request is encoded before the future is
-/// made, so the future never holds it.
-pub fn call<P: Protocol>(
-    mut stream: Stream,
-    request: &P::Request,
-) -> impl Future<Output = Result<P::Response, CallError>> + Send + 'static {
-    let bytes = encode(request, "request", P::MAX_REQUEST);
-    async move {
-        let unsupported = |e: io::Error| match e.get_ref().map(|e| e.is::<NegotiationError>()) {
-            Some(true) => CallError::Open(OpenError::Unsupported(StreamProtocol::new(P::NAME))),
-            _ => CallError::Io(e),
+/// A call for one protocol, encoded and within the protocol's request limit, ready to be handed
+/// to [`Behaviour::call`]. Its answer comes on the [`Answer`] made with it.
+#[derive(Debug)]
+pub struct Call {
+    protocol: StreamProtocol,
+    request: Vec<u8>,
+    max_response: u64,
+    timeout: Duration,
+    reply: oneshot::Sender<Result<Vec<u8>, CallError>>,
+}
+
+impl Call {
+    /// Encodes `request` for `P`: refused here, before anything is sent, past `P::MAX_REQUEST`.
+    pub fn new<P: Protocol>(request: &P::Request) -> Result<(Self, Answer<P>), CallError> {
+        let request = encode(request, "request", P::MAX_REQUEST)?;
+        let (reply, receiver) = oneshot::channel();
+        let call = Call {
+            protocol: StreamProtocol::new(P::NAME),
+            request,
+            max_response: P::MAX_RESPONSE,
+            timeout: P::TIMEOUT,
+            reply,
         };
-        // Negotiation is lazy: the request goes out with the protocol's proposal, and a peer
-        // that does not serve the protocol says so when the answer is read.
-        stream.write_all(&bytes?).await.map_err(unsupported)?;
-        stream.close().await.map_err(unsupported)?;
-        let answer =
-            read_limited(&mut stream, P::MAX_RESPONSE, "answer").await.map_err(|e| match e {
-                CallError::Io(e) => unsupported(e),
-                other => other,
-            })?;
-        if answer.is_empty() {
-            return Err(CallError::NoAnswer);
-        }
-        cbor::from_slice(&answer)
+        Ok((call, Answer { receiver, protocol: PhantomData }))
+    }
+
+    fn fail(self, error: CallError) {
+        let _ = self.reply.send(Err(error));
+    }
+}
+
+/// The answer to a [`Call`], decoded when it comes. The caller bounds the wait by `P::TIMEOUT`;
+/// the connection gives up on the call after the same time, or as soon as the answer is dropped.
+#[derive(Debug)]
+pub struct Answer<P> {
+    receiver: oneshot::Receiver<Result<Vec<u8>, CallError>>,
+    protocol: PhantomData<fn() -> P>,
+}
+
+impl<P: Protocol> Answer<P> {
+    /// Waits for the answer and decodes it.
+    pub async fn get(self) -> Result<P::Response, CallError> {
+        let bytes = self.receiver.await.map_err(|_| OpenError::Closed)??;
+        cbor::from_slice(&bytes)
             .map_err(|e| CallError::Decode { what: "answer", reason: e.to_string() })
     }
 }
@@ -140,26 +182,6 @@ fn encode<T: serde::Serialize>(
     Ok(bytes)
 }
 
-/// Reads a request for `P` from an inbound stream: refused unread past `P::MAX_REQUEST`.
-pub async fn read_request<P: Protocol>(stream: &mut Stream) -> Result<P::Request, CallError> {
-    let bytes = read_limited(stream, P::MAX_REQUEST, "request").await?;
-    cbor::from_slice(&bytes)
-        .map_err(|e| CallError::Decode { what: "request", reason: e.to_string() })
-}
-
-/// Writes the answer to a request read with [`read_request`], and closes the stream.
-pub fn write_response<P: Protocol>(
-    mut stream: Stream,
-    response: &P::Response,
-) -> impl Future<Output = Result<(), CallError>> + Send + 'static {
-    let bytes = encode(response, "answer", P::MAX_RESPONSE);
-    async move {
-        stream.write_all(&bytes?).await?;
-        stream.close().await?;
-        Ok(())
-    }
-}
-
 /// Reads a stream to its end, refusing it once it passes `limit` bytes.
 async fn read_limited(
     stream: &mut Stream,
@@ -174,18 +196,124 @@ async fn read_limited(
     Ok(bytes)
 }
 
-/// A request for an outbound stream.
-#[derive(Debug)]
-pub struct Open {
+/// Writes a call's request on its stream and reads the answer. Negotiation is lazy: the request
+/// goes out with the protocol's proposal, and a peer that does not serve the protocol says so
+/// when the answer is read.
+async fn exchange(
+    mut stream: Stream,
     protocol: StreamProtocol,
-    reply: oneshot::Sender<Result<Stream, OpenError>>,
+    request: Vec<u8>,
+    max_response: u64,
+) -> Result<Vec<u8>, CallError> {
+    let unsupported = |e: io::Error| match e.get_ref().map(|e| e.is::<NegotiationError>()) {
+        Some(true) => CallError::Open(OpenError::Unsupported(protocol.clone())),
+        _ => CallError::Io(e),
+    };
+    stream.write_all(&request).await.map_err(unsupported)?;
+    stream.close().await.map_err(unsupported)?;
+    let answer = read_limited(&mut stream, max_response, "answer").await.map_err(|e| match e {
+        CallError::Io(e) => unsupported(e),
+        other => other,
+    })?;
+    if answer.is_empty() {
+        return Err(CallError::NoAnswer);
+    }
+    Ok(answer)
+}
+
+/// An answer on its way from a service: its encoded bytes, or `None` when the service dropped
+/// the request.
+type Answering = BoxFuture<'static, Option<Result<Vec<u8>, CallError>>>;
+
+/// Takes a request's bytes from a peer and gives them to the service.
+type Accept = dyn Fn(PeerId, &[u8]) -> Result<Answering, CallError> + Send + Sync;
+
+/// A served protocol as the connections see it: its limits and where its requests go.
+#[derive(Clone)]
+pub struct Route {
+    access: Access,
+    max_request: u64,
+    timeout: Duration,
+    accept: Arc<Accept>,
+    in_flight: Arc<Mutex<HashMap<PeerId, usize>>>,
+}
+
+/// The route of protocol `P` to a service's `inbox`: each request is decoded and handed over
+/// with a oneshot for the answer; a full inbox refuses the request.
+pub fn route<P: Protocol>(inbox: mpsc::Sender<Inbound<P::Request, P::Response>>) -> Route {
+    let accept = move |peer: PeerId, bytes: &[u8]| -> Result<Answering, CallError> {
+        let request: P::Request = cbor::from_slice(bytes)
+            .map_err(|e| CallError::Decode { what: "request", reason: e.to_string() })?;
+        let (reply, response) = oneshot::channel();
+        inbox.try_send(Inbound { peer, request, reply }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => CallError::Busy,
+            mpsc::error::TrySendError::Closed(_) => CallError::Stopped,
+        })?;
+        Ok(async move {
+            let response = response.await.ok()?;
+            Some(encode(&response, "answer", P::MAX_RESPONSE))
+        }
+        .boxed())
+    };
+    Route {
+        access: P::ACCESS,
+        max_request: P::MAX_REQUEST,
+        timeout: P::TIMEOUT,
+        accept: Arc::new(accept),
+        in_flight: Arc::default(),
+    }
+}
+
+/// Counts a peer's requests in flight on one route; one less when dropped.
+struct InFlight {
+    peer: PeerId,
+    counts: Arc<Mutex<HashMap<PeerId, usize>>>,
+}
+
+impl InFlight {
+    fn take(counts: &Arc<Mutex<HashMap<PeerId, usize>>>, peer: PeerId) -> Option<Self> {
+        let mut map = counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let total: usize = map.values().sum();
+        let mine = map.entry(peer).or_default();
+        if *mine >= MAX_IN_FLIGHT_PER_PEER || total >= MAX_IN_FLIGHT {
+            return None;
+        }
+        *mine += 1;
+        Some(Self { peer, counts: counts.clone() })
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// Reads one request, has the service answer it, and writes the answer.
+async fn answer(route: Route, peer: PeerId, mut stream: Stream) -> Result<(), CallError> {
+    let request = read_limited(&mut stream, route.max_request, "request").await?;
+    let Some(answer) = (route.accept)(peer, &request)?.await else {
+        // The service dropped the request: the stream closes unanswered.
+        return Ok(());
+    };
+    stream.write_all(&answer?).await?;
+    stream.close().await?;
+    Ok(())
 }
 
 /// The protocols this peer serves, shared with every connection's handler.
 #[derive(Default)]
 struct Served {
     protocols: Vec<StreamProtocol>,
-    inboxes: HashMap<StreamProtocol, mpsc::Sender<InboundStream>>,
+    routes: HashMap<StreamProtocol, Route>,
+    /// Who may call a protocol open only to nodes or a role.
+    admitted: Admitted,
 }
 
 fn served(shared: &RwLock<Served>) -> std::sync::RwLockReadGuard<'_, Served> {
@@ -197,42 +325,40 @@ fn served(shared: &RwLock<Served>) -> std::sync::RwLockReadGuard<'_, Served> {
 pub struct Behaviour {
     served: Arc<RwLock<Served>>,
     connections: HashMap<PeerId, Vec<ConnectionId>>,
-    /// Opens waiting for a connection to their peer.
-    waiting: HashMap<PeerId, Vec<Open>>,
-    actions: VecDeque<ToSwarm<Infallible, Open>>,
+    /// Calls waiting for a connection to their peer.
+    waiting: HashMap<PeerId, Vec<Call>>,
+    actions: VecDeque<ToSwarm<Infallible, Call>>,
 }
 
 impl Behaviour {
-    /// Serves `protocol`: its inbound streams go to `inbox` from now on (a second registration
-    /// replaces the first). A full inbox refuses the stream.
-    pub fn serve(&mut self, protocol: StreamProtocol, inbox: mpsc::Sender<InboundStream>) {
+    /// Serves `protocol` by `route` from now on (a second registration replaces the first).
+    pub fn serve(&mut self, protocol: StreamProtocol, route: Route) {
         let mut served = self.served.write().unwrap_or_else(|e| e.into_inner());
         if !served.protocols.contains(&protocol) {
             served.protocols.push(protocol.clone());
         }
-        served.inboxes.insert(protocol, inbox);
+        served.routes.insert(protocol, route);
     }
 
-    /// Opens a stream for `protocol` to `peer`, dialing it first if there is no connection
-    /// (at `addrs`, and wherever the other behaviours know it to be). The stream, or why there is
-    /// none, comes on `reply`.
-    pub fn open(
-        &mut self,
-        peer: PeerId,
-        protocol: StreamProtocol,
-        addrs: Vec<Multiaddr>,
-        reply: oneshot::Sender<Result<Stream, OpenError>>,
-    ) {
-        let open = Open { protocol, reply };
+    /// From now on, a protocol open only to nodes or a role answers only the peers `admitted`
+    /// allows; anyone else's stream is closed unread.
+    pub fn admit(&mut self, admitted: Admitted) {
+        self.served.write().unwrap_or_else(|e| e.into_inner()).admitted = admitted;
+    }
+
+    /// Sends `call` to `peer`, dialing it first if there is no connection (at `addrs`, and
+    /// wherever the other behaviours know it to be). The answer, or why there is none, comes
+    /// on the call's [`Answer`].
+    pub fn call(&mut self, peer: PeerId, call: Call, addrs: Vec<Multiaddr>) {
         if let Some(&connection) = self.connections.get(&peer).and_then(|c| c.last()) {
             self.actions.push_back(ToSwarm::NotifyHandler {
                 peer_id: peer,
                 handler: NotifyHandler::One(connection),
-                event: open,
+                event: call,
             });
             return;
         }
-        self.waiting.entry(peer).or_default().push(open);
+        self.waiting.entry(peer).or_default().push(call);
         let opts = DialOpts::peer_id(peer)
             .addresses(addrs)
             .extend_addresses_through_behaviour()
@@ -242,7 +368,12 @@ impl Behaviour {
     }
 
     fn handler(&self, peer: PeerId) -> Handler {
-        Handler { peer, served: self.served.clone(), opens: VecDeque::new() }
+        Handler {
+            peer,
+            served: self.served.clone(),
+            calls: VecDeque::new(),
+            streams: FuturesUnordered::new(),
+        }
     }
 }
 
@@ -279,11 +410,11 @@ impl NetworkBehaviour for Behaviour {
                 ..
             }) => {
                 self.connections.entry(peer_id).or_default().push(connection_id);
-                for open in self.waiting.remove(&peer_id).unwrap_or_default() {
+                for call in self.waiting.remove(&peer_id).unwrap_or_default() {
                     self.actions.push_back(ToSwarm::NotifyHandler {
                         peer_id,
                         handler: NotifyHandler::One(connection_id),
-                        event: open,
+                        event: call,
                     });
                 }
             }
@@ -297,13 +428,13 @@ impl NetworkBehaviour for Behaviour {
             }
             FromSwarm::DialFailure(DialFailure { peer_id: Some(peer), error, .. }) => {
                 // Another dial to the peer is under way (or it just connected): its outcome
-                // decides for the waiting opens.
+                // decides for the waiting calls.
                 if matches!(error, DialError::DialPeerConditionFalse(_)) {
                     return;
                 }
                 let reason = error_chain(error);
-                for open in self.waiting.remove(&peer).unwrap_or_default() {
-                    let _ = open.reply.send(Err(OpenError::Dial(reason.clone())));
+                for call in self.waiting.remove(&peer).unwrap_or_default() {
+                    call.fail(OpenError::Dial(reason.clone()).into());
                 }
             }
             _ => {}
@@ -339,85 +470,125 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// One connection's side of the behaviour.
+/// One connection's side of the behaviour: it opens a stream for each call and answers each
+/// inbound stream, doing all of their reading and writing itself.
 pub struct Handler {
     peer: PeerId,
     served: Arc<RwLock<Served>>,
-    opens: VecDeque<Open>,
+    /// Calls waiting for their stream.
+    calls: VecDeque<Call>,
+    /// The exchanges under way on this connection's streams, both ways.
+    streams: FuturesUnordered<BoxFuture<'static, ()>>,
 }
 
-type Reply = (StreamProtocol, oneshot::Sender<Result<Stream, OpenError>>);
+impl Handler {
+    fn answer_inbound(&mut self, protocol: StreamProtocol, stream: Stream) {
+        let peer = self.peer;
+        let route = {
+            let served = served(&self.served);
+            let Some(route) = served.routes.get(&protocol) else { return };
+            if !served.admitted.allows(route.access, &peer) {
+                tracing::debug!(%peer, %protocol, "not admitted for the protocol: refused");
+                return;
+            }
+            route.clone()
+        };
+        let Some(in_flight) = InFlight::take(&route.in_flight, peer) else {
+            tracing::warn!(%peer, %protocol, "too many requests in flight: refused");
+            return;
+        };
+        let timeout = route.timeout;
+        self.streams.push(
+            async move {
+                let _in_flight = in_flight;
+                match tokio::time::timeout(timeout, answer(route, peer, stream)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error @ (CallError::Busy | CallError::Stopped))) => {
+                        tracing::warn!(%peer, %protocol, %error, "request dropped")
+                    }
+                    Ok(Err(error)) => {
+                        tracing::debug!(%peer, %protocol, %error, "inbound request failed")
+                    }
+                    Err(_) => tracing::debug!(%peer, %protocol, "inbound request timed out"),
+                }
+            }
+            .boxed(),
+        );
+    }
+
+    fn send(&mut self, stream: Stream, call: Call) {
+        let Call { protocol, request, max_response, timeout, mut reply } = call;
+        self.streams.push(
+            async move {
+                let exchange = exchange(stream, protocol, request, max_response);
+                tokio::select! {
+                    // The caller gave up: so does the connection.
+                    () = reply.closed() => {}
+                    result = tokio::time::timeout(timeout, exchange) => {
+                        let _ = reply.send(result.unwrap_or(Err(CallError::Timeout(timeout))));
+                    }
+                }
+            }
+            .boxed(),
+        );
+    }
+}
 
 impl ConnectionHandler for Handler {
-    type FromBehaviour = Open;
+    type FromBehaviour = Call;
     type ToBehaviour = Infallible;
     type InboundProtocol = Upgrade;
     type OutboundProtocol = Upgrade;
     type InboundOpenInfo = ();
-    type OutboundOpenInfo = Reply;
+    type OutboundOpenInfo = Call;
 
     fn listen_protocol(&self) -> SubstreamProtocol<Upgrade, ()> {
         SubstreamProtocol::new(Upgrade(served(&self.served).protocols.clone()), ())
     }
 
     fn connection_keep_alive(&self) -> bool {
-        !self.opens.is_empty()
+        !self.calls.is_empty() || !self.streams.is_empty()
     }
 
     fn poll(
         &mut self,
-        _: &mut Context<'_>,
-    ) -> Poll<ConnectionHandlerEvent<Upgrade, Reply, Infallible>> {
-        match self.opens.pop_front() {
-            Some(open) => Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
-                protocol: SubstreamProtocol::new(
-                    Upgrade(vec![open.protocol.clone()]),
-                    (open.protocol, open.reply),
-                ),
+        cx: &mut Context<'_>,
+    ) -> Poll<ConnectionHandlerEvent<Upgrade, Call, Infallible>> {
+        while let Poll::Ready(Some(())) = self.streams.poll_next_unpin(cx) {}
+        match self.calls.pop_front() {
+            Some(call) => Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
+                protocol: SubstreamProtocol::new(Upgrade(vec![call.protocol.clone()]), call),
             }),
             None => Poll::Pending,
         }
     }
 
-    fn on_behaviour_event(&mut self, open: Open) {
-        self.opens.push_back(open);
+    fn on_behaviour_event(&mut self, call: Call) {
+        self.calls.push_back(call);
     }
 
-    fn on_connection_event(&mut self, event: ConnectionEvent<Upgrade, Upgrade, (), Reply>) {
+    fn on_connection_event(&mut self, event: ConnectionEvent<Upgrade, Upgrade, (), Call>) {
         match event {
             ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
                 protocol: (stream, protocol),
                 ..
-            }) => {
-                let served = served(&self.served);
-                let Some(inbox) = served.inboxes.get(&protocol) else { return };
-                if let Err(e) = inbox.try_send((self.peer, stream)) {
-                    let reason = match e {
-                        mpsc::error::TrySendError::Full(_) => "busy",
-                        mpsc::error::TrySendError::Closed(_) => "stopped",
-                    };
-                    tracing::warn!(peer = %self.peer, %protocol, reason, "inbound stream refused");
-                }
-            }
+            }) => self.answer_inbound(protocol, stream),
             ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
                 protocol: (stream, _),
-                info: (_, reply),
-            }) => {
-                let _ = reply.send(Ok(stream));
-            }
-            ConnectionEvent::DialUpgradeError(DialUpgradeError {
-                info: (protocol, reply),
-                error,
-            }) => {
+                info: call,
+            }) => self.send(stream, call),
+            ConnectionEvent::DialUpgradeError(DialUpgradeError { info: call, error }) => {
                 let error = match error {
-                    StreamUpgradeError::NegotiationFailed => OpenError::Unsupported(protocol),
+                    StreamUpgradeError::NegotiationFailed => {
+                        OpenError::Unsupported(call.protocol.clone())
+                    }
                     StreamUpgradeError::Timeout => {
                         OpenError::Io(io::Error::from(io::ErrorKind::TimedOut))
                     }
                     StreamUpgradeError::Io(e) => OpenError::Io(e),
                     StreamUpgradeError::Apply(never) => match never {},
                 };
-                let _ = reply.send(Err(error));
+                call.fail(error.into());
             }
             _ => {}
         }

@@ -7,6 +7,7 @@
 //! | `/domains/<fqdn>` | the claiming project | that project's owner |
 //! | `/http/<fqdn>/<METHOD>/<path>` | the claiming project | that project's owner |
 //! | `/registrars/<peer id>` | empty | the operator: delegates project creation to a key |
+//! | `/nodes/<peer id>` | empty | the operator: admits a node ([`crate::membership`]) |
 //! | anything else (`/vault/keyset`, ...) | empty | the operator |
 //!
 //! The rules depend only on the record and the current owner of the project it names, so every
@@ -98,6 +99,12 @@ pub fn authority(key: &str, scope: &str) -> Result<Authority, KeyError> {
             }
             Ok(Authority::Owner(scope.to_string()))
         }
+        ["nodes", peer] => {
+            if peer.parse::<libp2p::PeerId>().is_err() {
+                return Err(malformed("expected /nodes/<peer id>"));
+            }
+            scoped("").map(|_| Authority::Operator)
+        }
         ["domains", ..] | ["http", ..] => {
             Err(malformed("expected /domains/<fqdn> or /http/<fqdn>/<METHOD>/<path>"))
         }
@@ -169,6 +176,14 @@ pub fn registrar(name: &str) -> String {
     format!("{REGISTRARS}{name}")
 }
 
+/// The prefix of every admission record.
+pub const NODES: &str = "/nodes/";
+
+/// `/nodes/<peer id>`: the operator's admission of a node.
+pub fn node(peer: &str) -> String {
+    format!("{NODES}{peer}")
+}
+
 /// The vault's public key set, written by the operator.
 pub const VAULT_KEYSET: &str = "/vault/keyset";
 
@@ -217,6 +232,10 @@ mod tests {
             Ok(Authority::Owner("shop".into()))
         );
         assert_eq!(authority("/vault/keyset", ""), Ok(Authority::Operator));
+        let peer = libp2p::PeerId::random().to_string();
+        assert_eq!(authority(&node(&peer), ""), Ok(Authority::Operator));
+        assert!(matches!(authority("/nodes/not-a-peer", ""), Err(KeyError::Malformed { .. })));
+        assert!(matches!(authority(&node(&peer), "shop"), Err(KeyError::Scope { .. })));
         // The root path and trailing slashes make valid keys too.
         assert_eq!(route("shop.example.com", "get", "/"), "/http/shop.example.com/GET");
         assert_eq!(route("a.b", "POST", "/x/"), "/http/a.b/POST/x");

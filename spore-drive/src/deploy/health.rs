@@ -34,6 +34,9 @@ pub(super) enum Unhealthy {
     /// It answers but sees no other node.
     #[error("the node answers but sees no other node yet")]
     Alone,
+    /// It sees no other node, and the hosts could not be admitted.
+    #[error("the node sees no other node, and the hosts could not be admitted: {0}")]
+    NotAdmitted(String),
     /// The time ran out; the last reason.
     #[error("{last} (after {secs}s)")]
     TimedOut {
@@ -99,6 +102,11 @@ impl Run {
         let nodes =
             peers.iter().filter(|p| p.agent.starts_with(tau_proto::NODE_AGENT_PREFIX)).count();
         if nodes == 0 {
+            // Nodes list only admitted peers: on a first deploy, nobody has admitted the hosts
+            // yet. Written once through whichever node takes them; a no-op after.
+            if let Err(error) = self.admit_hosts(client).await {
+                return Err(Unhealthy::NotAdmitted(error.to_string()));
+            }
             return Err(Unhealthy::Alone);
         }
         Ok(())

@@ -7,13 +7,13 @@ use std::time::Duration;
 use tau_proto::tns::{Draft, MAX_CLOCK_AHEAD, TnsProtocol, TnsRequest, TnsResponse, keys};
 use tau_proto::{Client, CloudProfile};
 use tau_tests::harness::{
-    DevCloud, KillOnDrop, Result, converged, create_project, run_node, tau_node_ok, tns_status,
-    wait_for,
+    DevCloud, KillOnDrop, Result, converged, create_project, dig, run_node, tau_node_ok,
+    tns_status, wait_for,
 };
 
 /// A stock node that joins `cloud` with the swarm key from its profile, set up by `tau-node
-/// init` with `options`, running until dropped.
-fn rogue_node(cloud: &DevCloud, dir: &Path, options: &[&str]) -> Result<KillOnDrop> {
+/// init` with `options`, running until dropped; and its peer id.
+fn rogue_node(cloud: &DevCloud, dir: &Path, options: &[&str]) -> Result<(KillOnDrop, String)> {
     let profile = CloudProfile::load(&cloud.profile)?;
     let bootstrap = profile.bootstrap.first().ok_or("the profile names no bootstrap node")?;
     let node_dir = dir.join("rogue");
@@ -23,8 +23,8 @@ fn rogue_node(cloud: &DevCloud, dir: &Path, options: &[&str]) -> Result<KillOnDr
     args.extend(["--bootstrap", &bootstrap, "--listen", "127.0.0.1", "--p2p-port", "0"]);
     args.extend(["--http-port", "0", "--dns-port", "0"]);
     args.extend(options);
-    tau_node_ok(&args)?;
-    run_node(&node_dir.join("node.yaml"), &node_dir.join("node.log"))
+    let peer = tau_node_ok(&args)?.trim().to_string();
+    Ok((run_node(&node_dir.join("node.yaml"), &node_dir.join("node.log"))?, peer))
 }
 
 fn profile_arg(cloud: &DevCloud) -> String {
@@ -38,8 +38,10 @@ fn a_hostile_region_cannot_drive_an_operators_terminal() -> Result {
     let dir = tempfile::tempdir()?;
     let cloud = DevCloud::start(2, &dir.path().join("cloud"))?;
     let hostile = "\u{1b}]0;TITLE\u{7}\u{1b}[2J\u{202e}";
-    let _rogue = rogue_node(&cloud, dir.path(), &["--region", hostile])?;
+    let (_rogue, rogue) = rogue_node(&cloud, dir.path(), &["--region", hostile])?;
     let profile = profile_arg(&cloud);
+    // The operator admitted it: a node's own heartbeat says where it is.
+    tau_node_ok(&["nodes", "admit", &rogue, "--service", "seer", "--cloud", &profile])?;
     let shown = "\\x1b]0;TITLE\\x07\\x1b[2J\\u{202e}";
     for command in ["nodes", "status"] {
         let (out, _) = wait_for(
@@ -111,5 +113,57 @@ fn a_record_at_the_end_of_the_clock_is_refused_and_writes_go_on() -> Result {
     let record = tau_node_ok(&["tns", "get", "/projects/later", "--cloud", &profile, "--json"])?;
     let record: serde_json::Value = serde_json::from_str(&record)?;
     assert_eq!(record["deleted"], false, "{record}");
+    Ok(())
+}
+
+/// A tenant runs a stock node that claims substrate, tns and hoarder and announces an
+/// address of its choosing. Before admission, seer sent clients for `substrate.tau.dev` there
+/// and every node listed it as theirs. Now it is a client until the operator admits it, and
+/// again within seconds of a revocation.
+#[test]
+fn a_peer_the_operator_did_not_admit_is_no_node() -> Result {
+    let dir = tempfile::tempdir()?;
+    let cloud = DevCloud::start(2, &dir.path().join("cloud"))?;
+    let profile = profile_arg(&cloud);
+    let steered: std::net::IpAddr = "10.66.66.66".parse()?;
+    let (_rogue, rogue) = rogue_node(
+        &cloud,
+        dir.path(),
+        &["--services", "substrate,tns,hoarder", "--announce", "/ip4/10.66.66.66/tcp/4001"],
+    )?;
+    let dns = &cloud.dns[0];
+    let listed = |command: &str| -> Result<bool> {
+        Ok(tau_node_ok(&[command, "--cloud", &profile])?.contains(&rogue))
+    };
+    // Long enough for a node to be heard (heartbeats every second, the mesh in a few).
+    let watch_until = std::time::Instant::now() + Duration::from_secs(12);
+    while std::time::Instant::now() < watch_until {
+        assert!(
+            !dig(dns, "substrate.tau.dev", false)?.contains(&steered),
+            "seer sent clients to it"
+        );
+        assert!(!listed("nodes")?, "`tau-node nodes` lists it");
+        assert!(!listed("peers")?, "`tau-node peers` lists it");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // The operator admits it for substrate only: now it is a node, believed for that alone.
+    tau_node_ok(&["nodes", "admit", &rogue, "--service", "substrate", "--cloud", &profile])?;
+    wait_for(Duration::from_secs(15), "seer answers with the admitted node", || {
+        Ok(dig(dns, "substrate.tau.dev", false)?.contains(&steered).then_some(()))
+    })?;
+    assert!(!dig(dns, "tns.tau.dev", false)?.contains(&steered), "believed for tns too");
+    let admitted = tau_node_ok(&["nodes", "admitted", "--cloud", &profile, "--json"])?;
+    let admitted: Vec<serde_json::Value> = serde_json::from_str(&admitted)?;
+    assert_eq!(admitted.len(), 3, "{admitted:?}");
+
+    // Revoked: gone from seer's answers and the node lists within seconds.
+    tau_node_ok(&["nodes", "revoke", &rogue, "--cloud", &profile])?;
+    wait_for(Duration::from_secs(10), "the revoked node leaves seer's answers", || {
+        let gone = !dig(dns, "substrate.tau.dev", false)?.contains(&steered)
+            && !listed("nodes")?
+            && !listed("peers")?;
+        Ok(gone.then_some(()))
+    })?;
     Ok(())
 }

@@ -15,8 +15,8 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tau_tests::harness::{
-    DevCloud, Result, Signal, alive, example_wasm, http, push_project, run, signal, tau_node_ok,
-    wait_for,
+    DevCloud, Result, Signal, alive, dig, example_wasm, http, push_project, run, signal,
+    tau_node_ok, wait_for,
 };
 
 /// A project `shop` whose ping function answers on a generated domain and a custom one.
@@ -30,21 +30,6 @@ fn write_shop(dir: &Path) -> Result {
          domains: [ping.shop.tau, www.shop-custom.test]\nsource: ping.wasm\n",
     )?;
     Ok(())
-}
-
-/// `dig @ip -p port name [+tcp] +short`: the addresses, sorted.
-fn dig(server: &str, name: &str, tcp: bool) -> Result<BTreeSet<IpAddr>> {
-    let (ip, port) = server.rsplit_once(':').ok_or("no port")?;
-    let mut command = Command::new("dig");
-    command.args([&format!("@{ip}"), "-p", port, name, "+short", "+time=2", "+tries=1"]);
-    if tcp {
-        command.arg("+tcp");
-    }
-    let out = run(&mut command, Duration::from_secs(10))?;
-    if !out.status.success() {
-        return Err(format!("dig {name}: {}", String::from_utf8_lossy(&out.stderr)).into());
-    }
-    Ok(String::from_utf8(out.stdout)?.lines().filter_map(|l| l.trim().parse().ok()).collect())
 }
 
 /// `dig`'s status line word (NOERROR, NXDOMAIN, ...).

@@ -128,7 +128,13 @@ fn functions_stay_within_their_limits_and_a_bad_one_harms_nothing_else() -> Resu
             let gateway = gateway.clone();
             std::thread::spawn(move || -> Result {
                 let answer = http(&gateway, "GET", host, path, b"")?;
-                expect(&answer, status, text, &format!("concurrent request {i} to {host}{path}"))
+                let what = format!("concurrent request {i} to {host}{path}");
+                // On two busy cores the hog may reach its time limit before its memory limit:
+                // stopped by either, it stays within its limits (alone it hits memory, above).
+                if path == "/hog" && answer.status == 504 {
+                    return expect(&answer, 504, "timeout", &what);
+                }
+                expect(&answer, status, text, &what)
             })
         })
         .collect();

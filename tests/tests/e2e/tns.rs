@@ -11,7 +11,7 @@ use tau_proto::tns::{Draft, TnsRequest, TnsResponse, keys};
 use tau_proto::{Client, CloudProfile};
 use tau_tests::harness::{
     DevCloud, KillOnDrop, Result, Signal, binary, converged, create_project, push_project,
-    run_node, signal, tau_node_ok, tns_status, wait_for, write_project,
+    run_node, signal, tau_node, tau_node_ok, tns_status, wait_for, write_project,
 };
 use tau_tests::lab::Lab;
 
@@ -276,6 +276,18 @@ fn partition_and_heal(lab: &Lab, tmp: &Path, ids: &mut Vec<String>) -> Result {
             bootstrap.join("\n")
         ),
     )?;
+    // The operator admits its nodes (until then they are clients to each other).
+    let profile_arg = profile.to_string_lossy().into_owned();
+    wait_for(Duration::from_secs(60), "the operator admits the lab nodes", || {
+        for node in &nodes {
+            let admit = ["nodes", "admit", &node.peer_id, "--service", "tns,hoarder"];
+            if tau_node(&[&admit[..], &["--cloud", &profile_arg]].concat())?.status.success() {
+                continue;
+            }
+            return Ok(None);
+        }
+        Ok(Some(()))
+    })?;
     wait_for(Duration::from_secs(60), "the lab cloud forms", || {
         let status = tns_status(&profile)?;
         Ok((status.len() == 4 && status.iter().all(|s| s["digest"].is_string())).then_some(()))

@@ -1,0 +1,61 @@
+//! Admission: every host of the playbook admitted as a node for its shape's services
+//! (`/nodes/<peer id>`, signed with the operator key; see `tau_proto::membership`). Until a host
+//! is admitted the others treat it as a client; Spore Drive writes the records through the first
+//! node that can take them (on a first deploy, the first tns node up).
+
+use tau_proto::Client;
+use tau_proto::client::members::AdmitError;
+use tau_proto::keyfile::KeyFileError;
+use tau_proto::membership::Admission;
+
+use super::Run;
+
+/// Why the hosts could not be admitted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(super) enum AdmitHostsError {
+    /// The operator key could not be read.
+    #[error(transparent)]
+    OperatorKey(#[from] KeyFileError),
+    /// TNS could not be reached or did not take the records.
+    #[error(transparent)]
+    Admit(#[from] AdmitError),
+}
+
+impl Run {
+    /// Admits every host of the playbook for its shape's services, labelled with its name and
+    /// region, through the first of the playbook's tns hosts that takes the records; returns how
+    /// many records were written (only what TNS does not hold already).
+    pub(super) async fn admit_hosts(&self, client: &Client) -> Result<usize, AdmitHostsError> {
+        let operator = tau_proto::keyfile::read(&self.layout.operator_key())?;
+        let admissions: Vec<_> = self
+            .desired
+            .iter()
+            .map(|d| {
+                let services =
+                    self.playbook.shape_of(&d.host).map(|s| s.services.clone()).unwrap_or_default();
+                let mut labels = std::collections::BTreeMap::new();
+                labels.insert("host".to_string(), d.host.name.clone());
+                if let Some(location) = &d.host.location {
+                    labels.insert("region".to_string(), location.region.clone());
+                }
+                (d.peer_id, Some(Admission { services, labels }))
+            })
+            .collect();
+        let mut last = AdmitError::NoTns;
+        for host in self.playbook.hosts_running("tns") {
+            let Some(tns) = self.desired.iter().find(|d| d.host.name == host.name) else {
+                continue;
+            };
+            client
+                .add_address(tns.peer_id, tns.p2p_addr.clone())
+                .await
+                .map_err(AdmitError::from)?;
+            match client.admit_at(tns.peer_id, &admissions, &operator).await {
+                Ok(written) => return Ok(written.len()),
+                Err(error) => last = error,
+            }
+        }
+        Err(last.into())
+    }
+}
