@@ -2,18 +2,29 @@
 //! a stock `tau-node` started by a tenant, with whatever it chooses to claim.
 
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use tau_proto::tns::{Draft, MAX_CLOCK_AHEAD, TnsProtocol, TnsRequest, TnsResponse, keys};
 use tau_proto::{Client, CloudProfile};
 use tau_tests::harness::{
-    DevCloud, KillOnDrop, Result, converged, create_project, dig, run_node, tau_node_ok,
-    tns_status, wait_for,
+    DevCloud, KillOnDrop, Result, binary, converged, create_project, dig, http, push_ping_project,
+    run, run_node, tau_node_ok, tns_status, wait_for,
 };
 
 /// A stock node that joins `cloud` with the swarm key from its profile, set up by `tau-node
 /// init` with `options`, running until dropped; and its peer id.
 fn rogue_node(cloud: &DevCloud, dir: &Path, options: &[&str]) -> Result<(KillOnDrop, String)> {
+    rogue_node_with(cloud, dir, options, "")
+}
+
+/// [`rogue_node`] with `yaml` added to the end of its `node.yaml`.
+fn rogue_node_with(
+    cloud: &DevCloud,
+    dir: &Path,
+    options: &[&str],
+    yaml: &str,
+) -> Result<(KillOnDrop, String)> {
     let profile = CloudProfile::load(&cloud.profile)?;
     let bootstrap = profile.bootstrap.first().ok_or("the profile names no bootstrap node")?;
     let node_dir = dir.join("rogue");
@@ -21,10 +32,17 @@ fn rogue_node(cloud: &DevCloud, dir: &Path, options: &[&str]) -> Result<(KillOnD
     let (dir_arg, bootstrap) = (node_dir.to_string_lossy().into_owned(), bootstrap.to_string());
     let mut args = vec!["init", "--dir", &dir_arg, "--swarm-key", &swarm_key];
     args.extend(["--bootstrap", &bootstrap, "--listen", "127.0.0.1", "--p2p-port", "0"]);
-    args.extend(["--http-port", "0", "--dns-port", "0"]);
+    for port in ["--http-port", "--dns-port"] {
+        if !options.contains(&port) {
+            args.extend([port, "0"]);
+        }
+    }
     args.extend(options);
     let peer = tau_node_ok(&args)?.trim().to_string();
-    Ok((run_node(&node_dir.join("node.yaml"), &node_dir.join("node.log"))?, peer))
+    let config = node_dir.join("node.yaml");
+    let written = std::fs::read_to_string(&config)?;
+    std::fs::write(&config, format!("{written}{yaml}"))?;
+    Ok((run_node(&config, &node_dir.join("node.log"))?, peer))
 }
 
 fn profile_arg(cloud: &DevCloud) -> String {
@@ -165,5 +183,49 @@ fn a_peer_the_operator_did_not_admit_is_no_node() -> Result {
             && !listed("peers")?;
         Ok(gone.then_some(()))
     })?;
+    Ok(())
+}
+
+/// A tenant's stock node runs substrate and serves another project's function on its own
+/// gateway. Its counter records, signed with its own key, were collected by q and billed to that
+/// project. Now q asks only the nodes the operator admitted.
+#[test]
+fn q_bills_nothing_that_a_node_the_operator_did_not_admit_served() -> Result {
+    let dir = tempfile::tempdir()?;
+    let cloud = DevCloud::start_with(2, &dir.path().join("cloud"), &["--counter-window", "1s"])?;
+    push_ping_project(&cloud, dir.path(), "victim")?; // one call, on the cloud's own gateway
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port().to_string();
+    let (_rogue, _) = rogue_node_with(
+        &cloud,
+        dir.path(),
+        &["--services", "substrate", "--http-port", &port],
+        "substrate:\n  counter_window: 1s\n",
+    )?;
+    let gateway = format!("127.0.0.1:{port}");
+    wait_for(Duration::from_secs(30), "the rogue gateway serves the victim's function", || {
+        let answer = http(&gateway, "GET", "ping.victim.tau", "/ping", b"");
+        Ok(answer.is_ok_and(|a| a.status == 200).then_some(()))
+    })?;
+    for _ in 0..9 {
+        let answer = http(&gateway, "GET", "ping.victim.tau", "/ping", b"")?;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    // The rogue's windows (1 s) close and its records are signed.
+    std::thread::sleep(Duration::from_secs(3));
+
+    let db = dir.path().join("q.db").to_string_lossy().into_owned();
+    let profile = profile_arg(&cloud);
+    let out = run(
+        Command::new(binary("q")?).args(["collect", "--json", "--db", &db, "--cloud", &profile]),
+        Duration::from_secs(60),
+    )?;
+    assert!(out.status.success(), "q collect: {}", String::from_utf8_lossy(&out.stderr));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let totals = runtime.block_on(async {
+        let store = q::store::Store::open(&db).await?;
+        store.totals(0, i64::MAX as u64, Some("victim")).await
+    })?;
+    let billed: u64 = totals.iter().map(|t| t.invocations).sum();
+    assert_eq!(billed, 1, "q billed calls that an unadmitted node served: {totals:?}");
     Ok(())
 }
