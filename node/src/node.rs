@@ -157,6 +157,7 @@ impl Node {
                     config: &config.substrate,
                     tns: local_tns.clone(),
                     hoarder: local_hoarder,
+                    admitted: admitted.clone(),
                 },
                 shutdown.child_token(),
             )

@@ -65,6 +65,8 @@ pub struct Parts<'a> {
     pub tns: Option<tns::Local>,
     /// The node's own blob store, if it runs hoarder.
     pub hoarder: Option<hoarder::Local>,
+    /// Who is admitted: only an admitted q may acknowledge counter records.
+    pub admitted: tokio::sync::watch::Receiver<tau_proto::membership::Admitted>,
 }
 
 /// What a running substrate service hands back to the node.
@@ -134,7 +136,7 @@ pub async fn start(
             gateways_done.cancel();
         }
     }));
-    tasks.push(tokio::spawn(counters::run(counters, admin, gateways_done)));
+    tasks.push(tokio::spawn(counters::run(counters, admin, parts.admitted, gateways_done)));
     tasks.push(match parts.tns {
         Some(local) => tokio::spawn(watch_local(gateway, local, shutdown)),
         None => {

@@ -68,11 +68,14 @@ pub enum ClientError {
 pub struct ConnectOptions {
     /// How long to try the bootstrap addresses before giving up.
     pub timeout: Duration,
+    /// The client's peer identity; a new one for each connection when `None`. A tool the
+    /// operator admits for a role (q acknowledging counters) keeps one.
+    pub identity: Option<Keypair>,
 }
 
 impl Default for ConnectOptions {
     fn default() -> Self {
-        Self { timeout: Duration::from_secs(10) }
+        Self { timeout: Duration::from_secs(10), identity: None }
     }
 }
 
@@ -106,7 +109,7 @@ impl Client {
         options: ConnectOptions,
     ) -> Result<Self, ClientError> {
         let swarm_key = profile.load_swarm_key().map_err(ProfileError::from)?;
-        let keypair = Keypair::generate_ed25519();
+        let keypair = options.identity.clone().unwrap_or_else(Keypair::generate_ed25519);
         let mut swarm =
             net::swarm(keypair, &swarm_key, Duration::from_secs(60), |key| Behaviour {
                 identify: identify::Behaviour::new(

@@ -88,6 +88,10 @@ pub struct Report {
     pub ingested: Ingested,
     /// Nodes that did not answer, with why.
     pub unreachable: Vec<(String, String)>,
+    /// Nodes that refused q's acknowledgements, with why (q's identity is not admitted for the
+    /// `q` role): their records were stored all the same and the nodes keep them until their
+    /// retention.
+    pub unacknowledged: Vec<(String, String)>,
 }
 
 /// Every node of the cloud and those that run substrate: the nodes the entry node is connected
@@ -120,10 +124,12 @@ pub trait Source: Sync {
     fn ack(&self, through: u64) -> impl Future<Output = Result<(), CollectError>> + Send;
 }
 
-/// A node over the network.
+/// A node over the network. A node that refuses an acknowledgement is not asked again in this
+/// collection; why is kept for the report.
 struct Remote<'a> {
     client: &'a Client,
     node: PeerId,
+    refused: std::sync::Mutex<Option<String>>,
 }
 
 impl Source for Remote<'_> {
@@ -136,13 +142,19 @@ impl Source for Remote<'_> {
     }
 
     async fn ack(&self, through: u64) -> Result<(), CollectError> {
-        match self
-            .client
-            .call::<AdminProtocol>(self.node, AdminRequest::AckCounters { through })
-            .await?
-        {
-            AdminResponse::Acked(_) => Ok(()),
-            _ => Err(ClientError::Unexpected { peer: self.node }.into()),
+        let refused = || self.refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if refused().is_some() {
+            return Ok(());
+        }
+        let request = AdminRequest::AckCounters { through };
+        match self.client.call::<AdminProtocol>(self.node, request).await {
+            Ok(AdminResponse::Acked(_)) => Ok(()),
+            Ok(_) => Err(ClientError::Unexpected { peer: self.node }.into()),
+            Err(ClientError::Remote { message, .. }) => {
+                *refused() = Some(message);
+                Ok(())
+            }
+            Err(other) => Err(other.into()),
         }
     }
 }
@@ -159,8 +171,11 @@ pub async fn collect_once(
     let known = Arc::new(known);
     let mut report = Report { nodes: substrate.len(), ..Report::default() };
     for node in substrate {
-        let source = Remote { client, node };
+        let source = Remote { client, node, refused: std::sync::Mutex::new(None) };
         let drained = drain(store, &source, &known, |done| progress(&node, done)).await;
+        if let Some(reason) = source.refused.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            report.unacknowledged.push((node.to_string(), reason));
+        }
         match drained {
             Ok((read, ingested)) => {
                 report.read += read;

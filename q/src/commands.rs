@@ -3,6 +3,7 @@
 
 mod collect;
 mod export;
+mod identity;
 mod key;
 mod plot;
 mod prove;
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Subcommand;
+use tau_proto::client::ConnectOptions;
 use tau_proto::{Client, CloudProfile};
 
 /// One variant per subcommand; each variant's doc comment is its help text.
@@ -25,6 +27,7 @@ pub(crate) enum Command {
     Plot(plot::Plot),
     Status(status::Status),
     Key(key::Key),
+    Identity(identity::Identity),
 }
 
 impl Command {
@@ -38,6 +41,7 @@ impl Command {
             Self::Plot(cmd) => cmd.run().await,
             Self::Status(cmd) => cmd.run().await,
             Self::Key(cmd) => cmd.run(),
+            Self::Identity(cmd) => cmd.run(),
         };
         done.map(|()| ExitCode::SUCCESS)
     }
@@ -52,11 +56,29 @@ fn signing_key(path: &Path) -> anyhow::Result<q::key::SigningKey> {
     Ok(key)
 }
 
-/// Connects to the cloud a profile names.
-async fn connect(cloud: &Path) -> anyhow::Result<Client> {
+/// Connects to the cloud a profile names, as q's own identity when one is given.
+async fn connect(cloud: &Path, identity: Option<&Path>) -> anyhow::Result<Client> {
     let profile = CloudProfile::load(cloud)
         .map_err(|e| anyhow::anyhow!("cannot read the cloud profile {}: {e}", cloud.display()))?;
-    Ok(Client::connect(&profile).await?)
+    let identity = identity.map(q_identity).transpose()?;
+    let options = ConnectOptions { identity, ..ConnectOptions::default() };
+    Ok(Client::connect_with(&profile, options).await?)
+}
+
+/// q's peer identity (ed25519, mode 0600), made (and announced) on first use: the nodes take
+/// q's acknowledgements of counter records, which let them prune, only from an identity the
+/// operator admitted for the `q` role.
+fn q_identity(path: &Path) -> anyhow::Result<libp2p::identity::Keypair> {
+    let (keypair, created) = tau_proto::keyfile::read_or_create(path)?;
+    if created {
+        let peer = keypair.public().to_peer_id();
+        eprintln!(
+            "q: made a new identity {} (peer id {peer}); nodes take q's acknowledgements once \
+             the operator runs `tau-node nodes admit {peer} --service q`",
+            path.display()
+        );
+    }
+    Ok(keypair)
 }
 
 /// A temporary name beside `path` (`.NAME.tmp`), renamed over it once complete.

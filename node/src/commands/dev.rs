@@ -258,7 +258,7 @@ async fn publish_vault(
 /// A client of the dev cloud, once a node answers.
 async fn connect(cloud: &DevCloud, deadline: Instant) -> anyhow::Result<Client> {
     let profile = CloudProfile::load(&cloud.profile)?;
-    let options = ConnectOptions { timeout: Duration::from_secs(2) };
+    let options = ConnectOptions { timeout: Duration::from_secs(2), ..ConnectOptions::default() };
     loop {
         match Client::connect_with(&profile, options.clone()).await {
             Ok(client) => return Ok(client),

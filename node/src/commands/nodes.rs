@@ -7,7 +7,6 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use libp2p::PeerId;
 use tau_proto::identity::WriterKey;
-use tau_proto::keyfile;
 use tau_proto::membership::Admission;
 
 use super::output::{self, bytes, table};
@@ -43,8 +42,8 @@ enum NodesCommand {
     Admit {
         /// The peer id of the node.
         peer: PeerId,
-        /// A service it may run (tns, hoarder, vault, seer, substrate); repeat for several, or
-        /// separate with commas.
+        /// A service it may run (tns, hoarder, vault, seer, substrate), or a tool's role (q:
+        /// may acknowledge counter records); repeat for several, or separate with commas.
         #[arg(long = "service", value_delimiter = ',', required = true)]
         services: Vec<String>,
         /// A label, as key=value (such as region=eu-west); repeat for several.
@@ -84,13 +83,7 @@ struct Operator {
 
 impl Operator {
     fn key(&self) -> anyhow::Result<libp2p::identity::Keypair> {
-        let profile = tau_proto::CloudProfile::load(&self.cloud)?;
-        let path = self
-            .operator_key
-            .clone()
-            .or(profile.operator_key)
-            .context("no operator key: pass --operator-key or name it in the profile")?;
-        Ok(keyfile::read(&path)?)
+        output::operator_key(&self.cloud, self.operator_key.clone())
     }
 }
 
@@ -105,7 +98,7 @@ fn label(text: &str) -> Result<(String, String), String> {
     Ok((key.to_string(), value.to_string()))
 }
 
-const KNOWN_SERVICES: [&str; 5] = ["tns", "hoarder", "vault", "seer", "substrate"];
+const KNOWN_SERVICES: [&str; 6] = ["tns", "hoarder", "vault", "seer", "substrate", "q"];
 
 impl NodesCommand {
     async fn run(self) -> anyhow::Result<()> {
@@ -114,7 +107,7 @@ impl NodesCommand {
                 for service in &services {
                     if !KNOWN_SERVICES.contains(&service.as_str()) {
                         anyhow::bail!(
-                            "--service {service}: not a service (one of {})",
+                            "--service {service}: not a service or role (one of {})",
                             KNOWN_SERVICES.join(", ")
                         );
                     }

@@ -98,6 +98,19 @@ pub(super) fn duration(secs: u64) -> String {
     }
 }
 
+/// The operator key: the file given (`--operator-key`), else the one the profile at `cloud`
+/// names.
+pub(crate) fn operator_key(
+    cloud: &Path,
+    given: Option<std::path::PathBuf>,
+) -> anyhow::Result<libp2p::identity::Keypair> {
+    let profile = CloudProfile::load(cloud)?;
+    let path = given
+        .or(profile.operator_key)
+        .context("no operator key: pass --operator-key or name it in the profile")?;
+    Ok(tau_proto::keyfile::read(&path)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -199,12 +199,7 @@ impl Create {
                 self.id
             );
         }
-        let profile = tau_proto::CloudProfile::load(&self.cloud)?;
-        let key_path = self
-            .operator_key
-            .or(profile.operator_key.clone())
-            .context("no operator key: pass --operator-key or name it in the profile")?;
-        let operator = keyfile::read(&key_path)?;
+        let operator = output::operator_key(&self.cloud, self.operator_key)?;
         let client = output::connect(&self.cloud).await?;
         let node = tns_node(&client, self.node).await?;
         let key = keys::project(&self.id);

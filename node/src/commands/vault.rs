@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use libp2p::PeerId;
-use tau_proto::keyfile::{self, write_secret_file};
+use tau_proto::keyfile::write_secret_file;
 use tau_proto::vault::{self, KeySet};
 
 use super::output;
@@ -140,11 +140,7 @@ async fn publish(
 ) -> anyhow::Result<()> {
     let keyset: KeySet = tau_proto::yaml::load(&keyset_path)?;
     keyset.validate().with_context(|| format!("{}", keyset_path.display()))?;
-    let profile = tau_proto::CloudProfile::load(&cloud)?;
-    let key_path = operator_key
-        .or(profile.operator_key.clone())
-        .context("no operator key: pass --operator-key or name it in the profile")?;
-    let operator = keyfile::read(&key_path)?;
+    let operator = output::operator_key(&cloud, operator_key)?;
     let client = output::connect(&cloud).await?;
     let written = client.publish_vault(&keyset, &registrars, &operator).await?;
     if json {

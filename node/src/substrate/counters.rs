@@ -19,7 +19,9 @@ use redb::{ReadableTable, TableDefinition};
 use tau_proto::admin::{AdminRequest, AdminResponse};
 use tau_proto::cbor;
 use tau_proto::counters::{CounterPage, CounterRecord, MAX_PAGE, SignedCounter, Usage};
-use tokio::sync::mpsc;
+use tau_proto::membership::Admitted;
+use tau_proto::protocol::Access;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::engine::Outcome;
@@ -280,12 +282,17 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Who may acknowledge counter records, and so let the node prune them: q, once the operator
+/// admitted its identity for this role.
+pub const ACKNOWLEDGER: Access = Access::Role("q");
+
 /// Writes a record per function at the end of every window (windows are aligned to multiples of
 /// their length since the Unix epoch), answers counter requests, and writes the partial window
 /// when the node stops.
 pub async fn run(
     counters: Arc<Counters>,
     mut requests: mpsc::Receiver<Inbound<tau_proto::admin::AdminRequest, AdminResponse>>,
+    admitted: watch::Receiver<Admitted>,
     shutdown: CancellationToken,
 ) {
     let window_ms = counters.window.as_millis().max(1) as u64;
@@ -296,6 +303,18 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(inbound) = requests.recv() => {
+                if matches!(inbound.request, AdminRequest::AckCounters { .. })
+                    && !admitted.borrow().allows(ACKNOWLEDGER, &inbound.peer)
+                {
+                    tracing::warn!(peer = %inbound.peer, "counter acknowledgement refused: not an admitted q");
+                    let _ = inbound.reply.send(AdminResponse::Error(format!(
+                        "only a client the operator admitted for the `q` role may acknowledge \
+                         counters (tau-node nodes admit {} --service q); the records are kept \
+                         until their retention",
+                        inbound.peer
+                    )));
+                    continue;
+                }
                 let counters = counters.clone();
                 let answer = tokio::task::spawn_blocking(move || counters.answer(inbound.request));
                 if let Ok(answer) = answer.await {

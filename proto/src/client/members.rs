@@ -103,15 +103,11 @@ impl Client {
                     .ok_or(AdmitError::OperatorKey)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        match self.call::<TnsProtocol>(tns, TnsRequest::Put { records }).await? {
-            TnsResponse::Put(outcome) if outcome.rejected.is_empty() => {
-                Ok(wanted.into_iter().map(|(key, _)| key).collect())
-            }
-            TnsResponse::Put(outcome) => Err(AdmitError::Refused(
-                outcome.rejected.iter().map(|(key, why)| format!("{key}: {why}")).collect(),
-            )),
-            _ => Err(ClientError::Unexpected { peer: tns }.into()),
+        let refused = self.tns_put(tns, records).await?;
+        if !refused.is_empty() {
+            return Err(AdmitError::Refused(refused));
         }
+        Ok(wanted.into_iter().map(|(key, _)| key).collect())
     }
 
     /// Every admission record TNS holds, revocations included, those signed by `operator`

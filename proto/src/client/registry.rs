@@ -47,6 +47,21 @@ impl From<&Record> for RecordView {
 }
 
 impl Client {
+    /// Stores signed records at the tns node `tns`; what it refused, each as `key: why` (none
+    /// when it took them all).
+    pub async fn tns_put(
+        &self,
+        tns: PeerId,
+        records: Vec<Record>,
+    ) -> Result<Vec<String>, ClientError> {
+        match self.call::<TnsProtocol>(tns, TnsRequest::Put { records }).await? {
+            TnsResponse::Put(outcome) => {
+                Ok(outcome.rejected.iter().map(|(key, why)| format!("{key}: {why}")).collect())
+            }
+            _ => Err(ClientError::Unexpected { peer: tns }),
+        }
+    }
+
     /// Every record under `prefix` on `node`, through all pages (tombstones when asked).
     pub async fn tns_list(
         &self,

@@ -479,15 +479,11 @@ impl Client {
                 .ok_or(VaultError::Malformed { what: "the operator key (not ed25519)" })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        match self.call::<TnsProtocol>(tns, TnsRequest::Put { records }).await? {
-            TnsResponse::Put(outcome) if outcome.rejected.is_empty() => {
-                Ok(wanted.into_iter().map(|(key, _)| key).collect())
-            }
-            TnsResponse::Put(outcome) => Err(SecretError::Refused {
-                failures: outcome.rejected.iter().map(|(k, why)| format!("{k}: {why}")).collect(),
-            }),
-            _ => Err(ClientError::Unexpected { peer: tns }.into()),
+        let failures = self.tns_put(tns, records).await?;
+        if !failures.is_empty() {
+            return Err(SecretError::Refused { failures });
         }
+        Ok(wanted.into_iter().map(|(key, _)| key).collect())
     }
 
     /// The tns node's clock: a writer signs one above it.

@@ -27,6 +27,11 @@ pub(crate) struct Collect {
     /// node) to this OpenTelemetry collector, over OTLP/HTTP: http://HOST:4318.
     #[arg(long, env = "Q_OTLP")]
     otlp: Option<String>,
+    /// q's peer identity (made on first use, mode 0600). Nodes prune the records q acknowledges
+    /// only when the operator admitted this identity for the `q` role (`q identity` prints its
+    /// peer id); else they keep them until their retention, and the report says so.
+    #[arg(long, default_value = "q-identity.key", env = "Q_IDENTITY")]
+    identity: PathBuf,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -35,7 +40,7 @@ pub(crate) struct Collect {
 impl Collect {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
         let store = Store::open(&self.db).await?;
-        let client = connect(&self.cloud).await?;
+        let client = connect(&self.cloud, Some(&self.identity)).await?;
         let metrics = match &self.otlp {
             Some(url) => Some(q::metrics::Metrics::otlp(url, self.every)?),
             None => None,
@@ -84,7 +89,10 @@ impl Collect {
                     report.ingested.gaps
                 );
                 for (node, why) in &report.unreachable {
-                    println!("  {node} did not answer: {why}");
+                    println!("  {node} did not answer: {}", tau_proto::text::printable(why));
+                }
+                for (node, why) in &report.unacknowledged {
+                    println!("  {node} keeps its records: {}", tau_proto::text::printable(why));
                 }
             }
             if !self.follow {

@@ -22,7 +22,7 @@ pub(crate) struct Status {
 
 impl Status {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
-        let client = connect(&self.cloud).await?;
+        let client = connect(&self.cloud, None).await?;
         let store = Store::open(&self.db).await?;
         let status = q::status::status(&client, &store).await?;
         if self.json {

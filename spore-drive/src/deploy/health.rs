@@ -59,7 +59,8 @@ impl Run {
         let profile = self.profile_of(desired);
         let mut last = Unhealthy::NotYet;
         while Instant::now() < deadline {
-            let options = ConnectOptions { timeout: Duration::from_secs(3) };
+            let options =
+                ConnectOptions { timeout: Duration::from_secs(3), ..ConnectOptions::default() };
             let client = match Client::connect_with(&profile, options).await {
                 Ok(client) => client,
                 Err(source) => {

@@ -69,7 +69,8 @@ impl Run {
         }
         conn.close().await;
         if status.running {
-            let options = ConnectOptions { timeout: Duration::from_secs(5) };
+            let options =
+                ConnectOptions { timeout: Duration::from_secs(5), ..ConnectOptions::default() };
             match Client::connect_with(&self.profile_of(desired), options).await {
                 Ok(client) => match client.peers(desired.peer_id).await {
                     Ok(peers) => {

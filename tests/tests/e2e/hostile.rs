@@ -5,6 +5,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use tau_proto::admin::{AdminProtocol, AdminRequest, AdminResponse};
+use tau_proto::client::{ClientError, ConnectOptions};
 use tau_proto::tns::{Draft, MAX_CLOCK_AHEAD, TnsProtocol, TnsRequest, TnsResponse, keys};
 use tau_proto::{Client, CloudProfile};
 use tau_tests::harness::{
@@ -216,7 +218,9 @@ fn q_bills_nothing_that_a_node_the_operator_did_not_admit_served() -> Result {
     let db = dir.path().join("q.db").to_string_lossy().into_owned();
     let profile = profile_arg(&cloud);
     let out = run(
-        Command::new(binary("q")?).args(["collect", "--json", "--db", &db, "--cloud", &profile]),
+        Command::new(binary("q")?)
+            .args(["collect", "--json", "--db", &db, "--cloud", &profile])
+            .env("Q_IDENTITY", dir.path().join("q-identity.key")),
         Duration::from_secs(60),
     )?;
     assert!(out.status.success(), "q collect: {}", String::from_utf8_lossy(&out.stderr));
@@ -227,5 +231,53 @@ fn q_bills_nothing_that_a_node_the_operator_did_not_admit_served() -> Result {
     })?;
     let billed: u64 = totals.iter().map(|t| t.invocations).sum();
     assert_eq!(billed, 1, "q billed calls that an unadmitted node served: {totals:?}");
+    Ok(())
+}
+
+/// Any client could tell a node that q had stored its counter records (`AckCounters`), and the
+/// node then pruned them at the end of their retention, whether q had read them or not: usage
+/// nobody could bill. Now only a client the operator admitted for the `q` role is heard.
+#[test]
+fn only_a_q_the_operator_admitted_acknowledges_counter_records() -> Result {
+    let dir = tempfile::tempdir()?;
+    let cloud = DevCloud::start_with(1, &dir.path().join("cloud"), &["--counter-window", "1s"])?;
+    push_ping_project(&cloud, dir.path(), "lab")?;
+    let profile = profile_arg(&cloud);
+    wait_for(Duration::from_secs(30), "a signed counter record", || {
+        let out = tau_node_ok(&["counters", "--cloud", &profile, "--json"])?;
+        let records: Vec<serde_json::Value> = serde_json::from_str(&out)?;
+        Ok((!records.is_empty()).then_some(()))
+    })?;
+    let node: libp2p::PeerId = cloud.peer_ids()?.first().ok_or("no node")?.parse()?;
+    let identity = libp2p::identity::Keypair::generate_ed25519();
+    let peer = identity.public().to_peer_id().to_string();
+    let runtime = tokio::runtime::Runtime::new()?;
+    let ack = || {
+        runtime.block_on(async {
+            let options =
+                ConnectOptions { identity: Some(identity.clone()), ..ConnectOptions::default() };
+            let client =
+                Client::connect_with(&CloudProfile::load(&cloud.profile)?, options).await?;
+            let through = u64::MAX;
+            Ok::<_, tau_tests::harness::Error>(
+                client.call::<AdminProtocol>(node, AdminRequest::AckCounters { through }).await,
+            )
+        })
+    };
+    match ack()? {
+        Err(ClientError::Remote { message, .. }) => {
+            assert!(message.contains("admitted for the `q` role"), "{message}")
+        }
+        other => panic!("a client no operator admitted acknowledged counters: {other:?}"),
+    }
+    // Admitted for the role, the same client is heard (once the node has the record).
+    tau_node_ok(&["nodes", "admit", &peer, "--service", "q", "--cloud", &profile])?;
+    let (acked, _) = wait_for(Duration::from_secs(15), "the admitted q's acknowledgement", || {
+        Ok(match ack()? {
+            Ok(AdminResponse::Acked(seq)) => Some(seq),
+            _ => None,
+        })
+    })?;
+    assert!(acked >= 1, "acknowledged through {acked}");
     Ok(())
 }

@@ -18,7 +18,8 @@ fn collect(cloud: &DevCloud, db: &str) -> Result<serde_json::Value> {
     let out = run(
         Command::new(binary("q")?)
             .args(["collect", "--json", "--db", db, "--cloud"])
-            .arg(&cloud.profile),
+            .arg(&cloud.profile)
+            .env("Q_IDENTITY", cloud.dir.join("q-identity.key")),
         Duration::from_secs(60),
     )?;
     if !out.status.success() {
@@ -109,16 +110,9 @@ fn q_collect_counts_every_call_once() -> Result {
     // The first collection also sends q's metrics to an OTLP receiver.
     let receiver = OtlpReceiver::start()?;
     let out = run(
-        Command::new(binary("q")?).args([
-            "collect",
-            "--json",
-            "--db",
-            &db,
-            "--cloud",
-            &profile,
-            "--otlp",
-            &receiver.url,
-        ]),
+        Command::new(binary("q")?)
+            .args(["collect", "--json", "--db", &db, "--cloud", &profile, "--otlp", &receiver.url])
+            .env("Q_IDENTITY", cloud.dir.join("q-identity.key")),
         Duration::from_secs(60),
     )?;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -242,6 +236,7 @@ fn spawn_collect(cloud: &DevCloud, db: &str) -> Result<std::process::Child> {
     Ok(Command::new(binary("q")?)
         .args(["collect", "--json", "--db", db, "--cloud"])
         .arg(&cloud.profile)
+        .env("Q_IDENTITY", cloud.dir.join("q-identity.key"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()?)

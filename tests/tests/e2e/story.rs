@@ -541,7 +541,9 @@ fn story(tmp: &Path, lab: &mut SshLab) -> Result {
     let total = calls.total();
     let db = tmp.join("q.db").to_string_lossy().into_owned();
     let q = |args: &[&str]| -> Result<serde_json::Value> {
-        let out = run(Command::new(binary("q")?).args(args), Duration::from_secs(120))?;
+        let mut command = Command::new(binary("q")?);
+        command.args(args).env("Q_IDENTITY", tmp.join("q-identity.key"));
+        let out = run(&mut command, Duration::from_secs(120))?;
         if !out.status.success() {
             return Err(format!("q {args:?}: {}", String::from_utf8_lossy(&out.stderr)).into());
         }
