@@ -5,7 +5,9 @@
 //! - [`placement`]: rendezvous hashing over the live members.
 //! - [`members`]: who is alive (heartbeats on `tau/hoarder/1` every second; dead after three
 //!   missed) and what each holds and fetches.
-//! - [`pins`]: every pin (blob, size, factor), merged from heartbeats, kept on disk.
+//! - [`pins`]: every pin (blob, owner, size, factor), merged from heartbeats, kept on disk; a
+//!   blob's factor is the highest of its owners' pins, and only a pin's owner or the operator
+//!   changes it.
 //! - `service`: the `/tau/hoarder/1` requests; uploads; a `Put` answers once the blob is on two
 //!   nodes (or all, where fewer are live).
 //! - `reconcile`: every second, each node fetches the pinned blobs it should hold and does not,
@@ -31,6 +33,7 @@ use libp2p::PeerId;
 use tau_proto::hoarder::Manifest;
 use tau_proto::hoarder::transfer::Asker;
 use tau_proto::hoarder::{BlobId, HoarderRequest, HoarderResponse};
+use tau_proto::identity::WriterKey;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -74,6 +77,10 @@ struct Hoarder {
     chunk_written: tokio::sync::Notify,
     /// Chunks refused because they did not match their hash.
     rejected_chunks: AtomicU64,
+    /// Pins from heartbeats refused for a stamp too far beyond this node's clock.
+    ahead_pins: AtomicU64,
+    /// The operator's key: its pins and unpins apply to every pin of a blob.
+    operator: Option<WriterKey>,
     /// This node's disk has less than [`RESERVE`] free: it takes no new replicas.
     full: AtomicBool,
 }
@@ -175,6 +182,7 @@ impl Local {
 pub async fn start(
     handle: p2p::Handle,
     data_dir: &Path,
+    operator: Option<WriterKey>,
     shutdown: CancellationToken,
 ) -> Result<(Vec<JoinHandle<()>>, Local), HoarderError> {
     let root = data_dir.join("hoarder");
@@ -193,6 +201,8 @@ pub async fn start(
         uploads: Mutex::default(),
         chunk_written: tokio::sync::Notify::new(),
         rejected_chunks: AtomicU64::new(0),
+        ahead_pins: AtomicU64::new(0),
+        operator,
         full: AtomicBool::new(false),
     });
     let (inbox, requests) = tokio::sync::mpsc::channel(256);

@@ -115,8 +115,13 @@ impl Node {
         services.extend(membership_task);
         let mut local_hoarder = None;
         if runs("hoarder") {
-            let (tasks, local) =
-                hoarder::start(handle.clone(), &config.data_dir, shutdown.child_token()).await?;
+            let (tasks, local) = hoarder::start(
+                handle.clone(),
+                &config.data_dir,
+                config.operator_key(),
+                shutdown.child_token(),
+            )
+            .await?;
             services.extend(tasks);
             local_hoarder = Some(local);
         }

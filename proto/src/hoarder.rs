@@ -313,13 +313,16 @@ pub enum HoarderRequest {
         /// For a blob still being uploaded to the node, wait for the chunk (replication does).
         in_progress: bool,
     },
-    /// Sets a blob's replication factor: [`HoarderResponse::Done`].
+    /// Sets the caller's pin of a blob (the operator's: every pin of it). The blob keeps the
+    /// highest factor of its pins: [`HoarderResponse::Done`].
     Pin {
         cid: BlobId,
         /// The factor (capped at the live hoarder nodes).
         replicas: u8,
     },
-    /// Lets the cloud drop a blob: [`HoarderResponse::Done`].
+    /// Drops the caller's pin of a blob (the operator's: every pin of it), an error when the
+    /// caller holds none; the cloud drops the blob once no pin is left:
+    /// [`HoarderResponse::Done`].
     Unpin { cid: BlobId },
     /// Whether this node holds the blob: [`HoarderResponse::Has`].
     Has { cid: BlobId },
@@ -390,7 +393,7 @@ pub enum PinState {
     Repairing,
 }
 
-/// A pin's replicated state: last writer (by `updated_ms`, then factor) wins.
+/// One owner's pin of a blob, replicated: last writer (by `updated_ms`, then factor) wins.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PinRecord {
     /// Names the whole blob's bytes.
@@ -401,6 +404,10 @@ pub struct PinRecord {
     pub factor: u8,
     /// When the pin was last changed, milliseconds since the epoch.
     pub updated_ms: u64,
+    /// Whose pin it is: the client whose request set it (`None`: a pin from before pins had
+    /// owners, which only the operator changes). A blob's factor is the highest of its pins.
+    #[serde(default)]
+    pub owner: Option<PeerId>,
 }
 
 impl PinRecord {

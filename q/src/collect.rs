@@ -11,8 +11,9 @@ use serde::Serialize;
 use tau_proto::Client;
 use tau_proto::admin::{AdminRequest, AdminResponse};
 use tau_proto::client::ClientError;
-use tau_proto::counters::{CounterPage, MAX_PAGE};
+use tau_proto::counters::{CounterPage, MAX_PAGE, SignedCounter};
 
+use crate::period::OPEN_END;
 use crate::store::{Batch, Ingested, Reason, Store, StoreError};
 use crate::verify::verify_all;
 
@@ -40,6 +41,11 @@ pub fn sort_page(node: PeerId, since: u64, page: CounterPage, known: &HashSet<Pe
     let mut batch = Batch::new(node, since);
     let mut records = page.records;
     records.sort_by_key(|r| r.record.seq);
+    // The store orders sequence numbers and windows as signed 64-bit integers: a record beyond
+    // them is kept aside; a sequence number beyond moves neither the gaps nor the cursor.
+    let (records, beyond): (Vec<_>, Vec<_>) =
+        records.into_iter().partition(|r: &SignedCounter| r.record.seq <= OPEN_END);
+    batch.rejected.extend(beyond.into_iter().map(|r| (r, Reason::OutOfRange)));
     let (own, foreign): (Vec<_>, Vec<_>) = records.into_iter().partition(|r| r.record.node == node);
     for record in foreign {
         let reason = if known.contains(&record.record.node) {
@@ -57,9 +63,13 @@ pub fn sort_page(node: PeerId, since: u64, page: CounterPage, known: &HashSet<Pe
         if seq > expected {
             batch.gaps.push((expected, seq - 1));
         }
-        expected = expected.max(seq + 1);
+        expected = expected.max(seq.saturating_add(1));
         if !ok {
             batch.rejected.push((record, Reason::BadSignature));
+            continue;
+        }
+        if record.record.window_start_ms > OPEN_END {
+            batch.rejected.push((record, Reason::OutOfRange));
             continue;
         }
         match seen.get(&seq) {
@@ -302,6 +312,26 @@ mod tests {
         );
         assert_eq!(batch.gaps, [(5, 5)]);
         assert_eq!(batch.next_seq, 7);
+    }
+
+    #[test]
+    fn a_record_beyond_what_the_store_orders_is_kept_aside() {
+        let a = Keypair::generate_ed25519();
+        let mut late = signed(&a, 3).record;
+        late.window_start_ms = u64::MAX;
+        let late = late.sign(&a).expect("own key");
+        let mut last = signed(&a, 4).record;
+        last.seq = u64::MAX;
+        let last = last.sign(&a).expect("own key");
+        let records = vec![signed(&a, 1), last, late, signed(&a, 2)];
+        let batch = sort_page(a.public().to_peer_id(), 1, page(records), &HashSet::new());
+        let seqs: Vec<u64> = batch.accepted.iter().map(|r| r.record.seq).collect();
+        assert_eq!(seqs, [1, 2]);
+        let reasons: Vec<(u64, Reason)> =
+            batch.rejected.iter().map(|(r, why)| (r.record.seq, *why)).collect();
+        assert_eq!(reasons, [(u64::MAX, Reason::OutOfRange), (3, Reason::OutOfRange)]);
+        assert!(batch.gaps.is_empty(), "{:?}", batch.gaps);
+        assert_eq!(batch.next_seq, 4);
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub struct Period {
     pub to_ms: u64,
 }
 
-/// The end of time as far as q stores it (counters are `i64` in the database).
+/// The end of time as far as q stores it (window starts are compared as `i64` in the database).
 pub const OPEN_END: u64 = i64::MAX as u64;
 
 impl Period {

@@ -4,7 +4,10 @@
 //!
 //! Invariants: a (node, seq) is stored at most once; a batch's records, what it kept aside, its
 //! gaps and the node's cursor are written in one transaction, so a crash or a retry never loses
-//! or double-counts a record. Counters are stored as `i64` (they stay far below 2^63).
+//! or double-counts a record. A counter is stored as the bits of a signed 64-bit integer and read
+//! back exactly; nothing sums or compares counters in SQL (see [`Store::totals`]). Sequence
+//! numbers and window starts are compared in SQL, so a record with either beyond `i64::MAX` is
+//! kept aside ([`Reason::OutOfRange`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -72,6 +75,8 @@ pub enum Reason {
     UnknownNode,
     /// A different record was stored under the same (node, seq).
     Conflict,
+    /// Its sequence number or window start is beyond `i64::MAX`, which the store cannot order.
+    OutOfRange,
 }
 
 impl fmt::Display for Reason {
@@ -81,6 +86,7 @@ impl fmt::Display for Reason {
             Reason::WrongNode => "signed for another node than the one that served it",
             Reason::UnknownNode => "from a node that is not part of the cloud",
             Reason::Conflict => "another record is stored under the same node and sequence",
+            Reason::OutOfRange => "its sequence number or window start is beyond 2^63-1",
         })
     }
 }
@@ -147,6 +153,18 @@ pub struct Total {
     pub cpu_micros: u64,
     /// Records summed.
     pub records: u64,
+}
+
+impl Total {
+    /// Adds `record`'s figures; `None` (and a partly added total) when a sum overflows.
+    fn add(&mut self, record: &StoredRecord) -> Option<()> {
+        self.invocations = self.invocations.checked_add(record.usage.invocations)?;
+        self.errors = self.errors.checked_add(record.usage.errors)?;
+        self.wall_micros = self.wall_micros.checked_add(record.usage.wall_micros)?;
+        self.cpu_micros = self.cpu_micros.checked_add(record.usage.cpu_micros)?;
+        self.records = self.records.checked_add(1)?;
+        Some(())
+    }
 }
 
 /// A stored record, as `q export` writes it.
@@ -287,14 +305,45 @@ impl Store {
         on_backend!(self, s => s.ingest(batch).await)
     }
 
-    /// Per-function sums over `[from_ms, to_ms)`.
+    /// Per (project, function), the sums of the records whose window starts in
+    /// `[from_ms, to_ms)`, optionally of one project; sorted by project and function.
+    ///
+    /// Summed here over the whole `u64` range, from the same stream of records `q prove` sums,
+    /// rather than by SQL: both backends keep a counter as a signed 64-bit integer (its bits,
+    /// read back exactly), which SQL's `SUM` would read as negative above `i64::MAX`. A sum
+    /// that does not fit in 64 bits is an error, as it is for a proof.
     pub async fn totals(
         &self,
         from_ms: u64,
         to_ms: u64,
         project: Option<&str>,
     ) -> Result<Vec<Total>, StoreError> {
-        on_backend!(self, s => s.totals(from_ms, to_ms, project).await)
+        let mut totals: Vec<Total> = Vec::new();
+        self.records(from_ms, to_ms, project, |record| {
+            let same = totals
+                .last()
+                .is_some_and(|t| t.project == record.project && t.function == record.function);
+            if !same {
+                totals.push(Total {
+                    project: record.project.clone(),
+                    function: record.function.clone(),
+                    invocations: 0,
+                    errors: 0,
+                    wall_micros: 0,
+                    cpu_micros: 0,
+                    records: 0,
+                });
+            }
+            let total = totals.last_mut().expect("pushed above");
+            total.add(&record).ok_or_else(|| {
+                std::io::Error::other(format!(
+                    "the sums of {}/{} do not fit in 64 bits",
+                    total.project, total.function
+                ))
+            })
+        })
+        .await?;
+        Ok(totals)
     }
 
     /// Every record whose window starts in `[from_ms, to_ms)`, optionally of one project, in

@@ -267,7 +267,7 @@ impl Drop for DevCloud {
 }
 
 /// Writes a project folder `dir` with id `id` and one function per name in `functions` (each on
-/// `GET /<name>` at `<id>.example.tau`, with a stand-in `.wasm`: an empty component, valid but
+/// `GET /<name>` at `<id>.tau`, with a stand-in `.wasm`: an empty component, valid but
 /// with nothing to run).
 pub fn write_project(dir: &Path, id: &str, functions: &[&str]) -> Result {
     let _ = std::fs::remove_dir_all(dir);
@@ -279,7 +279,7 @@ pub fn write_project(dir: &Path, id: &str, functions: &[&str]) -> Result {
             dir.join(format!("functions/{name}.yaml")),
             format!(
                 "id: {name}\ntrigger: {{type: http, method: GET, paths: [/{name}]}}\n\
-                 domains: [{id}.example.tau]\nsource: f.wasm\n"
+                 domains: [{id}.tau]\nsource: f.wasm\n"
             ),
         )?;
     }

@@ -15,6 +15,7 @@ use tau_node::config::SubstrateConfig;
 use tau_node::dev::{self, DevCloud, DevOptions};
 use tau_proto::client::{ClientError, ConnectOptions};
 use tau_proto::membership::Admission;
+use tau_proto::tns::values::CloudNames;
 use tau_proto::tns::{TnsRequest, TnsResponse, keys};
 use tau_proto::{Client, CloudProfile, keyfile};
 use tokio::sync::mpsc;
@@ -271,7 +272,8 @@ async fn connect(cloud: &DevCloud, deadline: Instant) -> anyhow::Result<Client> 
 }
 
 /// Admits every node for the services it runs (`/nodes/<peer id>`, signed with the operator
-/// key), as Spore Drive does: until then the nodes treat each other as clients.
+/// key), as Spore Drive does: until then the nodes treat each other as clients. Writes the
+/// cloud's names (`/cloud`) too, which registry nodes check domain claims against.
 async fn admit(cloud: &DevCloud, dir: &std::path::Path, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     let client = connect(cloud, deadline).await?;
@@ -284,8 +286,17 @@ async fn admit(cloud: &DevCloud, dir: &std::path::Path, timeout: Duration) -> an
             (node.peer_id, Some(Admission { services: node.services.clone(), labels }))
         })
         .collect();
+    let names = CloudNames {
+        domain: dev::DEV_DOMAIN.into(),
+        generated_domain: dev::DEV_GENERATED_DOMAIN.into(),
+    };
     loop {
-        match client.admit(&admissions, &operator).await {
+        let written = async {
+            client.admit(&admissions, &operator).await?;
+            let tns = client.tns_node().await?;
+            client.publish_names_at(tns, &names, &operator).await
+        };
+        match written.await {
             Ok(_) => return Ok(()),
             // The entry node's tns may not serve yet.
             Err(e) if Instant::now() < deadline => {

@@ -17,13 +17,21 @@ use tokio::io::AsyncWriteExt;
 
 use super::output::{self, ServiceArgs, bytes, table};
 
-/// Blobs in the cloud's hoarder: store a file, fetch one, list the pins.
+/// Blobs in the cloud's hoarder: store a file, fetch one, pin and unpin, list the pins.
+///
+/// A pin belongs to the key that set it (`--key`): a blob stays at the highest factor any of
+/// its pins asks for, and only the same key, or the operator's, lowers or removes a pin. Without
+/// `--key` each run is a new key, whose pins only the operator can change later.
 #[derive(Debug, Args)]
 pub(crate) struct Hoarder {
     #[command(subcommand)]
     command: HoarderCommand,
     #[command(flatten)]
     args: ServiceArgs,
+    /// The key file the pins belong to (`tau-node key generate`; the operator's key changes
+    /// every pin) [default: a new key for this run].
+    #[arg(long, global = true)]
+    key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -43,6 +51,20 @@ enum HoarderCommand {
         /// Write it here [default: standard output].
         #[arg(long, short)]
         out: Option<PathBuf>,
+    },
+    /// Set this key's pin of a stored blob to a factor (the blob keeps the highest of its pins).
+    Pin {
+        /// The blob's CID.
+        cid: BlobId,
+        /// How many nodes keep a copy (capped at the live hoarder nodes).
+        #[arg(long, default_value_t = DEFAULT_REPLICAS)]
+        replicas: u8,
+    },
+    /// Drop this key's pin of a blob (the operator's key drops every pin); the cloud drops the
+    /// blob once no pin is left.
+    Unpin {
+        /// The blob's CID.
+        cid: BlobId,
     },
     /// Every pin: CID, size, factor, holders, state.
     List,
@@ -124,7 +146,11 @@ struct PutReport {
 
 impl Hoarder {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
-        let client = output::connect(&self.args.cloud).await?;
+        let identity = match &self.key {
+            Some(path) => Some(tau_proto::keyfile::read(path)?),
+            None => None,
+        };
+        let client = output::connect_as(&self.args.cloud, identity).await?;
         if let HoarderCommand::Put { file, replicas } = &self.command {
             let started = Instant::now();
             let nodes = hoarder_nodes(&client, self.args.node).await?;
@@ -201,6 +227,14 @@ impl Hoarder {
                     .map(anyhow::Error::from)
                     .unwrap_or_else(|| anyhow::anyhow!("no node holds {cid}")));
             }
+            HoarderCommand::Pin { cid, replicas } => {
+                pin(&client, node, HoarderRequest::Pin { cid, replicas }).await?;
+                eprintln!("pinned {cid} at {replicas} replicas");
+            }
+            HoarderCommand::Unpin { cid } => {
+                pin(&client, node, HoarderRequest::Unpin { cid }).await?;
+                eprintln!("unpinned {cid}");
+            }
             HoarderCommand::List => {
                 let pins = client.hoarder_pins(node).await?;
                 if self.args.json {
@@ -226,6 +260,15 @@ impl Hoarder {
             }
         }
         Ok(())
+    }
+}
+
+/// Sends a `Pin` or `Unpin` to `node`.
+async fn pin(client: &Client, node: PeerId, request: HoarderRequest) -> anyhow::Result<()> {
+    match client.call::<HoarderProtocol>(node, request).await? {
+        HoarderResponse::Done => Ok(()),
+        HoarderResponse::Error(why) => bail!("{node} refused: {why}"),
+        other => bail!("{node} gave an unexpected answer: {other:?}"),
     }
 }
 

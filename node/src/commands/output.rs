@@ -23,8 +23,18 @@ pub(super) struct ServiceArgs {
 
 /// Loads a cloud profile and connects to the cloud.
 pub(super) async fn connect(cloud: &Path) -> anyhow::Result<Client> {
+    connect_as(cloud, None).await
+}
+
+/// [`connect`] as the peer `identity` (a new one when `None`): the nodes then know the caller
+/// by it, as the owner of the pins it sets.
+pub(super) async fn connect_as(
+    cloud: &Path,
+    identity: Option<libp2p::identity::Keypair>,
+) -> anyhow::Result<Client> {
     let profile = CloudProfile::load(cloud)?;
-    Client::connect(&profile)
+    let options = tau_proto::client::ConnectOptions { identity, ..Default::default() };
+    Client::connect_with(&profile, options)
         .await
         .with_context(|| format!("cannot reach the cloud of {}", cloud.display()))
 }

@@ -297,7 +297,8 @@ impl Push {
         let compiled = project::compile(&self.dir)?;
         let owner = keyfile::read(&self.key)?;
         let writer = WriterKey::of(&owner).context("the key is not an ed25519 key")?;
-        let client = output::connect(&self.cloud).await?;
+        // As the owner's peer: the components it stores are pinned by the owner.
+        let client = output::connect_as(&self.cloud, Some(owner.clone())).await?;
         let node = tns_node(&client, self.node).await?;
 
         match project_owner(&client, node, &compiled.id).await? {

@@ -1,21 +1,40 @@
 //! The pin table: every pin of the cloud as this node knows it, kept on disk
-//! (`<data>/hoarder/pins.cbor`) and merged from heartbeats (last change wins).
+//! (`<data>/hoarder/pins.cbor`) and merged from heartbeats (last change wins per pin).
+//!
+//! A pin belongs to its owner, the client whose request set it: a blob pinned by several
+//! clients has one pin each, and its factor is the highest of them. A client changes only its
+//! own pin; the operator changes them all. A stamp further than [`MAX_AHEAD_MS`] beyond this
+//! node's clock is refused, so no pin can be made that a later change could not replace.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use libp2p::PeerId;
 use tau_proto::cbor;
 use tau_proto::hoarder::{BlobId, PinRecord};
 
-/// Every pin this node knows of, merged from gossip (last writer wins per blob).
+/// How far beyond this node's clock a pin's stamp may be: clocks of a cloud's hosts differ by
+/// seconds, not by ten minutes.
+pub const MAX_AHEAD_MS: u64 = 10 * 60 * 1000;
+
+/// Every pin this node knows of, merged from gossip (last writer wins per blob and owner).
 pub struct PinTable {
     path: PathBuf,
-    pins: BTreeMap<BlobId, PinRecord>,
+    pins: BTreeMap<(BlobId, Option<PeerId>), PinRecord>,
 }
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// What [`PinTable::merge`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Merged {
+    /// Whether any pin changed.
+    pub changed: bool,
+    /// Records refused for a stamp too far beyond this node's clock.
+    pub ahead: u64,
 }
 
 impl PinTable {
@@ -23,7 +42,7 @@ impl PinTable {
     pub fn load(path: &Path) -> Self {
         let pins = match std::fs::read(path) {
             Ok(bytes) => match cbor::from_slice::<Vec<PinRecord>>(&bytes) {
-                Ok(list) => list.into_iter().map(|p| (p.cid, p)).collect(),
+                Ok(list) => list.into_iter().map(|p| ((p.cid, p.owner), p)).collect(),
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "pin table unreadable: starting empty");
                     BTreeMap::new()
@@ -47,37 +66,79 @@ impl PinTable {
         }
     }
 
-    /// Sets a pin (factor 0 unpins); returns the new record.
-    pub fn set(&mut self, cid: BlobId, size: u64, factor: u8) -> PinRecord {
-        let updated_ms = self.pins.get(&cid).map_or(0, |p| p.updated_ms + 1).max(now_ms());
-        let record = PinRecord { cid, size, factor, updated_ms };
-        self.pins.insert(cid, record.clone());
+    /// Sets `owner`'s pin of `cid` (factor 0 unpins); returns the new record.
+    pub fn set(&mut self, cid: BlobId, owner: Option<PeerId>, size: u64, factor: u8) -> PinRecord {
+        let updated_ms = self
+            .pins
+            .get(&(cid, owner))
+            .map_or(0, |p| p.updated_ms.saturating_add(1))
+            .max(now_ms());
+        let record = PinRecord { cid, size, factor, updated_ms, owner };
+        self.pins.insert((cid, owner), record.clone());
         self.save();
         record
     }
 
-    /// Merges records from a peer; returns whether anything changed.
-    pub fn merge(&mut self, records: Vec<PinRecord>) -> bool {
-        let mut changed = false;
+    /// Sets every pin of `cid` to `factor`, and `owner`'s too: what the operator does.
+    pub fn set_all(&mut self, cid: BlobId, owner: Option<PeerId>, size: u64, factor: u8) {
+        let mut owners = self.owners(&cid);
+        owners.push(owner);
+        for owner in owners {
+            self.set(cid, owner, size, factor);
+        }
+    }
+
+    /// The owners of `cid`'s live pins.
+    pub fn owners(&self, cid: &BlobId) -> Vec<Option<PeerId>> {
+        self.pins
+            .range((*cid, None)..)
+            .take_while(|((c, _), _)| c == cid)
+            .filter(|(_, p)| p.factor > 0)
+            .map(|((_, o), _)| *o)
+            .collect()
+    }
+
+    /// Merges records from a peer.
+    pub fn merge(&mut self, records: Vec<PinRecord>) -> Merged {
+        let mut merged = Merged::default();
+        let horizon = now_ms().saturating_add(MAX_AHEAD_MS);
         for record in records {
-            let newer = self.pins.get(&record.cid).is_none_or(|old| record.newer_than(old));
-            if newer {
-                self.pins.insert(record.cid, record);
-                changed = true;
+            if record.updated_ms > horizon {
+                merged.ahead += 1;
+                continue;
+            }
+            let key = (record.cid, record.owner);
+            if self.pins.get(&key).is_none_or(|old| record.newer_than(old)) {
+                self.pins.insert(key, record);
+                merged.changed = true;
             }
         }
-        if changed {
+        if merged.changed {
             self.save();
         }
-        changed
+        merged
     }
 
-    /// The pin of `cid`, unpinned ones (factor 0) included.
-    pub fn get(&self, cid: &BlobId) -> Option<&PinRecord> {
-        self.pins.get(cid)
+    /// The pin in force for `cid`: the highest factor of its pins (0 once all are unpinned),
+    /// the latest stamp, no owner.
+    pub fn get(&self, cid: &BlobId) -> Option<PinRecord> {
+        let mut pins = self.pins.range((*cid, None)..).take_while(|((c, _), _)| c == cid);
+        let (_, first) = pins.next()?;
+        Some(pins.fold(PinRecord { owner: None, ..first.clone() }, |sum, (_, pin)| PinRecord {
+            factor: sum.factor.max(pin.factor),
+            updated_ms: sum.updated_ms.max(pin.updated_ms),
+            ..sum
+        }))
     }
 
-    /// Every pin, unpinned ones included.
+    /// The pin in force for every blob ([`PinTable::get`]), unpinned ones included.
+    pub fn effective(&self) -> Vec<PinRecord> {
+        let mut cids: Vec<BlobId> = self.pins.keys().map(|(cid, _)| *cid).collect();
+        cids.dedup();
+        cids.iter().filter_map(|cid| self.get(cid)).collect()
+    }
+
+    /// Every owner's pin, unpinned ones included: what a heartbeat carries.
     pub fn all(&self) -> Vec<PinRecord> {
         self.pins.values().cloned().collect()
     }
@@ -92,13 +153,48 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pins.cbor");
         let cid = BlobId::of(b"a");
+        let owner = Some(PeerId::random());
         let mut table = PinTable::load(&path);
-        let first = table.set(cid, 10, 3);
-        let second = table.set(cid, 10, 2);
+        let first = table.set(cid, owner, 10, 3);
+        let second = table.set(cid, owner, 10, 2);
         assert!(second.updated_ms > first.updated_ms, "a later change always has a later stamp");
-        assert!(!table.merge(vec![first.clone()]), "an older record changes nothing");
+        assert!(!table.merge(vec![first.clone()]).changed, "an older record changes nothing");
         let newer = PinRecord { updated_ms: second.updated_ms + 5, factor: 0, ..second.clone() };
-        assert!(table.merge(vec![newer.clone()]));
-        assert_eq!(PinTable::load(&path).get(&cid), Some(&newer));
+        assert!(table.merge(vec![newer.clone()]).changed);
+        assert_eq!(PinTable::load(&path).get(&cid), Some(PinRecord { owner: None, ..newer }));
+    }
+
+    #[test]
+    fn a_blob_keeps_the_highest_factor_of_its_owners_pins() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut table = PinTable::load(&dir.path().join("pins.cbor"));
+        let cid = BlobId::of(b"a");
+        let (owner, other) = (Some(PeerId::random()), Some(PeerId::random()));
+        table.set(cid, owner, 10, 3);
+        table.set(cid, other, 10, 1);
+        assert_eq!(table.get(&cid).map(|p| p.factor), Some(3));
+        table.set(cid, other, 10, 0);
+        assert_eq!(table.get(&cid).map(|p| p.factor), Some(3), "another's unpin leaves it");
+        assert_eq!(table.owners(&cid), [owner]);
+        table.set_all(cid, None, 10, 0);
+        assert_eq!(table.get(&cid).map(|p| p.factor), Some(0), "the operator unpins them all");
+        assert_eq!(table.effective().len(), 1);
+        assert_eq!(table.all().len(), 3);
+    }
+
+    #[test]
+    fn a_stamp_far_beyond_the_clock_is_refused_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut table = PinTable::load(&dir.path().join("pins.cbor"));
+        let cid = BlobId::of(b"a");
+        let owner = Some(PeerId::random());
+        let frozen = PinRecord { cid, size: 1, factor: 3, updated_ms: u64::MAX, owner };
+        assert_eq!(table.merge(vec![frozen]), Merged { changed: false, ahead: 1 });
+        table.set(cid, owner, 1, 2);
+        let later = table.set(cid, owner, 1, 1);
+        assert_eq!(table.get(&cid).map(|p| p.factor), Some(1));
+        // A stamp at the end of the clock, set locally, still saturates instead of wrapping.
+        table.pins.insert((cid, owner), PinRecord { updated_ms: u64::MAX, ..later });
+        assert_eq!(table.set(cid, owner, 1, 0).updated_ms, u64::MAX);
     }
 }

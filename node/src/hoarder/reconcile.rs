@@ -69,7 +69,11 @@ pub(super) async fn heartbeats(
                 let verdict = match (message.author, cbor::from_slice::<Heartbeat>(&message.data)) {
                     (Some(author), Ok(beat)) if author != hoarder.me => {
                         lock(&hoarder.members).record(author, &beat);
-                        lock(&hoarder.pins).merge(beat.pins);
+                        let merged = lock(&hoarder.pins).merge(beat.pins);
+                        if merged.ahead > 0 {
+                            let total = hoarder.ahead_pins.fetch_add(merged.ahead, Ordering::Relaxed) + merged.ahead;
+                            tracing::warn!(%author, refused = merged.ahead, total, "pins stamped too far beyond this node's clock refused");
+                        }
                         Verdict::Accept
                     }
                     (Some(_), Ok(_)) => Verdict::Ignore,
@@ -114,7 +118,7 @@ async fn reconcile(hoarder: &Arc<Hoarder>, live: &[PeerId]) {
         keep
     });
     let held: HashSet<_> = hoarder.store.held().unwrap_or_default().into_iter().collect();
-    let pins = lock(&hoarder.pins).all();
+    let pins = lock(&hoarder.pins).effective();
     for pin in pins {
         let here = held.contains(&pin.cid);
         if pin.factor == 0 {

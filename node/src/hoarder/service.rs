@@ -11,6 +11,7 @@ use tau_proto::hoarder::transfer::{self, TransferError};
 use tau_proto::hoarder::{
     BlobId, DEFAULT_REPLICAS, HoarderRequest, HoarderResponse, PinInfo, PinState,
 };
+use tau_proto::identity::WriterKey;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -138,7 +139,9 @@ impl Hoarder {
                 }
                 result.map(|()| HoarderResponse::Done)
             }
-            HoarderRequest::PutFinish { cid, replicas } => self.finish_put(cid, replicas).await,
+            HoarderRequest::PutFinish { cid, replicas } => {
+                self.finish_put(peer, cid, replicas).await
+            }
             HoarderRequest::Manifest { cid, in_progress } => self.manifest(cid, in_progress).await,
             HoarderRequest::Chunk { cid, index, in_progress } => {
                 self.chunk(cid, index, in_progress).await
@@ -147,12 +150,12 @@ impl Hoarder {
                 let size = self
                     .size_of(&cid)
                     .ok_or_else(|| invalid(format!("no node is known to hold {cid}")))?;
-                lock(&self.pins).set(cid, size, replicas.max(1));
+                self.pin(peer, cid, size, replicas.max(1))?;
                 Ok(HoarderResponse::Done)
             }
             HoarderRequest::Unpin { cid } => {
                 let size = self.size_of(&cid).unwrap_or(0);
-                lock(&self.pins).set(cid, size, 0);
+                self.pin(peer, cid, size, 0)?;
                 Ok(HoarderResponse::Done)
             }
             HoarderRequest::Has { cid } => Ok(HoarderResponse::Has(self.store.has(&cid))),
@@ -165,6 +168,25 @@ impl Hoarder {
             }
             _ => Err(invalid("unsupported hoarder request")),
         }
+    }
+
+    /// Sets `peer`'s pin of `cid`: its own, or, from the operator, every pin of it. Lowering
+    /// (or unpinning) a blob that others pinned higher leaves it at their factor; a peer that
+    /// holds no pin of it can only add one.
+    fn pin(&self, peer: PeerId, cid: BlobId, size: u64, factor: u8) -> Result<(), Refusal> {
+        let mut pins = lock(&self.pins);
+        if self.operator.is_some() && self.operator == WriterKey::of_peer(&peer) {
+            pins.set_all(cid, Some(peer), size, factor);
+            return Ok(());
+        }
+        if factor == 0 && !pins.owners(&cid).contains(&Some(peer)) {
+            return Err(invalid(format!(
+                "{peer} holds no pin of {cid}: only the client that pinned a blob (with the \
+                 same key) or the operator may unpin it"
+            )));
+        }
+        pins.set(cid, Some(peer), size, factor);
+        Ok(())
     }
 
     fn size_of(&self, cid: &BlobId) -> Option<u64> {
@@ -209,6 +231,7 @@ impl Hoarder {
     /// Completes an upload, pins the blob and waits until it is on two nodes (or all live ones).
     async fn finish_put(
         self: &Arc<Self>,
+        peer: PeerId,
         cid: BlobId,
         replicas: u8,
     ) -> Result<HoarderResponse, Refusal> {
@@ -236,7 +259,7 @@ impl Hoarder {
         };
         let committed = started.elapsed();
         self.refresh_connected().await;
-        lock(&self.pins).set(cid, manifest.size, replicas);
+        self.pin(peer, cid, manifest.size, replicas)?;
         self.beat().await;
 
         let needed = 2.min(self.live().len());
@@ -412,7 +435,7 @@ impl Hoarder {
         let members = lock(&self.members);
         let fetching_here = lock(&self.fetching).clone();
         lock(&self.pins)
-            .all()
+            .effective()
             .into_iter()
             .filter(|p| p.factor > 0)
             .map(|p| {

@@ -150,6 +150,12 @@ fn check_function(dir: &Path, path: &Path, spec: FunctionFile) -> Result<Functio
         if !is_fqdn(d) {
             return Err(invalid(&format!("domains[{i}]"), format!("`{d}` is not a domain name")));
         }
+        if keys::is_ip_literal(d) {
+            return Err(invalid(
+                &format!("domains[{i}]"),
+                format!("`{d}` is an IP address: a function answers on domain names only"),
+            ));
+        }
         domains.push(d.to_ascii_lowercase());
     }
     let timeout = humantime::parse_duration(&spec.execution.timeout).map_err(|e| {

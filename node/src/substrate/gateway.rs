@@ -1,8 +1,8 @@
 //! The HTTP gateway: HTTP/1.1 (hyper) on the node's http port. Each request is routed by host
 //! and path to a function, run in a fresh instance, and counted.
 //!
-//! Answers the gateway gives itself: 400 without a Host, 404 when no function serves the host
-//! and path, 500 when the function fails (trap, out of memory, no response) or its component
+//! Answers the gateway gives itself: 404 when no function serves the host and path (and always
+//! without a Host or for an IP address), 500 when the function fails (trap, out of memory, no response) or its component
 //! does not load, 503 when the registry cannot be read, 504 when the function runs past its
 //! timeout. Each is a one-line `text/plain` reason.
 
@@ -115,7 +115,10 @@ impl Gateway {
 
     async fn route(&self, request: Request<Incoming>) -> Response<HyperOutgoingBody> {
         let Some(host) = host_of(&request) else {
-            return plain(StatusCode::BAD_REQUEST, "the request has no Host".into());
+            return plain(
+                StatusCode::NOT_FOUND,
+                "no function serves a request without a Host".into(),
+            );
         };
         let method = request.method().as_str().to_string();
         let path = request.uri().path().to_string();

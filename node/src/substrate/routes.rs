@@ -1,7 +1,10 @@
 //! Routing a request by host and path to a function, through TNS.
 //!
 //! A host's routes (`/http/<host>/...`) and the functions they name are loaded from TNS on the
-//! first request for that host and cached. The cache entry is dropped when TNS says one of those
+//! first request for that host and cached. A route is served only when the host's domain record
+//! (`/domains/<host>`) names the route's project, and both records are that project's own: a
+//! route written for a domain nobody claimed, or another project's, serves nothing. An IP
+//! address serves nothing. The cache entry is dropped when TNS says one of those
 //! keys changed (the node's own registry tells it at once; a node without tns listens to the
 //! registry's gossip), and is reloaded after [`MAX_AGE`] in any case, so a missed change heals.
 //! Unknown hosts are remembered for [`NEGATIVE_AGE`] so that a flood of 404s does not become a
@@ -13,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use tau_proto::cbor;
 use tau_proto::tns::keys;
-use tau_proto::tns::values::{Function, Route};
+use tau_proto::tns::values::{DomainClaim, Function, Route};
 
 use super::counters::{Counters, FunctionStats};
 use crate::tns::{Registry, RegistryError};
@@ -94,7 +97,7 @@ impl Routes {
         method: &str,
         path: &str,
     ) -> Result<Option<Arc<Target>>, RegistryError> {
-        if !keys::is_fqdn(host) {
+        if !keys::is_fqdn(host) || keys::is_ip_literal(host) {
             return Ok(None);
         }
         let routes = match self.cached(host) {
@@ -109,8 +112,15 @@ impl Routes {
         if let Some(routes) = self.cached(host) {
             return Ok(routes);
         }
+        let claim = self.registry.get(&keys::domain(host)).await?.and_then(|record| {
+            let claim = cbor::from_slice::<DomainClaim>(record.value.as_deref()?).ok()?;
+            (claim.project == record.scope).then_some(claim.project)
+        });
         let prefix = format!("/http/{host}/");
-        let records = self.registry.list(&prefix).await?;
+        let records = match &claim {
+            Some(_) => self.registry.list(&prefix).await?,
+            None => Vec::new(),
+        };
         let mut functions: HashMap<(String, String), Option<Arc<Target>>> = HashMap::new();
         let mut routes = HashMap::new();
         for record in records {
@@ -119,6 +129,10 @@ impl Routes {
                 tracing::warn!(key = %record.key, "a route that does not decode");
                 continue;
             };
+            if claim.as_deref() != Some(route.project.as_str()) || route.project != record.scope {
+                tracing::debug!(key = %record.key, "a route of a project that does not hold its domain");
+                continue;
+            }
             let id = (route.project.clone(), route.function.clone());
             if !functions.contains_key(&id) {
                 let target = self.target(&route).await?;

@@ -11,7 +11,7 @@ use redb::{ReadableTable, TableDefinition};
 use tau_proto::cbor;
 use tau_proto::identity::WriterKey;
 use tau_proto::tns::keys::{self, Authority};
-use tau_proto::tns::values::{ProjectRoot, Registrar};
+use tau_proto::tns::values::{CloudNames, DomainClaim, ProjectRoot, Registrar, Route};
 use tau_proto::tns::{BUCKETS, Digest, MAX_CLOCK_AHEAD, MAX_PAGE, Record, Summary, bucket};
 
 use crate::db::{Db, DbError, Failure};
@@ -72,6 +72,8 @@ pub struct Store {
     owners: HashMap<String, WriterKey>,
     /// `/registrars/<name>` to the key it delegates project creation to.
     registrars: HashMap<String, WriterKey>,
+    /// The cloud's names, from `/cloud`.
+    names: Option<CloudNames>,
     /// Records dropped since start for a bad signature, and for lack of authority.
     pub forged: u64,
     /// See `forged`.
@@ -85,6 +87,8 @@ pub struct Store {
 struct Entry {
     summary: Summary,
     tombstone: bool,
+    /// For a live `/domains/` or `/http/` record, the project that holds it.
+    claim: Option<Box<str>>,
 }
 
 fn xor(into: &mut Digest, hash: &[u8; 32]) {
@@ -103,15 +107,27 @@ fn registrar_of(record: &Record) -> Option<WriterKey> {
     cbor::from_slice::<Registrar>(value).ok().map(|r| r.key)
 }
 
-/// Registrar records first, then project roots, then the rest: one batch can delegate, create a
-/// project and fill it.
+fn names_of(record: &Record) -> Option<CloudNames> {
+    cbor::from_slice(record.value.as_deref()?).ok()
+}
+
+/// The project a live domain or route record holds its key for (its scope).
+fn claim_of(record: &Record) -> Option<Box<str>> {
+    let claims = keys::claimed_domain(&record.key).is_some() && !record.is_tombstone();
+    claims.then(|| record.scope.as_str().into())
+}
+
+/// Registrar records and the cloud's names first, then project roots, then domains, then the
+/// rest: one batch can delegate, create a project, claim its domains and route them.
 fn apply_order(record: &Record) -> u8 {
-    if record.key.starts_with(keys::REGISTRARS) {
+    if record.key.starts_with(keys::REGISTRARS) || record.key == keys::CLOUD {
         0
     } else if root_id(&record.key).is_some() {
         1
-    } else {
+    } else if record.key.starts_with("/domains/") {
         2
+    } else {
+        3
     }
 }
 
@@ -120,6 +136,29 @@ fn apply_order(record: &Record) -> u8 {
 struct PendingIndex {
     owners: HashMap<String, Option<WriterKey>>,
     registrars: HashMap<String, Option<WriterKey>>,
+    /// Domain and route keys to the project that holds them (`None`: released).
+    claims: HashMap<String, Option<Box<str>>>,
+    names: Option<Option<CloudNames>>,
+    /// Project roots: the record's summary and whether it is a tombstone.
+    roots: HashMap<String, (Summary, bool)>,
+}
+
+/// How two versions of one key compare (`Greater`: `a` wins): the last writer wins
+/// ([`Summary::order`]), except at a project's root, where the operator's records beat a
+/// registrar's, and between registrars the first registration (the lower record) wins. Two vault
+/// nodes that register one id at once thus end with the same owner on every node, whatever
+/// order the records arrive in; anti-entropy compares by this too.
+pub fn precedence(a: &Summary, b: &Summary, operator: Option<&WriterKey>) -> std::cmp::Ordering {
+    if root_id(&a.key).is_none() {
+        return a.order(b);
+    }
+    let by_operator = |s: &Summary| operator == Some(&s.writer);
+    match (by_operator(a), by_operator(b)) {
+        (true, true) => a.order(b),
+        (false, false) => b.order(a),
+        (true, false) => std::cmp::Ordering::Greater,
+        (false, true) => std::cmp::Ordering::Less,
+    }
 }
 
 /// The project id of a `/projects/<id>` key.
@@ -144,6 +183,7 @@ impl Store {
             clock: 0,
             owners: HashMap::new(),
             registrars: HashMap::new(),
+            names: None,
             forged: 0,
             unauthorized: 0,
             ahead: 0,
@@ -167,7 +207,11 @@ impl Store {
 
     /// Adds a just-stored record to the index, replacing what it supersedes.
     fn index(&mut self, record: &Record) {
-        let entry = Entry { summary: record.summary(), tombstone: record.is_tombstone() };
+        let entry = Entry {
+            summary: record.summary(),
+            tombstone: record.is_tombstone(),
+            claim: claim_of(record),
+        };
         let b = bucket(&record.key);
         xor(&mut self.digests[b], &entry.summary.hash);
         if entry.tombstone {
@@ -195,6 +239,9 @@ impl Store {
                 Some(key) => self.registrars.insert(record.key.clone(), key),
                 None => self.registrars.remove(&record.key),
             };
+        }
+        if record.key == keys::CLOUD {
+            self.names = names_of(record);
         }
     }
 
@@ -287,15 +334,24 @@ impl Store {
             }
             let summary = record.summary();
             let current = pending.get(&record.key).or_else(|| self.summary(&record.key));
-            if current.is_some_and(|c| c.order(&summary).is_ge()) {
+            if current.is_some_and(|c| precedence(c, &summary, operator).is_ge()) {
                 applied.unchanged += 1;
                 continue;
             }
             if let Some(id) = root_id(&record.key) {
                 pending_index.owners.insert(id.to_string(), owner_of(&record));
+                pending_index
+                    .roots
+                    .insert(id.to_string(), (summary.clone(), record.is_tombstone()));
             }
             if record.key.starts_with(keys::REGISTRARS) {
                 pending_index.registrars.insert(record.key.clone(), registrar_of(&record));
+            }
+            if record.key == keys::CLOUD {
+                pending_index.names = Some(names_of(&record));
+            }
+            if keys::claimed_domain(&record.key).is_some() {
+                pending_index.claims.insert(record.key.clone(), claim_of(&record));
             }
             pending.insert(record.key.clone(), summary);
             to_store.retain(|r| r.key != record.key);
@@ -357,6 +413,17 @@ impl Store {
                         "a registrar record must name its key".into(),
                     ));
                 }
+                if record.key == keys::CLOUD && !record.is_tombstone() {
+                    let names = names_of(record).ok_or_else(|| {
+                        Rejection::Unauthorized("/cloud must hold the cloud's names".into())
+                    })?;
+                    if !keys::is_domain(&names.domain) || !keys::is_domain(&names.generated_domain)
+                    {
+                        return Err(Rejection::Unauthorized(
+                            "/cloud names a domain that is not one".into(),
+                        ));
+                    }
+                }
             }
             Authority::Registrar => {
                 if operator.is_none() {
@@ -384,14 +451,33 @@ impl Store {
                         ));
                     }
                     let id = root_id(&record.key).unwrap_or_default();
+                    let root = match pending.roots.get(id) {
+                        Some(root) => Some(root.clone()),
+                        None => self.buckets[bucket(&record.key)]
+                            .get(&record.key)
+                            .map(|e| (e.summary.clone(), e.tombstone)),
+                    };
                     let current = match pending.owners.get(id) {
                         Some(owner) => *owner,
                         None => self.owners.get(id).copied(),
                     };
-                    if current.is_some_and(|owner| Some(owner) != owner_of(record)) {
-                        return Err(Rejection::Unauthorized(format!(
-                            "project `{id}` exists: a registrar may not change its owner"
-                        )));
+                    match root {
+                        Some((_, true)) => {
+                            return Err(Rejection::Unauthorized(format!(
+                                "project `{id}` was deleted: only the operator may create it again"
+                            )));
+                        }
+                        // Another registrar's registration of the same id, made at the same
+                        // time: the first one (the lower record) holds everywhere.
+                        Some((root, false))
+                            if current.is_some_and(|owner| Some(owner) != owner_of(record))
+                                && !precedence(&record.summary(), &root, operator).is_gt() =>
+                        {
+                            return Err(Rejection::Unauthorized(format!(
+                                "project `{id}` exists: a registrar may not change its owner"
+                            )));
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -414,6 +500,66 @@ impl Store {
                     }
                     Some(_) => {}
                 }
+                if let Some(fqdn) = keys::claimed_domain(&record.key) {
+                    self.check_claim(record, &project, fqdn, pending)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A domain or route of `project`: it names its own project, is not one of the cloud's
+    /// names or inside another project's generated domain, and neither it nor its domain is
+    /// held by another project that still exists. A claim holds until its project releases it
+    /// (a tombstone) or is deleted.
+    fn check_claim(
+        &self,
+        record: &Record,
+        project: &str,
+        fqdn: &str,
+        pending: &PendingIndex,
+    ) -> Result<(), Rejection> {
+        let refuse = |why: String| Err(Rejection::Unauthorized(why));
+        if let Some(value) = &record.value {
+            let named = if record.key.starts_with("/domains/") {
+                cbor::from_slice::<DomainClaim>(value).map(|claim| claim.project)
+            } else {
+                cbor::from_slice::<Route>(value).map(|route| route.project)
+            };
+            match named {
+                Ok(named) if named == project => {}
+                Ok(named) => {
+                    return refuse(format!(
+                        "{} names project `{named}`, not its own `{project}`",
+                        record.key
+                    ));
+                }
+                Err(_) => return refuse(format!("{} does not hold a domain or route", record.key)),
+            }
+            let names = match &pending.names {
+                Some(names) => names.as_ref(),
+                None => self.names.as_ref(),
+            };
+            if let Some(why) = names.and_then(|names| names.refuses(fqdn, project)) {
+                return refuse(why);
+            }
+        }
+        let domain = keys::domain(fqdn);
+        for key in [record.key.as_str(), domain.as_str()] {
+            let holder = match pending.claims.get(key) {
+                Some(holder) => holder.clone(),
+                None => self.buckets[bucket(key)].get(key).and_then(|e| e.claim.clone()),
+            };
+            let Some(holder) = holder.filter(|holder| **holder != *project) else { continue };
+            let exists = match pending.owners.get(&*holder) {
+                Some(owner) => owner.is_some(),
+                None => self.owners.contains_key(&*holder),
+            };
+            if exists && key == domain {
+                return refuse(format!("`{fqdn}` is claimed by project `{holder}`"));
+            }
+            if exists {
+                return refuse(format!("{key} is held by project `{holder}`"));
             }
         }
         Ok(())
@@ -572,6 +718,152 @@ mod tests {
         let applied = store.apply(vec![root("b", &k.owner, 6, &vault)], Some(&operator)).unwrap();
         assert_eq!(applied.rejected.len(), 1);
         assert!(store.get(&keys::project("a")).unwrap().is_some());
+    }
+
+    #[test]
+    fn two_registrations_of_one_id_end_the_same_everywhere_and_a_deleted_id_stays_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = keys();
+        let operator = op(&k);
+        let (a, b) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+        let delegations =
+            vec![delegate("a", &a, 1, &k.operator), delegate("b", &b, 1, &k.operator)];
+        // Two vault nodes register `shop` at once for different owners; two nodes receive the
+        // registrations in opposite orders, then exchange what they hold.
+        let first = root("shop", &k.owner, 5, &a);
+        let second = root("shop", &k.stranger, 6, &b);
+        let mut stores: Vec<Store> = ["one", "two"]
+            .iter()
+            .map(|name| Store::open(&dir.path().join(format!("{name}.redb"))).unwrap())
+            .collect();
+        for (store, order) in stores.iter_mut().zip([[&first, &second], [&second, &first]]) {
+            store.apply(delegations.clone(), Some(&operator)).unwrap();
+            for record in order {
+                store.apply(vec![record.clone()], Some(&operator)).unwrap();
+            }
+        }
+        let held: Vec<Record> =
+            stores.iter().map(|s| s.get(&keys::project("shop")).unwrap().unwrap()).collect();
+        assert_eq!(held[0], first);
+        assert_eq!(held[1], first, "the first registration holds on both");
+        assert!(precedence(&first.summary(), &second.summary(), Some(&operator)).is_gt());
+        // The operator's word beats either.
+        let moved = root("shop", &k.stranger, 4, &k.operator);
+        assert!(precedence(&moved.summary(), &first.summary(), Some(&operator)).is_gt());
+
+        // Deleted by the operator, the id is not a registrar's to give again.
+        let store = &mut stores[0];
+        let deleted = Draft { key: keys::project("shop"), scope: "shop".into(), value: None };
+        store.apply(vec![deleted.sign(7, &k.operator).unwrap()], Some(&operator)).unwrap();
+        let again = store.apply(vec![root("shop", &k.stranger, 8, &b)], Some(&operator)).unwrap();
+        let why = again.rejected.first().map(|(_, why)| why.to_string()).unwrap_or_default();
+        assert!(why.contains("was deleted: only the operator"), "{why}");
+        let applied =
+            store.apply(vec![root("shop", &k.stranger, 9, &k.operator)], Some(&operator)).unwrap();
+        assert_eq!(applied.stored.len(), 1, "{:?}", applied.rejected);
+    }
+
+    fn claim(key: String, project: &str, named: &str, version: u64, signer: &Keypair) -> Record {
+        let value = if key.starts_with("/domains/") {
+            cbor::to_vec(&DomainClaim { project: named.into() })
+        } else {
+            cbor::to_vec(&Route { project: named.into(), function: "f".into() })
+        };
+        Draft { key, scope: project.into(), value: Some(value.unwrap()) }
+            .sign(version, signer)
+            .unwrap()
+    }
+
+    fn release(key: String, project: &str, version: u64, signer: &Keypair) -> Record {
+        Draft { key, scope: project.into(), value: None }.sign(version, signer).unwrap()
+    }
+
+    /// The reason the one record of `records` was refused ("" when it was stored).
+    fn verdict(store: &mut Store, records: Vec<Record>, operator: &WriterKey) -> String {
+        let applied = store.apply(records, Some(operator)).unwrap();
+        applied.rejected.first().map(|(_, why)| why.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_domain_belongs_to_the_project_that_claimed_it_until_it_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("tns.redb")).unwrap();
+        let k = keys();
+        let operator = op(&k);
+        let names = CloudNames { domain: "dev".into(), generated_domain: "tau".into() };
+        let names = Draft {
+            key: keys::CLOUD.into(),
+            scope: String::new(),
+            value: Some(cbor::to_vec(&names).unwrap()),
+        };
+        let batch = vec![
+            root("victim", &k.owner, 1, &k.operator),
+            root("shop", &k.stranger, 1, &k.operator),
+            names.sign(1, &k.operator).unwrap(),
+        ];
+        assert!(store.apply(batch, Some(&operator)).unwrap().rejected.is_empty());
+        // The victim claims its custom domain and routes it in one batch.
+        let (domain, route) =
+            (keys::domain("api.victim.com"), keys::route("api.victim.com", "GET", "/"));
+        let batch = vec![
+            claim(route.clone(), "victim", "victim", 2, &k.owner),
+            claim(domain.clone(), "victim", "victim", 2, &k.owner),
+        ];
+        assert!(store.apply(batch, Some(&operator)).unwrap().rejected.is_empty());
+
+        let s = &k.stranger;
+        for (record, why) in [
+            (claim(domain.clone(), "shop", "shop", 9, s), "claimed by project `victim`"),
+            (
+                claim(keys::route("api.victim.com", "GET", "/x"), "shop", "shop", 9, s),
+                "claimed by project `victim`",
+            ),
+            (claim(route.clone(), "shop", "shop", 9, s), "held by project `victim`"),
+            (release(domain.clone(), "shop", 9, s), "claimed by project `victim`"),
+            (
+                claim(keys::domain("api.victim.tau"), "shop", "shop", 9, s),
+                "inside project `victim`",
+            ),
+            (claim(keys::domain("substrate.tau.dev"), "shop", "shop", 9, s), "service name"),
+            (
+                claim(keys::domain("shop.example.com"), "shop", "victim", 9, s),
+                "names project `victim`",
+            ),
+        ] {
+            let key = record.key.clone();
+            assert!(verdict(&mut store, vec![record], &operator).contains(why), "{key}: {why}");
+        }
+        // Its own generated domain, and a free one, are the shop's to claim.
+        for fqdn in ["shop.tau", "www.shop.tau", "shop.example.com"] {
+            let record = claim(keys::domain(fqdn), "shop", "shop", 10, s);
+            assert_eq!(verdict(&mut store, vec![record], &operator), "", "{fqdn}");
+        }
+
+        // Released by its project, the domain is free; so is the domain of a deleted project.
+        assert_eq!(
+            verdict(&mut store, vec![release(domain.clone(), "victim", 11, &k.owner)], &operator),
+            ""
+        );
+        assert_eq!(
+            verdict(&mut store, vec![claim(domain.clone(), "shop", "shop", 12, s)], &operator),
+            ""
+        );
+        let route_kept = claim(route.clone(), "shop", "shop", 13, s);
+        assert!(
+            verdict(&mut store, vec![route_kept], &operator).contains("held by project `victim`")
+        );
+        let deleted = Draft { key: keys::project("victim"), scope: "victim".into(), value: None };
+        let deleted = deleted.sign(14, &k.operator).unwrap();
+        assert_eq!(verdict(&mut store, vec![deleted], &operator), "");
+        assert_eq!(verdict(&mut store, vec![claim(route, "shop", "shop", 15, s)], &operator), "");
+
+        // Reopened, the claims are where they were.
+        drop(store);
+        let mut store = Store::open(&dir.path().join("tns.redb")).unwrap();
+        let record = claim(keys::domain("api.other.tau"), "shop", "shop", 16, s);
+        assert!(verdict(&mut store, vec![record], &operator).contains("inside project `other`"));
+        let record = claim(keys::route("api.victim.com", "GET", "/x"), "victim", "victim", 16, s);
+        assert!(verdict(&mut store, vec![record], &operator).contains("does not exist"));
     }
 
     #[test]

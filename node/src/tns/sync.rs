@@ -11,6 +11,7 @@ use libp2p::PeerId;
 use tau_proto::tns::{MAX_PAGE, Record, TnsRequest, TnsResponse};
 use tokio_util::sync::CancellationToken;
 
+use super::store::precedence;
 use super::{SYNC_INTERVAL, Shared};
 use crate::db::DbError;
 use crate::p2p;
@@ -109,15 +110,20 @@ pub(super) async fn sync_with(
     // Decide what to pull and what to push, under one short lock.
     let (pull, push) = {
         let store = shared.store();
+        let operator = shared.operator.as_ref();
         let theirs_by_key: HashMap<&str, _> = theirs.iter().map(|s| (s.key.as_str(), s)).collect();
         let pull: Vec<String> = theirs
             .iter()
-            .filter(|t| store.summary(&t.key).is_none_or(|ours| t.order(ours).is_gt()))
+            .filter(|t| {
+                store.summary(&t.key).is_none_or(|ours| precedence(t, ours, operator).is_gt())
+            })
             .map(|t| t.key.clone())
             .collect();
         let mut push: Vec<Record> = Vec::new();
         for ours in store.summaries(&buckets) {
-            let newer = theirs_by_key.get(ours.key.as_str()).is_none_or(|t| ours.order(t).is_gt());
+            let newer = theirs_by_key
+                .get(ours.key.as_str())
+                .is_none_or(|t| precedence(&ours, t, operator).is_gt());
             if newer {
                 match store.get(&ours.key) {
                     Ok(Some(record)) => push.push(record),

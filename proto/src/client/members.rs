@@ -6,6 +6,7 @@ use libp2p::identity::Keypair;
 
 use super::{Client, ClientError};
 use crate::membership::{Admission, admitted_peer};
+use crate::tns::values::CloudNames;
 use crate::tns::{Draft, Record, TnsProtocol, TnsRequest, TnsResponse, keys};
 
 /// Why nodes could not be admitted or revoked.
@@ -77,6 +78,30 @@ impl Client {
             };
             wanted.push((keys::node(&peer.to_string()), value));
         }
+        self.operator_records_at(tns, wanted, operator).await
+    }
+
+    /// Writes the cloud's names (`/cloud`) through the tns node `tns`, unless TNS holds them
+    /// already; returns the keys written. Registry nodes then refuse domains that are service
+    /// names or inside another project's generated domain.
+    pub async fn publish_names_at(
+        &self,
+        tns: PeerId,
+        names: &CloudNames,
+        operator: &Keypair,
+    ) -> Result<Vec<String>, AdmitError> {
+        let value = crate::cbor::to_vec(names).map_err(|e| AdmitError::Encode(e.to_string()))?;
+        self.operator_records_at(tns, vec![(keys::CLOUD.to_string(), Some(value))], operator).await
+    }
+
+    /// Writes operator records (`key`, value or `None` for a tombstone) through `tns`: only
+    /// those that differ from what it holds, all at one version; returns the keys written.
+    async fn operator_records_at(
+        &self,
+        tns: PeerId,
+        mut wanted: Vec<(String, Option<Vec<u8>>)>,
+        operator: &Keypair,
+    ) -> Result<Vec<String>, AdmitError> {
         let keys: Vec<String> = wanted.iter().map(|(key, _)| key.clone()).collect();
         let current = match self.call::<TnsProtocol>(tns, TnsRequest::Get { keys }).await? {
             TnsResponse::Records(records) => records,
@@ -86,7 +111,7 @@ impl Client {
             let held = current.iter().find(|r| r.key == *key && r.verify());
             match (held, value) {
                 (Some(record), value) => record.value != *value,
-                // Revoking a peer never admitted: nothing to write.
+                // Deleting what was never written (a peer never admitted): nothing to write.
                 (None, None) => false,
                 (None, Some(_)) => true,
             }

@@ -8,10 +8,12 @@
 //! | `/http/<fqdn>/<METHOD>/<path>` | the claiming project | that project's owner |
 //! | `/registrars/<peer id>` | empty | the operator: delegates project creation to a key |
 //! | `/nodes/<peer id>` | empty | the operator: admits a node ([`crate::membership`]) |
+//! | `/cloud` | empty | the operator: the cloud's names ([`super::values::CloudNames`]) |
 //! | anything else (`/vault/keyset`, ...) | empty | the operator |
 //!
-//! The rules depend only on the record and the current owner of the project it names, so every
-//! node reaches the same verdict.
+//! The rules here depend only on the record. A registry node also checks a domain or route
+//! against what it holds (`/cloud`'s names, the domain's current claim); see
+//! [`super::values::CloudNames::refuses`].
 
 /// The most bytes a key may have.
 pub const MAX_KEY_LEN: usize = 512;
@@ -94,6 +96,9 @@ pub fn authority(key: &str, scope: &str) -> Result<Authority, KeyError> {
             if !is_fqdn(fqdn) {
                 return Err(malformed("not a domain name"));
             }
+            if is_ip_literal(fqdn) {
+                return Err(malformed("an IP address is not a domain a project can claim"));
+            }
             if !is_name(scope) {
                 return Err(malformed("a domain or route must name its project as scope"));
             }
@@ -142,6 +147,19 @@ pub fn is_fqdn(s: &str) -> bool {
         })
 }
 
+/// Whether `host` is written like an IPv4 address (its last label is all digits, which no
+/// top-level domain is): a gateway serves no project at an IP address.
+pub fn is_ip_literal(host: &str) -> bool {
+    host.parse::<std::net::IpAddr>().is_ok()
+        || host.rsplit('.').next().is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The domain a `/domains/<fqdn>` or `/http/<fqdn>/...` key claims.
+pub fn claimed_domain(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix("/domains/").or_else(|| key.strip_prefix("/http/"))?;
+    rest.split('/').next().filter(|fqdn| !fqdn.is_empty())
+}
+
 /// A domain of one or more labels, lower case (a cloud's domain may be a single label).
 pub fn is_domain(name: &str) -> bool {
     name == name.to_ascii_lowercase() && (is_fqdn(name) || is_fqdn(&format!("x.{name}")))
@@ -183,6 +201,10 @@ pub const NODES: &str = "/nodes/";
 pub fn node(peer: &str) -> String {
     format!("{NODES}{peer}")
 }
+
+/// The cloud's names (its domain and the suffix of its generated domains), written by the
+/// operator: [`super::values::CloudNames`].
+pub const CLOUD: &str = "/cloud";
 
 /// The vault's public key set, written by the operator.
 pub const VAULT_KEYSET: &str = "/vault/keyset";
@@ -262,6 +284,13 @@ mod tests {
             assert!(authority(key, "x").is_err(), "{key}");
         }
         assert!(authority("/domains/a.example", "").is_err(), "a domain needs a project");
+        for ip in ["/domains/127.0.0.1", "/http/10.0.0.1/GET/x", "/domains/a.b.0x.123"] {
+            assert!(
+                matches!(authority(ip, "x"), Err(KeyError::Malformed { .. })),
+                "{ip} is an address"
+            );
+        }
+        assert_eq!(authority(CLOUD, ""), Ok(Authority::Operator));
         assert!(authority(&format!("/{}", "a".repeat(600)), "").is_err());
     }
 
@@ -269,5 +298,10 @@ mod tests {
     fn names_and_domains() {
         assert!(is_name("shop-1") && !is_name("-shop") && !is_name("Shop") && !is_name(""));
         assert!(is_fqdn("ping.example.tau") && !is_fqdn("localhost") && !is_fqdn("a..b"));
+        assert!(is_ip_literal("127.0.0.1") && is_ip_literal("::1") && is_ip_literal("a.10"));
+        assert!(!is_ip_literal("1.example.tau") && !is_ip_literal("ping.example.tau"));
+        assert_eq!(claimed_domain("/domains/a.b"), Some("a.b"));
+        assert_eq!(claimed_domain(&route("a.b", "GET", "/x/y")), Some("a.b"));
+        assert_eq!(claimed_domain("/projects/a"), None);
     }
 }

@@ -103,3 +103,60 @@ pub struct Registrar {
     /// The key the operator lets create projects.
     pub key: WriterKey,
 }
+
+/// `/cloud`, written by the operator: the cloud's names, which no project may claim a domain in
+/// but its own. Until a registry holds this record it checks a claim only against other claims.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloudNames {
+    /// The cloud's domain: seer answers `<service>.tau.<domain>`.
+    pub domain: String,
+    /// The suffix of generated domains: `<project>.<generated_domain>` and below belong to
+    /// `<project>`.
+    pub generated_domain: String,
+}
+
+impl CloudNames {
+    /// Why `project` may not claim `fqdn`, if it may not: a service name, the generated-domain
+    /// suffix itself, or a name inside another project's generated domain.
+    pub fn refuses(&self, fqdn: &str, project: &str) -> Option<String> {
+        let under = |suffix: &str| fqdn == suffix || fqdn.ends_with(&format!(".{suffix}"));
+        let services = format!("tau.{}", self.domain);
+        if under(&services) {
+            return Some(format!("`{fqdn}` is a service name of the cloud (*.{services})"));
+        }
+        let generated = &self.generated_domain;
+        if fqdn == generated {
+            return Some(format!("`{fqdn}` is the cloud's generated-domain suffix"));
+        }
+        let owner = fqdn.strip_suffix(&format!(".{generated}"))?.rsplit('.').next()?;
+        (owner != project).then(|| {
+            format!("`{fqdn}` is inside project `{owner}`'s generated domain {owner}.{generated}")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_project_claims_only_its_own_generated_names_and_no_service_name() {
+        let names = CloudNames { domain: "dev".into(), generated_domain: "tau".into() };
+        assert_eq!(names.refuses("ping.shop.tau", "shop"), None);
+        assert_eq!(names.refuses("shop.tau", "shop"), None);
+        assert_eq!(names.refuses("shop.example.com", "shop"), None);
+        for (fqdn, why) in [
+            ("api.victim.tau", "inside project `victim`"),
+            ("victim.tau", "inside project `victim`"),
+            ("substrate.tau.dev", "service name"),
+            ("tau.dev", "service name"),
+        ] {
+            let refused = names.refuses(fqdn, "shop").unwrap_or_default();
+            assert!(refused.contains(why), "{fqdn}: {refused}");
+        }
+        let nested = CloudNames { domain: "lab.tau".into(), generated_domain: "g.lab.tau".into() };
+        assert!(nested.refuses("g.lab.tau", "shop").is_some());
+        assert!(nested.refuses("seer.tau.lab.tau", "shop").is_some());
+        assert_eq!(nested.refuses("a.shop.g.lab.tau", "shop"), None);
+    }
+}

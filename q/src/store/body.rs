@@ -123,42 +123,6 @@ impl Store {
         Ok(report)
     }
 
-    /// Per (project, function), the sums of the records whose window starts in
-    /// `[from_ms, to_ms)`, optionally of one project; sorted by project and function.
-    pub async fn totals(
-        &self,
-        from_ms: u64,
-        to_ms: u64,
-        project: Option<&str>,
-    ) -> Result<Vec<Total>, StoreError> {
-        let rows: Vec<(String, String, i64, i64, i64, i64, i64)> = sqlx::query_as(
-            // PostgreSQL sums BIGINTs as NUMERIC: cast back. A NULL project means every one.
-            "SELECT project, function, CAST(SUM(invocations) AS BIGINT), \
-             CAST(SUM(errors) AS BIGINT), CAST(SUM(wall_micros) AS BIGINT), \
-             CAST(SUM(cpu_micros) AS BIGINT), COUNT(*) FROM records \
-             WHERE window_start_ms >= $1 AND window_start_ms < $2 \
-             AND (CAST($3 AS TEXT) IS NULL OR project = CAST($3 AS TEXT)) \
-             GROUP BY project, function ORDER BY project, function",
-        )
-        .bind(from_ms as i64)
-        .bind(to_ms as i64)
-        .bind(project)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(project, function, invocations, errors, wall, cpu, records)| Total {
-                project,
-                function,
-                invocations: invocations as u64,
-                errors: errors as u64,
-                wall_micros: wall as u64,
-                cpu_micros: cpu as u64,
-                records: records as u64,
-            })
-            .collect())
-    }
-
     /// Streams the records of a period in (project, function, node, seq) order into `each`;
     /// returns how many.
     pub async fn records(

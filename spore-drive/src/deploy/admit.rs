@@ -1,5 +1,7 @@
 //! Admission: every host of the playbook admitted as a node for its shape's services
-//! (`/nodes/<peer id>`, signed with the operator key; see `tau_proto::membership`). Until a host
+//! (`/nodes/<peer id>`, signed with the operator key; see `tau_proto::membership`), and the
+//! cloud's names (`/cloud`: its domain and generated-domain suffix, which no project may claim
+//! in but its own). Until a host
 //! is admitted the others treat it as a client; Spore Drive writes the records through the first
 //! node that can take them (on a first deploy, the first tns node up).
 
@@ -7,6 +9,7 @@ use tau_proto::Client;
 use tau_proto::client::members::AdmitError;
 use tau_proto::keyfile::KeyFileError;
 use tau_proto::membership::Admission;
+use tau_proto::tns::values::CloudNames;
 
 use super::Run;
 
@@ -42,6 +45,10 @@ impl Run {
                 (d.peer_id, Some(Admission { services, labels }))
             })
             .collect();
+        let names = CloudNames {
+            domain: self.playbook.cloud.domain.clone(),
+            generated_domain: self.playbook.cloud.generated_domain.clone(),
+        };
         let mut last = AdmitError::NoTns;
         for host in self.playbook.hosts_running("tns") {
             let Some(tns) = self.desired.iter().find(|d| d.host.name == host.name) else {
@@ -51,8 +58,13 @@ impl Run {
                 .add_address(tns.peer_id, tns.p2p_addr.clone())
                 .await
                 .map_err(AdmitError::from)?;
-            match client.admit_at(tns.peer_id, &admissions, &operator).await {
-                Ok(written) => return Ok(written.len()),
+            let written = async {
+                let admitted = client.admit_at(tns.peer_id, &admissions, &operator).await?;
+                let named = client.publish_names_at(tns.peer_id, &names, &operator).await?;
+                Ok::<_, AdmitError>(admitted.len() + named.len())
+            };
+            match written.await {
+                Ok(written) => return Ok(written),
                 Err(error) => last = error,
             }
         }

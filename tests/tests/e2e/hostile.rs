@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use tau_proto::admin::{AdminProtocol, AdminRequest, AdminResponse};
 use tau_proto::client::{ClientError, ConnectOptions};
-use tau_proto::tns::{Draft, MAX_CLOCK_AHEAD, TnsProtocol, TnsRequest, TnsResponse, keys};
+use tau_proto::tns::{
+    Draft, MAX_CLOCK_AHEAD, PutOutcome, TnsProtocol, TnsRequest, TnsResponse, keys,
+};
 use tau_proto::{Client, CloudProfile};
 use tau_tests::harness::{
     DevCloud, KillOnDrop, Result, binary, converged, create_project, dig, http, push_ping_project,
@@ -279,5 +281,298 @@ fn only_a_q_the_operator_admitted_acknowledges_counter_records() -> Result {
         })
     })?;
     assert!(acked >= 1, "acknowledged through {acked}");
+    Ok(())
+}
+
+/// A tenant's project pushed `domains: [127.0.0.1, api.victim.tau, substrate.tau.dev]` and was
+/// then served for requests to the gateway's address, to a service name and inside the victim's
+/// generated domain; any project could overwrite another's domain and routes, or route its own
+/// domain to the victim's function (billed to the victim). Now a domain belongs to the project
+/// that claimed it, every registry node refuses the rest, and the gateway serves nothing for an
+/// address or a request without a Host.
+#[test]
+fn a_project_cannot_take_another_projects_domain_or_route() -> Result {
+    use tau_proto::cbor;
+    use tau_proto::tns::values::{DomainClaim, Route};
+    let dir = tempfile::tempdir()?;
+    let cloud = DevCloud::start(2, &dir.path().join("cloud"))?;
+    push_ping_project(&cloud, dir.path(), "victim")?;
+    let victim = tau_proto::keyfile::read(&dir.path().join("victim-owner.key"))?;
+    let tenant = tau_proto::keyfile::read(&create_project(&cloud.profile, dir.path(), "tenant")?)?;
+    let gateway = cloud.gateways.first().ok_or("no gateway")?.clone();
+
+    // The CLI says what is wrong before anything is sent.
+    let project = dir.path().join("tenant");
+    std::fs::create_dir_all(project.join("functions"))?;
+    std::fs::write(project.join("config.yaml"), "id: tenant\nname: tenant\n")?;
+    std::fs::copy(tau_tests::harness::example_wasm("ping")?, project.join("ping.wasm"))?;
+    std::fs::write(
+        project.join("functions/ping.yaml"),
+        "id: ping\ntrigger: {type: http, method: GET, paths: [/ping]}\n\
+         domains: [127.0.0.1]\nsource: ping.wasm\n",
+    )?;
+    let (profile, folder) = (profile_arg(&cloud), project.to_string_lossy().into_owned());
+    let key = dir.path().join("tenant-owner.key").to_string_lossy().into_owned();
+    let out = tau_tests::harness::tau_node(&[
+        "project", "push", &folder, "--cloud", &profile, "--key", &key,
+    ])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("domains[0]"), "{stderr}");
+    assert!(stderr.contains("IP address"), "{stderr}");
+
+    let claim = |fqdn: &str, project: &str, named: &str| Draft {
+        key: keys::domain(fqdn),
+        scope: project.into(),
+        value: Some(cbor::to_vec(&DomainClaim { project: named.into() }).expect("encodes")),
+    };
+    let route = |fqdn: &str, path: &str, project: &str, named: &str| Draft {
+        key: keys::route(fqdn, "GET", path),
+        scope: project.into(),
+        value: Some(
+            cbor::to_vec(&Route { project: named.into(), function: "ping".into() })
+                .expect("encodes"),
+        ),
+    };
+    let node: libp2p::PeerId = cloud.peer_ids()?.first().ok_or("no node")?.parse()?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let client = runtime.block_on(async {
+        let client = Client::connect(&CloudProfile::load(&cloud.profile)?).await?;
+        client.nodes().await?;
+        Ok::<_, tau_tests::harness::Error>(client)
+    })?;
+    // Each draft signed by its key at a version past the clock, sent straight to a node.
+    let put = |drafts: Vec<(Draft, &libp2p::identity::Keypair)>| -> Result<PutOutcome> {
+        runtime.block_on(async {
+            let clock = match client.call::<TnsProtocol>(node, TnsRequest::Status).await? {
+                TnsResponse::Status(status) => status.clock,
+                other => return Err(format!("unexpected answer {other:?}").into()),
+            };
+            let records = drafts
+                .into_iter()
+                .map(|(draft, key)| draft.sign(clock + 1, key).ok_or("cannot sign"))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            match client.call::<TnsProtocol>(node, TnsRequest::Put { records }).await? {
+                TnsResponse::Put(put) => Ok(put),
+                other => Err(format!("unexpected answer {other:?}").into()),
+            }
+        })
+    };
+
+    // The victim claims a custom domain too, and routes it.
+    let done = put(vec![
+        (claim("victim.example", "victim", "victim"), &victim),
+        (route("victim.example", "/ping", "victim", "victim"), &victim),
+    ])?;
+    assert_eq!(done.stored, 2, "{done:?}");
+    wait_for(Duration::from_secs(30), "the victim's custom domain serves", || {
+        let answer = http(&gateway, "GET", "victim.example", "/ping", b"")?;
+        Ok((answer.status == 200).then_some(()))
+    })?;
+
+    let release =
+        Draft { key: keys::domain("victim.example"), scope: "tenant".into(), value: None };
+    for (draft, why) in [
+        (claim("127.0.0.1", "tenant", "tenant"), "IP address"),
+        (claim("api.victim.tau", "tenant", "tenant"), "inside project `victim`"),
+        (claim("substrate.tau.dev", "tenant", "tenant"), "service name"),
+        (claim("victim.example", "tenant", "tenant"), "claimed by project `victim`"),
+        (route("victim.example", "/admin", "tenant", "tenant"), "claimed by project `victim`"),
+        (route("victim.example", "/ping", "tenant", "tenant"), "held by project `victim`"),
+        (release, "claimed by project `victim`"),
+        (route("tenant.tau", "/ping", "tenant", "victim"), "names project `victim`"),
+    ] {
+        let key = draft.key.clone();
+        let done = put(vec![(draft, &tenant)])?;
+        assert_eq!(done.stored, 0, "{key} was taken: {done:?}");
+        assert!(done.rejected.iter().any(|(_, reason)| reason.contains(why)), "{key}: {done:?}");
+    }
+    // Its own generated domain is the tenant's to claim.
+    let done = put(vec![(claim("api.tenant.tau", "tenant", "tenant"), &tenant)])?;
+    assert_eq!(done.stored, 1, "{done:?}");
+
+    // The victim is served as before; nothing is served for an address or without a Host.
+    for host in ["victim.example", "ping.victim.tau"] {
+        let answer = http(&gateway, "GET", host, "/ping", b"")?;
+        assert_eq!(answer.status, 200, "{host}: {}", answer.text());
+    }
+    let answer = http(&gateway, "GET", "127.0.0.1", "/ping", b"")?;
+    assert_eq!(answer.status, 404, "{}", answer.text());
+    let no_host = {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&gateway)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        stream.write_all(b"GET /ping HTTP/1.0\r\n\r\n")?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw)?;
+        String::from_utf8_lossy(&raw).into_owned()
+    };
+    assert!(
+        no_host.starts_with("HTTP/1.0 404") || no_host.starts_with("HTTP/1.1 404"),
+        "{no_host}"
+    );
+    Ok(())
+}
+
+/// Any client ran `hoarder get CID` then `hoarder put --replicas 1`, and the blob dropped from
+/// three holders to one; `Unpin` from anyone removed it everywhere. Now each pin has an owner, a
+/// blob keeps the highest factor of its pins, and only a pin's owner or the operator lowers it.
+#[test]
+fn only_a_pins_owner_or_the_operator_lowers_it() -> Result {
+    let dir = tempfile::tempdir()?;
+    let cloud = DevCloud::start(3, &dir.path().join("cloud"))?;
+    let profile = profile_arg(&cloud);
+    let key = |name: &str| -> Result<String> {
+        let path = dir.path().join(format!("{name}.key")).to_string_lossy().into_owned();
+        tau_node_ok(&["key", "generate", "--out", &path])?;
+        Ok(path)
+    };
+    let (owner, stranger, nobody) = (key("owner")?, key("stranger")?, key("nobody")?);
+    let file = dir.path().join("blob");
+    std::fs::write(&file, tau_tests::harness::random_bytes(300_000, 7))?;
+    let file = file.to_string_lossy().into_owned();
+    let hoarder = |args: &[&str], key: Option<&str>| {
+        let mut all = vec!["hoarder"];
+        all.extend(args);
+        all.extend(["--cloud", &profile]);
+        if let Some(key) = key {
+            all.extend(["--key", key]);
+        }
+        tau_tests::harness::tau_node(&all)
+    };
+    let out = hoarder(&["put", &file, "--replicas", "3"], Some(&owner))?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let holders = || -> Result<usize> {
+        let out = tau_node_ok(&["hoarder", "list", "--cloud", &profile, "--json"])?;
+        let pins: Vec<serde_json::Value> = serde_json::from_str(&out)?;
+        let pin = pins.iter().find(|p| p["cid"] == cid.as_str());
+        Ok(pin.and_then(|p| p["holders"].as_array()).map_or(0, Vec::len))
+    };
+    wait_for(Duration::from_secs(30), "three holders", || Ok((holders()? == 3).then_some(())))?;
+
+    // A stranger fetches the blob and stores it again at one replica, with a key of its own and
+    // with none, then drops its own pin; a key that never pinned it tries to unpin it.
+    let copy = dir.path().join("copy").to_string_lossy().into_owned();
+    let got = hoarder(&["get", &cid, "-o", &copy], None)?;
+    assert!(got.status.success(), "{}", String::from_utf8_lossy(&got.stderr));
+    for key in [Some(stranger.as_str()), None] {
+        let out = hoarder(&["put", &copy, "--replicas", "1"], key)?;
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let own = hoarder(&["unpin", &cid], Some(&stranger))?;
+    assert!(own.status.success(), "{}", String::from_utf8_lossy(&own.stderr));
+    let refused = hoarder(&["unpin", &cid], Some(&nobody))?;
+    assert!(!refused.status.success(), "a key that never pinned the blob unpinned it");
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("only the client that pinned a blob"), "{why}");
+    // Several reconcile rounds (one a second): had its factor dropped, copies would go.
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(holders()?, 3, "a stranger lowered the owner's pin");
+    }
+
+    // The owner lowers its own pin to 2 (the stranger's, at 1, is lower): two holders.
+    let out = hoarder(&["pin", &cid, "--replicas", "2"], Some(&owner))?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for(Duration::from_secs(30), "two holders", || Ok((holders()? == 2).then_some(())))?;
+    // The operator unpins every pin: the blob goes.
+    let operator = cloud.dir.join("operator.key").to_string_lossy().into_owned();
+    let out = hoarder(&["unpin", &cid], Some(&operator))?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for(Duration::from_secs(30), "no holder", || Ok((holders()? == 0).then_some(())))?;
+    Ok(())
+}
+
+/// Two vault nodes registering one id at once each kept their own owner and refused the other's:
+/// the cloud split for good. A deleted project's id could be registered again by anyone,
+/// inheriting what still named it. Now the first registration holds on every node, and only the
+/// operator brings a deleted id back.
+#[test]
+fn two_registrations_of_one_id_end_the_same_and_a_deleted_id_stays_deleted() -> Result {
+    use tau_proto::tns::values::ProjectRoot;
+    let dir = tempfile::tempdir()?;
+    let cloud = DevCloud::start(2, &dir.path().join("cloud"))?;
+    let profile = profile_arg(&cloud);
+    let registrar =
+        |i: usize| tau_proto::keyfile::read(&cloud.dir.join(format!("node-{i}/identity.key")));
+    let (first, second) = (registrar(0)?, registrar(1)?);
+    let root = |owner: &libp2p::identity::Keypair| -> Result<Draft> {
+        let owner = tau_proto::identity::WriterKey::of(owner).ok_or("not ed25519")?;
+        Ok(Draft {
+            key: keys::project("race"),
+            scope: "race".into(),
+            value: Some(tau_proto::cbor::to_vec(&ProjectRoot { owner })?),
+        })
+    };
+    let (alice, bob) = (
+        libp2p::identity::Keypair::generate_ed25519(),
+        libp2p::identity::Keypair::generate_ed25519(),
+    );
+    let ids: Vec<libp2p::PeerId> =
+        cloud.peer_ids()?.iter().map(|p| p.parse()).collect::<std::result::Result<_, _>>()?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let client = runtime.block_on(async {
+        let client = Client::connect(&CloudProfile::load(&cloud.profile)?).await?;
+        client.nodes().await?;
+        Ok::<_, tau_tests::harness::Error>(client)
+    })?;
+    let put = |node: libp2p::PeerId, record: tau_proto::tns::Record| {
+        let client = &client;
+        async move {
+            match client
+                .call::<TnsProtocol>(node, TnsRequest::Put { records: vec![record] })
+                .await?
+            {
+                TnsResponse::Put(put) => Ok::<_, tau_tests::harness::Error>(put),
+                other => Err(format!("unexpected answer {other:?}").into()),
+            }
+        }
+    };
+    // Each vault node registers `race` for its own owner, sent to it at the same moment.
+    let clock = tns_status(&cloud.profile)?
+        .iter()
+        .filter_map(|s| s["clock"].as_u64())
+        .max()
+        .ok_or("no clock")?;
+    let a = root(&alice)?.sign(clock + 1, &first).ok_or("cannot sign")?;
+    let b = root(&bob)?.sign(clock + 2, &second).ok_or("cannot sign")?;
+    let (to_first, to_second) =
+        runtime.block_on(async { tokio::join!(put(ids[0], a.clone()), put(ids[1], b.clone())) });
+    // The first registration is taken wherever it arrives; the second only where it came
+    // first (unless gossip beat it there).
+    let (to_first, _) = (to_first?, to_second?);
+    assert_eq!(to_first.stored, 1, "{to_first:?}");
+    let owner_on = |node: &libp2p::PeerId| -> Result<String> {
+        let node = node.to_string();
+        let out = tau_node_ok(&[
+            "tns",
+            "get",
+            "/projects/race",
+            "--cloud",
+            &profile,
+            "--node",
+            &node,
+            "--json",
+        ])?;
+        let record: serde_json::Value = serde_json::from_str(&out)?;
+        Ok(record["writer"].as_str().unwrap_or_default().to_string())
+    };
+    let winner = tau_proto::identity::WriterKey::of(&first).ok_or("not ed25519")?.to_string();
+    wait_for(Duration::from_secs(30), "both nodes hold the first registration", || {
+        let held = (owner_on(&ids[0])?, owner_on(&ids[1])?);
+        Ok((held.0 == winner && held.1 == winner).then_some(()))
+    })?;
+
+    // The operator deletes it; a registrar cannot give the id out again, the operator can.
+    let operator = tau_proto::keyfile::read(&cloud.dir.join("operator.key"))?;
+    let gone = Draft { key: keys::project("race"), scope: "race".into(), value: None };
+    let clock = clock + 10;
+    let put_one = |record| runtime.block_on(put(ids[0], record));
+    assert_eq!(put_one(gone.sign(clock, &operator).ok_or("cannot sign")?)?.stored, 1);
+    let again = put_one(root(&bob)?.sign(clock + 1, &second).ok_or("cannot sign")?)?;
+    assert_eq!(again.stored, 0, "{again:?}");
+    assert!(again.rejected.iter().any(|(_, why)| why.contains("was deleted")), "{again:?}");
+    let back = put_one(root(&bob)?.sign(clock + 2, &operator).ok_or("cannot sign")?)?;
+    assert_eq!(back.stored, 1, "{back:?}");
     Ok(())
 }

@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use libp2p::PeerId;
 use q::collect::{CollectError, Source, drain};
+use q::period::Period;
+use q::proof;
 use q::store::{Batch, Ingested, Reason, Store};
 use tau_proto::counters::{CounterPage, CounterRecord, SignedCounter, Usage};
 use tau_tests::harness::Result;
@@ -174,13 +176,73 @@ async fn a_hostile_node_cannot_change_the_totals(db: &str) {
     assert_eq!(totals(&store).await, first);
 }
 
+/// Counters over the whole `u64` range: a figure above `i64::MAX` counts exactly, export totals
+/// equal the proof's, a sum beyond 64 bits is an error for both, and a record whose sequence
+/// number or window the store cannot order is kept aside with the reason.
+async fn counters_beyond_i64_stay_exact(db: &str) {
+    let store = Store::open(db).await.expect("open");
+    let node = Keypair::generate_ed25519();
+    let peer = node.public().to_peer_id();
+    let big = i64::MAX as u64 + 10;
+    let in_project = |seq: u64, project: &str, invocations: u64| {
+        let mut record = signed(&node, seq, "ping", 1).record;
+        record.project = project.into();
+        record.usage.invocations = invocations;
+        record.usage.wall_micros = invocations;
+        record.sign(&node).expect("own key")
+    };
+    let mut late = signed(&node, 5, "ping", 1).record;
+    late.window_start_ms = u64::MAX;
+    let mut last = signed(&node, 6, "ping", 1).record;
+    last.seq = u64::MAX;
+    let records = vec![
+        in_project(1, "example", big),
+        in_project(2, "example", 5),
+        in_project(3, "huge", u64::MAX - 1),
+        in_project(4, "huge", 2),
+        late.sign(&node).expect("own key"),
+        last.sign(&node).expect("own key"),
+        in_project(6, "example", 7),
+    ];
+    let page = CounterPage { records, next_seq: 7, oldest_seq: 1 };
+    let batch = q::collect::sort_page(peer, 1, page, &[peer].into());
+    let done = store.ingest(&batch).await.expect("ingest");
+    assert_eq!((done.inserted, done.rejected, done.gaps), (5, 2, 0), "{done:?}");
+    assert_eq!(store.cursor(&peer).await.expect("cursor"), 7);
+    let kept: Vec<(u64, String)> =
+        store.rejected().await.expect("rejected").into_iter().map(|(_, s, r)| (s, r)).collect();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    for (seq, why) in &kept {
+        assert!([5, u64::MAX].contains(seq) && why.contains("beyond 2^63-1"), "{kept:?}");
+    }
+
+    let totals = store.totals(0, Period::ALL.to_ms, Some("example")).await.expect("totals");
+    let expected = big + 5 + 7;
+    assert_eq!(totals.len(), 1, "{totals:?}");
+    assert_eq!((totals[0].invocations, totals[0].wall_micros), (expected, expected));
+    let key = q::key::SigningKey::random();
+    let proof = proof::prove(&store, Period::ALL, Some("example"), &key, 1).await.expect("prove");
+    assert_eq!(proof.statement.totals.invocations, expected);
+    assert_eq!(proof.line_items[0].totals.invocations, totals[0].invocations);
+    assert_eq!(proof.line_items[0].totals.wall_micros, totals[0].wall_micros);
+
+    // Sums beyond 64 bits: the export and the proof both refuse, naming the line.
+    let export = store.totals(0, Period::ALL.to_ms, Some("huge")).await.expect_err("overflow");
+    assert!(export.to_string().contains("huge/ping do not fit in 64 bits"), "{export}");
+    let prove = proof::prove(&store, Period::ALL, Some("huge"), &key, 1).await;
+    let prove = prove.expect_err("overflow").to_string();
+    assert!(prove.contains("huge/ping do not fit in 64 bits"), "{prove}");
+}
+
 #[test]
 fn on_sqlite_each_record_counts_once_and_the_cursor_moves_with_it() -> Result {
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("q.db").to_string_lossy().to_string();
     block_on(each_record_counts_once(&db, &format!("sqlite://{db}")))?;
     let db = dir.path().join("hostile.db").to_string_lossy().to_string();
-    block_on(a_hostile_node_cannot_change_the_totals(&db))
+    block_on(a_hostile_node_cannot_change_the_totals(&db))?;
+    let db = dir.path().join("wide.db").to_string_lossy().to_string();
+    block_on(counters_beyond_i64_stay_exact(&db))
 }
 
 #[test]
@@ -188,7 +250,8 @@ fn on_postgresql_each_record_counts_once_and_the_cursor_moves_with_it() -> Resul
     let server = PgServer::start(false)?;
     let url = server.database("store")?;
     block_on(each_record_counts_once(&url, &url))?;
-    block_on(a_hostile_node_cannot_change_the_totals(&server.database("hostile")?))
+    block_on(a_hostile_node_cannot_change_the_totals(&server.database("hostile")?))?;
+    block_on(counters_beyond_i64_stay_exact(&server.database("wide")?))
 }
 
 fn block_on<F: std::future::Future<Output = ()>>(future: F) -> Result {
