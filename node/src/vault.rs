@@ -7,8 +7,10 @@
 //!
 //! - `Store`: an owner-signed secret record; the node checks the writer owns the project, the
 //!   ciphertext passes its validity check and is for this key set, binds it, then writes it to TNS.
-//! - `Decrypt`: an owner-signed request; the node checks signature and freshness, reads the
-//!   secret from TNS, checks and binds the ciphertext, and answers its decryption share.
+//! - `Decrypt`: an owner-signed request for this node (by peer id), with a nonce it has not
+//!   answered ([`nonces`]); the node checks signature and freshness, reads the secret from TNS,
+//!   checks and binds the ciphertext, and answers its decryption share sealed to the request's
+//!   one-time reply key.
 //! - `Shares`: index, key set, threshold and how many secrets this node has bound.
 //! - `Register`: creates a project (as a registrar the operator named under `/registrars/`)
 //!   with its encrypted secrets, after checking the owner's signature and every ciphertext;
@@ -18,6 +20,7 @@
 //! Nothing here logs or returns a plaintext or a share other than this node's decryption share.
 
 pub mod bindings;
+pub mod nonces;
 mod service;
 
 use std::os::unix::fs::PermissionsExt;
@@ -63,6 +66,8 @@ pub(crate) struct Shared {
     registry: tns::Registry,
     /// Signs the project roots this node creates as a registrar.
     keypair: Keypair,
+    /// Decrypt requests answered, until they expire.
+    nonces: std::sync::Mutex<nonces::Nonces>,
 }
 
 /// Loads and checks the key set and this node's share.
@@ -130,7 +135,8 @@ pub async fn start(
         secrets = bindings.count()?,
         "vault share loaded"
     );
-    let shared = Arc::new(Shared { keyset, share, bindings, registry, keypair });
+    let nonces = std::sync::Mutex::default();
+    let shared = Arc::new(Shared { keyset, share, bindings, registry, keypair, nonces });
     let (inbox, requests) = tokio::sync::mpsc::channel(256);
     handle.serve::<VaultProtocol>(inbox).await.map_err(|e| VaultStartError::P2p(e.into()))?;
     Ok(vec![tokio::spawn(service::run(shared, requests, shutdown))])

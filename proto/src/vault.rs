@@ -11,10 +11,14 @@
 //!   ([`KeySet::combine`]). A node that returns a bad share is named.
 //! - Requests for a secret are signed by the project's owner ([`SignedRequest`]), over a
 //!   canonical encoding with a domain tag and a timestamp, so a stranger's request is refused and
-//!   an old one cannot be replayed after [`MAX_REQUEST_AGE`].
+//!   an old one cannot be replayed after [`MAX_REQUEST_AGE`]. A decrypt request names the one
+//!   vault node it is for, carries a nonce that node answers once, and a one-time public key the
+//!   requester made ([`ReplyKey`]): the node seals its share to that key (HPKE, bound to the
+//!   request), so a request intercepted, replayed or sent to another node yields nothing usable.
 //!
 //! No cryptographic primitive is implemented here: encryption, shares, their checks and the
-//! combination are `blsttc`'s; signatures are libp2p's ed25519.
+//! combination are `blsttc`'s; signatures are libp2p's ed25519; sealing is the `hpke` crate's
+//! (RFC 9180: DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20-Poly1305, base mode).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -57,7 +61,21 @@ pub const MAX_SECRET: usize = 64 * 1024;
 pub const MAX_REQUEST_AGE: u64 = 300;
 
 /// The domain tag of a signed vault request.
-const REQUEST_TAG: &[u8] = b"tau/vault/request/1\n";
+const REQUEST_TAG: &[u8] = b"tau/vault/request/2\n";
+
+/// Bytes of a request's nonce.
+pub const NONCE_LEN: usize = 16;
+
+/// The HPKE suite a decryption share is sealed with.
+type ShareKem = hpke::kem::X25519HkdfSha256;
+type ShareKdf = hpke::kdf::HkdfSha256;
+type ShareAead = hpke::aead::ChaCha20Poly1305;
+
+/// HPKE's `info` for a sealed share: what the key is for.
+const SHARE_INFO: &[u8] = b"tau/vault/share/1";
+
+/// Bytes of an X25519 public key, the first bytes of a sealed share (its encapsulated key).
+const KEY_LEN: usize = 32;
 
 /// Why a vault operation failed. Never carries a secret, a share or a plaintext.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -343,7 +361,7 @@ impl ShareFile {
 /// What a signed request asks for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestBody {
-    /// What is asked: `decrypt`, `store`, ...
+    /// What is asked: `decrypt`, `register`.
     pub action: String,
     /// The project id the secret belongs to.
     pub project: String,
@@ -351,15 +369,47 @@ pub struct RequestBody {
     pub name: String,
     /// When the request was made, Unix seconds.
     pub at: u64,
+    /// The peer id of the one vault node the request is for; empty for a registration, which
+    /// any vault node may take.
+    #[serde(default)]
+    pub node: String,
+    /// [`NONCE_LEN`] random bytes: a node answers a decrypt request once.
+    #[serde(default, with = "crate::bytes::vec")]
+    pub nonce: Vec<u8>,
+    /// The requester's one-time public key ([`ReplyKey`]) a decryption share is sealed to.
+    #[serde(default, with = "crate::bytes::vec")]
+    pub reply_to: Vec<u8>,
 }
 
 impl RequestBody {
-    /// The signed bytes: the domain tag, then each field length-prefixed.
+    /// A request for `node`'s decryption share of secret `name` of `project`, answered sealed
+    /// to `reply`, with a fresh nonce.
+    pub fn decrypt(project: &str, name: &str, node: &PeerId, reply: &ReplyKey, at: u64) -> Self {
+        Self {
+            action: "decrypt".into(),
+            project: project.into(),
+            name: name.into(),
+            at,
+            node: node.to_string(),
+            nonce: nonce(),
+            reply_to: reply.public.clone(),
+        }
+    }
+
+    /// The signed bytes: the domain tag, then each field length-prefixed, then the time.
     pub fn canonical_bytes(&self) -> Vec<u8> {
         let mut out = REQUEST_TAG.to_vec();
-        for field in [&self.action, &self.project, &self.name] {
+        let fields: [&[u8]; 6] = [
+            self.action.as_bytes(),
+            self.project.as_bytes(),
+            self.name.as_bytes(),
+            self.node.as_bytes(),
+            &self.nonce,
+            &self.reply_to,
+        ];
+        for field in fields {
             out.extend_from_slice(&(field.len() as u32).to_be_bytes());
-            out.extend_from_slice(field.as_bytes());
+            out.extend_from_slice(field);
         }
         out.extend_from_slice(&self.at.to_be_bytes());
         out
@@ -371,6 +421,81 @@ impl RequestBody {
         let signature = key.sign(&self.canonical_bytes()).ok()?;
         Some(SignedRequest { body: self, signer, signature })
     }
+}
+
+/// [`NONCE_LEN`] bytes from the operating system's generator.
+fn nonce() -> Vec<u8> {
+    let mut nonce = vec![0; NONCE_LEN];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut nonce);
+    nonce
+}
+
+/// A requester's one-time key pair (X25519): vault nodes seal their decryption shares to its
+/// public half, and only this side can open them. Made for one read, never stored or shown.
+pub struct ReplyKey {
+    secret: <ShareKem as hpke::Kem>::PrivateKey,
+    public: Vec<u8>,
+}
+
+impl fmt::Debug for ReplyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ReplyKey({}, secret redacted)", hex::encode(&self.public))
+    }
+}
+
+impl ReplyKey {
+    /// A new key pair.
+    pub fn generate() -> Self {
+        use hpke::{Kem, Serializable};
+        let (secret, public) = ShareKem::gen_keypair(&mut rand::rng());
+        Self { secret, public: public.to_bytes().to_vec() }
+    }
+
+    /// The public half, which a request carries as `reply_to`.
+    pub fn public(&self) -> &[u8] {
+        &self.public
+    }
+
+    /// Opens `sealed`, a share a node sealed for `request` ([`seal_share`]).
+    pub fn open(&self, sealed: &[u8], request: &RequestBody) -> Result<Vec<u8>, VaultError> {
+        use hpke::Deserializable;
+        let malformed = VaultError::Malformed { what: "a sealed decryption share" };
+        if sealed.len() < KEY_LEN || request.reply_to != self.public {
+            return Err(malformed);
+        }
+        let (encapped, ciphertext) = sealed.split_at(KEY_LEN);
+        let encapped = <ShareKem as hpke::Kem>::EncappedKey::from_bytes(encapped)
+            .map_err(|_| malformed.clone())?;
+        hpke::single_shot_open::<ShareAead, ShareKdf, ShareKem>(
+            &hpke::OpModeR::Base,
+            &self.secret,
+            &encapped,
+            SHARE_INFO,
+            ciphertext,
+            &request.canonical_bytes(),
+        )
+        .map_err(|_| malformed)
+    }
+}
+
+/// Seals `share` to `request`'s reply key, bound to the request (its canonical bytes are the
+/// associated data): the encapsulated key, then the ciphertext.
+pub fn seal_share(share: &[u8], request: &RequestBody) -> Result<Vec<u8>, VaultError> {
+    use hpke::{Deserializable, Serializable};
+    let key = <ShareKem as hpke::Kem>::PublicKey::from_bytes(&request.reply_to)
+        .map_err(|_| VaultError::Malformed { what: "the request's reply key" })?;
+    let (encapped, ciphertext) = hpke::single_shot_seal::<ShareAead, ShareKdf, ShareKem, _>(
+        &hpke::OpModeS::Base,
+        &key,
+        SHARE_INFO,
+        share,
+        &request.canonical_bytes(),
+        &mut rand::rng(),
+    )
+    .map_err(|_| VaultError::Malformed { what: "the request's reply key" })?;
+    let mut sealed = encapped.to_bytes().to_vec();
+    sealed.extend_from_slice(&ciphertext);
+    Ok(sealed)
 }
 
 /// A request signed by a project's owner.
@@ -472,6 +597,9 @@ impl Registration {
             project: project.to_string(),
             name: String::new(),
             at,
+            node: String::new(),
+            nonce: nonce(),
+            reply_to: Vec::new(),
         };
         let request = body
             .sign(owner)
@@ -510,15 +638,15 @@ pub enum VaultResponse {
         /// Its key.
         key: String,
     },
-    /// This node's decryption share of a ciphertext.
+    /// This node's decryption share of a ciphertext, sealed to the request's reply key.
     Share {
         /// Id of the key set the share is under.
         keyset: String,
         /// The node's share index.
         index: u32,
-        /// The decryption share (48 bytes).
+        /// The decryption share (48 bytes), sealed ([`seal_share`]).
         #[serde(with = "crate::bytes::vec")]
-        share: Vec<u8>,
+        sealed: Vec<u8>,
     },
     /// What the node holds.
     Shares(ShareInfo),
@@ -638,12 +766,8 @@ mod tests {
         let owner = Keypair::generate_ed25519();
         let owner_key = WriterKey::of(&owner).unwrap();
         let stranger = Keypair::generate_ed25519();
-        let body = RequestBody {
-            action: "decrypt".into(),
-            project: "shop".into(),
-            name: "db".into(),
-            at: 1_000_000,
-        };
+        let reply = ReplyKey::generate();
+        let body = RequestBody::decrypt("shop", "db", &PeerId::random(), &reply, 1_000_000);
         let signed = body.clone().sign(&owner).unwrap();
         assert_eq!(signed.verify(&owner_key, 1_000_010), Ok(()));
         let forged = body.clone().sign(&stranger).unwrap();
@@ -655,6 +779,43 @@ mod tests {
         edited.body.name = "other".into();
         assert!(edited.verify(&owner_key, 1_000_010).is_err(), "an edited request");
         assert!(signed.verify(&owner_key, 1_000_000 + MAX_REQUEST_AGE + 1).is_err(), "too old");
+        let edits: [fn(&mut RequestBody); 3] = [
+            |b: &mut RequestBody| b.node = PeerId::random().to_string(),
+            |b: &mut RequestBody| b.nonce[0] ^= 1,
+            |b: &mut RequestBody| b.reply_to = ReplyKey::generate().public,
+        ];
+        for edit in edits {
+            let mut edited = signed.clone();
+            edit(&mut edited.body);
+            assert!(
+                edited.verify(&owner_key, 1_000_010).is_err(),
+                "node, nonce and key are signed"
+            );
+        }
+    }
+
+    #[test]
+    fn a_sealed_share_opens_only_with_its_key_and_for_its_request() {
+        let reply = ReplyKey::generate();
+        let node = PeerId::random();
+        let request = RequestBody::decrypt("shop", "db", &node, &reply, 1_000_000);
+        let share = [7u8; 48];
+        let sealed = seal_share(&share, &request).unwrap();
+        assert_ne!(&sealed[KEY_LEN..KEY_LEN + 48], &share[..], "the share is not in the clear");
+        assert_eq!(reply.open(&sealed, &request).unwrap(), share);
+        // Another one-time key, another request, or an altered byte: nothing opens.
+        let other = ReplyKey::generate();
+        let mut for_other = request.clone();
+        for_other.reply_to = other.public.clone();
+        assert!(other.open(&sealed, &for_other).is_err());
+        let replayed = RequestBody { nonce: vec![0; NONCE_LEN], ..request.clone() };
+        assert!(reply.open(&sealed, &replayed).is_err());
+        let mut altered = sealed.clone();
+        altered[KEY_LEN + 3] ^= 1;
+        assert!(reply.open(&altered, &request).is_err());
+        assert!(reply.open(&sealed[..10], &request).is_err());
+        assert!(format!("{reply:?}").contains("secret redacted"));
+        assert!(seal_share(&share, &RequestBody { reply_to: vec![1, 2], ..request }).is_err());
     }
 
     #[test]

@@ -10,8 +10,8 @@ use tau_proto::identity::WriterKey;
 use tau_proto::tns::values::ProjectRoot;
 use tau_proto::tns::{Draft, Record, keys};
 use tau_proto::vault::{
-    CheckedCiphertext, Registration, SecretValue, ShareInfo, SignedRequest, VaultError,
-    VaultRequest, VaultResponse, ciphertext_id_unchecked,
+    CheckedCiphertext, MAX_REQUEST_AGE, NONCE_LEN, Registration, SecretValue, ShareInfo,
+    SignedRequest, VaultError, VaultRequest, VaultResponse, ciphertext_id_unchecked, seal_share,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -233,13 +233,37 @@ async fn decrypt(
     if body.action != "decrypt" || !keys::is_name(&body.project) || !keys::is_name(&body.name) {
         return Err(invalid("not a decrypt request for a project's secret"));
     }
+    let me = shared.keypair.public().to_peer_id().to_string();
+    if body.node != me {
+        tracing::warn!(%peer, project = body.project, for_node = body.node, "refused a decrypt request for another node");
+        return Err(invalid(format!(
+            "this request is for vault node `{}`, not this one ({me}): sign one request per node",
+            tau_proto::text::printable(&body.node)
+        )));
+    }
+    if body.nonce.len() != NONCE_LEN {
+        return Err(invalid(format!("a decrypt request needs a {NONCE_LEN}-byte nonce")));
+    }
     let owner = owner(shared, &body.project).await?;
-    if let Err(e) = request.verify(&owner, unix_now()) {
+    let now = unix_now();
+    if let Err(e) = request.verify(&owner, now) {
         tracing::warn!(%peer, project = body.project, "refused a decrypt request: {e}");
         return Err(invalid(format!(
             "refused: {e}; only the owner of project `{}` may read its secrets",
             body.project
         )));
+    }
+    // Remembered past the request's lifetime, allowing for a clock ahead by the same slack
+    // `verify` allows.
+    let expires = body.at.saturating_add(MAX_REQUEST_AGE + 60);
+    let taken = shared.nonces.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take(
+        &body.nonce,
+        expires,
+        now,
+    );
+    if let Err(e) = taken {
+        tracing::warn!(%peer, project = body.project, "refused a decrypt request: {e}");
+        return Err(invalid(e.to_string()));
     }
     let key = keys::secret(&body.project, &body.name);
     let record = shared
@@ -253,8 +277,9 @@ async fn decrypt(
     let ciphertext = check_secret(shared, &record, &owner, &body.project)?;
     bind(shared, &[(ciphertext.id(), key.as_str())]).await?;
     let share = shared.share.decryption_share(&ciphertext)?;
-    tracing::info!(%peer, project = body.project, name = body.name, "decryption share given");
-    Ok(VaultResponse::Share { keyset: shared.keyset.id.clone(), index: shared.share.index, share })
+    let sealed = seal_share(&share, body)?;
+    tracing::info!(%peer, project = body.project, name = body.name, "decryption share given, sealed");
+    Ok(VaultResponse::Share { keyset: shared.keyset.id.clone(), index: shared.share.index, sealed })
 }
 
 async fn register(

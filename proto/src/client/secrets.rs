@@ -19,8 +19,8 @@ use crate::identity::WriterKey;
 use crate::tns::values::{ProjectRoot, Registrar};
 use crate::tns::{Record, TnsProtocol, TnsRequest, TnsResponse, keys};
 use crate::vault::{
-    self, CheckedCiphertext, KeySet, Registration, RequestBody, SecretValue, ShareInfo, VaultError,
-    VaultProtocol, VaultRequest, VaultResponse,
+    self, CheckedCiphertext, KeySet, Registration, ReplyKey, RequestBody, SecretValue, ShareInfo,
+    VaultError, VaultProtocol, VaultRequest, VaultResponse,
 };
 
 /// The vault's state as [`Client::vault_report`] finds it. Holds no share and no secret.
@@ -261,7 +261,8 @@ impl Client {
     }
 
     /// Reads secret `name` of `project` as its owner: asks every vault node for its decryption
-    /// share, checks each, and combines `t + 1` good ones.
+    /// share (one signed request per node, each with its own nonce, every share sealed to a
+    /// one-time key made here), opens and checks each, and combines `t + 1` good ones.
     pub async fn get_secret(
         &self,
         project: &str,
@@ -286,35 +287,39 @@ impl Client {
             }
             .into());
         }
-        let body = RequestBody {
-            action: "decrypt".into(),
-            project: project.to_string(),
-            name: name.to_string(),
-            at: unix_now(),
-        };
-        let request = body
-            .sign(owner)
-            .ok_or(VaultError::Malformed { what: "the owner key (not ed25519)" })?;
-        let ciphertext = CheckedCiphertext::parse(&secret.ciphertext)?;
-        let mut combiner = keyset.combiner(&ciphertext)?;
-        let mut asks: FuturesUnordered<_> = vaults
+        let reply = ReplyKey::generate();
+        let at = unix_now();
+        let requests = vaults
             .iter()
             .map(|node| {
-                let request = request.clone();
-                async move {
-                    (
-                        *node,
-                        self.call::<VaultProtocol>(*node, VaultRequest::Decrypt { request }).await,
-                    )
-                }
+                RequestBody::decrypt(project, name, node, &reply, at)
+                    .sign(owner)
+                    .map(|request| (*node, request))
+                    .ok_or(VaultError::Malformed { what: "the owner key (not ed25519)" })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let ciphertext = CheckedCiphertext::parse(&secret.ciphertext)?;
+        let mut combiner = keyset.combiner(&ciphertext)?;
+        let mut asks: FuturesUnordered<_> = requests
+            .into_iter()
+            .map(|(node, request)| async move {
+                let body = request.body.clone();
+                let answer =
+                    self.call::<VaultProtocol>(node, VaultRequest::Decrypt { request }).await;
+                (node, body, answer)
             })
             .collect();
         let mut failures = Vec::new();
-        while let Some((node, answer)) = asks.next().await {
+        while let Some((node, body, answer)) = asks.next().await {
             match answer {
-                Ok(VaultResponse::Share { keyset: id, index, share }) if id == keyset.id => {
-                    if let Err(e) = combiner.add(node, index, &share) {
-                        failures.push(e.to_string());
+                Ok(VaultResponse::Share { keyset: id, index, sealed }) if id == keyset.id => {
+                    match reply.open(&sealed, &body) {
+                        Ok(share) => {
+                            if let Err(e) = combiner.add(node, index, &share) {
+                                failures.push(e.to_string());
+                            }
+                        }
+                        Err(e) => failures.push(format!("{node}: {e}")),
                     }
                 }
                 Ok(VaultResponse::Share { keyset: id, .. }) => {

@@ -576,3 +576,65 @@ fn two_registrations_of_one_id_end_the_same_and_a_deleted_id_stays_deleted() -> 
     assert_eq!(back.stored, 1, "{back:?}");
     Ok(())
 }
+
+/// A decrypt request signed only `{action, project, name, at}` and went to every vault node
+/// alike: whoever received one could replay it to `t + 1` vault nodes within 300 s and combine
+/// the plaintext from their shares. Now a request names its node, is answered once, and the
+/// share comes back sealed to a one-time key only the requester holds.
+#[test]
+fn a_captured_vault_request_yields_nothing_to_whoever_replays_it() -> Result {
+    use tau_proto::vault::{ReplyKey, RequestBody, VaultProtocol, VaultRequest, VaultResponse};
+    let dir = tempfile::tempdir()?;
+    let cloud = DevCloud::start(3, &dir.path().join("cloud"))?;
+    let owner = tau_proto::keyfile::read(&create_project(&cloud.profile, dir.path(), "victim")?)?;
+    let nodes: Vec<libp2p::PeerId> =
+        cloud.peer_ids()?.iter().map(|p| p.parse()).collect::<std::result::Result<_, _>>()?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let client = Client::connect(&CloudProfile::load(&cloud.profile)?).await?;
+        client.nodes().await?;
+        let secret = b"the victim's database password";
+        client.put_secret("victim", "db", secret, &owner).await?;
+        assert_eq!(client.get_secret("victim", "db", &owner).await?.plaintext, secret);
+
+        // The victim asks node 0 for its share; the request and the answer are captured.
+        let reply = ReplyKey::generate();
+        let now = tau_proto::client::secrets::unix_now();
+        let body = RequestBody::decrypt("victim", "db", &nodes[0], &reply, now);
+        let request = body.clone().sign(&owner).ok_or("cannot sign")?;
+        let ask = |node, request| client.call::<VaultProtocol>(node, VaultRequest::Decrypt { request });
+        let VaultResponse::Share { sealed, .. } = ask(nodes[0], request.clone()).await? else {
+            return Err("no share".into());
+        };
+        assert!(reply.open(&sealed, &body).is_ok(), "the victim opens its share");
+        // Whoever captured them holds no key that opens the share.
+        let mut theirs = body.clone();
+        let thief = ReplyKey::generate();
+        assert!(thief.open(&sealed, &theirs).is_err(), "a captured share opened");
+
+        // Replayed to the same node, and to the others: refused.
+        let again = ask(nodes[0], request.clone()).await;
+        assert!(
+            matches!(&again, Err(ClientError::Remote { message, .. }) if message.contains("answered already")),
+            "the same request answered twice: {again:?}"
+        );
+        for node in &nodes[1..] {
+            let replayed = ask(*node, request.clone()).await;
+            assert!(
+                matches!(&replayed, Err(ClientError::Remote { message, .. }) if message.contains("for vault node")),
+                "{node} answered a request for another node: {replayed:?}"
+            );
+        }
+        // Pointed at another node and the thief's own key, the signature no longer holds.
+        theirs.reply_to = thief.public().to_vec();
+        theirs.node = nodes[1].to_string();
+        let mut edited = request.clone();
+        edited.body = theirs;
+        let forged = ask(nodes[1], edited).await;
+        assert!(
+            matches!(&forged, Err(ClientError::Remote { message, .. }) if message.contains("only the owner")),
+            "{forged:?}"
+        );
+        Ok::<_, tau_tests::harness::Error>(())
+    })
+}
