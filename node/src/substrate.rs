@@ -102,6 +102,11 @@ pub async fn start(
         functions: functions::Functions::new(engine, parts.handle.clone(), parts.hoarder),
         routes: routes::Routes::new(registry, counters.clone()),
         slots: Arc::new(tokio::sync::Semaphore::new(parts.config.max_instances as usize)),
+        caps: gateway::Caps {
+            max_timeout: parts.config.max_timeout(),
+            max_memory: parts.config.max_memory(),
+            slot_wait: parts.config.slot_wait(),
+        },
         in_flight: in_flight.clone(),
     });
     let mut listeners = Vec::new();

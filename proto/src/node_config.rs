@@ -141,11 +141,24 @@ pub struct SubstrateConfig {
     pub counter_retention: String,
     /// The most function instances alive at once; more requests wait for a free slot.
     pub max_instances: u32,
+    /// How long a request waits for a free slot before it is answered 503 (`10s`).
+    pub slot_wait: String,
+    /// The longest any function runs on this node (`15m`): a longer timeout is cut to it.
+    pub max_timeout: String,
+    /// The most memory any function has on this node (`4GiB`): a larger limit is cut to it.
+    pub max_memory: String,
 }
 
 impl Default for SubstrateConfig {
     fn default() -> Self {
-        Self { counter_window: "60s".into(), counter_retention: "24h".into(), max_instances: 1000 }
+        Self {
+            counter_window: "60s".into(),
+            counter_retention: "24h".into(),
+            max_instances: 1000,
+            slot_wait: "10s".into(),
+            max_timeout: "15m".into(),
+            max_memory: "4GiB".into(),
+        }
     }
 }
 
@@ -166,15 +179,35 @@ impl SubstrateConfig {
             .unwrap_or(std::time::Duration::from_secs(24 * 3600))
     }
 
+    /// How long a request waits for a free slot (checked when the file was loaded).
+    pub fn slot_wait(&self) -> std::time::Duration {
+        humantime::parse_duration(&self.slot_wait).unwrap_or(std::time::Duration::from_secs(10))
+    }
+
+    /// The longest a function runs here (checked when the file was loaded).
+    pub fn max_timeout(&self) -> std::time::Duration {
+        humantime::parse_duration(&self.max_timeout)
+            .unwrap_or(std::time::Duration::from_secs(15 * 60))
+    }
+
+    /// The most memory a function has here, bytes (checked when the file was loaded).
+    pub fn max_memory(&self) -> u64 {
+        self.max_memory.parse::<bytesize::ByteSize>().map_or(4 << 30, |size| size.as_u64())
+    }
+
     /// What is wrong with these settings, if anything: the field (as named in YAML) and why.
     pub fn problem(&self) -> Option<(&'static str, String)> {
-        for (field, value) in [
-            ("counter_window", &self.counter_window),
-            ("counter_retention", &self.counter_retention),
+        const SECOND: std::time::Duration = std::time::Duration::from_secs(1);
+        const MILLI: std::time::Duration = std::time::Duration::from_millis(1);
+        for (field, value, least) in [
+            ("counter_window", &self.counter_window, SECOND),
+            ("counter_retention", &self.counter_retention, SECOND),
+            ("slot_wait", &self.slot_wait, MILLI),
+            ("max_timeout", &self.max_timeout, MILLI),
         ] {
             match humantime::parse_duration(value) {
-                Ok(d) if d >= std::time::Duration::from_secs(1) => {}
-                Ok(_) => return Some((field, "must be at least 1s".into())),
+                Ok(d) if d >= least => {}
+                Ok(_) => return Some((field, format!("must be at least {least:?}"))),
                 Err(e) => {
                     return Some((
                         field,
@@ -185,6 +218,14 @@ impl SubstrateConfig {
         }
         if self.max_instances == 0 || self.max_instances > 10_000 {
             return Some(("max_instances", "must be between 1 and 10000".into()));
+        }
+        match self.max_memory.parse::<bytesize::ByteSize>() {
+            Ok(size) if size.as_u64() >= 1 << 20 => {}
+            Ok(_) => return Some(("max_memory", "must be at least 1MiB".into())),
+            Err(e) => {
+                let value = &self.max_memory;
+                return Some(("max_memory", format!("`{value}` is not a size (like 512MiB): {e}")));
+            }
         }
         None
     }

@@ -16,8 +16,8 @@ use tau_proto::yaml::{self, YamlError};
 use super::spec::{ConfigFile, FunctionFile, TriggerType};
 
 const METHODS: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"];
-const MAX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
-const MAX_MEMORY: u64 = 4 << 30;
+const MAX_TIMEOUT: Duration = Duration::from_millis(Execution::MAX_TIMEOUT_MS);
+const MAX_MEMORY: u64 = Execution::MAX_MEMORY;
 
 /// A project folder as TNS records, ready to sign and push.
 #[derive(Debug, Clone)]

@@ -2,9 +2,11 @@
 //! and path to a function, run in a fresh instance, and counted.
 //!
 //! Answers the gateway gives itself: 404 when no function serves the host and path (and always
-//! without a Host or for an IP address), 500 when the function fails (trap, out of memory, no response) or its component
-//! does not load, 503 when the registry cannot be read, 504 when the function runs past its
-//! timeout. Each is a one-line `text/plain` reason.
+//! without a Host or for an IP address), 500 when the function fails (trap, out of memory, no
+//! response) or its component does not load, 503 when the registry cannot be read or no
+//! instance slot frees within the node's `slot_wait` (with `Retry-After: 1`), 504 when the
+//! function runs past its timeout. Each is a one-line `text/plain` reason. A function's timeout
+//! and memory are cut to the node's caps ([`Caps`]).
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -38,8 +40,22 @@ pub struct Gateway {
     pub routes: Routes,
     /// Instance slots: one per function running.
     pub slots: Arc<Semaphore>,
+    /// This node's caps on functions' limits, and how long a request waits for a slot.
+    pub caps: Caps,
     /// Requests being served now (for heartbeats).
     pub in_flight: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// This node's caps (`substrate` in `node.yaml`): a function's timeout and memory are cut to
+/// them, and a request that finds no free instance slot within `slot_wait` is answered 503.
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    /// The longest a function runs here.
+    pub max_timeout: Duration,
+    /// The most memory a function has here, bytes.
+    pub max_memory: u64,
+    /// How long a request waits for a free slot.
+    pub slot_wait: Duration,
 }
 
 /// How long a stopping gateway waits for the requests it is serving.
@@ -150,12 +166,31 @@ impl Gateway {
                 );
             }
         };
-        let Ok(slot) = self.slots.clone().acquire_owned().await else {
-            return plain(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping".into());
-        };
+        let slot =
+            match tokio::time::timeout(self.caps.slot_wait, self.slots.clone().acquire_owned())
+                .await
+            {
+                Ok(Ok(slot)) => slot,
+                Ok(Err(_)) => {
+                    return plain(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping".into());
+                }
+                Err(_) => {
+                    let mut busy = plain(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "every instance slot of this node is busy (waited {:?}): try again",
+                            self.caps.slot_wait
+                        ),
+                    );
+                    busy.headers_mut()
+                        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+                    return busy;
+                }
+            };
         let limits = Limits {
-            timeout: Duration::from_millis(function.execution.timeout_ms),
-            memory: function.execution.memory_bytes,
+            timeout: Duration::from_millis(function.execution.timeout_ms)
+                .min(self.caps.max_timeout),
+            memory: function.execution.memory_bytes.min(self.caps.max_memory),
         };
         let stats = target.stats.clone();
         let request = request.map(|body| Counted::new(body, stats.clone(), Direction::In));

@@ -11,7 +11,7 @@ use redb::{ReadableTable, TableDefinition};
 use tau_proto::cbor;
 use tau_proto::identity::WriterKey;
 use tau_proto::tns::keys::{self, Authority};
-use tau_proto::tns::values::{CloudNames, DomainClaim, ProjectRoot, Registrar, Route};
+use tau_proto::tns::values::{CloudNames, DomainClaim, Function, ProjectRoot, Registrar, Route};
 use tau_proto::tns::{BUCKETS, Digest, MAX_CLOCK_AHEAD, MAX_PAGE, Record, Summary, bucket};
 
 use crate::db::{Db, DbError, Failure};
@@ -159,6 +159,15 @@ pub fn precedence(a: &Summary, b: &Summary, operator: Option<&WriterKey>) -> std
         (true, false) => std::cmp::Ordering::Greater,
         (false, true) => std::cmp::Ordering::Less,
     }
+}
+
+/// Whether `key` is a function's, `/projects/<id>/functions/<name>`.
+fn is_function(key: &str) -> bool {
+    let mut segments = key.split('/').skip(1);
+    matches!(
+        (segments.next(), segments.next(), segments.next(), segments.next(), segments.next()),
+        (Some("projects"), Some(_), Some("functions"), Some(_), None)
+    )
 }
 
 /// The project id of a `/projects/<id>` key.
@@ -503,6 +512,16 @@ impl Store {
                 if let Some(fqdn) = keys::claimed_domain(&record.key) {
                     self.check_claim(record, &project, fqdn, pending)?;
                 }
+                if is_function(&record.key)
+                    && let Some(value) = &record.value
+                {
+                    let function = cbor::from_slice::<Function>(value).map_err(|_| {
+                        Rejection::Unauthorized(format!("{} does not hold a function", record.key))
+                    })?;
+                    if let Some(why) = function.execution.problem() {
+                        return Err(Rejection::Unauthorized(format!("{}: {why}", record.key)));
+                    }
+                }
             }
         }
         Ok(())
@@ -626,8 +645,13 @@ mod tests {
             .unwrap()
     }
 
+    /// A key under project `id` that holds any bytes (a function's must hold a function).
+    fn file(id: &str, name: &str) -> String {
+        format!("/projects/{id}/files/{name}")
+    }
+
     fn child(id: &str, name: &str, value: &[u8], version: u64, signer: &Keypair) -> Record {
-        Draft { key: keys::function(id, name), scope: id.into(), value: Some(value.to_vec()) }
+        Draft { key: file(id, name), scope: id.into(), value: Some(value.to_vec()) }
             .sign(version, signer)
             .unwrap()
     }
@@ -671,7 +695,7 @@ mod tests {
         let applied = store.apply(vec![root("new", &k.owner, 5, &k.operator)], None).unwrap();
         assert!(matches!(applied.rejected[0].1, Rejection::Unauthorized(_)));
 
-        assert_eq!(store.get(&keys::function("shop", "evil")).unwrap(), None);
+        assert_eq!(store.get(&file("shop", "evil")).unwrap(), None);
         assert_eq!(store.unauthorized, 6);
     }
 
@@ -867,6 +891,48 @@ mod tests {
     }
 
     #[test]
+    fn a_function_with_limits_out_of_range_is_refused() {
+        use tau_proto::tns::values::{Execution, Source, Trigger, TriggerKind};
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("tns.redb")).unwrap();
+        let k = keys();
+        let operator = op(&k);
+        store.apply(vec![root("shop", &k.owner, 1, &k.operator)], Some(&operator)).unwrap();
+        let function = |timeout_ms, memory_bytes| Function {
+            name: "f".into(),
+            description: String::new(),
+            trigger: Trigger {
+                kind: TriggerKind::Http,
+                method: "GET".into(),
+                paths: vec!["/".into()],
+            },
+            domains: vec!["shop.tau".into()],
+            source: Source {
+                file: "f.wasm".into(),
+                cid: tau_proto::hoarder::BlobId::of(b"f"),
+                size: 1,
+            },
+            execution: Execution { timeout_ms, memory_bytes, call: None },
+        };
+        let record = |value: Vec<u8>| {
+            Draft { key: keys::function("shop", "f"), scope: "shop".into(), value: Some(value) }
+                .sign(2, &k.owner)
+                .unwrap()
+        };
+        for (value, why) in [
+            (cbor::to_vec(&function(u64::MAX, 1 << 20)).unwrap(), "timeout"),
+            (cbor::to_vec(&function(0, 1 << 20)).unwrap(), "timeout"),
+            (cbor::to_vec(&function(1_000, u64::MAX)).unwrap(), "memory"),
+            (b"not a function".to_vec(), "does not hold a function"),
+        ] {
+            let refused = verdict(&mut store, vec![record(value)], &operator);
+            assert!(refused.contains(why), "{why}: {refused}");
+        }
+        let fine = cbor::to_vec(&function(1_000, 1 << 20)).unwrap();
+        assert_eq!(verdict(&mut store, vec![record(fine)], &operator), "");
+    }
+
+    #[test]
     fn a_tampered_record_is_forged_and_counted() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("tns.redb")).unwrap();
@@ -877,7 +943,7 @@ mod tests {
         let applied = store.apply(vec![tampered], Some(&op(&k))).unwrap();
         assert_eq!(applied.rejected[0].1, Rejection::Forged);
         assert_eq!(store.forged, 1);
-        assert_eq!(store.get(&keys::function("shop", "ping")).unwrap(), None);
+        assert_eq!(store.get(&file("shop", "ping")).unwrap(), None);
     }
 
     #[test]
@@ -920,8 +986,8 @@ mod tests {
         store.apply(vec![b.clone()], Some(&operator)).unwrap();
         let mut other = Store::open(&dir.path().join("other.redb")).unwrap();
         other.apply(vec![root("shop", &k.owner, 1, &k.operator), b, a], Some(&operator)).unwrap();
-        assert_eq!(store.get("/projects/shop/functions/tie").unwrap(), Some(winner.clone()));
-        assert_eq!(other.get("/projects/shop/functions/tie").unwrap(), Some(winner));
+        assert_eq!(store.get("/projects/shop/files/tie").unwrap(), Some(winner.clone()));
+        assert_eq!(other.get("/projects/shop/files/tie").unwrap(), Some(winner));
     }
 
     #[test]
@@ -982,7 +1048,7 @@ mod tests {
         let mut after = None;
         loop {
             let (page, next) =
-                store.list("/projects/shop/functions/", after.as_deref(), 10, false).unwrap();
+                store.list("/projects/shop/files/", after.as_deref(), 10, false).unwrap();
             keys_seen.extend(page.into_iter().map(|r| r.key));
             match next {
                 Some(next) => after = Some(next),

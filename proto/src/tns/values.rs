@@ -81,6 +81,25 @@ pub struct Execution {
     pub call: Option<String>,
 }
 
+impl Execution {
+    /// The longest timeout a function may ask for: 15 minutes.
+    pub const MAX_TIMEOUT_MS: u64 = 15 * 60 * 1000;
+    /// The most memory a function may ask for: 4 GiB.
+    pub const MAX_MEMORY: u64 = 4 << 30;
+
+    /// What is wrong with these limits, if anything: every registry node refuses a function
+    /// whose limits are out of range, and every substrate node cuts them to its own caps.
+    pub fn problem(&self) -> Option<&'static str> {
+        if !(1..=Self::MAX_TIMEOUT_MS).contains(&self.timeout_ms) {
+            return Some("a function's timeout must be more than 0 and at most 15m");
+        }
+        if !(1..=Self::MAX_MEMORY).contains(&self.memory_bytes) {
+            return Some("a function's memory must be more than 0 and at most 4GiB");
+        }
+        None
+    }
+}
+
 /// `/domains/<fqdn>`: the project that serves the domain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DomainClaim {

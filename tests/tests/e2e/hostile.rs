@@ -638,3 +638,108 @@ fn a_captured_vault_request_yields_nothing_to_whoever_replays_it() -> Result {
         Ok::<_, tau_tests::harness::Error>(())
     })
 }
+
+/// A function record's timeout and memory were taken as written (a timeout of `u64::MAX` ms was
+/// stored), no node capped them, and a request waiting for an instance slot waited without end.
+/// Now registry nodes refuse limits out of range, each node cuts a function's limits to its own
+/// caps, and a request that finds no slot within the node's `slot_wait` is answered 503.
+#[test]
+fn a_function_cannot_hold_a_node_past_its_caps() -> Result {
+    use tau_proto::tns::values::Function;
+    let dir = tempfile::tempdir()?;
+    let cloud = DevCloud::start(1, &dir.path().join("cloud"))?;
+    let key = create_project(&cloud.profile, dir.path(), "lab")?;
+    let project = dir.path().join("lab");
+    std::fs::create_dir_all(project.join("functions"))?;
+    std::fs::write(project.join("config.yaml"), "id: lab\nname: lab\n")?;
+    for name in ["faulty", "ping"] {
+        std::fs::copy(
+            tau_tests::harness::example_wasm(name)?,
+            project.join(format!("{name}.wasm")),
+        )?;
+        std::fs::write(
+            project.join(format!("functions/{name}.yaml")),
+            format!(
+                "id: {name}\ntrigger: {{type: http, method: GET, paths: [/]}}\n\
+                 domains: [{name}.lab.tau]\nsource: {name}.wasm\n\
+                 execution: {{timeout: 60s, memory: 64MB}}\n"
+            ),
+        )?;
+    }
+    tau_tests::harness::push_project(&cloud.profile, &project, &key, None)?;
+
+    // A registry node refuses a function whose record asks for a timeout out of range.
+    let owner = tau_proto::keyfile::read(&key)?;
+    let profile = profile_arg(&cloud);
+    let out = tau_node_ok(&[
+        "tns",
+        "get",
+        &keys::function("lab", "ping"),
+        "--cloud",
+        &profile,
+        "--json",
+    ])?;
+    let version =
+        serde_json::from_str::<serde_json::Value>(&out)?["version"].as_u64().ok_or("no version")?;
+    let node: libp2p::PeerId = cloud.peer_ids()?.first().ok_or("no node")?.parse()?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let answer = runtime.block_on(async {
+        let client = Client::connect(&CloudProfile::load(&cloud.profile)?).await?;
+        client.nodes().await?;
+        let record =
+            client.tns_record(node, &keys::function("lab", "ping")).await?.ok_or("no record")?;
+        let mut function: Function =
+            tau_proto::cbor::from_slice(record.value.as_deref().ok_or("deleted")?)?;
+        function.execution.timeout_ms = u64::MAX;
+        let draft = Draft {
+            key: record.key,
+            scope: "lab".into(),
+            value: Some(tau_proto::cbor::to_vec(&function)?),
+        };
+        let endless = draft.sign(version + 1, &owner).ok_or("cannot sign")?;
+        Ok::<_, tau_tests::harness::Error>(
+            client.call::<TnsProtocol>(node, TnsRequest::Put { records: vec![endless] }).await?,
+        )
+    })?;
+    let TnsResponse::Put(put) = answer else { return Err(format!("unexpected {answer:?}").into()) };
+    assert_eq!(put.stored, 0, "{put:?}");
+    assert!(put.rejected.iter().any(|(_, why)| why.contains("timeout must be")), "{put:?}");
+
+    // A node with one slot, a 1 s wait for it, and a 2 s cap on any function's time.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port().to_string();
+    let (_node, _) = rogue_node_with(
+        &cloud,
+        dir.path(),
+        &["--services", "substrate", "--http-port", &port],
+        "substrate:\n  max_instances: 1\n  slot_wait: 1s\n  max_timeout: 2s\n",
+    )?;
+    let gateway = format!("127.0.0.1:{port}");
+    wait_for(Duration::from_secs(30), "the capped node serves the function", || {
+        let answer = http(&gateway, "GET", "ping.lab.tau", "/", b"");
+        Ok(answer.is_ok_and(|a| a.status == 200).then_some(()))
+    })?;
+    wait_for(Duration::from_secs(30), "the capped node has the sleeper loaded", || {
+        let answer = http(&gateway, "GET", "faulty.lab.tau", "/", b"");
+        Ok(answer.is_ok_and(|a| a.status == 200).then_some(()))
+    })?;
+    // The sleeper asks for 60 s; the node cuts it to 2 s. While it holds the one slot, another
+    // request waits 1 s and is told to come back.
+    let sleeper = {
+        let gateway = gateway.clone();
+        std::thread::spawn(move || http(&gateway, "GET", "faulty.lab.tau", "/sleep", b""))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let busy = http(&gateway, "GET", "ping.lab.tau", "/", b"")?;
+    assert_eq!(busy.status, 503, "{}", busy.text());
+    assert!(
+        busy.text().contains("busy") && busy.header("retry-after") == Some("1"),
+        "{}",
+        busy.text()
+    );
+    let slept = sleeper.join().map_err(|_| "the sleeper panicked")??;
+    assert_eq!(slept.status, 504, "{}", slept.text());
+    assert!(slept.text().contains("timeout of 2s"), "{}", slept.text());
+    // The slot is free again.
+    assert_eq!(http(&gateway, "GET", "ping.lab.tau", "/", b"")?.status, 200);
+    Ok(())
+}

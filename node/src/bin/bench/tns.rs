@@ -51,7 +51,7 @@ fn records(
     (0..count)
         .map(|i| {
             let draft = Draft {
-                key: keys::function(id, &format!("{tag}-{i:05}")),
+                key: format!("/projects/{id}/files/{tag}-{i:05}"),
                 scope: id.into(),
                 value: Some(vec![b'v'; 100]),
             };
