@@ -106,6 +106,9 @@ pub async fn start(
             max_timeout: parts.config.max_timeout(),
             max_memory: parts.config.max_memory(),
             slot_wait: parts.config.slot_wait(),
+            header_timeout: parts.config.header_timeout(),
+            max_connections: parts.config.max_connections as usize,
+            max_connections_per_ip: parts.config.max_connections_per_ip as usize,
         },
         in_flight: in_flight.clone(),
     });

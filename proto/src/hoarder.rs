@@ -24,6 +24,18 @@ impl crate::protocol::Protocol for HoarderProtocol {
     type Request = HoarderRequest;
     type Response = HoarderResponse;
 
+    /// Replication, and waiting on a blob still being uploaded, are between hoarder nodes;
+    /// clients store, fetch, pin and list.
+    fn request_access(request: &HoarderRequest) -> crate::protocol::Access {
+        use crate::protocol::Access;
+        match request {
+            HoarderRequest::Replicate { .. }
+            | HoarderRequest::Manifest { in_progress: true, .. }
+            | HoarderRequest::Chunk { in_progress: true, .. } => Access::Role("hoarder"),
+            _ => Access::Anyone,
+        }
+    }
+
     fn refusal(response: &HoarderResponse) -> Option<&str> {
         match response {
             HoarderResponse::Error(message) => Some(message),

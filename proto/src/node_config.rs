@@ -147,6 +147,13 @@ pub struct SubstrateConfig {
     pub max_timeout: String,
     /// The most memory any function has on this node (`4GiB`): a larger limit is cut to it.
     pub max_memory: String,
+    /// How long a connection may take to send a request's headers, and may stay idle between
+    /// requests, before the gateway closes it (`10s`).
+    pub header_timeout: String,
+    /// The most gateway connections open at once; more are closed as they arrive.
+    pub max_connections: u32,
+    /// The most gateway connections open at once from one IP address.
+    pub max_connections_per_ip: u32,
 }
 
 impl Default for SubstrateConfig {
@@ -158,6 +165,9 @@ impl Default for SubstrateConfig {
             slot_wait: "10s".into(),
             max_timeout: "15m".into(),
             max_memory: "4GiB".into(),
+            header_timeout: "10s".into(),
+            max_connections: 10_000,
+            max_connections_per_ip: 256,
         }
     }
 }
@@ -190,6 +200,12 @@ impl SubstrateConfig {
             .unwrap_or(std::time::Duration::from_secs(15 * 60))
     }
 
+    /// How long the gateway waits for a request's headers (checked when the file was loaded).
+    pub fn header_timeout(&self) -> std::time::Duration {
+        humantime::parse_duration(&self.header_timeout)
+            .unwrap_or(std::time::Duration::from_secs(10))
+    }
+
     /// The most memory a function has here, bytes (checked when the file was loaded).
     pub fn max_memory(&self) -> u64 {
         self.max_memory.parse::<bytesize::ByteSize>().map_or(4 << 30, |size| size.as_u64())
@@ -204,6 +220,7 @@ impl SubstrateConfig {
             ("counter_retention", &self.counter_retention, SECOND),
             ("slot_wait", &self.slot_wait, MILLI),
             ("max_timeout", &self.max_timeout, MILLI),
+            ("header_timeout", &self.header_timeout, MILLI),
         ] {
             match humantime::parse_duration(value) {
                 Ok(d) if d >= least => {}
@@ -218,6 +235,15 @@ impl SubstrateConfig {
         }
         if self.max_instances == 0 || self.max_instances > 10_000 {
             return Some(("max_instances", "must be between 1 and 10000".into()));
+        }
+        if self.max_connections == 0 {
+            return Some(("max_connections", "must be at least 1".into()));
+        }
+        if self.max_connections_per_ip == 0 || self.max_connections_per_ip > self.max_connections {
+            return Some((
+                "max_connections_per_ip",
+                "must be at least 1 and at most max_connections".into(),
+            ));
         }
         match self.max_memory.parse::<bytesize::ByteSize>() {
             Ok(size) if size.as_u64() >= 1 << 20 => {}

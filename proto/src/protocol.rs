@@ -43,6 +43,15 @@ pub trait Protocol: Send + Sync + 'static {
     /// What the server answers.
     type Response: Serialize + DeserializeOwned + Send + 'static;
 
+    /// Who may send `request`: [`Protocol::ACCESS`], unless the protocol keeps some of its
+    /// requests to nodes (anti-entropy, replication) while clients call the rest. Checked once
+    /// the request is decoded; a request its caller may not send is closed unanswered, as a
+    /// protocol the caller may not call is.
+    fn request_access(request: &Self::Request) -> Access {
+        let _ = request;
+        Self::ACCESS
+    }
+
     /// The message of an answer that says the request failed, if this one does. The light
     /// client turns such an answer into an error that names the node.
     fn refusal(response: &Self::Response) -> Option<&str> {

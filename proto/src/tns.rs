@@ -23,6 +23,14 @@ impl crate::protocol::Protocol for TnsProtocol {
     type Request = TnsRequest;
     type Response = TnsResponse;
 
+    /// Anti-entropy is between tns nodes; clients read and write.
+    fn request_access(request: &TnsRequest) -> crate::protocol::Access {
+        match request {
+            TnsRequest::Sync { .. } => crate::protocol::Access::Role("tns"),
+            _ => crate::protocol::Access::Anyone,
+        }
+    }
+
     fn refusal(response: &TnsResponse) -> Option<&str> {
         match response {
             TnsResponse::Error(message) => Some(message),

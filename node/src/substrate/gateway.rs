@@ -56,6 +56,57 @@ pub struct Caps {
     pub max_memory: u64,
     /// How long a request waits for a free slot.
     pub slot_wait: Duration,
+    /// How long a connection may take to send a request's headers, or idle between requests.
+    pub header_timeout: Duration,
+    /// The most connections open at once.
+    pub max_connections: usize,
+    /// The most connections open at once from one IP address.
+    pub max_connections_per_ip: usize,
+}
+
+/// The gateway's open connections per source address; a connection counts until its guard
+/// drops.
+#[derive(Default)]
+struct Open {
+    by_ip: std::collections::HashMap<std::net::IpAddr, usize>,
+    total: usize,
+}
+
+/// One open connection, counted in [`Open`] while it lives.
+struct OpenConnection {
+    open: Arc<std::sync::Mutex<Open>>,
+    ip: std::net::IpAddr,
+}
+
+impl Open {
+    /// Counts a connection from `ip`, unless that would pass a cap.
+    fn take(
+        open: &Arc<std::sync::Mutex<Self>>,
+        ip: std::net::IpAddr,
+        caps: &Caps,
+    ) -> Option<OpenConnection> {
+        let mut this = open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mine = this.by_ip.get(&ip).copied().unwrap_or(0);
+        if this.total >= caps.max_connections || mine >= caps.max_connections_per_ip {
+            return None;
+        }
+        this.total += 1;
+        this.by_ip.insert(ip, mine + 1);
+        Some(OpenConnection { open: open.clone(), ip })
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        open.total = open.total.saturating_sub(1);
+        if let Some(n) = open.by_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.by_ip.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// How long a stopping gateway waits for the requests it is serving.
@@ -65,6 +116,8 @@ pub const FINISH: Duration = Duration::from_secs(10);
 /// is serving ([`FINISH`] at most) and close, and returns when they have.
 pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, shutdown: CancellationToken) {
     let mut connections = tokio::task::JoinSet::new();
+    let open = Arc::new(std::sync::Mutex::new(Open::default()));
+    let mut refused: u64 = 0;
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -80,16 +133,28 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, shutdown: Cance
                 }
             },
         };
+        let Some(counted) = Open::take(&open, peer.ip(), &gateway.caps) else {
+            // Closed at once: past the node's caps on connections, in all or from this address.
+            refused += 1;
+            if refused.is_power_of_two() {
+                tracing::warn!(%peer, refused, "gateway connection refused: too many open");
+            }
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let gateway = gateway.clone();
         let shutdown = shutdown.clone();
         connections.spawn(async move {
+            let _counted = counted;
+            let header_timeout = gateway.caps.header_timeout;
             let service = hyper::service::service_fn(move |request| {
                 let gateway = gateway.clone();
                 async move { Ok::<_, Infallible>(gateway.handle(request).await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout)
                 .serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
             let result = tokio::select! {
@@ -321,6 +386,29 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Counted<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connections_are_capped_in_all_and_per_address() {
+        let caps = Caps {
+            max_timeout: Duration::from_secs(1),
+            max_memory: 1,
+            slot_wait: Duration::from_secs(1),
+            header_timeout: Duration::from_secs(1),
+            max_connections: 3,
+            max_connections_per_ip: 2,
+        };
+        let open = Arc::new(std::sync::Mutex::new(Open::default()));
+        let (a, b, c): (std::net::IpAddr, std::net::IpAddr, std::net::IpAddr) =
+            ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap(), "10.0.0.3".parse().unwrap());
+        let first = Open::take(&open, a, &caps).unwrap();
+        let _second = Open::take(&open, a, &caps).unwrap();
+        assert!(Open::take(&open, a, &caps).is_none(), "two per address");
+        let _third = Open::take(&open, b, &caps).unwrap();
+        assert!(Open::take(&open, c, &caps).is_none(), "three in all");
+        drop(first);
+        let _fourth = Open::take(&open, c, &caps).expect("a closed connection frees its place");
+        assert!(Open::take(&open, a, &caps).is_none());
+    }
 
     #[test]
     fn hosts_are_normalized() {

@@ -22,10 +22,16 @@ const PUSH_BATCH: usize = 500;
 /// How often the loop looks for new tns peers (it syncs with a new one at once).
 const PEER_CHECK: Duration = Duration::from_millis(250);
 
+/// How soon a new peer is tried again after a round with it failed (it may not yet know this
+/// node is admitted, and refuse it until it does).
+const PEER_RETRY: Duration = Duration::from_secs(1);
+
 pub(super) async fn run(shared: Arc<Shared>, handle: p2p::Handle, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(PEER_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Peers synced with since they (re)appeared, and when each new peer was last tried.
     let mut seen: HashSet<PeerId> = HashSet::new();
+    let mut tried: HashMap<PeerId, Instant> = HashMap::new();
     let mut turn = 0usize;
     let mut last_round = Instant::now();
     loop {
@@ -43,9 +49,16 @@ pub(super) async fn run(shared: Arc<Shared>, handle: p2p::Handle, shutdown: Canc
             continue;
         }
         tns_peers.sort();
-        // A peer not seen last time (new, or back) goes at once: it may have missed the most.
-        // Otherwise one peer in turn every SYNC_INTERVAL.
-        let peer = match tns_peers.iter().find(|p| !seen.contains(p)) {
+        // A peer gone and back counts as new again.
+        seen.retain(|p| tns_peers.contains(p));
+        tried.retain(|p, _| tns_peers.contains(p));
+        // A new peer (or one back) goes at once, each of them, and again a second after a
+        // failed round until one succeeds: it may have missed the most. Otherwise one peer in
+        // turn every SYNC_INTERVAL.
+        let fresh = tns_peers.iter().find(|p| {
+            !seen.contains(p) && tried.get(p).is_none_or(|at| at.elapsed() >= PEER_RETRY)
+        });
+        let peer = match fresh {
             Some(peer) => *peer,
             None if last_round.elapsed() >= SYNC_INTERVAL => {
                 turn = turn.wrapping_add(1);
@@ -54,12 +67,13 @@ pub(super) async fn run(shared: Arc<Shared>, handle: p2p::Handle, shutdown: Canc
             None => continue,
         };
         last_round = Instant::now();
-        seen = tns_peers.into_iter().collect();
+        tried.insert(peer, last_round);
         let started = Instant::now();
         tokio::select! {
             _ = shutdown.cancelled() => break,
             result = sync_with(&shared, &handle, peer) => match result {
                 Ok((pulled, pushed)) => {
+                    seen.insert(peer);
                     if let Ok(mut last) = shared.last_sync.lock() {
                         last.insert(peer, Instant::now());
                     }

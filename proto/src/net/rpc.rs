@@ -119,6 +119,10 @@ pub enum CallError {
     /// The service has stopped taking requests.
     #[error("the service has stopped")]
     Stopped,
+    /// The peer may not send this request (it is for nodes the operator admitted): it was
+    /// closed unanswered.
+    #[error("the request is for admitted nodes only")]
+    NotAdmitted,
 }
 
 /// A call for one protocol, encoded and within the protocol's request limit, ready to be handed
@@ -225,8 +229,9 @@ async fn exchange(
 /// the request.
 type Answering = BoxFuture<'static, Option<Result<Vec<u8>, CallError>>>;
 
-/// Takes a request's bytes from a peer and gives them to the service.
-type Accept = dyn Fn(PeerId, &[u8]) -> Result<Answering, CallError> + Send + Sync;
+/// Takes a request's bytes from a peer and gives them to the service, if who is admitted lets
+/// the peer send it.
+type Accept = dyn Fn(PeerId, &[u8], &Admitted) -> Result<Answering, CallError> + Send + Sync;
 
 /// A served protocol as the connections see it: its limits and where its requests go.
 #[derive(Clone)]
@@ -241,9 +246,12 @@ pub struct Route {
 /// The route of protocol `P` to a service's `inbox`: each request is decoded and handed over
 /// with a oneshot for the answer; a full inbox refuses the request.
 pub fn route<P: Protocol>(inbox: mpsc::Sender<Inbound<P::Request, P::Response>>) -> Route {
-    let accept = move |peer: PeerId, bytes: &[u8]| -> Result<Answering, CallError> {
+    let accept = move |peer: PeerId, bytes: &[u8], admitted: &Admitted| {
         let request: P::Request = cbor::from_slice(bytes)
             .map_err(|e| CallError::Decode { what: "request", reason: e.to_string() })?;
+        if !admitted.allows(P::request_access(&request), &peer) {
+            return Err(CallError::NotAdmitted);
+        }
         let (reply, response) = oneshot::channel();
         inbox.try_send(Inbound { peer, request, reply }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => CallError::Busy,
@@ -296,9 +304,14 @@ impl Drop for InFlight {
 }
 
 /// Reads one request, has the service answer it, and writes the answer.
-async fn answer(route: Route, peer: PeerId, mut stream: Stream) -> Result<(), CallError> {
+async fn answer(
+    route: Route,
+    peer: PeerId,
+    admitted: Admitted,
+    mut stream: Stream,
+) -> Result<(), CallError> {
     let request = read_limited(&mut stream, route.max_request, "request").await?;
-    let Some(answer) = (route.accept)(peer, &request)?.await else {
+    let Some(answer) = (route.accept)(peer, &request, &admitted)?.await else {
         // The service dropped the request: the stream closes unanswered.
         return Ok(());
     };
@@ -484,14 +497,14 @@ pub struct Handler {
 impl Handler {
     fn answer_inbound(&mut self, protocol: StreamProtocol, stream: Stream) {
         let peer = self.peer;
-        let route = {
+        let (route, admitted) = {
             let served = served(&self.served);
             let Some(route) = served.routes.get(&protocol) else { return };
             if !served.admitted.allows(route.access, &peer) {
                 tracing::debug!(%peer, %protocol, "not admitted for the protocol: refused");
                 return;
             }
-            route.clone()
+            (route.clone(), served.admitted.clone())
         };
         let Some(in_flight) = InFlight::take(&route.in_flight, peer) else {
             tracing::warn!(%peer, %protocol, "too many requests in flight: refused");
@@ -501,10 +514,13 @@ impl Handler {
         self.streams.push(
             async move {
                 let _in_flight = in_flight;
-                match tokio::time::timeout(timeout, answer(route, peer, stream)).await {
+                match tokio::time::timeout(timeout, answer(route, peer, admitted, stream)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(error @ (CallError::Busy | CallError::Stopped))) => {
                         tracing::warn!(%peer, %protocol, %error, "request dropped")
+                    }
+                    Ok(Err(CallError::NotAdmitted)) => {
+                        tracing::debug!(%peer, %protocol, "not admitted for the request: refused")
                     }
                     Ok(Err(error)) => {
                         tracing::debug!(%peer, %protocol, %error, "inbound request failed")

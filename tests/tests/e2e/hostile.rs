@@ -743,3 +743,93 @@ fn a_function_cannot_hold_a_node_past_its_caps() -> Result {
     assert_eq!(http(&gateway, "GET", "ping.lab.tau", "/", b"")?.status, 200);
     Ok(())
 }
+
+/// Anti-entropy (`Sync`) and replication (`Replicate`, reads of a blob still being uploaded) are
+/// between nodes, yet any client could send them: read every bucket's summaries in one call, or
+/// have a node fetch a blob from any peer the client named. Now a client's such request is closed
+/// unanswered, while the same node answers the client's ordinary requests and the nodes still
+/// sync with each other.
+#[test]
+fn requests_between_nodes_are_refused_to_clients() -> Result {
+    use tau_proto::hoarder::{BlobId, HoarderProtocol, HoarderRequest};
+    let dir = tempfile::tempdir()?;
+    let cloud = DevCloud::start(2, &dir.path().join("cloud"))?;
+    let node: libp2p::PeerId = cloud.peer_ids()?.first().ok_or("no node")?.parse()?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let client = Client::connect(&CloudProfile::load(&cloud.profile)?).await?;
+        client.nodes().await?;
+        let digests = vec![[0u8; 32]; tau_proto::tns::BUCKETS];
+        let sync = client.call::<TnsProtocol>(node, TnsRequest::Sync { digests }).await;
+        assert!(
+            sync.is_err() && !matches!(sync, Err(ClientError::Remote { .. })),
+            "a client's anti-entropy request was answered: {sync:?}"
+        );
+        let from = node;
+        let cid = BlobId::of(b"anything");
+        let replicate =
+            client.call::<HoarderProtocol>(node, HoarderRequest::Replicate { cid, from }).await;
+        assert!(
+            replicate.is_err() && !matches!(replicate, Err(ClientError::Remote { .. })),
+            "a client's replication request was answered: {replicate:?}"
+        );
+        let waiting = HoarderRequest::Manifest { cid, in_progress: true };
+        let waiting = client.call::<HoarderProtocol>(node, waiting).await;
+        assert!(
+            waiting.is_err() && !matches!(waiting, Err(ClientError::Remote { .. })),
+            "a client's wait on an upload was answered: {waiting:?}"
+        );
+        // The client's own requests are answered as before.
+        let status = client.call::<TnsProtocol>(node, TnsRequest::Status).await?;
+        assert!(matches!(status, TnsResponse::Status(_)), "{status:?}");
+        Ok::<_, tau_tests::harness::Error>(())
+    })?;
+    // The nodes still sync: a record written to one reaches the other.
+    create_project(&cloud.profile, dir.path(), "later")?;
+    wait_for(Duration::from_secs(30), "both nodes hold the new project", || {
+        Ok(converged(&tns_status(&cloud.profile)?, 2).then_some(()))
+    })?;
+    Ok(())
+}
+
+/// 500 half-sent requests stayed open past 70 s: the gateway had no header timeout and no cap on
+/// connections. Now a connection that sends no complete headers within the node's
+/// `header_timeout` is closed, and one past the caps (in all, or from one address) is closed as
+/// it arrives; the gateway answers again once they are gone.
+#[test]
+fn half_sent_requests_cannot_hold_a_gateway() -> Result {
+    use std::io::{ErrorKind, Read, Write};
+    let dir = tempfile::tempdir()?;
+    let cloud = DevCloud::start(1, &dir.path().join("cloud"))?;
+    push_ping_project(&cloud, dir.path(), "lab")?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port().to_string();
+    let (_node, _) = rogue_node_with(
+        &cloud,
+        dir.path(),
+        &["--services", "substrate", "--http-port", &port],
+        "substrate:\n  header_timeout: 1s\n  max_connections_per_ip: 20\n",
+    )?;
+    let gateway = format!("127.0.0.1:{port}");
+    wait_for(Duration::from_secs(30), "the node serves the function", || {
+        let answer = http(&gateway, "GET", "ping.lab.tau", "/ping", b"");
+        Ok(answer.is_ok_and(|a| a.status == 200).then_some(()))
+    })?;
+    let mut streams = Vec::new();
+    for _ in 0..30 {
+        let mut stream = std::net::TcpStream::connect(&gateway)?;
+        stream.write_all(b"GET /ping HTTP/1.1\r\nHost: ping.lab.tau\r\n")?;
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        streams.push(stream);
+    }
+    for (i, stream) in streams.iter_mut().enumerate() {
+        let mut answer = Vec::new();
+        match stream.read_to_end(&mut answer) {
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) => {}
+            Err(e) => panic!("half-sent request {i} still holds its connection after 20 s: {e}"),
+        }
+    }
+    let answer = http(&gateway, "GET", "ping.lab.tau", "/ping", b"")?;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    Ok(())
+}

@@ -56,13 +56,17 @@ fn taucorder_json_commands_show_what_the_nodes_hold() -> Result {
     })?;
     assert_eq!(ids(&nodes, "/heartbeat/peer"), all, "{nodes}");
 
-    // TNS: the same records as the node's own CLI reads, and one of them whole.
-    let listed = taucorder(&cloud, &["tns", "list", "/"])?;
-    let theirs: serde_json::Value =
-        serde_json::from_str(&tau_node_ok(&["tns", "list", "/", "--json", "--cloud", &profile])?)?;
-    let keys = ids(&listed, "/key");
+    // TNS: the same records as the node's own CLI reads (each may ask another node: once the
+    // registry has converged), and one of them whole.
+    let (keys, _) =
+        wait_for(Duration::from_secs(30), "taucorder lists what tau-node lists", || {
+            let listed = ids(&taucorder(&cloud, &["tns", "list", "/"])?, "/key");
+            let theirs: serde_json::Value = serde_json::from_str(&tau_node_ok(&[
+                "tns", "list", "/", "--json", "--cloud", &profile,
+            ])?)?;
+            Ok((listed == ids(&theirs, "/key")).then_some(listed))
+        })?;
     assert!(!keys.is_empty(), "the dev cloud publishes the vault key set and registrars");
-    assert_eq!(keys, ids(&theirs, "/key"));
     let key = &keys[0];
     let record = taucorder(&cloud, &["tns", "get", key])?;
     let expected: serde_json::Value =
