@@ -50,6 +50,32 @@ impl crate::protocol::Topic for TnsTopic {
 pub const BUCKETS: usize = 256;
 /// The most records a `List` page or a `Get` answer holds.
 pub const MAX_PAGE: u32 = 1_000;
+/// The most bytes of records a `List` page, a `Get` answer or a batch of records sent at once
+/// holds (a single record larger than this goes alone): 1,000 records of 256 KB each would pass
+/// every message limit.
+pub const MAX_PAGE_BYTES: usize = 4 << 20;
+
+/// `records` in order, cut into batches of at most [`MAX_PAGE`] records and `max_bytes` bytes
+/// ([`Record::size`]; a larger record goes alone).
+pub fn batches(records: Vec<Record>, max_bytes: usize) -> Vec<Vec<Record>> {
+    let mut batches = Vec::new();
+    let mut batch: Vec<Record> = Vec::new();
+    let mut size = 0;
+    for record in records {
+        let record_size = record.size();
+        let full = batch.len() >= MAX_PAGE as usize || size + record_size > max_bytes;
+        if full && !batch.is_empty() {
+            batches.push(std::mem::take(&mut batch));
+            size = 0;
+        }
+        size += record_size;
+        batch.push(record);
+    }
+    if !batch.is_empty() {
+        batches.push(batch);
+    }
+    batches
+}
 
 /// The bucket of a key: the first byte of its BLAKE3 hash.
 pub fn bucket(key: &str) -> usize {

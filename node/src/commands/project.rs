@@ -157,14 +157,12 @@ async fn put(
         .map(|d| d.sign(version, key).context("the key is not an ed25519 key"))
         .collect::<anyhow::Result<_>>()?;
     let mut total = PutOutcome::default();
-    for chunk in records.chunks(1_000) {
-        let outcome = match client
-            .call::<TnsProtocol>(node, TnsRequest::Put { records: chunk.to_vec() })
-            .await?
-        {
-            TnsResponse::Put(outcome) => outcome,
-            other => bail!("{node} gave an unexpected answer to Put: {other:?}"),
-        };
+    for chunk in tau_proto::tns::batches(records, tau_proto::tns::MAX_PAGE_BYTES) {
+        let outcome =
+            match client.call::<TnsProtocol>(node, TnsRequest::Put { records: chunk }).await? {
+                TnsResponse::Put(outcome) => outcome,
+                other => bail!("{node} gave an unexpected answer to Put: {other:?}"),
+            };
         total.stored += outcome.stored;
         total.unchanged += outcome.unchanged;
         total.rejected.extend(outcome.rejected);

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use tau_proto::cbor;
-use tau_proto::tns::{BUCKETS, MAX_PAGE, PutOutcome, Record, TnsRequest, TnsResponse, TnsStatus};
+use tau_proto::tns::{
+    BUCKETS, MAX_PAGE, MAX_PAGE_BYTES, PutOutcome, Record, TnsRequest, TnsResponse, TnsStatus,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -51,11 +53,20 @@ pub(super) fn answer(shared: &Shared, request: TnsRequest) -> (TnsResponse, Vec<
             if keys.len() > MAX_PAGE as usize {
                 return error(&format!("at most {MAX_PAGE} keys per Get"));
             }
+            // The records in the order asked, up to MAX_PAGE_BYTES: an asker that got fewer
+            // asks again for the rest.
             let store = shared.store();
             let mut found = Vec::with_capacity(keys.len());
+            let mut size = 0;
             for key in &keys {
                 match store.get(key) {
-                    Ok(Some(record)) => found.push(record),
+                    Ok(Some(record)) => {
+                        size += record.size();
+                        if size > MAX_PAGE_BYTES && !found.is_empty() {
+                            break;
+                        }
+                        found.push(record);
+                    }
                     Ok(None) => {}
                     Err(e) => return error(&e),
                 }
@@ -157,18 +168,7 @@ fn receive(shared: &Shared, data: &[u8]) -> Verdict {
 
 /// Publishes stored records on the tns topic, in messages under the gossip size limit.
 pub(super) async fn publish(handle: &p2p::Handle, records: Vec<Record>) {
-    let mut batch: Vec<Record> = Vec::new();
-    let mut size = 0;
-    for record in records {
-        let record_size = record.key.len() + record.value.as_ref().map_or(0, Vec::len) + 200;
-        if size + record_size > GOSSIP_BATCH && !batch.is_empty() {
-            send(handle, std::mem::take(&mut batch)).await;
-            size = 0;
-        }
-        size += record_size;
-        batch.push(record);
-    }
-    if !batch.is_empty() {
+    for batch in tau_proto::tns::batches(records, GOSSIP_BATCH) {
         send(handle, batch).await;
     }
 }

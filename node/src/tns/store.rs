@@ -12,7 +12,9 @@ use tau_proto::cbor;
 use tau_proto::identity::WriterKey;
 use tau_proto::tns::keys::{self, Authority};
 use tau_proto::tns::values::{CloudNames, DomainClaim, Function, ProjectRoot, Registrar, Route};
-use tau_proto::tns::{BUCKETS, Digest, MAX_CLOCK_AHEAD, MAX_PAGE, Record, Summary, bucket};
+use tau_proto::tns::{
+    BUCKETS, Digest, MAX_CLOCK_AHEAD, MAX_PAGE, MAX_PAGE_BYTES, Record, Summary, bucket,
+};
 
 use crate::db::{Db, DbError, Failure};
 
@@ -280,8 +282,9 @@ impl Store {
         })
     }
 
-    /// Up to `limit` records whose keys start with `prefix` and come after `after`, in key
-    /// order, and the key to continue after if there are more.
+    /// Up to `limit` records (and [`MAX_PAGE_BYTES`], at least one) whose keys start with
+    /// `prefix` and come after `after`, in key order, and the key to continue after if there
+    /// are more.
     pub fn list(
         &self,
         prefix: &str,
@@ -294,6 +297,7 @@ impl Store {
         self.db.read(|txn| {
             let table = txn.open_table(RECORDS)?;
             let mut records = Vec::new();
+            let mut size = 0;
             for entry in table.range(start..)? {
                 let (key, value) = entry?;
                 let key = key.value();
@@ -307,7 +311,8 @@ impl Store {
                 if !tombstones && record.is_tombstone() {
                     continue;
                 }
-                if records.len() == limit {
+                size += record.size();
+                if records.len() == limit || (size > MAX_PAGE_BYTES && !records.is_empty()) {
                     let next = records.last().map(|r: &Record| r.key.clone());
                     return Ok((records, next));
                 }
@@ -1057,5 +1062,37 @@ mod tests {
         }
         assert_eq!(keys_seen.len(), 25);
         assert!(keys_seen.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn a_page_stops_at_its_byte_limit_and_batches_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("tns.redb")).unwrap();
+        let k = keys();
+        let big = vec![7u8; 250_000];
+        let mut batch = vec![root("shop", &k.owner, 1, &k.operator)];
+        batch.extend((0..40).map(|i| child("shop", &format!("f{i:02}"), &big, 2, &k.owner)));
+        store.apply(batch.clone(), Some(&op(&k))).unwrap();
+        let (mut seen, mut after, mut pages) = (0, None, 0);
+        loop {
+            let (page, next) =
+                store.list("/projects/shop/files/", after.as_deref(), MAX_PAGE, false).unwrap();
+            let bytes: usize = page.iter().map(Record::size).sum();
+            assert!(bytes <= MAX_PAGE_BYTES, "a page of {bytes} bytes");
+            seen += page.len();
+            pages += 1;
+            match next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!((seen, pages), (40, 3), "40 records of 250 KB in pages of at most 4 MiB");
+        let batches = tau_proto::tns::batches(batch, MAX_PAGE_BYTES);
+        assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 41);
+        assert!(
+            batches.iter().all(|b| b.iter().map(Record::size).sum::<usize>() <= MAX_PAGE_BYTES)
+        );
+        let one = vec![child("shop", "huge", &[0; 300_000], 3, &k.owner)];
+        assert_eq!(tau_proto::tns::batches(one, 1_000).len(), 1, "a larger record goes alone");
     }
 }

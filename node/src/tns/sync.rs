@@ -8,16 +8,13 @@ use std::time::{Duration, Instant};
 use tau_proto::tns::TnsProtocol;
 
 use libp2p::PeerId;
-use tau_proto::tns::{MAX_PAGE, Record, TnsRequest, TnsResponse};
+use tau_proto::tns::{MAX_PAGE, MAX_PAGE_BYTES, Record, TnsRequest, TnsResponse};
 use tokio_util::sync::CancellationToken;
 
 use super::store::precedence;
 use super::{SYNC_INTERVAL, Shared};
 use crate::db::DbError;
 use crate::p2p;
-
-/// Records pushed per `Put`.
-const PUSH_BATCH: usize = 500;
 
 /// How often the loop looks for new tns peers (it syncs with a new one at once).
 const PEER_CHECK: Duration = Duration::from_millis(250);
@@ -150,19 +147,29 @@ pub(super) async fn sync_with(
     };
     let mut pulled = 0;
     for keys in pull.chunks(MAX_PAGE as usize) {
-        let records =
-            match handle.call::<TnsProtocol>(peer, TnsRequest::Get { keys: keys.to_vec() }).await {
+        // An answer holds at most MAX_PAGE_BYTES: ask again for what it left out.
+        let mut keys: Vec<String> = keys.to_vec();
+        while !keys.is_empty() {
+            let request = TnsRequest::Get { keys: keys.clone() };
+            let records = match handle.call::<TnsProtocol>(peer, request).await {
                 Ok(TnsResponse::Records(records)) => records,
                 Ok(other) => return Err(unexpected("Get", &other)),
                 Err(e) => return Err(e.into()),
             };
-        let applied = shared.apply(records)?;
-        pulled += applied.stored.len();
+            let got: HashSet<&str> = records.iter().map(|r| r.key.as_str()).collect();
+            let before = keys.len();
+            keys.retain(|key| !got.contains(key.as_str()));
+            let progressed = keys.len() < before;
+            let applied = shared.apply(records)?;
+            pulled += applied.stored.len();
+            if !progressed {
+                break;
+            }
+        }
     }
     let pushed = push.len();
-    for records in push.chunks(PUSH_BATCH) {
-        match handle.call::<TnsProtocol>(peer, TnsRequest::Put { records: records.to_vec() }).await
-        {
+    for records in tau_proto::tns::batches(push, MAX_PAGE_BYTES) {
+        match handle.call::<TnsProtocol>(peer, TnsRequest::Put { records }).await {
             Ok(TnsResponse::Put(_)) => {}
             Ok(other) => return Err(unexpected("Put", &other)),
             Err(e) => return Err(e.into()),

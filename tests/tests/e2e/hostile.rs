@@ -833,3 +833,68 @@ fn half_sent_requests_cannot_hold_a_gateway() -> Result {
     assert_eq!(answer.status, 200, "{}", answer.text());
     Ok(())
 }
+
+/// Pages and batches counted records, not bytes: a project of records near the 256 KB value
+/// limit made `tns list` fail (a page past the answer limit) and a node that was down never
+/// caught up (anti-entropy batches past the request and answer limits). Now pages, `Get`
+/// answers and pushed batches stop at 4 MiB.
+#[test]
+fn large_records_page_and_sync_within_the_message_limits() -> Result {
+    let dir = tempfile::tempdir()?;
+    let cloud = DevCloud::start(2, &dir.path().join("cloud"))?;
+    let owner = tau_proto::keyfile::read(&create_project(&cloud.profile, dir.path(), "big")?)?;
+    let ids: Vec<libp2p::PeerId> =
+        cloud.peer_ids()?.iter().map(|p| p.parse()).collect::<std::result::Result<_, _>>()?;
+    wait_for(Duration::from_secs(30), "both nodes hold the project", || {
+        Ok(converged(&tns_status(&cloud.profile)?, 2).then_some(()))
+    })?;
+    // Node 1 is down while 300 records of 250 KB (75 MB) are written to node 0.
+    let pid = cloud.node_pid(1)?;
+    tau_tests::harness::signal(pid, tau_tests::harness::Signal::SIGTERM);
+    wait_for(Duration::from_secs(10), "node 1 stops", || {
+        Ok((!tau_tests::harness::alive(pid)).then_some(()))
+    })?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let client = runtime.block_on(Client::connect(&CloudProfile::load(&cloud.profile)?))?;
+    runtime.block_on(async {
+        let clock = match client.call::<TnsProtocol>(ids[0], TnsRequest::Status).await? {
+            TnsResponse::Status(status) => status.clock,
+            other => return Err(format!("unexpected answer {other:?}").into()),
+        };
+        let records = (0..300)
+            .map(|i| {
+                let value = vec![(i % 251) as u8; 250_000];
+                Draft {
+                    key: format!("/projects/big/files/{i:03}"),
+                    scope: "big".into(),
+                    value: Some(value),
+                }
+                .sign(clock + 1, &owner)
+                .ok_or("cannot sign")
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        for batch in records.chunks(40) {
+            let request = TnsRequest::Put { records: batch.to_vec() };
+            match client.call::<TnsProtocol>(ids[0], request).await? {
+                TnsResponse::Put(put) if put.stored as usize == batch.len() => {}
+                other => return Err(format!("unexpected answer {other:?}").into()),
+            }
+        }
+        Ok::<_, tau_tests::harness::Error>(())
+    })?;
+    // Listed in pages (the light client and `tau-node tns list` read them the same way).
+    let listed = |node: libp2p::PeerId| -> Result<usize> {
+        let records = runtime.block_on(client.tns_list(node, "/projects/big/files/", false))?;
+        Ok(records.len())
+    };
+    assert_eq!(listed(ids[0])?, 300, "node 0 lists every record");
+    // Node 1 comes back and catches up by anti-entropy.
+    let _node1 = tau_tests::harness::run_node(
+        &cloud.dir.join("node-1/node.yaml"),
+        &cloud.dir.join("node-1/restart.log"),
+    )?;
+    wait_for(Duration::from_secs(90), "node 1 catches up", || {
+        Ok((listed(ids[1]).unwrap_or(0) == 300).then_some(()))
+    })?;
+    Ok(())
+}
