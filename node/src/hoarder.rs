@@ -167,6 +167,11 @@ impl Asker for p2p::Handle {
 pub struct Local(Arc<BlobStore>);
 
 impl Local {
+    /// The size of blob `cid`, from its manifest, if this node holds it.
+    pub fn size(&self, cid: &tau_proto::hoarder::BlobId) -> Option<u64> {
+        Some(self.0.manifest(cid).ok()??.size)
+    }
+
     /// The whole blob `cid`, if this node holds it (each chunk is checked as it is read).
     pub fn read(&self, cid: &tau_proto::hoarder::BlobId) -> Option<Vec<u8>> {
         let manifest = self.0.manifest(cid).ok()??;

@@ -75,7 +75,12 @@ impl Functions {
                 "the component is {size} bytes, more than the {MAX_COMPONENT} a node runs"
             ))));
         }
-        let wasm = Arc::new(self.fetch(cid).await?);
+        let wasm = match self.fetch(cid, size).await {
+            Ok(wasm) => Arc::new(wasm),
+            // The blob is not the size its record names: that never changes for a CID.
+            Err(e @ LoadError::Invalid(_)) => return Ok(Err(e)),
+            Err(e) => return Err(e),
+        };
         let fetched = started.elapsed();
         let (engine, bytes) = (self.engine.clone(), wasm.clone());
         let baseline = tokio::task::spawn_blocking(move || engine.compile_baseline(&bytes))
@@ -125,9 +130,19 @@ impl Functions {
     }
 
     /// The component's bytes: from the local store, else from the first hoarder peer that has
-    /// them (every chunk and the whole are checked against the CID).
-    async fn fetch(&self, cid: BlobId) -> Result<Vec<u8>, LoadError> {
+    /// them (every chunk and the whole are checked against the CID). The blob's manifest must
+    /// give the `size` its function record names (which the caller bounded) before a byte of it
+    /// is read: a record cannot make the node take in a larger blob.
+    async fn fetch(&self, cid: BlobId, size: u64) -> Result<Vec<u8>, LoadError> {
+        let wrong_size = |actual: u64| {
+            LoadError::Invalid(format!(
+                "blob {cid} holds {actual} bytes, not the {size} its function record names"
+            ))
+        };
         if let Some(local) = &self.local {
+            if let Some(actual) = local.size(&cid).filter(|actual| *actual != size) {
+                return Err(wrong_size(actual));
+            }
             let local = local.clone();
             let read = tokio::task::spawn_blocking(move || local.read(&cid)).await;
             if let Ok(Some(bytes)) = read {
@@ -155,6 +170,9 @@ impl Functions {
                     continue;
                 }
             };
+            if manifest.size != size {
+                return Err(wrong_size(manifest.size));
+            }
             let mut bytes = Vec::new();
             let fetched =
                 transfer::download_chunks(&self.handle, peer.peer_id, cid, &manifest, &mut bytes);

@@ -144,11 +144,16 @@ fn a_blob_survives_dying_holders_and_comes_back_whole() -> Result {
         })
         .collect::<Result<_>>()?;
     // Every node answers for its own disk: exactly three copies remain, on live nodes.
+    // A node just restarted may not serve its protocols yet: connect once the cloud answers.
     let runtime = tokio::runtime::Runtime::new()?;
-    let client = runtime.block_on(async {
-        let client = Client::connect(&CloudProfile::load(&profile)?).await?;
-        client.nodes().await?;
-        Ok::<_, tau_tests::harness::Error>(client)
+    let (client, _) = wait_for(Duration::from_secs(30), "the cloud answers a client", || {
+        Ok(runtime
+            .block_on(async {
+                let client = Client::connect(&CloudProfile::load(&profile)?).await?;
+                client.nodes().await?;
+                Ok::<_, tau_tests::harness::Error>(client)
+            })
+            .ok())
     })?;
     let blob_id: tau_proto::hoarder::BlobId = cid.parse()?;
     let copies = || -> Result<usize> {

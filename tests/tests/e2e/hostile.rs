@@ -898,3 +898,78 @@ fn large_records_page_and_sync_within_the_message_limits() -> Result {
     })?;
     Ok(())
 }
+
+/// Substrate checked the size a function record names, and then read whatever blob the CID
+/// named, of any size, into memory. Now the blob's manifest must give the record's size (which
+/// the node bounds) before a byte of it is fetched.
+#[test]
+fn a_function_record_cannot_make_a_node_fetch_a_larger_blob() -> Result {
+    use tau_proto::tns::values::{
+        DomainClaim, Execution, Function, Route, Source, Trigger, TriggerKind,
+    };
+    let dir = tempfile::tempdir()?;
+    let cloud = DevCloud::start(1, &dir.path().join("cloud"))?;
+    let key = create_project(&cloud.profile, dir.path(), "lab")?;
+    let owner = tau_proto::keyfile::read(&key)?;
+    let profile = profile_arg(&cloud);
+    // A 2 MB blob that a record will say is 100 bytes.
+    let file = dir.path().join("big.bin");
+    std::fs::write(&file, tau_tests::harness::random_bytes(2 << 20, 3))?;
+    let (file, key) = (file.to_string_lossy().into_owned(), key.to_string_lossy().into_owned());
+    let cid = tau_node_ok(&["hoarder", "put", &file, "--cloud", &profile, "--key", &key])?
+        .trim()
+        .to_string();
+    let function = Function {
+        name: "liar".into(),
+        description: String::new(),
+        trigger: Trigger { kind: TriggerKind::Http, method: "GET".into(), paths: vec!["/".into()] },
+        domains: vec!["liar.lab.tau".into()],
+        source: Source { file: "liar.wasm".into(), cid: cid.parse()?, size: 100 },
+        execution: Execution { timeout_ms: 1_000, memory_bytes: 16 << 20, call: None },
+    };
+    let drafts = vec![
+        (
+            keys::domain("liar.lab.tau"),
+            tau_proto::cbor::to_vec(&DomainClaim { project: "lab".into() })?,
+        ),
+        (
+            keys::route("liar.lab.tau", "GET", "/"),
+            tau_proto::cbor::to_vec(&Route { project: "lab".into(), function: "liar".into() })?,
+        ),
+        (keys::function("lab", "liar"), tau_proto::cbor::to_vec(&function)?),
+    ];
+    let node: libp2p::PeerId = cloud.peer_ids()?.first().ok_or("no node")?.parse()?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let put = runtime.block_on(async {
+        let client = Client::connect(&CloudProfile::load(&cloud.profile)?).await?;
+        let clock = match client.call::<TnsProtocol>(node, TnsRequest::Status).await? {
+            TnsResponse::Status(status) => status.clock,
+            other => return Err(format!("unexpected answer {other:?}").into()),
+        };
+        let records = drafts
+            .into_iter()
+            .map(|(key, value)| {
+                Draft { key, scope: "lab".into(), value: Some(value) }
+                    .sign(clock + 1, &owner)
+                    .ok_or("cannot sign")
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok::<_, tau_tests::harness::Error>(
+            client.call::<TnsProtocol>(node, TnsRequest::Put { records }).await?,
+        )
+    })?;
+    assert!(matches!(&put, TnsResponse::Put(p) if p.stored == 3), "{put:?}");
+    let gateway = cloud.gateways.first().ok_or("no gateway")?;
+    let (answer, _) =
+        wait_for(Duration::from_secs(30), "the gateway answers for the function", || {
+            let answer = http(gateway, "GET", "liar.lab.tau", "/", b"")?;
+            Ok((answer.status != 404).then_some(answer))
+        })?;
+    assert_eq!(answer.status, 500, "{}", answer.text());
+    assert!(
+        answer.text().contains("not the 100 its function record names"),
+        "the node fetched the blob: {}",
+        answer.text()
+    );
+    Ok(())
+}
