@@ -18,6 +18,14 @@ use tau_proto::hoarder::{BlobId, PinRecord};
 /// seconds, not by ten minutes.
 pub const MAX_AHEAD_MS: u64 = 10 * 60 * 1000;
 
+/// The most pins (owners, unpinned ones included) one blob may have: every pin travels in
+/// every heartbeat, so a client making a new key per request must not grow them without end.
+pub const MAX_PINS_PER_BLOB: usize = 16;
+
+/// How long an unpinned record is kept (so that an older pin arriving late cannot bring it
+/// back) before it is dropped and its place freed.
+pub const UNPINNED_KEPT_MS: u64 = 60 * 60 * 1000;
+
 /// Every pin this node knows of, merged from gossip (last writer wins per blob and owner).
 pub struct PinTable {
     path: PathBuf,
@@ -86,6 +94,26 @@ impl PinTable {
         for owner in owners {
             self.set(cid, owner, size, factor);
         }
+    }
+
+    /// Whether `owner` may set a pin of `cid`: it has one already, or the blob has room for
+    /// another ([`MAX_PINS_PER_BLOB`]).
+    pub fn has_room(&self, cid: &BlobId, owner: Option<PeerId>) -> bool {
+        self.pins.contains_key(&(*cid, owner))
+            || self.pins.range((*cid, None)..).take_while(|((c, _), _)| c == cid).count()
+                < MAX_PINS_PER_BLOB
+    }
+
+    /// Drops unpinned records older than [`UNPINNED_KEPT_MS`]; returns how many.
+    pub fn prune(&mut self) -> usize {
+        let horizon = now_ms().saturating_sub(UNPINNED_KEPT_MS);
+        let before = self.pins.len();
+        self.pins.retain(|_, pin| pin.factor > 0 || pin.updated_ms >= horizon);
+        let pruned = before - self.pins.len();
+        if pruned > 0 {
+            self.save();
+        }
+        pruned
     }
 
     /// The owners of `cid`'s live pins.
@@ -180,6 +208,28 @@ mod tests {
         assert_eq!(table.get(&cid).map(|p| p.factor), Some(0), "the operator unpins them all");
         assert_eq!(table.effective().len(), 1);
         assert_eq!(table.all().len(), 3);
+    }
+
+    #[test]
+    fn a_blob_has_room_for_a_bounded_number_of_pins_and_old_unpins_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut table = PinTable::load(&dir.path().join("pins.cbor"));
+        let cid = BlobId::of(b"a");
+        let owners: Vec<_> = (0..MAX_PINS_PER_BLOB).map(|_| Some(PeerId::random())).collect();
+        for owner in &owners {
+            assert!(table.has_room(&cid, *owner));
+            table.set(cid, *owner, 1, 1);
+        }
+        assert!(!table.has_room(&cid, Some(PeerId::random())), "full");
+        assert!(table.has_room(&cid, owners[0]), "an owner changes its own pin");
+        assert!(table.has_room(&BlobId::of(b"b"), Some(PeerId::random())), "per blob");
+        // An unpin holds its place until it is old.
+        table.set(cid, owners[0], 1, 0);
+        assert_eq!(table.prune(), 0);
+        let old = PinRecord { updated_ms: 1, ..table.pins[&(cid, owners[0])].clone() };
+        table.pins.insert((cid, owners[0]), old);
+        assert_eq!(table.prune(), 1);
+        assert!(table.has_room(&cid, Some(PeerId::random())));
     }
 
     #[test]

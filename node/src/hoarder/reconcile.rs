@@ -110,6 +110,7 @@ pub(super) async fn run(hoarder: Arc<Hoarder>, shutdown: CancellationToken) {
 const UPLOAD_IDLE: Duration = Duration::from_secs(600);
 
 async fn reconcile(hoarder: &Arc<Hoarder>, live: &[PeerId]) {
+    lock(&hoarder.pins).prune();
     lock(&hoarder.uploads).retain(|cid, upload| {
         let keep = upload.touched.elapsed() < UPLOAD_IDLE;
         if !keep {

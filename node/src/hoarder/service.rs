@@ -15,6 +15,7 @@ use tau_proto::identity::WriterKey;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::pins::MAX_PINS_PER_BLOB;
 use super::store::StoreError;
 use super::{Hoarder, Upload, lock, placement};
 
@@ -183,6 +184,12 @@ impl Hoarder {
             return Err(invalid(format!(
                 "{peer} holds no pin of {cid}: only the client that pinned a blob (with the \
                  same key) or the operator may unpin it"
+            )));
+        }
+        if !pins.has_room(&cid, Some(peer)) {
+            return Err(invalid(format!(
+                "{cid} has {MAX_PINS_PER_BLOB} pins already: pin it with one of their keys, or \
+                 ask the operator"
             )));
         }
         pins.set(cid, Some(peer), size, factor);

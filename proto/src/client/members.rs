@@ -4,10 +4,11 @@
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
 
+use super::registry::OperatorWriteError;
 use super::{Client, ClientError};
 use crate::membership::{Admission, admitted_peer};
 use crate::tns::values::CloudNames;
-use crate::tns::{Draft, Record, TnsProtocol, TnsRequest, TnsResponse, keys};
+use crate::tns::{Record, keys};
 
 /// Why nodes could not be admitted or revoked.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,16 @@ pub enum AdmitError {
     /// TNS refused records, each with its reason.
     #[error("the registry refused: {}", .0.join("; "))]
     Refused(Vec<String>),
+}
+
+impl From<OperatorWriteError> for AdmitError {
+    fn from(error: OperatorWriteError) -> Self {
+        match error {
+            OperatorWriteError::Client(e) => Self::Client(e),
+            OperatorWriteError::OperatorKey => Self::OperatorKey,
+            OperatorWriteError::Refused(refused) => Self::Refused(refused),
+        }
+    }
 }
 
 /// One peer's admission as TNS holds it.
@@ -78,7 +89,7 @@ impl Client {
             };
             wanted.push((keys::node(&peer.to_string()), value));
         }
-        self.operator_records_at(tns, wanted, operator).await
+        Ok(self.put_operator_records(tns, wanted, operator).await?)
     }
 
     /// Writes the cloud's names (`/cloud`) through the tns node `tns`, unless TNS holds them
@@ -91,48 +102,8 @@ impl Client {
         operator: &Keypair,
     ) -> Result<Vec<String>, AdmitError> {
         let value = crate::cbor::to_vec(names).map_err(|e| AdmitError::Encode(e.to_string()))?;
-        self.operator_records_at(tns, vec![(keys::CLOUD.to_string(), Some(value))], operator).await
-    }
-
-    /// Writes operator records (`key`, value or `None` for a tombstone) through `tns`: only
-    /// those that differ from what it holds, all at one version; returns the keys written.
-    async fn operator_records_at(
-        &self,
-        tns: PeerId,
-        mut wanted: Vec<(String, Option<Vec<u8>>)>,
-        operator: &Keypair,
-    ) -> Result<Vec<String>, AdmitError> {
-        let keys: Vec<String> = wanted.iter().map(|(key, _)| key.clone()).collect();
-        let current = match self.call::<TnsProtocol>(tns, TnsRequest::Get { keys }).await? {
-            TnsResponse::Records(records) => records,
-            _ => return Err(ClientError::Unexpected { peer: tns }.into()),
-        };
-        wanted.retain(|(key, value)| {
-            let held = current.iter().find(|r| r.key == *key && r.verify());
-            match (held, value) {
-                (Some(record), value) => record.value != *value,
-                // Deleting what was never written (a peer never admitted): nothing to write.
-                (None, None) => false,
-                (None, Some(_)) => true,
-            }
-        });
-        if wanted.is_empty() {
-            return Ok(Vec::new());
-        }
-        let version = self.tns_clock(tns).await?.saturating_add(1);
-        let records = wanted
-            .iter()
-            .map(|(key, value)| {
-                Draft { key: key.clone(), scope: String::new(), value: value.clone() }
-                    .sign(version, operator)
-                    .ok_or(AdmitError::OperatorKey)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let refused = self.tns_put(tns, records).await?;
-        if !refused.is_empty() {
-            return Err(AdmitError::Refused(refused));
-        }
-        Ok(wanted.into_iter().map(|(key, _)| key).collect())
+        let wanted = vec![(keys::CLOUD.to_string(), Some(value))];
+        Ok(self.put_operator_records(tns, wanted, operator).await?)
     }
 
     /// Every admission record TNS holds, revocations included, those signed by `operator`

@@ -13,6 +13,65 @@ use crate::tns::values::{DomainClaim, Function, ProjectConfig, ProjectRoot, Regi
 use crate::tns::{MAX_PAGE, Record, TnsProtocol, TnsRequest, TnsResponse, TnsStatus};
 use crate::vault::{KeySet, SecretValue};
 
+/// Why operator records could not be written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OperatorWriteError {
+    /// The cloud could not be asked.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The operator key is not an ed25519 key.
+    #[error("the operator key is not an ed25519 key")]
+    OperatorKey,
+    /// TNS refused records, each with its reason.
+    #[error("the registry refused: {}", .0.join("; "))]
+    Refused(Vec<String>),
+}
+
+impl Client {
+    /// Writes operator records (`key`, its value or `None` to delete it) through the tns node
+    /// `tns`: only those that differ from what it holds (a held record counts when its
+    /// signature verifies), all at one version above its clock; returns the keys written.
+    pub async fn put_operator_records(
+        &self,
+        tns: PeerId,
+        mut wanted: Vec<(String, Option<Vec<u8>>)>,
+        operator: &libp2p::identity::Keypair,
+    ) -> Result<Vec<String>, OperatorWriteError> {
+        let keys: Vec<String> = wanted.iter().map(|(key, _)| key.clone()).collect();
+        let current = match self.call::<TnsProtocol>(tns, TnsRequest::Get { keys }).await? {
+            TnsResponse::Records(records) => records,
+            _ => return Err(ClientError::Unexpected { peer: tns }.into()),
+        };
+        wanted.retain(|(key, value)| {
+            let held = current.iter().find(|r| r.key == *key && r.verify());
+            match (held, value) {
+                (Some(record), value) => record.value != *value,
+                // Deleting what was never written: nothing to write.
+                (None, None) => false,
+                (None, Some(_)) => true,
+            }
+        });
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let version = self.tns_clock(tns).await?.saturating_add(1);
+        let records = wanted
+            .iter()
+            .map(|(key, value)| {
+                crate::tns::Draft { key: key.clone(), scope: String::new(), value: value.clone() }
+                    .sign(version, operator)
+                    .ok_or(OperatorWriteError::OperatorKey)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let refused = self.tns_put(tns, records).await?;
+        if !refused.is_empty() {
+            return Err(OperatorWriteError::Refused(refused));
+        }
+        Ok(wanted.into_iter().map(|(key, _)| key).collect())
+    }
+}
+
 /// A record as tools show it: its value decoded by what its key says it is.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RecordView {

@@ -13,6 +13,7 @@ use futures::stream::FuturesUnordered;
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
 
+use super::registry::OperatorWriteError;
 use super::{Client, ClientError};
 use crate::cbor;
 use crate::identity::WriterKey;
@@ -456,39 +457,20 @@ impl Client {
     ) -> Result<Vec<String>, SecretError> {
         let services = self.services().await?;
         let tns = first(&services, "tns")?;
-        let mut wanted = vec![(keys::VAULT_KEYSET.to_string(), cbor_of(keyset)?)];
+        let mut wanted = vec![(keys::VAULT_KEYSET.to_string(), Some(cbor_of(keyset)?))];
         for peer in registrars {
             let key = WriterKey::of_peer(peer).ok_or_else(|| SecretError::Refused {
                 failures: vec![format!("{peer}: not an ed25519 peer id, cannot be a registrar")],
             })?;
-            wanted.push((keys::registrar(&peer.to_string()), cbor_of(&Registrar { key })?));
+            wanted.push((keys::registrar(&peer.to_string()), Some(cbor_of(&Registrar { key })?)));
         }
-        let current =
-            self.tns_get(tns, wanted.iter().map(|(key, _)| key.clone()).collect()).await?;
-        wanted.retain(|(key, value)| {
-            !current.iter().any(|r| r.key == *key && r.value.as_ref() == Some(value))
-        });
-        if wanted.is_empty() {
-            return Ok(Vec::new());
-        }
-        let version = self.tns_clock(tns).await?.saturating_add(1);
-        let records = wanted
-            .iter()
-            .map(|(key, value)| {
-                crate::tns::Draft {
-                    key: key.clone(),
-                    scope: String::new(),
-                    value: Some(value.clone()),
-                }
-                .sign(version, operator)
-                .ok_or(VaultError::Malformed { what: "the operator key (not ed25519)" })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let failures = self.tns_put(tns, records).await?;
-        if !failures.is_empty() {
-            return Err(SecretError::Refused { failures });
-        }
-        Ok(wanted.into_iter().map(|(key, _)| key).collect())
+        self.put_operator_records(tns, wanted, operator).await.map_err(|e| match e {
+            OperatorWriteError::Client(e) => SecretError::Client(e),
+            OperatorWriteError::OperatorKey => {
+                VaultError::Malformed { what: "the operator key (not ed25519)" }.into()
+            }
+            OperatorWriteError::Refused(failures) => SecretError::Refused { failures },
+        })
     }
 
     /// The tns node's clock: a writer signs one above it.

@@ -343,10 +343,7 @@ fn a_project_cannot_take_another_projects_domain_or_route() -> Result {
     // Each draft signed by its key at a version past the clock, sent straight to a node.
     let put = |drafts: Vec<(Draft, &libp2p::identity::Keypair)>| -> Result<PutOutcome> {
         runtime.block_on(async {
-            let clock = match client.call::<TnsProtocol>(node, TnsRequest::Status).await? {
-                TnsResponse::Status(status) => status.clock,
-                other => return Err(format!("unexpected answer {other:?}").into()),
-            };
+            let clock = client.tns_clock(node).await?;
             let records = drafts
                 .into_iter()
                 .map(|(draft, key)| draft.sign(clock + 1, key).ok_or("cannot sign"))
@@ -480,6 +477,19 @@ fn only_a_pins_owner_or_the_operator_lowers_it() -> Result {
     let out = hoarder(&["unpin", &cid], Some(&operator))?;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     wait_for(Duration::from_secs(30), "no holder", || Ok((holders()? == 0).then_some(())))?;
+    // A client with a new key per request cannot grow the blob's pins (which every heartbeat
+    // carries) without end: past the bound its pin is refused, with the reason.
+    let mut refused = None;
+    for _ in 0..16 {
+        // `hoarder::pins::MAX_PINS_PER_BLOB`: four records are there already.
+        let out = hoarder(&["put", &copy, "--replicas", "1"], None)?;
+        if !out.status.success() {
+            refused = Some(String::from_utf8_lossy(&out.stderr).into_owned());
+            break;
+        }
+    }
+    let refused = refused.ok_or("a blob took pins from any number of keys")?;
+    assert!(refused.contains("pins already"), "{refused}");
     Ok(())
 }
 
@@ -857,10 +867,7 @@ fn large_records_page_and_sync_within_the_message_limits() -> Result {
     let runtime = tokio::runtime::Runtime::new()?;
     let client = runtime.block_on(Client::connect(&CloudProfile::load(&cloud.profile)?))?;
     runtime.block_on(async {
-        let clock = match client.call::<TnsProtocol>(ids[0], TnsRequest::Status).await? {
-            TnsResponse::Status(status) => status.clock,
-            other => return Err(format!("unexpected answer {other:?}").into()),
-        };
+        let clock = client.tns_clock(ids[0]).await?;
         let records = (0..300)
             .map(|i| {
                 let value = vec![(i % 251) as u8; 250_000];
@@ -942,10 +949,7 @@ fn a_function_record_cannot_make_a_node_fetch_a_larger_blob() -> Result {
     let runtime = tokio::runtime::Runtime::new()?;
     let put = runtime.block_on(async {
         let client = Client::connect(&CloudProfile::load(&cloud.profile)?).await?;
-        let clock = match client.call::<TnsProtocol>(node, TnsRequest::Status).await? {
-            TnsResponse::Status(status) => status.clock,
-            other => return Err(format!("unexpected answer {other:?}").into()),
-        };
+        let clock = client.tns_clock(node).await?;
         let records = drafts
             .into_iter()
             .map(|(key, value)| {
