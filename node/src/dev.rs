@@ -26,7 +26,9 @@ use tau_proto::identity::WriterKey;
 use tau_proto::keyfile::{self, KeyFileError};
 use tau_proto::profile::ProfileError;
 
-use crate::config::{NodeConfig, Ports, SERVICES, SeerConfig, SubstrateConfig, VaultConfig};
+use crate::config::{
+    NodeConfig, Ports, SERVICES, SeerConfig, SubstrateConfig, TnsConfig, VaultConfig,
+};
 use tau_proto::cloud_secrets::{self, Redeal, SecretPaths, VaultPaths};
 use tau_proto::vault::KeySet;
 
@@ -111,6 +113,8 @@ pub struct DevOptions {
     pub substrate: SubstrateConfig,
     /// Where seer looks TXT validation records up [default: resolv.conf's server].
     pub txt_resolver: Option<std::net::SocketAddr>,
+    /// Written into every node's `node.yaml`: the per-project quotas of TNS.
+    pub tns: TnsConfig,
 }
 
 impl DevOptions {
@@ -121,6 +125,7 @@ impl DevOptions {
             substrate_nodes: count,
             substrate: SubstrateConfig::default(),
             txt_resolver: None,
+            tns: TnsConfig::default(),
         }
     }
 }
@@ -201,11 +206,10 @@ pub fn prepare(dir: &Path, options: &DevOptions) -> Result<DevCloud, DevError> {
             drain: "0s".into(),
             substrate: options.substrate.clone(),
             seer: Some(SeerConfig {
-                domain: DEV_DOMAIN.into(),
-                generated_domain: DEV_GENERATED_DOMAIN.into(),
-                ttl: 5,
                 txt_resolver: options.txt_resolver,
+                ..SeerConfig::new(DEV_DOMAIN.into(), DEV_GENERATED_DOMAIN.into())
             }),
+            tns: options.tns.clone(),
             vault: Some(VaultConfig {
                 keyset: PathBuf::from("../vault/keyset.yaml"),
                 share: PathBuf::from(SHARE_FILE),

@@ -99,6 +99,10 @@ impl Node {
                 handle.clone(),
                 &config.data_dir,
                 config.operator_key(),
+                tns::Quota {
+                    records: config.tns.max_records_per_project,
+                    bytes: config.tns.max_bytes(),
+                },
                 shutdown.child_token(),
             )
             .await?;

@@ -6,7 +6,8 @@
 //! - [`table`]: a seer node's latest beat per node; a node is unhealthy once its latest beat is
 //!   older than [`tau_proto::seer::HEALTHY_FOR`]. A beat with a bad signature, or whose gossip
 //!   author is not the node it names, is dropped and not forwarded.
-//! - [`dns`]: the DNS server (UDP and TCP on `ports.dns`).
+//! - [`dns`]: the DNS server (UDP and TCP on `ports.dns`), its UDP answers rate-limited per
+//!   source by [`rate`].
 //! - [`domains`]: which registered domains are served (generated ones at once, custom ones
 //!   after their TXT validation record is seen).
 //! - `Nodes` on `/tau/seer/1`: every known node with its latest beat and health.
@@ -14,6 +15,7 @@
 pub mod beat;
 pub mod dns;
 pub mod domains;
+pub mod rate;
 pub mod table;
 
 use std::net::SocketAddr;
@@ -66,6 +68,9 @@ pub struct Shared {
     pub forged: AtomicU64,
     /// DNS packets dropped unanswered.
     pub dropped: AtomicU64,
+    /// UDP queries over their source's rate (answered truncated, or not at all).
+    pub limited: AtomicU64,
+    rate: Mutex<rate::RateLimit>,
 }
 
 impl Shared {
@@ -73,16 +78,23 @@ impl Shared {
     pub fn new(config: SeerConfig, domains: Domains) -> Self {
         Self {
             table: Mutex::default(),
+            rate: Mutex::new(rate::RateLimit::new(config.rate, config.slip)),
             config,
             domains,
             forged: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            limited: AtomicU64::new(0),
         }
     }
 
     /// The heartbeats heard, locked: keep the guard short.
     pub fn table(&self) -> MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The DNS rate limiter, locked: keep the guard short.
+    pub fn rate(&self) -> MutexGuard<'_, rate::RateLimit> {
+        self.rate.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Checks a gossiped heartbeat and keeps it; the verdict decides whether it is forwarded.

@@ -23,7 +23,7 @@ use tau_proto::tns::TnsProtocol;
 
 use libp2p::PeerId;
 pub use registry::{Registry, RegistryError};
-pub use store::Store;
+pub use store::{Quota, Store};
 use tau_proto::identity::WriterKey;
 use tau_proto::tns::{MAX_PAGE, PutOutcome, Record, TnsRequest, TnsResponse};
 use tokio::sync::broadcast;
@@ -139,9 +139,11 @@ pub async fn start(
     handle: p2p::Handle,
     data_dir: &Path,
     operator: Option<WriterKey>,
+    quota: Quota,
     shutdown: CancellationToken,
 ) -> Result<(Vec<JoinHandle<()>>, Local), TnsError> {
-    let store = Store::open(&data_dir.join("tns.redb"))?;
+    let mut store = Store::open(&data_dir.join("tns.redb"))?;
+    store.set_quota(quota);
     let (live, tombstones, _, clock) = store.counts();
     tracing::info!(live, tombstones, clock, "tns registry opened");
     let shared = Arc::new(Shared {

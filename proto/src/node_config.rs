@@ -24,6 +24,14 @@
 //!   ttl: 5                          # seconds, on every answer
 //!   txt_resolver: 10.0.0.53:53      # where TXT validation records are looked up
 //!                                   # [default: the host's resolv.conf]
+//!   rate: 100                       # answers per second to one source (an IPv4 /24 or an
+//!                                   # IPv6 /56), with as many at once; 0 means no limit
+//!   slip: 2                         # of the queries over the rate, every 2nd gets a short
+//!                                   # truncated answer (the client retries over TCP), the
+//!                                   # others none; 0 answers none
+//! tns:                              # only read when the node runs tns
+//!   max_records_per_project: 10000  # live records one project may hold on this node
+//!   max_bytes_per_project: 128MiB   # and their size
 //! vault:                            # required when the node runs vault
 //!   keyset: keyset.yaml             # the public key set (`tau-node vault deal`)
 //!   share: vault-share.yaml         # this node's secret key share, mode 0600
@@ -91,6 +99,9 @@ pub struct NodeConfig {
     /// The seer service's DNS settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seer: Option<SeerConfig>,
+    /// The tns service's per-project quotas.
+    #[serde(default, skip_serializing_if = "TnsConfig::is_default")]
+    pub tns: TnsConfig,
 }
 
 /// The seer service's DNS settings.
@@ -108,16 +119,85 @@ pub struct SeerConfig {
     /// The DNS server TXT validation records are looked up at [default: resolv.conf's].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub txt_resolver: Option<std::net::SocketAddr>,
+    /// Answers per second to one source (an IPv4 /24 or an IPv6 /56) over UDP, with as many at
+    /// once; 0 means no limit.
+    #[serde(default = "default_rate")]
+    pub rate: u32,
+    /// Of the UDP queries over `rate`, every `slip`-th gets a short truncated answer, so that a
+    /// real client behind a busy source retries over TCP; the others get none. 0: none at all.
+    #[serde(default = "default_slip")]
+    pub slip: u32,
 }
 
 fn default_ttl() -> u32 {
     5
 }
 
+fn default_rate() -> u32 {
+    100
+}
+
+fn default_slip() -> u32 {
+    2
+}
+
 impl SeerConfig {
     /// Seer for `domain` and `generated_domain`, the rest as defaults.
     pub fn new(domain: String, generated_domain: String) -> Self {
-        Self { domain, generated_domain, ttl: default_ttl(), txt_resolver: None }
+        Self {
+            domain,
+            generated_domain,
+            ttl: default_ttl(),
+            txt_resolver: None,
+            rate: default_rate(),
+            slip: default_slip(),
+        }
+    }
+}
+
+/// The tns service's settings: what one project may hold on this node. Records written by the
+/// operator key are not counted against it, and deleting is always allowed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TnsConfig {
+    /// Live records one project may hold.
+    pub max_records_per_project: u64,
+    /// The size of a project's live records (`128MiB`), counted as a page counts them.
+    pub max_bytes_per_project: String,
+}
+
+impl Default for TnsConfig {
+    fn default() -> Self {
+        Self { max_records_per_project: 10_000, max_bytes_per_project: "128MiB".into() }
+    }
+}
+
+impl TnsConfig {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The byte quota (checked when the file was loaded).
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes_per_project.parse::<bytesize::ByteSize>().map_or(128 << 20, |s| s.as_u64())
+    }
+
+    /// What is wrong with these settings, if anything: the field (as named in YAML) and why.
+    pub fn problem(&self) -> Option<(&'static str, String)> {
+        if self.max_records_per_project == 0 {
+            return Some(("max_records_per_project", "must be at least 1".into()));
+        }
+        match self.max_bytes_per_project.parse::<bytesize::ByteSize>() {
+            Ok(size) if size.as_u64() >= 1024 => None,
+            Ok(_) => Some(("max_bytes_per_project", "must be at least 1KiB".into())),
+            Err(e) => {
+                let value = &self.max_bytes_per_project;
+                Some((
+                    "max_bytes_per_project",
+                    format!("`{value}` is not a size (like 64MiB): {e}"),
+                ))
+            }
+        }
     }
 }
 
@@ -318,6 +398,7 @@ impl Default for NodeConfig {
             substrate: SubstrateConfig::default(),
             vault: None,
             seer: None,
+            tns: TnsConfig::default(),
         }
     }
 }
@@ -430,6 +511,9 @@ impl NodeConfig {
         }
         if let Some((field, message)) = self.substrate.problem() {
             return Err(invalid(format!("substrate.{field}"), message));
+        }
+        if let Some((field, message)) = self.tns.problem() {
+            return Err(invalid(format!("tns.{field}"), message));
         }
         if let Some(location) = &self.location {
             if location.latitude.is_some_and(|l| !(-90.0..=90.0).contains(&l)) {
@@ -579,7 +663,10 @@ mod tests {
                 generated_domain: "g.example.com".into(),
                 ttl: 5,
                 txt_resolver: Some("127.0.0.1:5353".parse()?),
+                rate: 20,
+                slip: 0,
             }),
+            tns: TnsConfig { max_records_per_project: 7, max_bytes_per_project: "1MiB".into() },
             ..NodeConfig::default()
         };
         config.save(&path)?;

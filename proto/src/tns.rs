@@ -186,6 +186,10 @@ pub struct TnsStatus {
     /// node's clock.
     #[serde(default)]
     pub ahead: u64,
+    /// Records dropped because they would take their project over this node's quota (records
+    /// or bytes, `node.yaml`'s `tns` section).
+    #[serde(default)]
+    pub over_quota: u64,
     /// When anti-entropy last completed with each peer, seconds ago.
     pub last_sync: Vec<(PeerId, u64)>,
 }

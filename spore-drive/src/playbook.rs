@@ -17,6 +17,7 @@
 //!     services: [hoarder, substrate]
 //!     substrate: { counter_window: 10s }
 //!     drain: 7s                     # optional: node.yaml's drain (serve on after leaving)
+//!     tns: { max_records_per_project: 10000 }   # optional: node.yaml's tns quotas
 //! hosts:
 //!   - { name: h1, address: 10.10.0.2, shape: full, location: { region: lab } }
 //! ```
@@ -31,7 +32,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tau_proto::admin::Location;
 use tau_proto::node_config::Ports;
-use tau_proto::node_config::{SubstrateConfig, drain_problem};
+use tau_proto::node_config::{SubstrateConfig, TnsConfig, drain_problem};
 use tau_proto::tns::keys::{is_domain, is_name};
 use tau_proto::yaml::{self, YamlError};
 
@@ -219,6 +220,10 @@ pub struct Shape {
     /// node.yaml's `substrate` section; the node's defaults when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub substrate: Option<SubstrateConfig>,
+    /// The per-project quotas of its tns nodes, as in node.yaml's `tns` section; the node's
+    /// defaults when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tns: Option<TnsConfig>,
     /// How long its nodes keep serving when stopped, after telling seer they are leaving, as
     /// in node.yaml's `drain`; the node's default (7s) when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -365,6 +370,9 @@ impl Playbook {
             }
             if let Some((name, message)) = shape.substrate.as_ref().and_then(|s| s.problem()) {
                 return Err(invalid(field(&format!(".substrate.{name}")), message));
+            }
+            if let Some((name, message)) = shape.tns.as_ref().and_then(|s| s.problem()) {
+                return Err(invalid(field(&format!(".tns.{name}")), message));
             }
             if let Some(message) = shape.drain.as_deref().and_then(drain_problem) {
                 return Err(invalid(field(".drain"), message));

@@ -11,7 +11,7 @@ use clap::Args;
 use futures::future::join_all;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tau_node::config::SubstrateConfig;
+use tau_node::config::{SubstrateConfig, TnsConfig};
 use tau_node::dev::{self, DevCloud, DevOptions};
 use tau_proto::client::{ClientError, ConnectOptions};
 use tau_proto::membership::Admission;
@@ -51,6 +51,21 @@ pub(crate) struct Dev {
     /// resolv.conf].
     #[arg(long)]
     txt_resolver: Option<std::net::SocketAddr>,
+    /// The most live records one project may hold on each node (TNS quota).
+    #[arg(long, default_value_t = TnsConfig::default().max_records_per_project,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_project_records: u64,
+    /// The most bytes of live records one project may hold on each node (TNS quota).
+    #[arg(long, default_value_t = TnsConfig::default().max_bytes_per_project, value_parser = project_bytes)]
+    max_project_bytes: String,
+}
+
+fn project_bytes(text: &str) -> Result<String, String> {
+    let config = TnsConfig { max_bytes_per_project: text.to_string(), ..TnsConfig::default() };
+    match config.problem() {
+        Some((_, why)) => Err(why),
+        None => Ok(text.to_string()),
+    }
 }
 
 /// Why a `--counter-window` is refused.
@@ -88,6 +103,10 @@ impl Dev {
             substrate_nodes: self.substrate_nodes.map_or(count, usize::from).min(count),
             substrate,
             txt_resolver: self.txt_resolver,
+            tns: TnsConfig {
+                max_records_per_project: self.max_project_records,
+                max_bytes_per_project: self.max_project_bytes,
+            },
         };
         let cloud = dev::prepare(&dir, &options)?;
         let exe = std::env::current_exe().context("cannot find the tau-node binary")?;

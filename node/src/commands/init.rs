@@ -108,13 +108,11 @@ impl Init {
             }),
             drain: NodeConfig::default().drain,
             substrate: Default::default(),
+            tns: Default::default(),
             seer: match (&self.domain, &self.generated_domain) {
-                (Some(domain), Some(generated)) => Some(SeerConfig {
-                    domain: domain.clone(),
-                    generated_domain: generated.clone(),
-                    ttl: 5,
-                    txt_resolver: None,
-                }),
+                (Some(domain), Some(generated)) => {
+                    Some(SeerConfig::new(domain.clone(), generated.clone()))
+                }
                 _ => None,
             },
             vault: match (&self.vault_keyset, &self.vault_share) {

@@ -124,6 +124,7 @@ impl Tns {
                             s.forged.to_string(),
                             s.unauthorized.to_string(),
                             s.ahead.to_string(),
+                            s.over_quota.to_string(),
                         ],
                         None => vec![r.peer_id.clone(), r.error.clone().unwrap_or_default()],
                     })
@@ -139,7 +140,8 @@ impl Tns {
                             "CLOCK",
                             "FORGED",
                             "UNAUTHORIZED",
-                            "AHEAD"
+                            "AHEAD",
+                            "OVER QUOTA"
                         ],
                         &rows
                     )

@@ -5,6 +5,9 @@
 //!   substrate nodes, least loaded first.
 //! - anything else: NXDOMAIN.
 //!
+//! UDP answers are rate-limited per source ([`super::rate`]): a query over the rate gets a short
+//! truncated answer (every `slip`-th) or none.
+//!
 //! Packets are parsed with `hickory-proto`; a packet that does not parse as one standard query
 //! is dropped without an answer (hickory-server would answer FORMERR to one whose header
 //! parses, which lets a fuzzer probe the server). Answers from the heartbeat table and the
@@ -23,6 +26,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
+use super::rate::Decision;
 use crate::config::SERVICES;
 
 /// The most address records in one answer (keeps a UDP answer under 512 bytes).
@@ -63,6 +67,16 @@ impl Query {
         let fqdn = name.to_ascii().trim_end_matches('.').to_ascii_lowercase();
         let kind = question.query_type();
         Some(Self { message, name, fqdn, kind })
+    }
+
+    /// The reply that sends the client to TCP: the truncated flag, the question, no records
+    /// (never larger than the query).
+    pub fn truncated(&self) -> Option<Vec<u8>> {
+        let mut response = Message::response(self.message.metadata.id, OpCode::Query);
+        response.metadata.truncation = true;
+        response.metadata.recursion_desired = self.message.metadata.recursion_desired;
+        response.queries = self.message.queries.clone();
+        response.to_vec().ok()
     }
 
     /// `answer` encoded as the reply to this query, with `ttl` seconds; `None` if it does not encode.
@@ -137,8 +151,22 @@ pub async fn serve_udp(shared: Arc<Shared>, socket: Arc<UdpSocket>, shutdown: Ca
             shared.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             continue;
         };
+        let now = Instant::now();
+        let decision = shared.rate().check(from.ip(), now);
+        match decision {
+            Decision::Answer => {}
+            decision => {
+                shared.limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if decision == Decision::Slip
+                    && let Some(packet) = query.truncated()
+                {
+                    let _ = socket.send_to(&packet, from).await;
+                }
+                continue;
+            }
+        }
         let ttl = shared.config.ttl;
-        match answer_now(&shared, &query, Instant::now()) {
+        match answer_now(&shared, &query, now) {
             Some(answer) => send(&socket, &query, &answer, ttl, from).await,
             None => {
                 let (shared, socket) = (shared.clone(), socket.clone());

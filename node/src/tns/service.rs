@@ -121,6 +121,7 @@ pub(super) fn answer(shared: &Shared, request: TnsRequest) -> (TnsResponse, Vec<
                 forged: store.forged,
                 unauthorized: store.unauthorized,
                 ahead: store.ahead,
+                over_quota: store.over_quota,
                 last_sync,
             };
             (TnsResponse::Status(status), Vec::new())

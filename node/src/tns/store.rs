@@ -37,6 +37,8 @@ pub enum Rejection {
         /// The node's clock.
         clock: u64,
     },
+    /// The record would take its project over this node's quota; what was exceeded.
+    OverQuota(String),
 }
 
 impl std::fmt::Display for Rejection {
@@ -48,6 +50,7 @@ impl std::fmt::Display for Rejection {
                 f,
                 "version {version} is more than {MAX_CLOCK_AHEAD} beyond this node's clock {clock}"
             ),
+            Self::OverQuota(why) => write!(f, "over quota: {why}"),
         }
     }
 }
@@ -61,6 +64,32 @@ pub struct Applied {
     pub unchanged: u32,
     /// Records refused.
     pub rejected: Vec<(String, Rejection)>,
+}
+
+/// What one project may hold on this node: live records and their size
+/// ([`Record::size`]). The operator's records are stored whatever the quota says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Live records.
+    pub records: u64,
+    /// Their size, bytes.
+    pub bytes: u64,
+}
+
+impl Default for Quota {
+    fn default() -> Self {
+        let config = tau_proto::node_config::TnsConfig::default();
+        Self { records: config.max_records_per_project, bytes: config.max_bytes() }
+    }
+}
+
+/// What one project holds: live records and their size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Live records.
+    pub records: u64,
+    /// Their size, bytes.
+    pub bytes: u64,
 }
 
 /// The records on disk and, in memory, their index (digests, counts, clock, owners).
@@ -82,6 +111,11 @@ pub struct Store {
     pub unauthorized: u64,
     /// Records dropped since start for a version too far beyond the clock.
     pub ahead: u64,
+    /// Records dropped since start because their project was at its quota.
+    pub over_quota: u64,
+    quota: Quota,
+    /// Each project's live records and their size.
+    usage: HashMap<Box<str>, Usage>,
 }
 
 /// What the index keeps of a record.
@@ -91,6 +125,16 @@ struct Entry {
     tombstone: bool,
     /// For a live `/domains/` or `/http/` record, the project that holds it.
     claim: Option<Box<str>>,
+    /// For a live record of a project, the project and the record's size.
+    counted: Counted,
+}
+
+/// The project a record counts against, and its size (`None`: a tombstone, or no project's).
+type Counted = Option<(Box<str>, u64)>;
+
+fn counted_of(record: &Record) -> Counted {
+    (!record.is_tombstone() && !record.scope.is_empty())
+        .then(|| (record.scope.as_str().into(), record.size() as u64))
 }
 
 fn xor(into: &mut Digest, hash: &[u8; 32]) {
@@ -198,6 +242,9 @@ impl Store {
             forged: 0,
             unauthorized: 0,
             ahead: 0,
+            over_quota: 0,
+            quota: Quota::default(),
+            usage: HashMap::new(),
         };
         let records = store.db.read(|txn| {
             let table = txn.open_table(RECORDS)?;
@@ -222,7 +269,13 @@ impl Store {
             summary: record.summary(),
             tombstone: record.is_tombstone(),
             claim: claim_of(record),
+            counted: counted_of(record),
         };
+        if let Some((project, size)) = &entry.counted {
+            let usage = self.usage.entry(project.clone()).or_default();
+            usage.records += 1;
+            usage.bytes += size;
+        }
         let b = bucket(&record.key);
         xor(&mut self.digests[b], &entry.summary.hash);
         if entry.tombstone {
@@ -231,6 +284,15 @@ impl Store {
             self.live += 1;
         }
         if let Some(old) = self.buckets[b].insert(record.key.clone(), entry) {
+            if let Some((project, size)) = &old.counted
+                && let Some(usage) = self.usage.get_mut(project)
+            {
+                usage.records = usage.records.saturating_sub(1);
+                usage.bytes = usage.bytes.saturating_sub(*size);
+                if usage.records == 0 {
+                    self.usage.remove(project);
+                }
+            }
             xor(&mut self.digests[b], &old.summary.hash);
             if old.tombstone {
                 self.tombstones -= 1;
@@ -254,6 +316,51 @@ impl Store {
         if record.key == keys::CLOUD {
             self.names = names_of(record);
         }
+    }
+
+    /// Sets what one project may hold from now on (records already stored stay).
+    pub fn set_quota(&mut self, quota: Quota) {
+        self.quota = quota;
+    }
+
+    /// What `project` holds.
+    pub fn usage(&self, project: &str) -> Usage {
+        self.usage.get(project).copied().unwrap_or_default()
+    }
+
+    /// Refuses `record` if storing it in place of `old` would take its project over the quota
+    /// (`pending`: the batch's changes so far); records that shrink a project always pass.
+    fn check_quota(
+        &self,
+        record: &Record,
+        old: &Counted,
+        pending: &HashMap<Box<str>, (i64, i64)>,
+    ) -> Result<(), Rejection> {
+        let Some((project, size)) = counted_of(record) else { return Ok(()) };
+        let (more_records, more_bytes) = match old {
+            Some((was, old_size)) if *was == project => (0, size.saturating_sub(*old_size)),
+            _ => (1, size),
+        };
+        if more_records == 0 && more_bytes == 0 {
+            return Ok(());
+        }
+        let usage = self.usage(&project);
+        let (records_delta, bytes_delta) = pending.get(&project).copied().unwrap_or_default();
+        let records = usage.records.saturating_add_signed(records_delta) + more_records;
+        let bytes = usage.bytes.saturating_add_signed(bytes_delta).saturating_add(more_bytes);
+        let Quota { records: max_records, bytes: max_bytes } = self.quota;
+        if records > max_records {
+            return Err(Rejection::OverQuota(format!(
+                "project {project} may hold {max_records} records on this node"
+            )));
+        }
+        if bytes > max_bytes {
+            return Err(Rejection::OverQuota(format!(
+                "project {project} may hold {max_bytes} bytes of records on this node \
+                 ({bytes} with this one)"
+            )));
+        }
+        Ok(())
     }
 
     /// Whether `key` may create projects: the operator's, or one it named as a registrar.
@@ -335,23 +442,47 @@ impl Store {
         let mut applied = Applied::default();
         let mut pending: HashMap<String, Summary> = HashMap::new();
         let mut pending_index = PendingIndex::default();
+        // What the batch changes of each project's usage so far, and what each key it stores
+        // counts against.
+        let mut pending_usage: HashMap<Box<str>, (i64, i64)> = HashMap::new();
+        let mut pending_counted: HashMap<String, Counted> = HashMap::new();
         let mut to_store: Vec<Record> = Vec::new();
         for record in records {
-            if let Err(rejection) = self.check(&record, operator, &pending_index) {
+            let checked = self.check(&record, operator, &pending_index);
+            let summary = record.summary();
+            let current = pending.get(&record.key).or_else(|| self.summary(&record.key));
+            if checked.is_ok() && current.is_some_and(|c| precedence(c, &summary, operator).is_ge())
+            {
+                applied.unchanged += 1;
+                continue;
+            }
+            let old = match pending_counted.get(&record.key) {
+                Some(counted) => counted.clone(),
+                None => self.entry(&record.key).and_then(|e| e.counted.clone()),
+            };
+            let checked = checked.and_then(|()| match operator == Some(&record.writer) {
+                true => Ok(()),
+                false => self.check_quota(&record, &old, &pending_usage),
+            });
+            if let Err(rejection) = checked {
                 match rejection {
                     Rejection::Forged => self.forged += 1,
                     Rejection::Unauthorized(_) => self.unauthorized += 1,
                     Rejection::Ahead { .. } => self.ahead += 1,
+                    Rejection::OverQuota(_) => self.over_quota += 1,
                 }
                 applied.rejected.push((record.key.clone(), rejection));
                 continue;
             }
-            let summary = record.summary();
-            let current = pending.get(&record.key).or_else(|| self.summary(&record.key));
-            if current.is_some_and(|c| precedence(c, &summary, operator).is_ge()) {
-                applied.unchanged += 1;
-                continue;
+            let new = counted_of(&record);
+            for (counted, sign) in [(&old, -1), (&new, 1)] {
+                if let Some((project, size)) = counted {
+                    let delta = pending_usage.entry(project.clone()).or_default();
+                    delta.0 += sign;
+                    delta.1 += sign * i64::try_from(*size).unwrap_or(i64::MAX);
+                }
             }
+            pending_counted.insert(record.key.clone(), new);
             if let Some(id) = root_id(&record.key) {
                 pending_index.owners.insert(id.to_string(), owner_of(&record));
                 pending_index
@@ -605,7 +736,11 @@ impl Store {
 
     /// The summary of the record under `key`.
     pub fn summary(&self, key: &str) -> Option<&Summary> {
-        self.buckets[bucket(key)].get(key).map(|e| &e.summary)
+        self.entry(key).map(|e| &e.summary)
+    }
+
+    fn entry(&self, key: &str) -> Option<&Entry> {
+        self.buckets[bucket(key)].get(key)
     }
 
     /// Live records, tombstones, the XOR of all hashes, and the clock.
@@ -1039,6 +1174,74 @@ mod tests {
         let applied =
             store.apply(vec![child("shop", "b", b"2", 3, &k.owner)], Some(&operator)).unwrap();
         assert_eq!(applied.stored.len(), 1);
+    }
+
+    #[test]
+    fn a_project_holds_what_its_quota_allows_and_deleting_always_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tns.redb");
+        let k = keys();
+        let operator = op(&k);
+        let quota = Quota { records: 4, bytes: 1 << 20 };
+        let verdicts = |applied: &Applied| -> Vec<String> {
+            applied.rejected.iter().map(|(key, why)| format!("{key}: {why}")).collect()
+        };
+        let mut store = Store::open(&path).unwrap();
+        store.set_quota(quota);
+        // The root counts as one of the four; one batch of five files keeps the first three.
+        let mut batch = vec![root("shop", &k.owner, 1, &k.operator)];
+        batch.extend((0..5).map(|i| child("shop", &format!("f{i}"), b"x", 2, &k.owner)));
+        let applied = store.apply(batch, Some(&operator)).unwrap();
+        assert_eq!(applied.stored.len(), 4, "{:?}", verdicts(&applied));
+        assert_eq!(
+            verdicts(&applied),
+            [
+                "/projects/shop/files/f3: over quota: project shop may hold 4 records on this node",
+                "/projects/shop/files/f4: over quota: project shop may hold 4 records on this node",
+            ]
+        );
+        assert_eq!((store.over_quota, store.usage("shop").records), (2, 4));
+        // At the quota, a file may still change, and be deleted; then another fits.
+        let applied =
+            store.apply(vec![child("shop", "f0", b"y", 3, &k.owner)], Some(&operator)).unwrap();
+        assert_eq!(applied.stored.len(), 1, "{:?}", verdicts(&applied));
+        let gone = Draft { key: file("shop", "f1"), scope: "shop".into(), value: None }
+            .sign(4, &k.owner)
+            .unwrap();
+        let batch = vec![gone, child("shop", "f3", b"x", 4, &k.owner)];
+        let applied = store.apply(batch, Some(&operator)).unwrap();
+        assert_eq!(applied.stored.len(), 2, "{:?}", verdicts(&applied));
+        assert_eq!(store.usage("shop").records, 4);
+        // Other projects have their own quota.
+        let batch =
+            vec![root("cafe", &k.owner, 5, &k.operator), child("cafe", "a", b"x", 5, &k.owner)];
+        assert_eq!(store.apply(batch, Some(&operator)).unwrap().stored.len(), 2);
+
+        // The size counts too: a file may not grow past the byte quota, but may shrink.
+        let used = store.usage("shop").bytes;
+        store.set_quota(Quota { records: 10, bytes: used + 1000 });
+        let big = child("shop", "f0", &[7; 1500], 6, &k.owner);
+        let applied = store.apply(vec![big], Some(&operator)).unwrap();
+        assert!(
+            matches!(&applied.rejected[..], [(_, Rejection::OverQuota(why))] if why.contains("bytes")),
+            "{:?}",
+            verdicts(&applied)
+        );
+        let fits = child("shop", "f0", &[7; 900], 7, &k.owner);
+        assert_eq!(store.apply(vec![fits], Some(&operator)).unwrap().stored.len(), 1);
+        store.set_quota(Quota { records: 10, bytes: 1 });
+        let smaller = child("shop", "f0", &[7; 100], 8, &k.owner);
+        assert_eq!(store.apply(vec![smaller], Some(&operator)).unwrap().stored.len(), 1);
+        let usage = store.usage("shop");
+        drop(store);
+
+        // A restart counts the same, and refuses the same.
+        let mut store = Store::open(&path).unwrap();
+        store.set_quota(quota);
+        assert_eq!(store.usage("shop"), usage);
+        let applied =
+            store.apply(vec![child("shop", "f9", b"x", 9, &k.owner)], Some(&operator)).unwrap();
+        assert!(matches!(applied.rejected[..], [(_, Rejection::OverQuota(_))]));
     }
 
     #[test]

@@ -977,3 +977,85 @@ fn a_function_record_cannot_make_a_node_fetch_a_larger_blob() -> Result {
     );
     Ok(())
 }
+
+/// A project's records were bounded only by the page and value limits: one owner could fill
+/// every TNS node's disk and memory. Now each node holds at most its quota per project (here
+/// 50 records and 1 MiB), refusing the rest with the reason, and deleting always works.
+#[test]
+fn a_project_holds_no_more_than_the_nodes_quota() -> Result {
+    let dir = tempfile::tempdir()?;
+    let quota = ["--max-project-records", "50", "--max-project-bytes", "1MiB"];
+    let cloud = DevCloud::start_with(2, &dir.path().join("cloud"), &quota)?;
+    let greedy = tau_proto::keyfile::read(&create_project(&cloud.profile, dir.path(), "greedy")?)?;
+    let heavy = tau_proto::keyfile::read(&create_project(&cloud.profile, dir.path(), "heavy")?)?;
+    let ids: Vec<libp2p::PeerId> =
+        cloud.peer_ids()?.iter().map(|p| p.parse()).collect::<std::result::Result<_, _>>()?;
+    wait_for(Duration::from_secs(30), "both nodes hold the projects", || {
+        Ok(converged(&tns_status(&cloud.profile)?, 2).then_some(()))
+    })?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let client = runtime.block_on(Client::connect(&CloudProfile::load(&cloud.profile)?))?;
+    let put = |records: Vec<tau_proto::tns::Record>| -> Result<PutOutcome> {
+        match runtime.block_on(client.call::<TnsProtocol>(ids[0], TnsRequest::Put { records }))? {
+            TnsResponse::Put(outcome) => Ok(outcome),
+            other => Err(format!("unexpected answer {other:?}").into()),
+        }
+    };
+    let draft = |project: &str, name: &str, value: Option<Vec<u8>>| Draft {
+        key: format!("/projects/{project}/files/{name}"),
+        scope: project.into(),
+        value,
+    };
+    let clock = runtime.block_on(client.tns_clock(ids[0]))?;
+
+    // 60 small records: the root and 49 files fit, the other 11 are refused, saying why.
+    let mut stored = 0;
+    let mut refused = Vec::new();
+    for batch in (0..60).collect::<Vec<_>>().chunks(20) {
+        let records = batch
+            .iter()
+            .map(|i| {
+                draft("greedy", &format!("{i:02}"), Some(vec![1; 100])).sign(clock + 1, &greedy)
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or("cannot sign")?;
+        let outcome = put(records)?;
+        stored += outcome.stored;
+        refused.extend(outcome.rejected);
+    }
+    assert_eq!((stored, refused.len()), (49, 11), "{refused:?}");
+    assert!(
+        refused.iter().all(|(_, why)| why.contains("over quota: project greedy may hold 50")),
+        "{refused:?}"
+    );
+
+    // Five records of 250 KB: four fit in 1 MiB, the fifth is refused for its size.
+    let mut outcomes = Vec::new();
+    for i in 0..5 {
+        let record = draft("heavy", &i.to_string(), Some(vec![2; 250_000]))
+            .sign(clock + 1, &heavy)
+            .ok_or("cannot sign")?;
+        outcomes.push(put(vec![record])?);
+    }
+    let stored: Vec<u32> = outcomes.iter().map(|o| o.stored).collect();
+    assert_eq!(stored, [1, 1, 1, 1, 0], "{outcomes:?}");
+    assert!(outcomes[4].rejected[0].1.contains("bytes"), "{outcomes:?}");
+
+    // Deleting works at the quota, and makes room.
+    let gone = draft("greedy", "00", None).sign(clock + 2, &greedy).ok_or("cannot sign")?;
+    let again = draft("greedy", "59", Some(vec![1; 100])).sign(clock + 2, &greedy).ok_or("sign")?;
+    let outcome = put(vec![gone, again])?;
+    assert_eq!((outcome.stored, outcome.rejected.len()), (2, 0), "{outcome:?}");
+
+    // The other node holds the same (gossip and anti-entropy carry only what was stored), and
+    // `tns status` counts what node 0 refused.
+    wait_for(Duration::from_secs(30), "both nodes hold the same registry", || {
+        Ok(converged(&tns_status(&cloud.profile)?, 2).then_some(()))
+    })?;
+    let listed = runtime.block_on(client.tns_list(ids[1], "/projects/greedy/files/", false))?;
+    assert_eq!(listed.len(), 49);
+    let status = tns_status(&cloud.profile)?;
+    let refused: Vec<u64> = status.iter().filter_map(|s| s["over_quota"].as_u64()).collect();
+    assert_eq!(refused.iter().sum::<u64>(), 12, "{status:?}");
+    Ok(())
+}

@@ -261,3 +261,69 @@ fn dns_sends_clients_to_healthy_substrate_nodes_and_survives_garbage() -> Result
     assert_eq!((health.len(), health.iter().filter(|h| **h).count()), (4, 3), "{nodes}");
     Ok(())
 }
+
+/// Seer answered every UDP query: anyone could aim it at a victim by forging the source address
+/// and have the victim flooded with answers larger than the queries. Now one source (an IPv4
+/// /24) gets at most 100 answers a second and a burst of 100; of the queries over that, every
+/// second gets a truncated answer no larger than the query (a real client retries over TCP),
+/// the others none. Other sources are answered as before, and so is the same source later.
+#[test]
+fn dns_answers_one_source_at_its_rate() -> Result {
+    let tmp = tempfile::tempdir()?;
+    let cloud = DevCloud::start(1, &tmp.path().join("cloud"))?;
+    let dns: SocketAddr = cloud.dns[0].parse()?;
+    wait_for(Duration::from_secs(10), "the node's heartbeat", || {
+        Ok((dig(&cloud.dns[0], "tns.tau.dev", false)?.len() == 1).then_some(()))
+    })?;
+    std::thread::sleep(Duration::from_millis(1_500)); // the dig calls' tokens come back
+
+    let query = a_query("tns.tau.dev.")?;
+    let socket = UdpSocket::bind("127.0.0.1:0")?;
+    socket.set_read_timeout(Some(Duration::from_millis(1_000)))?;
+    let receiver = socket.try_clone()?;
+    let received = std::thread::spawn(move || {
+        let mut replies = Vec::new();
+        let mut buffer = [0u8; 1500];
+        while let Ok(len) = receiver.recv(&mut buffer) {
+            replies.push((Instant::now(), buffer[..len].to_vec()));
+        }
+        replies
+    });
+    let started = Instant::now();
+    for _ in 0..1000 {
+        socket.send_to(&query, dns)?;
+    }
+    let replies = received.join().map_err(|_| "the receiving thread panicked")?;
+    let last = replies.last().map_or(started, |(at, _)| *at);
+    let window = last.duration_since(started).as_secs_f64();
+    let mut full = 0;
+    let mut truncated = 0;
+    for (_, packet) in &replies {
+        let message = Message::from_vec(packet)?;
+        if message.metadata.truncation {
+            assert!(message.answers.is_empty() && packet.len() <= query.len(), "{message:?}");
+            truncated += 1;
+        } else {
+            assert_eq!(message.answers.len(), 1, "{message:?}");
+            full += 1;
+        }
+    }
+    // Answers at most the burst plus the rate over the time the queries took to arrive.
+    let allowed = 100.0 + 100.0 * window + 1.0;
+    assert!(
+        f64::from(full) <= allowed && full >= 100,
+        "{full} full answers to 1000 queries within {window:.3} s (allowed {allowed:.0})"
+    );
+    assert!(truncated > 0 && full + truncated < 1000, "{full} full, {truncated} truncated");
+
+    // Another source is answered at once; so is the first one, a second later.
+    let other = UdpSocket::bind("127.0.1.1:0")?;
+    other.set_read_timeout(Some(Duration::from_secs(2)))?;
+    other.send_to(&query, dns)?;
+    let mut buffer = [0u8; 1500];
+    let len = other.recv(&mut buffer)?;
+    assert_eq!(Message::from_vec(&buffer[..len])?.answers.len(), 1, "another source");
+    std::thread::sleep(Duration::from_millis(1_100));
+    assert_eq!(dig(&cloud.dns[0], "tns.tau.dev", false)?.len(), 1, "the first source again");
+    Ok(())
+}
