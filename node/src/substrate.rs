@@ -99,7 +99,13 @@ pub async fn start(
     let in_flight = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let gateway = Arc::new(gateway::Gateway {
         engine: engine.clone(),
-        functions: functions::Functions::new(engine, parts.handle.clone(), parts.hoarder),
+        functions: functions::Functions::new(
+            engine,
+            parts.handle.clone(),
+            parts.hoarder,
+            &root.join("fetching"),
+            parts.config.load_memory(),
+        )?,
         routes: routes::Routes::new(registry, counters.clone()),
         slots: Arc::new(tokio::sync::Semaphore::new(parts.config.max_instances as usize)),
         caps: gateway::Caps {

@@ -18,6 +18,7 @@
 //!   counter_window: 60s             # one signed counter record per function per window
 //!   counter_retention: 24h          # acknowledged records are kept this long, others forever
 //!   max_instances: 1000             # functions running at once on this node
+//!   load_memory: 512MiB             # component bytes held at once to be compiled
 //! seer:                             # required when the node runs seer
 //!   domain: example.com             # answers <service>.tau.example.com
 //!   generated_domain: g.example.com # <project>.g.example.com (and below) need no TXT record
@@ -234,6 +235,10 @@ pub struct SubstrateConfig {
     pub max_connections: u32,
     /// The most gateway connections open at once from one IP address.
     pub max_connections_per_ip: u32,
+    /// The most component bytes held in memory at once to be compiled (`512MiB`); more loads
+    /// wait their turn (a component larger than this loads alone). Fetched components go to
+    /// disk first, so a slow peer holds no memory.
+    pub load_memory: String,
 }
 
 impl Default for SubstrateConfig {
@@ -248,6 +253,7 @@ impl Default for SubstrateConfig {
             header_timeout: "10s".into(),
             max_connections: 10_000,
             max_connections_per_ip: 256,
+            load_memory: "512MiB".into(),
         }
     }
 }
@@ -291,6 +297,11 @@ impl SubstrateConfig {
         self.max_memory.parse::<bytesize::ByteSize>().map_or(4 << 30, |size| size.as_u64())
     }
 
+    /// The component bytes held in memory at once, bytes (checked when the file was loaded).
+    pub fn load_memory(&self) -> u64 {
+        self.load_memory.parse::<bytesize::ByteSize>().map_or(512 << 20, |size| size.as_u64())
+    }
+
     /// What is wrong with these settings, if anything: the field (as named in YAML) and why.
     pub fn problem(&self) -> Option<(&'static str, String)> {
         const SECOND: std::time::Duration = std::time::Duration::from_secs(1);
@@ -325,12 +336,14 @@ impl SubstrateConfig {
                 "must be at least 1 and at most max_connections".into(),
             ));
         }
-        match self.max_memory.parse::<bytesize::ByteSize>() {
-            Ok(size) if size.as_u64() >= 1 << 20 => {}
-            Ok(_) => return Some(("max_memory", "must be at least 1MiB".into())),
-            Err(e) => {
-                let value = &self.max_memory;
-                return Some(("max_memory", format!("`{value}` is not a size (like 512MiB): {e}")));
+        for (field, value) in [("max_memory", &self.max_memory), ("load_memory", &self.load_memory)]
+        {
+            match value.parse::<bytesize::ByteSize>() {
+                Ok(size) if size.as_u64() >= 1 << 20 => {}
+                Ok(_) => return Some((field, "must be at least 1MiB".into())),
+                Err(e) => {
+                    return Some((field, format!("`{value}` is not a size (like 512MiB): {e}")));
+                }
             }
         }
         None

@@ -8,14 +8,21 @@
 //!
 //! A component that does not compile or link is remembered as broken (its CID names its bytes,
 //! so it will never get better); a fetch that fails is not, and the next request tries again.
+//!
+//! Memory: a component fetched from a peer is written to disk as it arrives (`fetching/`, its
+//! hash checked on the way), so a slow or stalled peer holds none. Its bytes are read into
+//! memory only to be compiled, under a budget (`substrate.load_memory`) that every load shares:
+//! however many large components are asked for at once, the bytes held stay within it. At most
+//! [`MAX_FETCHES`] downloads run at once.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tau_proto::hoarder::BlobId;
 use tau_proto::hoarder::transfer;
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 
 use super::engine::{Compiler, Engine, LoadError, Ready};
 use crate::{hoarder, p2p};
@@ -30,19 +37,74 @@ const MAX_COMPONENT: u64 = 256 << 20;
 type Current = Arc<Mutex<Arc<Ready>>>;
 type Slot = Arc<OnceCell<Result<Current, LoadError>>>;
 
+/// The most components downloaded from peers at once (each holds up to
+/// [`transfer::WINDOW`] chunks in memory while it runs).
+const MAX_FETCHES: usize = 8;
+
+/// The memory budget's unit: one permit per MiB.
+const MIB: u64 = 1 << 20;
+
 /// The node's components.
 pub struct Functions {
     engine: Arc<Engine>,
     handle: p2p::Handle,
     local: Option<hoarder::Local>,
     slots: Mutex<HashMap<BlobId, Slot>>,
+    /// Component bytes held in memory to be compiled, one permit per MiB.
+    budget: Arc<Semaphore>,
+    budget_mib: u32,
+    /// Where fetched components are written as they arrive.
+    fetching: PathBuf,
+    /// Downloads running, at most [`MAX_FETCHES`].
+    fetches: Semaphore,
+}
+
+/// Where a component's checked bytes are, before they are read to be compiled.
+enum Fetched {
+    /// In this node's hoarder store.
+    Local(hoarder::Local),
+    /// In a file of the `fetching` folder, removed once read.
+    File(PathBuf),
+}
+
+/// Removes a file of the `fetching` folder when dropped (a failed or abandoned download).
+struct Partial(PathBuf);
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 impl Functions {
     /// Components run on `engine`, fetched from this node's hoarder store when it has one, else
-    /// from hoarder peers.
-    pub fn new(engine: Arc<Engine>, handle: p2p::Handle, local: Option<hoarder::Local>) -> Self {
-        Self { engine, handle, local, slots: Mutex::default() }
+    /// from hoarder peers into `fetching` (emptied now: what is there is from an earlier run);
+    /// at most `load_memory` bytes of them held at once to be compiled.
+    pub fn new(
+        engine: Arc<Engine>,
+        handle: p2p::Handle,
+        local: Option<hoarder::Local>,
+        fetching: &Path,
+        load_memory: u64,
+    ) -> Result<Self, LoadError> {
+        let io = |e: std::io::Error| LoadError::Io(format!("{}: {e}", fetching.display()));
+        match std::fs::remove_dir_all(fetching) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        std::fs::create_dir_all(fetching).map_err(io)?;
+        let budget_mib = u32::try_from(load_memory / MIB).unwrap_or(u32::MAX).max(1);
+        Ok(Self {
+            engine,
+            handle,
+            local,
+            slots: Mutex::default(),
+            budget: Arc::new(Semaphore::new(budget_mib as usize)),
+            budget_mib,
+            fetching: fetching.to_path_buf(),
+            fetches: Semaphore::new(MAX_FETCHES),
+        })
     }
 
     /// The ready component `cid` (of `size` bytes).
@@ -75,12 +137,32 @@ impl Functions {
                 "the component is {size} bytes, more than the {MAX_COMPONENT} a node runs"
             ))));
         }
-        let wasm = match self.fetch(cid, size).await {
-            Ok(wasm) => Arc::new(wasm),
+        let fetched = match self.fetch(cid, size).await {
+            Ok(fetched) => fetched,
             // The blob is not the size its record names: that never changes for a CID.
             Err(e @ LoadError::Invalid(_)) => return Ok(Err(e)),
             Err(e) => return Err(e),
         };
+        // The bytes are held until the optimizing compiler is done with them: under the budget.
+        let wanted =
+            u32::try_from(size.div_ceil(MIB)).unwrap_or(u32::MAX).clamp(1, self.budget_mib);
+        let permit = self.budget.clone().acquire_many_owned(wanted).await;
+        let permit = permit.map_err(|e| LoadError::Io(e.to_string()))?;
+        let local = matches!(fetched, Fetched::Local(_));
+        let wasm = match read(cid, fetched).await {
+            Ok(wasm) => wasm,
+            // A damaged local copy (hoarder repairs it): from a peer this time.
+            Err(e) if local => {
+                tracing::warn!(%cid, error = %e, "the local copy is unreadable, fetching it");
+                match self.fetch_remote(cid, size).await {
+                    Ok(fetched) => read(cid, fetched).await?,
+                    Err(e @ LoadError::Invalid(_)) => return Ok(Err(e)),
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        let wasm = Arc::new(wasm);
         let fetched = started.elapsed();
         let (engine, bytes) = (self.engine.clone(), wasm.clone());
         let baseline = tokio::task::spawn_blocking(move || engine.compile_baseline(&bytes))
@@ -98,6 +180,7 @@ impl Functions {
                 if let Err(e) = &optimized {
                     tracing::warn!(%cid, error = %e, "component refused");
                 }
+                drop(permit);
                 return Ok(optimized.map(|ready| Arc::new(Mutex::new(Arc::new(ready)))));
             }
         };
@@ -105,6 +188,7 @@ impl Functions {
         let current: Current = Arc::new(Mutex::new(Arc::new(baseline)));
         let (engine, swap) = (self.engine.clone(), current.clone());
         tokio::task::spawn_blocking(move || {
+            let _permit: OwnedSemaphorePermit = permit;
             let started = Instant::now();
             match engine.compile(&cid, &wasm) {
                 Ok(optimized) => {
@@ -129,26 +213,25 @@ impl Functions {
         Some(compiler)
     }
 
-    /// The component's bytes: from the local store, else from the first hoarder peer that has
-    /// them (every chunk and the whole are checked against the CID). The blob's manifest must
-    /// give the `size` its function record names (which the caller bounded) before a byte of it
-    /// is read: a record cannot make the node take in a larger blob.
-    async fn fetch(&self, cid: BlobId, size: u64) -> Result<Vec<u8>, LoadError> {
-        let wrong_size = |actual: u64| {
-            LoadError::Invalid(format!(
-                "blob {cid} holds {actual} bytes, not the {size} its function record names"
-            ))
-        };
+    /// Where the component's bytes are: the local store, else a file the first hoarder peer
+    /// that has them was downloaded to (every chunk and the whole checked against the CID). The
+    /// blob's manifest must give the `size` its function record names (which the caller
+    /// bounded) before a byte of it is fetched: a record cannot make the node take in a larger
+    /// blob.
+    async fn fetch(&self, cid: BlobId, size: u64) -> Result<Fetched, LoadError> {
         if let Some(local) = &self.local {
-            if let Some(actual) = local.size(&cid).filter(|actual| *actual != size) {
-                return Err(wrong_size(actual));
-            }
-            let local = local.clone();
-            let read = tokio::task::spawn_blocking(move || local.read(&cid)).await;
-            if let Ok(Some(bytes)) = read {
-                return Ok(bytes);
+            match local.size(&cid) {
+                Some(actual) if actual != size => return Err(wrong_size(cid, actual, size)),
+                Some(_) => return Ok(Fetched::Local(local.clone())),
+                None => {}
             }
         }
+        self.fetch_remote(cid, size).await
+    }
+
+    /// [`Self::fetch`] from hoarder peers only.
+    async fn fetch_remote(&self, cid: BlobId, size: u64) -> Result<Fetched, LoadError> {
+        let _turn = self.fetches.acquire().await.map_err(|e| LoadError::Io(e.to_string()))?;
         let mut peers = self.handle.peers().await.map_err(|e| LoadError::Io(e.to_string()))?;
         peers.retain(|p| p.services.iter().any(|s| s == "hoarder"));
         // Those that answered a ping most recently first: a peer cut off is still connected for
@@ -171,17 +254,45 @@ impl Functions {
                 }
             };
             if manifest.size != size {
-                return Err(wrong_size(manifest.size));
+                return Err(wrong_size(cid, manifest.size, size));
             }
-            let mut bytes = Vec::new();
+            let path = self.fetching.join(format!("{cid}.part"));
+            let partial = Partial(path.clone());
+            let io = |e: std::io::Error| LoadError::Io(format!("{}: {e}", path.display()));
+            let mut file =
+                tokio::io::BufWriter::new(tokio::fs::File::create(&path).await.map_err(io)?);
             let fetched =
-                transfer::download_chunks(&self.handle, peer.peer_id, cid, &manifest, &mut bytes);
+                transfer::download_chunks(&self.handle, peer.peer_id, cid, &manifest, &mut file);
             match fetched.await {
-                Ok(_) => return Ok(bytes),
+                Ok(_) => {
+                    file.into_inner().sync_all().await.map_err(io)?;
+                    std::mem::forget(partial);
+                    return Ok(Fetched::File(path));
+                }
                 Err(transfer::TransferError::NotFound(_)) => {}
                 Err(e) => last = e.to_string(),
             }
         }
         Err(LoadError::Io(format!("cannot fetch the component: {last}")))
     }
+}
+
+fn wrong_size(cid: BlobId, actual: u64, size: u64) -> LoadError {
+    LoadError::Invalid(format!(
+        "blob {cid} holds {actual} bytes, not the {size} its function record names"
+    ))
+}
+
+/// The checked bytes of `fetched`, read into memory; a fetched file is removed.
+async fn read(cid: BlobId, fetched: Fetched) -> Result<Vec<u8>, LoadError> {
+    let read = tokio::task::spawn_blocking(move || match fetched {
+        Fetched::Local(local) => {
+            local.read(&cid).ok_or_else(|| format!("blob {cid} left this node's store"))
+        }
+        Fetched::File(path) => {
+            let partial = Partial(path);
+            std::fs::read(&partial.0).map_err(|e| format!("{}: {e}", partial.0.display()))
+        }
+    });
+    read.await.map_err(|e| LoadError::Io(e.to_string()))?.map_err(LoadError::Io)
 }

@@ -1059,3 +1059,108 @@ fn a_project_holds_no_more_than_the_nodes_quota() -> Result {
     assert_eq!(refused.iter().sum::<u64>(), 12, "{status:?}");
     Ok(())
 }
+
+/// The most memory a node's process has held (`VmHWM`), bytes.
+fn peak_memory(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).ok_or("no VmHWM")?;
+    let kib: u64 = line.split_whitespace().nth(1).ok_or("no figure")?.parse()?;
+    Ok(kib * 1024)
+}
+
+/// `wasm` (a component) with a custom section of `payload` appended: another CID, as large as
+/// wished, that compiles in no time.
+fn with_custom_section(wasm: &[u8], payload: &[u8]) -> Vec<u8> {
+    fn leb128(mut value: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (value & 0x7f) as u8;
+            value >>= 7;
+            out.push(if value == 0 { byte } else { byte | 0x80 });
+            if value == 0 {
+                break;
+            }
+        }
+    }
+    let name = b"ballast";
+    let mut section = Vec::new();
+    leb128(name.len(), &mut section);
+    section.extend_from_slice(name);
+    section.extend_from_slice(payload);
+    let mut out = wasm.to_vec();
+    out.push(0);
+    leb128(section.len(), &mut out);
+    out.extend(section);
+    out
+}
+
+/// Substrate read each component whole into memory, fetched or local, for as many components
+/// as were asked for at once: a tenant with large functions could take a node's memory. Now a
+/// fetched component goes to disk as it arrives, and the bytes held to compile share one
+/// budget (`substrate.load_memory`, here 64 MiB): four 60 MB components asked for at once load
+/// one after another.
+#[test]
+fn large_components_load_within_the_nodes_memory_budget() -> Result {
+    use tau_proto::node_config::NodeConfig;
+    let dir = tempfile::tempdir()?;
+    let cloud = DevCloud::start_with(2, &dir.path().join("cloud"), &["--substrate-nodes", "1"])?;
+    // Node 0 comes back without hoarder (so it fetches every component) and a 64 MiB budget.
+    let pid = cloud.node_pid(0)?;
+    tau_tests::harness::signal(pid, tau_tests::harness::Signal::SIGTERM);
+    wait_for(Duration::from_secs(10), "node 0 stops", || {
+        Ok((!tau_tests::harness::alive(pid)).then_some(()))
+    })?;
+    let config_path = cloud.dir.join("node-0/node.yaml");
+    let mut config = NodeConfig::load(&config_path)?;
+    config.services.retain(|s| s != "hoarder");
+    config.substrate.load_memory = "64MiB".into();
+    config.save(&config_path)?;
+    let node0 = run_node(&config_path, &cloud.dir.join("node-0/restart.log"))?;
+    let gateway = cloud.gateways[0].clone();
+
+    let project = dir.path().join("big");
+    std::fs::create_dir_all(project.join("functions"))?;
+    std::fs::write(project.join("config.yaml"), "id: big\nname: big\n")?;
+    let ping = std::fs::read(tau_tests::harness::example_wasm("ping")?)?;
+    let names = ["a", "b", "c", "d"];
+    for (i, name) in names.iter().enumerate() {
+        let ballast = tau_tests::harness::random_bytes(60 << 20, i as u64 + 1);
+        std::fs::write(project.join(format!("{name}.wasm")), with_custom_section(&ping, &ballast))?;
+        std::fs::write(
+            project.join(format!("functions/{name}.yaml")),
+            format!(
+                "id: {name}\ntrigger: {{type: http, method: GET, paths: [/{name}]}}\n\
+                 domains: [ping.big.tau]\nsource: {name}.wasm\n"
+            ),
+        )?;
+    }
+    let key = create_project(&cloud.profile, dir.path(), "big")?;
+    let node1 = cloud.peer_ids()?[1].clone();
+    tau_tests::harness::push_project(&cloud.profile, &project, &key, Some(&node1))?;
+    wait_for(Duration::from_secs(30), "node 0 knows the route", || {
+        Ok((http(&gateway, "GET", "ping.big.tau", "/nowhere", b"")?.status == 404).then_some(()))
+    })?;
+    let before = peak_memory(node0.0.id())?;
+
+    let answers: Vec<_> = names
+        .iter()
+        .map(|name| {
+            let gateway = gateway.clone();
+            let path = format!("/{name}");
+            std::thread::spawn(move || {
+                http(&gateway, "GET", "ping.big.tau", &path, b"").map(|a| a.status).ok()
+            })
+        })
+        .collect();
+    let statuses: Vec<Option<u16>> = answers.into_iter().map(|t| t.join().ok().flatten()).collect();
+    assert_eq!(statuses, [Some(200); 4], "every function answers");
+    let grown = peak_memory(node0.0.id())?.saturating_sub(before);
+    assert!(
+        grown < 150 << 20,
+        "node 0's peak memory grew by {} MB loading four 60 MB components",
+        grown >> 20
+    );
+    // Nothing is left in the fetching folder.
+    let left = std::fs::read_dir(cloud.dir.join("node-0/data/substrate/fetching"))?.count();
+    assert_eq!(left, 0, "files left in fetching/");
+    Ok(())
+}
