@@ -63,6 +63,8 @@ pub struct Functions {
 enum Fetched {
     /// In this node's hoarder store.
     Local(hoarder::Local),
+    /// Fetched into memory (the disk failed).
+    Memory(Vec<u8>),
     /// In a file of the `fetching` folder, removed once read.
     File(PathBuf),
 }
@@ -70,9 +72,18 @@ enum Fetched {
 /// Removes a file of the `fetching` folder when dropped (a failed or abandoned download).
 struct Partial(PathBuf);
 
+impl Partial {
+    /// Keeps the file: it is complete.
+    fn keep(mut self) {
+        self.0 = PathBuf::new();
+    }
+}
+
 impl Drop for Partial {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        if !self.0.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.0);
+        }
     }
 }
 
@@ -137,24 +148,25 @@ impl Functions {
                 "the component is {size} bytes, more than the {MAX_COMPONENT} a node runs"
             ))));
         }
-        let fetched = match self.fetch(cid, size).await {
+        // The bytes are held until the optimizing compiler is done with them: under the budget
+        // (taken before the download when that goes to memory).
+        let mut held = None;
+        let fetched = match self.fetch(cid, size, &mut held).await {
             Ok(fetched) => fetched,
             // The blob is not the size its record names: that never changes for a CID.
             Err(e @ LoadError::Invalid(_)) => return Ok(Err(e)),
             Err(e) => return Err(e),
         };
-        // The bytes are held until the optimizing compiler is done with them: under the budget.
-        let wanted =
-            u32::try_from(size.div_ceil(MIB)).unwrap_or(u32::MAX).clamp(1, self.budget_mib);
-        let permit = self.budget.clone().acquire_many_owned(wanted).await;
-        let permit = permit.map_err(|e| LoadError::Io(e.to_string()))?;
+        if held.is_none() {
+            held = Some(self.hold(size).await?);
+        }
         let local = matches!(fetched, Fetched::Local(_));
         let wasm = match read(cid, fetched).await {
             Ok(wasm) => wasm,
             // A damaged local copy (hoarder repairs it): from a peer this time.
             Err(e) if local => {
                 tracing::warn!(%cid, error = %e, "the local copy is unreadable, fetching it");
-                match self.fetch_remote(cid, size).await {
+                match self.fetch_remote(cid, size, &mut held).await {
                     Ok(fetched) => read(cid, fetched).await?,
                     Err(e @ LoadError::Invalid(_)) => return Ok(Err(e)),
                     Err(e) => return Err(e),
@@ -162,6 +174,7 @@ impl Functions {
             }
             Err(e) => return Err(e),
         };
+        let permit = held.ok_or_else(|| LoadError::Io("no memory budget held".into()))?;
         let wasm = Arc::new(wasm);
         let fetched = started.elapsed();
         let (engine, bytes) = (self.engine.clone(), wasm.clone());
@@ -218,7 +231,12 @@ impl Functions {
     /// blob's manifest must give the `size` its function record names (which the caller
     /// bounded) before a byte of it is fetched: a record cannot make the node take in a larger
     /// blob.
-    async fn fetch(&self, cid: BlobId, size: u64) -> Result<Fetched, LoadError> {
+    async fn fetch(
+        &self,
+        cid: BlobId,
+        size: u64,
+        held: &mut Option<OwnedSemaphorePermit>,
+    ) -> Result<Fetched, LoadError> {
         if let Some(local) = &self.local {
             match local.size(&cid) {
                 Some(actual) if actual != size => return Err(wrong_size(cid, actual, size)),
@@ -226,11 +244,25 @@ impl Functions {
                 None => {}
             }
         }
-        self.fetch_remote(cid, size).await
+        self.fetch_remote(cid, size, held).await
     }
 
-    /// [`Self::fetch`] from hoarder peers only.
-    async fn fetch_remote(&self, cid: BlobId, size: u64) -> Result<Fetched, LoadError> {
+    /// The budget for `size` bytes of component in memory.
+    async fn hold(&self, size: u64) -> Result<OwnedSemaphorePermit, LoadError> {
+        let wanted =
+            u32::try_from(size.div_ceil(MIB)).unwrap_or(u32::MAX).clamp(1, self.budget_mib);
+        let permit = self.budget.clone().acquire_many_owned(wanted).await;
+        permit.map_err(|e| LoadError::Io(e.to_string()))
+    }
+
+    /// [`Self::fetch`] from hoarder peers only: to disk, or, when the disk fails (full), into
+    /// memory under the budget (put in `held`, unless it holds it already).
+    async fn fetch_remote(
+        &self,
+        cid: BlobId,
+        size: u64,
+        held: &mut Option<OwnedSemaphorePermit>,
+    ) -> Result<Fetched, LoadError> {
         let _turn = self.fetches.acquire().await.map_err(|e| LoadError::Io(e.to_string()))?;
         let mut peers = self.handle.peers().await.map_err(|e| LoadError::Io(e.to_string()))?;
         peers.retain(|p| p.services.iter().any(|s| s == "hoarder"));
@@ -257,23 +289,49 @@ impl Functions {
                 return Err(wrong_size(cid, manifest.size, size));
             }
             let path = self.fetching.join(format!("{cid}.part"));
-            let partial = Partial(path.clone());
-            let io = |e: std::io::Error| LoadError::Io(format!("{}: {e}", path.display()));
-            let mut file =
-                tokio::io::BufWriter::new(tokio::fs::File::create(&path).await.map_err(io)?);
-            let fetched =
-                transfer::download_chunks(&self.handle, peer.peer_id, cid, &manifest, &mut file);
-            match fetched.await {
-                Ok(_) => {
-                    file.into_inner().sync_all().await.map_err(io)?;
-                    std::mem::forget(partial);
-                    return Ok(Fetched::File(path));
+            let fetched = match self.download(peer.peer_id, cid, &manifest, &path).await {
+                Ok(()) => return Ok(Fetched::File(path)),
+                Err(transfer::TransferError::Io { path, source }) => {
+                    tracing::warn!(%cid, %path, error = %source, "cannot write a fetched component to disk: fetching it into memory");
+                    if held.is_none() {
+                        *held = Some(self.hold(size).await?);
+                    }
+                    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+                    let download = transfer::download_chunks(
+                        &self.handle,
+                        peer.peer_id,
+                        cid,
+                        &manifest,
+                        &mut bytes,
+                    );
+                    download.await.map(|_| Fetched::Memory(bytes))
                 }
+                Err(e) => Err(e),
+            };
+            match fetched {
+                Ok(fetched) => return Ok(fetched),
                 Err(transfer::TransferError::NotFound(_)) => {}
                 Err(e) => last = e.to_string(),
             }
         }
         Err(LoadError::Io(format!("cannot fetch the component: {last}")))
+    }
+
+    /// Blob `cid` from `peer` into the file at `path` (removed unless the whole blob is there).
+    async fn download(
+        &self,
+        peer: libp2p::PeerId,
+        cid: BlobId,
+        manifest: &tau_proto::hoarder::Manifest,
+        path: &Path,
+    ) -> Result<(), transfer::TransferError> {
+        let partial = Partial(path.to_path_buf());
+        let io = |source| transfer::TransferError::Io { path: path.display().to_string(), source };
+        let mut file = tokio::io::BufWriter::new(tokio::fs::File::create(path).await.map_err(io)?);
+        transfer::download_chunks(&self.handle, peer, cid, manifest, &mut file).await?;
+        file.into_inner().sync_all().await.map_err(io)?;
+        partial.keep();
+        Ok(())
     }
 }
 
@@ -289,6 +347,7 @@ async fn read(cid: BlobId, fetched: Fetched) -> Result<Vec<u8>, LoadError> {
         Fetched::Local(local) => {
             local.read(&cid).ok_or_else(|| format!("blob {cid} left this node's store"))
         }
+        Fetched::Memory(bytes) => Ok(bytes),
         Fetched::File(path) => {
             let partial = Partial(path);
             std::fs::read(&partial.0).map_err(|e| format!("{}: {e}", partial.0.display()))
