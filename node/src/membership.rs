@@ -34,6 +34,8 @@ use crate::tns;
 pub const PULL_EVERY: Duration = Duration::from_secs(5);
 /// How often it asks while it starts ([`FAST_FOR`]), or while it knows no node.
 const PULL_FAST: Duration = Duration::from_millis(500);
+/// How soon it looks again for a peer to ask while it starts and is connected to none.
+const PULL_FIRST: Duration = Duration::from_millis(50);
 const FAST_FOR: Duration = Duration::from_secs(30);
 /// The most records one gossip message may carry.
 const MAX_GOSSIP_RECORDS: usize = 1_000;
@@ -158,8 +160,15 @@ impl Follower {
                 }
                 () = tokio::time::sleep_until(next_pull), if pulls.is_empty() => {
                     let fast = started.elapsed() < FAST_FOR || self.members.admitted().is_empty();
-                    next_pull = tokio::time::Instant::now() + if fast { PULL_FAST } else { PULL_EVERY };
-                    if let Some(pull) = self.pull().await {
+                    let pull = self.pull().await;
+                    // No peer yet: ask the first one as soon as it connects.
+                    let wait = match (&pull, fast) {
+                        (None, true) => PULL_FIRST,
+                        (_, true) => PULL_FAST,
+                        (_, false) => PULL_EVERY,
+                    };
+                    next_pull = tokio::time::Instant::now() + wait;
+                    if let Some(pull) = pull {
                         pulls.push(pull);
                     }
                 }

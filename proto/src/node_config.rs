@@ -31,7 +31,7 @@
 //!                                   # truncated answer (the client retries over TCP), the
 //!                                   # others none; 0 answers none
 //! tns:                              # only read when the node runs tns
-//!   max_records_per_project: 10000  # live records one project may hold on this node
+//!   max_records_per_project: 100000 # live records one project may hold on this node
 //!   max_bytes_per_project: 128MiB   # and their size
 //! vault:                            # required when the node runs vault
 //!   keyset: keyset.yaml             # the public key set (`tau-node vault deal`)
@@ -169,7 +169,7 @@ pub struct TnsConfig {
 
 impl Default for TnsConfig {
     fn default() -> Self {
-        Self { max_records_per_project: 10_000, max_bytes_per_project: "128MiB".into() }
+        Self { max_records_per_project: 100_000, max_bytes_per_project: "128MiB".into() }
     }
 }
 

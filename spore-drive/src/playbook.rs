@@ -17,7 +17,7 @@
 //!     services: [hoarder, substrate]
 //!     substrate: { counter_window: 10s }
 //!     drain: 7s                     # optional: node.yaml's drain (serve on after leaving)
-//!     tns: { max_records_per_project: 10000 }   # optional: node.yaml's tns quotas
+//!     tns: { max_records_per_project: 50000 }   # optional: node.yaml's tns quotas
 //! hosts:
 //!   - { name: h1, address: 10.10.0.2, shape: full, location: { region: lab } }
 //! ```

@@ -17,7 +17,7 @@ use crate::db::DbError;
 use crate::p2p;
 
 /// How often the loop looks for new tns peers (it syncs with a new one at once).
-const PEER_CHECK: Duration = Duration::from_millis(250);
+const PEER_CHECK: Duration = Duration::from_millis(100);
 
 /// How soon a new peer is tried again after a round with it failed (it may not yet know this
 /// node is admitted, and refuse it until it does).
