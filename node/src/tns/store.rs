@@ -164,13 +164,15 @@ fn claim_of(record: &Record) -> Option<Box<str>> {
 }
 
 /// Registrar records and the cloud's names first, then project roots, then domains, then the
-/// rest: one batch can delegate, create a project, claim its domains and route them.
-fn apply_order(record: &Record) -> u8 {
-    if record.key.starts_with(keys::REGISTRARS) || record.key == keys::CLOUD {
+/// rest: one batch can delegate, create a project, claim its domains and route them (and
+/// anti-entropy asks for and sends records in this order, so that a project's records never
+/// come before the project).
+pub fn apply_order(key: &str) -> u8 {
+    if key.starts_with(keys::REGISTRARS) || key == keys::CLOUD {
         0
-    } else if root_id(&record.key).is_some() {
+    } else if root_id(key).is_some() {
         1
-    } else if record.key.starts_with("/domains/") {
+    } else if key.starts_with("/domains/") {
         2
     } else {
         3
@@ -438,7 +440,7 @@ impl Store {
         mut records: Vec<Record>,
         operator: Option<&WriterKey>,
     ) -> Result<Applied, DbError> {
-        records.sort_by_key(apply_order);
+        records.sort_by_key(|record| apply_order(&record.key));
         let mut applied = Applied::default();
         let mut pending: HashMap<String, Summary> = HashMap::new();
         let mut pending_index = PendingIndex::default();

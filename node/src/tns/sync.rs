@@ -11,7 +11,7 @@ use libp2p::PeerId;
 use tau_proto::tns::{MAX_PAGE, MAX_PAGE_BYTES, Record, TnsRequest, TnsResponse};
 use tokio_util::sync::CancellationToken;
 
-use super::store::precedence;
+use super::store::{apply_order, precedence};
 use super::{SYNC_INTERVAL, Shared};
 use crate::db::DbError;
 use crate::p2p;
@@ -123,13 +123,15 @@ pub(super) async fn sync_with(
         let store = shared.store();
         let operator = shared.operator.as_ref();
         let theirs_by_key: HashMap<&str, _> = theirs.iter().map(|s| (s.key.as_str(), s)).collect();
-        let pull: Vec<String> = theirs
+        let mut pull: Vec<String> = theirs
             .iter()
             .filter(|t| {
                 store.summary(&t.key).is_none_or(|ours| precedence(t, ours, operator).is_gt())
             })
             .map(|t| t.key.clone())
             .collect();
+        // Projects before their records: a record whose project is not stored yet is refused.
+        pull.sort_by_key(|key| apply_order(key));
         let mut push: Vec<Record> = Vec::new();
         for ours in store.summaries(&buckets) {
             let newer = theirs_by_key
@@ -143,6 +145,7 @@ pub(super) async fn sync_with(
                 }
             }
         }
+        push.sort_by_key(|record| apply_order(&record.key));
         (pull, push)
     };
     let mut pulled = 0;
