@@ -7,9 +7,10 @@
 //! (no larger than the query, so a real client behind a busy source retries over TCP, which a
 //! spoofed source cannot), the others none.
 //!
-//! Memory is bounded: at most [`MAX_SOURCES`] sources are followed; when that many are, the
-//! idle ones (whose bucket is full again) are forgotten, and while none are idle, new sources
-//! share one bucket.
+//! Memory and time are bounded: at most [`MAX_SOURCES`] sources are followed; when that many
+//! are, the idle ones (whose bucket is full again) are forgotten, at most once a second (a sweep
+//! reads every bucket, so a flood from ever new addresses cannot make every query pay for one),
+//! and until then new sources share one bucket.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -17,6 +18,9 @@ use std::time::Instant;
 
 /// The most sources followed at once.
 pub const MAX_SOURCES: usize = 100_000;
+
+/// How often, at most, idle sources are looked for once [`MAX_SOURCES`] are followed.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What to do with one query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +49,9 @@ pub struct RateLimit {
     sources: HashMap<IpAddr, Bucket>,
     /// Shared by new sources while [`MAX_SOURCES`] busy ones are followed.
     overflow: Option<Bucket>,
+    /// When idle sources were last forgotten, and how many times.
+    swept: Option<Instant>,
+    sweeps: u64,
 }
 
 /// The source `ip` counts as: its /24 (IPv4) or /56 (IPv6).
@@ -74,6 +81,8 @@ impl RateLimit {
             slip: u64::from(slip),
             sources: HashMap::new(),
             overflow: None,
+            swept: None,
+            sweeps: 0,
         }
     }
 
@@ -89,7 +98,12 @@ impl RateLimit {
         }
         let key = source(ip);
         let (rate, slip) = (self.rate, self.slip);
-        if !self.sources.contains_key(&key) && self.sources.len() >= MAX_SOURCES {
+        if !self.sources.contains_key(&key)
+            && self.sources.len() >= MAX_SOURCES
+            && self.swept.is_none_or(|at| now.saturating_duration_since(at) >= SWEEP_EVERY)
+        {
+            self.swept = Some(now);
+            self.sweeps += 1;
             self.forget_idle(now);
         }
         let fresh = Bucket { tokens: rate, at: now, limited: 0 };
@@ -191,6 +205,13 @@ mod tests {
         assert_eq!(limit.check(ip("203.0.113.1"), start), Decision::Answer);
         assert_eq!(limit.check(ip("198.51.100.1"), start), Decision::Drop);
         assert_eq!(limit.followed(), MAX_SOURCES);
+        // Idle sources are looked for at most once a second: the overflow bucket is still shared.
+        let soon = start + Duration::from_millis(500);
+        for i in 0..1000u32 {
+            let [_, _, a, b] = i.to_be_bytes();
+            assert_eq!(limit.check(IpAddr::from([192, a, b, 1]), soon), Decision::Drop);
+        }
+        assert_eq!((limit.followed(), limit.sweeps), (MAX_SOURCES, 1));
         // Once they are idle, they are forgotten and the new source gets its own bucket.
         let later = start + Duration::from_secs(2);
         assert_eq!(limit.check(ip("198.51.100.1"), later), Decision::Answer);

@@ -330,24 +330,26 @@ impl Store {
         self.usage.get(project).copied().unwrap_or_default()
     }
 
-    /// Refuses `record` if storing it in place of `old` would take its project over the quota
-    /// (`pending`: the batch's changes so far); records that shrink a project always pass.
+    /// Refuses a record that counts as `new` if storing it in place of `old` would take its
+    /// project over the quota (`pending`: the batch's changes so far); records that shrink a
+    /// project always pass.
     fn check_quota(
         &self,
-        record: &Record,
+        new: &Counted,
         old: &Counted,
         pending: &HashMap<Box<str>, (i64, i64)>,
     ) -> Result<(), Rejection> {
-        let Some((project, size)) = counted_of(record) else { return Ok(()) };
+        let Some((project, size)) = new else { return Ok(()) };
+        let size = *size;
         let (more_records, more_bytes) = match old {
-            Some((was, old_size)) if *was == project => (0, size.saturating_sub(*old_size)),
+            Some((was, old_size)) if was == project => (0, size.saturating_sub(*old_size)),
             _ => (1, size),
         };
         if more_records == 0 && more_bytes == 0 {
             return Ok(());
         }
-        let usage = self.usage(&project);
-        let (records_delta, bytes_delta) = pending.get(&project).copied().unwrap_or_default();
+        let usage = self.usage(project);
+        let (records_delta, bytes_delta) = pending.get(project).copied().unwrap_or_default();
         let records = usage.records.saturating_add_signed(records_delta) + more_records;
         let bytes = usage.bytes.saturating_add_signed(bytes_delta).saturating_add(more_bytes);
         let Quota { records: max_records, bytes: max_bytes } = self.quota;
@@ -462,9 +464,10 @@ impl Store {
                 Some(counted) => counted.clone(),
                 None => self.entry(&record.key).and_then(|e| e.counted.clone()),
             };
+            let new = counted_of(&record);
             let checked = checked.and_then(|()| match operator == Some(&record.writer) {
                 true => Ok(()),
-                false => self.check_quota(&record, &old, &pending_usage),
+                false => self.check_quota(&new, &old, &pending_usage),
             });
             if let Err(rejection) = checked {
                 match rejection {
@@ -476,7 +479,6 @@ impl Store {
                 applied.rejected.push((record.key.clone(), rejection));
                 continue;
             }
-            let new = counted_of(&record);
             for (counted, sign) in [(&old, -1), (&new, 1)] {
                 if let Some((project, size)) = counted {
                     let delta = pending_usage.entry(project.clone()).or_default();

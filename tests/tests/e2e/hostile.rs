@@ -1136,8 +1136,9 @@ fn large_components_load_within_the_nodes_memory_budget() -> Result {
     let key = create_project(&cloud.profile, dir.path(), "big")?;
     let node1 = cloud.peer_ids()?[1].clone();
     tau_tests::harness::push_project(&cloud.profile, &project, &key, Some(&node1))?;
-    wait_for(Duration::from_secs(30), "node 0 knows the route", || {
-        Ok((http(&gateway, "GET", "ping.big.tau", "/nowhere", b"")?.status == 404).then_some(()))
+    // Node 0 runs tns: once it holds what node 1 holds, it has the routes.
+    wait_for(Duration::from_secs(30), "node 0 holds the project's records", || {
+        Ok(converged(&tns_status(&cloud.profile)?, 2).then_some(()))
     })?;
     let before = peak_memory(node0.0.id())?;
 
