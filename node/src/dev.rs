@@ -6,10 +6,13 @@
 //! DIR/swarm.key        the cloud's swarm key (0600)
 //! DIR/operator.key     the operator key (0600)
 //! DIR/cloud.yaml       the cloud profile naming both, with every node as bootstrap
-//! DIR/vault/keyset.yaml  the vault key set (n = nodes, t = (n - 1) / 2)
-//! DIR/node-<i>/        node.yaml, identity.key and vault-share.yaml (0600), data/, node.log,
-//!                      node.pid
+//! DIR/vault/keyset.yaml  the vault key set (n = core nodes, t = (n - 1) / 2)
+//! DIR/node-<i>/        node.yaml, identity.key and vault-share.yaml (0600, core nodes), data/,
+//!                      node.log, node.pid
 //! ```
+//!
+//! The first [`DevOptions::core`] nodes (5 by default) run every service; the others run
+//! hoarder and substrate, as the storage and compute nodes of a larger cloud do.
 //!
 //! Keys already in `DIR` are kept (the vault key set too, while the node count is the same), so a restarted dev cloud has the same peer ids; ports are
 //! chosen anew each time (free ports on 127.0.0.1) and the YAML files rewritten. `tau-node dev`
@@ -27,7 +30,8 @@ use tau_proto::keyfile::{self, KeyFileError};
 use tau_proto::profile::ProfileError;
 
 use crate::config::{
-    NodeConfig, Ports, SERVICES, SeerConfig, SubstrateConfig, TnsConfig, VaultConfig,
+    ConnectionsConfig, NodeConfig, Ports, SERVICES, SeerConfig, SubstrateConfig, TnsConfig,
+    VaultConfig,
 };
 use tau_proto::cloud_secrets::{self, Redeal, SecretPaths, VaultPaths};
 use tau_proto::vault::KeySet;
@@ -115,7 +119,16 @@ pub struct DevOptions {
     pub txt_resolver: Option<std::net::SocketAddr>,
     /// Written into every node's `node.yaml`: the per-project quotas of TNS.
     pub tns: TnsConfig,
+    /// How many of the nodes (the first ones) run tns, vault and seer besides hoarder and
+    /// substrate; the others run only those two.
+    pub core: usize,
 }
+
+/// How many nodes of a dev cloud run every service, unless said otherwise.
+pub const DEFAULT_CORE: usize = 5;
+
+/// The services besides hoarder and substrate, which only the core nodes run.
+const CORE_SERVICES: [&str; 3] = ["tns", "vault", "seer"];
 
 impl DevOptions {
     /// `count` nodes running every service, with default settings.
@@ -126,6 +139,7 @@ impl DevOptions {
             substrate: SubstrateConfig::default(),
             txt_resolver: None,
             tns: TnsConfig::default(),
+            core: count.min(DEFAULT_CORE),
         }
     }
 }
@@ -137,6 +151,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DevError + '_ {
 /// Lays out a cloud in `dir`.
 pub fn prepare(dir: &Path, options: &DevOptions) -> Result<DevCloud, DevError> {
     let count = options.count;
+    let core = options.core.clamp(1, count.max(1));
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let dir = dir.canonicalize().map_err(io(dir))?;
     let node_dir = |i: usize| dir.join(format!("node-{i}"));
@@ -146,8 +161,8 @@ pub fn prepare(dir: &Path, options: &DevOptions) -> Result<DevCloud, DevError> {
         identities: (0..count).map(|i| node_dir(i).join("identity.key")).collect(),
         vault: Some(VaultPaths {
             keyset: dir.join("vault").join("keyset.yaml"),
-            shares: (0..count).map(|i| node_dir(i).join(SHARE_FILE)).collect(),
-            stale: Vec::new(),
+            shares: (0..core.min(count)).map(|i| node_dir(i).join(SHARE_FILE)).collect(),
+            stale: (core..count).map(|i| node_dir(i).join(SHARE_FILE)).collect(),
         }),
     };
     // A dev cloud's key set is dealt anew whenever its node count changes: secrets stored under
@@ -170,6 +185,7 @@ pub fn prepare(dir: &Path, options: &DevOptions) -> Result<DevCloud, DevError> {
         let services = SERVICES
             .iter()
             .filter(|s| i < options.substrate_nodes || **s != "substrate")
+            .filter(|s| i < core || !CORE_SERVICES.contains(s))
             .map(|s| s.to_string())
             .collect();
         nodes.push(DevNode {
@@ -210,10 +226,11 @@ pub fn prepare(dir: &Path, options: &DevOptions) -> Result<DevCloud, DevError> {
                 ..SeerConfig::new(DEV_DOMAIN.into(), DEV_GENERATED_DOMAIN.into())
             }),
             tns: options.tns.clone(),
-            vault: Some(VaultConfig {
+            vault: node.runs("vault").then(|| VaultConfig {
                 keyset: PathBuf::from("../vault/keyset.yaml"),
                 share: PathBuf::from(SHARE_FILE),
             }),
+            connections: ConnectionsConfig::default(),
         };
         config.save(&node.config).map_err(io(&node.config))?;
     }
@@ -303,6 +320,16 @@ mod tests {
         let bigger = prepare(dir.path(), &DevOptions::new(5))?;
         assert_ne!(bigger.keyset.id, again.keyset.id);
         assert_eq!(bigger.keyset.threshold, 2);
+        // In a larger cloud only the core nodes run tns, vault and seer, and hold a share.
+        let large = prepare(dir.path(), &DevOptions::new(8))?;
+        assert_eq!(large.keyset.id, bigger.keyset.id, "the same five vault nodes");
+        for (i, node) in large.nodes.iter().enumerate() {
+            let config = NodeConfig::load(&node.config)?;
+            let core = i < DEFAULT_CORE;
+            assert_eq!(node.runs("tns") && node.runs("vault") && node.runs("seer"), core);
+            assert!(node.runs("hoarder") && node.runs("substrate"));
+            assert_eq!(config.vault.is_some(), core, "{}", node.name);
+        }
         Ok(())
     }
 }

@@ -87,6 +87,7 @@ impl Node {
                     resources,
                 },
                 admitted: membership::initial(config.operator_key().as_ref()),
+                connections: config.connections.clone(),
             },
             shutdown.child_token(),
         )

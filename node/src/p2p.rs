@@ -6,9 +6,11 @@
 //! - [`behaviour`]: identify, ping, kad, gossipsub and [`tau_proto::net::rpc`] (every
 //!   request-response protocol), on the transport of [`tau_proto::net`] (TCP + pnet + noise +
 //!   yamux).
-//! - [`event_loop`]: the task. It keeps the peer table, keeps a full mesh with the cloud's nodes
-//!   (kad finds them, the loop dials them), redials bootstrap peers with backoff, drops
-//!   connections whose pings fail, and answers the core's own admin requests from its state.
+//! - [`event_loop`]: the task. It keeps the peer table, keeps connections to a bounded number of
+//!   the cloud's nodes (kad finds them; between `connections.target` and `.ceiling`), dials a
+//!   node a request is for when not connected (looking its address up in kad when needed),
+//!   redials bootstrap peers with backoff while it has no node, drops connections whose pings
+//!   fail, and answers the core's own admin requests and the directory from its state.
 //! - [`service`]: how a protocol is served and called; [`gossip`]: topics.
 //! - [`peers`]: the peer table.
 //!
@@ -28,6 +30,7 @@ use tau_proto::SwarmKey;
 use tau_proto::admin::{AdminRequest, AdminResponse, Location, PeerInfo, Resources};
 use tau_proto::membership::Admitted;
 use tau_proto::net::rpc::{self, CallError};
+use tau_proto::node_config::ConnectionsConfig;
 use tau_proto::protocol::{Access, Protocol, Topic};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -50,6 +53,8 @@ pub struct P2pConfig {
     /// Who is admitted until the membership says otherwise: [`Admitted::Open`] without an
     /// operator key, else nobody yet.
     pub admitted: Admitted,
+    /// How many nodes to keep connections to.
+    pub connections: ConnectionsConfig,
 }
 
 /// The node facts the admin protocol reports, besides the swarm's own.
@@ -84,8 +89,23 @@ pub enum P2pError {
 pub use gossip::{GossipError, GossipMessage, MessageRef, Verdict};
 pub use service::{Inbound, RequestError};
 
+/// A node that runs a service, as the directory knows it ([`Handle::nodes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRef {
+    /// The node.
+    pub peer: PeerId,
+    /// Whether this node is connected to it now (a request to any other dials it first).
+    pub connected: bool,
+    /// Its latest ping round trip, when connected.
+    pub rtt: Option<std::time::Duration>,
+}
+
 pub(crate) enum Command {
     Peers(oneshot::Sender<Vec<PeerInfo>>),
+    Nodes {
+        service: String,
+        reply: oneshot::Sender<Vec<NodeRef>>,
+    },
     Candidates(oneshot::Sender<Vec<PeerId>>),
     Admit(Admitted),
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
@@ -136,6 +156,16 @@ impl Handle {
     /// The nodes this node is connected to.
     pub async fn peers(&self) -> Result<Vec<PeerInfo>, Stopped> {
         self.ask(Command::Peers).await
+    }
+
+    /// The nodes that run `service`, whether connected or not: with an operator key, every node
+    /// it admitted for the service (connected ones by the services they said they run);
+    /// without one, the connected nodes that say they run it. Connected nodes come first,
+    /// nearest first, then the others in random order. A request to one that is not connected
+    /// dials it (finding its address through kad when needed).
+    pub async fn nodes(&self, service: &str) -> Result<Vec<NodeRef>, Stopped> {
+        let service = service.to_string();
+        self.ask(|reply| Command::Nodes { service, reply }).await
     }
 
     /// The connected peers that say they are nodes, admitted or not: where admission records
@@ -254,6 +284,7 @@ pub async fn spawn(
         config.bootstrap,
         config.admin,
         config.admitted,
+        &config.connections,
     );
     event_loop.wait_listening(&listeners).await?;
     let task = tokio::spawn(event_loop.run(shutdown));

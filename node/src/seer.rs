@@ -1,11 +1,13 @@
 //! The `seer` service: who is alive and how busy, and a DNS server that sends clients to
 //! healthy nodes.
 //!
-//! - [`beat`]: every node (whatever its services) signs and publishes a heartbeat on
-//!   `tau/seer/1` every [`tau_proto::seer::BEAT_INTERVAL`].
+//! - [`beat`]: every node (whatever its services) signs a heartbeat every
+//!   [`tau_proto::seer::BEAT_INTERVAL`] and sends it to each seer node (`Beat` on
+//!   `/tau/seer/1`), dialing it when not connected: a node's cost is the number of seer nodes,
+//!   not the size of the cloud.
 //! - [`table`]: a seer node's latest beat per node; a node is unhealthy once its latest beat is
-//!   older than [`tau_proto::seer::HEALTHY_FOR`]. A beat with a bad signature, or whose gossip
-//!   author is not the node it names, is dropped and not forwarded.
+//!   older than [`tau_proto::seer::HEALTHY_FOR`]. A beat with a bad signature, or sent by
+//!   another node than the one it names, is refused.
 //! - [`dns`]: the DNS server (UDP and TCP on `ports.dns`), its UDP answers rate-limited per
 //!   source by [`rate`].
 //! - [`domains`]: which registered domains are served (generated ones at once, custom ones
@@ -23,15 +25,16 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use libp2p::PeerId;
 use tau_proto::membership::Admitted;
-use tau_proto::seer::{SeerProtocol, SeerRequest, SeerResponse, SeerTopic, SignedHeartbeat};
+use tau_proto::seer::{SeerProtocol, SeerRequest, SeerResponse, SignedHeartbeat};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SeerConfig;
-use crate::p2p::{self, GossipMessage, Verdict};
+use crate::p2p;
 use crate::tns::Registry;
 use domains::{Domains, TxtLookup};
 use table::Table;
@@ -97,22 +100,22 @@ impl Shared {
         self.rate.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Checks a gossiped heartbeat and keeps it; the verdict decides whether it is forwarded.
-    pub fn receive(&self, message: &GossipMessage) -> Verdict {
-        let opened = tau_proto::cbor::from_slice::<SignedHeartbeat>(&message.data)
-            .ok()
-            .and_then(|signed| signed.open().ok());
-        match opened {
-            Some(beat) if message.author.is_none_or(|author| author == beat.peer) => {
-                match self.table().insert(beat, Instant::now()) {
-                    true => Verdict::Accept,
-                    false => Verdict::Ignore,
-                }
+    /// Checks a heartbeat `sender` sent and keeps it if it is the node's newest.
+    pub fn receive(&self, sender: PeerId, signed: &SignedHeartbeat) -> SeerResponse {
+        match signed.open() {
+            Ok(beat) if beat.peer == sender => {
+                self.table().insert(beat, Instant::now());
+                SeerResponse::Taken
             }
-            _ => {
+            Ok(beat) => {
                 self.forged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(author = ?message.author, "dropped a forged heartbeat");
-                Verdict::Reject
+                tracing::warn!(%sender, named = %beat.peer, "refused a heartbeat sent for another node");
+                SeerResponse::Error("a heartbeat is taken only from the node it names".into())
+            }
+            Err(error) => {
+                self.forged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(%sender, %error, "refused a forged heartbeat");
+                SeerResponse::Error(format!("heartbeat refused: {error}"))
             }
         }
     }
@@ -128,8 +131,8 @@ pub struct Started {
     pub shared: Arc<Shared>,
 }
 
-/// Starts the seer: binds DNS on `dns` (UDP and TCP), subscribes to heartbeats and serves
-/// `/tau/seer/1`. The tasks stop on `shutdown`.
+/// Starts the seer: binds DNS on `dns` (UDP and TCP) and serves `/tau/seer/1` (heartbeats
+/// and the node list). The tasks stop on `shutdown`.
 pub async fn start(
     handle: p2p::Handle,
     config: &SeerConfig,
@@ -155,8 +158,7 @@ pub async fn start(
         tasks.push(tokio::spawn(dns::serve_udp(shared.clone(), Arc::new(udp), shutdown.clone())));
         tasks.push(tokio::spawn(dns::serve_tcp(shared.clone(), tcp, shutdown.clone())));
     }
-    let mut gossip = handle.subscribe::<SeerTopic>().await?;
-    let (inbox, mut requests) = tokio::sync::mpsc::channel(64);
+    let (inbox, mut requests) = tokio::sync::mpsc::channel(1024);
     handle.serve::<SeerProtocol>(inbox).await.map_err(|e| SeerError::P2p(e.into()))?;
     let state = shared.clone();
     tasks.push(tokio::spawn(async move {
@@ -167,16 +169,11 @@ pub async fn start(
                     let now = admitted.borrow_and_update().clone();
                     state.table().admit(now);
                 }
-                Some(message) = gossip.recv() => {
-                    let verdict = state.receive(&message);
-                    if handle.validate(message.id, verdict).await.is_err() {
-                        break;
-                    }
-                }
                 Some(inbound) = requests.recv() => {
-                    let p2p::Inbound { request, reply, .. } = inbound;
+                    let p2p::Inbound { request, reply, peer, .. } = inbound;
                     let response = match request {
                         SeerRequest::Nodes => SeerResponse::Nodes(state.table().nodes(Instant::now())),
+                        SeerRequest::Beat(signed) => state.receive(peer, &signed),
                         _ => SeerResponse::Error("unsupported seer request".into()),
                     };
                     let _ = reply.send(response);

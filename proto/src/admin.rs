@@ -48,6 +48,12 @@ pub enum AdminRequest {
         /// The last sequence number stored.
         through: u64,
     },
+    /// The nodes that run `service` as this node knows them, connected or not, with the
+    /// addresses it knows for each: how a client finds nodes the entry node is not connected to.
+    Directory {
+        /// The service.
+        service: String,
+    },
 }
 
 /// A node's answer.
@@ -62,6 +68,8 @@ pub enum AdminResponse {
     Counters(CounterPage),
     /// The answer to [`AdminRequest::AckCounters`]: the acknowledged sequence number now held.
     Acked(u64),
+    /// The answer to [`AdminRequest::Directory`]: connected nodes first, nearest first.
+    Directory(Vec<DirectoryEntry>),
     /// The request could not be served.
     Error(String),
 }
@@ -118,6 +126,17 @@ pub struct Resources {
     pub disk_total: u64,
     /// Free space on that disk, bytes.
     pub disk_available: u64,
+}
+
+/// A node that runs a service, as another node knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectoryEntry {
+    /// Its peer id.
+    pub peer_id: PeerId,
+    /// The addresses the answering node knows for it (possibly none: kad finds them).
+    pub addrs: Vec<Multiaddr>,
+    /// Whether the answering node is connected to it.
+    pub connected: bool,
 }
 
 /// A connected node, as one of its peers sees it.

@@ -165,20 +165,37 @@ impl Client {
     }
 
     /// The nodes that run `service`, the entry node first if it does; learns their addresses.
-    /// The nodes that answer within [`PROBE_TIMEOUT`] come before those that do not: the entry
-    /// node lists a peer for a few seconds after it was cut off.
+    /// They come from the entry node's directory (every node admitted for the service, whether
+    /// the entry node is connected to it or not), or its connected peers from a node that
+    /// keeps no directory. The nodes that answer within [`PROBE_TIMEOUT`] come before those
+    /// that do not: the entry node lists a peer for a few seconds after it was cut off.
     pub async fn nodes_running(&self, service: &str) -> Result<Vec<PeerId>, ClientError> {
         let mut found = Vec::new();
         if self.info(self.entry).await?.services.iter().any(|s| s == service) {
             found.push(self.entry);
         }
-        for peer in self.peers(self.entry).await? {
-            for addr in &peer.addrs {
-                self.add_address(peer.peer_id, addr.clone()).await?;
+        let request = AdminRequest::Directory { service: service.to_string() };
+        match self.call::<AdminProtocol>(self.entry, request).await {
+            Ok(AdminResponse::Directory(entries)) => {
+                for entry in entries.into_iter().filter(|e| e.peer_id != self.entry) {
+                    for addr in entry.addrs {
+                        self.add_address(entry.peer_id, addr).await?;
+                    }
+                    found.push(entry.peer_id);
+                }
             }
-            if peer.services.iter().any(|s| s == service) {
-                found.push(peer.peer_id);
+            // A node from before directories.
+            Ok(_) | Err(ClientError::Remote { .. }) => {
+                for peer in self.peers(self.entry).await? {
+                    for addr in &peer.addrs {
+                        self.add_address(peer.peer_id, addr.clone()).await?;
+                    }
+                    if peer.services.iter().any(|s| s == service) {
+                        found.push(peer.peer_id);
+                    }
+                }
             }
+            Err(e) => return Err(e),
         }
         let answering = self.answering(&found).await;
         found.sort_by_key(|peer| !answering.contains(peer));

@@ -103,6 +103,54 @@ pub struct NodeConfig {
     /// The tns service's per-project quotas.
     #[serde(default, skip_serializing_if = "TnsConfig::is_default")]
     pub tns: TnsConfig,
+    /// How many other nodes the node keeps connections to.
+    #[serde(default, skip_serializing_if = "ConnectionsConfig::is_default")]
+    pub connections: ConnectionsConfig,
+}
+
+/// How many other nodes a node keeps connections to: it dials nodes kad finds while it has fewer
+/// than `target`, and closes the least recently used ones once it has more than `ceiling`, so
+/// that a node's cost does not grow with the cloud. A node it is not connected to is dialed when
+/// a request is sent to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionsConfig {
+    /// Connections to other nodes the node dials up to.
+    pub target: u32,
+    /// Connections to other nodes the node never keeps more of (light clients not counted).
+    pub ceiling: u32,
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        Self { target: 24, ceiling: 48 }
+    }
+}
+
+impl ConnectionsConfig {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// What is wrong with these settings, if anything: the field (as named in YAML) and why.
+    pub fn problem(&self) -> Option<(&'static str, String)> {
+        if self.target == 0 {
+            return Some(("target", "must be at least 1".into()));
+        }
+        if self.ceiling < self.target + 2 {
+            return Some((
+                "ceiling",
+                format!(
+                    "must be at least target + 2 ({}), to leave room for requests",
+                    self.target + 2
+                ),
+            ));
+        }
+        if self.ceiling > 10_000 {
+            return Some(("ceiling", "must be at most 10000".into()));
+        }
+        None
+    }
 }
 
 /// The seer service's DNS settings.
@@ -412,6 +460,7 @@ impl Default for NodeConfig {
             vault: None,
             seer: None,
             tns: TnsConfig::default(),
+            connections: ConnectionsConfig::default(),
         }
     }
 }
@@ -527,6 +576,9 @@ impl NodeConfig {
         }
         if let Some((field, message)) = self.tns.problem() {
             return Err(invalid(format!("tns.{field}"), message));
+        }
+        if let Some((field, message)) = self.connections.problem() {
+            return Err(invalid(format!("connections.{field}"), message));
         }
         if let Some(location) = &self.location {
             if location.latitude.is_some_and(|l| !(-90.0..=90.0).contains(&l)) {
@@ -652,6 +704,12 @@ mod tests {
             ),
             (format!("{base}seer: {{domain: x, generated_domain: g, ttl: 0}}\n"), "seer.ttl"),
             (format!("{base}vault: {{keyset: k}}\n"), "missing field `share`"),
+            (format!("{base}connections: {{target: 0}}\n"), "field `connections.target`"),
+            (
+                format!("{base}connections: {{target: 30, ceiling: 31}}\n"),
+                "field `connections.ceiling`: must be at least target + 2 (32)",
+            ),
+            (format!("{base}connections: {{peers: 3}}\n"), "unknown field `peers`"),
             (
                 format!("{base}operator_key: 12D3KooW\n"),
                 "field `operator_key`: `12D3KooW` is not a public key",
@@ -680,6 +738,7 @@ mod tests {
                 slip: 0,
             }),
             tns: TnsConfig { max_records_per_project: 7, max_bytes_per_project: "1MiB".into() },
+            connections: ConnectionsConfig { target: 4, ceiling: 8 },
             ..NodeConfig::default()
         };
         config.save(&path)?;

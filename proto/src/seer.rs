@@ -1,6 +1,6 @@
 //! Seer: signed heartbeats, node health, and the `/tau/seer/1` types.
 //!
-//! Every node publishes a [`SignedHeartbeat`] on the gossipsub topic [`TOPIC`] every
+//! Every node sends a [`SignedHeartbeat`] to each seer node ([`SeerRequest::Beat`]) every
 //! [`BEAT_INTERVAL`]: what it runs, where clients reach it, its resources and its load. The
 //! signature is the node's identity key over a domain tag and the heartbeat's exact CBOR bytes,
 //! so a receiver checks it against the key inside the claimed peer id before it decodes
@@ -18,15 +18,7 @@ use crate::admin::{Location, Resources};
 use crate::cbor;
 use crate::identity::WriterKey;
 
-/// The gossipsub topic heartbeats travel on, `tau/seer/1`.
-pub struct SeerTopic;
-
-impl crate::protocol::Topic for SeerTopic {
-    const NAME: &'static str = "tau/seer/1";
-    const ACCESS: crate::protocol::Access = crate::protocol::Access::Nodes;
-}
-
-/// The request-response protocol (`Nodes`), `/tau/seer/1`.
+/// The request-response protocol (`Beat`, `Nodes`), `/tau/seer/1`.
 pub struct SeerProtocol;
 
 impl crate::protocol::Protocol for SeerProtocol {
@@ -159,6 +151,9 @@ impl SignedHeartbeat {
 pub enum SeerRequest {
     /// Every node the seer knows, as [`SeerResponse::Nodes`].
     Nodes,
+    /// The caller's heartbeat, signed by the caller: [`SeerResponse::Taken`]. A beat from
+    /// another node than the caller is refused.
+    Beat(SignedHeartbeat),
 }
 
 /// A seer node's answer.
@@ -167,6 +162,8 @@ pub enum SeerRequest {
 pub enum SeerResponse {
     /// Every known node with its latest heartbeat.
     Nodes(Vec<NodeStatus>),
+    /// The heartbeat was checked (and kept, if it was the node's newest).
+    Taken,
     /// The request was refused.
     Error(String),
 }

@@ -18,6 +18,7 @@
 //!     substrate: { counter_window: 10s }
 //!     drain: 7s                     # optional: node.yaml's drain (serve on after leaving)
 //!     tns: { max_records_per_project: 50000 }   # optional: node.yaml's tns quotas
+//!     connections: { target: 24, ceiling: 48 }  # optional: node.yaml's connection bounds
 //! hosts:
 //!   - { name: h1, address: 10.10.0.2, shape: full, location: { region: lab } }
 //! ```
@@ -32,7 +33,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tau_proto::admin::Location;
 use tau_proto::node_config::Ports;
-use tau_proto::node_config::{SubstrateConfig, TnsConfig, drain_problem};
+use tau_proto::node_config::{ConnectionsConfig, SubstrateConfig, TnsConfig, drain_problem};
 use tau_proto::tns::keys::{is_domain, is_name};
 use tau_proto::yaml::{self, YamlError};
 
@@ -224,6 +225,10 @@ pub struct Shape {
     /// defaults when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tns: Option<TnsConfig>,
+    /// How many other nodes its nodes keep connections to, as in node.yaml's `connections`
+    /// section; the node's defaults (24, at most 48) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<ConnectionsConfig>,
     /// How long its nodes keep serving when stopped, after telling seer they are leaving, as
     /// in node.yaml's `drain`; the node's default (7s) when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -373,6 +378,9 @@ impl Playbook {
             }
             if let Some((name, message)) = shape.tns.as_ref().and_then(|s| s.problem()) {
                 return Err(invalid(field(&format!(".tns.{name}")), message));
+            }
+            if let Some((name, message)) = shape.connections.as_ref().and_then(|s| s.problem()) {
+                return Err(invalid(field(&format!(".connections.{name}")), message));
             }
             if let Some(message) = shape.drain.as_deref().and_then(drain_problem) {
                 return Err(invalid(field(".drain"), message));

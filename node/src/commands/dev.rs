@@ -4,6 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
+use tau_proto::seer::{SeerProtocol, SeerRequest, SeerResponse};
 use tau_proto::tns::TnsProtocol;
 
 use anyhow::{Context, bail};
@@ -24,7 +25,8 @@ use tokio::sync::mpsc;
 ///
 /// Generates the cloud's swarm key and operator key in DIR (kept across runs, like each node's
 /// identity), writes DIR/cloud.yaml, starts one `tau-node run` process per node (logs in
-/// DIR/node-<i>/node.log, pid in node.pid), and once every node is connected to every other
+/// DIR/node-<i>/node.log, pid in node.pid), and once every node is healthy in every seer's
+/// table (each node keeps connections to at most `connections.ceiling` others, 48 by default)
 /// prints `gateway node-<i> http://127.0.0.1:<port>` per substrate node, `dns node-<i>
 /// 127.0.0.1:<port>` per seer node (the cloud's domain is `dev`: `substrate.tau.dev`; generated
 /// domains end in `.tau`), then `ready <path to cloud.yaml>`. Runs until SIGINT or SIGTERM, then
@@ -32,12 +34,16 @@ use tokio::sync::mpsc;
 #[derive(Debug, Args)]
 pub(crate) struct Dev {
     /// How many nodes.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=250))]
     nodes: u16,
+    /// How many nodes (the first ones) run tns, vault and seer; the others run hoarder and
+    /// substrate only, as the storage and compute nodes of a larger cloud.
+    #[arg(long, default_value_t = dev::DEFAULT_CORE as u16, value_parser = clap::value_parser!(u16).range(1..=250))]
+    core: u16,
     /// The cloud's folder [default: a new folder under the system's temp folder].
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// How long the mesh may take to form before giving up, seconds.
+    /// How long the cloud may take to be ready before giving up, seconds.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
     /// The substrate nodes' counter window: one signed record per function per window.
@@ -107,6 +113,7 @@ impl Dev {
                 max_records_per_project: self.max_project_records,
                 max_bytes_per_project: self.max_project_bytes,
             },
+            core: usize::from(self.core).min(count),
         };
         let cloud = dev::prepare(&dir, &options)?;
         let exe = std::env::current_exe().context("cannot find the tau-node binary")?;
@@ -148,12 +155,12 @@ impl Dev {
             mesh = async {
                 let timeout = Duration::from_secs(self.timeout);
                 admit(&cloud, &dir, timeout).await?;
-                wait_mesh(&cloud, timeout).await?;
+                wait_ready(&cloud, timeout).await?;
                 publish_vault(&cloud, &dir, timeout).await
             } => mesh,
             signal = super::shutdown_signal() => Err(anyhow::anyhow!("interrupted by {}", signal?)),
             Some((name, status)) = exited.recv() => Err(anyhow::anyhow!(
-                "{name} exited before the mesh formed ({}); see its node.log",
+                "{name} exited before the cloud was ready ({}); see its node.log",
                 describe(status)
             )),
         };
@@ -161,7 +168,7 @@ impl Dev {
             stop(&processes, &mut exited).await;
             return Err(e);
         }
-        eprintln!("mesh of {} nodes formed in {:.2?}", cloud.nodes.len(), started.elapsed());
+        eprintln!("{} nodes ready in {:.2?}", cloud.nodes.len(), started.elapsed());
         for node in cloud.nodes.iter().filter(|n| n.runs("substrate")) {
             println!("gateway {} http://{}", node.name, node.http);
         }
@@ -244,19 +251,22 @@ async fn publish_vault(
     let profile = CloudProfile::load(&cloud.profile)?;
     let client = Client::connect(&profile).await.context("no dev node answered")?;
     let operator = keyfile::read(&dir.join("operator.key"))?;
-    let peers: Vec<_> = cloud.nodes.iter().map(|n| n.peer_id).collect();
+    let vaults: Vec<_> =
+        cloud.nodes.iter().filter(|n| n.runs("vault")).map(|n| n.peer_id).collect();
     client
-        .publish_vault(&cloud.keyset, &peers, &operator)
+        .publish_vault(&cloud.keyset, &vaults, &operator)
         .await
         .context("cannot publish the vault key set")?;
     let mut wanted = vec![keys::VAULT_KEYSET.to_string()];
-    wanted.extend(peers.iter().map(|p| keys::registrar(&p.to_string())));
+    wanted.extend(vaults.iter().map(|p| keys::registrar(&p.to_string())));
     for node in &cloud.nodes {
         client.add_address(node.peer_id, node.addr.clone()).await?;
     }
+    let registries: Vec<_> =
+        cloud.nodes.iter().filter(|n| n.runs("tns")).map(|n| n.peer_id).collect();
     loop {
         let answers = join_all(
-            peers
+            registries
                 .iter()
                 .map(|p| client.call::<TnsProtocol>(*p, TnsRequest::Get { keys: wanted.clone() })),
         )
@@ -265,11 +275,14 @@ async fn publish_vault(
             .iter()
             .filter(|a| matches!(a, Ok(TnsResponse::Records(r)) if r.len() == wanted.len()))
             .count();
-        if complete == peers.len() {
+        if complete == registries.len() {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            bail!("only {complete} of {} nodes received the vault key set in time", peers.len());
+            bail!(
+                "only {complete} of {} tns nodes received the vault key set in time",
+                registries.len()
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -309,11 +322,13 @@ async fn admit(cloud: &DevCloud, dir: &std::path::Path, timeout: Duration) -> an
         domain: dev::DEV_DOMAIN.into(),
         generated_domain: dev::DEV_GENERATED_DOMAIN.into(),
     };
+    // Through the first tns node: before admission a node lists no other as its peer.
+    let tns = cloud.nodes.iter().find(|n| n.runs("tns")).context("no dev node runs tns")?;
+    client.add_address(tns.peer_id, tns.addr.clone()).await?;
     loop {
         let written = async {
-            client.admit(&admissions, &operator).await?;
-            let tns = client.tns_node().await?;
-            client.publish_names_at(tns, &names, &operator).await
+            client.admit_at(tns.peer_id, &admissions, &operator).await?;
+            client.publish_names_at(tns.peer_id, &names, &operator).await
         };
         match written.await {
             Ok(_) => return Ok(()),
@@ -327,34 +342,48 @@ async fn admit(cloud: &DevCloud, dir: &std::path::Path, timeout: Duration) -> an
     }
 }
 
-/// Waits until every node is connected to every other.
-async fn wait_mesh(cloud: &DevCloud, timeout: Duration) -> anyhow::Result<()> {
+/// Waits until every seer node counts every node healthy (each node beats to every seer,
+/// whether connected to it or not) and every gateway accepts connections.
+async fn wait_ready(cloud: &DevCloud, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     let client = connect(cloud, deadline).await?;
     for node in &cloud.nodes {
         client.add_address(node.peer_id, node.addr.clone()).await?;
     }
-    let expected = cloud.nodes.len() - 1;
+    let seers: Vec<_> = cloud.nodes.iter().filter(|n| n.runs("seer")).collect();
+    let substrate: Vec<_> = cloud.nodes.iter().filter(|n| n.runs("substrate")).collect();
+    let all = cloud.nodes.len();
     loop {
-        let answers = join_all(cloud.nodes.iter().map(|n| client.peers(n.peer_id))).await;
-        let complete = answers.iter().filter(|a| matches!(a, Ok(p) if p.len() >= expected)).count();
-        // Every dev node runs substrate: its gateway must accept connections too (it starts
-        // after the p2p core).
-        let substrate: Vec<_> = cloud.nodes.iter().filter(|n| n.runs("substrate")).collect();
+        let tables = join_all(
+            seers.iter().map(|s| client.call::<SeerProtocol>(s.peer_id, SeerRequest::Nodes)),
+        )
+        .await;
+        let healthy: Vec<usize> = tables
+            .iter()
+            .map(|answer| match answer {
+                Ok(SeerResponse::Nodes(nodes)) => cloud
+                    .nodes
+                    .iter()
+                    .filter(|n| nodes.iter().any(|s| s.heartbeat.peer == n.peer_id && s.healthy))
+                    .count(),
+                _ => 0,
+            })
+            .collect();
+        let fewest = healthy.iter().copied().min().unwrap_or(all);
+        // The gateways start after the p2p core.
         let gateways =
             join_all(substrate.iter().map(|n| tokio::net::TcpStream::connect(n.http))).await;
         let listening = gateways.iter().filter(|g| g.is_ok()).count();
-        if complete == cloud.nodes.len() && listening == substrate.len() {
+        if fewest == all && listening == substrate.len() {
             return Ok(());
         }
         if Instant::now() >= deadline {
             bail!(
-                "only {complete} of {} nodes joined the mesh and {listening} of {} answer on \
-                 their HTTP port within {timeout:?}",
-                cloud.nodes.len(),
+                "within {timeout:?} only {fewest} of {all} nodes were healthy in every seer's \
+                 table, and {listening} of {} answered on their HTTP port",
                 substrate.len()
             );
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -121,6 +121,7 @@ impl Init {
                 }
                 _ => None,
             },
+            connections: Default::default(),
         };
         // The same checks as loading the file, before anything is written.
         let text = serde_yaml_ng::to_string(&config)?;

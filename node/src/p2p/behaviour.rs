@@ -18,6 +18,8 @@ pub(super) const IDENTIFY_PROTOCOL: &str = "/tau/id/1";
 /// How often peers are pinged, and how long a ping may take.
 pub(super) const PING_INTERVAL: Duration = Duration::from_secs(2);
 pub(super) const PING_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long a kad lookup may take.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(8);
 /// Connections between nodes stay up; this only closes ones nothing uses (finished clients).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -47,11 +49,11 @@ pub(super) fn build(keypair: Keypair, swarm_key: &SwarmKey) -> Result<Swarm<Beha
     .map_err(|e| P2pError::Build(format!("gossipsub: {e}")))?;
     tau_proto::net::swarm(keypair, swarm_key, IDLE_TIMEOUT, |key| {
         let peer_id = key.public().to_peer_id();
-        let mut kad = kad::Behaviour::with_config(
-            peer_id,
-            MemoryStore::new(peer_id),
-            kad::Config::new(StreamProtocol::new(KAD_PROTOCOL)),
-        );
+        let mut kad_config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
+        // A lookup is how a request finds a node it is not connected to: it must end within
+        // a request's time.
+        kad_config.set_query_timeout(LOOKUP_TIMEOUT);
+        let mut kad = kad::Behaviour::with_config(peer_id, MemoryStore::new(peer_id), kad_config);
         // Nodes are servers of the cloud's DHT even when their only addresses are private.
         kad.set_mode(Some(kad::Mode::Server));
         Behaviour {

@@ -1,6 +1,8 @@
 //! The task that owns the swarm.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+
+use rand::seq::SliceRandom;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -12,7 +14,7 @@ use libp2p::gossipsub;
 use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, kad, ping};
-use tau_proto::admin::{AdminProtocol, AdminRequest, AdminResponse, NodeInfo};
+use tau_proto::admin::{AdminProtocol, AdminRequest, AdminResponse, DirectoryEntry, NodeInfo};
 use tau_proto::membership::Admitted;
 use tau_proto::net::rpc;
 use tau_proto::profile::peer_id_of;
@@ -23,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use super::gossip::Topics;
 use super::peers::{PeerTable, usable};
-use super::{AdminContext, Command, Inbound, P2pError};
+use super::{AdminContext, Command, Inbound, NodeRef, P2pError};
+use tau_proto::node_config::ConnectionsConfig;
 
 type AdminInbound = Inbound<AdminRequest, AdminResponse>;
 
@@ -32,14 +35,30 @@ const TICK: Duration = Duration::from_millis(250);
 /// First and longest wait between two dials of a bootstrap peer.
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// How often kad looks for new nodes: often while the mesh forms, rarely after.
+/// How often kad looks for new nodes: often while the node starts, rarely after.
 const KAD_FAST: Duration = Duration::from_secs(2);
 const KAD_SLOW: Duration = Duration::from_secs(30);
 const FAST_PERIOD: Duration = Duration::from_secs(20);
-/// How often the loop dials nodes kad knows but it is not connected to.
-const MESH_CHECK: Duration = Duration::from_secs(5);
-/// More peers than this are not dialed by the loop (kad still routes to them).
-const MAX_DIALED_PEERS: usize = 200;
+/// How often the loop dials more nodes while it has fewer than its target: often while the
+/// node starts, rarely after.
+const FILL_FAST: Duration = Duration::from_millis(500);
+const FILL_SLOW: Duration = Duration::from_secs(5);
+/// A dial to fill the target that has not connected by then is forgotten.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(30);
+/// A node that could not be dialed, or closed a connection, is not dialed again to fill the
+/// target for this long (it may be at its ceiling, or down).
+const SHUNNED_FOR: Duration = Duration::from_secs(60);
+/// A connection this young, or used for a request this recently, is closed to make room only
+/// when no other can be.
+const GRACE: Duration = Duration::from_secs(10);
+/// Peers whose addresses are being looked up in kad at once, calls waiting for one peer's
+/// address, and looked-up addresses kept.
+const MAX_LOOKUPS: usize = 64;
+const MAX_PARKED: usize = 256;
+const MAX_FOUND: usize = 4096;
+const FOUND_FOR: Duration = Duration::from_secs(600);
+/// The most nodes a `Directory` answer lists.
+const MAX_DIRECTORY: usize = 1000;
 /// Consecutive failed pings after which a connection is closed.
 const MAX_PING_FAILURES: u32 = 2;
 
@@ -59,7 +78,19 @@ pub(super) struct EventLoop {
     /// `Info` requests this node sent to learn a peer's services: the peer and its services.
     service_requests: FuturesUnordered<BoxFuture<'static, (PeerId, Option<Vec<String>>)>>,
     next_kad_bootstrap: Option<Instant>,
-    next_mesh_check: Instant,
+    /// Connections to nodes the loop dials up to, and never keeps more of.
+    target: usize,
+    ceiling: usize,
+    next_fill: Instant,
+    /// Nodes dialed to fill the target, not connected yet, and since when.
+    dialing: HashMap<PeerId, Instant>,
+    /// Nodes not dialed to fill the target until then.
+    shunned: HashMap<PeerId, Instant>,
+    /// Calls to peers whose address is being looked up, by peer and by kad query.
+    lookups: HashMap<PeerId, Vec<rpc::Call>>,
+    queries: HashMap<kad::QueryId, PeerId>,
+    /// Addresses found by lookups, and when.
+    found: HashMap<PeerId, (Vec<Multiaddr>, Instant)>,
     /// Admin requests from peers, read and decoded by the admin protocol's server.
     admin_requests: mpsc::Receiver<AdminInbound>,
     /// Where the admin requests the loop cannot answer itself go.
@@ -77,6 +108,7 @@ impl EventLoop {
         bootstrap: Vec<Multiaddr>,
         admin: AdminContext,
         admitted: Admitted,
+        connections: &ConnectionsConfig,
     ) -> Self {
         let now = Instant::now();
         let local = *swarm.local_peer_id();
@@ -94,7 +126,14 @@ impl EventLoop {
             admin,
             service_requests: FuturesUnordered::new(),
             next_kad_bootstrap: None,
-            next_mesh_check: now + MESH_CHECK,
+            target: connections.target as usize,
+            ceiling: connections.ceiling as usize,
+            next_fill: now,
+            dialing: HashMap::new(),
+            shunned: HashMap::new(),
+            lookups: HashMap::new(),
+            queries: HashMap::new(),
+            found: HashMap::new(),
             admin_requests,
             admin_extension: None,
             topics: Topics::default(),
@@ -160,19 +199,21 @@ impl EventLoop {
             Command::Peers(reply) => {
                 let _ = reply.send(self.peers.nodes(&self.admitted));
             }
+            Command::Nodes { service, reply } => {
+                let _ = reply.send(self.directory(&service));
+            }
             Command::Candidates(reply) => {
                 let _ = reply.send(self.peers.candidates());
             }
             Command::Admit(admitted) => {
                 self.swarm.behaviour_mut().rpc.admit(admitted.clone());
                 self.admitted = admitted;
+                self.trim();
             }
             Command::ListenAddrs(reply) => {
                 let _ = reply.send(self.swarm.listeners().cloned().collect());
             }
-            Command::Call { peer, call } => {
-                self.swarm.behaviour_mut().rpc.call(peer, call, Vec::new());
-            }
+            Command::Call { peer, call } => self.call(peer, call),
             Command::Serve { protocol, route } => {
                 self.swarm.behaviour_mut().rpc.serve(protocol, route);
             }
@@ -195,11 +236,16 @@ impl EventLoop {
         }
     }
 
-    /// Redials bootstrap peers, asks kad for more nodes, and dials the ones it found.
+    /// Redials bootstrap peers while no node is connected, asks kad for more nodes, and dials
+    /// some of the ones it found while there are fewer than the target.
     fn maintain(&mut self) {
         let now = Instant::now();
+        self.dialing.retain(|_, since| now.duration_since(*since) < DIAL_TIMEOUT);
+        self.shunned.retain(|_, until| now < *until);
+        self.found.retain(|_, (_, at)| now.duration_since(*at) < FOUND_FOR);
+        let connected = self.peers.counted(&self.admitted).count();
         for b in &mut self.bootstrap {
-            if self.peers.contains(&b.peer) || now < b.next {
+            if connected > 0 || self.peers.contains(&b.peer) || now < b.next {
                 continue;
             }
             let opts = DialOpts::peer_id(b.peer)
@@ -212,27 +258,42 @@ impl EventLoop {
             b.next = now + b.backoff;
             b.backoff = (b.backoff * 2).min(BACKOFF_MAX);
         }
+        let fast = self.admin.started.elapsed() < FAST_PERIOD;
         if self.next_kad_bootstrap.is_some_and(|at| now >= at) {
             if let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {
                 tracing::debug!(error = %e, "kad bootstrap not started");
             }
-            let fast = self.admin.started.elapsed() < FAST_PERIOD;
             self.next_kad_bootstrap = Some(now + if fast { KAD_FAST } else { KAD_SLOW });
         }
-        if now >= self.next_mesh_check {
-            self.next_mesh_check = now + MESH_CHECK;
-            let known: Vec<PeerId> = self
-                .swarm
-                .behaviour_mut()
-                .kad
-                .kbuckets()
-                .flat_map(|bucket| {
-                    bucket.iter().map(|e| *e.node.key.preimage()).collect::<Vec<_>>()
-                })
-                .collect();
-            for peer in known.into_iter().take(MAX_DIALED_PEERS) {
-                self.dial_node(peer);
-            }
+        if now >= self.next_fill {
+            self.next_fill = now + if fast { FILL_FAST } else { FILL_SLOW };
+            self.fill();
+        }
+    }
+
+    /// Dials nodes kad knows, picked at random, until connected and dialing ones reach the
+    /// target.
+    fn fill(&mut self) {
+        let have = self.peers.counted(&self.admitted).count() + self.dialing.len();
+        let Some(wanted) = self.target.checked_sub(have).filter(|n| *n > 0) else { return };
+        let local = *self.swarm.local_peer_id();
+        let mut known: Vec<PeerId> = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .kbuckets()
+            .flat_map(|bucket| bucket.iter().map(|e| *e.node.key.preimage()).collect::<Vec<_>>())
+            .filter(|peer| {
+                *peer != local
+                    && !self.peers.contains(peer)
+                    && !self.dialing.contains_key(peer)
+                    && !self.shunned.contains_key(peer)
+                    && self.admitted.allows(tau_proto::protocol::Access::Nodes, peer)
+            })
+            .collect();
+        known.shuffle(&mut rand::rng());
+        for peer in known.into_iter().take(wanted) {
+            self.dial_node(peer);
         }
     }
 
@@ -243,9 +304,173 @@ impl EventLoop {
         }
         let opts =
             DialOpts::peer_id(peer).condition(PeerCondition::DisconnectedAndNotDialing).build();
-        if let Err(e) = self.swarm.dial(opts) {
-            tracing::trace!(%peer, error = %e, "dial not started");
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.dialing.insert(peer, Instant::now());
+            }
+            Err(e) => tracing::trace!(%peer, error = %e, "dial not started"),
         }
+    }
+
+    /// Sends a call: on the connection to `peer`, else dialing it at the addresses this node
+    /// knows, else once kad has found them.
+    fn call(&mut self, peer: PeerId, call: rpc::Call) {
+        if let Some(state) = self.peers.get_mut(&peer) {
+            state.last_used = Instant::now();
+        }
+        if self.peers.contains(&peer) || self.knows_address(&peer) {
+            let addrs = self.found.get(&peer).map(|(a, _)| a.clone()).unwrap_or_default();
+            self.swarm.behaviour_mut().rpc.call(peer, call, addrs);
+            return;
+        }
+        if let Some(parked) = self.lookups.get_mut(&peer) {
+            match parked.len() < MAX_PARKED {
+                true => parked.push(call),
+                false => call.unreachable("too many requests wait for its address".into()),
+            }
+            return;
+        }
+        if self.lookups.len() >= MAX_LOOKUPS {
+            call.unreachable("too many peers are being looked up at once".into());
+            return;
+        }
+        tracing::debug!(%peer, "looking up a peer's address");
+        let query = self.swarm.behaviour_mut().kad.get_closest_peers(peer);
+        self.queries.insert(query, peer);
+        self.lookups.insert(peer, vec![call]);
+    }
+
+    /// The addresses this node knows for `peer`: what it said in identify when connected, else
+    /// what a lookup found or kad's routing table holds.
+    fn addresses(&mut self, peer: &PeerId) -> Vec<Multiaddr> {
+        if let Some(state) = self.peers.get(peer)
+            && !state.listen_addrs.is_empty()
+        {
+            return state.listen_addrs.clone();
+        }
+        if let Some((addrs, _)) = self.found.get(peer) {
+            return addrs.clone();
+        }
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        kad.kbucket(*peer)
+            .and_then(|bucket| {
+                bucket
+                    .iter()
+                    .find(|e| e.node.key.preimage() == peer)
+                    .map(|e| e.node.value.iter().cloned().collect())
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether a dial to `peer` has an address to go to: one kad's routing table holds or a
+    /// lookup found.
+    fn knows_address(&mut self, peer: &PeerId) -> bool {
+        if self.found.contains_key(peer) {
+            return true;
+        }
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        kad.kbucket(*peer)
+            .is_some_and(|bucket| bucket.iter().any(|e| e.node.key.preimage() == peer))
+    }
+
+    /// A kad lookup of a peer's address made progress: its calls go out once the peer is
+    /// among the peers found with an address, and fail when the lookup ends without it.
+    fn looked_up(&mut self, query: kad::QueryId, result: kad::GetClosestPeersResult, last: bool) {
+        let Some(&peer) = self.queries.get(&query) else { return };
+        let peers = match result {
+            Ok(ok) => ok.peers,
+            Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+        };
+        let found = peers.into_iter().find(|p| p.peer_id == peer && !p.addrs.is_empty());
+        if found.is_none() && !last {
+            return;
+        }
+        self.queries.remove(&query);
+        if let Some(mut running) = self.swarm.behaviour_mut().kad.query_mut(&query) {
+            running.finish();
+        }
+        let calls = self.lookups.remove(&peer).unwrap_or_default();
+        match found {
+            Some(info) => {
+                if self.found.len() >= MAX_FOUND {
+                    self.found.clear();
+                }
+                self.found.insert(peer, (info.addrs.clone(), Instant::now()));
+                for call in calls {
+                    self.swarm.behaviour_mut().rpc.call(peer, call, info.addrs.clone());
+                }
+            }
+            None => {
+                tracing::debug!(%peer, "no address found for a peer");
+                for call in calls {
+                    call.unreachable("no node knows its address".into());
+                }
+            }
+        }
+    }
+
+    /// Closes connections to nodes past the ceiling: first those outside every gossip mesh and
+    /// past their grace, least recently used first.
+    fn trim(&mut self) {
+        let counted: Vec<(PeerId, bool, Instant)> = self
+            .peers
+            .counted(&self.admitted)
+            .map(|(id, peer)| {
+                let young = peer.since.elapsed() < GRACE || peer.last_used.elapsed() < GRACE;
+                (*id, young, peer.last_used)
+            })
+            .collect();
+        let Some(excess) = counted.len().checked_sub(self.ceiling).filter(|n| *n > 0) else {
+            return;
+        };
+        let mesh: HashSet<PeerId> =
+            self.swarm.behaviour().gossipsub.all_mesh_peers().copied().collect();
+        let mut order: Vec<_> = counted
+            .into_iter()
+            .map(|(id, young, used)| ((young, mesh.contains(&id), used), id))
+            .collect();
+        order.sort();
+        for (_, peer) in order.into_iter().take(excess) {
+            tracing::debug!(%peer, ceiling = self.ceiling, "closing a connection to stay under the ceiling");
+            if let Some(state) = self.peers.get_mut(&peer) {
+                state.closing = true;
+            }
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
+    /// The nodes that run `service`: connected ones first, nearest first, then the others.
+    fn directory(&self, service: &str) -> Vec<NodeRef> {
+        let local = self.swarm.local_peer_id();
+        let runs = |services: &[String]| services.iter().any(|s| s == service);
+        let mut connected = Vec::new();
+        let mut others = Vec::new();
+        for (peer, state) in self.peers.counted(&self.admitted) {
+            let services = self.admitted.believed(peer, state.services.as_deref().unwrap_or(&[]));
+            let admitted = match &self.admitted {
+                Admitted::Listed(nodes) => nodes.get(peer).is_some_and(|s| runs(s)),
+                Admitted::Open => false,
+            };
+            let says = match &state.services {
+                Some(_) => runs(&services),
+                None => admitted,
+            };
+            if says {
+                connected.push(NodeRef { peer: *peer, connected: true, rtt: state.rtt });
+            }
+        }
+        if let Admitted::Listed(nodes) = &self.admitted {
+            for (peer, services) in nodes.iter() {
+                let live = self.peers.get(peer).is_some_and(|p| !p.closing && p.is_node());
+                if peer != local && !live && runs(services) {
+                    others.push(NodeRef { peer: *peer, connected: false, rtt: None });
+                }
+            }
+        }
+        connected.sort_by_key(|n| (n.rtt.unwrap_or(Duration::MAX), n.peer));
+        others.shuffle(&mut rand::rng());
+        connected.extend(others);
+        connected
     }
 
     fn handle(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -259,12 +484,22 @@ impl EventLoop {
                 };
                 tracing::debug!(%peer_id, %remote, "connected");
                 self.peers.connected(peer_id, remote, dialed);
+                self.dialing.remove(&peer_id);
+                for call in self.lookups.remove(&peer_id).unwrap_or_default() {
+                    self.swarm.behaviour_mut().rpc.call(peer_id, call, Vec::new());
+                }
                 if let Some(b) = self.bootstrap.iter_mut().find(|b| b.peer == peer_id) {
                     b.backoff = BACKOFF_MIN;
                 }
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established, cause, .. } => {
                 tracing::debug!(%peer_id, ?cause, "connection closed");
+                // A node that closed on this one may be at its ceiling: fill from others.
+                if num_established == 0
+                    && self.peers.get(&peer_id).is_some_and(|p| p.is_node() && !p.closing)
+                {
+                    self.shunned.insert(peer_id, Instant::now() + SHUNNED_FOR);
+                }
                 self.peers.disconnected(&peer_id, num_established);
                 if num_established == 0
                     && let Some(b) = self.bootstrap.iter_mut().find(|b| b.peer == peer_id)
@@ -274,6 +509,11 @@ impl EventLoop {
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(?peer_id, %error, "dial failed");
+                if let Some(peer) = peer_id
+                    && self.dialing.remove(&peer).is_some()
+                {
+                    self.shunned.insert(peer, Instant::now() + SHUNNED_FOR);
+                }
             }
             SwarmEvent::IncomingConnectionError { send_back_addr, error, .. } => {
                 // A peer without the swarm key ends here: its pnet handshake fails.
@@ -311,8 +551,20 @@ impl EventLoop {
                 }
             }
             BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, is_new_peer: true, .. }) => {
-                self.dial_node(peer);
+                let have = self.peers.counted(&self.admitted).count() + self.dialing.len();
+                if have < self.target
+                    && !self.shunned.contains_key(&peer)
+                    && self.admitted.allows(tau_proto::protocol::Access::Nodes, &peer)
+                {
+                    self.dial_node(peer);
+                }
             }
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetClosestPeers(result),
+                step,
+                ..
+            }) => self.looked_up(id, result, step.last),
             BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
                 message_id,
@@ -347,6 +599,7 @@ impl EventLoop {
         if ask_services {
             self.ask_services(peer_id);
         }
+        self.trim();
     }
 
     /// Asks a node for its `Info`, to learn the services it runs.
@@ -378,8 +631,9 @@ impl EventLoop {
     /// An admin request from a peer: answered from the loop's own state, or handed on.
     fn admin_request(&mut self, inbound: AdminInbound) {
         match inbound.request {
-            AdminRequest::Info | AdminRequest::Peers => {
-                let _ = inbound.reply.send(self.answer(inbound.request));
+            AdminRequest::Info | AdminRequest::Peers | AdminRequest::Directory { .. } => {
+                let answer = self.answer(inbound.request);
+                let _ = inbound.reply.send(answer);
             }
             _ => match &self.admin_extension {
                 Some(extension) => {
@@ -396,7 +650,7 @@ impl EventLoop {
     }
 
     /// Answers an admin request from the loop's own state.
-    fn answer(&self, request: AdminRequest) -> AdminResponse {
+    fn answer(&mut self, request: AdminRequest) -> AdminResponse {
         match request {
             AdminRequest::Info => AdminResponse::Info(Box::new(NodeInfo {
                 peer_id: *self.swarm.local_peer_id(),
@@ -409,6 +663,19 @@ impl EventLoop {
                 resources: self.admin.resources.borrow().clone(),
             })),
             AdminRequest::Peers => AdminResponse::Peers(self.peers.nodes(&self.admitted)),
+            AdminRequest::Directory { service } => {
+                let nodes: Vec<NodeRef> =
+                    self.directory(&service).into_iter().take(MAX_DIRECTORY).collect();
+                let entries = nodes
+                    .into_iter()
+                    .map(|node| DirectoryEntry {
+                        peer_id: node.peer,
+                        addrs: self.addresses(&node.peer),
+                        connected: node.connected,
+                    })
+                    .collect();
+                AdminResponse::Directory(entries)
+            }
             _ => AdminResponse::Error("unsupported admin request".into()),
         }
     }

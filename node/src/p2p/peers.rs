@@ -27,6 +27,10 @@ pub(super) struct Peer {
     /// When it last answered a ping.
     pub(super) last_pong: Option<Instant>,
     pub(super) ping_failures: u32,
+    /// When this node last sent it a request (or connected).
+    pub(super) last_used: Instant,
+    /// This node is closing the connection (to stay under its ceiling): no longer counted.
+    pub(super) closing: bool,
 }
 
 impl Peer {
@@ -72,6 +76,8 @@ impl PeerTable {
             rtt: None,
             last_pong: None,
             ping_failures: 0,
+            last_used: Instant::now(),
+            closing: false,
         });
         peer.connections += 1;
         if dialed {
@@ -92,6 +98,18 @@ impl PeerTable {
         self.peers.get_mut(peer_id)
     }
 
+    pub(super) fn get(&self, peer_id: &PeerId) -> Option<&Peer> {
+        self.peers.get(peer_id)
+    }
+
+    /// The connected nodes `admitted` allows, not being closed: what counts against the
+    /// connection target and ceiling.
+    pub(super) fn counted(&self, admitted: &Admitted) -> impl Iterator<Item = (&PeerId, &Peer)> {
+        self.peers.iter().filter(move |(id, peer)| {
+            !peer.closing && peer.is_node() && admitted.allows(Access::Nodes, id)
+        })
+    }
+
     pub(super) fn contains(&self, peer_id: &PeerId) -> bool {
         self.peers.contains_key(peer_id)
     }
@@ -107,7 +125,9 @@ impl PeerTable {
         let mut nodes: Vec<PeerInfo> = self
             .peers
             .iter()
-            .filter(|(id, peer)| peer.is_node() && admitted.allows(Access::Nodes, id))
+            .filter(|(id, peer)| {
+                !peer.closing && peer.is_node() && admitted.allows(Access::Nodes, id)
+            })
             .map(|(id, peer)| {
                 let mut info = peer.info(*id);
                 info.services = admitted.believed(id, &info.services);

@@ -89,6 +89,7 @@ mod tests {
                 resources,
             },
             admitted: tau_proto::membership::Admitted::Open,
+            connections: Default::default(),
         };
         let (handle, _task) = p2p::spawn(config, shutdown.child_token()).await?;
         let listen = handle.listen_addrs().await?;

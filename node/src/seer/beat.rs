@@ -1,4 +1,4 @@
-//! Every node's heartbeat: signed and published on `tau/seer/1` every beat interval.
+//! Every node's heartbeat: signed every beat interval and sent to each seer node.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use tau_proto::admin::Resources;
-use tau_proto::seer::{BEAT_INTERVAL, Heartbeat, SeerTopic};
+use tau_proto::seer::{BEAT_INTERVAL, Heartbeat, SeerProtocol, SeerRequest, SignedHeartbeat};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -73,6 +73,7 @@ pub fn spawn(
             SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let mut tick = tokio::time::interval(BEAT_INTERVAL);
         let mut seq = 0;
+        let sending = Sending::default();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -107,15 +108,41 @@ pub fn spawn(
             if let Some(seer) = &parts.seer {
                 seer.table().insert(beat, Instant::now());
             }
-            match tau_proto::cbor::to_vec(&signed) {
-                Ok(data) => {
-                    if let Err(e) = handle.publish::<SeerTopic>(data).await {
-                        // No seer subscribed yet, or none connected: the next beat will do.
-                        tracing::debug!(error = %e, "heartbeat not published");
-                    }
-                }
-                Err(e) => tracing::error!(error = %e, "cannot encode a heartbeat"),
-            }
+            send(&handle, &signed, &sending).await;
         }
     })
+}
+
+/// The most seer nodes a node beats to (the nearest first).
+pub const MAX_SEERS: usize = 16;
+/// How long a beat may take to reach a seer (dialing it included): the next one is due then.
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Sends `signed` to each seer node, at most [`MAX_SEERS`], skipping one whose last beat is
+/// still on its way.
+async fn send(handle: &p2p::Handle, signed: &SignedHeartbeat, sending: &Sending) {
+    let Ok(seers) = handle.nodes("seer").await else { return };
+    for seer in seers.into_iter().take(MAX_SEERS) {
+        if !lock(sending).insert(seer.peer) {
+            continue;
+        }
+        let (handle, request, sending) =
+            (handle.clone(), SeerRequest::Beat(signed.clone()), sending.clone());
+        tokio::spawn(async move {
+            let call = handle.call::<SeerProtocol>(seer.peer, request);
+            match tokio::time::timeout(SEND_TIMEOUT, call).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => tracing::debug!(%error, "heartbeat not taken"),
+                Err(_) => tracing::debug!(seer = %seer.peer, "heartbeat not taken in time"),
+            }
+            lock(&sending).remove(&seer.peer);
+        });
+    }
+}
+
+/// The seer nodes a beat is on its way to.
+type Sending = Arc<std::sync::Mutex<std::collections::HashSet<libp2p::PeerId>>>;
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

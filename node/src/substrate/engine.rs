@@ -19,7 +19,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -226,12 +226,66 @@ pub struct Engine {
     baseline: Tier,
     cache_dir: PathBuf,
     compat: String,
-    stop_ticker: Arc<AtomicBool>,
+    ticker: Ticker,
+}
+
+/// The epoch ticker: a thread that ticks every [`TICK`] while a guest runs, and sleeps while
+/// none does (an idle node's engine costs nothing).
+#[derive(Clone)]
+struct Ticker {
+    running: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::Thread,
+}
+
+/// One guest counted as running, until dropped.
+struct Running(Ticker);
+
+impl Ticker {
+    fn start(engines: [WasmEngine; 2]) -> Result<Self, LoadError> {
+        let running = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (busy, stopped) = (running.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn(move || {
+                while !stopped.load(Ordering::Relaxed) {
+                    if busy.load(Ordering::Acquire) == 0 {
+                        // Woken by the next guest (or the engine's drop).
+                        std::thread::park();
+                        continue;
+                    }
+                    std::thread::sleep(TICK);
+                    for engine in &engines {
+                        engine.increment_epoch();
+                    }
+                }
+            })
+            .map_err(|e| LoadError::Io(format!("cannot start the epoch ticker: {e}")))?
+            .thread()
+            .clone();
+        Ok(Self { running, stop, thread })
+    }
+
+    /// Counts a guest as running until the returned guard drops.
+    fn run(&self) -> Running {
+        if self.running.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.thread.unpark();
+        }
+        Running(self.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        self.stop_ticker.store(true, Ordering::Relaxed);
+        self.ticker.stop.store(true, Ordering::Relaxed);
+        self.ticker.thread.unpark();
     }
 }
 
@@ -243,22 +297,9 @@ impl Engine {
         let baseline = Tier::new(Strategy::Winch, max_instances)?;
         std::fs::create_dir_all(cache_dir)
             .map_err(|e| LoadError::Io(format!("cannot create {}: {e}", cache_dir.display())))?;
-        let stop_ticker = Arc::new(AtomicBool::new(false));
-        let tickers = [optimized.engine.clone(), baseline.engine.clone()];
-        let stop = stop_ticker.clone();
-        std::thread::Builder::new()
-            .name("epoch-ticker".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(TICK);
-                    for engine in &tickers {
-                        engine.increment_epoch();
-                    }
-                }
-            })
-            .map_err(|e| LoadError::Io(format!("cannot start the epoch ticker: {e}")))?;
+        let ticker = Ticker::start([optimized.engine.clone(), baseline.engine.clone()])?;
         let compat = compat_hash(&optimized.engine);
-        Ok(Self { optimized, baseline, cache_dir: cache_dir.to_path_buf(), compat, stop_ticker })
+        Ok(Self { optimized, baseline, cache_dir: cache_dir.to_path_buf(), compat, ticker })
     }
 
     /// Where the compiled artifact of `cid` is cached.
@@ -379,7 +420,9 @@ impl Engine {
         let pre = ready.pre.clone();
         let timeout = limits.timeout;
         let memory = limits.memory;
+        let ticking = self.ticker.run();
         let run = async move {
+            let _ticking = ticking;
             let result = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
                 proxy.wasi_http_incoming_handler().call_handle(&mut store, request, out).await

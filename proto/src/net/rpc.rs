@@ -154,6 +154,11 @@ impl Call {
     fn fail(self, error: CallError) {
         let _ = self.reply.send(Err(error));
     }
+
+    /// Fails the call without sending it: the peer cannot be reached, for `reason`.
+    pub fn unreachable(self, reason: String) {
+        self.fail(OpenError::Dial(reason).into());
+    }
 }
 
 /// The answer to a [`Call`], decoded when it comes. The caller bounds the wait by `P::TIMEOUT`;
