@@ -3,15 +3,18 @@
 //!
 //! - [`store`]: chunks and manifests on disk, written atomically, checked on every read.
 //! - [`placement`]: rendezvous hashing over the live members.
-//! - [`members`]: who is alive (heartbeats on `tau/hoarder/1` every second; dead after three
-//!   missed) and what each holds and fetches.
-//! - [`pins`]: every pin (blob, owner, size, factor), merged from heartbeats, kept on disk; a
-//!   blob's factor is the highest of its owners' pins, and only a pin's owner or the operator
-//!   changes it.
+//! - [`members`]: who is alive (seer's change feed: a hoarder node is alive while seer counts it
+//!   healthy) and what each holds and fetches (each node gossips a [`StateDelta`] on
+//!   `tau/hoarder/1` when that changes; one that missed a delta asks for the whole state; every
+//!   10 s a node compares digests with a random member).
+//! - [`pins`]: every pin (blob, owner, size, factor), merged from deltas and anti-entropy, kept
+//!   on disk; a blob's factor is the highest of its owners' pins, and only a pin's owner or the
+//!   operator changes it.
 //! - `service`: the `/tau/hoarder/1` requests; uploads; a `Put` answers once the blob is on two
 //!   nodes (or all, where fewer are live).
-//! - `reconcile`: every second, each node fetches the pinned blobs it should hold and does not,
-//!   and releases those it holds but should not, once every node that should hold them does.
+//! - `reconcile`: when something changed (and every 10 s), each node fetches the pinned blobs
+//!   it should hold and does not, and releases those it holds but should not, once every node
+//!   that should hold them does.
 //!
 //! Transfers go chunk by chunk with at most [`tau_proto::hoarder::transfer::WINDOW`] chunks in
 //! flight, so memory does not grow with blob size.
@@ -27,7 +30,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use tau_proto::hoarder::HoarderProtocol;
+use tau_proto::hoarder::{HoarderProtocol, StateDelta, StateVersion};
+use tokio::sync::watch;
 
 use libp2p::PeerId;
 use tau_proto::hoarder::Manifest;
@@ -38,6 +42,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::p2p;
+use crate::seer::follow::Health;
 use members::Members;
 use pins::PinTable;
 use store::BlobStore;
@@ -69,8 +74,12 @@ struct Hoarder {
     store: Arc<BlobStore>,
     pins: Mutex<PinTable>,
     members: Mutex<Members>,
-    /// The connected nodes that run hoarder, refreshed every beat.
-    connected: Mutex<Vec<PeerId>>,
+    /// Who is healthy, from seer.
+    health: watch::Receiver<Health>,
+    /// What this node last said of its own state.
+    said: Mutex<Said>,
+    /// Counts up whenever something reconcile looks at changes.
+    changes: AtomicU64,
     fetching: Mutex<HashSet<BlobId>>,
     uploads: Mutex<HashMap<BlobId, Upload>>,
     /// Woken whenever a chunk is written, for those waiting on an upload in progress.
@@ -81,13 +90,29 @@ struct Hoarder {
     ahead_pins: AtomicU64,
     /// The operator's key: its pins and unpins apply to every pin of a blob.
     operator: Option<WriterKey>,
-    /// This node's disk has less than [`RESERVE`] free: it takes no new replicas.
-    full: AtomicBool,
+    /// This node's disk has less than [`RESERVE`] free: it takes no new replicas (its heartbeat
+    /// says so to seer, whose feed tells the other hoarder nodes).
+    full: Arc<AtomicBool>,
+}
+
+/// This node's state as its last delta said it.
+struct Said {
+    version: StateVersion,
+    held: HashSet<BlobId>,
+    fetching: HashSet<BlobId>,
+    /// The store's generation then.
+    generation: u64,
 }
 
 /// Free space below which a node takes no new replicas, so that a full disk fails no write
 /// halfway and leaves the node room for its registry and counters.
 pub const RESERVE: u64 = 32 << 20;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -97,10 +122,9 @@ impl Hoarder {
     /// The live hoarder nodes that take replicas (their disks are not full), this one included
     /// unless its own is, sorted: where blobs are placed.
     fn live(&self) -> Vec<PeerId> {
-        let connected = lock(&self.connected).clone();
         let members = lock(&self.members);
-        let mut live = members.live_with(&connected);
-        live.retain(|peer| !members.is_full(peer));
+        let mut live: Vec<PeerId> =
+            members.alive().iter().filter(|p| !members.is_full(p)).copied().collect();
         drop(members);
         if !self.full.load(Ordering::Relaxed) {
             live.push(self.me);
@@ -119,20 +143,103 @@ impl Hoarder {
         }
         holders
     }
-}
 
-impl Hoarder {
-    /// Refreshes the connected hoarder nodes from the p2p task.
-    async fn refresh_connected(&self) {
-        if let Ok(peers) = self.handle.peers().await {
-            *lock(&self.connected) = peers
-                .into_iter()
-                .filter(|p| p.services.iter().any(|s| s == "hoarder"))
-                .map(|p| p.peer_id)
-                .collect();
+    /// Where `cid` most likely is when no holder is known (a node that just came back knows
+    /// little yet): the hoarder nodes placement ranks first for it, among every node admitted
+    /// for hoarder, not only the live ones.
+    async fn likely_holders(&self, cid: &BlobId) -> Vec<PeerId> {
+        let nodes = self.handle.nodes("hoarder").await.unwrap_or_default();
+        let all: Vec<PeerId> = nodes.into_iter().map(|n| n.peer).collect();
+        placement::holders(cid, &all, LIKELY_HOLDERS)
+    }
+
+    /// The known holders of `cid` other than this node, else the likely ones.
+    async fn sources(&self, cid: &BlobId) -> Vec<PeerId> {
+        let known: Vec<PeerId> = self.holders(cid).into_iter().filter(|p| *p != self.me).collect();
+        if !known.is_empty() {
+            return known;
+        }
+        self.likely_holders(cid).await
+    }
+
+    /// Something reconcile looks at changed.
+    fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes who is alive from seer's feed, with the connected hoarder nodes the feed has not
+    /// heard of yet (newcomers); while no seer answers, the connected hoarder nodes.
+    async fn refresh_members(&self) {
+        let health = self.health.borrow().clone();
+        let Ok(nodes) = self.handle.nodes("hoarder").await else { return };
+        let connected = nodes.into_iter().filter(|n| n.connected).map(|n| n.peer);
+        let (alive, full) = if health.fresh {
+            let mut alive: Vec<PeerId> =
+                health.running("hoarder").into_iter().filter(|p| *p != self.me).collect();
+            alive.extend(
+                connected.filter(|p| !health.nodes.contains_key(p) && !health.gone.contains(p)),
+            );
+            let full =
+                alive.iter().filter(|p| health.nodes.get(p).is_some_and(|m| m.full)).copied();
+            let full = full.collect();
+            (alive, full)
+        } else {
+            (connected.collect(), HashSet::new())
+        };
+        let mut members = lock(&self.members);
+        let mut sorted = alive.clone();
+        sorted.sort();
+        sorted.dedup();
+        if members.alive() != sorted.as_slice() {
+            self.changed();
+        }
+        members.set_alive(alive, full);
+        members.forget_dead(KEEP_DEAD);
+    }
+
+    /// The delta from what this node last said to what it holds, fetches and pinned now, if
+    /// anything changed.
+    fn delta(&self) -> Option<StateDelta> {
+        let generation = self.store.generation();
+        let fetching = lock(&self.fetching).clone();
+        let pins = lock(&self.pins).take_outbox();
+        let mut said = lock(&self.said);
+        if generation == said.generation && fetching == said.fetching && pins.is_empty() {
+            return None;
+        }
+        let held: HashSet<BlobId> = if generation == said.generation {
+            said.held.clone()
+        } else {
+            self.store.held().unwrap_or_default().into_iter().collect()
+        };
+        let delta = StateDelta {
+            version: StateVersion { seq: said.version.seq + 1, ..said.version },
+            added: held.difference(&said.held).copied().collect(),
+            removed: said.held.difference(&held).copied().collect(),
+            fetching: fetching.iter().copied().collect(),
+            pins,
+        };
+        *said = Said { version: delta.version, held, fetching, generation };
+        Some(delta)
+    }
+
+    /// This node's whole state, as its last delta left it.
+    fn state(&self) -> tau_proto::hoarder::HolderState {
+        let said = lock(&self.said);
+        tau_proto::hoarder::HolderState {
+            version: said.version,
+            held: said.held.iter().copied().collect(),
+            fetching: said.fetching.iter().copied().collect(),
         }
     }
 }
+
+/// How many of the nodes placement ranks first for a blob are asked for it when no holder is
+/// known.
+const LIKELY_HOLDERS: usize = 8;
+
+/// What is known of hoarder nodes that are not alive is kept for this many of them.
+const KEEP_DEAD: usize = 1000;
 
 /// Why a hoarder peer gave no usable answer.
 #[derive(Debug, thiserror::Error)]
@@ -164,9 +271,14 @@ impl Asker for p2p::Handle {
 
 /// The node's own blob store, read in process by its other services (substrate).
 #[derive(Clone)]
-pub struct Local(Arc<BlobStore>);
+pub struct Local(Arc<BlobStore>, Arc<AtomicBool>);
 
 impl Local {
+    /// Whether this node's hoarder store is nearly full (what its heartbeats say).
+    pub fn full(&self) -> Arc<AtomicBool> {
+        self.1.clone()
+    }
+
     /// The size of blob `cid`, from its manifest, if this node holds it.
     pub fn size(&self, cid: &tau_proto::hoarder::BlobId) -> Option<u64> {
         Some(self.0.manifest(cid).ok()??.size)
@@ -183,16 +295,20 @@ impl Local {
     }
 }
 
-/// Opens the blob store in `data_dir` and starts the service.
+/// Opens the blob store in `data_dir` and starts the service; who is alive comes from
+/// `health`.
 pub async fn start(
     handle: p2p::Handle,
     data_dir: &Path,
     operator: Option<WriterKey>,
+    health: watch::Receiver<Health>,
     shutdown: CancellationToken,
 ) -> Result<(Vec<JoinHandle<()>>, Local), HoarderError> {
     let root = data_dir.join("hoarder");
     let store = BlobStore::open(&root)?;
-    let held = store.held()?.len();
+    let generation = store.generation();
+    let store_held = store.held()?;
+    let held = store_held.len();
     let pins = PinTable::load(&root.join("pins.cbor"));
     tracing::info!(held, pins = pins.all().len(), "hoarder store opened");
     let hoarder = Arc::new(Hoarder {
@@ -201,22 +317,29 @@ pub async fn start(
         store: Arc::new(store),
         pins: Mutex::new(pins),
         members: Mutex::default(),
-        connected: Mutex::default(),
+        health,
+        said: Mutex::new(Said {
+            version: StateVersion { started_ms: now_ms(), seq: 0 },
+            held: store_held.into_iter().collect(),
+            fetching: HashSet::new(),
+            generation,
+        }),
+        changes: AtomicU64::new(0),
         fetching: Mutex::default(),
         uploads: Mutex::default(),
         chunk_written: tokio::sync::Notify::new(),
         rejected_chunks: AtomicU64::new(0),
         ahead_pins: AtomicU64::new(0),
         operator,
-        full: AtomicBool::new(false),
+        full: Arc::new(AtomicBool::new(false)),
     });
     let (inbox, requests) = tokio::sync::mpsc::channel(256);
     handle.serve::<HoarderProtocol>(inbox).await.map_err(|e| HoarderError::P2p(e.into()))?;
-    let beats = handle.subscribe::<tau_proto::hoarder::HoarderTopic>().await?;
-    let local = Local(hoarder.store.clone());
+    let deltas = handle.subscribe::<tau_proto::hoarder::HoarderTopic>().await?;
+    let local = Local(hoarder.store.clone(), hoarder.full.clone());
     let tasks = vec![
         tokio::spawn(service::serve(hoarder.clone(), requests, shutdown.clone())),
-        tokio::spawn(reconcile::heartbeats(hoarder.clone(), beats, shutdown.clone())),
+        tokio::spawn(reconcile::gossip(hoarder.clone(), deltas, shutdown.clone())),
         tokio::spawn(reconcile::run(hoarder, shutdown)),
     ];
     Ok((tasks, local))

@@ -159,7 +159,9 @@ impl Follower {
                     self.pulled(peer, answer).await;
                 }
                 () = tokio::time::sleep_until(next_pull), if pulls.is_empty() => {
-                    let fast = started.elapsed() < FAST_FOR || self.members.admitted().is_empty();
+                    // Often only while this node starts and is not admitted yet.
+                    let fast = (started.elapsed() < FAST_FOR && !self.admitted_self)
+                        || self.members.admitted().is_empty();
                     let pull = self.pull().await;
                     // No peer yet: ask the first one as soon as it connects.
                     let wait = match (&pull, fast) {

@@ -1,5 +1,6 @@
 //! A running node: its config turned into keys, a resource sampler and the p2p task.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use tau_proto::keyfile::{self, KeyFileError};
@@ -119,15 +120,21 @@ impl Node {
         .await?;
         services.extend(membership_task);
         let mut local_hoarder = None;
+        let mut hoarder_full = None;
+        // Who is healthy, from seer's change feed: followed (below, once the node's own seer
+        // runs) when a service needs it.
+        let (health, health_rx) = tokio::sync::watch::channel(seer::follow::Health::default());
         if runs("hoarder") {
             let (tasks, local) = hoarder::start(
                 handle.clone(),
                 &config.data_dir,
                 config.operator_key(),
+                health_rx.clone(),
                 shutdown.child_token(),
             )
             .await?;
             services.extend(tasks);
+            hoarder_full = Some(local.full());
             local_hoarder = Some(local);
         }
         if runs("vault") {
@@ -178,6 +185,7 @@ impl Node {
         }
         let mut dns_addrs = Vec::new();
         let mut own_seer = None;
+        let seal = Arc::new(tau_proto::seer::BeatSeal::new(&swarm_key));
         if runs("seer") {
             let Some(seer_config) = &config.seer else {
                 return Err(seer::SeerError::NoDomain.into());
@@ -186,11 +194,13 @@ impl Node {
                 Some(local) => tns::Registry::Local(local.clone()),
                 None => tns::Registry::Remote(handle.clone()),
             };
+            let beats = seer::Beats { addrs: udp_addrs(&handle).await, seal: seal.clone() };
             let started = seer::start(
                 handle.clone(),
                 seer_config,
                 registry,
                 config.dns_listen_addrs(),
+                beats,
                 admitted.clone(),
                 shutdown.child_token(),
             )
@@ -198,6 +208,17 @@ impl Node {
             services.extend(started.tasks);
             dns_addrs = started.dns_addrs;
             own_seer = Some(started.shared);
+        }
+        if runs("hoarder") {
+            let follow = seer::follow::spawn(
+                handle.clone(),
+                own_seer.clone(),
+                health,
+                shutdown.child_token(),
+            )
+            .await
+            .map_err(seer::SeerError::P2p)?;
+            services.push(follow);
         }
         let (leaving, leaving_rx) = tokio::sync::watch::channel(false);
         services.push(seer::beat::spawn(
@@ -208,8 +229,10 @@ impl Node {
                 http_port: http_addrs.first().map_or(0, |a| a.port()),
                 resources: sampled,
                 active_requests: in_flight,
+                hoarder_full,
                 seer: own_seer,
                 leaving: leaving_rx,
+                udp: seer::beat::Udp { socket: beat_socket(config).await, seal },
             },
             shutdown.child_token(),
         ));
@@ -255,5 +278,28 @@ impl Node {
             tracing::error!(error = %e, "the p2p task failed");
         }
         tracing::info!("node stopped");
+    }
+}
+
+/// Where a seer takes heartbeat datagrams: UDP on each TCP address the p2p core listens on.
+async fn udp_addrs(handle: &p2p::Handle) -> Vec<std::net::SocketAddr> {
+    let listening = handle.listen_addrs().await.unwrap_or_default();
+    let mut addrs: Vec<std::net::SocketAddr> =
+        listening.iter().filter_map(seer::beat::socket_addr).collect();
+    addrs.sort();
+    addrs.dedup();
+    addrs
+}
+
+/// The socket a node sends its heartbeat datagrams from: on its first listen address, so that
+/// a seer sees the node's own address; none (beats go by request) when it cannot be bound.
+async fn beat_socket(config: &NodeConfig) -> Option<tokio::net::UdpSocket> {
+    let ip = config.listen.first().copied()?;
+    match tokio::net::UdpSocket::bind((ip, 0)).await {
+        Ok(socket) => Some(socket),
+        Err(error) => {
+            tracing::warn!(%ip, %error, "cannot bind a UDP socket for heartbeats: sending them by request");
+            None
+        }
     }
 }

@@ -98,6 +98,9 @@ pub struct NodeRef {
     pub connected: bool,
     /// Its latest ping round trip, when connected.
     pub rtt: Option<std::time::Duration>,
+    /// How long since it last answered a ping, when connected (a node cut off stays connected
+    /// for a few seconds, but goes quiet at once).
+    pub quiet: Option<std::time::Duration>,
 }
 
 pub(crate) enum Command {
@@ -105,6 +108,10 @@ pub(crate) enum Command {
     Nodes {
         service: String,
         reply: oneshot::Sender<Vec<NodeRef>>,
+    },
+    Addresses {
+        peer: PeerId,
+        reply: oneshot::Sender<Vec<Multiaddr>>,
     },
     Candidates(oneshot::Sender<Vec<PeerId>>),
     Admit(Admitted),
@@ -166,6 +173,12 @@ impl Handle {
     pub async fn nodes(&self, service: &str) -> Result<Vec<NodeRef>, Stopped> {
         let service = service.to_string();
         self.ask(|reply| Command::Nodes { service, reply }).await
+    }
+
+    /// The addresses this node knows for `peer` (what it said in identify, what kad holds or
+    /// a lookup found); none yet starts a lookup, so that they are known next time.
+    pub async fn addresses(&self, peer: PeerId) -> Result<Vec<Multiaddr>, Stopped> {
+        self.ask(|reply| Command::Addresses { peer, reply }).await
     }
 
     /// The connected peers that say they are nodes, admitted or not: where admission records

@@ -12,11 +12,14 @@
 //!   source by [`rate`].
 //! - [`domains`]: which registered domains are served (generated ones at once, custom ones
 //!   after their TXT validation record is seen).
-//! - `Nodes` on `/tau/seer/1`: every known node with its latest beat and health.
+//! - `Nodes` on `/tau/seer/1`: every known node with its latest beat and health; `Changes`:
+//!   the change feed of who is healthy, which [`follow`] keeps a copy of on any node.
 
 pub mod beat;
 pub mod dns;
 pub mod domains;
+pub mod follow;
+pub mod inbox;
 pub mod rate;
 pub mod table;
 
@@ -73,6 +76,9 @@ pub struct Shared {
     pub dropped: AtomicU64,
     /// UDP queries over their source's rate (answered truncated, or not at all).
     pub limited: AtomicU64,
+    /// Heartbeat datagrams dropped: over their address's rate, not sealed with the cloud's
+    /// key, or not a heartbeat.
+    pub dropped_beats: AtomicU64,
     rate: Mutex<rate::RateLimit>,
 }
 
@@ -87,6 +93,7 @@ impl Shared {
             forged: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             limited: AtomicU64::new(0),
+            dropped_beats: AtomicU64::new(0),
         }
     }
 
@@ -121,6 +128,53 @@ impl Shared {
     }
 }
 
+/// Where heartbeat datagrams arrive, and the seal they come in.
+pub struct Beats {
+    /// The UDP addresses (the node's p2p addresses, UDP on the TCP port).
+    pub addrs: Vec<SocketAddr>,
+    /// Opens them.
+    pub seal: Arc<tau_proto::seer::BeatSeal>,
+}
+
+/// What the seer last published of its change feed.
+#[derive(Default)]
+struct Feed {
+    cursor: Option<tau_proto::seer::Cursor>,
+    at: Option<Instant>,
+}
+
+impl Feed {
+    /// Publishes the feed's changes since the last message, or, every
+    /// [`tau_proto::seer::FEED_IDLE`] while nothing changes, its cursor alone.
+    async fn publish(&mut self, handle: &p2p::Handle, state: &Shared) {
+        let (cursor, reset, changes) = state.table().changes(self.cursor);
+        // After a reset (the first message), or past a message's worth, followers ask for
+        // what they miss themselves.
+        let changes = if reset || changes.len() > MAX_FEED_CHANGES { Vec::new() } else { changes };
+        let idle = self.at.is_none_or(|at| at.elapsed() >= tau_proto::seer::FEED_IDLE);
+        if changes.is_empty() && !idle && Some(cursor) == self.cursor {
+            return;
+        }
+        let message = tau_proto::seer::FeedMessage { cursor, changes };
+        match tau_proto::cbor::to_vec(&message) {
+            Ok(data) => {
+                if let Err(error) = handle.publish::<tau_proto::seer::FeedTopic>(data).await {
+                    tracing::trace!(%error, "seer feed not published");
+                }
+            }
+            Err(error) => tracing::error!(%error, "cannot encode the seer feed"),
+        }
+        self.cursor = Some(cursor);
+        self.at = Some(Instant::now());
+    }
+}
+
+/// The most changes one feed message carries.
+const MAX_FEED_CHANGES: usize = 5_000;
+
+/// How often the change feed looks for nodes whose beats stopped.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A started seer: its tasks, where its DNS server listens, and its state.
 pub struct Started {
     /// Its tasks.
@@ -138,6 +192,7 @@ pub async fn start(
     config: &SeerConfig,
     registry: Registry,
     dns: Vec<SocketAddr>,
+    beats: Beats,
     mut admitted: watch::Receiver<Admitted>,
     shutdown: CancellationToken,
 ) -> Result<Started, SeerError> {
@@ -158,13 +213,31 @@ pub async fn start(
         tasks.push(tokio::spawn(dns::serve_udp(shared.clone(), Arc::new(udp), shutdown.clone())));
         tasks.push(tokio::spawn(dns::serve_tcp(shared.clone(), tcp, shutdown.clone())));
     }
+    for addr in beats.addrs {
+        let socket =
+            UdpSocket::bind(addr).await.map_err(|source| SeerError::Listen { addr, source })?;
+        tracing::info!(address = %addr, "heartbeats listening (udp)");
+        tasks.push(tokio::spawn(inbox::serve(
+            shared.clone(),
+            socket,
+            beats.seal.clone(),
+            shutdown.clone(),
+        )));
+    }
     let (inbox, mut requests) = tokio::sync::mpsc::channel(1024);
     handle.serve::<SeerProtocol>(inbox).await.map_err(|e| SeerError::P2p(e.into()))?;
     let state = shared.clone();
     tasks.push(tokio::spawn(async move {
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut feed = Feed::default();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = sweep.tick() => {
+                    state.table().sweep(Instant::now());
+                    feed.publish(&handle, &state).await;
+                }
                 Ok(()) = admitted.changed() => {
                     let now = admitted.borrow_and_update().clone();
                     state.table().admit(now);
@@ -174,6 +247,10 @@ pub async fn start(
                     let response = match request {
                         SeerRequest::Nodes => SeerResponse::Nodes(state.table().nodes(Instant::now())),
                         SeerRequest::Beat(signed) => state.receive(peer, &signed),
+                        SeerRequest::Changes { since } => {
+                            let (cursor, reset, changes) = state.table().changes(since);
+                            SeerResponse::Changes { cursor, reset, changes }
+                        }
                         _ => SeerResponse::Error("unsupported seer request".into()),
                     };
                     let _ = reply.send(response);

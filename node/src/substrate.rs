@@ -183,8 +183,10 @@ async fn watch_local(
     }
 }
 
-/// Drops stale routes as registry gossip goes by. This node does not hold the registry, so it
-/// does not forward the gossip either (the tns nodes do).
+/// Drops stale routes as registry gossip goes by, and forwards it when every record's
+/// signature holds: with bounded connections a tns node's gossip reaches most substrate nodes
+/// through others. (This node cannot check a record's authority without the registry; the tns
+/// nodes that store it do, and only tns nodes may publish on the topic.)
 async fn watch_gossip(
     gateway: Arc<gateway::Gateway>,
     handle: p2p::Handle,
@@ -196,11 +198,12 @@ async fn watch_gossip(
             _ = shutdown.cancelled() => break,
             Some(message) = gossip.recv() => {
                 let verdict = match tau_proto::cbor::from_slice::<Vec<Record>>(&message.data) {
-                    Ok(records) => {
+                    Ok(records) if records.iter().all(Record::verify) => {
                         let keys: Vec<String> = records.into_iter().map(|r| r.key).collect();
                         gateway.routes.invalidate(&keys);
-                        Verdict::Ignore
+                        Verdict::Accept
                     }
+                    Ok(_) => Verdict::Reject,
                     Err(_) => Verdict::Reject,
                 };
                 if handle.validate(message.id, verdict).await.is_err() {

@@ -170,6 +170,17 @@ impl Client {
     /// keeps no directory. The nodes that answer within [`PROBE_TIMEOUT`] come before those
     /// that do not: the entry node lists a peer for a few seconds after it was cut off.
     pub async fn nodes_running(&self, service: &str) -> Result<Vec<PeerId>, ClientError> {
+        let mut found = self.nodes_running_unprobed(service).await?;
+        let answering = self.answering(&found).await;
+        found.sort_by_key(|peer| !answering.contains(peer));
+        Ok(found)
+    }
+
+    /// [`Client::nodes_running`] without asking which answer.
+    pub(crate) async fn nodes_running_unprobed(
+        &self,
+        service: &str,
+    ) -> Result<Vec<PeerId>, ClientError> {
         let mut found = Vec::new();
         if self.info(self.entry).await?.services.iter().any(|s| s == service) {
             found.push(self.entry);
@@ -197,8 +208,6 @@ impl Client {
             }
             Err(e) => return Err(e),
         }
-        let answering = self.answering(&found).await;
-        found.sort_by_key(|peer| !answering.contains(peer));
         Ok(found)
     }
 

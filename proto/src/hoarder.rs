@@ -44,7 +44,7 @@ impl crate::protocol::Protocol for HoarderProtocol {
     }
 }
 
-/// The gossipsub topic of heartbeats and pin changes, `tau/hoarder/1`.
+/// The gossipsub topic of hoarder state changes ([`StateDelta`]), `tau/hoarder/1`.
 pub struct HoarderTopic;
 
 impl crate::protocol::Topic for HoarderTopic {
@@ -347,6 +347,20 @@ pub enum HoarderRequest {
         /// A node that holds it.
         from: PeerId,
     },
+    /// What the node knows of the states of `peers` (every node it knows of, itself included,
+    /// when empty): [`HoarderResponse::States`]. How a node learns what others hold from a
+    /// peer it is connected to, or from a node whose [`StateDelta`] it missed.
+    States {
+        /// The nodes whose states are wanted.
+        peers: Vec<PeerId>,
+    },
+    /// The state versions the node knows of every hoarder node, and its pins' digest:
+    /// [`HoarderResponse::Digest`]. Asked now and then of a random hoarder node, to find
+    /// what gossip missed.
+    Digest,
+    /// Every pin record the node knows of, unpinned ones included:
+    /// [`HoarderResponse::PinRecords`].
+    PinRecords,
 }
 
 /// A hoarder node's answer.
@@ -372,6 +386,12 @@ pub enum HoarderResponse {
     Has(bool),
     /// Every pin.
     Pins(Vec<PinInfo>),
+    /// The states it knows of the nodes asked for (those it does not know are left out).
+    States(Vec<(PeerId, HolderState)>),
+    /// The state versions it knows, and its pins' digest.
+    Digest(HoarderDigest),
+    /// Every pin record.
+    PinRecords(Vec<PinRecord>),
     /// The request failed; the message says why.
     Error(String),
 }
@@ -429,18 +449,61 @@ impl PinRecord {
     }
 }
 
-/// What every hoarder node says on `tau/hoarder/1` every second (signed by gossipsub).
+/// Where a hoarder node's state is: its start (Unix milliseconds), then one more for each
+/// change since. A newer start is a newer state.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct StateVersion {
+    /// When the node started.
+    pub started_ms: u64,
+    /// Changes since.
+    pub seq: u64,
+}
+
+impl StateVersion {
+    /// Whether `self` directly follows `before` (the next change of the same run).
+    pub fn follows(&self, before: &StateVersion) -> bool {
+        self.started_ms == before.started_ms && self.seq == before.seq.wrapping_add(1)
+    }
+}
+
+/// What a hoarder node gossips on `tau/hoarder/1` when what it holds, what it fetches or a pin
+/// it set changes (signed by gossipsub). A receiver that missed the one before asks the node
+/// for its whole [`HolderState`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Heartbeat {
+pub struct StateDelta {
+    /// The state this delta leads to.
+    pub version: StateVersion,
+    /// Blobs it now holds.
+    pub added: Vec<BlobId>,
+    /// Blobs it no longer holds.
+    pub removed: Vec<BlobId>,
+    /// Every blob it is fetching now.
+    pub fetching: Vec<BlobId>,
+    /// Pins that changed (how pins spread; anti-entropy heals what gossip misses).
+    pub pins: Vec<PinRecord>,
+}
+
+/// What a hoarder node holds and fetches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HolderState {
+    /// Where its state is.
+    pub version: StateVersion,
     /// The blobs it holds.
     pub held: Vec<BlobId>,
     /// The blobs it is fetching.
     pub fetching: Vec<BlobId>,
-    /// Every pin it knows of (how pins spread and heal).
-    pub pins: Vec<PinRecord>,
-    /// Its disk is nearly full: it takes no new replicas (what it holds still counts).
-    #[serde(default)]
-    pub full: bool,
+}
+
+/// A hoarder node's summary of what it knows, to compare with another's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoarderDigest {
+    /// The state version it knows of each hoarder node (itself included).
+    pub versions: Vec<(PeerId, StateVersion)>,
+    /// BLAKE3 over its pin records in order.
+    #[serde(with = "crate::bytes::fixed")]
+    pub pins: [u8; 32],
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! Seer: signed heartbeats, node health, and the `/tau/seer/1` types.
 //!
-//! Every node sends a [`SignedHeartbeat`] to each seer node ([`SeerRequest::Beat`]) every
-//! [`BEAT_INTERVAL`]: what it runs, where clients reach it, its resources and its load. The
+//! Every node sends a [`SignedHeartbeat`] to each seer node every [`BEAT_INTERVAL`], in one UDP
+//! datagram to the seer's p2p port, sealed with a key derived from the swarm key ([`BeatSeal`]):
+//! no connection per node, so a seer's cost is a packet per node and second. What the beat
+//! says: what the node runs, where clients reach it, its resources and its load. The
 //! signature is the node's identity key over a domain tag and the heartbeat's exact CBOR bytes,
 //! so a receiver checks it against the key inside the claimed peer id before it decodes
 //! anything else ([`SignedHeartbeat::open`]). Seer nodes keep the latest per node; a node whose
@@ -66,6 +68,9 @@ pub struct Heartbeat {
     pub resources: Resources,
     /// Requests its substrate is serving right now.
     pub active_requests: u64,
+    /// Its hoarder store is nearly full: it takes no new replicas (what it holds still counts).
+    #[serde(default)]
+    pub full: bool,
 }
 
 impl Heartbeat {
@@ -143,6 +148,99 @@ impl SignedHeartbeat {
         }
         Ok(heartbeat)
     }
+
+    /// What the heartbeat claims, its signature unchecked: only for checks that are cheaper
+    /// than the signature's (is the node admitted, is the beat newer) before [`Self::open`].
+    pub fn peek(&self) -> Option<Heartbeat> {
+        if self.body.len() > MAX_HEARTBEAT {
+            return None;
+        }
+        cbor::from_slice(&self.body).ok()
+    }
+}
+
+/// The gossipsub topic of the seer nodes' change feeds, `tau/seer/feed/1` ([`FeedMessage`]):
+/// only seer nodes publish on it.
+pub struct FeedTopic;
+
+impl crate::protocol::Topic for FeedTopic {
+    const NAME: &'static str = "tau/seer/feed/1";
+    const ACCESS: crate::protocol::Access = crate::protocol::Access::Role("seer");
+}
+
+/// What a seer publishes on [`FeedTopic`]: the changes of its feed since its last message
+/// (within a second of them), or nothing but its cursor (every [`FEED_IDLE`] while nothing
+/// changes), so that a follower that missed a message notices and asks for what it missed
+/// ([`SeerRequest::Changes`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedMessage {
+    /// Where the feed is after these changes.
+    pub cursor: Cursor,
+    /// The changes, oldest first: the last one is at `cursor`.
+    pub changes: Vec<Change>,
+}
+
+/// How often a seer publishes its cursor while nothing changes.
+pub const FEED_IDLE: Duration = Duration::from_secs(5);
+
+/// The most bytes of a sealed heartbeat datagram.
+pub const MAX_BEAT_PACKET: usize = MAX_HEARTBEAT + 1024;
+const NONCE: usize = 24;
+
+/// Seals and opens heartbeat datagrams: XChaCha20-Poly1305 under a key derived from the swarm
+/// key, a random nonce in front. A datagram from outside the cloud opens to nothing; inside,
+/// the heartbeat's own signature says which node it is from.
+pub struct BeatSeal(chacha20poly1305::XChaCha20Poly1305);
+
+/// Why a datagram is not a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BeatPacketError {
+    /// Too short or too long.
+    #[error("not a heartbeat datagram (its size)")]
+    Size,
+    /// Not sealed with this cloud's key, or altered.
+    #[error("not sealed with this cloud's key")]
+    Seal,
+    /// Sealed, but not a heartbeat.
+    #[error("not a heartbeat")]
+    Malformed,
+}
+
+impl BeatSeal {
+    /// The seal of the cloud whose swarm key is `swarm_key`.
+    pub fn new(swarm_key: &crate::SwarmKey) -> Self {
+        use chacha20poly1305::KeyInit;
+        let key = swarm_key.derive("tau seer heartbeat datagram v1");
+        Self(chacha20poly1305::XChaCha20Poly1305::new(&key.into()))
+    }
+
+    /// The datagram carrying `beat`.
+    pub fn seal(&self, beat: &SignedHeartbeat) -> Result<Vec<u8>, BeatPacketError> {
+        use chacha20poly1305::aead::{Aead, AeadCore, OsRng};
+        let plain = cbor::to_vec(beat).map_err(|_| BeatPacketError::Malformed)?;
+        let nonce = chacha20poly1305::XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let sealed = self.0.encrypt(&nonce, plain.as_slice()).map_err(|_| BeatPacketError::Seal)?;
+        let mut packet = nonce.to_vec();
+        packet.extend(sealed);
+        if packet.len() > MAX_BEAT_PACKET {
+            return Err(BeatPacketError::Size);
+        }
+        Ok(packet)
+    }
+
+    /// The heartbeat in `packet` (its signature not checked yet: [`SignedHeartbeat::open`]).
+    pub fn open(&self, packet: &[u8]) -> Result<SignedHeartbeat, BeatPacketError> {
+        use chacha20poly1305::aead::Aead;
+        if packet.len() <= NONCE || packet.len() > MAX_BEAT_PACKET {
+            return Err(BeatPacketError::Size);
+        }
+        let (nonce, sealed) = packet.split_at(NONCE);
+        let plain = self
+            .0
+            .decrypt(chacha20poly1305::XNonce::from_slice(nonce), sealed)
+            .map_err(|_| BeatPacketError::Seal)?;
+        cbor::from_slice(&plain).map_err(|_| BeatPacketError::Malformed)
+    }
 }
 
 /// A request to a seer node.
@@ -154,6 +252,47 @@ pub enum SeerRequest {
     /// The caller's heartbeat, signed by the caller: [`SeerResponse::Taken`]. A beat from
     /// another node than the caller is refused.
     Beat(SignedHeartbeat),
+    /// What changed in the set of healthy nodes since `since` ([`SeerResponse::Changes`]):
+    /// how a service follows who is alive at a cost that grows with the changes, not with the
+    /// cloud. Without a cursor, or with one this seer cannot continue from, every healthy node.
+    Changes {
+        /// Where the caller's last answer from this seer ended.
+        since: Option<Cursor>,
+    },
+}
+
+/// A position in one seer's change feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// Which feed (a seer's feed starts anew, with a new epoch, when the seer restarts).
+    pub epoch: u64,
+    /// The last change seen.
+    pub version: u64,
+}
+
+/// A healthy node as the change feed says it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The services it runs (and is admitted for); none while it leaves.
+    pub services: Vec<String>,
+    /// Its hoarder store is nearly full.
+    pub full: bool,
+}
+
+impl Member {
+    /// Whether the node runs `service`.
+    pub fn runs(&self, service: &str) -> bool {
+        self.services.iter().any(|s| s == service)
+    }
+}
+
+/// One change: a node became healthy or changed (`Some`), or is no longer healthy (`None`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// The node.
+    pub peer: PeerId,
+    /// What it is now, if healthy.
+    pub member: Option<Member>,
 }
 
 /// A seer node's answer.
@@ -164,6 +303,16 @@ pub enum SeerResponse {
     Nodes(Vec<NodeStatus>),
     /// The heartbeat was checked (and kept, if it was the node's newest).
     Taken,
+    /// The changes after the caller's cursor, oldest first, and the cursor to ask from next.
+    /// With `reset`, the changes are every healthy node: the caller starts over from them.
+    Changes {
+        /// Where these changes end.
+        cursor: Cursor,
+        /// Whether the caller must forget what it had.
+        reset: bool,
+        /// The changes.
+        changes: Vec<Change>,
+    },
     /// The request was refused.
     Error(String),
 }
@@ -207,7 +356,27 @@ mod tests {
             location: None,
             resources: Resources::default(),
             active_requests: 3,
+            full: false,
         }
+    }
+
+    #[test]
+    fn a_beat_datagram_opens_only_with_the_clouds_key_and_unaltered() {
+        let keypair = Keypair::generate_ed25519();
+        let signed = beat(&keypair, 7).sign(&keypair).unwrap();
+        let key = crate::SwarmKey::generate();
+        let seal = BeatSeal::new(&key);
+        let packet = seal.seal(&signed).unwrap();
+        assert_eq!(seal.open(&packet).unwrap(), signed);
+        assert_eq!(seal.open(&packet).unwrap().peek().unwrap().seq, 7);
+        let other = BeatSeal::new(&crate::SwarmKey::generate());
+        assert_eq!(other.open(&packet), Err(BeatPacketError::Seal));
+        let mut altered = packet.clone();
+        let last = altered.len() - 1;
+        altered[last] ^= 1;
+        assert_eq!(seal.open(&altered), Err(BeatPacketError::Seal));
+        assert_eq!(seal.open(&packet[..10]), Err(BeatPacketError::Size));
+        assert_ne!(seal.seal(&signed).unwrap(), packet, "a fresh nonce each time");
     }
 
     #[test]

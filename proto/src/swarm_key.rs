@@ -100,6 +100,12 @@ impl SwarmKey {
     pub fn psk(&self) -> PreSharedKey {
         PreSharedKey::new(self.0)
     }
+
+    /// A key for `purpose` derived from this one (BLAKE3's key derivation): what the cloud's
+    /// own messages outside libp2p (heartbeats over UDP) are sealed with.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        blake3::derive_key(purpose, &self.0)
+    }
 }
 
 impl fmt::Debug for SwarmKey {

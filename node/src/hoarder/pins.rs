@@ -1,5 +1,6 @@
 //! The pin table: every pin of the cloud as this node knows it, kept on disk
-//! (`<data>/hoarder/pins.cbor`) and merged from heartbeats (last change wins per pin).
+//! (`<data>/hoarder/pins.cbor`) and merged from state deltas and anti-entropy (last change
+//! wins per pin).
 //!
 //! A pin belongs to its owner, the client whose request set it: a blob pinned by several
 //! clients has one pin each, and its factor is the highest of them. A client changes only its
@@ -18,8 +19,8 @@ use tau_proto::hoarder::{BlobId, PinRecord};
 /// seconds, not by ten minutes.
 pub const MAX_AHEAD_MS: u64 = 10 * 60 * 1000;
 
-/// The most pins (owners, unpinned ones included) one blob may have: every pin travels in
-/// every heartbeat, so a client making a new key per request must not grow them without end.
+/// The most pins (owners, unpinned ones included) one blob may have: every node keeps every
+/// pin, so a client making a new key per request must not grow them without end.
 pub const MAX_PINS_PER_BLOB: usize = 16;
 
 /// How long an unpinned record is kept (so that an older pin arriving late cannot bring it
@@ -30,6 +31,10 @@ pub const UNPINNED_KEPT_MS: u64 = 60 * 60 * 1000;
 pub struct PinTable {
     path: PathBuf,
     pins: BTreeMap<(BlobId, Option<PeerId>), PinRecord>,
+    /// Records set here and not yet gossiped.
+    outbox: Vec<PinRecord>,
+    /// Counts up whenever a pin changes.
+    generation: u64,
 }
 
 fn now_ms() -> u64 {
@@ -58,7 +63,7 @@ impl PinTable {
             },
             Err(_) => BTreeMap::new(),
         };
-        Self { path: path.to_path_buf(), pins }
+        Self { path: path.to_path_buf(), pins, outbox: Vec::new(), generation: 0 }
     }
 
     fn save(&self) {
@@ -83,6 +88,8 @@ impl PinTable {
             .max(now_ms());
         let record = PinRecord { cid, size, factor, updated_ms, owner };
         self.pins.insert((cid, owner), record.clone());
+        self.outbox.push(record.clone());
+        self.generation += 1;
         self.save();
         record
     }
@@ -111,6 +118,9 @@ impl PinTable {
         self.pins.retain(|_, pin| pin.factor > 0 || pin.updated_ms >= horizon);
         let pruned = before - self.pins.len();
         if pruned > 0 {
+            self.generation += 1;
+        }
+        if pruned > 0 {
             self.save();
         }
         pruned
@@ -130,9 +140,15 @@ impl PinTable {
     pub fn merge(&mut self, records: Vec<PinRecord>) -> Merged {
         let mut merged = Merged::default();
         let horizon = now_ms().saturating_add(MAX_AHEAD_MS);
+        let forgotten = now_ms().saturating_sub(UNPINNED_KEPT_MS);
         for record in records {
             if record.updated_ms > horizon {
                 merged.ahead += 1;
+                continue;
+            }
+            // An unpin old enough to be pruned here is not taken back from a peer that has
+            // not pruned it yet.
+            if record.factor == 0 && record.updated_ms < forgotten {
                 continue;
             }
             let key = (record.cid, record.owner);
@@ -142,6 +158,7 @@ impl PinTable {
             }
         }
         if merged.changed {
+            self.generation += 1;
             self.save();
         }
         merged
@@ -166,9 +183,31 @@ impl PinTable {
         cids.iter().filter_map(|cid| self.get(cid)).collect()
     }
 
-    /// Every owner's pin, unpinned ones included: what a heartbeat carries.
+    /// Every owner's pin, unpinned ones included: what anti-entropy exchanges.
     pub fn all(&self) -> Vec<PinRecord> {
         self.pins.values().cloned().collect()
+    }
+
+    /// The records set here since the last call: what the next state delta carries.
+    pub fn take_outbox(&mut self) -> Vec<PinRecord> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// A number that changes whenever a pin does.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// BLAKE3 over every record in order: equal on two nodes that know the same pins.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut hasher = blake3::Hasher::new();
+        for pin in self.pins.values() {
+            if let Ok(bytes) = cbor::to_vec(pin) {
+                hasher.update(&(bytes.len() as u64).to_le_bytes());
+                hasher.update(&bytes);
+            }
+        }
+        *hasher.finalize().as_bytes()
     }
 }
 

@@ -21,6 +21,8 @@ use super::{Hoarder, Upload, lock, placement};
 
 /// How long a peer waits for the next chunk of an upload in progress.
 const UPLOAD_STALL: Duration = Duration::from_secs(60);
+/// How long a holder (or a likely one) may take to give a manifest before the next is asked.
+const PROBE: Duration = Duration::from_secs(3);
 use crate::p2p::Inbound;
 
 pub(super) async fn serve(
@@ -93,6 +95,9 @@ pub(super) enum FetchError {
     Sources(Vec<TransferError>),
 }
 
+/// The most states one answer carries.
+const MAX_STATES: usize = 10_000;
+
 impl Hoarder {
     async fn answer(
         self: &Arc<Self>,
@@ -116,7 +121,7 @@ impl Hoarder {
                     )));
                 }
                 let cid = manifest.cid;
-                self.refresh_connected().await;
+                self.refresh_members().await;
                 let replicas = self.replicate(cid, replicas);
                 lock(&self.uploads)
                     .insert(cid, Upload { manifest, touched: Instant::now(), replicas });
@@ -160,11 +165,36 @@ impl Hoarder {
                 Ok(HoarderResponse::Done)
             }
             HoarderRequest::Has { cid } => Ok(HoarderResponse::Has(self.store.has(&cid))),
+            HoarderRequest::States { peers } => {
+                let members = lock(&self.members);
+                let wanted = if peers.is_empty() {
+                    let mut all = members.known();
+                    all.push(self.me);
+                    all
+                } else {
+                    peers
+                };
+                let states = wanted
+                    .into_iter()
+                    .take(MAX_STATES)
+                    .filter_map(|peer| match peer == self.me {
+                        true => Some((peer, self.state())),
+                        false => members.state_of(&peer).map(|state| (peer, state)),
+                    })
+                    .collect();
+                Ok(HoarderResponse::States(states))
+            }
+            HoarderRequest::Digest => {
+                let mut versions = lock(&self.members).versions();
+                versions.push((self.me, lock(&self.said).version));
+                let pins = lock(&self.pins).digest();
+                Ok(HoarderResponse::Digest(tau_proto::hoarder::HoarderDigest { versions, pins }))
+            }
+            HoarderRequest::PinRecords => Ok(HoarderResponse::PinRecords(lock(&self.pins).all())),
             HoarderRequest::List => Ok(HoarderResponse::Pins(self.list())),
             HoarderRequest::Replicate { cid, from } => {
                 let mut sources = vec![from];
-                sources
-                    .extend(self.holders(&cid).into_iter().filter(|p| *p != from && *p != self.me));
+                sources.extend(self.sources(&cid).await.into_iter().filter(|p| *p != from));
                 Ok(self.fetch(cid, &sources).await.map(|()| HoarderResponse::Done)?)
             }
             _ => Err(invalid("unsupported hoarder request")),
@@ -176,6 +206,7 @@ impl Hoarder {
     /// holds no pin of it can only add one.
     fn pin(&self, peer: PeerId, cid: BlobId, size: u64, factor: u8) -> Result<(), Refusal> {
         let mut pins = lock(&self.pins);
+        self.changed();
         if self.operator.is_some() && self.operator == WriterKey::of_peer(&peer) {
             pins.set_all(cid, Some(peer), size, factor);
             return Ok(());
@@ -260,14 +291,14 @@ impl Hoarder {
                     .store
                     .manifest(&cid)?
                     .ok_or_else(|| invalid(format!("no upload of {cid} started")))?;
-                self.refresh_connected().await;
+                self.refresh_members().await;
                 (manifest, self.replicate(cid, replicas))
             }
         };
         let committed = started.elapsed();
-        self.refresh_connected().await;
+        self.refresh_members().await;
         self.pin(peer, cid, manifest.size, replicas)?;
-        self.beat().await;
+        self.publish_delta().await;
 
         let needed = 2.min(self.live().len());
         let holders = loop {
@@ -301,9 +332,9 @@ impl Hoarder {
             return Ok(HoarderResponse::Manifest(upload.manifest.clone()));
         }
         let holders = self.holders(&cid);
-        for holder in holders.iter().filter(|p| **p != self.me) {
-            if let Ok(manifest) = transfer::fetch_manifest(&self.handle, *holder, cid, false).await
-            {
+        for holder in self.sources(&cid).await {
+            let asked = transfer::fetch_manifest(&self.handle, holder, cid, false);
+            if let Ok(Ok(manifest)) = tokio::time::timeout(PROBE, asked).await {
                 return Ok(HoarderResponse::Manifest(manifest));
             }
         }
@@ -348,7 +379,7 @@ impl Hoarder {
                 }
             }
         }
-        for holder in self.holders(&cid).into_iter().filter(|p| *p != self.me) {
+        for holder in self.sources(&cid).await {
             if let Ok(HoarderResponse::Chunk(bytes)) = self
                 .handle
                 .call::<HoarderProtocol>(

@@ -49,6 +49,8 @@ pub enum StoreError {
 pub struct BlobStore {
     root: PathBuf,
     next_tmp: AtomicU64,
+    /// Counts up whenever a blob is added or dropped.
+    generation: AtomicU64,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -72,7 +74,21 @@ impl BlobStore {
         for entry in std::fs::read_dir(&tmp).map_err(io(&tmp))?.flatten() {
             let _ = std::fs::remove_file(entry.path());
         }
-        Ok(Self { root: root.to_path_buf(), next_tmp: AtomicU64::new(0) })
+        Ok(Self {
+            root: root.to_path_buf(),
+            next_tmp: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+        })
+    }
+
+    /// A number that changes whenever a blob is added or dropped: what the node's state
+    /// deltas look at before they read the store.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     fn chunk_path(&self, hash: &ChunkHash) -> PathBuf {
@@ -188,6 +204,7 @@ impl BlobStore {
                 let _ = std::fs::remove_file(self.manifest_path(&cid));
             }
         }
+        self.changed();
     }
 
     /// Completes a blob whose chunks are all here: checks every chunk and the whole blob against
@@ -221,7 +238,9 @@ impl BlobStore {
             path: self.manifest_path(&manifest.cid).display().to_string(),
             source: std::io::Error::other(e),
         })?;
-        self.write_atomic(&self.manifest_path(&manifest.cid), &bytes, true)
+        self.write_atomic(&self.manifest_path(&manifest.cid), &bytes, true)?;
+        self.changed();
+        Ok(())
     }
 
     /// Drops a blob, and the chunks no other blob here uses.
@@ -229,6 +248,7 @@ impl BlobStore {
         let Some(manifest) = self.manifest(cid)? else { return Ok(()) };
         let path = self.manifest_path(cid);
         std::fs::remove_file(&path).map_err(io(&path))?;
+        self.changed();
         let mut used: HashSet<ChunkHash> = HashSet::new();
         for other in self.held()? {
             if let Some(m) = self.manifest(&other)? {

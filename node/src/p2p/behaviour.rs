@@ -16,12 +16,13 @@ pub(super) const KAD_PROTOCOL: &str = "/tau/kad/1";
 /// The identify protocol version.
 pub(super) const IDENTIFY_PROTOCOL: &str = "/tau/id/1";
 /// How often peers are pinged, and how long a ping may take.
-pub(super) const PING_INTERVAL: Duration = Duration::from_secs(2);
-pub(super) const PING_TIMEOUT: Duration = Duration::from_secs(4);
+pub(super) const PING_INTERVAL: Duration = Duration::from_secs(5);
+pub(super) const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a kad lookup may take.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(8);
-/// Connections between nodes stay up; this only closes ones nothing uses (finished clients).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// A connection nothing keeps (a finished client, a kad query's, a node past the target) closes
+/// after this long idle; the loop keeps those to the nodes it counts on (`rpc::Behaviour::keep`).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(NetworkBehaviour)]
 pub(super) struct Behaviour {
@@ -31,6 +32,11 @@ pub(super) struct Behaviour {
     pub(super) gossipsub: gossipsub::Behaviour,
     pub(super) rpc: rpc::Behaviour,
 }
+
+/// The gossipsub application score of a connection the loop keeps, and of one it does not
+/// (below 0: out of every mesh; above the gossip threshold, -10: still told of messages).
+pub(super) const KEPT: f64 = 0.0;
+pub(super) const NOT_KEPT: f64 = -1.0;
 
 /// The largest gossip message.
 pub(super) const MAX_GOSSIP: usize = 1 << 20;
@@ -42,11 +48,22 @@ pub(super) fn build(keypair: Keypair, swarm_key: &SwarmKey) -> Result<Swarm<Beha
         .max_transmit_size(MAX_GOSSIP)
         .build()
         .map_err(|e| P2pError::Build(format!("gossipsub: {e}")))?;
-    let gossipsub = gossipsub::Behaviour::new(
+    let mut gossipsub = gossipsub::Behaviour::new(
         gossipsub::MessageAuthenticity::Signed(keypair.clone()),
         gossip_config,
     )
     .map_err(|e| P2pError::Build(format!("gossipsub: {e}")))?;
+    // Scores only say which connections the loop keeps (`KEPT`, `NOT_KEPT`): a mesh forms over
+    // those, so that it holds no other connection open. Nodes share addresses behind NAT, so
+    // colocation is not held against them.
+    let scores = gossipsub::PeerScoreParams {
+        app_specific_weight: 1.0,
+        ip_colocation_factor_weight: 0.0,
+        ..gossipsub::PeerScoreParams::default()
+    };
+    gossipsub
+        .with_peer_score(scores, gossipsub::PeerScoreThresholds::default())
+        .map_err(|e| P2pError::Build(format!("gossipsub scores: {e}")))?;
     tau_proto::net::swarm(keypair, swarm_key, IDLE_TIMEOUT, |key| {
         let peer_id = key.public().to_peer_id();
         let mut kad_config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));

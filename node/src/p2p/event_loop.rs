@@ -22,7 +22,7 @@ use tau_proto::protocol::Protocol;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
+use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL, KEPT, NOT_KEPT};
 use super::gossip::Topics;
 use super::peers::{PeerTable, usable};
 use super::{AdminContext, Command, Inbound, NodeRef, P2pError};
@@ -37,7 +37,7 @@ const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How often kad looks for new nodes: often while the node starts, rarely after.
 const KAD_FAST: Duration = Duration::from_secs(2);
-const KAD_SLOW: Duration = Duration::from_secs(30);
+const KAD_SLOW: Duration = Duration::from_secs(300);
 const FAST_PERIOD: Duration = Duration::from_secs(20);
 /// How often the loop dials more nodes while it has fewer than its target: often while the
 /// node starts, rarely after.
@@ -57,10 +57,23 @@ const MAX_LOOKUPS: usize = 64;
 const MAX_PARKED: usize = 256;
 const MAX_FOUND: usize = 4096;
 const FOUND_FOR: Duration = Duration::from_secs(600);
+/// A connection past the target, not kept, unused by this node's requests for this long, is
+/// closed.
+const IDLE_CLOSE: Duration = Duration::from_secs(30);
+/// Connections kept to nodes of each service this node runs.
+const KEEP_PER_SERVICE: usize = 6;
 /// The most nodes a `Directory` answer lists.
 const MAX_DIRECTORY: usize = 1000;
 /// Consecutive failed pings after which a connection is closed.
 const MAX_PING_FAILURES: u32 = 2;
+
+/// A kad lookup of a peer's address: the calls waiting for it, and whether to dial the peer
+/// once found (to keep a connection to it).
+#[derive(Default)]
+struct Lookup {
+    calls: Vec<rpc::Call>,
+    dial: bool,
+}
 
 struct Bootstrap {
     peer: PeerId,
@@ -86,8 +99,10 @@ pub(super) struct EventLoop {
     dialing: HashMap<PeerId, Instant>,
     /// Nodes not dialed to fill the target until then.
     shunned: HashMap<PeerId, Instant>,
-    /// Calls to peers whose address is being looked up, by peer and by kad query.
-    lookups: HashMap<PeerId, Vec<rpc::Call>>,
+    /// The connections kept open (up to the target).
+    kept: HashSet<PeerId>,
+    /// Peers whose address is being looked up, by peer and by kad query.
+    lookups: HashMap<PeerId, Lookup>,
     queries: HashMap<kad::QueryId, PeerId>,
     /// Addresses found by lookups, and when.
     found: HashMap<PeerId, (Vec<Multiaddr>, Instant)>,
@@ -131,6 +146,7 @@ impl EventLoop {
             next_fill: now,
             dialing: HashMap::new(),
             shunned: HashMap::new(),
+            kept: HashSet::new(),
             lookups: HashMap::new(),
             queries: HashMap::new(),
             found: HashMap::new(),
@@ -202,6 +218,13 @@ impl EventLoop {
             Command::Nodes { service, reply } => {
                 let _ = reply.send(self.directory(&service));
             }
+            Command::Addresses { peer, reply } => {
+                let addrs = self.addresses(&peer);
+                if addrs.is_empty() {
+                    self.look_up(peer, false);
+                }
+                let _ = reply.send(addrs);
+            }
             Command::Candidates(reply) => {
                 let _ = reply.send(self.peers.candidates());
             }
@@ -258,7 +281,12 @@ impl EventLoop {
             b.next = now + b.backoff;
             b.backoff = (b.backoff * 2).min(BACKOFF_MAX);
         }
-        let fast = self.admin.started.elapsed() < FAST_PERIOD;
+        // Often only while the node starts and has fewer connections than it can have.
+        let reachable = match &self.admitted {
+            Admitted::Listed(nodes) => nodes.len().saturating_sub(1).min(self.target),
+            Admitted::Open => self.target,
+        };
+        let fast = self.admin.started.elapsed() < FAST_PERIOD && connected < reachable;
         if self.next_kad_bootstrap.is_some_and(|at| now >= at) {
             if let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {
                 tracing::debug!(error = %e, "kad bootstrap not started");
@@ -268,14 +296,20 @@ impl EventLoop {
         if now >= self.next_fill {
             self.next_fill = now + if fast { FILL_FAST } else { FILL_SLOW };
             self.fill();
+            self.keep_services();
+            self.update_kept();
+            self.close_idle();
         }
     }
 
     /// Dials nodes kad knows, picked at random, until connected and dialing ones reach the
     /// target.
     fn fill(&mut self) {
-        let have = self.peers.counted(&self.admitted).count() + self.dialing.len();
-        let Some(wanted) = self.target.checked_sub(have).filter(|n| *n > 0) else { return };
+        let outbound = self.peers.counted(&self.admitted).filter(|(_, p)| p.kept_out).count();
+        let have = outbound + self.dialing.len();
+        let Some(wanted) = self.outbound_target().checked_sub(have).filter(|n| *n > 0) else {
+            return;
+        };
         let local = *self.swarm.local_peer_id();
         let mut known: Vec<PeerId> = self
             .swarm
@@ -295,6 +329,105 @@ impl EventLoop {
         for peer in known.into_iter().take(wanted) {
             self.dial_node(peer);
         }
+    }
+
+    /// Dials nodes of each service this node runs until it is connected to
+    /// [`KEEP_PER_SERVICE`] of them (or all): each service's gossip mesh then forms among its
+    /// own nodes, however few they are among the cloud's.
+    fn keep_services(&mut self) {
+        let Admitted::Listed(nodes) = &self.admitted else { return };
+        let local = *self.swarm.local_peer_id();
+        let mut wanted = Vec::new();
+        for service in self.admin.services.iter().filter(|s| *s != "substrate") {
+            let of_service: Vec<PeerId> = nodes
+                .iter()
+                .filter(|(peer, services)| **peer != local && services.contains(service))
+                .map(|(peer, _)| *peer)
+                .collect();
+            let have = of_service
+                .iter()
+                .filter(|p| self.peers.contains(p) || self.dialing.contains_key(p))
+                .count();
+            let Some(missing) = KEEP_PER_SERVICE.checked_sub(have).filter(|n| *n > 0) else {
+                continue;
+            };
+            let mut candidates: Vec<PeerId> = of_service
+                .into_iter()
+                .filter(|p| {
+                    !self.peers.contains(p)
+                        && !self.dialing.contains_key(p)
+                        && !self.shunned.contains_key(p)
+                        && !wanted.contains(p)
+                })
+                .collect();
+            candidates.shuffle(&mut rand::rng());
+            wanted.extend(candidates.into_iter().take(missing));
+        }
+        for peer in wanted {
+            if self.knows_address(&peer) {
+                self.dial_node(peer);
+            } else {
+                // Dialed once kad has found it.
+                self.look_up(peer, true);
+            }
+        }
+    }
+
+    /// Chooses the connections that stay open while idle: up to the target, those to nodes of
+    /// this node's services first, then those in a gossip mesh, then the oldest. The others
+    /// close once idle (a kad query's, a request's, a node's past the target).
+    fn update_kept(&mut self) {
+        let kept: HashSet<PeerId> = self
+            .peers
+            .counted(&self.admitted)
+            .filter(|(_, peer)| peer.kept_out || peer.inbound)
+            .map(|(id, _)| *id)
+            .collect();
+        let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
+        for (peer, _) in self.peers.counted(&self.admitted) {
+            let score = if kept.contains(peer) { KEPT } else { NOT_KEPT };
+            gossipsub.set_application_score(peer, score);
+        }
+        self.swarm.behaviour_mut().rpc.keep(kept.clone());
+        self.kept = kept;
+    }
+
+    /// Closes the connections this node dialed for a request or a kad query (not to keep) once
+    /// no request of its own used them for [`IDLE_CLOSE`]: gossip streams alone would hold them
+    /// open for ever. Inbound connections are the dialer's to close.
+    fn close_idle(&mut self) {
+        let idle: Vec<PeerId> = self
+            .peers
+            .counted(&self.admitted)
+            .filter(|(id, peer)| {
+                !self.kept.contains(id)
+                    && peer.since.elapsed() >= IDLE_CLOSE
+                    && peer.last_used.elapsed() >= IDLE_CLOSE
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for peer in idle {
+            tracing::debug!(%peer, "closing an idle connection");
+            if let Some(state) = self.peers.get_mut(&peer) {
+                state.closing = true;
+            }
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
+    /// Connections this node dials to keep: half the target, the other half comes from the
+    /// nodes that dial it.
+    fn outbound_target(&self) -> usize {
+        self.target.div_ceil(2)
+    }
+
+    /// Whether `peer` runs one of the services this node runs (substrate aside): a connection
+    /// [`Self::keep_services`] keeps.
+    fn shares_a_service(&self, peer: &PeerId) -> bool {
+        let Admitted::Listed(nodes) = &self.admitted else { return false };
+        nodes.get(peer).is_some_and(|services| {
+            services.iter().any(|s| s != "substrate" && self.admin.services.contains(s))
+        })
     }
 
     /// Dials a node kad knows, unless connected or already dialing.
@@ -323,21 +456,37 @@ impl EventLoop {
             self.swarm.behaviour_mut().rpc.call(peer, call, addrs);
             return;
         }
-        if let Some(parked) = self.lookups.get_mut(&peer) {
-            match parked.len() < MAX_PARKED {
-                true => parked.push(call),
+        if let Some(lookup) = self.lookups.get_mut(&peer) {
+            match lookup.calls.len() < MAX_PARKED {
+                true => lookup.calls.push(call),
                 false => call.unreachable("too many requests wait for its address".into()),
             }
             return;
         }
-        if self.lookups.len() >= MAX_LOOKUPS {
+        if !self.look_up(peer, false) {
             call.unreachable("too many peers are being looked up at once".into());
             return;
+        }
+        if let Some(lookup) = self.lookups.get_mut(&peer) {
+            lookup.calls.push(call);
+        }
+    }
+
+    /// Starts a kad lookup of `peer`'s address (unless one runs), to dial it once found with
+    /// `dial`; false when too many run already.
+    fn look_up(&mut self, peer: PeerId, dial: bool) -> bool {
+        if let Some(lookup) = self.lookups.get_mut(&peer) {
+            lookup.dial |= dial;
+            return true;
+        }
+        if self.lookups.len() >= MAX_LOOKUPS {
+            return false;
         }
         tracing::debug!(%peer, "looking up a peer's address");
         let query = self.swarm.behaviour_mut().kad.get_closest_peers(peer);
         self.queries.insert(query, peer);
-        self.lookups.insert(peer, vec![call]);
+        self.lookups.insert(peer, Lookup { calls: Vec::new(), dial });
+        true
     }
 
     /// The addresses this node knows for `peer`: what it said in identify when connected, else
@@ -389,13 +538,23 @@ impl EventLoop {
         if let Some(mut running) = self.swarm.behaviour_mut().kad.query_mut(&query) {
             running.finish();
         }
-        let calls = self.lookups.remove(&peer).unwrap_or_default();
+        let Lookup { calls, dial } = self.lookups.remove(&peer).unwrap_or_default();
         match found {
             Some(info) => {
                 if self.found.len() >= MAX_FOUND {
                     self.found.clear();
                 }
                 self.found.insert(peer, (info.addrs.clone(), Instant::now()));
+                if dial {
+                    // Looked up to be kept connected.
+                    let opts = DialOpts::peer_id(peer)
+                        .addresses(info.addrs.clone())
+                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .build();
+                    if self.swarm.dial(opts).is_ok() {
+                        self.dialing.insert(peer, Instant::now());
+                    }
+                }
                 for call in calls {
                     self.swarm.behaviour_mut().rpc.call(peer, call, info.addrs.clone());
                 }
@@ -427,7 +586,10 @@ impl EventLoop {
             self.swarm.behaviour().gossipsub.all_mesh_peers().copied().collect();
         let mut order: Vec<_> = counted
             .into_iter()
-            .map(|(id, young, used)| ((young, mesh.contains(&id), used), id))
+            .map(|(id, young, used)| {
+                let kept = mesh.contains(&id) || self.shares_a_service(&id);
+                ((young, kept, used), id)
+            })
             .collect();
         order.sort();
         for (_, peer) in order.into_iter().take(excess) {
@@ -456,14 +618,15 @@ impl EventLoop {
                 None => admitted,
             };
             if says {
-                connected.push(NodeRef { peer: *peer, connected: true, rtt: state.rtt });
+                let quiet = state.last_pong.map(|at| at.elapsed());
+                connected.push(NodeRef { peer: *peer, connected: true, rtt: state.rtt, quiet });
             }
         }
         if let Admitted::Listed(nodes) = &self.admitted {
             for (peer, services) in nodes.iter() {
                 let live = self.peers.get(peer).is_some_and(|p| !p.closing && p.is_node());
                 if peer != local && !live && runs(services) {
-                    others.push(NodeRef { peer: *peer, connected: false, rtt: None });
+                    others.push(NodeRef { peer: *peer, connected: false, rtt: None, quiet: None });
                 }
             }
         }
@@ -484,8 +647,12 @@ impl EventLoop {
                 };
                 tracing::debug!(%peer_id, %remote, "connected");
                 self.peers.connected(peer_id, remote, dialed);
-                self.dialing.remove(&peer_id);
-                for call in self.lookups.remove(&peer_id).unwrap_or_default() {
+                if self.dialing.remove(&peer_id).is_some()
+                    && let Some(state) = self.peers.get_mut(&peer_id)
+                {
+                    state.kept_out = true;
+                }
+                for call in self.lookups.remove(&peer_id).unwrap_or_default().calls {
                     self.swarm.behaviour_mut().rpc.call(peer_id, call, Vec::new());
                 }
                 if let Some(b) = self.bootstrap.iter_mut().find(|b| b.peer == peer_id) {
@@ -551,8 +718,9 @@ impl EventLoop {
                 }
             }
             BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, is_new_peer: true, .. }) => {
-                let have = self.peers.counted(&self.admitted).count() + self.dialing.len();
-                if have < self.target
+                let outbound =
+                    self.peers.counted(&self.admitted).filter(|(_, p)| p.kept_out).count();
+                if outbound + self.dialing.len() < self.outbound_target()
                     && !self.shunned.contains_key(&peer)
                     && self.admitted.allows(tau_proto::protocol::Access::Nodes, &peer)
                 {
@@ -600,6 +768,7 @@ impl EventLoop {
             self.ask_services(peer_id);
         }
         self.trim();
+        self.update_kept();
     }
 
     /// Asks a node for its `Info`, to learn the services it runs.

@@ -31,6 +31,10 @@ pub(super) struct Peer {
     pub(super) last_used: Instant,
     /// This node is closing the connection (to stay under its ceiling): no longer counted.
     pub(super) closing: bool,
+    /// This node dialed it to keep it (to reach its target, or a node of its services).
+    pub(super) kept_out: bool,
+    /// It dialed this node (a connection the dialer keeps or closes).
+    pub(super) inbound: bool,
 }
 
 impl Peer {
@@ -78,10 +82,14 @@ impl PeerTable {
             ping_failures: 0,
             last_used: Instant::now(),
             closing: false,
+            kept_out: false,
+            inbound: false,
         });
         peer.connections += 1;
         if dialed {
             peer.dialed = Some(remote);
+        } else {
+            peer.inbound = true;
         }
     }
 

@@ -29,11 +29,15 @@ pub struct BeatParts {
     pub resources: watch::Receiver<Resources>,
     /// Requests the substrate is serving.
     pub active_requests: Option<Arc<AtomicU64>>,
+    /// Whether the node's hoarder store is nearly full, if it runs hoarder.
+    pub hoarder_full: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// The node's own seer, which gossip does not deliver the node's beats to.
     pub seer: Option<Arc<Shared>>,
     /// Turns true when the node is leaving: from then on its beats list no service, so that
     /// seer sends no more clients here while the node finishes what it serves.
     pub leaving: watch::Receiver<bool>,
+    /// How beats go to seer nodes.
+    pub udp: Udp,
 }
 
 /// The IP addresses clients reach the node at: its announced ones, else the ones it listens on
@@ -97,6 +101,7 @@ pub fn spawn(
                     .active_requests
                     .as_ref()
                     .map_or(0, |n| n.load(Ordering::Relaxed)),
+                full: parts.hoarder_full.as_ref().is_some_and(|f| f.load(Ordering::Relaxed)),
             };
             let signed = match beat.sign(&parts.keypair) {
                 Ok(signed) => signed,
@@ -108,7 +113,7 @@ pub fn spawn(
             if let Some(seer) = &parts.seer {
                 seer.table().insert(beat, Instant::now());
             }
-            send(&handle, &signed, &sending).await;
+            send(&handle, &signed, &sending, &parts.udp).await;
         }
     })
 }
@@ -120,9 +125,29 @@ const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Sends `signed` to each seer node, at most [`MAX_SEERS`], skipping one whose last beat is
 /// still on its way.
-async fn send(handle: &p2p::Handle, signed: &SignedHeartbeat, sending: &Sending) {
+async fn send(handle: &p2p::Handle, signed: &SignedHeartbeat, sending: &Sending, udp: &Udp) {
     let Ok(seers) = handle.nodes("seer").await else { return };
+    let packet = match (&udp.socket, udp.seal.seal(signed)) {
+        (Some(_), Ok(packet)) => Some(packet),
+        (None, _) => None,
+        (_, Err(error)) => {
+            tracing::warn!(%error, "cannot seal a heartbeat");
+            None
+        }
+    };
     for seer in seers.into_iter().take(MAX_SEERS) {
+        // One datagram to the seer's p2p port; a request when no UDP socket could be bound.
+        if let (Some(socket), Some(packet)) = (&udp.socket, &packet) {
+            // Not known yet: a lookup has started, the next beat goes.
+            let Some(to) = udp_address(&handle.addresses(seer.peer).await.unwrap_or_default())
+            else {
+                continue;
+            };
+            if let Err(error) = socket.send_to(packet, to).await {
+                tracing::debug!(%to, %error, "heartbeat datagram not sent");
+            }
+            continue;
+        }
         if !lock(sending).insert(seer.peer) {
             continue;
         }
@@ -138,6 +163,34 @@ async fn send(handle: &p2p::Handle, signed: &SignedHeartbeat, sending: &Sending)
             lock(&sending).remove(&seer.peer);
         });
     }
+}
+
+/// Where heartbeat datagrams go from, and their seal.
+pub struct Udp {
+    /// The socket (none when it could not be bound: beats go by request then).
+    pub socket: Option<tokio::net::UdpSocket>,
+    /// Seals each beat.
+    pub seal: Arc<tau_proto::seer::BeatSeal>,
+}
+
+/// The first UDP address a seer's p2p addresses give (its TCP port, as UDP).
+fn udp_address(addrs: &[libp2p::Multiaddr]) -> Option<std::net::SocketAddr> {
+    addrs.iter().filter_map(socket_addr).find(|a| !a.ip().is_unspecified())
+}
+
+/// The IP address and TCP port of a p2p address: where a seer takes heartbeat datagrams.
+pub fn socket_addr(addr: &libp2p::Multiaddr) -> Option<std::net::SocketAddr> {
+    let mut ip = None;
+    let mut port = None;
+    for part in addr.iter() {
+        match part {
+            Protocol::Ip4(v4) => ip = Some(IpAddr::V4(v4)),
+            Protocol::Ip6(v6) => ip = Some(IpAddr::V6(v6)),
+            Protocol::Tcp(p) => port = Some(p),
+            _ => {}
+        }
+    }
+    Some(std::net::SocketAddr::new(ip?, port?))
 }
 
 /// The seer nodes a beat is on its way to.

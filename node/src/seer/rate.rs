@@ -46,6 +46,8 @@ struct Bucket {
 pub struct RateLimit {
     rate: f64,
     slip: u64,
+    /// Each address is its own source (not its /24 or /56).
+    exact: bool,
     sources: HashMap<IpAddr, Bucket>,
     /// Shared by new sources while [`MAX_SOURCES`] busy ones are followed.
     overflow: Option<Bucket>,
@@ -79,11 +81,18 @@ impl RateLimit {
         Self {
             rate: f64::from(rate),
             slip: u64::from(slip),
+            exact: false,
             sources: HashMap::new(),
             overflow: None,
             swept: None,
             sweeps: 0,
         }
+    }
+
+    /// `rate` a second per address (each address its own source), nothing slipping: how many
+    /// heartbeat datagrams one address may send.
+    pub fn per_address(rate: u32) -> Self {
+        Self { exact: true, ..Self::new(rate, 0) }
     }
 
     /// Sources followed now.
@@ -96,7 +105,7 @@ impl RateLimit {
         if self.rate <= 0.0 {
             return Decision::Answer;
         }
-        let key = source(ip);
+        let key = if self.exact { ip } else { source(ip) };
         let (rate, slip) = (self.rate, self.slip);
         if !self.sources.contains_key(&key)
             && self.sources.len() >= MAX_SOURCES

@@ -1,23 +1,69 @@
 //! The latest heartbeat of every node, and who is healthy.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 use tau_proto::membership::Admitted;
 use tau_proto::protocol::Access;
-use tau_proto::seer::{HEALTHY_FOR, Heartbeat, NodeStatus};
+use tau_proto::seer::{Change, Cursor, HEALTHY_FOR, Heartbeat, Member, NodeStatus};
 
 /// Nodes silent for this long are forgotten.
 pub const FORGET_AFTER: Duration = Duration::from_secs(3600);
 
-/// The latest beat per admitted node, with when it arrived.
-#[derive(Default)]
+/// Changes the feed keeps for callers to continue from; one further behind starts over.
+pub const FEED_KEPT: usize = 10_000;
+
+/// The latest beat per admitted node, with when it arrived, and the change feed of who is
+/// healthy.
 pub struct Table {
     latest: HashMap<PeerId, (Heartbeat, Instant)>,
     /// Who is a node, and for which services.
     admitted: Admitted,
+    feed: Feed,
+}
+
+/// The change feed: each node's health as last said, and the latest changes.
+struct Feed {
+    epoch: u64,
+    version: u64,
+    said: HashMap<PeerId, Member>,
+    changes: VecDeque<(u64, Change)>,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        let feed = Feed {
+            epoch: rand::random(),
+            version: 0,
+            said: HashMap::new(),
+            changes: VecDeque::new(),
+        };
+        Self { latest: HashMap::new(), admitted: Admitted::default(), feed }
+    }
+}
+
+impl Feed {
+    /// Records `peer`'s health, if it changed.
+    fn note(&mut self, peer: PeerId, member: Option<Member>) {
+        if self.said.get(&peer) == member.as_ref() {
+            return;
+        }
+        match &member {
+            Some(m) => self.said.insert(peer, m.clone()),
+            None => self.said.remove(&peer),
+        };
+        self.version += 1;
+        self.changes.push_back((self.version, Change { peer, member }));
+        if self.changes.len() > FEED_KEPT {
+            self.changes.pop_front();
+        }
+    }
+}
+
+fn member_of(beat: &Heartbeat) -> Member {
+    Member { services: beat.services.clone(), full: beat.full }
 }
 
 impl Table {
@@ -29,6 +75,60 @@ impl Table {
             beat.services = admitted.believed(peer, &beat.services);
         }
         self.admitted = admitted;
+        self.sweep(Instant::now());
+    }
+
+    /// Brings the change feed up to date with who is healthy at `now` (nodes whose beats
+    /// stopped go out of it); seer calls it twice a second.
+    pub fn sweep(&mut self, now: Instant) {
+        let mut gone: Vec<PeerId> =
+            self.feed.said.keys().filter(|p| !self.latest.contains_key(p)).copied().collect();
+        for (peer, (beat, at)) in &self.latest {
+            if now.saturating_duration_since(*at) >= HEALTHY_FOR
+                && self.feed.said.contains_key(peer)
+            {
+                gone.push(*peer);
+            } else if now.saturating_duration_since(*at) < HEALTHY_FOR {
+                self.feed.note(*peer, Some(member_of(beat)));
+            }
+        }
+        for peer in gone {
+            self.feed.note(peer, None);
+        }
+    }
+
+    /// The changes after `since`, and the cursor they end at; with `true`, the caller starts
+    /// over from every healthy node (no cursor, another epoch, or one too far behind).
+    pub fn changes(&self, since: Option<Cursor>) -> (Cursor, bool, Vec<Change>) {
+        let feed = &self.feed;
+        let cursor = Cursor { epoch: feed.epoch, version: feed.version };
+        let oldest = feed.changes.front().map_or(feed.version, |(v, _)| v - 1);
+        match since {
+            Some(since)
+                if since.epoch == feed.epoch
+                    && since.version >= oldest
+                    && since.version <= feed.version =>
+            {
+                let skip = (since.version - oldest) as usize;
+                let changes = feed.changes.iter().skip(skip).map(|(_, c)| c.clone()).collect();
+                (cursor, false, changes)
+            }
+            _ => {
+                let mut all: Vec<Change> = feed
+                    .said
+                    .iter()
+                    .map(|(peer, m)| Change { peer: *peer, member: Some(m.clone()) })
+                    .collect();
+                all.sort_by_key(|c| c.peer);
+                (cursor, true, all)
+            }
+        }
+    }
+
+    /// Whether `beat` would be kept: from an admitted node, and newer than the one kept.
+    pub fn wants(&self, beat: &Heartbeat) -> bool {
+        self.admitted.allows(Access::Nodes, &beat.peer)
+            && self.latest.get(&beat.peer).is_none_or(|(known, _)| beat.is_newer_than(known))
     }
 
     /// Keeps `beat` if it is from an admitted node and newer than what the table has of it;
@@ -41,6 +141,7 @@ impl Table {
         match self.latest.get(&beat.peer) {
             Some((known, _)) if !beat.is_newer_than(known) => false,
             _ => {
+                self.feed.note(beat.peer, Some(member_of(&beat)));
                 self.latest.insert(beat.peer, (beat, now));
                 true
             }
@@ -108,7 +209,60 @@ mod tests {
             location: None,
             resources: Resources { cpu_percent: cpu, ..Resources::default() },
             active_requests: active,
+            full: false,
         }
+    }
+
+    #[test]
+    fn the_feed_carries_each_change_once_and_starts_over_when_it_cannot_continue() {
+        let mut table = Table::default();
+        let start = Instant::now();
+        let (a, b) =
+            (beat(1, &["hoarder"], "10.0.0.1", 0, 0.0), beat(1, &["tns"], "10.0.0.2", 0, 0.0));
+        table.insert(a.clone(), start);
+        table.insert(b.clone(), start);
+        let (first, reset, all) = table.changes(None);
+        assert!(reset && all.len() == 2);
+        // Nothing new: nothing said; a repeated beat changes nothing.
+        let mut again = a.clone();
+        again.seq = 2;
+        table.insert(again.clone(), start);
+        assert_eq!(table.changes(Some(first)), (first, false, vec![]));
+        // A full disk, then silence: two changes, in order.
+        again.seq = 3;
+        again.full = true;
+        table.insert(again, start + Duration::from_secs(1));
+        table.sweep(start + HEALTHY_FOR + Duration::from_millis(500));
+        let (next, reset, changes) = table.changes(Some(first));
+        assert!(!reset);
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        assert!(changes[0].peer == a.peer && changes[0].member.as_ref().is_some_and(|m| m.full));
+        assert_eq!(changes[1], Change { peer: b.peer, member: None });
+        assert_eq!(next.version, first.version + 2);
+        table.sweep(start + HEALTHY_FOR + Duration::from_secs(2));
+        let (_, _, last) = table.changes(Some(next));
+        assert_eq!(last, vec![Change { peer: a.peer, member: None }]);
+        // Another seer's cursor, or one from the future, starts over.
+        let foreign = Cursor { epoch: first.epoch.wrapping_add(1), version: 1 };
+        assert!(table.changes(Some(foreign)).1);
+        assert!(table.changes(Some(Cursor { version: 99, ..first })).1);
+    }
+
+    #[test]
+    fn a_caller_too_far_behind_starts_over() {
+        let mut table = Table::default();
+        let now = Instant::now();
+        let node = beat(1, &["hoarder"], "10.0.0.1", 0, 0.0);
+        table.insert(node.clone(), now);
+        let (old, _, _) = table.changes(None);
+        for seq in 2..(FEED_KEPT as u64 + 10) {
+            let mut next = node.clone();
+            next.seq = seq;
+            next.full = seq % 2 == 0;
+            table.insert(next, now);
+        }
+        let (_, reset, changes) = table.changes(Some(old));
+        assert!(reset && changes.len() == 1);
     }
 
     #[test]

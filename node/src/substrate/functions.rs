@@ -32,6 +32,8 @@ const PROBE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The largest component the node fetches.
 const MAX_COMPONENT: u64 = 256 << 20;
+/// The most hoarder nodes asked for one component.
+const MAX_SOURCES: usize = 8;
 
 /// The component a CID runs as now (the baseline until the optimized one replaces it).
 type Current = Arc<Mutex<Arc<Ready>>>;
@@ -264,15 +266,17 @@ impl Functions {
         held: &mut Option<OwnedSemaphorePermit>,
     ) -> Result<Fetched, LoadError> {
         let _turn = self.fetches.acquire().await.map_err(|e| LoadError::Io(e.to_string()))?;
-        let mut peers = self.handle.peers().await.map_err(|e| LoadError::Io(e.to_string()))?;
-        peers.retain(|p| p.services.iter().any(|s| s == "hoarder"));
-        // Those that answered a ping most recently first: a peer cut off is still connected for
-        // a few seconds, and a request waits for it.
-        peers.sort_by_key(|p| p.quiet_ms.unwrap_or(0));
+        let mut peers =
+            self.handle.nodes("hoarder").await.map_err(|e| LoadError::Io(e.to_string()))?;
+        // Connected ones first, those that answered a ping most recently first: a peer cut off
+        // is still connected for a few seconds, and a request waits for it. Any hoarder node
+        // gives a blob it does not hold from one that does.
+        peers.sort_by_key(|p| (!p.connected, p.quiet.unwrap_or_default()));
+        peers.truncate(MAX_SOURCES);
         let mut last = format!("no hoarder node holds {cid}");
         for peer in &peers {
             // A peer that does not give the manifest within PROBE is passed over.
-            let probe = transfer::fetch_manifest(&self.handle, peer.peer_id, cid, false);
+            let probe = transfer::fetch_manifest(&self.handle, peer.peer, cid, false);
             let manifest = match tokio::time::timeout(PROBE, probe).await {
                 Ok(Ok(manifest)) => manifest,
                 Ok(Err(transfer::TransferError::NotFound(_))) => continue,
@@ -281,7 +285,7 @@ impl Functions {
                     continue;
                 }
                 Err(_) => {
-                    last = format!("{} gave no answer in {PROBE:?}", peer.peer_id);
+                    last = format!("{} gave no answer in {PROBE:?}", peer.peer);
                     continue;
                 }
             };
@@ -289,7 +293,7 @@ impl Functions {
                 return Err(wrong_size(cid, manifest.size, size));
             }
             let path = self.fetching.join(format!("{cid}.part"));
-            let fetched = match self.download(peer.peer_id, cid, &manifest, &path).await {
+            let fetched = match self.download(peer.peer, cid, &manifest, &path).await {
                 Ok(()) => return Ok(Fetched::File(path)),
                 Err(transfer::TransferError::Io { path, source }) => {
                     tracing::warn!(%cid, %path, error = %source, "cannot write a fetched component to disk: fetching it into memory");
@@ -299,7 +303,7 @@ impl Functions {
                     let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
                     let download = transfer::download_chunks(
                         &self.handle,
-                        peer.peer_id,
+                        peer.peer,
                         cid,
                         &manifest,
                         &mut bytes,

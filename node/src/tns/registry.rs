@@ -130,19 +130,19 @@ impl Registry {
     }
 }
 
-/// Asks the connected tns nodes in turn until one answers, those that answered a ping most
-/// recently first (a node cut off is still connected for a few seconds, but quiet).
+/// Asks the tns nodes in turn until one answers: the connected ones first, those that answered
+/// a ping most recently first (a node cut off is still connected for a few seconds, but
+/// quiet), then the others (dialed on demand).
 async fn remote<T, F, Fut>(handle: &p2p::Handle, ask: F) -> Result<T, RegistryError>
 where
     F: Fn(PeerId) -> Fut,
     Fut: std::future::Future<Output = Result<T, RegistryError>>,
 {
-    let mut peers = handle.peers().await?;
-    peers.retain(|p| p.services.iter().any(|s| s == "tns"));
-    peers.sort_by_key(|p| p.quiet_ms.unwrap_or(0));
+    let mut peers = handle.nodes("tns").await?;
+    peers.sort_by_key(|p| (!p.connected, p.quiet.unwrap_or_default()));
     let mut last = RegistryError::NoNode;
     for peer in &peers {
-        match ask(peer.peer_id).await {
+        match ask(peer.peer).await {
             Ok(answer) => return Ok(answer),
             Err(e) => last = e,
         }

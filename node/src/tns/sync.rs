@@ -36,23 +36,21 @@ pub(super) async fn run(shared: Arc<Shared>, handle: p2p::Handle, shutdown: Canc
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let Ok(peers) = handle.peers().await else { break };
-        let mut tns_peers: Vec<PeerId> = peers
-            .into_iter()
-            .filter(|p| p.services.iter().any(|s| s == "tns"))
-            .map(|p| p.peer_id)
-            .collect();
+        let Ok(nodes) = handle.nodes("tns").await else { break };
+        let mut tns_peers: Vec<PeerId> = nodes.iter().map(|n| n.peer).collect();
         if tns_peers.is_empty() {
             continue;
         }
         tns_peers.sort();
-        // A peer gone and back counts as new again.
-        seen.retain(|p| tns_peers.contains(p));
+        // A peer counts as new when it connects (again): gone and back, it may have missed
+        // the most. One not connected is synced with in turn (dialed on demand).
+        let connected: Vec<PeerId> = nodes.iter().filter(|n| n.connected).map(|n| n.peer).collect();
+        seen.retain(|p| connected.contains(p));
         tried.retain(|p, _| tns_peers.contains(p));
         // A new peer (or one back) goes at once, each of them, and again a second after a
         // failed round until one succeeds: it may have missed the most. Otherwise one peer in
         // turn every SYNC_INTERVAL.
-        let fresh = tns_peers.iter().find(|p| {
+        let fresh = connected.iter().find(|p| {
             !seen.contains(p) && tried.get(p).is_none_or(|at| at.elapsed() >= PEER_RETRY)
         });
         let peer = match fresh {

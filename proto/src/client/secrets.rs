@@ -167,20 +167,15 @@ fn check_name(name: &str) -> Result<(), SecretError> {
 }
 
 impl Client {
-    /// The nodes that run each service, as the entry node knows them (its peers and itself);
-    /// those that answer now first (see [`Client::nodes_running`]).
+    /// The nodes that run each service, as the entry node knows them (itself and its
+    /// directory: every node admitted for a service, connected to it or not); those that answer
+    /// now first (see [`Client::nodes_running`]).
     pub async fn services(&self) -> Result<HashMap<String, Vec<PeerId>>, ClientError> {
         let mut map: HashMap<String, Vec<PeerId>> = HashMap::new();
-        let (info, peers) = futures::try_join!(self.info(self.entry), self.peers(self.entry))?;
-        for service in info.services {
-            map.entry(service).or_default().push(self.entry);
-        }
-        for peer in peers {
-            for addr in &peer.addrs {
-                self.add_address(peer.peer_id, addr.clone()).await?;
-            }
-            for service in peer.services {
-                map.entry(service).or_default().push(peer.peer_id);
+        for service in crate::node_config::SERVICES {
+            let nodes = self.nodes_running_unprobed(service).await?;
+            if !nodes.is_empty() {
+                map.insert(service.to_string(), nodes);
             }
         }
         let mut everyone: Vec<PeerId> = map.values().flatten().copied().collect();

@@ -15,7 +15,7 @@
 //! A peer that proposes a protocol nobody here serves is refused during negotiation, exactly as a
 //! `request_response` behaviour refuses a protocol it only supports outbound.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::future::{Ready, ready};
 use std::io;
@@ -342,6 +342,8 @@ fn served(shared: &RwLock<Served>) -> std::sync::RwLockReadGuard<'_, Served> {
 #[derive(Default)]
 pub struct Behaviour {
     served: Arc<RwLock<Served>>,
+    /// Peers whose connections stay open while idle.
+    kept: Arc<RwLock<HashSet<PeerId>>>,
     connections: HashMap<PeerId, Vec<ConnectionId>>,
     /// Calls waiting for a connection to their peer.
     waiting: HashMap<PeerId, Vec<Call>>,
@@ -356,6 +358,12 @@ impl Behaviour {
             served.protocols.push(protocol.clone());
         }
         served.routes.insert(protocol, route);
+    }
+
+    /// From now on the connections to `peers` stay open while idle; those to anyone else close
+    /// once idle for the swarm's idle timeout (no request under way, nothing else keeping them).
+    pub fn keep(&mut self, peers: HashSet<PeerId>) {
+        *self.kept.write().unwrap_or_else(|e| e.into_inner()) = peers;
     }
 
     /// From now on, a protocol open only to nodes or a role answers only the peers `admitted`
@@ -389,6 +397,7 @@ impl Behaviour {
         Handler {
             peer,
             served: self.served.clone(),
+            kept: self.kept.clone(),
             calls: VecDeque::new(),
             streams: FuturesUnordered::new(),
         }
@@ -493,6 +502,7 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 pub struct Handler {
     peer: PeerId,
     served: Arc<RwLock<Served>>,
+    kept: Arc<RwLock<HashSet<PeerId>>>,
     /// Calls waiting for their stream.
     calls: VecDeque<Call>,
     /// The exchanges under way on this connection's streams, both ways.
@@ -568,7 +578,9 @@ impl ConnectionHandler for Handler {
     }
 
     fn connection_keep_alive(&self) -> bool {
-        !self.calls.is_empty() || !self.streams.is_empty()
+        !self.calls.is_empty()
+            || !self.streams.is_empty()
+            || self.kept.read().unwrap_or_else(|e| e.into_inner()).contains(&self.peer)
     }
 
     fn poll(

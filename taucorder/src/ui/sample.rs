@@ -94,6 +94,7 @@ pub fn nodes(n: usize, round: u64) -> Vec<NodeStatus> {
                         disk_available: (400 - 37 * (i as u64 % 8)) * GIB,
                     },
                     active_requests: (i as u64 * 3 + round) % 9,
+                    full: false,
                 },
                 age_ms: if unhealthy { 19_000 } else { 600 },
                 healthy: !unhealthy,

@@ -6,6 +6,7 @@ mod mesh;
 mod node;
 mod proof;
 mod q;
+mod scale;
 mod seer;
 mod spore;
 mod store;

@@ -1,6 +1,7 @@
 //! `tau-node-bench`: Tau's benchmarks, each figure beside a baseline measured in the same run.
 //!
-//! `tau-node-bench [foundation] [tns] [hoarder] [substrate] [vault] [seer]` (default: all). Run with `scripts/bench` (a release
+//! `tau-node-bench [foundation] [tns] [hoarder] [substrate] [vault] [seer] [scale]` (default: all but
+//! scale). Run with `scripts/bench` (a release
 //! build); it needs `tau-node` beside this binary.
 //!
 //! - [`foundation`]: admin `Info` round trip; time until a 10-node mesh is complete.
@@ -12,9 +13,13 @@
 //!   `secret get` on 5 nodes beside a TNS `Get`.
 //! - [`seer`]: DNS answers per second beside a UDP echo; time until a stopped node leaves the
 //!   answers.
+//! - [`scale`]: dev clouds of 10, 30, 60 and 100 nodes: ready time, idle CPU, RSS and
+//!   connections per node, push until served by every node, each beside its value at 10 nodes
+//!   (not part of the default run: name it).
 
 mod foundation;
 mod hoarder;
+mod scale;
 mod seer;
 mod substrate;
 mod tns;
@@ -78,6 +83,11 @@ async fn main() -> anyhow::Result<()> {
         if wants("seer") {
             println!();
             seer::run(&tau_node, &tmp).await?;
+        }
+        // Minutes of a 100-node cloud: only when named.
+        if args.iter().any(|a| a == "scale") {
+            println!();
+            scale::run(&tau_node, &tmp).await?;
         }
         anyhow::Ok(())
     }

@@ -26,7 +26,7 @@ use tau_proto::tns::values::ProjectRoot;
 use tau_proto::tns::{Draft, Record, TnsRequest, TnsResponse, keys};
 use tau_proto::{Client, CloudProfile, cbor, keyfile};
 
-use crate::{micros, millis, start_dev, stats, stop};
+use crate::{micros, millis, start_dev, start_dev_with, stats, stop};
 
 const GETS: usize = 20_000;
 const CATCH_UP: usize = 10_000;
@@ -171,7 +171,8 @@ async fn wait_all(
 
 pub(crate) async fn spread(tau_node: &Path, tmp: &Path) -> anyhow::Result<()> {
     let dir = tmp.join("spread");
-    let (mut dev, profile) = start_dev(tau_node, &dir, 10).await?;
+    // Every node a tns node, as this benchmark has always measured it.
+    let (mut dev, profile, _) = start_dev_with(tau_node, &dir, 10, &["--core", "10"]).await?;
     let (client, nodes) = connect(&profile).await?;
     if nodes.len() != 10 {
         bail!("expected 10 nodes, found {}", nodes.len());
