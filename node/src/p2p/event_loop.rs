@@ -36,7 +36,7 @@ const TICK: Duration = Duration::from_millis(250);
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How often kad looks for new nodes: often while the node starts, rarely after.
-const KAD_FAST: Duration = Duration::from_secs(2);
+const KAD_FAST: Duration = Duration::from_secs(10);
 const KAD_SLOW: Duration = Duration::from_secs(300);
 const FAST_PERIOD: Duration = Duration::from_secs(20);
 /// How often the loop dials more nodes while it has fewer than its target: often while the
@@ -59,9 +59,12 @@ const MAX_FOUND: usize = 4096;
 const FOUND_FOR: Duration = Duration::from_secs(600);
 /// A connection past the target, not kept, unused by this node's requests for this long, is
 /// closed.
-const IDLE_CLOSE: Duration = Duration::from_secs(30);
+const IDLE_CLOSE: Duration = Duration::from_secs(10);
 /// Connections kept to nodes of each service this node runs.
 const KEEP_PER_SERVICE: usize = 6;
+/// Services whose nodes a node keeps connections to because one of its own reads from them
+/// (user, used, how many): a substrate node reads routes from tns.
+const USES: &[(&str, &str, usize)] = &[("substrate", "tns", 1)];
 /// The most nodes a `Directory` answer lists.
 const MAX_DIRECTORY: usize = 1000;
 /// Consecutive failed pings after which a connection is closed.
@@ -338,17 +341,31 @@ impl EventLoop {
         let Admitted::Listed(nodes) = &self.admitted else { return };
         let local = *self.swarm.local_peer_id();
         let mut wanted = Vec::new();
-        for service in self.admin.services.iter().filter(|s| *s != "substrate") {
+        // Nodes of each service this node runs, and of each service its own read from.
+        let mut keep: Vec<(&str, usize)> = self
+            .admin
+            .services
+            .iter()
+            .filter(|s| *s != "substrate")
+            .map(|s| (s.as_str(), KEEP_PER_SERVICE))
+            .collect();
+        for (user, used, count) in USES {
+            let runs = |s: &str| self.admin.services.iter().any(|own| own == s);
+            if runs(user) && !runs(used) {
+                keep.push((used, *count));
+            }
+        }
+        for (service, count) in keep {
             let of_service: Vec<PeerId> = nodes
                 .iter()
-                .filter(|(peer, services)| **peer != local && services.contains(service))
+                .filter(|(peer, services)| **peer != local && services.iter().any(|s| s == service))
                 .map(|(peer, _)| *peer)
                 .collect();
             let have = of_service
                 .iter()
                 .filter(|p| self.peers.contains(p) || self.dialing.contains_key(p))
                 .count();
-            let Some(missing) = KEEP_PER_SERVICE.checked_sub(have).filter(|n| *n > 0) else {
+            let Some(missing) = count.checked_sub(have).filter(|n| *n > 0) else {
                 continue;
             };
             let mut candidates: Vec<PeerId> = of_service
@@ -756,6 +773,13 @@ impl EventLoop {
         }
         let addrs = peer.listen_addrs.clone();
         let ask_services = peer.services.is_none();
+        // Remembered after the connection closes (kad's routing table may have no room).
+        if !addrs.is_empty() {
+            if self.found.len() >= MAX_FOUND {
+                self.found.clear();
+            }
+            self.found.insert(peer_id, (addrs.clone(), Instant::now()));
+        }
         if info.protocols.contains(&StreamProtocol::new(KAD_PROTOCOL)) {
             for addr in addrs {
                 self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);

@@ -136,13 +136,12 @@ async fn send(handle: &p2p::Handle, signed: &SignedHeartbeat, sending: &Sending,
         }
     };
     for seer in seers.into_iter().take(MAX_SEERS) {
-        // One datagram to the seer's p2p port; a request when no UDP socket could be bound.
-        if let (Some(socket), Some(packet)) = (&udp.socket, &packet) {
-            // Not known yet: a lookup has started, the next beat goes.
-            let Some(to) = udp_address(&handle.addresses(seer.peer).await.unwrap_or_default())
-            else {
-                continue;
-            };
+        // One datagram to the seer's p2p port; a request when no UDP socket could be bound or
+        // the seer's address is not known yet.
+        // A request (which finds the seer's address) when it is not known yet.
+        if let (Some(socket), Some(packet)) = (&udp.socket, &packet)
+            && let Some(to) = udp_address(&handle.addresses(seer.peer).await.unwrap_or_default())
+        {
             if let Err(error) = socket.send_to(packet, to).await {
                 tracing::debug!(%to, %error, "heartbeat datagram not sent");
             }

@@ -238,13 +238,16 @@ async fn push_until_served(
         if start.elapsed() > Duration::from_secs(60) {
             bail!("{} gateways did not serve the pushed route within 60 s", waiting.len());
         }
-        let mut still = Vec::new();
-        for gateway in waiting {
-            if status(gateway, "ping.scale.tau", "/ping").await.unwrap_or(0) != 200 {
-                still.push(gateway);
-            }
-        }
-        waiting = still;
+        // Every gateway at once: a round takes as long as the slowest answer.
+        let answers =
+            futures::future::join_all(waiting.iter().map(|g| status(g, "ping.scale.tau", "/ping")))
+                .await;
+        waiting = waiting
+            .into_iter()
+            .zip(answers)
+            .filter(|(_, answer)| !matches!(answer, Ok(200)))
+            .map(|(g, _)| g)
+            .collect();
         if !waiting.is_empty() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
