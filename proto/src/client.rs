@@ -211,15 +211,19 @@ impl Client {
         Ok(found)
     }
 
-    /// Which of `peers` answer an `Info` within [`PROBE_TIMEOUT`] (all asked at once; the
-    /// entry node is known to).
+    /// Which of the first [`MAX_PROBED`] of `peers` answer an `Info` within [`PROBE_TIMEOUT`]
+    /// (all asked at once; the entry node is known to).
     pub(crate) async fn answering(&self, peers: &[PeerId]) -> std::collections::HashSet<PeerId> {
-        let answers = futures::future::join_all(peers.iter().map(|peer| async move {
-            let answered = *peer == self.entry
-                || matches!(tokio::time::timeout(PROBE_TIMEOUT, self.info(*peer)).await, Ok(Ok(_)));
-            answered.then_some(*peer)
-        }))
-        .await;
+        let answers =
+            futures::future::join_all(peers.iter().take(MAX_PROBED).map(|peer| async move {
+                let answered = *peer == self.entry
+                    || matches!(
+                        tokio::time::timeout(PROBE_TIMEOUT, self.info(*peer)).await,
+                        Ok(Ok(_))
+                    );
+                answered.then_some(*peer)
+            }))
+            .await;
         answers.into_iter().flatten().collect()
     }
 
@@ -267,23 +271,43 @@ impl Client {
     }
 }
 
-/// Dials every bootstrap address and waits for the first connection.
+/// Nodes asked at once whether they answer.
+const MAX_PROBED: usize = 8;
+
+/// Bootstrap addresses dialed at once: a cloud's profile may list hundreds of nodes.
+const BOOTSTRAP_BATCH: usize = 8;
+
+/// Dials the bootstrap addresses in random order, [`BOOTSTRAP_BATCH`] at a time (the next one
+/// as each fails), and waits for the first connection.
 async fn dial_bootstrap(
     swarm: &mut Swarm<Behaviour>,
     bootstrap: &[Multiaddr],
     timeout: Duration,
 ) -> Result<PeerId, ClientError> {
+    use rand::seq::SliceRandom;
     let mut attempts = Vec::new();
     let mut outstanding = 0usize;
     for addr in bootstrap {
         if let Some(peer) = peer_id_of(addr) {
             swarm.add_peer_address(peer, addr.clone());
         }
-        match swarm.dial(addr.clone()) {
-            Ok(()) => outstanding += 1,
-            Err(e) => attempts.push(format!("{addr}: {e}")),
-        }
     }
+    let mut order: Vec<&Multiaddr> = bootstrap.iter().collect();
+    order.shuffle(&mut rand::rng());
+    let mut order = order.into_iter();
+    let dial_more = |swarm: &mut Swarm<Behaviour>,
+                     order: &mut std::vec::IntoIter<&Multiaddr>,
+                     outstanding: &mut usize,
+                     attempts: &mut Vec<String>| {
+        while *outstanding < BOOTSTRAP_BATCH {
+            let Some(addr) = order.next() else { break };
+            match swarm.dial(addr.clone()) {
+                Ok(()) => *outstanding += 1,
+                Err(e) => attempts.push(format!("{addr}: {e}")),
+            }
+        }
+    };
+    dial_more(swarm, &mut order, &mut outstanding, &mut attempts);
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     while outstanding > 0 {
@@ -298,6 +322,7 @@ async fn dial_bootstrap(
                     outstanding -= 1;
                     let who = peer_id.map(|p| p.to_string()).unwrap_or_default();
                     attempts.push(format!("{who}: {}", rpc::error_chain(&error)));
+                    dial_more(swarm, &mut order, &mut outstanding, &mut attempts);
                 }
                 _ => {}
             }
