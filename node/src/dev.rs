@@ -180,7 +180,7 @@ pub fn prepare(dir: &Path, options: &DevOptions) -> Result<DevCloud, DevError> {
         let node_dir = node_dir(i);
         let keypair = keyfile::read(&paths.identities[i])?;
         let peer_id = keypair.public().to_peer_id();
-        let p2p = TcpListener::bind((ip, 0)).and_then(|l| l.local_addr()).map_err(io(&dir))?.port();
+        let p2p = p2p_port(ip, &[http_port, dns_port]).map_err(io(&dir))?;
         let addr = Multiaddr::from(ip).with(Protocol::Tcp(p2p)).with(Protocol::P2p(peer_id));
         let services = SERVICES
             .iter()
@@ -263,6 +263,18 @@ fn node_p2p_port(node: &DevNode) -> u16 {
             _ => None,
         })
         .unwrap_or(0)
+}
+
+/// A TCP port free on `ip` other than `taken` (the shared ports, free on `ip` now but not for
+/// long).
+fn p2p_port(ip: Ipv4Addr, taken: &[u16]) -> std::io::Result<u16> {
+    for _ in 0..100 {
+        let port = TcpListener::bind((ip, 0))?.local_addr()?.port();
+        if !taken.contains(&port) {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::other(format!("no free port on {ip}")))
 }
 
 /// An HTTP port (TCP) and a DNS port (UDP and TCP) free on every one of `ips`.

@@ -170,21 +170,24 @@ impl Hoarder {
     /// Takes who is alive from seer's feed, with the connected hoarder nodes the feed has not
     /// heard of yet (newcomers); while no seer answers, the connected hoarder nodes.
     async fn refresh_members(&self) {
-        let health = self.health.borrow().clone();
         let Ok(nodes) = self.handle.nodes("hoarder").await else { return };
         let connected = nodes.into_iter().filter(|n| n.connected).map(|n| n.peer);
-        let (alive, full) = if health.fresh {
-            let mut alive: Vec<PeerId> =
-                health.running("hoarder").into_iter().filter(|p| *p != self.me).collect();
-            alive.extend(
-                connected.filter(|p| !health.nodes.contains_key(p) && !health.gone.contains(p)),
-            );
-            let full =
-                alive.iter().filter(|p| health.nodes.get(p).is_some_and(|m| m.full)).copied();
-            let full = full.collect();
-            (alive, full)
-        } else {
-            (connected.collect(), HashSet::new())
+        // Read in place (no await while borrowed): the table has a line per node of the cloud.
+        let (alive, full) = {
+            let health = self.health.borrow();
+            if health.fresh {
+                let mut alive: Vec<PeerId> =
+                    health.running("hoarder").into_iter().filter(|p| *p != self.me).collect();
+                alive.extend(
+                    connected.filter(|p| !health.nodes.contains_key(p) && !health.gone.contains(p)),
+                );
+                let full =
+                    alive.iter().filter(|p| health.nodes.get(p).is_some_and(|m| m.full)).copied();
+                let full: HashSet<PeerId> = full.collect();
+                (alive, full)
+            } else {
+                (connected.collect(), HashSet::new())
+            }
         };
         let mut members = lock(&self.members);
         let mut sorted = alive.clone();

@@ -199,8 +199,14 @@ async fn watch_gossip(
             Some(message) = gossip.recv() => {
                 let verdict = match tau_proto::cbor::from_slice::<Vec<Record>>(&message.data) {
                     Ok(records) if records.iter().all(Record::verify) => {
-                        let keys: Vec<String> = records.into_iter().map(|r| r.key).collect();
-                        gateway.routes.invalidate(&keys);
+                        let announced: Vec<(String, u64, bool)> = records
+                            .into_iter()
+                            .map(|r| {
+                                let deleted = r.is_tombstone();
+                                (r.key, r.version, deleted)
+                            })
+                            .collect();
+                        gateway.routes.announced(&announced);
                         Verdict::Accept
                     }
                     Ok(_) => Verdict::Reject,

@@ -16,8 +16,10 @@ pub(super) const KAD_PROTOCOL: &str = "/tau/kad/1";
 /// The identify protocol version.
 pub(super) const IDENTIFY_PROTOCOL: &str = "/tau/id/1";
 /// How often peers are pinged, and how long a ping may take.
-pub(super) const PING_INTERVAL: Duration = Duration::from_secs(5);
+pub(super) const PING_INTERVAL: Duration = Duration::from_secs(10);
 pub(super) const PING_TIMEOUT: Duration = Duration::from_secs(5);
+/// How many of the nodes nearest a key a kad lookup waits for.
+const KAD_LOOKUP_WIDTH: std::num::NonZeroUsize = std::num::NonZeroUsize::new(8).unwrap();
 /// How long a kad lookup may take.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(8);
 /// A connection nothing keeps (a finished client, a kad query's, a node past the target) closes
@@ -70,6 +72,16 @@ pub(super) fn build(keypair: Keypair, swarm_key: &SwarmKey) -> Result<Swarm<Beha
         // A lookup is how a request finds a node it is not connected to: it must end within
         // a request's time.
         kad_config.set_query_timeout(LOOKUP_TIMEOUT);
+        // The event loop walks the DHT when it needs to (often while it starts, every five
+        // minutes after): kad's own timer would add a walk of its own.
+        kad_config.set_periodic_bootstrap_interval(None);
+        // A lookup ends once this many of the nearest nodes answered. Kad's 20 makes a walk of
+        // a hundred-node cloud a few hundred connections (each a handshake); nodes keep no
+        // records in the DHT, only find each other, and a lookup of a node ends at it.
+        kad_config.set_replication_factor(KAD_LOOKUP_WIDTH);
+        // Nodes enter the routing table when identify says they speak kad (the event loop),
+        // not on every connection.
+        kad_config.set_kbucket_inserts(kad::BucketInserts::Manual);
         let mut kad = kad::Behaviour::with_config(peer_id, MemoryStore::new(peer_id), kad_config);
         // Nodes are servers of the cloud's DHT even when their only addresses are private.
         kad.set_mode(Some(kad::Mode::Server));

@@ -47,7 +47,7 @@ const FILL_SLOW: Duration = Duration::from_secs(5);
 const DIAL_TIMEOUT: Duration = Duration::from_secs(30);
 /// A node that could not be dialed, or closed a connection, is not dialed again to fill the
 /// target for this long (it may be at its ceiling, or down).
-const SHUNNED_FOR: Duration = Duration::from_secs(60);
+const SHUNNED_FOR: Duration = Duration::from_secs(20);
 /// A connection this young, or used for a request this recently, is closed to make room only
 /// when no other can be.
 const GRACE: Duration = Duration::from_secs(10);
@@ -60,11 +60,19 @@ const FOUND_FOR: Duration = Duration::from_secs(600);
 /// A connection past the target, not kept, unused by this node's requests for this long, is
 /// closed.
 const IDLE_CLOSE: Duration = Duration::from_secs(10);
+/// An inbound connection still open this long after it opened is one its dialer keeps (it
+/// would have closed a request's or a kad query's after [`IDLE_CLOSE`]).
+const KEPT_INBOUND_AFTER: Duration = Duration::from_secs(30);
+/// A connection this node dialed and never sent a request on (a kad query's) closes after this
+/// long.
+const KAD_IDLE_CLOSE: Duration = Duration::from_secs(2);
 /// Connections kept to nodes of each service this node runs.
 const KEEP_PER_SERVICE: usize = 6;
 /// Services whose nodes a node keeps connections to because one of its own reads from them
 /// (user, used, how many): a substrate node reads routes from tns.
 const USES: &[(&str, &str, usize)] = &[("substrate", "tns", 1)];
+/// Entries in a kad bucket (kad's default).
+const KBUCKET_SIZE: usize = 20;
 /// The most nodes a `Directory` answer lists.
 const MAX_DIRECTORY: usize = 1000;
 /// Consecutive failed pings after which a connection is closed.
@@ -116,6 +124,21 @@ pub(super) struct EventLoop {
     topics: Topics,
     /// Who counts as a node.
     admitted: Admitted,
+    /// The admitted nodes of each service (rebuilt on admission): the directory's.
+    by_service: HashMap<String, Vec<PeerId>>,
+}
+
+/// The admitted nodes of each service.
+fn by_service(admitted: &Admitted) -> HashMap<String, Vec<PeerId>> {
+    let mut by_service: HashMap<String, Vec<PeerId>> = HashMap::new();
+    if let Admitted::Listed(nodes) = admitted {
+        for (peer, services) in nodes.iter() {
+            for service in services {
+                by_service.entry(service.clone()).or_default().push(*peer);
+            }
+        }
+    }
+    by_service
 }
 
 impl EventLoop {
@@ -156,6 +179,7 @@ impl EventLoop {
             admin_requests,
             admin_extension: None,
             topics: Topics::default(),
+            by_service: by_service(&admitted),
             admitted,
         }
     }
@@ -233,6 +257,7 @@ impl EventLoop {
             }
             Command::Admit(admitted) => {
                 self.swarm.behaviour_mut().rpc.admit(admitted.clone());
+                self.by_service = by_service(&admitted);
                 self.admitted = admitted;
                 self.trim();
             }
@@ -284,15 +309,28 @@ impl EventLoop {
             b.next = now + b.backoff;
             b.backoff = (b.backoff * 2).min(BACKOFF_MAX);
         }
-        // Often only while the node starts and has fewer connections than it can have.
+        // Often only while the node starts and kad knows fewer nodes than it would keep: a
+        // walk dials a few dozen nodes, and a cloud of a hundred starting at once would
+        // spend its first minute on handshakes.
         let reachable = match &self.admitted {
             Admitted::Listed(nodes) => nodes.len().saturating_sub(1).min(self.target),
             Admitted::Open => self.target,
         };
-        let fast = self.admin.started.elapsed() < FAST_PERIOD && connected < reachable;
+        let fast = self.admin.started.elapsed() < FAST_PERIOD && {
+            let kad = &mut self.swarm.behaviour_mut().kad;
+            let known: usize = kad.kbuckets().map(|bucket| bucket.num_entries()).sum();
+            known < reachable
+        };
         if self.next_kad_bootstrap.is_some_and(|at| now >= at) {
-            if let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {
-                tracing::debug!(error = %e, "kad bootstrap not started");
+            // While starting, a lookup of itself: the nodes nearest it learn of it and it of
+            // them (tens of requests). A full walk refreshes every bucket (a few hundred in a
+            // cloud of a hundred): rarely.
+            let local = *self.swarm.local_peer_id();
+            let kad = &mut self.swarm.behaviour_mut().kad;
+            if fast {
+                kad.get_closest_peers(local);
+            } else if let Err(e) = kad.bootstrap() {
+                tracing::debug!(error = %e, "kad walk not started");
             }
             self.next_kad_bootstrap = Some(now + if fast { KAD_FAST } else { KAD_SLOW });
         }
@@ -301,8 +339,8 @@ impl EventLoop {
             self.fill();
             self.keep_services();
             self.update_kept();
-            self.close_idle();
         }
+        self.close_idle();
     }
 
     /// Dials nodes kad knows, picked at random, until connected and dialing ones reach the
@@ -320,6 +358,10 @@ impl EventLoop {
             .kad
             .kbuckets()
             .flat_map(|bucket| bucket.iter().map(|e| *e.node.key.preimage()).collect::<Vec<_>>())
+            // Nodes whose addresses identify or a lookup gave: kad's buckets keep 20 each.
+            .chain(self.found.keys().copied())
+            .collect::<HashSet<PeerId>>()
+            .into_iter()
             .filter(|peer| {
                 *peer != local
                     && !self.peers.contains(peer)
@@ -410,16 +452,20 @@ impl EventLoop {
     }
 
     /// Closes the connections this node dialed for a request or a kad query (not to keep) once
-    /// no request of its own used them for [`IDLE_CLOSE`]: gossip streams alone would hold them
-    /// open for ever. Inbound connections are the dialer's to close.
+    /// idle: a request's after [`IDLE_CLOSE`] without one, a kad query's (never used by a
+    /// request) after [`KAD_IDLE_CLOSE`] (a walk dials a few dozen nodes, and the nodes it
+    /// dials would otherwise reach their ceiling). Gossip streams alone would hold them open
+    /// for ever. Inbound connections are the dialer's to close.
     fn close_idle(&mut self) {
         let idle: Vec<PeerId> = self
             .peers
             .counted(&self.admitted)
             .filter(|(id, peer)| {
+                let after = if peer.used { IDLE_CLOSE } else { KAD_IDLE_CLOSE };
                 !self.kept.contains(id)
-                    && peer.since.elapsed() >= IDLE_CLOSE
-                    && peer.last_used.elapsed() >= IDLE_CLOSE
+                    && !peer.inbound
+                    && peer.since.elapsed() >= after
+                    && peer.last_used.elapsed() >= after
             })
             .map(|(id, _)| *id)
             .collect();
@@ -452,10 +498,15 @@ impl EventLoop {
         if self.peers.contains(&peer) || peer == *self.swarm.local_peer_id() {
             return;
         }
-        let opts =
-            DialOpts::peer_id(peer).condition(PeerCondition::DisconnectedAndNotDialing).build();
+        let addrs = self.found.get(&peer).map(|(addrs, _)| addrs.clone()).unwrap_or_default();
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .extend_addresses_through_behaviour()
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
         match self.swarm.dial(opts) {
             Ok(()) => {
+                tracing::debug!(%peer, "dialing to keep");
                 self.dialing.insert(peer, Instant::now());
             }
             Err(e) => tracing::trace!(%peer, error = %e, "dial not started"),
@@ -467,6 +518,10 @@ impl EventLoop {
     fn call(&mut self, peer: PeerId, call: rpc::Call) {
         if let Some(state) = self.peers.get_mut(&peer) {
             state.last_used = Instant::now();
+            state.used = true;
+        }
+        if !self.peers.contains(&peer) {
+            tracing::debug!(%peer, protocol = call.protocol(), "dialing for a call");
         }
         if self.peers.contains(&peer) || self.knows_address(&peer) {
             let addrs = self.found.get(&peer).map(|(a, _)| a.clone()).unwrap_or_default();
@@ -585,29 +640,27 @@ impl EventLoop {
         }
     }
 
-    /// Closes connections to nodes past the ceiling: first those outside every gossip mesh and
-    /// past their grace, least recently used first.
+    /// Closes connections to nodes past the ceiling. Those this node keeps (dialed to keep, or
+    /// dialed by a node that kept them past a request's idle time) close last; then those in a
+    /// gossip mesh or of a shared service; young ones (a request or kad query just dialed them)
+    /// after old ones; least recently used first.
     fn trim(&mut self) {
-        let counted: Vec<(PeerId, bool, Instant)> = self
+        let mesh: HashSet<PeerId> =
+            self.swarm.behaviour().gossipsub.all_mesh_peers().copied().collect();
+        let mut order: Vec<_> = self
             .peers
             .counted(&self.admitted)
             .map(|(id, peer)| {
                 let young = peer.since.elapsed() < GRACE || peer.last_used.elapsed() < GRACE;
-                (*id, young, peer.last_used)
+                let kept =
+                    peer.kept_out || (peer.inbound && peer.since.elapsed() >= KEPT_INBOUND_AFTER);
+                let shared = mesh.contains(id) || self.shares_a_service(id);
+                ((kept, shared, young, peer.last_used), *id)
             })
             .collect();
-        let Some(excess) = counted.len().checked_sub(self.ceiling).filter(|n| *n > 0) else {
+        let Some(excess) = order.len().checked_sub(self.ceiling).filter(|n| *n > 0) else {
             return;
         };
-        let mesh: HashSet<PeerId> =
-            self.swarm.behaviour().gossipsub.all_mesh_peers().copied().collect();
-        let mut order: Vec<_> = counted
-            .into_iter()
-            .map(|(id, young, used)| {
-                let kept = mesh.contains(&id) || self.shares_a_service(&id);
-                ((young, kept, used), id)
-            })
-            .collect();
         order.sort();
         for (_, peer) in order.into_iter().take(excess) {
             tracing::debug!(%peer, ceiling = self.ceiling, "closing a connection to stay under the ceiling");
@@ -639,12 +692,10 @@ impl EventLoop {
                 connected.push(NodeRef { peer: *peer, connected: true, rtt: state.rtt, quiet });
             }
         }
-        if let Admitted::Listed(nodes) = &self.admitted {
-            for (peer, services) in nodes.iter() {
-                let live = self.peers.get(peer).is_some_and(|p| !p.closing && p.is_node());
-                if peer != local && !live && runs(services) {
-                    others.push(NodeRef { peer: *peer, connected: false, rtt: None, quiet: None });
-                }
+        for peer in self.by_service.get(service).into_iter().flatten() {
+            let live = self.peers.get(peer).is_some_and(|p| !p.closing && p.is_node());
+            if peer != local && !live {
+                others.push(NodeRef { peer: *peer, connected: false, rtt: None, quiet: None });
             }
         }
         connected.sort_by_key(|n| (n.rtt.unwrap_or(Duration::MAX), n.peer));
@@ -750,6 +801,19 @@ impl EventLoop {
                 step,
                 ..
             }) => self.looked_up(id, result, step.last),
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::Bootstrap(result),
+                stats,
+                step,
+                ..
+            }) => {
+                tracing::debug!(
+                    requests = stats.num_requests(),
+                    step = step.count,
+                    ok = result.is_ok(),
+                    "kad walk step"
+                );
+            }
             BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
                 message_id,
@@ -781,8 +845,19 @@ impl EventLoop {
             self.found.insert(peer_id, (addrs.clone(), Instant::now()));
         }
         if info.protocols.contains(&StreamProtocol::new(KAD_PROTOCOL)) {
-            for addr in addrs {
-                self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+            // Into the routing table only where its bucket has room (or it is there): kad
+            // would otherwise dial the bucket's least recently seen node to see whether it
+            // is still up, and connections close soon after their last use here, so every
+            // new connection would make another.
+            let kad = &mut self.swarm.behaviour_mut().kad;
+            let room = kad.kbucket(peer_id).is_some_and(|bucket| {
+                bucket.num_entries() < KBUCKET_SIZE
+                    || bucket.iter().any(|e| *e.node.key.preimage() == peer_id)
+            });
+            if room {
+                for addr in addrs {
+                    kad.add_address(&peer_id, addr);
+                }
             }
             if self.next_kad_bootstrap.is_none() {
                 self.next_kad_bootstrap = Some(Instant::now());

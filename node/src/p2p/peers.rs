@@ -29,6 +29,8 @@ pub(super) struct Peer {
     pub(super) ping_failures: u32,
     /// When this node last sent it a request (or connected).
     pub(super) last_used: Instant,
+    /// This node has sent it a request (a connection a kad query alone dialed has not).
+    pub(super) used: bool,
     /// This node is closing the connection (to stay under its ceiling): no longer counted.
     pub(super) closing: bool,
     /// This node dialed it to keep it (to reach its target, or a node of its services).
@@ -81,6 +83,7 @@ impl PeerTable {
             last_pong: None,
             ping_failures: 0,
             last_used: Instant::now(),
+            used: false,
             closing: false,
             kept_out: false,
             inbound: false,

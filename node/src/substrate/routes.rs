@@ -9,6 +9,11 @@
 //! registry's gossip), and is reloaded after [`MAX_AGE`] in any case, so a missed change heals.
 //! Unknown hosts are remembered for [`NEGATIVE_AGE`] so that a flood of 404s does not become a
 //! flood of registry queries.
+//!
+//! Gossip can reach a substrate node before it reaches the tns node the substrate node reads
+//! from. So the versions gossip announced are remembered for [`AWAIT_FOR`], and a host loaded
+//! from a registry that does not have them yet is kept only for [`RETRY_AGE`]: the new route
+//! is served as soon as the registry has it, not a negative-cache period later.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -25,9 +30,24 @@ use crate::tns::{Registry, RegistryError};
 pub const MAX_AGE: Duration = Duration::from_secs(30);
 /// How long "no such host" is remembered.
 pub const NEGATIVE_AGE: Duration = Duration::from_secs(2);
+/// How long versions announced by gossip are awaited from the registry.
+pub const AWAIT_FOR: Duration = Duration::from_secs(10);
+/// How long a host loaded without an awaited version is used before it is read again.
+pub const RETRY_AGE: Duration = Duration::from_millis(100);
+/// The most awaited versions remembered.
+const MAX_AWAITED: usize = 10_000;
 /// The most hosts remembered; past it, stale entries are dropped (then all unknown hosts), so
 /// that requests with made-up Host headers cannot grow the table without bound.
 pub const MAX_HOSTS: usize = 10_000;
+
+/// A record version gossip announced.
+#[derive(Debug, Clone, Copy)]
+struct Announced {
+    version: u64,
+    /// A tombstone: had once the key is gone (or newer).
+    deleted: bool,
+    at: Instant,
+}
 
 /// A function a request goes to.
 pub struct Target {
@@ -42,13 +62,14 @@ pub struct Target {
 /// One host's routes: `<METHOD><path>` to the function.
 struct HostRoutes {
     loaded: Instant,
+    /// How long it is used: [`MAX_AGE`], [`NEGATIVE_AGE`] or [`RETRY_AGE`].
+    max_age: Duration,
     routes: HashMap<String, Arc<Target>>,
 }
 
 impl HostRoutes {
     fn fresh(&self) -> bool {
-        let age = if self.routes.is_empty() { NEGATIVE_AGE } else { MAX_AGE };
-        self.loaded.elapsed() < age
+        self.loaded.elapsed() < self.max_age
     }
 
     /// The route for `path` or, failing that, for the nearest parent path: `/avatar` serves
@@ -73,13 +94,21 @@ pub struct Routes {
     registry: Registry,
     counters: Arc<Counters>,
     hosts: Mutex<HashMap<String, Arc<HostRoutes>>>,
+    /// Records gossip announced, awaited from the registry.
+    awaited: Mutex<HashMap<String, Announced>>,
     loading: tokio::sync::Mutex<()>,
 }
 
 impl Routes {
     /// An empty table over `registry`.
     pub fn new(registry: Registry, counters: Arc<Counters>) -> Self {
-        Self { registry, counters, hosts: Mutex::default(), loading: tokio::sync::Mutex::new(()) }
+        Self {
+            registry,
+            counters,
+            hosts: Mutex::default(),
+            awaited: Mutex::default(),
+            loading: tokio::sync::Mutex::new(()),
+        }
     }
 
     fn hosts(&self) -> MutexGuard<'_, HashMap<String, Arc<HostRoutes>>> {
@@ -112,7 +141,14 @@ impl Routes {
         if let Some(routes) = self.cached(host) {
             return Ok(routes);
         }
-        let claim = self.registry.get(&keys::domain(host)).await?.and_then(|record| {
+        let domain_key = keys::domain(host);
+        let domain = self.registry.get(&domain_key).await?;
+        // What was read, by key and version: checked against what gossip announced.
+        let mut read: HashMap<String, u64> = HashMap::new();
+        if let Some(record) = &domain {
+            read.insert(record.key.clone(), record.version);
+        }
+        let claim = domain.and_then(|record| {
             let claim = cbor::from_slice::<DomainClaim>(record.value.as_deref()?).ok()?;
             (claim.project == record.scope).then_some(claim.project)
         });
@@ -121,6 +157,7 @@ impl Routes {
             Some(_) => self.registry.list(&prefix).await?,
             None => Vec::new(),
         };
+        read.extend(records.iter().map(|r| (r.key.clone(), r.version)));
         let mut functions: HashMap<(String, String), Option<Arc<Target>>> = HashMap::new();
         let mut routes = HashMap::new();
         for record in records {
@@ -135,14 +172,25 @@ impl Routes {
             }
             let id = (route.project.clone(), route.function.clone());
             if !functions.contains_key(&id) {
-                let target = self.target(&route).await?;
+                let (target, version) = self.target(&route).await?;
+                if let Some(version) = version {
+                    read.insert(keys::function(&route.project, &route.function), version);
+                }
                 functions.insert(id.clone(), target);
             }
             if let Some(Some(target)) = functions.get(&id) {
                 routes.insert(record.key[prefix.len()..].to_string(), target.clone());
             }
         }
-        let entry = Arc::new(HostRoutes { loaded: Instant::now(), routes });
+        let max_age = if !self.has_awaited(&domain_key, &prefix, &read) {
+            tracing::debug!(%host, "the registry lacks a version gossip announced: read again soon");
+            RETRY_AGE
+        } else if routes.is_empty() {
+            NEGATIVE_AGE
+        } else {
+            MAX_AGE
+        };
+        let entry = Arc::new(HostRoutes { loaded: Instant::now(), max_age, routes });
         let mut hosts = self.hosts();
         if hosts.len() >= MAX_HOSTS {
             hosts.retain(|_, h| h.fresh());
@@ -154,24 +202,62 @@ impl Routes {
         Ok(entry)
     }
 
-    async fn target(&self, route: &Route) -> Result<Option<Arc<Target>>, RegistryError> {
+    /// Whether what was `read` for a host has every version gossip announced for it.
+    fn has_awaited(&self, domain_key: &str, prefix: &str, read: &HashMap<String, u64>) -> bool {
+        let mut awaited = self.awaited.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        awaited.retain(|_, a| a.at.elapsed() < AWAIT_FOR);
+        has_awaited(&awaited, domain_key, prefix, read)
+    }
+
+    /// The function a route names, and its record's version.
+    async fn target(
+        &self,
+        route: &Route,
+    ) -> Result<(Option<Arc<Target>>, Option<u64>), RegistryError> {
         let key = keys::function(&route.project, &route.function);
         let Some(record) = self.registry.get(&key).await? else {
             tracing::warn!(%key, "a route names a function that is not in the registry");
-            return Ok(None);
+            return Ok((None, None));
         };
-        let Some(value) = &record.value else { return Ok(None) };
+        let Some(value) = &record.value else { return Ok((None, Some(record.version))) };
         match cbor::from_slice::<Function>(value) {
-            Ok(function) => Ok(Some(Arc::new(Target {
-                project: route.project.clone(),
-                stats: self.counters.stats(&route.project, &function.name),
-                function,
-            }))),
+            Ok(function) => Ok((
+                Some(Arc::new(Target {
+                    project: route.project.clone(),
+                    stats: self.counters.stats(&route.project, &function.name),
+                    function,
+                })),
+                Some(record.version),
+            )),
             Err(e) => {
                 tracing::warn!(%key, error = %e, "a function record that does not decode");
-                Ok(None)
+                Ok((None, Some(record.version)))
             }
         }
+    }
+
+    /// Drops what the gossiped `records` (key, version, whether a tombstone) make stale, and
+    /// remembers their versions: a host is not cached for long until the registry it is read
+    /// from has them.
+    pub fn announced(&self, records: &[(String, u64, bool)]) {
+        {
+            let mut awaited =
+                self.awaited.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if awaited.len() + records.len() > MAX_AWAITED {
+                awaited.retain(|_, a| a.at.elapsed() < AWAIT_FOR);
+            }
+            let room = MAX_AWAITED.saturating_sub(awaited.len());
+            for (key, version, deleted) in records.iter().take(room) {
+                let now = Instant::now();
+                let fresh = Announced { version: *version, deleted: *deleted, at: now };
+                let entry = awaited.entry(key.clone()).or_insert(fresh);
+                if *version >= entry.version {
+                    *entry = fresh;
+                }
+            }
+        }
+        let keys: Vec<String> = records.iter().map(|(key, _, _)| key.clone()).collect();
+        self.invalidate(&keys);
     }
 
     /// Drops what the changed `keys` make stale.
@@ -193,6 +279,25 @@ impl Routes {
             }
         }
     }
+}
+
+/// Whether what was `read` for a host (its domain record at `domain_key`, routes under `prefix`,
+/// and the functions they name, key to version) has every record in `awaited` for those keys:
+/// a live one at its version or newer, a tombstone gone or newer.
+fn has_awaited(
+    awaited: &HashMap<String, Announced>,
+    domain_key: &str,
+    prefix: &str,
+    read: &HashMap<String, u64>,
+) -> bool {
+    awaited.iter().all(|(key, a)| {
+        let concerns = key == domain_key || key.starts_with(prefix) || read.contains_key(key);
+        !concerns
+            || match read.get(key) {
+                Some(have) => *have >= a.version,
+                None => a.deleted,
+            }
+    })
 }
 
 #[cfg(test)]
@@ -227,10 +332,53 @@ mod tests {
     }
 
     #[test]
+    fn a_host_read_before_the_registry_had_what_gossip_announced_is_not_kept_long() {
+        let at = Instant::now();
+        let live = |version| Announced { version, deleted: false, at };
+        let awaited: HashMap<String, Announced> = [
+            ("/domains/a.tau".to_string(), live(7)),
+            ("/http/a.tau/GET/x".to_string(), live(8)),
+            ("/projects/p/functions/f".to_string(), live(9)),
+            ("/http/b.tau/GET/y".to_string(), live(100)),
+        ]
+        .into();
+        let read = |pairs: &[(&str, u64)]| -> HashMap<String, u64> {
+            pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+        };
+        let (domain, prefix) = ("/domains/a.tau", "/http/a.tau/");
+        // Nothing yet: the domain and the route are missing.
+        assert!(!has_awaited(&awaited, domain, prefix, &read(&[])));
+        // An older domain record.
+        let old = read(&[("/domains/a.tau", 6), ("/http/a.tau/GET/x", 8)]);
+        assert!(!has_awaited(&awaited, domain, prefix, &old));
+        // The route there, its function at an older version.
+        let stale_function = read(&[
+            ("/domains/a.tau", 7),
+            ("/http/a.tau/GET/x", 8),
+            ("/projects/p/functions/f", 3),
+        ]);
+        assert!(!has_awaited(&awaited, domain, prefix, &stale_function));
+        // Everything at or past what was announced; b.tau's route is no concern of a.tau.
+        let fresh = read(&[
+            ("/domains/a.tau", 7),
+            ("/http/a.tau/GET/x", 9),
+            ("/projects/p/functions/f", 9),
+        ]);
+        assert!(has_awaited(&awaited, domain, prefix, &fresh));
+        // A deletion announced (a route gone): had once the route is not read.
+        let deleted: HashMap<String, Announced> =
+            [("/http/a.tau/GET/x".to_string(), Announced { version: 8, deleted: true, at })].into();
+        assert!(has_awaited(&deleted, domain, prefix, &read(&[("/domains/a.tau", 7)])));
+        let still_there = read(&[("/domains/a.tau", 7), ("/http/a.tau/GET/x", 5)]);
+        assert!(!has_awaited(&deleted, domain, prefix, &still_there));
+    }
+
+    #[test]
     fn a_path_matches_itself_and_below() {
         let t = target();
         let routes = HostRoutes {
             loaded: Instant::now(),
+            max_age: MAX_AGE,
             routes: [("GET/avatar".to_string(), t.clone()), ("POST".to_string(), t)].into(),
         };
         assert!(routes.find("GET", "/avatar").is_some());

@@ -137,6 +137,11 @@ pub struct Call {
 }
 
 impl Call {
+    /// The protocol it is for.
+    pub fn protocol(&self) -> &str {
+        self.protocol.as_ref()
+    }
+
     /// Encodes `request` for `P`: refused here, before anything is sent, past `P::MAX_REQUEST`.
     pub fn new<P: Protocol>(request: &P::Request) -> Result<(Self, Answer<P>), CallError> {
         let request = encode(request, "request", P::MAX_REQUEST)?;

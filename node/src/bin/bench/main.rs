@@ -85,9 +85,18 @@ async fn main() -> anyhow::Result<()> {
             seer::run(&tau_node, &tmp).await?;
         }
         // Minutes of a 100-node cloud: only when named.
-        if args.iter().any(|a| a == "scale") {
+        // `scale=10,100` measures those sizes (the first is the baseline).
+        if let Some(arg) = args.iter().find(|a| a.split('=').next() == Some("scale")) {
+            let sizes = match arg.split_once('=') {
+                Some((_, list)) => list
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<Vec<usize>, _>>()
+                    .with_context(|| format!("{arg}: sizes are numbers separated by commas"))?,
+                None => scale::SIZES.to_vec(),
+            };
             println!();
-            scale::run(&tau_node, &tmp).await?;
+            scale::run(&tau_node, &tmp, &sizes).await?;
         }
         anyhow::Ok(())
     }
