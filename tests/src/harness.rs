@@ -102,6 +102,24 @@ pub fn tau_node_ok(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8(output.stdout)?)
 }
 
+/// The pins node `node` lists (`tau-node hoarder list --json`).
+pub fn hoarder_pins(profile: &Path, node: &str) -> Result<Vec<serde_json::Value>> {
+    let profile = profile.to_string_lossy();
+    let out = tau_node_ok(&["hoarder", "list", "--cloud", &profile, "--node", node, "--json"])?;
+    match serde_json::from_str(&out)? {
+        serde_json::Value::Array(pins) => Ok(pins),
+        _ => Err(format!("hoarder list through {node}: not a list").into()),
+    }
+}
+
+/// The peer ids a pin (one of [`hoarder_pins`]) says hold its blob.
+pub fn pin_holders(pin: &serde_json::Value) -> BTreeSet<String> {
+    pin["holders"]
+        .as_array()
+        .map(|h| h.iter().filter_map(|p| p.as_str().map(String::from)).collect())
+        .unwrap_or_default()
+}
+
 /// Runs a command to completion, killing it after `timeout`.
 pub fn run(command: &mut Command, timeout: Duration) -> Result<Output> {
     let child =

@@ -2,7 +2,6 @@
 //! holders when one dies, stays readable when three are down, loses nothing when they return
 //! (extra copies released), and a chunk that does not match its hash is refused.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 use tau_proto::hoarder::HoarderProtocol;
@@ -10,29 +9,13 @@ use tau_proto::hoarder::HoarderProtocol;
 use tau_proto::hoarder::{HoarderRequest, ManifestBuilder};
 use tau_proto::{Client, CloudProfile};
 use tau_tests::harness::{
-    DevCloud, Result, Signal, random_bytes, run_node, signal, tau_node, tau_node_ok, wait_for,
+    DevCloud, Result, Signal, hoarder_pins, pin_holders, random_bytes, run_node, signal, tau_node,
+    tau_node_ok, wait_for,
 };
 
 /// The pin of the only blob, as node `node` lists it.
 fn pin(profile: &Path, node: &str) -> Result<serde_json::Value> {
-    let out = tau_node_ok(&[
-        "hoarder",
-        "list",
-        "--cloud",
-        &profile.to_string_lossy(),
-        "--node",
-        node,
-        "--json",
-    ])?;
-    let pins: serde_json::Value = serde_json::from_str(&out)?;
-    pins.as_array().and_then(|p| p.first()).cloned().ok_or_else(|| "no pin".into())
-}
-
-fn holders(pin: &serde_json::Value) -> BTreeSet<String> {
-    pin["holders"]
-        .as_array()
-        .map(|h| h.iter().filter_map(|p| p.as_str().map(String::from)).collect())
-        .unwrap_or_default()
+    hoarder_pins(profile, node)?.into_iter().next().ok_or_else(|| "no pin".into())
 }
 
 /// Fetches `cid` through `node` and checks it is `expected`, byte for byte.
@@ -93,25 +76,25 @@ fn a_blob_survives_dying_holders_and_comes_back_whole() -> Result {
     phase("read from all five");
     let (first, _) = wait_for(Duration::from_secs(15), "three holders", || {
         let p = pin(&profile, &ids[0])?;
-        Ok((holders(&p).len() == 3 && p["state"] == "ok").then_some(p))
+        Ok((pin_holders(&p).len() == 3 && p["state"] == "ok").then_some(p))
     })?;
 
     // Kill one holder: within 15 s the pin is back at 3 live holders.
     let index = |peer: &String| ids.iter().position(|i| i == peer).ok_or("unknown holder");
     let victims: Vec<usize> =
-        holders(&first).iter().map(index).collect::<std::result::Result<_, _>>()?;
+        pin_holders(&first).iter().map(index).collect::<std::result::Result<_, _>>()?;
     let first_victim = victims[0];
     signal(cloud.node_pid(first_victim)?, Signal::SIGKILL);
     let survivor = (0..5).find(|i| *i != first_victim).ok_or("no survivor")?;
     let (repaired, took) = wait_for(Duration::from_secs(15), "repair to three holders", || {
         let p = pin(&profile, &ids[survivor])?;
-        let h = holders(&p);
+        let h = pin_holders(&p);
         Ok((h.len() == 3 && !h.contains(&ids[first_victim]) && p["state"] == "ok").then_some(p))
     })?;
     eprintln!("repaired to 3 holders {took:?} after a holder died");
 
     // Kill two more holders: two nodes are left, and the pin is at min(3, 2) = 2.
-    let more: Vec<usize> = holders(&repaired)
+    let more: Vec<usize> = pin_holders(&repaired)
         .iter()
         .map(index)
         .collect::<std::result::Result<Vec<_>, _>>()?
@@ -125,7 +108,7 @@ fn a_blob_survives_dying_holders_and_comes_back_whole() -> Result {
     let live: Vec<usize> = (0..5).filter(|i| !dead.contains(i)).collect();
     wait_for(Duration::from_secs(30), "the pin is at min(3, live) = 2", || {
         let p = pin(&profile, &ids[live[0]])?;
-        Ok((holders(&p).len() == 2 && p["target"] == 2 && p["state"] == "ok").then_some(()))
+        Ok((pin_holders(&p).len() == 2 && p["target"] == 2 && p["state"] == "ok").then_some(()))
     })?;
     phase("at two holders");
     for i in &live {

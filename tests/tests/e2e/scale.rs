@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tau_tests::harness::{
-    DevCloud, KillOnDrop, Result, Signal, example_wasm, http, push_project, random_bytes, run_node,
-    signal, tau_node_ok, wait_for,
+    DevCloud, KillOnDrop, Result, Signal, example_wasm, hoarder_pins, http, pin_holders,
+    push_project, random_bytes, run_node, signal, tau_node_ok, wait_for,
 };
 
 const NODES: usize = 60;
@@ -66,24 +66,10 @@ fn healthy(profile: &Path) -> Result<BTreeSet<String>> {
 
 /// The holders of the blob `cid` as node `via` lists them.
 fn holders(profile: &Path, via: &str, cid: &str) -> Result<BTreeSet<String>> {
-    let out = tau_node_ok(&[
-        "hoarder",
-        "list",
-        "--cloud",
-        &profile.to_string_lossy(),
-        "--node",
-        via,
-        "--json",
-    ])?;
-    let pins: serde_json::Value = serde_json::from_str(&out)?;
-    let pin = pins
-        .as_array()
-        .and_then(|p| p.iter().find(|p| p["cid"].as_str() == Some(cid)))
-        .ok_or("the blob is not pinned")?;
-    Ok(pin["holders"]
-        .as_array()
-        .map(|h| h.iter().filter_map(|p| p.as_str().map(String::from)).collect())
-        .unwrap_or_default())
+    let pins = hoarder_pins(profile, via)?;
+    let pin =
+        pins.iter().find(|p| p["cid"].as_str() == Some(cid)).ok_or("the blob is not pinned")?;
+    Ok(pin_holders(pin))
 }
 
 /// Writes the project `id`: the example `ping` on `GET /ping` at `ping.<id>.tau`, saying
