@@ -32,6 +32,7 @@ pub mod hoarder;
 pub mod membership;
 pub mod node;
 pub mod p2p;
+pub mod patrick;
 pub mod project;
 pub mod resources;
 pub mod seer;

@@ -1,0 +1,5 @@
+//! patrick: takes push webhooks from a project's git host and queues one build job per pushed
+//! commit (issue 24, in progress). This far: reading and checking a webhook
+//! ([`webhook`]).
+
+pub mod webhook;
