@@ -1,0 +1,287 @@
+//! A project's git repositories (issue 24, in progress): where they are, which branch deploys,
+//! and the record that says so (`/projects/<id>/repos/<config|code>`, signed by the owner).
+//!
+//! A repository URL and a branch name end up as arguments of `git`, so they are checked
+//! strictly here, before anything stores them: only `ssh://[user@]host[:port]/path` URLs (no
+//! `ext::`, `file://` or scp-like forms, nothing that starts with `-`), and branch names under
+//! a subset of git's own ref rules.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::tns::keys;
+
+/// The longest URL taken.
+pub const MAX_URL: usize = 512;
+/// The longest branch name taken.
+pub const MAX_BRANCH: usize = 200;
+
+/// Which of a project's two repositories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RepoKind {
+    /// The YAML of the project's resources (`config.yaml`, `functions/*.yaml`, ...).
+    Config,
+    /// The functions' sources, or built `.wasm` files.
+    Code,
+}
+
+impl RepoKind {
+    /// Both, config first.
+    pub const ALL: [RepoKind; 2] = [RepoKind::Config, RepoKind::Code];
+
+    /// `config` or `code`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Config => "config",
+            Self::Code => "code",
+        }
+    }
+}
+
+impl fmt::Display for RepoKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The TNS key of project `id`'s `kind` repository.
+pub fn key(id: &str, kind: RepoKind) -> String {
+    format!("{}/repos/{kind}", keys::project(id))
+}
+
+/// Why a URL or branch was refused: the field, the value (cut) and the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} `{value}`: {reason}")]
+pub struct GitError {
+    /// The field at fault (`--config-repo`, `branch`, ...).
+    pub field: String,
+    /// The value, cut to 100 characters.
+    pub value: String,
+    /// Why.
+    pub reason: &'static str,
+}
+
+impl GitError {
+    fn new(field: &str, value: &str, reason: &'static str) -> Self {
+        Self { field: field.to_string(), value: value.chars().take(100).collect(), reason }
+    }
+}
+
+/// A checked `ssh://` repository URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RepoUrl {
+    /// The SSH user (`git` when the URL names none).
+    pub user: String,
+    /// The host name or IP address.
+    pub host: String,
+    /// The SSH port (22 when the URL names none).
+    pub port: u16,
+    /// The path on the host, with its leading `/`.
+    pub path: String,
+}
+
+impl RepoUrl {
+    /// Checks `url`; errors name `field`.
+    pub fn parse(field: &str, url: &str) -> Result<Self, GitError> {
+        let bad = |reason| Err(GitError::new(field, url, reason));
+        if url.len() > MAX_URL {
+            return bad("longer than 512 bytes");
+        }
+        if !url.bytes().all(|b| b.is_ascii_graphic()) {
+            return bad("only printable ASCII without spaces");
+        }
+        let Some(rest) = url.strip_prefix("ssh://") else {
+            return bad("expected ssh://[user@]host[:port]/path (the deploy key is an SSH key)");
+        };
+        let Some((authority, path)) = rest.split_once('/') else {
+            return bad("no path after the host");
+        };
+        let path = format!("/{path}");
+        let (user, host_port) = match authority.split_once('@') {
+            Some((user, host_port)) => (user, host_port),
+            None => ("git", authority),
+        };
+        let user_ok = !user.is_empty()
+            && user.len() <= 32
+            && !user.starts_with('-')
+            && user.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !user_ok {
+            return bad("the user is 1-32 of a-z, 0-9, `.`, `_`, `-`");
+        }
+        let (host, port) = match host_port.rsplit_once(':') {
+            Some((host, port)) if !host.contains(':') => match port.parse::<u16>() {
+                Ok(port) if port > 0 => (host, port),
+                _ => return bad("the port is 1-65535"),
+            },
+            _ => (host_port, 22),
+        };
+        let host_ok = keys::is_fqdn(host)
+            || host.parse::<std::net::IpAddr>().is_ok()
+            || (keys::is_name(host) && !host.starts_with('-'));
+        if !host_ok {
+            return bad("the host is a domain name or an IP address");
+        }
+        let path_ok = path.len() > 1
+            && !path.split('/').any(|s| s == ".." || s.starts_with('-'))
+            && path.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-~".contains(&b));
+        if !path_ok {
+            return bad("the path is made of a-z, 0-9, `/`, `.`, `_`, `-`, `~`, without `..`");
+        }
+        Ok(Self { user: user.to_string(), host: host.to_ascii_lowercase(), port, path })
+    }
+}
+
+impl fmt::Display for RepoUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ssh://{}@{}:{}{}", self.user, self.host, self.port, self.path)
+    }
+}
+
+impl TryFrom<String> for RepoUrl {
+    type Error = GitError;
+    fn try_from(url: String) -> Result<Self, GitError> {
+        Self::parse("url", &url)
+    }
+}
+
+impl From<RepoUrl> for String {
+    fn from(url: RepoUrl) -> String {
+        url.to_string()
+    }
+}
+
+/// Checks a branch name (without `refs/heads/`) under a subset of `git check-ref-format`'s
+/// rules; errors name `field`.
+pub fn check_branch(field: &str, branch: &str) -> Result<(), GitError> {
+    let bad = |reason| Err(GitError::new(field, branch, reason));
+    if branch.is_empty() || branch.len() > MAX_BRANCH {
+        return bad("a branch name is 1-200 bytes");
+    }
+    if !branch.bytes().all(|b| b.is_ascii_graphic() && !b"~^:?*[\\".contains(&b)) {
+        return bad("no spaces, control characters or any of ~^:?*[\\");
+    }
+    let segments_ok = branch.split('/').all(|s| {
+        !s.is_empty() && !s.starts_with('.') && !s.ends_with(".lock") && !s.starts_with('-')
+    });
+    if !segments_ok || branch.contains("..") || branch.contains("@{") || branch.ends_with('.') {
+        return bad("not a git branch name (see git check-ref-format)");
+    }
+    Ok(())
+}
+
+/// The value of `/projects/<id>/repos/<kind>`: one of a project's repositories, as its owner
+/// registered it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repository {
+    /// Which one.
+    pub kind: RepoKind,
+    /// Where it is.
+    pub url: RepoUrl,
+    /// The branch the cloud deploys.
+    pub branch: String,
+    /// The git host's SSH host key, pinned at registration (an OpenSSH public key line).
+    pub host_key: String,
+    /// The public half of the repository's read-only deploy key (an OpenSSH public key line);
+    /// the private half is a vault secret.
+    pub deploy_key: String,
+}
+
+impl Repository {
+    /// Checks a decoded record: the URL (already checked when decoded), the branch, and that
+    /// both keys are single OpenSSH public key lines of a known type.
+    pub fn check(&self) -> Result<(), GitError> {
+        check_branch("branch", &self.branch)?;
+        for (field, line) in [("host_key", &self.host_key), ("deploy_key", &self.deploy_key)] {
+            let mut parts = line.split(' ');
+            let kind_ok = parts.next().is_some_and(|k| {
+                ["ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ssh-rsa"]
+                    .contains(&k)
+            });
+            let body_ok = parts.next().is_some_and(|b| {
+                !b.is_empty() && b.bytes().all(|c| c.is_ascii_alphanumeric() || b"+/=".contains(&c))
+            });
+            if !kind_ok || !body_ok || line.len() > 4096 || line.contains(['\n', '\r']) {
+                return Err(GitError::new(field, line, "not an OpenSSH public key line"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_urls_are_taken_with_their_defaults() {
+        let url = RepoUrl::parse("--code-repo", "ssh://git@git.example.com:2222/owner/code.git");
+        let url = url.unwrap();
+        assert_eq!(
+            (url.user.as_str(), url.host.as_str(), url.port),
+            ("git", "git.example.com", 2222)
+        );
+        assert_eq!(url.path, "/owner/code.git");
+        let short = RepoUrl::parse("--code-repo", "ssh://10.0.0.5/srv/git/code.git").unwrap();
+        assert_eq!(short.to_string(), "ssh://git@10.0.0.5:22/srv/git/code.git");
+        assert_eq!(RepoUrl::parse("url", &short.to_string()).unwrap(), short);
+    }
+
+    #[test]
+    fn urls_git_could_take_as_options_or_other_transports_are_refused() {
+        for url in [
+            "git@github.com:owner/code.git",
+            "https://github.com/owner/code.git",
+            "ext::sh -c touch% /tmp/pwned",
+            "file:///etc",
+            "ssh://-oProxyCommand=touch/x",
+            "ssh://git@host/-upload-pack=touch",
+            "ssh://git@host/../../etc/passwd",
+            "ssh://git@host",
+            "ssh://git@host:0/a.git",
+            "ssh://git@host:99999/a.git",
+            "ssh://git@host/a b.git",
+            "ssh://git@host/a.git\n",
+            "ssh://-git@host/a.git",
+        ] {
+            let error = RepoUrl::parse("--code-repo", url).unwrap_err();
+            assert_eq!(error.field, "--code-repo", "{url}");
+        }
+    }
+
+    #[test]
+    fn branch_names_follow_gits_rules() {
+        for good in ["main", "staging", "release/1.2", "feature-x_y"] {
+            check_branch("--branch", good).unwrap();
+        }
+        for bad in
+            ["", "-x", "a..b", "a b", "a~1", "x.lock", ".hidden", "a//b", "a/", "a@{1}", "a:b"]
+        {
+            assert!(check_branch("--branch", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_repository_record_round_trips_and_checks_its_keys() {
+        let repo = Repository {
+            kind: RepoKind::Code,
+            url: RepoUrl::parse("url", "ssh://git@host:2222/o/code.git").unwrap(),
+            branch: "main".into(),
+            host_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE4=".into(),
+            deploy_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIF8= tau deploy".into(),
+        };
+        repo.check().unwrap();
+        let bytes = crate::cbor::to_vec(&repo).unwrap();
+        assert_eq!(crate::cbor::from_slice::<Repository>(&bytes).unwrap(), repo);
+        assert_eq!(key("shop", RepoKind::Code), "/projects/shop/repos/code");
+        let mut bad = repo.clone();
+        bad.host_key = "ssh-ed25519 AAAA\nssh-rsa BBBB".into();
+        assert_eq!(bad.check().unwrap_err().field, "host_key");
+        // A URL that does not check does not decode either.
+        let mut raw: serde_json::Value = serde_json::to_value(&repo).unwrap();
+        raw["url"] = "ext::sh -c id".into();
+        assert!(serde_json::from_value::<Repository>(raw).is_err());
+    }
+}
