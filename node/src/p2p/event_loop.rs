@@ -110,8 +110,6 @@ pub(super) struct EventLoop {
     dialing: HashMap<PeerId, Instant>,
     /// Nodes not dialed to fill the target until then.
     shunned: HashMap<PeerId, Instant>,
-    /// The connections kept open (up to the target).
-    kept: HashSet<PeerId>,
     /// Peers whose address is being looked up, by peer and by kad query.
     lookups: HashMap<PeerId, Lookup>,
     queries: HashMap<kad::QueryId, PeerId>,
@@ -172,7 +170,6 @@ impl EventLoop {
             next_fill: now,
             dialing: HashMap::new(),
             shunned: HashMap::new(),
-            kept: HashSet::new(),
             lookups: HashMap::new(),
             queries: HashMap::new(),
             found: HashMap::new(),
@@ -447,8 +444,7 @@ impl EventLoop {
             let score = if kept.contains(peer) { KEPT } else { NOT_KEPT };
             gossipsub.set_application_score(peer, score);
         }
-        self.swarm.behaviour_mut().rpc.keep(kept.clone());
-        self.kept = kept;
+        self.swarm.behaviour_mut().rpc.keep(kept);
     }
 
     /// Closes the connections this node dialed for a request or a kad query (not to keep) once
@@ -460,9 +456,10 @@ impl EventLoop {
         let idle: Vec<PeerId> = self
             .peers
             .counted(&self.admitted)
-            .filter(|(id, peer)| {
+            .filter(|(_, peer)| {
+                // From the peer's own flags: `kept` is recomputed only every fill tick.
                 let after = if peer.used { IDLE_CLOSE } else { KAD_IDLE_CLOSE };
-                !self.kept.contains(id)
+                !peer.kept_out
                     && !peer.inbound
                     && peer.since.elapsed() >= after
                     && peer.last_used.elapsed() >= after

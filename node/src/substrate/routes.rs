@@ -15,7 +15,7 @@
 //! from a registry that does not have them yet is kept only for [`RETRY_AGE`]: the new route
 //! is served as soon as the registry has it, not a negative-cache period later.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -94,8 +94,9 @@ pub struct Routes {
     registry: Registry,
     counters: Arc<Counters>,
     hosts: Mutex<HashMap<String, Arc<HostRoutes>>>,
-    /// Records gossip announced, awaited from the registry.
-    awaited: Mutex<HashMap<String, Announced>>,
+    /// Records gossip announced, awaited from the registry, by key (ordered: a host's routes
+    /// are a range).
+    awaited: Mutex<BTreeMap<String, Announced>>,
     loading: tokio::sync::Mutex<()>,
 }
 
@@ -204,8 +205,7 @@ impl Routes {
 
     /// Whether what was `read` for a host has every version gossip announced for it.
     fn has_awaited(&self, domain_key: &str, prefix: &str, read: &HashMap<String, u64>) -> bool {
-        let mut awaited = self.awaited.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        awaited.retain(|_, a| a.at.elapsed() < AWAIT_FOR);
+        let awaited = self.awaited.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         has_awaited(&awaited, domain_key, prefix, read)
     }
 
@@ -282,22 +282,29 @@ impl Routes {
 }
 
 /// Whether what was `read` for a host (its domain record at `domain_key`, routes under `prefix`,
-/// and the functions they name, key to version) has every record in `awaited` for those keys:
-/// a live one at its version or newer, a tombstone gone or newer.
+/// and the functions they name, key to version) has every record `awaited` (and announced in
+/// the last [`AWAIT_FOR`]) for those keys: a live one at its version or newer, a tombstone gone
+/// or newer. Looks up only the keys the host concerns, not every announcement.
 fn has_awaited(
-    awaited: &HashMap<String, Announced>,
+    awaited: &BTreeMap<String, Announced>,
     domain_key: &str,
     prefix: &str,
     read: &HashMap<String, u64>,
 ) -> bool {
-    awaited.iter().all(|(key, a)| {
-        let concerns = key == domain_key || key.starts_with(prefix) || read.contains_key(key);
-        !concerns
+    let had = |key: &str, a: &Announced| {
+        a.at.elapsed() >= AWAIT_FOR
             || match read.get(key) {
                 Some(have) => *have >= a.version,
                 None => a.deleted,
             }
-    })
+    };
+    let routes =
+        awaited.range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded));
+    let routes = routes.take_while(|(key, _)| key.starts_with(prefix));
+    let others = std::iter::once(domain_key)
+        .chain(read.keys().map(String::as_str))
+        .filter_map(|key| awaited.get_key_value(key));
+    routes.chain(others).all(|(key, a)| had(key, a))
 }
 
 #[cfg(test)]
@@ -335,7 +342,7 @@ mod tests {
     fn a_host_read_before_the_registry_had_what_gossip_announced_is_not_kept_long() {
         let at = Instant::now();
         let live = |version| Announced { version, deleted: false, at };
-        let awaited: HashMap<String, Announced> = [
+        let awaited: BTreeMap<String, Announced> = [
             ("/domains/a.tau".to_string(), live(7)),
             ("/http/a.tau/GET/x".to_string(), live(8)),
             ("/projects/p/functions/f".to_string(), live(9)),
@@ -366,11 +373,21 @@ mod tests {
         ]);
         assert!(has_awaited(&awaited, domain, prefix, &fresh));
         // A deletion announced (a route gone): had once the route is not read.
-        let deleted: HashMap<String, Announced> =
+        let deleted: BTreeMap<String, Announced> =
             [("/http/a.tau/GET/x".to_string(), Announced { version: 8, deleted: true, at })].into();
         assert!(has_awaited(&deleted, domain, prefix, &read(&[("/domains/a.tau", 7)])));
         let still_there = read(&[("/domains/a.tau", 7), ("/http/a.tau/GET/x", 5)]);
         assert!(!has_awaited(&deleted, domain, prefix, &still_there));
+        // An announcement older than AWAIT_FOR is no longer awaited.
+        let Some(long_ago) = Instant::now().checked_sub(AWAIT_FOR + Duration::from_secs(1)) else {
+            return;
+        };
+        let expired: BTreeMap<String, Announced> = [(
+            "/domains/a.tau".to_string(),
+            Announced { version: 7, deleted: false, at: long_ago },
+        )]
+        .into();
+        assert!(has_awaited(&expired, domain, prefix, &read(&[])));
     }
 
     #[test]
