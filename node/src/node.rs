@@ -157,6 +157,7 @@ impl Node {
                     &config.data_dir,
                     vault_config,
                     registry,
+                    admitted.clone(),
                     shutdown.child_token(),
                 )
                 .await?,

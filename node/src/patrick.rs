@@ -3,4 +3,5 @@
 //! ([`webhook`]), and making a repository's deploy key ([`deploy_key`]).
 
 pub mod deploy_key;
+pub mod host_key;
 pub mod webhook;

@@ -68,6 +68,9 @@ pub(crate) struct Shared {
     keypair: Keypair,
     /// Decrypt requests answered, until they expire.
     nonces: std::sync::Mutex<nonces::Nonces>,
+    /// Who the operator admitted, and for which roles: a granted role's node may read the
+    /// secrets its grant covers.
+    admitted: tokio::sync::watch::Receiver<tau_proto::membership::Admitted>,
 }
 
 /// Loads and checks the key set and this node's share.
@@ -123,6 +126,7 @@ pub async fn start(
     data_dir: &Path,
     config: &VaultConfig,
     registry: tns::Registry,
+    admitted: tokio::sync::watch::Receiver<tau_proto::membership::Admitted>,
     shutdown: CancellationToken,
 ) -> Result<Vec<JoinHandle<()>>, VaultStartError> {
     let (keyset, share) = load_keys(config)?;
@@ -136,7 +140,7 @@ pub async fn start(
         "vault share loaded"
     );
     let nonces = std::sync::Mutex::default();
-    let shared = Arc::new(Shared { keyset, share, bindings, registry, keypair, nonces });
+    let shared = Arc::new(Shared { keyset, share, bindings, registry, keypair, nonces, admitted });
     let (inbox, requests) = tokio::sync::mpsc::channel(256);
     handle.serve::<VaultProtocol>(inbox).await.map_err(|e| VaultStartError::P2p(e.into()))?;
     Ok(vec![tokio::spawn(service::run(shared, requests, shutdown))])

@@ -211,6 +211,220 @@ impl Repository {
     }
 }
 
+/// The role the operator names for the nodes that build and deploy projects (patrick and
+/// monkey run on them).
+pub const CI_ROLE: &str = "ci";
+
+/// What a project's owner lets nodes of a role do over the project.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Right {
+    /// Read the repositories' deploy keys and webhook secrets ([`granted_secret`]), and no
+    /// other secret.
+    Secrets,
+    /// Write what a deploy writes ([`deployable`]): the project's config, functions, domains
+    /// and routes, its jobs and what is deployed.
+    Deploy,
+}
+
+/// The value of `/projects/<id>/grants`, signed by the owner: the rights each role has over the
+/// project. A role not named has none.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grants {
+    /// Role (as the operator's admission records name it) to its rights.
+    pub roles: std::collections::BTreeMap<String, Vec<Right>>,
+}
+
+impl Grants {
+    /// What a registration with repositories grants: `ci` reads the repository secrets and
+    /// deploys.
+    pub fn ci() -> Self {
+        Self { roles: [(CI_ROLE.to_string(), vec![Right::Secrets, Right::Deploy])].into() }
+    }
+
+    /// Whether a node admitted for `roles` has `right`.
+    pub fn allows<'a>(&self, roles: impl IntoIterator<Item = &'a String>, right: Right) -> bool {
+        roles.into_iter().any(|role| self.roles.get(role).is_some_and(|r| r.contains(&right)))
+    }
+}
+
+/// `/projects/<id>/grants`.
+pub fn grants_key(id: &str) -> String {
+    format!("{}/grants", keys::project(id))
+}
+
+/// The vault secret holding `kind`'s private deploy key.
+pub fn deploy_key_secret(kind: RepoKind) -> String {
+    format!("{kind}-deploy-key")
+}
+
+/// The vault secret holding `kind`'s webhook secret.
+pub fn webhook_secret(kind: RepoKind) -> String {
+    format!("{kind}-webhook-secret")
+}
+
+/// Whether [`Right::Secrets`] covers the secret `name`: the repositories' deploy keys and
+/// webhook secrets only.
+pub fn granted_secret(name: &str) -> bool {
+    RepoKind::ALL
+        .iter()
+        .any(|&kind| name == deploy_key_secret(kind) || name == webhook_secret(kind))
+}
+
+/// Whether [`Right::Deploy`] covers writing `key` (its scope being the project): the project's
+/// `config`, `functions/*` and `deployed`, its jobs (`/jobs/<id>/*`), and its domains and
+/// routes. Never the project's root, grants, repositories or secrets.
+pub fn deployable(key: &str) -> bool {
+    let segments: Vec<&str> = key.split('/').skip(1).collect();
+    matches!(
+        segments.as_slice(),
+        ["projects", _, "config" | "deployed"]
+            | ["projects", _, "functions", _]
+            | ["jobs", _, _]
+            | ["domains", ..]
+            | ["http", ..]
+    )
+}
+
+/// Whether `key` belongs to the project's git operation (repositories, grants, jobs, what is
+/// deployed) rather than to its folder: `project push` never deletes these.
+pub fn is_operation_key(key: &str) -> bool {
+    let segments: Vec<&str> = key.split('/').skip(1).collect();
+    matches!(
+        segments.as_slice(),
+        ["projects", _, "grants" | "deployed"] | ["projects", _, "repos", _]
+    )
+}
+
+/// The longest reason a job record keeps.
+pub const MAX_REASON: usize = 2000;
+
+/// The prefix of every job: `/jobs/<project>/<commit>`, so that monkeys and `tau-node jobs`
+/// list every project's jobs with one prefix.
+pub const JOBS: &str = "/jobs/";
+
+/// `/jobs/<id>/<commit>`: the build of one pushed commit of project `id` (scope `id`).
+pub fn job_key(id: &str, commit: &str) -> String {
+    format!("{JOBS}{id}/{commit}")
+}
+
+/// `(project, commit)` of a job key.
+pub fn parse_job_key(key: &str) -> Option<(&str, &str)> {
+    let (project, commit) = key.strip_prefix(JOBS)?.split_once('/')?;
+    (keys::is_name(project) && is_commit(commit)).then_some((project, commit))
+}
+
+/// `/projects/<id>/deployed`: what each branch serves.
+pub fn deployed_key(id: &str) -> String {
+    format!("{}/deployed", keys::project(id))
+}
+
+/// Whether `commit` is a full commit id: 40 (SHA-1) or 64 (SHA-256) lower-case hex digits.
+pub fn is_commit(commit: &str) -> bool {
+    matches!(commit.len(), 40 | 64)
+        && commit.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The value of `/jobs/<id>/<commit>`: one job per (project, commit), written by the
+/// `ci` nodes as it moves on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    /// The repository the commit was pushed to.
+    pub repo: RepoKind,
+    /// Its branch.
+    pub branch: String,
+    /// The pushed commit.
+    pub commit: String,
+    /// When patrick queued it, Unix milliseconds.
+    pub queued_at: u64,
+    /// Where it is.
+    pub state: JobState,
+}
+
+/// Where a job is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum JobState {
+    /// Waiting for a monkey.
+    Queued,
+    /// A monkey holds it until `lease_until` (Unix milliseconds), renewing while it works;
+    /// another takes it over once the lease ran out.
+    Building {
+        /// The monkey's peer id.
+        monkey: String,
+        /// When this monkey started, Unix milliseconds.
+        started_at: u64,
+        /// Until when the lease holds, Unix milliseconds.
+        lease_until: u64,
+        /// 1 for the first monkey, one more for each takeover.
+        attempt: u32,
+    },
+    /// Built and deployed, or found to change nothing.
+    Done(Finished),
+    /// The clone, build or check failed: nothing that serves changed.
+    Failed(Finished),
+    /// Not built: a newer commit is already deployed, or the branch is not deployed.
+    Skipped {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// How a job that ran ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finished {
+    /// The monkey's peer id.
+    pub monkey: String,
+    /// When it started and finished, Unix milliseconds.
+    pub started_at: u64,
+    /// See `started_at`.
+    pub finished_at: u64,
+    /// The config and code commits it built.
+    pub config_commit: Option<String>,
+    /// See `config_commit`.
+    pub code_commit: Option<String>,
+    /// What it did or why it failed, in one line ([`MAX_REASON`] at most).
+    pub summary: String,
+    /// The job's log (the build's own output) in hoarder.
+    pub log: Option<crate::hoarder::BlobId>,
+}
+
+impl Job {
+    /// Whether no monkey works on it now: queued, or its lease ran out by `now` (Unix ms).
+    pub fn claimable(&self, now: u64) -> bool {
+        match &self.state {
+            JobState::Queued => true,
+            JobState::Building { lease_until, .. } => *lease_until <= now,
+            _ => false,
+        }
+    }
+
+    /// Whether it has ended (done, failed or skipped).
+    pub fn ended(&self) -> bool {
+        matches!(self.state, JobState::Done(_) | JobState::Failed(_) | JobState::Skipped { .. })
+    }
+}
+
+/// The value of `/projects/<id>/deployed`: per branch, the commits it serves.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployed {
+    /// Branch to what it serves.
+    pub branches: std::collections::BTreeMap<String, DeployedBranch>,
+}
+
+/// What one branch serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployedBranch {
+    /// The config repository's commit.
+    pub config_commit: String,
+    /// The code repository's commit.
+    pub code_commit: String,
+    /// The job that deployed it.
+    pub job: String,
+    /// When, Unix milliseconds.
+    pub at: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +475,45 @@ mod tests {
         {
             assert!(check_branch("--branch", bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_deploy_grant_covers_what_a_deploy_writes_and_nothing_else() {
+        for key in [
+            "/projects/shop/config",
+            "/projects/shop/functions/ping",
+            "/jobs/shop/0123456789abcdef0123456789abcdef01234567",
+            "/projects/shop/deployed",
+            "/domains/ping.shop.tau",
+            "/http/ping.shop.tau/GET/ping",
+        ] {
+            assert!(deployable(key), "{key}");
+        }
+        for key in [
+            "/projects/shop",
+            "/projects/shop/grants",
+            "/projects/shop/repos/code",
+            "/projects/shop/secrets/code-deploy-key",
+            "/projects/shop/functions",
+            "/projects/shop/functions/a/b",
+            "/nodes/x",
+            "/vault/keyset",
+        ] {
+            assert!(!deployable(key), "{key}");
+        }
+        assert!(is_operation_key("/projects/shop/repos/config"));
+        assert!(is_operation_key("/projects/shop/grants"));
+        assert!(!is_operation_key("/projects/shop/functions/ping"));
+        let names: Vec<String> =
+            RepoKind::ALL.iter().flat_map(|&k| [deploy_key_secret(k), webhook_secret(k)]).collect();
+        assert!(names.iter().all(|n| granted_secret(n) && keys::is_name(n)), "{names:?}");
+        assert!(!granted_secret("stripe-api-key") && !granted_secret("deploy-key"));
+        let grants = Grants::ci();
+        let ci = [CI_ROLE.to_string()];
+        assert!(grants.allows(&ci, Right::Secrets) && grants.allows(&ci, Right::Deploy));
+        assert!(!grants.allows(&["substrate".to_string()], Right::Secrets));
+        assert!(is_commit(&"ab".repeat(20)) && is_commit(&"0f".repeat(32)));
+        assert!(!is_commit(&"AB".repeat(20)) && !is_commit("abc") && !is_commit(&"g".repeat(40)));
     }
 
     #[test]

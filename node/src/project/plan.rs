@@ -42,7 +42,8 @@ pub enum PlanError {
 
 /// Compares the folder with `current`: the cloud's live and deleted records under
 /// `/projects/<id>/`, and those of `/domains/` and `/http/` that the folder claims or that
-/// belong to the project. The project's secrets are not the folder's: a push never deletes them.
+/// belong to the project. The project's secrets, and its git operation's records (repositories,
+/// grants, jobs, what is deployed), are not the folder's: a push never deletes them.
 pub fn plan(
     compiled: &Compiled,
     current: &[Record],
@@ -74,6 +75,7 @@ pub fn plan(
             r.scope == compiled.id
                 && r.key != root
                 && keys::parse_secret(&r.key).is_none()
+                && !tau_proto::git::is_operation_key(&r.key)
                 && !desired.contains(r.key.as_str())
         })
         .collect();

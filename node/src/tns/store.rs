@@ -9,7 +9,9 @@ use std::path::Path;
 
 use redb::{ReadableTable, TableDefinition};
 use tau_proto::cbor;
+use tau_proto::git::{self, Grants, Right};
 use tau_proto::identity::WriterKey;
+use tau_proto::membership::Admission;
 use tau_proto::tns::keys::{self, Authority};
 use tau_proto::tns::values::{CloudNames, DomainClaim, Function, ProjectRoot, Registrar, Route};
 use tau_proto::tns::{
@@ -105,6 +107,10 @@ pub struct Store {
     registrars: HashMap<String, WriterKey>,
     /// The cloud's names, from `/cloud`.
     names: Option<CloudNames>,
+    /// Each admitted node's key to the roles its `/nodes/<peer id>` record gives it.
+    roles: HashMap<WriterKey, Vec<String>>,
+    /// Each project's grants, from `/projects/<id>/grants`.
+    grants: HashMap<String, Grants>,
     /// Records dropped since start for a bad signature, and for lack of authority.
     pub forged: u64,
     /// See `forged`.
@@ -157,25 +163,48 @@ fn names_of(record: &Record) -> Option<CloudNames> {
     cbor::from_slice(record.value.as_deref()?).ok()
 }
 
+/// The key of the node a `/nodes/<peer id>` key admits.
+fn node_key(key: &str) -> Option<WriterKey> {
+    WriterKey::of_peer(&key.strip_prefix(keys::NODES)?.parse().ok()?)
+}
+
+/// The roles a live admission record gives.
+fn roles_of(record: &Record) -> Option<Vec<String>> {
+    cbor::from_slice::<Admission>(record.value.as_deref()?).ok().map(|a| a.services)
+}
+
+/// The project of a `/projects/<id>/grants` key.
+fn grants_id(key: &str) -> Option<&str> {
+    let id = key.strip_prefix("/projects/")?.strip_suffix("/grants")?;
+    (!id.contains('/')).then_some(id)
+}
+
+fn grants_of(record: &Record) -> Option<Grants> {
+    cbor::from_slice(record.value.as_deref()?).ok()
+}
+
 /// The project a live domain or route record holds its key for (its scope).
 fn claim_of(record: &Record) -> Option<Box<str>> {
     let claims = keys::claimed_domain(&record.key).is_some() && !record.is_tombstone();
     claims.then(|| record.scope.as_str().into())
 }
 
-/// Registrar records and the cloud's names first, then project roots, then domains, then the
-/// rest: one batch can delegate, create a project, claim its domains and route them (and
-/// anti-entropy asks for and sends records in this order, so that a project's records never
-/// come before the project).
+/// Registrar and admission records and the cloud's names first, then project roots, then
+/// grants, then domains, then the rest: one batch can delegate, admit, create a project, grant,
+/// claim its domains and route them (and anti-entropy asks for and sends records in this order,
+/// so that a project's records never come before the project or the grant that lets a role
+/// node write them).
 pub fn apply_order(key: &str) -> u8 {
-    if key.starts_with(keys::REGISTRARS) || key == keys::CLOUD {
+    if key.starts_with(keys::REGISTRARS) || key.starts_with(keys::NODES) || key == keys::CLOUD {
         0
     } else if root_id(key).is_some() {
         1
-    } else if key.starts_with("/domains/") {
+    } else if grants_id(key).is_some() {
         2
-    } else {
+    } else if key.starts_with("/domains/") {
         3
+    } else {
+        4
     }
 }
 
@@ -187,6 +216,10 @@ struct PendingIndex {
     /// Domain and route keys to the project that holds them (`None`: released).
     claims: HashMap<String, Option<Box<str>>>,
     names: Option<Option<CloudNames>>,
+    /// Admission records: a node's key to its roles (`None`: revoked).
+    roles: HashMap<WriterKey, Option<Vec<String>>>,
+    /// Grants (`None`: deleted).
+    grants: HashMap<String, Option<Grants>>,
     /// Project roots: the record's summary and whether it is a tombstone.
     roots: HashMap<String, (Summary, bool)>,
 }
@@ -241,6 +274,8 @@ impl Store {
             owners: HashMap::new(),
             registrars: HashMap::new(),
             names: None,
+            roles: HashMap::new(),
+            grants: HashMap::new(),
             forged: 0,
             unauthorized: 0,
             ahead: 0,
@@ -318,6 +353,18 @@ impl Store {
         if record.key == keys::CLOUD {
             self.names = names_of(record);
         }
+        if let Some(node) = node_key(&record.key) {
+            match roles_of(record) {
+                Some(roles) => self.roles.insert(node, roles),
+                None => self.roles.remove(&node),
+            };
+        }
+        if let Some(id) = grants_id(&record.key) {
+            match grants_of(record) {
+                Some(grants) => self.grants.insert(id.to_string(), grants),
+                None => self.grants.remove(id),
+            };
+        }
     }
 
     /// Sets what one project may hold from now on (records already stored stay).
@@ -368,6 +415,29 @@ impl Store {
     }
 
     /// Whether `key` may create projects: the operator's, or one it named as a registrar.
+    /// Whether `record`'s writer is a node whose roles `project`'s grants give `right`, and the
+    /// record is one that right covers.
+    fn granted(
+        &self,
+        record: &Record,
+        project: &str,
+        right: Right,
+        pending: &PendingIndex,
+    ) -> bool {
+        if right == Right::Deploy && !git::deployable(&record.key) {
+            return false;
+        }
+        let roles = match pending.roles.get(&record.writer) {
+            Some(roles) => roles.as_ref(),
+            None => self.roles.get(&record.writer),
+        };
+        let grants = match pending.grants.get(project) {
+            Some(grants) => grants.as_ref(),
+            None => self.grants.get(project),
+        };
+        matches!((roles, grants), (Some(roles), Some(grants)) if grants.allows(roles, right))
+    }
+
     fn may_register(
         &self,
         key: &WriterKey,
@@ -501,6 +571,12 @@ impl Store {
             }
             if keys::claimed_domain(&record.key).is_some() {
                 pending_index.claims.insert(record.key.clone(), claim_of(&record));
+            }
+            if let Some(node) = node_key(&record.key) {
+                pending_index.roles.insert(node, roles_of(&record));
+            }
+            if let Some(id) = grants_id(&record.key) {
+                pending_index.grants.insert(id.to_string(), grants_of(&record));
             }
             pending.insert(record.key.clone(), summary);
             to_store.retain(|r| r.key != record.key);
@@ -641,9 +717,12 @@ impl Store {
                             "project `{project}` does not exist"
                         )));
                     }
-                    Some(owner) if owner != record.writer => {
+                    Some(owner)
+                        if owner != record.writer
+                            && !self.granted(record, &project, Right::Deploy, pending) =>
+                    {
                         return Err(Rejection::Unauthorized(format!(
-                            "only the owner of project `{project}` may write {}",
+                            "only the owner of project `{project}`, or a node whose role it granted deploys, may write {}",
                             record.key
                         )));
                     }
@@ -1032,6 +1111,87 @@ mod tests {
         assert!(verdict(&mut store, vec![record], &operator).contains("inside project `other`"));
         let record = claim(keys::route("api.victim.com", "GET", "/x"), "victim", "victim", 16, s);
         assert!(verdict(&mut store, vec![record], &operator).contains("does not exist"));
+    }
+
+    #[test]
+    fn a_node_whose_role_the_owner_granted_deploys_but_touches_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("tns.redb")).unwrap();
+        let k = keys();
+        let operator = op(&k);
+        let ci = Keypair::generate_ed25519();
+        let builder = Keypair::generate_ed25519();
+        let peer = |key: &Keypair| key.public().to_peer_id().to_string();
+        let admit = |key: &Keypair, role: &str, version| {
+            let value = cbor::to_vec(&Admission {
+                services: vec![role.to_string()],
+                labels: Default::default(),
+            })
+            .unwrap();
+            Draft { key: keys::node(&peer(key)), scope: String::new(), value: Some(value) }
+                .sign(version, &k.operator)
+                .unwrap()
+        };
+        let put = |key: String, value: Vec<u8>, version, signer: &Keypair| {
+            Draft { key, scope: "shop".into(), value: Some(value) }.sign(version, signer).unwrap()
+        };
+        let grants = cbor::to_vec(&Grants::ci()).unwrap();
+        // Admission, root, grant and the ci node's first write in one batch: the grant applies
+        // before the write whatever order they came in.
+        let batch = vec![
+            put(keys::project_config("shop"), b"by ci".to_vec(), 5, &ci),
+            put(git::grants_key("shop"), grants.clone(), 4, &k.owner),
+            root("shop", &k.owner, 3, &k.operator),
+            admit(&ci, git::CI_ROLE, 2),
+            admit(&builder, "substrate", 2),
+        ];
+        let applied = store.apply(batch, Some(&operator)).unwrap();
+        assert!(applied.rejected.is_empty(), "{:?}", applied.rejected);
+
+        let job = git::job_key("shop", &"a".repeat(40));
+        let mut version = 10;
+        let mut attempt = |key: &str, signer: &Keypair, store: &mut Store| {
+            version += 1;
+            let record = put(key.to_string(), b"x".to_vec(), version, signer);
+            store.apply(vec![record], Some(&operator)).unwrap().rejected
+        };
+        for key in [job.as_str(), &git::deployed_key("shop"), &keys::project_config("shop")] {
+            assert!(attempt(key, &ci, &mut store).is_empty(), "{key}");
+        }
+        // Not the grant, the repositories, the secrets or the root; not a node of another role.
+        for key in [
+            git::grants_key("shop"),
+            git::key("shop", git::RepoKind::Code),
+            keys::secret("shop", "code-deploy-key"),
+            file("shop", "other"),
+        ] {
+            let rejected = attempt(&key, &ci, &mut store);
+            assert!(matches!(rejected[0].1, Rejection::Unauthorized(_)), "{key}: {rejected:?}");
+        }
+        assert!(!attempt(&job, &builder, &mut store).is_empty());
+
+        // Revoking the grant, or the node, ends it.
+        let revoked = Draft { key: git::grants_key("shop"), scope: "shop".into(), value: None }
+            .sign(30, &k.owner)
+            .unwrap();
+        assert!(store.apply(vec![revoked], Some(&operator)).unwrap().rejected.is_empty());
+        assert!(!attempt(&job, &ci, &mut store).is_empty());
+        let regranted = put(git::grants_key("shop"), grants, 40, &k.owner);
+        assert!(store.apply(vec![regranted], Some(&operator)).unwrap().rejected.is_empty());
+        assert!(attempt(&job, &ci, &mut store).is_empty());
+        let expelled = Draft { key: keys::node(&peer(&ci)), scope: String::new(), value: None }
+            .sign(50, &k.operator)
+            .unwrap();
+        assert!(store.apply(vec![expelled], Some(&operator)).unwrap().rejected.is_empty());
+        assert!(!attempt(&job, &ci, &mut store).is_empty());
+
+        // The index is rebuilt the same at start.
+        drop(store);
+        let mut store = Store::open(&dir.path().join("tns.redb")).unwrap();
+        assert!(!attempt(&job, &ci, &mut store).is_empty());
+        let readmitted = admit(&ci, git::CI_ROLE, 60);
+        assert!(store.apply(vec![readmitted], Some(&operator)).unwrap().rejected.is_empty());
+        assert!(attempt(&job, &ci, &mut store).is_empty());
     }
 
     #[test]

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use libp2p::PeerId;
 use tau_proto::cbor;
 use tau_proto::client::secrets::unix_now;
+use tau_proto::git::{self, Grants, Right};
 use tau_proto::identity::WriterKey;
+use tau_proto::membership::Admitted;
 use tau_proto::tns::values::ProjectRoot;
 use tau_proto::tns::{Draft, Record, keys};
 use tau_proto::vault::{
@@ -246,7 +248,16 @@ async fn decrypt(
     }
     let owner = owner(shared, &body.project).await?;
     let now = unix_now();
-    if let Err(e) = request.verify(&owner, now) {
+    let reader = match request.signer == owner {
+        true => "owner",
+        false => {
+            granted_reader(shared, peer, &request, &owner).await.inspect_err(|e| {
+                tracing::warn!(%peer, project = body.project, name = body.name, "refused a decrypt request: {e}");
+            })?;
+            "granted node"
+        }
+    };
+    if let Err(e) = request.verify(&request.signer, now) {
         tracing::warn!(%peer, project = body.project, "refused a decrypt request: {e}");
         return Err(invalid(format!(
             "refused: {e}; only the owner of project `{}` may read its secrets",
@@ -278,8 +289,56 @@ async fn decrypt(
     bind(shared, &[(ciphertext.id(), key.as_str())]).await?;
     let share = shared.share.decryption_share(&ciphertext)?;
     let sealed = seal_share(&share, body)?;
-    tracing::info!(%peer, project = body.project, name = body.name, "decryption share given, sealed");
+    tracing::info!(%peer, project = body.project, name = body.name, reader, "decryption share given, sealed");
     Ok(VaultResponse::Share { keyset: shared.keyset.id.clone(), index: shared.share.index, sealed })
+}
+
+/// Checks a decrypt request signed by someone other than the project's owner: it must come from
+/// the node that signed it, over its own connection; the operator must have admitted that node
+/// for a role the owner's grant (`/projects/<id>/grants`, signed by the owner) gives
+/// [`Right::Secrets`]; and the secret must be one that right covers (a repository's deploy key
+/// or webhook secret). Without an operator key no node is admitted for a role, so nobody is.
+async fn granted_reader(
+    shared: &Shared,
+    peer: PeerId,
+    request: &SignedRequest,
+    owner: &WriterKey,
+) -> Result<(), Refusal> {
+    let body = &request.body;
+    let refused = |why: String| {
+        invalid(format!(
+            "only the owner of project `{}` may read secret `{}`: {why}",
+            body.project, body.name
+        ))
+    };
+    if !git::granted_secret(&body.name) {
+        return Err(refused("no grant covers it".into()));
+    }
+    if WriterKey::of_peer(&peer).as_ref() != Some(&request.signer) {
+        return Err(refused("the request was not signed by the node that sent it".into()));
+    }
+    let roles = match &*shared.admitted.borrow() {
+        Admitted::Listed(nodes) => nodes.get(&peer).cloned().unwrap_or_default(),
+        Admitted::Open => Vec::new(),
+    };
+    if roles.is_empty() {
+        return Err(refused(format!("{peer} is not a node the operator admitted")));
+    }
+    let key = git::grants_key(&body.project);
+    let grants = shared
+        .registry
+        .get(&key)
+        .await
+        .map_err(registry(format!("cannot read {key} from tns")))?
+        .filter(|record| record.writer == *owner && record.verify())
+        .and_then(|record| cbor::from_slice::<Grants>(record.value.as_deref()?).ok());
+    match grants {
+        Some(grants) if grants.allows(&roles, Right::Secrets) => Ok(()),
+        _ => Err(refused(format!(
+            "the owner granted none of {peer}'s roles ({}) its secrets",
+            roles.join(", ")
+        ))),
+    }
 }
 
 async fn register(

@@ -275,67 +275,12 @@ impl Client {
             records.iter().find(|r| r.key == key).and_then(|r| r.value.as_deref()).ok_or_else(
                 || SecretError::NoSecret { project: project.to_string(), name: name.to_string() },
             )?;
-        let secret: SecretValue =
-            cbor::from_slice(secret).map_err(|_| VaultError::Malformed { what: "the secret" })?;
-        if secret.keyset != keyset.id {
-            return Err(VaultError::Malformed {
-                what: "the secret (encrypted to another key set)",
-            }
-            .into());
-        }
-        let reply = ReplyKey::generate();
-        let at = unix_now();
-        let requests = vaults
-            .iter()
-            .map(|node| {
-                RequestBody::decrypt(project, name, node, &reply, at)
-                    .sign(owner)
-                    .map(|request| (*node, request))
-                    .ok_or(VaultError::Malformed { what: "the owner key (not ed25519)" })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let ciphertext = CheckedCiphertext::parse(&secret.ciphertext)?;
-        let mut combiner = keyset.combiner(&ciphertext)?;
-        let mut asks: FuturesUnordered<_> = requests
-            .into_iter()
-            .map(|(node, request)| async move {
-                let body = request.body.clone();
-                let answer =
-                    self.call::<VaultProtocol>(node, VaultRequest::Decrypt { request }).await;
-                (node, body, answer)
-            })
-            .collect();
-        let mut failures = Vec::new();
-        while let Some((node, body, answer)) = asks.next().await {
-            match answer {
-                Ok(VaultResponse::Share { keyset: id, index, sealed }) if id == keyset.id => {
-                    match reply.open(&sealed, &body) {
-                        Ok(share) => {
-                            if let Err(e) = combiner.add(node, index, &share) {
-                                failures.push(e.to_string());
-                            }
-                        }
-                        Err(e) => failures.push(format!("{node}: {e}")),
-                    }
-                }
-                Ok(VaultResponse::Share { keyset: id, .. }) => {
-                    failures.push(format!("{node}: answered for key set {id}, not {}", keyset.id))
-                }
-                Ok(_) => failures.push(format!("{node}: unexpected answer")),
-                Err(e) => failures.push(e.to_string()),
-            }
-            if combiner.good() >= combiner.needed() {
-                let plaintext = combiner.finish()?;
-                return Ok(Revealed { plaintext, failures });
-            }
-        }
-        Err(SecretError::NotEnoughShares {
-            good: combiner.good(),
-            needed: combiner.needed(),
-            asked: vaults.len(),
-            shares: keyset.shares,
-            failures,
+        reveal(&keyset, secret, project, name, owner, &vaults, |node, request| async move {
+            self.call::<VaultProtocol>(node, VaultRequest::Decrypt { request })
+                .await
+                .map_err(|e| e.to_string())
         })
+        .await
     }
 
     /// Sends a registration to the vault nodes in turn until one answers (a refusal is final).
@@ -510,7 +455,8 @@ fn check_owner(records: &[Record], project: &str, owner: &Keypair) -> Result<(),
     Ok(())
 }
 
-fn keyset_of(records: &[Record]) -> Result<KeySet, SecretError> {
+/// The vault's key set from a page of records holding `/vault/keyset`.
+pub fn keyset_of(records: &[Record]) -> Result<KeySet, SecretError> {
     let no =
         |reason: &str| SecretError::NoKeySet { key: keys::VAULT_KEYSET, reason: reason.into() };
     let record = records
@@ -521,4 +467,84 @@ fn keyset_of(records: &[Record]) -> Result<KeySet, SecretError> {
     let keyset: KeySet = cbor::from_slice(record).map_err(|_| no("does not decode"))?;
     keyset.validate().map_err(|_| no("fails its checks"))?;
     Ok(keyset)
+}
+
+/// Reads a secret as `signer` (the project's owner, or a node whose role the owner granted it):
+/// `secret` is the value of `/projects/<project>/secrets/<name>`, encrypted to `keyset`.
+/// Sends one signed request per vault node through `ask` (each with its own nonce, every share
+/// sealed to a one-time key made here), opens and checks each answer, and combines as soon as
+/// `t + 1` good shares are in.
+pub async fn reveal<F, Fut>(
+    keyset: &KeySet,
+    secret: &[u8],
+    project: &str,
+    name: &str,
+    signer: &Keypair,
+    vaults: &[PeerId],
+    ask: F,
+) -> Result<Revealed, SecretError>
+where
+    F: Fn(PeerId, vault::SignedRequest) -> Fut,
+    Fut: std::future::Future<Output = Result<VaultResponse, String>>,
+{
+    let secret: SecretValue =
+        cbor::from_slice(secret).map_err(|_| VaultError::Malformed { what: "the secret" })?;
+    if secret.keyset != keyset.id {
+        return Err(
+            VaultError::Malformed { what: "the secret (encrypted to another key set)" }.into()
+        );
+    }
+    let reply = ReplyKey::generate();
+    let at = unix_now();
+    let requests = vaults
+        .iter()
+        .map(|node| {
+            RequestBody::decrypt(project, name, node, &reply, at)
+                .sign(signer)
+                .map(|request| (*node, request))
+                .ok_or(VaultError::Malformed { what: "the signing key (not ed25519)" })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let ciphertext = CheckedCiphertext::parse(&secret.ciphertext)?;
+    let mut combiner = keyset.combiner(&ciphertext)?;
+    let mut asks: FuturesUnordered<_> = requests
+        .into_iter()
+        .map(|(node, request)| {
+            let body = request.body.clone();
+            let answer = ask(node, request);
+            async move { (node, body, answer.await) }
+        })
+        .collect();
+    let mut failures = Vec::new();
+    while let Some((node, body, answer)) = asks.next().await {
+        match answer {
+            Ok(VaultResponse::Share { keyset: id, index, sealed }) if id == keyset.id => {
+                match reply.open(&sealed, &body) {
+                    Ok(share) => {
+                        if let Err(e) = combiner.add(node, index, &share) {
+                            failures.push(e.to_string());
+                        }
+                    }
+                    Err(e) => failures.push(format!("{node}: {e}")),
+                }
+            }
+            Ok(VaultResponse::Share { keyset: id, .. }) => {
+                failures.push(format!("{node}: answered for key set {id}, not {}", keyset.id))
+            }
+            Ok(VaultResponse::Error(e)) => failures.push(format!("{node}: {e}")),
+            Ok(_) => failures.push(format!("{node}: unexpected answer")),
+            Err(e) => failures.push(e),
+        }
+        if combiner.good() >= combiner.needed() {
+            let plaintext = combiner.finish()?;
+            return Ok(Revealed { plaintext, failures });
+        }
+    }
+    Err(SecretError::NotEnoughShares {
+        good: combiner.good(),
+        needed: combiner.needed(),
+        asked: vaults.len(),
+        shares: keyset.shares,
+        failures,
+    })
 }

@@ -3,9 +3,10 @@
 //! | key | scope | who may write |
 //! |---|---|---|
 //! | `/projects/<id>` | `<id>` | the operator or a registrar (the value names the owner) |
-//! | `/projects/<id>/...` | `<id>` | the project's owner |
-//! | `/domains/<fqdn>` | the claiming project | that project's owner |
-//! | `/http/<fqdn>/<METHOD>/<path>` | the claiming project | that project's owner |
+//! | `/projects/<id>/...` | `<id>` | the project's owner; for `config`, `functions/*` and `deployed`, also a node of a role the owner granted deploys (`/projects/<id>/grants`, [`crate::git`]) |
+//! | `/jobs/<id>/<commit>` | `<id>` | the project's owner, or a node of a role it granted deploys: a build job |
+//! | `/domains/<fqdn>` | the claiming project | that project's owner, or a node of a granted role |
+//! | `/http/<fqdn>/<METHOD>/<path>` | the claiming project | that project's owner, or a node of a granted role |
 //! | `/registrars/<peer id>` | empty | the operator: delegates project creation to a key |
 //! | `/nodes/<peer id>` | empty | the operator: admits a node ([`crate::membership`]) |
 //! | `/cloud` | empty | the operator: the cloud's names ([`super::values::CloudNames`]) |
@@ -26,7 +27,9 @@ pub enum Authority {
     /// The operator key, or a key the operator named under `/registrars/` (a vault node, which
     /// creates a project only after checking its registration).
     Registrar,
-    /// The owner of this project (as its `/projects/<id>` record names it).
+    /// The owner of this project (as its `/projects/<id>` record names it), or, for the keys a
+    /// deploy writes (`crate::git::deployable`), a node the operator admitted for a role the
+    /// owner granted deploys (`/projects/<id>/grants`).
     Owner(String),
 }
 
@@ -92,6 +95,13 @@ pub fn authority(key: &str, scope: &str) -> Result<Authority, KeyError> {
             }
             scoped(id)
         }
+        ["jobs", id, _] => {
+            if !is_name(id) {
+                return Err(malformed("a project id is 1-63 of a-z, 0-9 and -"));
+            }
+            scoped(id)
+        }
+        ["jobs", ..] => Err(malformed("expected /jobs/<project>/<commit>")),
         ["domains", fqdn] | ["http", fqdn, _, ..] => {
             if !is_fqdn(fqdn) {
                 return Err(malformed("not a domain name"));
