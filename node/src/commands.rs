@@ -4,6 +4,7 @@ mod counters;
 mod dev;
 mod hoarder;
 mod init;
+mod jobs;
 mod key;
 mod nodes;
 mod output;
@@ -35,6 +36,7 @@ pub(crate) enum Command {
     Counters(counters::Counters),
     Vault(vault::Vault),
     Secret(secret::Secret),
+    Jobs(jobs::Jobs),
 }
 
 impl Command {
@@ -59,6 +61,7 @@ impl Command {
             Self::Counters(cmd) => cmd.run().await,
             Self::Vault(cmd) => cmd.run().await,
             Self::Secret(cmd) => cmd.run().await,
+            Self::Jobs(cmd) => cmd.run().await,
         }
     }
 }

@@ -95,6 +95,8 @@ pub struct DevNode {
     pub http: std::net::SocketAddr,
     /// Its seer DNS server (UDP and TCP).
     pub dns: std::net::SocketAddr,
+    /// patrick's webhook endpoint (listening only if it runs ci).
+    pub webhook: std::net::SocketAddr,
     /// The services it runs.
     pub services: Vec<String>,
 }
@@ -128,7 +130,7 @@ pub struct DevOptions {
 pub const DEFAULT_CORE: usize = 5;
 
 /// The services besides hoarder and substrate, which only the core nodes run.
-const CORE_SERVICES: [&str; 3] = ["tns", "vault", "seer"];
+const CORE_SERVICES: [&str; 4] = ["tns", "vault", "seer", "ci"];
 
 impl DevOptions {
     /// `count` nodes running every service, with default settings.
@@ -173,14 +175,14 @@ pub fn prepare(dir: &Path, options: &DevOptions) -> Result<DevCloud, DevError> {
     let operator_key = WriterKey::of(&operator).map(|k| k.to_string());
 
     let ips: Vec<Ipv4Addr> = (0..count).map(node_ip).collect();
-    let (http_port, dns_port) = shared_ports(&ips).map_err(io(&dir))?;
+    let [http_port, dns_port, webhook_port] = shared_ports(&ips).map_err(io(&dir))?;
     let mut nodes = Vec::with_capacity(count);
     for (i, ip) in ips.iter().copied().enumerate() {
         let name = format!("node-{i}");
         let node_dir = node_dir(i);
         let keypair = keyfile::read(&paths.identities[i])?;
         let peer_id = keypair.public().to_peer_id();
-        let p2p = p2p_port(ip, &[http_port, dns_port]).map_err(io(&dir))?;
+        let p2p = p2p_port(ip, &[http_port, dns_port, webhook_port]).map_err(io(&dir))?;
         let addr = Multiaddr::from(ip).with(Protocol::Tcp(p2p)).with(Protocol::P2p(peer_id));
         let services = SERVICES
             .iter()
@@ -196,6 +198,7 @@ pub fn prepare(dir: &Path, options: &DevOptions) -> Result<DevCloud, DevError> {
             addr,
             http: (ip, http_port).into(),
             dns: (ip, dns_port).into(),
+            webhook: (ip, webhook_port).into(),
             services,
         });
     }
@@ -216,7 +219,12 @@ pub fn prepare(dir: &Path, options: &DevOptions) -> Result<DevCloud, DevError> {
             bootstrap,
             services: node.services.clone(),
             data_dir: "data".into(),
-            ports: Ports { p2p: node_p2p_port(node), http: http_port, dns: dns_port },
+            ports: Ports {
+                p2p: node_p2p_port(node),
+                http: http_port,
+                dns: dns_port,
+                webhook: webhook_port,
+            },
             location: Some(Location { region: "dev".into(), latitude: None, longitude: None }),
             // A dev cloud's nodes stop at once: no client caches their DNS answers for long.
             drain: "0s".into(),
@@ -231,6 +239,7 @@ pub fn prepare(dir: &Path, options: &DevOptions) -> Result<DevCloud, DevError> {
                 share: PathBuf::from(SHARE_FILE),
             }),
             connections: ConnectionsConfig::default(),
+            ci: Default::default(),
         };
         config.save(&node.config).map_err(io(&node.config))?;
     }
@@ -277,8 +286,9 @@ fn p2p_port(ip: Ipv4Addr, taken: &[u16]) -> std::io::Result<u16> {
     Err(std::io::Error::other(format!("no free port on {ip}")))
 }
 
-/// An HTTP port (TCP) and a DNS port (UDP and TCP) free on every one of `ips`.
-fn shared_ports(ips: &[Ipv4Addr]) -> std::io::Result<(u16, u16)> {
+/// An HTTP port (TCP), a DNS port (UDP and TCP) and a webhook port (TCP) free on every one of
+/// `ips`.
+fn shared_ports(ips: &[Ipv4Addr]) -> std::io::Result<[u16; 3]> {
     let free_everywhere = |port: u16, udp: bool| {
         ips.iter().all(|ip| {
             TcpListener::bind((*ip, port)).is_ok()
@@ -290,8 +300,8 @@ fn shared_ports(ips: &[Ipv4Addr]) -> std::io::Result<(u16, u16)> {
         let port = TcpListener::bind((ips[0], 0))?.local_addr()?.port();
         if !found.contains(&port) && free_everywhere(port, found.len() == 1) {
             found.push(port);
-            if found.len() == 2 {
-                return Ok((found[0], found[1]));
+            if let [http, dns, webhook] = found[..] {
+                return Ok([http, dns, webhook]);
             }
         }
     }

@@ -30,6 +30,7 @@ pub mod db;
 pub mod dev;
 pub mod hoarder;
 pub mod membership;
+pub mod monkey;
 pub mod node;
 pub mod p2p;
 pub mod patrick;

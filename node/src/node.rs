@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::NodeConfig;
 use crate::p2p::{self, AdminContext, P2pConfig, P2pError};
-use crate::{hoarder, membership, resources, seer, substrate, tns, vault};
+use crate::{hoarder, membership, monkey, patrick, resources, seer, substrate, tns, vault};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +47,9 @@ pub enum NodeError {
     /// The substrate service could not start.
     #[error(transparent)]
     Substrate(#[from] substrate::SubstrateError),
+    /// The ci service could not start.
+    #[error(transparent)]
+    Patrick(#[from] patrick::PatrickError),
 }
 
 /// A started node. Stop it with [`Node::stop`].
@@ -57,6 +60,7 @@ pub struct Node {
     services: Vec<JoinHandle<()>>,
     http_addrs: Vec<std::net::SocketAddr>,
     dns_addrs: Vec<std::net::SocketAddr>,
+    webhook_addrs: Vec<std::net::SocketAddr>,
     leaving: tokio::sync::watch::Sender<bool>,
 }
 
@@ -184,6 +188,39 @@ impl Node {
             http_addrs = started.http_addrs;
             in_flight = Some(started.in_flight);
         }
+        let mut webhook_addrs = Vec::new();
+        if runs("ci") {
+            let registry = match &local_tns {
+                Some(local) => tns::Registry::Local(local.clone()),
+                None => tns::Registry::Remote(handle.clone()),
+            };
+            let started = patrick::start(
+                patrick::Parts {
+                    handle: handle.clone(),
+                    keypair: keypair.clone(),
+                    registry,
+                    listen: config.webhook_listen_addrs(),
+                },
+                shutdown.child_token(),
+            )
+            .await?;
+            services.extend(started.tasks);
+            webhook_addrs = started.addrs;
+            services.extend(monkey::start(
+                monkey::Parts {
+                    handle: handle.clone(),
+                    keypair: keypair.clone(),
+                    registry: match &local_tns {
+                        Some(local) => tns::Registry::Local(local.clone()),
+                        None => tns::Registry::Remote(handle.clone()),
+                    },
+                    local: local_tns.clone(),
+                    data_dir: config.data_dir.clone(),
+                    config: config.ci.clone(),
+                },
+                shutdown.child_token(),
+            ));
+        }
         let mut dns_addrs = Vec::new();
         let mut own_seer = None;
         let seal = Arc::new(tau_proto::seer::BeatSeal::new(&swarm_key));
@@ -243,12 +280,26 @@ impl Node {
             services = ?config.services,
             "node started"
         );
-        Ok(Self { handle, shutdown, p2p_task, services, http_addrs, dns_addrs, leaving })
+        Ok(Self {
+            handle,
+            shutdown,
+            p2p_task,
+            services,
+            http_addrs,
+            dns_addrs,
+            webhook_addrs,
+            leaving,
+        })
     }
 
     /// The addresses the HTTP gateway listens on (empty without substrate).
     pub fn http_addrs(&self) -> &[std::net::SocketAddr] {
         &self.http_addrs
+    }
+
+    /// The addresses patrick takes webhooks on (empty without ci).
+    pub fn webhook_addrs(&self) -> &[std::net::SocketAddr] {
+        &self.webhook_addrs
     }
 
     /// The addresses the DNS server listens on (empty without seer).

@@ -22,5 +22,5 @@ pub mod spec;
 mod compile;
 mod plan;
 
-pub use compile::{Compiled, compile};
+pub use compile::{Compiled, compile, compile_with, config_id};
 pub use plan::{Plan, PlanError, plan};

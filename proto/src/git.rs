@@ -341,9 +341,10 @@ pub struct Job {
     pub state: JobState,
 }
 
-/// Where a job is.
+/// Where a job is. (Externally tagged: an internally tagged enum is buffered by serde, which
+/// then reads a `BlobId` as if from a human-readable format.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
 pub enum JobState {
     /// Waiting for a monkey.
     Queued,
@@ -423,6 +424,46 @@ pub struct DeployedBranch {
     pub job: String,
     /// When, Unix milliseconds.
     pub at: u64,
+}
+
+/// `/tau/patrick/1`: what a `ci` node's patrick tells a client.
+pub struct PatrickProtocol;
+
+impl crate::protocol::Protocol for PatrickProtocol {
+    const NAME: &'static str = "/tau/patrick/1";
+    const MAX_REQUEST: u64 = 1024;
+    const MAX_RESPONSE: u64 = 64 * 1024;
+    type Request = PatrickRequest;
+    type Response = PatrickResponse;
+
+    fn refusal(response: &PatrickResponse) -> Option<&str> {
+        match response {
+            PatrickResponse::Error(message) => Some(message),
+            _ => None,
+        }
+    }
+}
+
+/// A request to patrick.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum PatrickRequest {
+    /// Where git hosts send push webhooks.
+    Endpoint,
+}
+
+/// patrick's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum PatrickResponse {
+    /// The base URL of the webhook endpoint (`http://patrick.tau.<domain>:<port>`); a
+    /// repository's webhook is `<url>/<project>/<config|code>`.
+    Endpoint {
+        /// The base URL.
+        url: String,
+    },
+    /// The request failed.
+    Error(String),
 }
 
 #[cfg(test)]
@@ -514,6 +555,36 @@ mod tests {
         assert!(!grants.allows(&["substrate".to_string()], Right::Secrets));
         assert!(is_commit(&"ab".repeat(20)) && is_commit(&"0f".repeat(32)));
         assert!(!is_commit(&"AB".repeat(20)) && !is_commit("abc") && !is_commit(&"g".repeat(40)));
+    }
+
+    #[test]
+    fn a_job_round_trips_in_every_state() {
+        let finished = Finished {
+            monkey: "12D3KooW".into(),
+            started_at: 1,
+            finished_at: 2,
+            config_commit: Some("ab".repeat(20)),
+            code_commit: None,
+            summary: "deployed".into(),
+            log: Some(crate::hoarder::BlobId::of(b"log")),
+        };
+        for state in [
+            JobState::Queued,
+            JobState::Building { monkey: "m".into(), started_at: 1, lease_until: 2, attempt: 1 },
+            JobState::Done(finished.clone()),
+            JobState::Failed(finished),
+            JobState::Skipped { reason: "older".into() },
+        ] {
+            let job = Job {
+                repo: RepoKind::Code,
+                branch: "main".into(),
+                commit: "ab".repeat(20),
+                queued_at: 5,
+                state,
+            };
+            let bytes = crate::cbor::to_vec(&job).unwrap();
+            assert_eq!(crate::cbor::from_slice::<Job>(&bytes).unwrap(), job);
+        }
     }
 
     #[test]

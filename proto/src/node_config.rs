@@ -8,9 +8,9 @@
 //! announce: []                      # multiaddrs to tell peers instead (NAT, public address)
 //! bootstrap:                        # peers to join through, each ending in /p2p/<peer id>
 //!   - /ip4/10.0.0.1/tcp/4001/p2p/12D3KooW...
-//! services: [tns, hoarder, vault, seer, substrate]
+//! services: [tns, hoarder, vault, seer, substrate, ci]
 //! data_dir: data
-//! ports: { p2p: 4001, http: 8080, dns: 53 }
+//! ports: { p2p: 4001, http: 8080, dns: 53, webhook: 8419 }   # webhook: patrick, on ci nodes
 //! location: { region: eu-west, latitude: 48.85, longitude: 2.35 }
 //! drain: 7s                         # on SIGTERM, serve this long after telling seer the node is
 //!                                   # leaving (at least seer's DNS TTL); 0s stops at once
@@ -52,7 +52,9 @@ use libp2p::multiaddr::Protocol;
 use serde::{Deserialize, Serialize};
 
 /// The services a node can run.
-pub const SERVICES: [&str; 5] = ["tns", "hoarder", "vault", "seer", "substrate"];
+/// `ci` builds and deploys git-operated projects: patrick takes their push webhooks (on the
+/// `webhook` port, answered at `patrick.tau.<domain>`) and monkey builds them.
+pub const SERVICES: [&str; 6] = ["tns", "hoarder", "vault", "seer", "substrate", "ci"];
 
 /// A node's configuration, as written in `node.yaml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -106,6 +108,74 @@ pub struct NodeConfig {
     /// How many other nodes the node keeps connections to.
     #[serde(default, skip_serializing_if = "ConnectionsConfig::is_default")]
     pub connections: ConnectionsConfig,
+    /// The ci service's build sandbox.
+    #[serde(default, skip_serializing_if = "CiConfig::is_default")]
+    pub ci: CiConfig,
+}
+
+/// The ci service's build sandbox (`ci` in `node.yaml`): what a build may use, and for how long.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CiConfig {
+    /// The Rust toolchain builds use, read-only (a rustup toolchain folder, with `bin/cargo`
+    /// and the `wasm32-wasip2` target) [default: `rustc --print sysroot` when the node starts].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub toolchain: Option<PathBuf>,
+    /// The cargo registry cache builds read, read-only (`$CARGO_HOME/registry`) [default: the
+    /// node's own `$CARGO_HOME/registry`, else `~/.cargo/registry`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cargo_registry: Option<PathBuf>,
+    /// The longest one build may take.
+    pub build_timeout: String,
+    /// The address space a build may use (its processes' `RLIMIT_AS`).
+    pub build_memory: String,
+}
+
+impl Default for CiConfig {
+    fn default() -> Self {
+        Self {
+            toolchain: None,
+            cargo_registry: None,
+            build_timeout: "10m".into(),
+            build_memory: "8GiB".into(),
+        }
+    }
+}
+
+impl CiConfig {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// `build_timeout`, checked.
+    pub fn timeout(&self) -> std::time::Duration {
+        humantime::parse_duration(&self.build_timeout)
+            .unwrap_or(std::time::Duration::from_secs(600))
+    }
+
+    /// `build_memory` in bytes, checked.
+    pub fn memory(&self) -> u64 {
+        self.build_memory.parse::<bytesize::ByteSize>().map_or(8 << 30, |b| b.as_u64())
+    }
+
+    /// What is wrong, as (field, message).
+    pub fn problem(&self) -> Option<(&'static str, String)> {
+        match humantime::parse_duration(&self.build_timeout) {
+            Ok(d) if !d.is_zero() && d <= std::time::Duration::from_secs(3600) => {}
+            Ok(_) => return Some(("build_timeout", "more than 0 and at most 1h".into())),
+            Err(e) => {
+                return Some((
+                    "build_timeout",
+                    format!("`{}` is not a duration: {e}", self.build_timeout),
+                ));
+            }
+        }
+        match self.build_memory.parse::<bytesize::ByteSize>() {
+            Ok(b) if b.as_u64() >= 256 << 20 => None,
+            Ok(_) => Some(("build_memory", "at least 256MiB".into())),
+            Err(e) => Some(("build_memory", format!("`{}` is not a size: {e}", self.build_memory))),
+        }
+    }
 }
 
 /// How many other nodes a node keeps connections to: it dials nodes kad finds while it has fewer
@@ -409,11 +479,21 @@ pub struct Ports {
     pub http: u16,
     /// The seer DNS server (UDP and TCP).
     pub dns: u16,
+    /// patrick's webhook endpoint (HTTP), on `ci` nodes.
+    #[serde(default = "default_webhook_port")]
+    pub webhook: u16,
+}
+
+/// patrick's port unless `ports.webhook` says otherwise.
+pub const DEFAULT_WEBHOOK_PORT: u16 = 8419;
+
+fn default_webhook_port() -> u16 {
+    DEFAULT_WEBHOOK_PORT
 }
 
 impl Default for Ports {
     fn default() -> Self {
-        Self { p2p: 4001, http: 8080, dns: 53 }
+        Self { p2p: 4001, http: 8080, dns: 53, webhook: DEFAULT_WEBHOOK_PORT }
     }
 }
 
@@ -461,6 +541,7 @@ impl Default for NodeConfig {
             seer: None,
             tns: TnsConfig::default(),
             connections: ConnectionsConfig::default(),
+            ci: CiConfig::default(),
         }
     }
 }
@@ -562,8 +643,16 @@ impl NodeConfig {
                 ));
             }
         }
-        let Ports { p2p, http, dns } = self.ports;
-        for (a, b, name) in [(p2p, http, "http"), (p2p, dns, "dns"), (http, dns, "dns")] {
+        let Ports { p2p, http, dns, webhook } = self.ports;
+        let pairs = [
+            (p2p, http, "http"),
+            (p2p, dns, "dns"),
+            (http, dns, "dns"),
+            (p2p, webhook, "webhook"),
+            (http, webhook, "webhook"),
+            (dns, webhook, "webhook"),
+        ];
+        for (a, b, name) in pairs {
             if a != 0 && a == b {
                 return Err(invalid(format!("ports.{name}"), format!("port {a} is used twice")));
             }
@@ -579,6 +668,9 @@ impl NodeConfig {
         }
         if let Some((field, message)) = self.connections.problem() {
             return Err(invalid(format!("connections.{field}"), message));
+        }
+        if let Some((field, message)) = self.ci.problem() {
+            return Err(invalid(format!("ci.{field}"), message));
         }
         if let Some(location) = &self.location {
             if location.latitude.is_some_and(|l| !(-90.0..=90.0).contains(&l)) {
@@ -607,6 +699,11 @@ impl NodeConfig {
     /// The HTTP gateway's listen addresses: each listen IP with the http port.
     pub fn http_listen_addrs(&self) -> Vec<std::net::SocketAddr> {
         self.listen.iter().map(|ip| std::net::SocketAddr::new(*ip, self.ports.http)).collect()
+    }
+
+    /// patrick's listen addresses: each listen IP with the webhook port.
+    pub fn webhook_listen_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.listen.iter().map(|ip| std::net::SocketAddr::new(*ip, self.ports.webhook)).collect()
     }
 
     /// The libp2p listen addresses: each listen IP with the p2p port.

@@ -9,7 +9,9 @@
 //! - A vault node answers an authorized request with its decryption share only; the client checks
 //!   every share against the node's public key share and combines `t + 1` of them
 //!   ([`KeySet::combine`]). A node that returns a bad share is named.
-//! - Requests for a secret are signed by the project's owner ([`SignedRequest`]), over a
+//! - Requests for a secret are signed by the project's owner, or by a node of a role the owner
+//!   granted the secret (`crate::git::Grants`: only a repository's deploy key or webhook secret,
+//!   only over that node's own connection) ([`SignedRequest`]), over a
 //!   canonical encoding with a domain tag and a timestamp, so a stranger's request is refused and
 //!   an old one cannot be replayed after [`MAX_REQUEST_AGE`]. A decrypt request names the one
 //!   vault node it is for, carries a nonce that node answers once, and a one-time public key the
@@ -50,9 +52,6 @@ impl crate::protocol::Protocol for VaultProtocol {
 
 /// How long a vault request may wait for its answer.
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// The secret names a registration stores: the project's deploy key and its webhook secret.
-pub const REGISTRATION_SECRETS: [&str; 2] = ["deploy-key", "webhook-secret"];
 
 /// The largest plaintext a secret may have, bytes.
 pub const MAX_SECRET: usize = 64 * 1024;

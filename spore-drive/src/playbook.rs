@@ -103,7 +103,7 @@ fn install_dir_problem(dir: &Path, transport: Transport) -> Option<String> {
 }
 
 /// The services a node can run (as `tau-node` knows them).
-pub const SERVICES: [&str; 5] = ["tns", "hoarder", "vault", "seer", "substrate"];
+pub use tau_proto::node_config::SERVICES;
 
 /// A playbook, as written.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -358,8 +358,9 @@ impl Playbook {
                     ));
                 }
             }
-            let Ports { p2p, http, dns } = shape.ports;
-            for (port, which) in [(p2p, "p2p"), (http, "http"), (dns, "dns")] {
+            let Ports { p2p, http, dns, webhook } = shape.ports;
+            for (port, which) in [(p2p, "p2p"), (http, "http"), (dns, "dns"), (webhook, "webhook")]
+            {
                 if port == 0 {
                     return Err(invalid(
                         field(&format!(".ports.{which}")),
@@ -367,10 +368,11 @@ impl Playbook {
                     ));
                 }
             }
-            if p2p == http || p2p == dns || http == dns {
+            let ports = [p2p, http, dns, webhook];
+            if ports.iter().enumerate().any(|(i, port)| ports[..i].contains(port)) {
                 return Err(invalid(
                     field(".ports"),
-                    "p2p, http and dns need three different ports".into(),
+                    "p2p, http, dns and webhook need four different ports".into(),
                 ));
             }
             if let Some((name, message)) = shape.substrate.as_ref().and_then(|s| s.problem()) {

@@ -185,6 +185,8 @@ pub struct DevCloud {
     pub gateways: Vec<String>,
     /// Each seer node's DNS server (`127.0.0.1:<port>`), in node order.
     pub dns: Vec<String>,
+    /// Each ci node's webhook endpoint (`127.0.0.1:<port>`, patrick), in node order.
+    pub webhooks: Vec<String>,
     stderr: mpsc::Receiver<String>,
 }
 
@@ -224,6 +226,7 @@ impl DevCloud {
             profile: PathBuf::new(),
             gateways: Vec::new(),
             dns: Vec::new(),
+            webhooks: Vec::new(),
             stderr,
         };
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -242,6 +245,10 @@ impl DevCloud {
                 cloud.gateways.push(addr.trim().to_string());
             } else if let Some(addr) = line.strip_prefix("dns ").and_then(|r| r.split(' ').nth(1)) {
                 cloud.dns.push(addr.trim().to_string());
+            } else if let Some(addr) =
+                line.strip_prefix("webhook ").and_then(|r| r.split("http://").nth(1))
+            {
+                cloud.webhooks.push(addr.trim().to_string());
             } else {
                 return Err(format!("unexpected line from tau-node dev: {line}").into());
             }

@@ -6,6 +6,7 @@
 //! timeouts, waiting for conditions.
 #![deny(missing_docs)]
 
+pub mod git_host;
 pub mod harness;
 pub mod lab;
 pub mod otlp;

@@ -29,7 +29,8 @@ use tokio::sync::mpsc;
 /// table (each node keeps connections to at most `connections.ceiling` others, 48 by default)
 /// prints `gateway node-<i> http://127.0.0.1:<port>` per substrate node, `dns node-<i>
 /// 127.0.0.1:<port>` per seer node (the cloud's domain is `dev`: `substrate.tau.dev`; generated
-/// domains end in `.tau`), then `ready <path to cloud.yaml>`. Runs until SIGINT or SIGTERM, then
+/// domains end in `.tau`), `webhook node-<i> http://127.0.0.1:<port>` per ci node (patrick,
+/// `patrick.tau.dev`), then `ready <path to cloud.yaml>`. Runs until SIGINT or SIGTERM, then
 /// stops every node cleanly.
 #[derive(Debug, Args)]
 pub(crate) struct Dev {
@@ -174,6 +175,9 @@ impl Dev {
         }
         for node in cloud.nodes.iter().filter(|n| n.runs("seer")) {
             println!("dns {} {}", node.name, node.dns);
+        }
+        for node in cloud.nodes.iter().filter(|n| n.runs("ci")) {
+            println!("webhook {} http://{}", node.name, node.webhook);
         }
         println!("ready {}", cloud.profile.display());
         std::io::stdout().flush()?;

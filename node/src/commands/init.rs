@@ -51,6 +51,9 @@ pub(crate) struct Init {
     /// The DNS port.
     #[arg(long, default_value_t = Ports::default().dns)]
     dns_port: u16,
+    /// patrick's webhook port, on a `ci` node.
+    #[arg(long, default_value_t = Ports::default().webhook)]
+    webhook_port: u16,
     /// The vault key set file (`keyset.yaml` from `tau-node vault deal`), for a vault node.
     #[arg(long, requires = "vault_share")]
     vault_keyset: Option<PathBuf>,
@@ -100,7 +103,12 @@ impl Init {
             bootstrap: self.bootstrap,
             services: self.services,
             data_dir: "data".into(),
-            ports: Ports { p2p: self.p2p_port, http: self.http_port, dns: self.dns_port },
+            ports: Ports {
+                p2p: self.p2p_port,
+                http: self.http_port,
+                dns: self.dns_port,
+                webhook: self.webhook_port,
+            },
             location: self.region.map(|region| Location {
                 region,
                 latitude: None,
@@ -122,6 +130,7 @@ impl Init {
                 _ => None,
             },
             connections: Default::default(),
+            ci: Default::default(),
         };
         // The same checks as loading the file, before anything is written.
         let text = serde_yaml_ng::to_string(&config)?;

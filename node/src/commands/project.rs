@@ -1,5 +1,6 @@
 //! `tau-node project`.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use tau_proto::tns::TnsProtocol;
 
@@ -8,7 +9,11 @@ use clap::{Args, Subcommand};
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
 use serde::Serialize;
+use tau_node::patrick::host_key;
 use tau_node::project;
+use tau_proto::git::{
+    self, Grants, PatrickProtocol, PatrickRequest, PatrickResponse, RepoKind, RepoUrl, Repository,
+};
 use tau_proto::hoarder::DEFAULT_REPLICAS;
 use tau_proto::identity::WriterKey;
 use tau_proto::tns::values::ProjectRoot;
@@ -32,11 +37,16 @@ enum ProjectCommand {
     Create(Create),
     /// Register a project through a vault node, as its owner.
     ///
-    /// Reads the project id from DIR/config.yaml, generates the project's deploy key and webhook
-    /// secret, encrypts both to the vault's key set, and sends one registration signed by KEY to
-    /// a vault node. The node checks the signature and every ciphertext, and only then creates
-    /// the project in TNS with KEY as its owner. Read the secrets back with
-    /// `tau-node secret get <id> deploy-key` and `... webhook-secret`.
+    /// Reads the project id from DIR/config.yaml and sends one registration signed by KEY to a
+    /// vault node, which checks it and creates the project in TNS with KEY as its owner.
+    ///
+    /// With --config-repo and --code-repo the project is git-operated: for each repository it
+    /// makes a read-only deploy key (OpenSSH ed25519) and a webhook secret, encrypted to the
+    /// vault with the registration; pins the git host's SSH host key (from --known-hosts, or
+    /// the key the host offers once you confirm its fingerprint or pass --host-fingerprint);
+    /// writes the repositories and a grant that lets the cloud's `ci` nodes read those four
+    /// secrets and deploy the project. It prints what to add to the git host: each deploy key
+    /// and webhook URL, and how to read each webhook secret.
     Register(Register),
     /// Print the TXT record that lets seer serve a custom domain for a project.
     ///
@@ -95,6 +105,23 @@ struct Register {
     /// The key file of the project's owner-to-be.
     #[arg(long)]
     key: PathBuf,
+    /// The config repository (the project's YAML): ssh://[user@]host[:port]/path.
+    #[arg(long, requires = "code_repo")]
+    config_repo: Option<String>,
+    /// The code repository (the functions' sources, or built .wasm files):
+    /// ssh://[user@]host[:port]/path.
+    #[arg(long, requires = "config_repo")]
+    code_repo: Option<String>,
+    /// The branch the cloud deploys, in both repositories.
+    #[arg(long, default_value = "main")]
+    branch: String,
+    /// A known_hosts file that lists the git host's key (hashed entries too).
+    #[arg(long)]
+    known_hosts: Option<PathBuf>,
+    /// The git host's SSH key fingerprint (SHA256:...), as the host publishes it: the key the
+    /// host offers is pinned only if it matches.
+    #[arg(long, conflicts_with = "known_hosts")]
+    host_fingerprint: Option<String>,
     /// Print JSON (never a secret).
     #[arg(long)]
     json: bool,
@@ -250,44 +277,216 @@ impl DomainToken {
     }
 }
 
+/// One repository as registration makes it: the record to write and the secrets to store.
+struct NewRepo {
+    repository: Repository,
+    deploy_fingerprint: String,
+    host_fingerprint: String,
+    deploy_key: tau_node::patrick::deploy_key::DeployKey,
+    webhook_secret: zeroize::Zeroizing<String>,
+}
+
 impl Register {
+    /// The git host's key for `url`: from --known-hosts, or the key the host offers once its
+    /// fingerprint is confirmed (--host-fingerprint, or a yes at the terminal).
+    async fn pin(&self, url: &RepoUrl) -> anyhow::Result<host_key::Pinned> {
+        if let Some(path) = &self.known_hosts {
+            return Ok(host_key::from_known_hosts(path, url)?);
+        }
+        let offered = host_key::scan(url).await?;
+        match &self.host_fingerprint {
+            Some(expected) if *expected == offered.fingerprint => Ok(offered),
+            Some(expected) => bail!(
+                "{}:{} offers the key {}, not {expected} (--host-fingerprint): check the host \
+                 before trusting it",
+                url.host,
+                url.port,
+                offered.fingerprint
+            ),
+            None if std::io::stdin().is_terminal() => {
+                eprint!(
+                    "{}:{} offers the SSH host key {}.\nIs this your git host's key (compare it \
+                     with what the host publishes)? [y/N] ",
+                    url.host, url.port, offered.fingerprint
+                );
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                if matches!(line.trim(), "y" | "Y" | "yes") {
+                    Ok(offered)
+                } else {
+                    bail!("the git host's key was not confirmed: nothing registered")
+                }
+            }
+            None => bail!(
+                "{}:{} offers the SSH host key {}: pass --host-fingerprint {} once you checked \
+                 it with the git host, or --known-hosts FILE",
+                url.host,
+                url.port,
+                offered.fingerprint,
+                offered.fingerprint
+            ),
+        }
+    }
+
+    /// Checks both repositories, pins their hosts, makes their keys and secrets.
+    async fn repositories(&self, id: &str) -> anyhow::Result<Vec<NewRepo>> {
+        let (Some(config), Some(code)) = (&self.config_repo, &self.code_repo) else {
+            return Ok(Vec::new());
+        };
+        git::check_branch("--branch", &self.branch)?;
+        let urls = [
+            (RepoKind::Config, RepoUrl::parse("--config-repo", config)?),
+            (RepoKind::Code, RepoUrl::parse("--code-repo", code)?),
+        ];
+        let mut pinned: Vec<((String, u16), host_key::Pinned)> = Vec::new();
+        let mut repos = Vec::new();
+        for (kind, url) in urls {
+            let host = (url.host.clone(), url.port);
+            let pin = match pinned.iter().find(|(h, _)| *h == host) {
+                Some((_, pin)) => pin.clone(),
+                None => {
+                    let pin = self.pin(&url).await?;
+                    pinned.push((host, pin.clone()));
+                    pin
+                }
+            };
+            let deploy_key = tau_node::patrick::deploy_key::generate(&format!("tau {id} {kind}"))
+                .context("cannot make a deploy key")?;
+            let repository = Repository {
+                kind,
+                url,
+                branch: self.branch.clone(),
+                host_key: pin.line.clone(),
+                deploy_key: deploy_key.public.trim().to_string(),
+            };
+            repository.check()?;
+            repos.push(NewRepo {
+                repository,
+                deploy_fingerprint: deploy_key.fingerprint.clone(),
+                host_fingerprint: pin.fingerprint,
+                deploy_key,
+                webhook_secret: zeroize::Zeroizing::new(hex::encode(rand::random::<[u8; 32]>())),
+            });
+        }
+        Ok(repos)
+    }
+
     async fn run(self) -> anyhow::Result<()> {
-        let compiled = project::compile(&self.dir)?;
+        // Only the id: a git-operated project's sources are built by the cloud.
+        let id = project::config_id(&self.dir)?;
         let owner = keyfile::read(&self.key)?;
         let writer = WriterKey::of(&owner).context("the key is not an ed25519 key")?;
-        let deploy = Keypair::generate_ed25519();
-        let deploy_public = WriterKey::of(&deploy).context("an ed25519 key")?;
-        let deploy_key = deploy.to_protobuf_encoding().context("cannot encode the deploy key")?;
-        let webhook = hex::encode(rand::random::<[u8; 32]>());
-        let [deploy_name, webhook_name] = tau_proto::vault::REGISTRATION_SECRETS;
+        let repos = self.repositories(&id).await?;
+        let names: Vec<(String, String)> = repos
+            .iter()
+            .flat_map(|r| {
+                let kind = r.repository.kind;
+                [(git::deploy_key_secret(kind), "deploy"), (git::webhook_secret(kind), "webhook")]
+            })
+            .map(|(name, what)| (name, what.to_string()))
+            .collect();
+        let mut secrets: Vec<(&str, &[u8])> = Vec::new();
+        for (repo, pair) in repos.iter().zip(names.chunks(2)) {
+            secrets.push((&pair[0].0, repo.deploy_key.private.as_bytes()));
+            secrets.push((&pair[1].0, repo.webhook_secret.as_bytes()));
+        }
         let client = output::connect(&self.cloud).await?;
         let registered = client
-            .register_project(
-                &compiled.id,
-                &owner,
-                &[(deploy_name, deploy_key.as_slice()), (webhook_name, webhook.as_bytes())],
-            )
+            .register_project(&id, &owner, &secrets)
             .await
-            .with_context(|| format!("cannot register project `{}`", compiled.id))?;
+            .with_context(|| format!("cannot register project `{id}`"))?;
+        let mut written = registered.written.clone();
+        let mut endpoint = None;
+        if !repos.is_empty() {
+            let node = tns_node(&client, None).await?;
+            let mut drafts: Vec<Draft> = repos
+                .iter()
+                .map(|r| {
+                    Ok(Draft {
+                        key: git::key(&id, r.repository.kind),
+                        scope: id.clone(),
+                        value: Some(cbor::to_vec(&r.repository)?),
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?;
+            drafts.push(Draft {
+                key: git::grants_key(&id),
+                scope: id.clone(),
+                value: Some(cbor::to_vec(&Grants::ci())?),
+            });
+            written.extend(drafts.iter().map(|d| d.key.clone()));
+            put(&client, node, drafts, &owner)
+                .await
+                .context("the project is registered, but its repositories were not written")?;
+            endpoint = webhook_endpoint(&client).await;
+        }
+        let hooks: Vec<serde_json::Value> = repos
+            .iter()
+            .map(|r| {
+                let kind = r.repository.kind;
+                serde_json::json!({
+                    "kind": kind.as_str(),
+                    "url": r.repository.url.to_string(),
+                    "branch": r.repository.branch,
+                    "host_key": r.repository.host_key,
+                    "host_key_fingerprint": r.host_fingerprint,
+                    "deploy_key": r.repository.deploy_key,
+                    "deploy_key_fingerprint": r.deploy_fingerprint,
+                    "webhook_url": endpoint.as_ref().map(|e: &String| format!("{e}/{id}/{kind}")),
+                    "webhook_secret_name": git::webhook_secret(kind),
+                })
+            })
+            .collect();
         if self.json {
             return output::print_json(&serde_json::json!({
                 "project": registered.project,
                 "owner": writer.to_string(),
                 "node": registered.node.to_string(),
-                "written": registered.written,
-                "deploy_key_public": deploy_public.to_string(),
+                "written": written,
+                "repositories": hooks,
             }));
         }
         println!(
             "registered project {} with owner {writer} through vault node {}",
             registered.project, registered.node
         );
-        println!("deploy key (public): {deploy_public}");
-        for key in &registered.written {
+        for key in &written {
             println!("  {key}");
+        }
+        let cloud = self.cloud.display();
+        let key = self.key.display();
+        for r in &repos {
+            let kind = r.repository.kind;
+            println!();
+            println!("{kind} repository {} (branch {})", r.repository.url, r.repository.branch);
+            println!("  host key pinned: {}", r.host_fingerprint);
+            println!("  add this deploy key to it, read-only:");
+            println!("    {}", r.repository.deploy_key);
+            match &endpoint {
+                Some(url) => println!("  add a push webhook (JSON): {url}/{id}/{kind}"),
+                None => println!(
+                    "  add a push webhook (JSON): no ci node answered; `tau-node project status {id}` prints its URL once one runs"
+                ),
+            }
+            println!(
+                "  its secret: tau-node secret get {id} {} --cloud {cloud} --key {key}",
+                git::webhook_secret(kind)
+            );
         }
         Ok(())
     }
+}
+
+/// The webhook endpoint a `ci` node gives, if one answers.
+async fn webhook_endpoint(client: &Client) -> Option<String> {
+    for node in client.nodes_running("ci").await.ok()? {
+        if let Ok(PatrickResponse::Endpoint { url }) =
+            client.call::<PatrickProtocol>(node, PatrickRequest::Endpoint).await
+        {
+            return Some(url);
+        }
+    }
+    None
 }
 
 impl Push {

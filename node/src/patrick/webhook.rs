@@ -60,6 +60,12 @@ pub trait Headers {
     fn get(&self, name: &str) -> Option<&str>;
 }
 
+impl Headers for http::HeaderMap {
+    fn get(&self, name: &str) -> Option<&str> {
+        http::HeaderMap::get(self, name)?.to_str().ok()
+    }
+}
+
 impl Headers for [(&str, &str)] {
     fn get(&self, name: &str) -> Option<&str> {
         self.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| *v)

@@ -30,9 +30,13 @@ pub struct Compiled {
     pub sources: Vec<(PathBuf, BlobId)>,
 }
 
-/// Reads and checks a project folder; any error names the file and the field, and nothing is
-/// produced unless everything is right.
-pub fn compile(dir: &Path) -> Result<Compiled, YamlError> {
+/// The project id `dir/config.yaml` names, checked; nothing else of the folder is read.
+pub fn config_id(dir: &Path) -> Result<String, YamlError> {
+    read_config(dir).map(|config| config.id)
+}
+
+/// `dir/config.yaml`, its id checked.
+fn read_config(dir: &Path) -> Result<ConfigFile, YamlError> {
     let config_path = dir.join("config.yaml");
     let config: ConfigFile = yaml::load(&config_path)?;
     if !is_name(&config.id) {
@@ -42,6 +46,20 @@ pub fn compile(dir: &Path) -> Result<Compiled, YamlError> {
             "1-63 of a-z, 0-9 and -, not starting or ending with -",
         ));
     }
+    Ok(config)
+}
+
+/// Reads and checks a project folder; any error names the file and the field, and nothing is
+/// produced unless everything is right. A function's `source` is a file in the folder.
+pub fn compile(dir: &Path) -> Result<Compiled, YamlError> {
+    compile_with(dir, &|source| dir.join(source))
+}
+
+/// [`compile`], with each function's `source` (already checked to be a relative path without
+/// `..`) found where `resolve` says: a monkey finds it in the code repository, or among what
+/// the repository's build made.
+pub fn compile_with(dir: &Path, resolve: &dyn Fn(&str) -> PathBuf) -> Result<Compiled, YamlError> {
+    let config = read_config(dir)?;
     let id = config.id.clone();
     let mut drafts: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     drafts.insert(
@@ -54,8 +72,8 @@ pub fn compile(dir: &Path) -> Result<Compiled, YamlError> {
     let mut names: HashMap<String, PathBuf> = HashMap::new();
     for path in function_files(dir)? {
         let spec: FunctionFile = yaml::load(&path)?;
-        let function = check_function(dir, &path, spec)?;
-        let source = (dir.join(&function.source.file), function.source.cid);
+        let function = check_function(resolve, &path, spec)?;
+        let source = (resolve(&function.source.file), function.source.cid);
         if !sources.contains(&source) {
             sources.push(source);
         }
@@ -119,7 +137,11 @@ fn function_files(dir: &Path) -> Result<Vec<PathBuf>, YamlError> {
     Ok(files)
 }
 
-fn check_function(dir: &Path, path: &Path, spec: FunctionFile) -> Result<Function, YamlError> {
+fn check_function(
+    resolve: &dyn Fn(&str) -> PathBuf,
+    path: &Path,
+    spec: FunctionFile,
+) -> Result<Function, YamlError> {
     let invalid = |field: &str, message: String| YamlError::invalid(path, field, message);
     if !is_name(&spec.id) {
         return Err(invalid("id", "1-63 of a-z, 0-9 and -, not starting or ending with -".into()));
@@ -181,7 +203,6 @@ fn check_function(dir: &Path, path: &Path, spec: FunctionFile) -> Result<Functio
     if memory == 0 || memory > MAX_MEMORY {
         return Err(invalid("execution.memory", "must be more than 0 and at most 4GiB".into()));
     }
-    let source_path = dir.join(&spec.source);
     if spec.source.is_empty() || Path::new(&spec.source).is_absolute() || spec.source.contains("..")
     {
         return Err(invalid(
@@ -189,6 +210,7 @@ fn check_function(dir: &Path, path: &Path, spec: FunctionFile) -> Result<Functio
             format!("`{}` must be a path inside the project folder", spec.source),
         ));
     }
+    let source_path = resolve(&spec.source);
     if source_path.is_dir() {
         return Err(invalid(
             "source",

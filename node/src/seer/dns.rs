@@ -1,6 +1,7 @@
 //! The DNS server: UDP and TCP, authoritative for the cloud's names.
 //!
-//! - `<service>.tau.<domain>`: A/AAAA of the healthy nodes running that service.
+//! - `<service>.tau.<domain>`: A/AAAA of the healthy nodes running that service
+//!   (`patrick.tau.<domain>`: the `ci` nodes, where push webhooks go).
 //! - a domain registered in TNS (and validated, see [`super::domains`]): A/AAAA of the healthy
 //!   substrate nodes, least loaded first.
 //! - anything else: NXDOMAIN.
@@ -108,6 +109,8 @@ pub fn answer_now(shared: &Shared, query: &Query, now: Instant) -> Option<Answer
     let domain = &shared.config.domain;
     let v6 = query.kind == RecordType::AAAA;
     if let Some(service) = query.fqdn.strip_suffix(&format!(".tau.{domain}")) {
+        // patrick, the webhook endpoint, runs on the ci nodes.
+        let service = if service == "patrick" { "ci" } else { service };
         return Some(if SERVICES.contains(&service) {
             Answer::Addrs(shared.table().addresses(service, now, v6))
         } else {

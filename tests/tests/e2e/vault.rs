@@ -89,14 +89,8 @@ fn secrets_read_with_two_of_five_down_fail_with_three_and_no_node_sees_a_plainte
         .iter()
         .filter_map(|v| v.as_str())
         .collect();
-    assert_eq!(
-        written,
-        [
-            "/projects/vaulted",
-            "/projects/vaulted/secrets/deploy-key",
-            "/projects/vaulted/secrets/webhook-secret"
-        ]
-    );
+    // Without repositories a registration creates the project and nothing else.
+    assert_eq!(written, ["/projects/vaulted"]);
     // The owner can push to the project the vault node created.
     tau_tests::harness::push_project(&profile, &project, &owner, None)?;
 
@@ -125,19 +119,6 @@ fn secrets_read_with_two_of_five_down_fail_with_three_and_no_node_sees_a_plainte
     let (ok, value, err) = secret_get(&profile, "vaulted", "db-password", &owner)?;
     assert!(ok, "{err}");
     assert_eq!(value, plaintext.as_bytes());
-    // The registration's secrets read back too: the deploy key is a usable key file.
-    let (ok, deploy_key, err) = secret_get(&profile, "vaulted", "deploy-key", &owner)?;
-    assert!(ok, "{err}");
-    let deploy = Keypair::from_protobuf_encoding(&deploy_key)?;
-    assert_eq!(
-        registered["deploy_key_public"].as_str(),
-        Some(
-            tau_proto::identity::WriterKey::of(&deploy).ok_or("not ed25519")?.to_string().as_str()
-        )
-    );
-    let (ok, webhook, err) = secret_get(&profile, "vaulted", "webhook-secret", &owner)?;
-    assert!(ok && webhook.len() == 64, "{err}");
-
     // A stranger is refused by every node, and learns nothing.
     let stranger = tmp.path().join("stranger.key");
     tau_node_ok(&["key", "generate", "--out", &stranger.to_string_lossy()])?;
@@ -173,10 +154,8 @@ fn secrets_read_with_two_of_five_down_fail_with_three_and_no_node_sees_a_plainte
 
     // No node's data folder or log holds a plaintext.
     drop(cloud);
-    for secret in [plaintext.as_bytes(), &deploy_key, &webhook] {
-        let found = files_containing(&dir, secret)?;
-        assert!(found.is_empty(), "a plaintext is in {found:?}");
-    }
+    let found = files_containing(&dir, plaintext.as_bytes())?;
+    assert!(found.is_empty(), "a plaintext is in {found:?}");
     Ok(())
 }
 

@@ -151,7 +151,7 @@ pub(crate) async fn ready_line(child: &mut Child) -> anyhow::Result<(PathBuf, Ve
         if let Some(path) = line.strip_prefix("ready ") {
             return Ok((PathBuf::from(path), gateways));
         }
-        if line.starts_with("dns ") {
+        if line.starts_with("dns ") || line.starts_with("webhook ") {
             continue;
         }
         let gateway =

@@ -1,0 +1,264 @@
+//! One job, start to end: read the repositories and their deploy keys, fetch both branches,
+//! check out the pushed commit (and the other repository's tip), refuse to go back in history,
+//! build the code repository in the sandbox, compile the config repository with the same code
+//! as `project push`, store the components in hoarder, and write the records. Every step before
+//! the records are written may fail without changing anything that serves.
+
+use std::path::{Path, PathBuf};
+
+use tau_proto::cbor;
+use tau_proto::git::{self, Deployed, DeployedBranch, Job, RepoKind, Repository};
+use tau_proto::hoarder::{BlobId, DEFAULT_REPLICAS, transfer};
+use tau_proto::identity::WriterKey;
+use tau_proto::tns::{Draft, Record, keys};
+
+use super::Monkey;
+use super::checkout::{Checkout, KeyFiles};
+use super::log::Log;
+use crate::patrick::secrets;
+use crate::project;
+
+/// How a job ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Deployed (or nothing to change): what, in one line.
+    Done {
+        /// One line.
+        summary: String,
+        /// The commits built.
+        config_commit: String,
+        /// See `config_commit`.
+        code_commit: String,
+    },
+    /// Not built, and why.
+    Skipped(String),
+    /// Failed, and why in one line (the log has the rest).
+    Failed {
+        /// One line.
+        summary: String,
+        /// The commits, as far as known.
+        config_commit: Option<String>,
+        /// See `config_commit`.
+        code_commit: Option<String>,
+    },
+}
+
+/// A failure in one line.
+#[derive(Debug)]
+pub struct Stop(pub String);
+
+impl<E: std::fmt::Display> From<E> for Stop {
+    fn from(e: E) -> Self {
+        Stop(e.to_string())
+    }
+}
+
+/// Runs `job` of `project` in `work` (a folder of its own, removed by the caller).
+pub async fn run(monkey: &Monkey, project: &str, job: &Job, work: &Path, log: &mut Log) -> Outcome {
+    let mut commits = (None, None);
+    match steps(monkey, project, job, work, log, &mut commits).await {
+        Ok(outcome) => outcome,
+        Err(Stop(summary)) => {
+            log.line(&format!("failed: {summary}"));
+            Outcome::Failed { summary, config_commit: commits.0, code_commit: commits.1 }
+        }
+    }
+}
+
+async fn steps(
+    monkey: &Monkey,
+    project: &str,
+    job: &Job,
+    work: &Path,
+    log: &mut Log,
+    commits: &mut (Option<String>, Option<String>),
+) -> Result<Outcome, Stop> {
+    let mut repos = Vec::new();
+    for kind in RepoKind::ALL {
+        let key = git::key(project, kind);
+        let repo = monkey
+            .registry
+            .get(&key)
+            .await?
+            .and_then(|r| cbor::from_slice::<Repository>(r.value.as_deref()?).ok())
+            .filter(|r| r.kind == kind && r.check().is_ok())
+            .ok_or_else(|| Stop(format!("project `{project}` has no readable {key}")))?;
+        repos.push(repo);
+    }
+    let deployed = read_deployed(monkey, project).await?;
+    let current = deployed.branches.get(&job.branch);
+
+    // Fetch both branches, each with its own deploy key (files deleted when the job ends).
+    let ssh_dir = work.join("ssh");
+    let mut checkouts = Vec::new();
+    for repo in &repos {
+        let name = git::deploy_key_secret(repo.kind);
+        let private =
+            secrets::read(&monkey.handle, &monkey.registry, &monkey.keypair, project, &name)
+                .await
+                .map_err(|e| Stop(format!("cannot read the {} deploy key: {e}", repo.kind)))?;
+        let keys = KeyFiles::write(&ssh_dir, repo, &private)
+            .map_err(|e| Stop(format!("cannot write the {} deploy key: {e}", repo.kind)))?;
+        drop(private);
+        let dir = work.join(repo.kind.as_str());
+        let fetched = Checkout::fetch(&dir, work, repo, &keys, log)
+            .await
+            .map_err(|e| Stop(format!("cannot fetch the {} repository: {e}", repo.kind)))?;
+        drop(keys);
+        checkouts.push(fetched);
+    }
+    let [config, code] = [&checkouts[0], &checkouts[1]];
+
+    // The pushed commit must be on the branch; the other repository is taken at its tip.
+    let pushed = if job.repo == RepoKind::Config { config } else { code };
+    let tip = pushed.tip(log).await?;
+    match pushed.is_ancestor(&job.commit, &tip, log).await? {
+        Some(true) => {}
+        Some(false) => {
+            return Ok(Outcome::Skipped(format!(
+                "commit {} is no longer on branch {} (its tip is {tip})",
+                job.commit, job.branch
+            )));
+        }
+        None => {
+            return Err(Stop(format!(
+                "commit {} is not in the {} repository",
+                job.commit, job.repo
+            )));
+        }
+    }
+    if tip != job.commit && monkey.job_pending(project, &tip).await {
+        return Ok(Outcome::Skipped(format!("superseded by {tip}, queued after it")));
+    }
+    let config_commit = match job.repo {
+        RepoKind::Config => job.commit.clone(),
+        RepoKind::Code => config.tip(log).await?,
+    };
+    let code_commit = match job.repo {
+        RepoKind::Code => job.commit.clone(),
+        RepoKind::Config => code.tip(log).await?,
+    };
+    *commits = (Some(config_commit.clone()), Some(code_commit.clone()));
+    // Never back in history: a replayed webhook of an older commit changes nothing.
+    if let Some(current) = current {
+        let deployed_commit = if job.repo == RepoKind::Config {
+            &current.config_commit
+        } else {
+            &current.code_commit
+        };
+        if pushed.is_ancestor(&job.commit, deployed_commit, log).await? == Some(true) {
+            return Ok(Outcome::Skipped(format!(
+                "commit {} is already deployed, or older than {deployed_commit}, which is",
+                job.commit
+            )));
+        }
+    }
+    config.checkout(&config_commit, log).await?;
+    code.checkout(&code_commit, log).await?;
+    log.line(&format!("config at {config_commit}, code at {code_commit}"));
+
+    // Build, if the code repository is a cargo project.
+    let code_dir = work.join("code");
+    let built = monkey.targets.join(project);
+    if code_dir.join("Cargo.toml").is_file() {
+        let sandbox = monkey.sandbox.as_ref().map_err(|e| Stop(e.clone()))?;
+        sandbox.cargo_build(&code_dir, &built, log).await?;
+    }
+    let release = built.join("wasm32-wasip2/release");
+    let resolve = |source: &str| -> PathBuf {
+        let committed = code_dir.join(source);
+        match committed.is_file() {
+            true => committed,
+            false => release.join(Path::new(source).file_name().unwrap_or_default()),
+        }
+    };
+    let compiled = project::compile_with(&work.join("config"), &resolve)?;
+    if compiled.id != project {
+        return Err(Stop(format!(
+            "the config repository's config.yaml names project `{}`, not `{project}`",
+            compiled.id
+        )));
+    }
+    log.line(&format!(
+        "compiled: {} records, {} components",
+        compiled.drafts.len(),
+        compiled.sources.len()
+    ));
+
+    // The components first: a record never names a blob the cloud lacks.
+    for (file, cid) in &compiled.sources {
+        store(monkey, file, *cid).await?;
+        log.line(&format!("stored {} as {cid}", file.display()));
+    }
+    let me =
+        WriterKey::of(&monkey.keypair).ok_or_else(|| Stop("the node key is not ed25519".into()))?;
+    let mut current_records = monkey.registry.list(&format!("{}/", keys::project(project))).await?;
+    for prefix in ["/domains/", "/http/"] {
+        let records = monkey.registry.list(prefix).await?;
+        let claimed =
+            |r: &Record| r.scope == compiled.id || compiled.drafts.iter().any(|d| d.key == r.key);
+        current_records.extend(records.into_iter().filter(claimed));
+    }
+    let plan = project::plan(&compiled, &current_records, &me)?;
+    let mut drafts: Vec<Draft> = plan.drafts().cloned().collect();
+    let mut deployed = deployed;
+    deployed.branches.insert(
+        job.branch.clone(),
+        DeployedBranch {
+            config_commit: config_commit.clone(),
+            code_commit: code_commit.clone(),
+            job: git::job_key(project, &job.commit),
+            at: crate::patrick::unix_ms(),
+        },
+    );
+    drafts.push(Draft {
+        key: git::deployed_key(project),
+        scope: project.to_string(),
+        value: Some(cbor::to_vec(&deployed)?),
+    });
+    monkey.write(drafts).await?;
+    let summary = format!(
+        "deployed: {} written, {} deleted, {} unchanged",
+        plan.writes.len(),
+        plan.deletes.len(),
+        plan.unchanged
+    );
+    log.line(&summary);
+    Ok(Outcome::Done { summary, config_commit, code_commit })
+}
+
+/// `/projects/<id>/deployed`, or nothing deployed yet.
+async fn read_deployed(monkey: &Monkey, project: &str) -> Result<Deployed, Stop> {
+    Ok(monkey
+        .registry
+        .get(&git::deployed_key(project))
+        .await?
+        .and_then(|r| cbor::from_slice::<Deployed>(r.value.as_deref()?).ok())
+        .unwrap_or_default())
+}
+
+/// Stores `file` in hoarder through the first hoarder node that takes it.
+pub async fn store(monkey: &Monkey, file: &Path, cid: BlobId) -> Result<(), Stop> {
+    let manifest = transfer::manifest_of(file).await?;
+    if manifest.cid != cid {
+        return Err(Stop(format!("{} changed while it was being stored", file.display())));
+    }
+    let nodes = monkey.handle.nodes("hoarder").await?;
+    let mut last = String::from("no hoarder node is known");
+    for node in nodes {
+        match transfer::upload(
+            &monkey.handle,
+            node.peer,
+            file,
+            &manifest,
+            DEFAULT_REPLICAS,
+            &|_| {},
+        )
+        .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(Stop(format!("cannot store {} in hoarder: {last}", file.display())))
+}
