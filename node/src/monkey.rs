@@ -62,6 +62,8 @@ pub struct Parts {
     pub registry: Registry,
     /// The node's own registry, when it runs tns (its changes wake the monkey at once).
     pub local: Option<tns::Local>,
+    /// The node's own vault, when it runs one.
+    pub vault: Option<crate::vault::Local>,
     /// The node's data folder (`monkey/` inside holds work and target folders).
     pub data_dir: PathBuf,
     /// The build sandbox's settings.
@@ -73,6 +75,7 @@ pub struct Monkey {
     handle: p2p::Handle,
     keypair: Keypair,
     registry: Registry,
+    vault: Option<crate::vault::Local>,
     me: PeerId,
     /// The sandbox, or why there is none on this node (jobs that need a build fail with it).
     sandbox: Result<sandbox::Sandbox, String>,
@@ -97,6 +100,7 @@ pub fn start(parts: Parts, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
         handle: parts.handle,
         keypair: parts.keypair,
         registry: parts.registry,
+        vault: parts.vault,
         sandbox,
         work,
         targets: base.join("targets"),
@@ -180,6 +184,16 @@ impl Monkey {
     async fn jobs(&self) -> Result<Vec<Listed>, RegistryError> {
         let records = self.registry.list(git::JOBS).await?;
         Ok(records.into_iter().filter_map(listed).collect())
+    }
+
+    /// How this monkey reads a repository's secret.
+    fn reader(&self) -> crate::patrick::secrets::Reader<'_> {
+        crate::patrick::secrets::Reader {
+            handle: &self.handle,
+            registry: &self.registry,
+            keypair: &self.keypair,
+            vault: self.vault.as_ref(),
+        }
     }
 
     /// Whether a job for `commit` of `project` waits or runs (not ended).

@@ -141,6 +141,7 @@ impl Node {
             hoarder_full = Some(local.full());
             local_hoarder = Some(local);
         }
+        let mut local_vault = None;
         if runs("vault") {
             // Checked when the config was loaded; a config built in code may still lack it.
             let Some(vault_config) = &config.vault else {
@@ -154,18 +155,18 @@ impl Node {
                 Some(local) => tns::Registry::Local(local.clone()),
                 None => tns::Registry::Remote(handle.clone()),
             };
-            services.extend(
-                vault::start(
-                    handle.clone(),
-                    keypair.clone(),
-                    &config.data_dir,
-                    vault_config,
-                    registry,
-                    admitted.clone(),
-                    shutdown.child_token(),
-                )
-                .await?,
-            );
+            let (tasks, local) = vault::start(
+                handle.clone(),
+                keypair.clone(),
+                &config.data_dir,
+                vault_config,
+                registry,
+                admitted.clone(),
+                shutdown.child_token(),
+            )
+            .await?;
+            services.extend(tasks);
+            local_vault = Some(local);
         }
         let mut http_addrs = Vec::new();
         let mut in_flight = None;
@@ -199,6 +200,7 @@ impl Node {
                     handle: handle.clone(),
                     keypair: keypair.clone(),
                     registry,
+                    vault: local_vault.clone(),
                     listen: config.webhook_listen_addrs(),
                 },
                 shutdown.child_token(),
@@ -215,6 +217,7 @@ impl Node {
                         None => tns::Registry::Remote(handle.clone()),
                     },
                     local: local_tns.clone(),
+                    vault: local_vault.clone(),
                     data_dir: config.data_dir.clone(),
                     config: config.ci.clone(),
                 },

@@ -75,6 +75,8 @@ pub struct Parts {
     pub keypair: Keypair,
     /// Where repositories, secrets and jobs are read and jobs written.
     pub registry: Registry,
+    /// The node's own vault, when it runs one.
+    pub vault: Option<crate::vault::Local>,
     /// Where to listen for webhooks.
     pub listen: Vec<SocketAddr>,
 }
@@ -98,6 +100,7 @@ pub struct Patrick {
     handle: p2p::Handle,
     keypair: Keypair,
     registry: Registry,
+    vault: Option<crate::vault::Local>,
     port: u16,
     repos: Mutex<HashMap<(String, RepoKind), Cached>>,
 }
@@ -119,6 +122,7 @@ pub async fn start(parts: Parts, shutdown: CancellationToken) -> Result<Started,
         handle: parts.handle.clone(),
         keypair: parts.keypair,
         registry: parts.registry,
+        vault: parts.vault,
         port: addrs.first().map_or(0, |a| a.port()),
         repos: Mutex::new(HashMap::new()),
     });
@@ -278,6 +282,15 @@ impl Patrick {
         Ok(answer)
     }
 
+    fn reader(&self) -> secrets::Reader<'_> {
+        secrets::Reader {
+            handle: &self.handle,
+            registry: &self.registry,
+            keypair: &self.keypair,
+            vault: self.vault.as_ref(),
+        }
+    }
+
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<(String, RepoKind), Cached>> {
         self.repos.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -311,10 +324,9 @@ impl Patrick {
             None => Cached::Unknown { read: Instant::now() },
             Some(repo) => {
                 let name = git::webhook_secret(kind);
-                let secret =
-                    secrets::read(&self.handle, &self.registry, &self.keypair, project, &name)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                let secret = secrets::read(&self.reader(), project, &name)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 Cached::Known { repo: Box::new(repo), secret, read: Instant::now() }
             }
         };

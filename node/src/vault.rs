@@ -26,7 +26,7 @@ mod service;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
-use tau_proto::vault::VaultProtocol;
+use tau_proto::vault::{VaultProtocol, VaultRequest, VaultResponse};
 
 use libp2p::identity::Keypair;
 use tau_proto::vault::{KeySet, ShareFile};
@@ -118,8 +118,31 @@ pub fn load_keys(config: &VaultConfig) -> Result<(KeySet, ShareFile), VaultStart
     Ok((keyset, share))
 }
 
+/// The node's own vault, asked in process (a node cannot dial itself): its other services
+/// (the ci service reading a repository's secret) send their requests here, as from this node.
+#[derive(Clone)]
+pub struct Local {
+    inbox: tokio::sync::mpsc::Sender<p2p::Inbound<VaultRequest, VaultResponse>>,
+    me: libp2p::PeerId,
+}
+
+impl Local {
+    /// Asks this node's vault, as this node.
+    pub async fn ask(&self, request: VaultRequest) -> Result<VaultResponse, String> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let inbound = p2p::Inbound { peer: self.me, request, reply };
+        self.inbox.send(inbound).await.map_err(|_| "this node's vault has stopped".to_string())?;
+        answer.await.map_err(|_| "this node's vault did not answer".to_string())
+    }
+
+    /// This node's peer id.
+    pub fn peer(&self) -> libp2p::PeerId {
+        self.me
+    }
+}
+
 /// Starts the vault service: loads its keys, opens `<data>/vault.redb` and serves
-/// `/tau/vault/1`. The task stops on `shutdown`.
+/// `/tau/vault/1` (and [`Local`] requests). The task stops on `shutdown`.
 pub async fn start(
     handle: p2p::Handle,
     keypair: Keypair,
@@ -128,7 +151,7 @@ pub async fn start(
     registry: tns::Registry,
     admitted: tokio::sync::watch::Receiver<tau_proto::membership::Admitted>,
     shutdown: CancellationToken,
-) -> Result<Vec<JoinHandle<()>>, VaultStartError> {
+) -> Result<(Vec<JoinHandle<()>>, Local), VaultStartError> {
     let (keyset, share) = load_keys(config)?;
     let bindings = Bindings::open(&data_dir.join("vault.redb"))?;
     tracing::info!(
@@ -142,8 +165,9 @@ pub async fn start(
     let nonces = std::sync::Mutex::default();
     let shared = Arc::new(Shared { keyset, share, bindings, registry, keypair, nonces, admitted });
     let (inbox, requests) = tokio::sync::mpsc::channel(256);
+    let local = Local { inbox: inbox.clone(), me: handle.peer_id() };
     handle.serve::<VaultProtocol>(inbox).await.map_err(|e| VaultStartError::P2p(e.into()))?;
-    Ok(vec![tokio::spawn(service::run(shared, requests, shutdown))])
+    Ok((vec![tokio::spawn(service::run(shared, requests, shutdown))], local))
 }
 
 #[cfg(test)]

@@ -540,3 +540,22 @@ pub fn dig(server: &str, name: &str, tcp: bool) -> Result<BTreeSet<IpAddr>> {
     }
     Ok(String::from_utf8(out.stdout)?.lines().filter_map(|l| l.trim().parse().ok()).collect())
 }
+
+/// Every file under `dir` that contains `needle` (for secrets that must be nowhere on disk).
+pub fn files_containing(dir: &Path, needle: &[u8]) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        if path.is_symlink() {
+            continue;
+        }
+        if path.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                stack.push(entry?.path());
+            }
+        } else if std::fs::read(&path)?.windows(needle.len()).any(|w| w == needle) {
+            found.push(path.display().to_string());
+        }
+    }
+    Ok(found)
+}

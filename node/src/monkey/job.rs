@@ -93,10 +93,9 @@ async fn steps(
     let mut checkouts = Vec::new();
     for repo in &repos {
         let name = git::deploy_key_secret(repo.kind);
-        let private =
-            secrets::read(&monkey.handle, &monkey.registry, &monkey.keypair, project, &name)
-                .await
-                .map_err(|e| Stop(format!("cannot read the {} deploy key: {e}", repo.kind)))?;
+        let private = secrets::read(&monkey.reader(), project, &name)
+            .await
+            .map_err(|e| Stop(format!("cannot read the {} deploy key: {e}", repo.kind)))?;
         let keys = KeyFiles::write(&ssh_dir, repo, &private)
             .map_err(|e| Stop(format!("cannot write the {} deploy key: {e}", repo.kind)))?;
         drop(private);

@@ -39,18 +39,29 @@ pub enum ReadError {
     Stopped(#[from] p2p::Stopped),
 }
 
-/// Reads secret `name` of `project` as this node (`keypair`), from the vault nodes `handle`
-/// knows.
+/// What reading a secret as this node takes.
+pub struct Reader<'a> {
+    /// The p2p core: the other vault nodes.
+    pub handle: &'a p2p::Handle,
+    /// Where the secret and the key set are read.
+    pub registry: &'a Registry,
+    /// The node's key, which signs the requests.
+    pub keypair: &'a Keypair,
+    /// The node's own vault, asked in process (a node cannot dial itself).
+    pub vault: Option<&'a crate::vault::Local>,
+}
+
+/// Reads secret `name` of `project` as this node, from every vault node: the others over
+/// `/tau/vault/1`, its own in process.
 pub async fn read(
-    handle: &p2p::Handle,
-    registry: &Registry,
-    keypair: &Keypair,
+    reader: &Reader<'_>,
     project: &str,
     name: &str,
 ) -> Result<Zeroizing<Vec<u8>>, ReadError> {
     let key = keys::secret(project, name);
     let get = |key: String| async move {
-        registry
+        reader
+            .registry
             .get(&key)
             .await
             .map_err(|source| ReadError::Registry { key, source: Box::new(source) })
@@ -60,18 +71,29 @@ pub async fn read(
     })?;
     let keyset = get(keys::VAULT_KEYSET.to_string()).await?.into_iter().collect::<Vec<_>>();
     let keyset = keyset_of(&keyset)?;
-    let vaults: Vec<libp2p::PeerId> =
-        handle.nodes("vault").await?.into_iter().map(|node| node.peer).collect();
-    let revealed = reveal(&keyset, &secret, project, name, keypair, &vaults, |node, request| {
-        let handle = handle.clone();
-        async move {
-            handle
-                .call::<VaultProtocol>(node, VaultRequest::Decrypt { request })
-                .await
-                .map_err(|e| format!("{node}: {e}"))
-        }
-    })
-    .await?;
+    let mut vaults: Vec<libp2p::PeerId> =
+        reader.handle.nodes("vault").await?.into_iter().map(|node| node.peer).collect();
+    if let Some(local) = reader.vault
+        && !vaults.contains(&local.peer())
+    {
+        vaults.push(local.peer());
+    }
+    let revealed =
+        reveal(&keyset, &secret, project, name, reader.keypair, &vaults, |node, request| {
+            let handle = reader.handle.clone();
+            let local = reader.vault.filter(|local| local.peer() == node).cloned();
+            async move {
+                let request = VaultRequest::Decrypt { request };
+                match local {
+                    Some(local) => local.ask(request).await,
+                    None => handle
+                        .call::<VaultProtocol>(node, request)
+                        .await
+                        .map_err(|e| format!("{node}: {e}")),
+                }
+            }
+        })
+        .await?;
     if !revealed.failures.is_empty() {
         tracing::debug!(project, name, failures = ?revealed.failures, "some vault nodes failed; the read succeeded");
     }

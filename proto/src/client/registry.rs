@@ -216,6 +216,14 @@ pub enum Value {
     Registrar(Registrar),
     /// `/vault/keyset`.
     KeySet(KeySet),
+    /// `/projects/<id>/repos/<config|code>`.
+    Repository(Box<crate::git::Repository>),
+    /// `/projects/<id>/grants`.
+    Grants(crate::git::Grants),
+    /// `/projects/<id>/deployed`.
+    Deployed(crate::git::Deployed),
+    /// `/jobs/<id>/<commit>`.
+    Job(Box<crate::git::Job>),
     /// Anything else: the raw CBOR bytes.
     Raw(#[serde(with = "crate::bytes::vec")] Vec<u8>),
 }
@@ -233,6 +241,10 @@ impl Value {
             ["http", ..] => Self::Route(cbor::from_slice(bytes)?),
             ["registrars", _] => Self::Registrar(cbor::from_slice(bytes)?),
             ["vault", "keyset"] => Self::KeySet(cbor::from_slice(bytes)?),
+            ["projects", _, "repos", _] => Self::Repository(Box::new(cbor::from_slice(bytes)?)),
+            ["projects", _, "grants"] => Self::Grants(cbor::from_slice(bytes)?),
+            ["projects", _, "deployed"] => Self::Deployed(cbor::from_slice(bytes)?),
+            ["jobs", _, _] => Self::Job(Box::new(cbor::from_slice(bytes)?)),
             _ => Self::Raw(bytes.to_vec()),
         })
     }

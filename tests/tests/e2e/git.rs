@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tau_tests::git_host::{GitHost, git};
-use tau_tests::harness::{DevCloud, Result, http, tau_node_ok, wait_for};
+use tau_tests::harness::{DevCloud, Result, Signal, http, signal, tau_node_ok, wait_for};
 
 /// The function every version of the test project serves.
 const HELLO: &str = "hello";
@@ -28,8 +28,9 @@ fn write_config(dir: &Path, project: &str) -> Result {
 }
 
 /// A code repository: a cargo workspace with the examples' `kit` and a `hello` crate that
-/// answers `body`. `extra` is added to its source (to break the build).
-fn write_code(dir: &Path, body: &str, extra: &str) -> Result {
+/// answers `body`. `extra` is added to its source (to break the build); `build_rs`, when given,
+/// is the crate's build script.
+fn write_code(dir: &Path, body: &str, extra: &str, build_rs: Option<&str>) -> Result {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/functions");
     std::fs::create_dir_all(dir.join("kit/src"))?;
     std::fs::create_dir_all(dir.join(format!("{HELLO}/src")))?;
@@ -62,6 +63,13 @@ fn write_code(dir: &Path, body: &str, extra: &str) -> Result {
         ),
     )?;
     std::fs::write(dir.join(".gitignore"), "target/\n")?;
+    let script = dir.join(format!("{HELLO}/build.rs"));
+    match build_rs {
+        Some(code) => std::fs::write(&script, code)?,
+        None => {
+            let _ = std::fs::remove_file(&script);
+        }
+    }
     Ok(())
 }
 
@@ -100,6 +108,7 @@ fn jobs(profile: &Path, project: &str) -> Result<Vec<serde_json::Value>> {
 
 /// A git-operated project registered on `cloud`, its repositories on `host`, hooks set.
 struct Project {
+    owner: PathBuf,
     config: PathBuf,
     code: PathBuf,
     secrets: Vec<(String, String)>,
@@ -111,7 +120,7 @@ fn register(cloud: &DevCloud, host: &GitHost, tmp: &Path, id: &str) -> Result<Pr
     let config = tmp.join(format!("{id}-config"));
     let code = tmp.join(format!("{id}-code"));
     write_config(&config, id)?;
-    write_code(&code, "v1", "")?;
+    write_code(&code, "v1", "", None)?;
     for (work, url) in [(&config, &config_url), (&code, &code_url)] {
         git(None, &["init", "-q", "-b", "main"], Some(work))?;
         host.git(work, &["remote", "add", "origin", url])?;
@@ -162,7 +171,7 @@ fn register(cloud: &DevCloud, host: &GitHost, tmp: &Path, id: &str) -> Result<Pr
         host.set_webhook(&format!("{id}-{kind}"), &webhook, secret.trim().as_bytes())?;
         secrets.push((kind.to_string(), secret.trim().to_string()));
     }
-    Ok(Project { config, code, secrets })
+    Ok(Project { owner, config, code, secrets })
 }
 
 /// The ci lines of every node's log, for a failure's message.
@@ -222,7 +231,7 @@ fn a_push_is_built_in_the_sandbox_and_served_everywhere_and_webhooks_are_checked
     assert!(answers(&cloud, "shop").iter().all(|a| a.starts_with("404")));
 
     // A push to the code repository: built, stored, deployed, served by every substrate node.
-    write_code(&project.code, "v2", "")?;
+    write_code(&project.code, "v2", "", None)?;
     let commit = commit_and_push(&host, &project.code, "v2")?;
     let served = wait_for(Duration::from_secs(180), "v2 served by every node", || {
         let seen = answers(&cloud, "shop");
@@ -290,5 +299,221 @@ fn a_push_is_built_in_the_sandbox_and_served_everywhere_and_webhooks_are_checked
     let ips = tau_tests::harness::dig(&cloud.dns[0], "patrick.tau.dev", false)?;
     assert_eq!(ips.len(), 3, "{ips:?}");
     assert!(project.config.join("config.yaml").exists());
+    Ok(())
+}
+
+/// Waits until every gateway in `live` answers `expected`.
+fn wait_served(cloud: &DevCloud, live: &[usize], expected: &str) -> Result {
+    let served = wait_for(Duration::from_secs(180), "the new version served", || {
+        let seen = answers(cloud, "shop");
+        match live.iter().all(|&i| seen[i] == expected) {
+            true => Ok(Some(())),
+            false => Err(format!("{seen:?}").into()),
+        }
+    });
+    if let Err(e) = served {
+        let listed = jobs(&cloud.profile, "shop");
+        return Err(format!("{expected}: {e}; jobs: {listed:?}\n{}", ci_log(cloud)).into());
+    }
+    Ok(())
+}
+
+/// Waits until the job of `commit` has ended; returns it.
+fn wait_ended(cloud: &DevCloud, commit: &str) -> Result<serde_json::Value> {
+    let (job, _) = wait_for(Duration::from_secs(180), "the job ends", || {
+        let listed = jobs(&cloud.profile, "shop")?;
+        let job = listed.into_iter().find(|j| j["commit"] == commit);
+        Ok(job
+            .filter(|j| ["done", "failed", "skipped"].contains(&j["state"].as_str().unwrap_or(""))))
+    })?;
+    Ok(job)
+}
+
+/// Every process's command line, while `running` holds.
+fn sample_command_lines(running: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    while running.load(std::sync::atomic::Ordering::Relaxed) {
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            for entry in entries.flatten() {
+                if let Ok(line) = std::fs::read(entry.path().join("cmdline")) {
+                    seen.insert(String::from_utf8_lossy(&line).replace('\0', " "));
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    seen.into_iter().collect()
+}
+
+#[test]
+fn a_broken_build_changes_nothing_the_sandbox_holds_and_no_secret_is_left_anywhere() -> Result {
+    let tmp = tempfile::tempdir()?;
+    let cloud_dir = tmp.path().join("cloud");
+    let cloud = DevCloud::start(3, &cloud_dir)?;
+    let host = GitHost::start(&tmp.path().join("git"))?;
+    let project = register(&cloud, &host, tmp.path(), "shop")?;
+    let all = [0, 1, 2];
+
+    // A build script that tries to reach the network, read the node's identity key and vault
+    // share, and write outside its folder. Each attempt must fail; if one succeeds it fails
+    // the build, and the test sees it.
+    let outside = tmp.path().join("escaped");
+    let probe = format!(
+        "fn main() {{\n\
+         \x20   let mut held = Vec::new();\n\
+         \x20   let addr: std::net::SocketAddr = \"{gateway}\".parse().unwrap();\n\
+         \x20   match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)) {{\n\
+         \x20       Ok(_) => panic!(\"escaped: connected to {gateway}\"),\n\
+         \x20       Err(e) => held.push(format!(\"network refused ({{e}})\")),\n\
+         \x20   }}\n\
+         \x20   for path in [\"{key}\", \"{share}\"] {{\n\
+         \x20       match std::fs::read(path) {{\n\
+         \x20           Ok(_) => panic!(\"escaped: read {{path}}\"),\n\
+         \x20           Err(e) => held.push(format!(\"{{path}} unreadable ({{e}})\")),\n\
+         \x20       }}\n\
+         \x20   }}\n\
+         \x20   match std::fs::write(\"{outside}\", b\"x\") {{\n\
+         \x20       Ok(_) => panic!(\"escaped: wrote {outside}\"),\n\
+         \x20       Err(e) => held.push(format!(\"write refused ({{e}})\")),\n\
+         \x20   }}\n\
+         \x20   println!(\"cargo:warning=sandbox held: {{}}\", held.join(\"; \"));\n\
+         }}\n",
+        gateway = cloud.gateways[0],
+        key = cloud_dir.join("node-0/identity.key").display(),
+        share = cloud_dir.join("node-0/vault-share.yaml").display(),
+        outside = outside.display(),
+    );
+    assert!(
+        cloud_dir.join("node-0/identity.key").exists()
+            && cloud_dir.join("node-0/vault-share.yaml").exists()
+    );
+    write_code(&project.code, "v2", "", Some(&probe))?;
+    let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let running = running.clone();
+        std::thread::spawn(move || sample_command_lines(running))
+    };
+    let probed = commit_and_push(&host, &project.code, "probe the sandbox")?;
+    let job = wait_ended(&cloud, &probed)?;
+    assert_eq!(job["state"], "done", "{job}");
+    wait_served(&cloud, &all, "v2")?;
+    let log = tau_node_ok(&["jobs", "logs", &probed, "--cloud", &cloud.profile.to_string_lossy()])?;
+    assert!(log.contains("sandbox held: network refused"), "{log}");
+    assert!(log.contains("identity.key unreadable") && log.contains("write refused"), "{log}");
+    assert!(!outside.exists(), "the build wrote outside its folder");
+
+    // A commit that does not compile: the job fails with the compiler's error, and the old
+    // version answers every request during and after.
+    write_code(&project.code, "v3", "fn broken( {", None)?;
+    let broken = commit_and_push(&host, &project.code, "broken")?;
+    let mut during = Vec::new();
+    let job = wait_for(Duration::from_secs(180), "the broken job ends", || {
+        during.extend(answers(&cloud, "shop"));
+        let listed = jobs(&cloud.profile, "shop")?;
+        Ok(listed.into_iter().find(|j| {
+            j["commit"] == broken.as_str() && j["state"] != "queued" && j["state"] != "building"
+        }))
+    })?
+    .0;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(during.iter().all(|a| a == "v2"), "{during:?}");
+    let log = tau_node_ok(&["jobs", "logs", &broken, "--cloud", &cloud.profile.to_string_lossy()])?;
+    assert!(log.contains("error: ") && log.contains("hello/src/lib.rs"), "{log}");
+    assert!(answers(&cloud, "shop").iter().all(|a| a == "v2"));
+
+    // Two pushes in quick succession: the project ends on the later one.
+    write_code(&project.code, "v4", "", None)?;
+    commit_and_push(&host, &project.code, "v4")?;
+    write_code(&project.code, "v5", "", None)?;
+    let last = commit_and_push(&host, &project.code, "v5")?;
+    wait_ended(&cloud, &last)?;
+    wait_served(&cloud, &all, "v5")?;
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(answers(&cloud, "shop").iter().all(|a| a == "v5"), "{:?}", answers(&cloud, "shop"));
+    running.store(false, std::sync::atomic::Ordering::Relaxed);
+    let command_lines = sampler.join().map_err(|_| "the sampler panicked")?;
+    assert!(command_lines.iter().any(|c| c.contains("bwrap")), "a build was sampled");
+
+    // No deploy key or webhook secret in any node's data folder or log, or on a command line.
+    let mut needles = Vec::new();
+    for kind in ["config", "code"] {
+        for what in ["deploy-key", "webhook-secret"] {
+            let name = format!("{kind}-{what}");
+            let secret = tau_node_ok(&[
+                "secret",
+                "get",
+                "shop",
+                &name,
+                "--cloud",
+                &cloud.profile.to_string_lossy(),
+                "--key",
+                &project.owner.to_string_lossy(),
+            ])?;
+            // For a key, a PEM line of its private half (the first lines are the same in every
+            // OpenSSH key, and hold the public half); else the whole secret.
+            let body: Vec<&str> = secret.lines().filter(|l| !l.starts_with("-----")).collect();
+            let needle = match body.len() {
+                0 | 1 => secret.trim().to_string(),
+                n => body[n - 2].to_string(),
+            };
+            assert!(needle.len() >= 40, "{name} is too short to look for");
+            needles.push((name, needle));
+        }
+    }
+    drop(cloud);
+    for (name, needle) in &needles {
+        let found = tau_tests::harness::files_containing(&cloud_dir, needle.as_bytes())?;
+        assert!(found.is_empty(), "{name} is in {found:?}");
+        assert!(
+            !command_lines.iter().any(|c| c.contains(needle.as_str())),
+            "{name} on a command line"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn the_job_of_a_monkey_killed_mid_build_is_taken_over_and_deployed_once() -> Result {
+    let tmp = tempfile::tempdir()?;
+    let cloud = DevCloud::start(3, &tmp.path().join("cloud"))?;
+    let host = GitHost::start(&tmp.path().join("git"))?;
+    let project = register(&cloud, &host, tmp.path(), "shop")?;
+
+    // A build that takes a while, so that its monkey can be killed in the middle of it.
+    let slow = "fn main() { std::thread::sleep(std::time::Duration::from_secs(8)); }\n";
+    write_code(&project.code, "v2", "", Some(slow))?;
+    let commit = commit_and_push(&host, &project.code, "slow")?;
+    let (first, _) = wait_for(Duration::from_secs(60), "a monkey builds the job", || {
+        let listed = jobs(&cloud.profile, "shop")?;
+        let job = listed.into_iter().find(|j| j["commit"] == commit.as_str());
+        Ok(job.and_then(|j| j["detail"]["building"]["monkey"].as_str().map(str::to_string)))
+    })?;
+    std::thread::sleep(Duration::from_secs(2));
+    let peers = cloud.peer_ids()?;
+    let victim = peers.iter().position(|p| *p == first).ok_or("the monkey is not a node")?;
+    signal(cloud.node_pid(victim)?, Signal::SIGKILL);
+
+    // Another monkey takes the job over once the lease has run out, and deploys it.
+    let live: Vec<usize> = (0..3).filter(|&i| i != victim).collect();
+    wait_served(&cloud, &live, "v2")?;
+    let listed = jobs(&cloud.profile, "shop")?;
+    let ours: Vec<&serde_json::Value> =
+        listed.iter().filter(|j| j["commit"] == commit.as_str()).collect();
+    assert_eq!(ours.len(), 1, "one job for the commit: {listed:?}");
+    let done = &ours[0]["detail"]["done"];
+    assert!(done.is_object(), "{listed:?}");
+    assert_ne!(done["monkey"].as_str(), Some(first.as_str()), "another monkey finished it");
+    let log = tau_node_ok(&["jobs", "logs", &commit, "--cloud", &cloud.profile.to_string_lossy()])?;
+    assert!(log.contains("(attempt 2)"), "{log}");
+    // What is deployed is that commit, once.
+    let deployed: serde_json::Value = serde_json::from_str(&tau_node_ok(&[
+        "tns",
+        "get",
+        "/projects/shop/deployed",
+        "--cloud",
+        &cloud.profile.to_string_lossy(),
+        "--json",
+    ])?)?;
+    assert_eq!(deployed["value"]["branches"]["main"]["code_commit"], commit.as_str(), "{deployed}");
     Ok(())
 }

@@ -13,8 +13,8 @@ use tau_proto::tns::{Draft, Record, TnsRequest, TnsResponse, keys};
 use tau_proto::vault::{Registration, SecretValue};
 use tau_proto::{Client, CloudProfile};
 use tau_tests::harness::{
-    DevCloud, Result, Signal, alive, random_bytes, signal, tau_node, tau_node_ok, wait_for,
-    write_project,
+    DevCloud, Result, Signal, alive, files_containing, random_bytes, signal, tau_node, tau_node_ok,
+    wait_for, write_project,
 };
 
 /// `tau-node secret get` as `key`: the plaintext, or the error text.
@@ -42,22 +42,6 @@ fn stop_node(cloud: &DevCloud, i: usize) -> Result {
     signal(pid, Signal::SIGTERM);
     wait_for(Duration::from_secs(15), "a node stops", || Ok((!alive(pid)).then_some(())))?;
     Ok(())
-}
-
-/// Every file under `dir` that contains `needle`.
-fn files_containing(dir: &Path, needle: &[u8]) -> Result<Vec<String>> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(path) = stack.pop() {
-        if path.is_dir() {
-            for entry in std::fs::read_dir(&path)? {
-                stack.push(entry?.path());
-            }
-        } else if std::fs::read(&path)?.windows(needle.len()).any(|w| w == needle) {
-            found.push(path.display().to_string());
-        }
-    }
-    Ok(found)
 }
 
 #[test]
