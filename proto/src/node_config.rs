@@ -480,7 +480,7 @@ pub struct Ports {
     /// The seer DNS server (UDP and TCP).
     pub dns: u16,
     /// patrick's webhook endpoint (HTTP), on `ci` nodes.
-    #[serde(default = "default_webhook_port")]
+    #[serde(default = "default_webhook_port", skip_serializing_if = "is_default_webhook_port")]
     pub webhook: u16,
 }
 
@@ -489,6 +489,10 @@ pub const DEFAULT_WEBHOOK_PORT: u16 = 8419;
 
 fn default_webhook_port() -> u16 {
     DEFAULT_WEBHOOK_PORT
+}
+
+fn is_default_webhook_port(port: &u16) -> bool {
+    *port == DEFAULT_WEBHOOK_PORT
 }
 
 impl Default for Ports {

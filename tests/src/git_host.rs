@@ -5,7 +5,8 @@
 //! Keys log in through `authorized_keys` lines that force a command: the developer's key runs
 //! `git-shell` (fetch and push), a deploy key only `git-upload-pack` (read-only), like a git
 //! host's deploy keys. The login user is the one running the tests (root), allowed only forced
-//! commands. Dropping the host stops sshd and removes its folder.
+//! commands. Dropping the host stops sshd (its folder is the caller's to remove); `tau-lab
+//! git-host` runs one by hand.
 
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Result, binary};
+use crate::harness::Result;
 use crate::ssh_lab::keygen;
 
 /// A running git host.
@@ -57,6 +58,7 @@ impl GitHost {
             dir = dir.display()
         );
         std::fs::write(dir.join("sshd_config"), config)?;
+        std::fs::write(dir.join("port"), port.to_string())?;
         // Deploy keys may only fetch.
         let readonly = dir.join("read-only");
         std::fs::write(
@@ -86,6 +88,17 @@ impl GitHost {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(host)
+    }
+
+    /// The host whose folder is `dir`, as [`GitHost::start`] left it (its sshd is not this
+    /// value's: dropping it stops nothing).
+    pub fn open(dir: &Path) -> Result<Self> {
+        let port = std::fs::read_to_string(dir.join("port")).map_err(|e| {
+            format!("{}: {e} (is it a git host's folder?)", dir.join("port").display())
+        })?;
+        let port =
+            port.trim().parse().map_err(|e| format!("{}: {e}", dir.join("port").display()))?;
+        Ok(Self { dir: dir.to_path_buf(), port, developer_key: dir.join("developer"), sshd: None })
     }
 
     fn authorize(&self, public: &str, command: &str) -> Result {
@@ -122,22 +135,25 @@ impl GitHost {
     }
 
     /// Makes `name`'s `post-receive` hook post a signed webhook to `url` for every push, with
-    /// the secret in a 0600 file beside it.
-    pub fn set_webhook(&self, name: &str, url: &str, secret: &[u8]) -> Result {
+    /// the secret in a 0600 file beside it; `hook` is the `tau-git-hook` binary.
+    pub fn set_webhook(&self, name: &str, url: &str, secret: &[u8], hook: &Path) -> Result {
+        if !self.repo_path(name).is_dir() {
+            return Err(format!("{} has no repository {name}.git", self.dir.display()).into());
+        }
         let hooks = self.repo_path(name).join("hooks");
         let secret_file = hooks.join("webhook.secret");
         std::fs::write(&secret_file, secret)?;
         std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600))?;
-        let hook = hooks.join("post-receive");
+        let script = hooks.join("post-receive");
         std::fs::write(
-            &hook,
+            &script,
             format!(
                 "#!/bin/sh\nexec '{}' --url '{url}' --secret-file '{}' --name '{name}'\n",
-                binary("tau-git-hook")?.display(),
+                hook.display(),
                 secret_file.display()
             ),
         )?;
-        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
         Ok(())
     }
 

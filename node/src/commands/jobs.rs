@@ -139,7 +139,7 @@ impl Jobs {
                 ]
             })
             .collect();
-        print!(
+        println!(
             "{}",
             output::table(
                 &["PROJECT", "COMMIT", "REPO", "BRANCH", "STATE", "MONKEY", "TIME", "WHAT"],

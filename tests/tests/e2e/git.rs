@@ -168,7 +168,8 @@ fn register(cloud: &DevCloud, host: &GitHost, tmp: &Path, id: &str) -> Result<Pr
             "--key",
             &owner.to_string_lossy(),
         ])?;
-        host.set_webhook(&format!("{id}-{kind}"), &webhook, secret.trim().as_bytes())?;
+        let hook = tau_tests::harness::binary("tau-git-hook")?;
+        host.set_webhook(&format!("{id}-{kind}"), &webhook, secret.trim().as_bytes(), &hook)?;
         secrets.push((kind.to_string(), secret.trim().to_string()));
     }
     Ok(Project { owner, config, code, secrets })
