@@ -53,6 +53,9 @@ enum ProjectCommand {
     /// A domain under the cloud's generated suffix is served at once; any other domain a
     /// project's functions name is served only once `_tau.<domain>` holds this token.
     DomainToken(DomainToken),
+    /// What a project serves and why: its repositories, webhook URL, the commits each branch
+    /// serves, and its latest jobs (a git-operated project serves nothing until a job succeeds).
+    Status(Status),
     /// Compile a project folder into TNS records and push what changed (the owner's job).
     ///
     /// Pushing the same folder twice writes nothing; a function removed from the folder is
@@ -128,6 +131,18 @@ struct Register {
 }
 
 #[derive(Debug, Args)]
+struct Status {
+    /// The project id.
+    id: String,
+    /// The cloud profile (`cloud.yaml`).
+    #[arg(long)]
+    cloud: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
 struct Push {
     /// The project folder (config.yaml, functions/*.yaml).
     dir: PathBuf,
@@ -167,6 +182,7 @@ impl Project {
             ProjectCommand::Register(cmd) => cmd.run().await,
             ProjectCommand::DomainToken(cmd) => cmd.run().await,
             ProjectCommand::Push(cmd) => cmd.run().await,
+            ProjectCommand::Status(cmd) => cmd.run().await,
         }
     }
 }
@@ -570,6 +586,147 @@ impl Push {
             report.deleted.len(),
             report.unchanged
         );
+        Ok(())
+    }
+}
+
+/// What `project status` reports.
+#[derive(Debug, Serialize)]
+struct StatusReport {
+    project: String,
+    owner: String,
+    /// How its records are written: `git` (repositories) or `push` (`project push`).
+    operated: &'static str,
+    repositories: Vec<Repository>,
+    /// `<endpoint>/<project>/<kind>` for each repository, when a ci node answered.
+    webhooks: Vec<String>,
+    functions: usize,
+    /// Each branch and what it serves.
+    serving: std::collections::BTreeMap<String, git::DeployedBranch>,
+    /// Why it serves nothing, when it does not.
+    why: Option<String>,
+    /// The newest jobs first (at most 10).
+    jobs: Vec<serde_json::Value>,
+}
+
+impl Status {
+    async fn run(self) -> anyhow::Result<()> {
+        if !keys::is_name(&self.id) {
+            bail!("`{}` is not a project id", self.id);
+        }
+        let client = output::connect(&self.cloud).await?;
+        let node = tns_node(&client, None).await?;
+        let id = &self.id;
+        let owner = project_owner(&client, node, id)
+            .await?
+            .with_context(|| format!("project `{id}` does not exist in this cloud"))?;
+        let records = client.tns_list(node, &format!("{}/", keys::project(id)), false).await?;
+        let value_of =
+            |key: &str| records.iter().find(|r| r.key == key).and_then(|r| r.value.clone());
+        let repositories: Vec<Repository> = RepoKind::ALL
+            .iter()
+            .filter_map(|&kind| value_of(&git::key(id, kind)))
+            .filter_map(|v| cbor::from_slice(&v).ok())
+            .collect();
+        let functions = records.iter().filter(|r| r.key.contains("/functions/")).count();
+        let serving = value_of(&git::deployed_key(id))
+            .and_then(|v| cbor::from_slice::<git::Deployed>(&v).ok())
+            .unwrap_or_default()
+            .branches;
+        let mut jobs: Vec<git::Job> = client
+            .tns_list(node, &format!("{}{id}/", git::JOBS), false)
+            .await?
+            .into_iter()
+            .filter_map(|r| cbor::from_slice(r.value.as_deref()?).ok())
+            .collect();
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.queued_at));
+        jobs.truncate(10);
+        let git_operated = !repositories.is_empty();
+        let why = match (git_operated, serving.is_empty(), jobs.first()) {
+            (false, _, _) if functions == 0 => {
+                Some("nothing was pushed (`tau-node project push`)".to_string())
+            }
+            (true, true, None) => Some(format!(
+                "no push has reached the cloud yet: push to branch {} of a repository, or check \
+                 its webhook (URL and secret)",
+                repositories[0].branch
+            )),
+            (true, true, Some(last)) => Some(format!(
+                "no job has deployed it yet; the newest, {} ({}), is {}{}",
+                last.commit.chars().take(12).collect::<String>(),
+                last.repo,
+                tau_node::patrick::state_name(&last.state),
+                match &last.state {
+                    git::JobState::Failed(f) => format!(": {}", f.summary),
+                    git::JobState::Skipped { reason } => format!(": {reason}"),
+                    _ => String::new(),
+                }
+            )),
+            _ => None,
+        };
+        let webhooks = match git_operated {
+            true => match webhook_endpoint(&client).await {
+                Some(url) => {
+                    repositories.iter().map(|r| format!("{url}/{id}/{}", r.kind)).collect()
+                }
+                None => Vec::new(),
+            },
+            false => Vec::new(),
+        };
+        let report = StatusReport {
+            project: id.clone(),
+            owner: owner.to_string(),
+            operated: if git_operated { "git" } else { "push" },
+            repositories,
+            webhooks,
+            functions,
+            serving,
+            why,
+            jobs: jobs
+                .iter()
+                .map(|j| {
+                    serde_json::json!({
+                        "commit": j.commit,
+                        "repo": j.repo,
+                        "branch": j.branch,
+                        "state": tau_node::patrick::state_name(&j.state),
+                    })
+                })
+                .collect(),
+        };
+        if self.json {
+            return output::print_json(&report);
+        }
+        println!(
+            "project {} (owner {}), {} function records",
+            report.project, report.owner, report.functions
+        );
+        for repo in &report.repositories {
+            println!("  {} repository {} (branch {})", repo.kind, repo.url, repo.branch);
+        }
+        for url in &report.webhooks {
+            println!("  webhook {url}");
+        }
+        for (branch, deployed) in &report.serving {
+            println!(
+                "  serving {branch}: config {}, code {} (job {})",
+                deployed.config_commit.chars().take(12).collect::<String>(),
+                deployed.code_commit.chars().take(12).collect::<String>(),
+                deployed.job
+            );
+        }
+        if let Some(why) = &report.why {
+            println!("  serves nothing: {why}");
+        }
+        for job in &jobs {
+            println!(
+                "  job {} {} {} {}",
+                job.commit.chars().take(12).collect::<String>(),
+                job.repo,
+                job.branch,
+                tau_node::patrick::state_name(&job.state)
+            );
+        }
         Ok(())
     }
 }

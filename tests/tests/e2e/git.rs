@@ -106,6 +106,13 @@ fn jobs(profile: &Path, project: &str) -> Result<Vec<serde_json::Value>> {
     Ok(serde_json::from_str::<Vec<serde_json::Value>>(&text)?)
 }
 
+/// `tau-node project status ID --json`.
+fn project_status(profile: &Path, id: &str) -> Result<serde_json::Value> {
+    let profile = profile.to_string_lossy();
+    let text = tau_node_ok(&["project", "status", id, "--cloud", &profile, "--json"])?;
+    Ok(serde_json::from_str(&text)?)
+}
+
 /// A git-operated project registered on `cloud`, its repositories on `host`, hooks set.
 struct Project {
     owner: PathBuf,
@@ -228,8 +235,13 @@ fn a_push_is_built_in_the_sandbox_and_served_everywhere_and_webhooks_are_checked
     let host = GitHost::start(&tmp.path().join("git"))?;
     let project = register(&cloud, &host, tmp.path(), "shop")?;
     let profile = cloud.profile.clone();
-    // Nothing is served before the first job.
+    // Nothing is served before the first job, and `project status` says why.
     assert!(answers(&cloud, "shop").iter().all(|a| a.starts_with("404")));
+    let status = project_status(&profile, "shop")?;
+    assert_eq!(status["operated"], "git", "{status}");
+    let why = status["why"].as_str().unwrap_or_default();
+    assert!(why.contains("no push has reached the cloud"), "{status}");
+    assert_eq!(status["webhooks"].as_array().map(Vec::len), Some(2), "{status}");
 
     // A push to the code repository: built, stored, deployed, served by every substrate node.
     write_code(&project.code, "v2", "", None)?;
@@ -247,6 +259,9 @@ fn a_push_is_built_in_the_sandbox_and_served_everywhere_and_webhooks_are_checked
     let listed = jobs(&profile, "shop")?;
     let job = listed.iter().find(|j| j["commit"] == commit.as_str()).ok_or("no job")?;
     assert_eq!(job["state"], "done", "{job}");
+    let status = project_status(&profile, "shop")?;
+    assert_eq!(status["serving"]["main"]["code_commit"], commit.as_str(), "{status}");
+    assert!(status["why"].is_null(), "{status}");
 
     // The function's record was written by a ci node, not the owner.
     let record: serde_json::Value = serde_json::from_str(&tau_node_ok(&[
