@@ -48,7 +48,7 @@ pub const POLL: Duration = Duration::from_secs(2);
 /// How long the monkeys that are not a project's first choice leave a claimable job to it, ms.
 pub const OTHERS_WAIT: u64 = 3_000;
 /// How long a claim is given to spread before it is read back.
-const SETTLE: Duration = Duration::from_millis(300);
+const SETTLE: Duration = Duration::from_millis(150);
 /// Ended jobs kept per project; older ones are deleted.
 const KEEP_ENDED: usize = 50;
 
@@ -81,8 +81,10 @@ pub struct Monkey {
     sandbox: Result<sandbox::Sandbox, String>,
     /// `<data>/monkey/work`: one folder per running job, removed when it ends.
     work: PathBuf,
-    /// `<data>/monkey/targets/<project>`: each project's cargo target folder, kept.
-    targets: PathBuf,
+    /// `<data>/monkey/projects/<project>`: each project's repositories (`config.git`,
+    /// `code.git`), their work trees (`config`, `code`) and cargo target folder (`target`),
+    /// kept between jobs so that a push builds only what it changed.
+    projects: PathBuf,
 }
 
 /// Starts the monkey.
@@ -103,7 +105,7 @@ pub fn start(parts: Parts, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
         vault: parts.vault,
         sandbox,
         work,
-        targets: base.join("targets"),
+        projects: base.join("projects"),
     });
     vec![tokio::spawn(run(monkey, parts.local, shutdown))]
 }

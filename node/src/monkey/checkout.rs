@@ -72,32 +72,52 @@ impl Drop for KeyFiles {
     }
 }
 
-/// A repository fetched into `dir`.
+/// A repository: its git folder, and the work tree checked out from it (kept between jobs, so
+/// that a checkout touches only the files a commit changed and cargo rebuilds only what they
+/// affect). The git folder is never inside the work tree, which the build sandbox may write:
+/// nothing a build does can change git's config or hooks.
 pub struct Checkout {
-    dir: PathBuf,
+    git_dir: PathBuf,
+    work_tree: PathBuf,
     home: PathBuf,
     ssh: String,
     branch: String,
 }
 
 impl Checkout {
-    /// Fetches `repo`'s deployed branch (all of its history) into `dir`, a new folder.
+    /// Fetches `repo`'s deployed branch into `git_dir` (a bare repository, made the first time),
+    /// whose work tree is `work_tree`.
     pub async fn fetch(
-        dir: &Path,
+        git_dir: &Path,
+        work_tree: &Path,
         home: &Path,
         repo: &Repository,
         keys: &KeyFiles,
         log: &mut Log,
     ) -> Result<Self, CheckoutError> {
         let this = Self {
-            dir: dir.to_path_buf(),
+            git_dir: git_dir.to_path_buf(),
+            work_tree: work_tree.to_path_buf(),
             home: home.to_path_buf(),
             ssh: keys.ssh_command(),
             branch: repo.branch.clone(),
         };
-        std::fs::create_dir_all(dir)
-            .map_err(|e| CheckoutError(format!("cannot create {}: {e}", dir.display())))?;
-        this.git(&["init", "-q"], log).await?;
+        std::fs::create_dir_all(work_tree)
+            .map_err(|e| CheckoutError(format!("cannot create {}: {e}", work_tree.display())))?;
+        if !git_dir.join("HEAD").exists() {
+            let _ = std::fs::remove_dir_all(git_dir);
+            // Not with GIT_DIR and GIT_WORK_TREE set: git init refuses a work tree for a bare
+            // repository.
+            let (status, output) =
+                this.run_with(&["init", "-q", "--bare", &git_dir.to_string_lossy()], false).await?;
+            if !status.success() {
+                log.text(&output);
+                return Err(CheckoutError(format!("git init failed: {}", output.trim())));
+            }
+        }
+        // A job killed in the middle of a checkout leaves its lock; one job per project runs
+        // here at a time.
+        let _ = std::fs::remove_file(git_dir.join("index.lock"));
         let refspec = format!("+refs/heads/{0}:refs/remotes/origin/{0}", repo.branch);
         let url = repo.url.to_string();
         log.line(&format!("fetching {url} branch {}", repo.branch));
@@ -135,11 +155,12 @@ impl Checkout {
         }
     }
 
-    /// Checks out `commit` (detached).
+    /// Checks out `commit` (detached), putting back whatever a build changed in the work tree
+    /// and removing what it added.
     pub async fn checkout(&self, commit: &str, log: &mut Log) -> Result<(), CheckoutError> {
-        self.git(&["-c", "advice.detachedHead=false", "checkout", "-q", "--detach", commit], log)
-            .await
-            .map(|_| ())
+        let args = ["-c", "advice.detachedHead=false", "checkout", "-q", "-f", "--detach", commit];
+        self.git(&args, log).await?;
+        self.git(&["clean", "-q", "-ffdx"], log).await.map(|_| ())
     }
 
     async fn git(&self, args: &[&str], log: &mut Log) -> Result<String, CheckoutError> {
@@ -160,6 +181,15 @@ impl Checkout {
         &self,
         args: &[&str],
     ) -> Result<(std::process::ExitStatus, String), CheckoutError> {
+        self.run_with(args, true).await
+    }
+
+    /// [`Checkout::run`], with or without `GIT_DIR` and `GIT_WORK_TREE` set.
+    async fn run_with(
+        &self,
+        args: &[&str],
+        in_repository: bool,
+    ) -> Result<(std::process::ExitStatus, String), CheckoutError> {
         let mut command = tokio::process::Command::new("git");
         command
             .env_clear()
@@ -171,11 +201,16 @@ impl Checkout {
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("GIT_SSH_COMMAND", &self.ssh)
             .env("GIT_SSH_VARIANT", "ssh")
+            .envs(
+                [("GIT_DIR", &self.git_dir), ("GIT_WORK_TREE", &self.work_tree)]
+                    .into_iter()
+                    .filter(|_| in_repository),
+            )
             .args(["-c", "protocol.allow=never", "-c", "protocol.ssh.allow=always"])
             .args(["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false"])
             .args(["-c", "submodule.recurse=false"])
             .args(args)
-            .current_dir(&self.dir)
+            .current_dir(&self.work_tree)
             .stdin(Stdio::null())
             .kill_on_drop(true);
         let output = tokio::time::timeout(GIT_TIMEOUT, command.output())

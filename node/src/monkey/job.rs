@@ -88,24 +88,38 @@ async fn steps(
     let deployed = read_deployed(monkey, project).await?;
     let current = deployed.branches.get(&job.branch);
 
-    // Fetch both branches, each with its own deploy key (files deleted when the job ends).
-    let ssh_dir = work.join("ssh");
-    let mut checkouts = Vec::new();
-    for repo in &repos {
-        let name = git::deploy_key_secret(repo.kind);
-        let private = secrets::read(&monkey.reader(), project, &name)
-            .await
-            .map_err(|e| Stop(format!("cannot read the {} deploy key: {e}", repo.kind)))?;
-        let keys = KeyFiles::write(&ssh_dir, repo, &private)
-            .map_err(|e| Stop(format!("cannot write the {} deploy key: {e}", repo.kind)))?;
-        drop(private);
-        let dir = work.join(repo.kind.as_str());
-        let fetched = Checkout::fetch(&dir, work, repo, &keys, log)
-            .await
-            .map_err(|e| Stop(format!("cannot fetch the {} repository: {e}", repo.kind)))?;
-        drop(keys);
-        checkouts.push(fetched);
-    }
+    // Fetch both branches at once, each with its own deploy key (0600 files, deleted as soon as
+    // its fetch is done), into the project's kept repositories.
+    let kept = monkey.projects.join(project);
+    let fetch = |repo: &Repository| {
+        let (kept, work) = (kept.clone(), work.to_path_buf());
+        let repo = repo.clone();
+        async move {
+            let mut log = Log::default();
+            let kind = repo.kind;
+            let fetched = async {
+                let name = git::deploy_key_secret(kind);
+                let private = secrets::read(&monkey.reader(), project, &name)
+                    .await
+                    .map_err(|e| Stop(format!("cannot read the {kind} deploy key: {e}")))?;
+                let keys = KeyFiles::write(&work.join("ssh").join(kind.as_str()), &repo, &private)
+                    .map_err(|e| Stop(format!("cannot write the {kind} deploy key: {e}")))?;
+                drop(private);
+                let git_dir = kept.join(format!("{kind}.git"));
+                let tree = kept.join(kind.as_str());
+                Checkout::fetch(&git_dir, &tree, &work, &repo, &keys, &mut log)
+                    .await
+                    .map_err(|e| Stop(format!("cannot fetch the {kind} repository: {e}")))
+            }
+            .await;
+            (fetched, log)
+        }
+    };
+    let ((config, config_log), (code, code_log)) =
+        futures::join!(fetch(&repos[0]), fetch(&repos[1]));
+    log.append(&config_log);
+    log.append(&code_log);
+    let checkouts = [config?, code?];
     let [config, code] = [&checkouts[0], &checkouts[1]];
 
     // The pushed commit must be on the branch; the other repository is taken at its tip.
@@ -157,8 +171,8 @@ async fn steps(
     log.line(&format!("config at {config_commit}, code at {code_commit}"));
 
     // Build, if the code repository is a cargo project.
-    let code_dir = work.join("code");
-    let built = monkey.targets.join(project);
+    let code_dir = kept.join("code");
+    let built = kept.join("target");
     if code_dir.join("Cargo.toml").is_file() {
         let sandbox = monkey.sandbox.as_ref().map_err(|e| Stop(e.clone()))?;
         sandbox.cargo_build(&code_dir, &built, log).await?;
@@ -171,7 +185,7 @@ async fn steps(
             false => release.join(Path::new(source).file_name().unwrap_or_default()),
         }
     };
-    let compiled = project::compile_with(&work.join("config"), &resolve)?;
+    let compiled = project::compile_with(&kept.join("config"), &resolve)?;
     if compiled.id != project {
         return Err(Stop(format!(
             "the config repository's config.yaml names project `{}`, not `{project}`",

@@ -41,6 +41,11 @@ impl Log {
         }
     }
 
+    /// Appends another log, as kept.
+    pub fn append(&mut self, other: &Log) {
+        self.text(&other.contents());
+    }
+
     /// The log as kept.
     pub fn contents(&self) -> String {
         let mut out = self.head.clone();
