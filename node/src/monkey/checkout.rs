@@ -209,6 +209,9 @@ impl Checkout {
             .args(["-c", "protocol.allow=never", "-c", "protocol.ssh.allow=always"])
             .args(["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false"])
             .args(["-c", "submodule.recurse=false"])
+            // A committed symlink is checked out as a file holding its target's name, so that
+            // nothing the monkey reads from a tree leads outside it.
+            .args(["-c", "core.symlinks=false"])
             .args(args)
             .current_dir(&self.work_tree)
             .stdin(Stdio::null())

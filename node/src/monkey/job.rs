@@ -178,12 +178,18 @@ async fn steps(
         sandbox.cargo_build(&code_dir, &built, log).await?;
     }
     let release = built.join("wasm32-wasip2/release");
+    // Only a file inside the code tree or the build's output: the sandbox may have left a
+    // symlink there that leads anywhere on the host; such a source reads as missing.
+    let inside = |path: PathBuf, root: &Path| -> Option<PathBuf> {
+        let real = path.canonicalize().ok()?;
+        (real.starts_with(root.canonicalize().ok()?) && real.is_file()).then_some(real)
+    };
     let resolve = |source: &str| -> PathBuf {
-        let committed = code_dir.join(source);
-        match committed.is_file() {
-            true => committed,
-            false => release.join(Path::new(source).file_name().unwrap_or_default()),
-        }
+        inside(code_dir.join(source), &code_dir)
+            .or_else(|| {
+                inside(release.join(Path::new(source).file_name().unwrap_or_default()), &built)
+            })
+            .unwrap_or_else(|| code_dir.join(source))
     };
     let compiled = project::compile_with(&kept.join("config"), &resolve)?;
     if compiled.id != project {

@@ -418,6 +418,17 @@ fn a_broken_build_changes_nothing_the_sandbox_holds_and_no_secret_is_left_anywhe
     assert!(log.contains("identity.key unreadable") && log.contains("write refused"), "{log}");
     assert!(!outside.exists(), "the build wrote outside its folder");
 
+    // A committed symlink to a component elsewhere on the node's host serves nothing: it is
+    // checked out as a file holding the link's target (without that, the job deployed it).
+    let host_component = tau_tests::harness::example_wasm("ping")?;
+    write_code(&project.code, "v2", "", None)?;
+    std::os::unix::fs::symlink(&host_component, project.code.join("hello.wasm"))?;
+    let linked = commit_and_push(&host, &project.code, "a symlink out of the tree")?;
+    let job = wait_ended(&cloud, &linked)?;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(answers(&cloud, "shop").iter().all(|a| a == "v2"), "{:?}", answers(&cloud, "shop"));
+    std::fs::remove_file(project.code.join("hello.wasm"))?;
+
     // A commit that does not compile: the job fails with the compiler's error, and the old
     // version answers every request during and after.
     write_code(&project.code, "v3", "fn broken( {", None)?;
