@@ -124,6 +124,8 @@ pub struct DevOptions {
     /// How many of the nodes (the first ones) run tns, vault and seer besides hoarder and
     /// substrate; the others run only those two.
     pub core: usize,
+    /// The nodes' regions, given in turn (node `i` is in `regions[i % len]`; `dev` if empty).
+    pub regions: Vec<String>,
 }
 
 /// How many nodes of a dev cloud run every service, unless said otherwise.
@@ -142,6 +144,7 @@ impl DevOptions {
             txt_resolver: None,
             tns: TnsConfig::default(),
             core: count.min(DEFAULT_CORE),
+            regions: vec!["dev".into()],
         }
     }
 }
@@ -202,7 +205,11 @@ pub fn prepare(dir: &Path, options: &DevOptions) -> Result<DevCloud, DevError> {
             services,
         });
     }
-    for node in &nodes {
+    for (i, node) in nodes.iter().enumerate() {
+        let region = match options.regions.len() {
+            0 => "dev".to_string(),
+            n => options.regions[i % n].clone(),
+        };
         let bootstrap = nodes
             .iter()
             .take(BOOTSTRAP_PEERS + 1)
@@ -225,7 +232,7 @@ pub fn prepare(dir: &Path, options: &DevOptions) -> Result<DevCloud, DevError> {
                 dns: dns_port,
                 webhook: webhook_port,
             },
-            location: Some(Location { region: "dev".into(), latitude: None, longitude: None }),
+            location: Some(Location { region, latitude: None, longitude: None }),
             // A dev cloud's nodes stop at once: no client caches their DNS answers for long.
             drain: "0s".into(),
             substrate: options.substrate.clone(),

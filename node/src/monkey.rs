@@ -198,9 +198,10 @@ impl Monkey {
         }
     }
 
-    /// Whether a job for `commit` of `project` waits or runs (not ended).
-    async fn job_pending(&self, project: &str, commit: &str) -> bool {
-        let key = git::job_key(project, commit);
+    /// Whether a job for `commit` of `project` (to its deployed branch, or to the `mapped` one)
+    /// waits or runs (not ended).
+    async fn job_pending(&self, project: &str, commit: &str, mapped: Option<&str>) -> bool {
+        let key = git::job_key(project, commit, mapped);
         let record = self.registry.get(&key).await.ok().flatten();
         record.and_then(listed).is_some_and(|l| !l.job.ended())
     }

@@ -181,6 +181,7 @@ impl Node {
                     tns: local_tns.clone(),
                     hoarder: local_hoarder,
                     admitted: admitted.clone(),
+                    region: config.location.as_ref().map(|l| l.region.clone()),
                 },
                 shutdown.child_token(),
             )

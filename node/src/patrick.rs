@@ -5,9 +5,10 @@
 //! answers as `patrick.tau.<domain>`. In order: a body over 1 MiB is 413; a project without that
 //! repository is 404; a signature that is not the HMAC of the body under the repository's
 //! webhook secret (read from the vault, as this node's granted role) is 401; a push to a branch
-//! the project does not deploy is 202 with nothing queued; otherwise the job
-//! `/jobs/<project>/<commit>` is written to TNS (202), unless it exists (200): one job per
-//! (project, commit), however often the webhook comes. TNS is the queue: replicated, so a job
+//! the project neither deploys nor maps to nodes (`branches:` in its config) is 202 with nothing
+//! queued; otherwise the job `/jobs/<project>/<commit>` (`<commit>.<branch>` for a mapped
+//! branch) is written to TNS (202), unless it exists (200): one job per (project, commit,
+//! branch), however often the webhook comes. TNS is the queue: replicated, so a job
 //! outlives the patrick node that queued it.
 //!
 //! - [`webhook`]: the checks on one webhook;
@@ -223,16 +224,28 @@ impl Patrick {
                 return Answer::new(refused.status(), refused.to_string());
             }
         };
-        if push.branch != repo.branch {
-            return Answer::new(
-                202,
-                format!(
-                    "branch `{}` is not deployed (`{}` is): nothing queued",
-                    push.branch, repo.branch
-                ),
-            );
-        }
-        match self.queue(project, kind, &push).await {
+        let mapped = if push.branch == repo.branch {
+            None
+        } else {
+            match self.mapped_branch(project, &push.branch).await {
+                Ok(true) => Some(push.branch.as_str()),
+                Ok(false) => {
+                    return Answer::new(
+                        202,
+                        format!(
+                            "branch `{}` is not deployed (`{}` is, and config.yaml maps no \
+                             other branch of that name to nodes): nothing queued",
+                            push.branch, repo.branch
+                        ),
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(project, error = %e, "cannot read the project's config");
+                    return Answer::new(503, format!("cannot check the branch now: {e}"));
+                }
+            }
+        };
+        match self.queue(project, kind, &push, mapped).await {
             Ok(answer) => answer,
             Err(e) => {
                 tracing::warn!(project, commit = push.commit, error = %e, "cannot queue a job");
@@ -241,14 +254,29 @@ impl Patrick {
         }
     }
 
-    /// Writes `/jobs/<project>/<commit>` unless it exists.
+    /// Whether the project's config (as its deployed branch has it) maps `branch` to nodes.
+    async fn mapped_branch(
+        &self,
+        project: &str,
+        branch: &str,
+    ) -> Result<bool, crate::tns::RegistryError> {
+        let record = self.registry.get(&tau_proto::tns::keys::project_config(project)).await?;
+        let config = record.and_then(|r| {
+            cbor::from_slice::<tau_proto::tns::values::ProjectConfig>(r.value.as_deref()?).ok()
+        });
+        Ok(config.is_some_and(|c| c.branches.contains_key(branch)))
+    }
+
+    /// Writes the job of `push` (to the deployed branch, or to the `mapped` one) unless it
+    /// exists.
     async fn queue(
         &self,
         project: &str,
         kind: RepoKind,
         push: &webhook::Push,
+        mapped: Option<&str>,
     ) -> Result<Answer, crate::tns::RegistryError> {
-        let key = git::job_key(project, &push.commit);
+        let key = git::job_key(project, &push.commit, mapped);
         if let Some(existing) = self.registry.get(&key).await? {
             let state = existing
                 .value

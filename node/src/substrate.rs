@@ -67,6 +67,8 @@ pub struct Parts<'a> {
     pub hoarder: Option<hoarder::Local>,
     /// Who is admitted: only an admitted q may acknowledge counter records.
     pub admitted: tokio::sync::watch::Receiver<tau_proto::membership::Admitted>,
+    /// The node's region (`location.region`): which mapped branch's version it serves.
+    pub region: Option<String>,
 }
 
 /// What a running substrate service hands back to the node.
@@ -106,7 +108,7 @@ pub async fn start(
             &root.join("fetching"),
             parts.config.load_memory(),
         )?,
-        routes: routes::Routes::new(registry, counters.clone()),
+        routes: routes::Routes::new(registry, counters.clone(), parts.region.clone()),
         slots: Arc::new(tokio::sync::Semaphore::new(parts.config.max_instances as usize)),
         caps: gateway::Caps {
             max_timeout: parts.config.max_timeout(),

@@ -280,6 +280,7 @@ pub fn deployable(key: &str) -> bool {
         segments.as_slice(),
         ["projects", _, "config" | "deployed"]
             | ["projects", _, "functions", _]
+            | ["projects", _, "branches", _, "functions", _]
             | ["jobs", _, _]
             | ["domains", ..]
             | ["http", ..]
@@ -303,14 +304,23 @@ pub const MAX_REASON: usize = 2000;
 /// list every project's jobs with one prefix.
 pub const JOBS: &str = "/jobs/";
 
-/// `/jobs/<id>/<commit>`: the build of one pushed commit of project `id` (scope `id`).
-pub fn job_key(id: &str, commit: &str) -> String {
-    format!("{JOBS}{id}/{commit}")
+/// `/jobs/<id>/<commit>`: the build of one pushed commit of project `id` (scope `id`) for its
+/// deployed branch; `/jobs/<id>/<commit>.<branch>` for a mapped branch (`branch` is `Some`), so
+/// that a commit pushed to `staging` and later to `main` is built for each.
+pub fn job_key(id: &str, commit: &str, branch: Option<&str>) -> String {
+    match branch {
+        None => format!("{JOBS}{id}/{commit}"),
+        Some(branch) => format!("{JOBS}{id}/{commit}.{branch}"),
+    }
 }
 
 /// `(project, commit)` of a job key.
 pub fn parse_job_key(key: &str) -> Option<(&str, &str)> {
-    let (project, commit) = key.strip_prefix(JOBS)?.split_once('/')?;
+    let (project, job) = key.strip_prefix(JOBS)?.split_once('/')?;
+    let commit = match job.split_once('.') {
+        Some((commit, branch)) => keys::is_name(branch).then_some(commit)?,
+        None => job,
+    };
     (keys::is_name(project) && is_commit(commit)).then_some((project, commit))
 }
 
@@ -523,7 +533,9 @@ mod tests {
         for key in [
             "/projects/shop/config",
             "/projects/shop/functions/ping",
+            "/projects/shop/branches/staging/functions/ping",
             "/jobs/shop/0123456789abcdef0123456789abcdef01234567",
+            "/jobs/shop/0123456789abcdef0123456789abcdef01234567.staging",
             "/projects/shop/deployed",
             "/domains/ping.shop.tau",
             "/http/ping.shop.tau/GET/ping",
@@ -537,6 +549,8 @@ mod tests {
             "/projects/shop/secrets/code-deploy-key",
             "/projects/shop/functions",
             "/projects/shop/functions/a/b",
+            "/projects/shop/branches/staging/secrets/x",
+            "/projects/shop/branches/staging",
             "/nodes/x",
             "/vault/keyset",
         ] {
@@ -555,6 +569,13 @@ mod tests {
         assert!(!grants.allows(&["substrate".to_string()], Right::Secrets));
         assert!(is_commit(&"ab".repeat(20)) && is_commit(&"0f".repeat(32)));
         assert!(!is_commit(&"AB".repeat(20)) && !is_commit("abc") && !is_commit(&"g".repeat(40)));
+        let commit = "ab".repeat(20);
+        for branch in [None, Some("staging")] {
+            let key = job_key("shop", &commit, branch);
+            assert_eq!(parse_job_key(&key), Some(("shop", commit.as_str())), "{key}");
+        }
+        assert_eq!(parse_job_key(&format!("/jobs/shop/{commit}.Not/a")), None);
+        assert_eq!(parse_job_key(&format!("/jobs/shop/{commit}.")), None);
     }
 
     #[test]

@@ -65,6 +65,17 @@ pub(crate) struct Dev {
     /// The most bytes of live records one project may hold on each node (TNS quota).
     #[arg(long, default_value_t = TnsConfig::default().max_bytes_per_project, value_parser = project_bytes)]
     max_project_bytes: String,
+    /// The nodes' regions (`location.region`), given in turn: `--regions dev,edge` puts node-0
+    /// in `dev`, node-1 in `edge`, node-2 in `dev`... (to try a project's `branches:`).
+    #[arg(long, value_delimiter = ',', default_value = "dev", value_parser = region)]
+    regions: Vec<String>,
+}
+
+fn region(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && text.len() <= 63
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok { Ok(text.to_string()) } else { Err("1-63 of a-z, A-Z, 0-9, - and _".into()) }
 }
 
 fn project_bytes(text: &str) -> Result<String, String> {
@@ -115,6 +126,7 @@ impl Dev {
                 max_bytes_per_project: self.max_project_bytes,
             },
             core: usize::from(self.core).min(count),
+            regions: self.regions,
         };
         let cloud = dev::prepare(&dir, &options)?;
         let exe = std::env::current_exe().context("cannot find the tau-node binary")?;

@@ -85,22 +85,26 @@ pub struct Checkout {
 }
 
 impl Checkout {
-    /// Fetches `repo`'s deployed branch into `git_dir` (a bare repository, made the first time),
-    /// whose work tree is `work_tree`.
+    /// Fetches `branch` of `repo` into `git_dir` (a bare repository, made the first time),
+    /// whose work tree is `work_tree`; when `repo` has no such branch, its deployed branch if
+    /// `or_deployed`.
+    #[allow(clippy::too_many_arguments, reason = "each is a different part of one fetch")]
     pub async fn fetch(
         git_dir: &Path,
         work_tree: &Path,
         home: &Path,
         repo: &Repository,
+        branch: &str,
+        or_deployed: bool,
         keys: &KeyFiles,
         log: &mut Log,
     ) -> Result<Self, CheckoutError> {
-        let this = Self {
+        let mut this = Self {
             git_dir: git_dir.to_path_buf(),
             work_tree: work_tree.to_path_buf(),
             home: home.to_path_buf(),
             ssh: keys.ssh_command(),
-            branch: repo.branch.clone(),
+            branch: branch.to_string(),
         };
         std::fs::create_dir_all(work_tree)
             .map_err(|e| CheckoutError(format!("cannot create {}: {e}", work_tree.display())))?;
@@ -118,12 +122,40 @@ impl Checkout {
         // A job killed in the middle of a checkout leaves its lock; one job per project runs
         // here at a time.
         let _ = std::fs::remove_file(git_dir.join("index.lock"));
-        let refspec = format!("+refs/heads/{0}:refs/remotes/origin/{0}", repo.branch);
         let url = repo.url.to_string();
-        log.line(&format!("fetching {url} branch {}", repo.branch));
-        this.git(&["fetch", "-q", "--no-tags", "--no-recurse-submodules", &url, &refspec], log)
-            .await?;
+        log.line(&format!("fetching {url} branch {branch}"));
+        let fetched = this.fetch_branch(&url, branch).await?;
+        if !fetched.0.success() {
+            let missing = fetched.1.contains("couldn't find remote ref");
+            if !(missing && or_deployed && branch != repo.branch) {
+                log.text(&fetched.1);
+                return Err(CheckoutError(format!(
+                    "git fetch failed: {}",
+                    fetched.1.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim()
+                )));
+            }
+            log.line(&format!("no branch {branch}: fetching {url} branch {}", repo.branch));
+            this.branch = repo.branch.clone();
+            let refspec = format!("+refs/heads/{0}:refs/remotes/origin/{0}", repo.branch);
+            this.git(&["fetch", "-q", "--no-tags", "--no-recurse-submodules", &url, &refspec], log)
+                .await?;
+        }
         Ok(this)
+    }
+
+    /// `git fetch` of one branch, without failing on git's failure.
+    async fn fetch_branch(
+        &self,
+        url: &str,
+        branch: &str,
+    ) -> Result<(std::process::ExitStatus, String), CheckoutError> {
+        let refspec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
+        self.run(&["fetch", "-q", "--no-tags", "--no-recurse-submodules", url, &refspec]).await
+    }
+
+    /// The branch fetched.
+    pub fn branch(&self) -> &str {
+        &self.branch
     }
 
     /// The commit the branch points at.

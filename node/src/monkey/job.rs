@@ -1,8 +1,10 @@
-//! One job, start to end: read the repositories and their deploy keys, fetch both branches,
-//! check out the pushed commit (and the other repository's tip), refuse to go back in history,
-//! build the code repository in the sandbox, compile the config repository with the same code
-//! as `project push`, store the components in hoarder, and write the records. Every step before
-//! the records are written may fail without changing anything that serves.
+//! One job, start to end: read the repositories and their deploy keys, fetch both branches (for
+//! a mapped branch's push, that branch, and the other repository's branch of the same name or
+//! else its deployed one), check out the pushed commit (and the other repository's tip), refuse
+//! to go back in history, build the code repository in the sandbox, compile the config
+//! repository with the same code as `project push`, store the components in hoarder, and write
+//! the records. Every step before the records are written may fail without changing anything
+//! that serves.
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +12,7 @@ use tau_proto::cbor;
 use tau_proto::git::{self, Deployed, DeployedBranch, Job, RepoKind, Repository};
 use tau_proto::hoarder::{BlobId, DEFAULT_REPLICAS, transfer};
 use tau_proto::identity::WriterKey;
+use tau_proto::tns::values::ProjectConfig;
 use tau_proto::tns::{Draft, Record, keys};
 
 use super::Monkey;
@@ -85,6 +88,18 @@ async fn steps(
             .ok_or_else(|| Stop(format!("project `{project}` has no readable {key}")))?;
         repos.push(repo);
     }
+    // A push to a branch other than the deployed one is built only if the project's config
+    // (as its deployed branch has it) maps that branch to nodes.
+    let pushed_repo = if job.repo == RepoKind::Config { &repos[0] } else { &repos[1] };
+    let mapped = (job.branch != pushed_repo.branch).then_some(job.branch.as_str());
+    if let Some(branch) = mapped
+        && !read_config(monkey, project).await?.is_some_and(|c| c.branches.contains_key(branch))
+    {
+        return Ok(Outcome::Skipped(format!(
+            "branch `{branch}` is not deployed, and the project's config.yaml maps no branch of \
+             that name to nodes (branches:)"
+        )));
+    }
     let deployed = read_deployed(monkey, project).await?;
     let current = deployed.branches.get(&job.branch);
 
@@ -107,7 +122,11 @@ async fn steps(
                 drop(private);
                 let git_dir = kept.join(format!("{kind}.git"));
                 let tree = kept.join(kind.as_str());
-                Checkout::fetch(&git_dir, &tree, &work, &repo, &keys, &mut log)
+                // A mapped branch's push takes the other repository's branch of the same
+                // name if it has one, else its deployed branch.
+                let branch = mapped.unwrap_or(&repo.branch);
+                let or_deployed = kind != job.repo;
+                Checkout::fetch(&git_dir, &tree, &work, &repo, branch, or_deployed, &keys, &mut log)
                     .await
                     .map_err(|e| Stop(format!("cannot fetch the {kind} repository: {e}")))
             }
@@ -140,7 +159,7 @@ async fn steps(
             )));
         }
     }
-    if tip != job.commit && monkey.job_pending(project, &tip).await {
+    if tip != job.commit && monkey.job_pending(project, &tip, mapped).await {
         return Ok(Outcome::Skipped(format!("superseded by {tip}, queued after it")));
     }
     let config_commit = match job.repo {
@@ -168,7 +187,11 @@ async fn steps(
     }
     config.checkout(&config_commit, log).await?;
     code.checkout(&code_commit, log).await?;
-    log.line(&format!("config at {config_commit}, code at {code_commit}"));
+    log.line(&format!(
+        "config at {config_commit} ({}), code at {code_commit} ({})",
+        config.branch(),
+        code.branch()
+    ));
 
     // Build, if the code repository is a cargo project.
     let code_dir = kept.join("code");
@@ -198,6 +221,12 @@ async fn steps(
             compiled.id
         )));
     }
+    // A mapped branch's version is its functions only, served by the nodes the deployed
+    // branch's config names; its own `branches:` are not read.
+    let compiled = match mapped {
+        Some(branch) => compiled.for_branch(branch),
+        None => compiled,
+    };
     log.line(&format!(
         "compiled: {} records, {} components",
         compiled.drafts.len(),
@@ -211,13 +240,20 @@ async fn steps(
     }
     let me =
         WriterKey::of(&monkey.keypair).ok_or_else(|| Stop("the node key is not ed25519".into()))?;
-    let mut current_records = monkey.registry.list(&format!("{}/", keys::project(project))).await?;
-    for prefix in ["/domains/", "/http/"] {
-        let records = monkey.registry.list(prefix).await?;
-        let claimed =
-            |r: &Record| r.scope == compiled.id || compiled.drafts.iter().any(|d| d.key == r.key);
-        current_records.extend(records.into_iter().filter(claimed));
-    }
+    let current_records = match mapped {
+        Some(branch) => monkey.registry.list(&keys::branch_prefix(project, branch)).await?,
+        None => {
+            let mut records = monkey.registry.list(&format!("{}/", keys::project(project))).await?;
+            for prefix in ["/domains/", "/http/"] {
+                let listed = monkey.registry.list(prefix).await?;
+                let claimed = |r: &Record| {
+                    r.scope == compiled.id || compiled.drafts.iter().any(|d| d.key == r.key)
+                };
+                records.extend(listed.into_iter().filter(claimed));
+            }
+            records
+        }
+    };
     let plan = project::plan(&compiled, &current_records, &me)?;
     let mut drafts: Vec<Draft> = plan.drafts().cloned().collect();
     let mut deployed = deployed;
@@ -226,7 +262,7 @@ async fn steps(
         DeployedBranch {
             config_commit: config_commit.clone(),
             code_commit: code_commit.clone(),
-            job: git::job_key(project, &job.commit),
+            job: git::job_key(project, &job.commit, mapped),
             at: crate::patrick::unix_ms(),
         },
     );
@@ -244,6 +280,15 @@ async fn steps(
     );
     log.line(&summary);
     Ok(Outcome::Done { summary, config_commit, code_commit })
+}
+
+/// `/projects/<id>/config`, if the project has one that reads.
+async fn read_config(monkey: &Monkey, project: &str) -> Result<Option<ProjectConfig>, Stop> {
+    Ok(monkey
+        .registry
+        .get(&keys::project_config(project))
+        .await?
+        .and_then(|r| cbor::from_slice::<ProjectConfig>(r.value.as_deref()?).ok()))
 }
 
 /// `/projects/<id>/deployed`, or nothing deployed yet.

@@ -9,7 +9,8 @@ use tau_proto::hoarder::BlobId;
 use tau_proto::tns::Draft;
 use tau_proto::tns::keys::{self, is_fqdn, is_name};
 use tau_proto::tns::values::{
-    DomainClaim, Execution, Function, ProjectConfig, Route, Source, Trigger, TriggerKind,
+    BranchNodes, DomainClaim, Execution, Function, ProjectConfig, Route, Source, Trigger,
+    TriggerKind,
 };
 use tau_proto::yaml::{self, YamlError};
 
@@ -28,6 +29,30 @@ pub struct Compiled {
     pub drafts: Vec<Draft>,
     /// The components the functions name, to store in hoarder before the records are written.
     pub sources: Vec<(PathBuf, BlobId)>,
+    /// The branches `config.yaml` maps to nodes: their records are kept by a plan.
+    pub branches: Vec<String>,
+}
+
+impl Compiled {
+    /// The functions only, as `branch`'s version (`/projects/<id>/branches/<branch>/functions/*`):
+    /// what a push to a mapped branch writes. Its domains and routes are the deployed branch's.
+    pub fn for_branch(&self, branch: &str) -> Compiled {
+        let prefix = format!("{}/functions/", keys::project(&self.id));
+        let drafts = self
+            .drafts
+            .iter()
+            .filter_map(|draft| {
+                let name = draft.key.strip_prefix(&prefix)?;
+                Some(Draft { key: keys::branch_function(&self.id, branch, name), ..draft.clone() })
+            })
+            .collect();
+        Compiled {
+            id: self.id.clone(),
+            drafts,
+            sources: self.sources.clone(),
+            branches: Vec::new(),
+        }
+    }
 }
 
 /// The project id `dir/config.yaml` names, checked; nothing else of the folder is read.
@@ -61,10 +86,15 @@ pub fn compile(dir: &Path) -> Result<Compiled, YamlError> {
 pub fn compile_with(dir: &Path, resolve: &dyn Fn(&str) -> PathBuf) -> Result<Compiled, YamlError> {
     let config = read_config(dir)?;
     let id = config.id.clone();
+    let branches = check_branches(&dir.join("config.yaml"), &config)?;
     let mut drafts: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     drafts.insert(
         keys::project_config(&id),
-        encode(&ProjectConfig { name: config.name, description: config.description }),
+        encode(&ProjectConfig {
+            name: config.name,
+            description: config.description,
+            branches: branches.clone(),
+        }),
     );
 
     let mut sources: Vec<(PathBuf, BlobId)> = Vec::new();
@@ -111,7 +141,55 @@ pub fn compile_with(dir: &Path, resolve: &dyn Fn(&str) -> PathBuf) -> Result<Com
         .into_iter()
         .map(|(key, value)| Draft { key, scope: id.clone(), value: Some(value) })
         .collect();
-    Ok(Compiled { id, drafts, sources })
+    Ok(Compiled { id, drafts, sources, branches: branches.into_keys().collect() })
+}
+
+/// The most branches a project maps to nodes, and regions a branch names.
+const MAX_BRANCHES: usize = 16;
+const MAX_REGIONS: usize = 64;
+
+/// `config.yaml`'s `branches:`, checked: each a name (so it can be a key's segment) naming one
+/// or more regions.
+fn check_branches(
+    path: &Path,
+    config: &ConfigFile,
+) -> Result<BTreeMap<String, BranchNodes>, YamlError> {
+    if config.branches.len() > MAX_BRANCHES {
+        return Err(YamlError::invalid(
+            path,
+            "branches",
+            format!("at most {MAX_BRANCHES} branches may be mapped to nodes"),
+        ));
+    }
+    let mut branches = BTreeMap::new();
+    for (name, spec) in &config.branches {
+        let field = format!("branches.{name}");
+        if !is_name(name) {
+            return Err(YamlError::invalid(
+                path,
+                &field,
+                "a mapped branch's name is 1-63 of a-z, 0-9 and -, not starting or ending with -",
+            ));
+        }
+        if spec.regions.is_empty() || spec.regions.len() > MAX_REGIONS {
+            return Err(YamlError::invalid(
+                path,
+                format!("{field}.regions"),
+                format!("1 to {MAX_REGIONS} regions are needed"),
+            ));
+        }
+        for (i, region) in spec.regions.iter().enumerate() {
+            if region.trim().is_empty() || region.len() > 63 {
+                return Err(YamlError::invalid(
+                    path,
+                    format!("{field}.regions[{i}]"),
+                    "a region is 1-63 characters",
+                ));
+            }
+        }
+        branches.insert(name.clone(), BranchNodes { regions: spec.regions.clone() });
+    }
+    Ok(branches)
 }
 
 /// The CBOR of a value.
@@ -340,6 +418,37 @@ mod tests {
                 "functions/ping.yaml",
                 expected,
             );
+        }
+    }
+
+    #[test]
+    fn mapped_branches_are_checked_and_a_branch_version_holds_only_functions() {
+        let config = "id: shop\nbranches:\n  staging: {regions: [eu-west, lab]}\n";
+        let dir = folder(&[("config.yaml", config), ("functions/ping.yaml", PING)]);
+        let compiled = compile(dir.path()).unwrap();
+        assert_eq!(compiled.branches, ["staging"]);
+        let project: ProjectConfig =
+            cbor::from_slice(compiled.drafts[2].value.as_ref().unwrap()).unwrap();
+        assert_eq!(project.branch_for(Some("lab")), Some("staging"));
+        assert_eq!(project.branch_for(Some("us-east")), None);
+        assert_eq!(project.branch_for(None), None);
+        let staging = compiled.for_branch("staging");
+        let keys: Vec<&str> = staging.drafts.iter().map(|d| d.key.as_str()).collect();
+        assert_eq!(keys, ["/projects/shop/branches/staging/functions/ping"]);
+        assert_eq!(staging.drafts[0].value, compiled.drafts[3].value);
+        assert_eq!(staging.sources, compiled.sources);
+        assert!(staging.branches.is_empty());
+
+        let cases = [
+            ("  Staging: {regions: [a]}", "field `branches.Staging`"),
+            ("  feature/x: {regions: [a]}", "field `branches.feature/x`"),
+            ("  staging: {regions: []}", "field `branches.staging.regions`"),
+            ("  staging: {regions: [\"\"]}", "field `branches.staging.regions[0]`"),
+            ("  staging: {regions: [a], labels: [b]}", "unknown field `labels`"),
+        ];
+        for (branch, expected) in cases {
+            let config = format!("id: shop\nbranches:\n{branch}\n");
+            error_of(&[("config.yaml", &config)], "config.yaml", expected);
         }
     }
 

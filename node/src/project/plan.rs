@@ -76,6 +76,8 @@ pub fn plan(
                 && r.key != root
                 && keys::parse_secret(&r.key).is_none()
                 && !tau_proto::git::is_operation_key(&r.key)
+                && !keys::parse_branch_key(&r.key)
+                    .is_some_and(|(_, branch)| compiled.branches.iter().any(|b| b == branch))
                 && !desired.contains(r.key.as_str())
         })
         .collect();
@@ -105,6 +107,7 @@ mod tests {
                 })
                 .collect(),
             sources: Vec::new(),
+            branches: Vec::new(),
         }
     }
 
@@ -164,6 +167,32 @@ mod tests {
             ["/http/x.tau/GET/b", "/projects/shop/functions/b"]
         );
         assert!(plan.deletes.iter().all(|d| d.value.is_none()));
+    }
+
+    #[test]
+    fn a_push_keeps_the_versions_of_mapped_branches_and_deletes_the_others() {
+        let owner = Keypair::generate_ed25519();
+        let writer = WriterKey::of(&owner).unwrap();
+        let staging = "/projects/shop/branches/staging/functions/a";
+        let old = "/projects/shop/branches/old/functions/a";
+        let current: Vec<Record> = compiled(&[(staging, b"s"), (old, b"o")])
+            .drafts
+            .iter()
+            .map(|d| signed(d, &owner))
+            .collect();
+        let mut folder = compiled(&[("/projects/shop/functions/a", b"a")]);
+        folder.branches = vec!["staging".into()];
+        let deploy = plan(&folder, &current, &writer).unwrap();
+        assert_eq!(deploy.deletes.iter().map(|d| d.key.as_str()).collect::<Vec<_>>(), [old]);
+        // A branch's own push replaces its records, and only those.
+        let branch = compiled(&[("/projects/shop/functions/b", b"b")]).for_branch("staging");
+        let ours: Vec<Record> = current.iter().filter(|r| r.key == staging).cloned().collect();
+        let push = plan(&branch, &ours, &writer).unwrap();
+        assert_eq!(
+            push.writes.iter().map(|d| d.key.as_str()).collect::<Vec<_>>(),
+            ["/projects/shop/branches/staging/functions/b"]
+        );
+        assert_eq!(push.deletes.iter().map(|d| d.key.as_str()).collect::<Vec<_>>(), [staging]);
     }
 
     #[test]

@@ -14,6 +14,20 @@ pub struct ConfigFile {
     /// What the project is.
     #[serde(default)]
     pub description: String,
+    /// A git-operated project's other branches and the nodes that serve each: `staging:
+    /// { regions: [eu-west] }` has the nodes of region `eu-west` serve what is pushed to
+    /// `staging`, and every other node what is pushed to the deployed branch. Read from the
+    /// deployed branch's `config.yaml` only.
+    #[serde(default)]
+    pub branches: std::collections::BTreeMap<String, BranchSpec>,
+}
+
+/// One of `branches:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BranchSpec {
+    /// The regions (a node's `location.region`) whose nodes serve the branch.
+    pub regions: Vec<String>,
 }
 
 /// `functions/<name>.yaml`.

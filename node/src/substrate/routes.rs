@@ -10,6 +10,10 @@
 //! Unknown hosts are remembered for [`NEGATIVE_AGE`] so that a flood of 404s does not become a
 //! flood of registry queries.
 //!
+//! A project's config may map a branch to regions (`branches:`): a node in one of them serves
+//! that branch's version of a function (`/projects/<id>/branches/<branch>/functions/<name>`)
+//! where it has one, on the deployed branch's domains and routes.
+//!
 //! Gossip can reach a substrate node before it reaches the tns node the substrate node reads
 //! from. So the versions gossip announced are remembered for [`AWAIT_FOR`], and a host loaded
 //! from a registry that does not have them yet is kept only for [`RETRY_AGE`]: the new route
@@ -21,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use tau_proto::cbor;
 use tau_proto::tns::keys;
-use tau_proto::tns::values::{DomainClaim, Function, Route};
+use tau_proto::tns::values::{DomainClaim, Function, ProjectConfig, Route};
 
 use super::counters::{Counters, FunctionStats};
 use crate::tns::{Registry, RegistryError};
@@ -93,6 +97,8 @@ impl HostRoutes {
 pub struct Routes {
     registry: Registry,
     counters: Arc<Counters>,
+    /// This node's region: which mapped branch it serves.
+    region: Option<String>,
     hosts: Mutex<HashMap<String, Arc<HostRoutes>>>,
     /// Records gossip announced, awaited from the registry, by key (ordered: a host's routes
     /// are a range).
@@ -102,10 +108,11 @@ pub struct Routes {
 
 impl Routes {
     /// An empty table over `registry`.
-    pub fn new(registry: Registry, counters: Arc<Counters>) -> Self {
+    pub fn new(registry: Registry, counters: Arc<Counters>, region: Option<String>) -> Self {
         Self {
             registry,
             counters,
+            region,
             hosts: Mutex::default(),
             awaited: Mutex::default(),
             loading: tokio::sync::Mutex::new(()),
@@ -144,10 +151,11 @@ impl Routes {
         }
         let domain_key = keys::domain(host);
         let domain = self.registry.get(&domain_key).await?;
-        // What was read, by key and version: checked against what gossip announced.
-        let mut read: HashMap<String, u64> = HashMap::new();
+        // What was read, by key and version (none: looked up and not there): checked against
+        // what gossip announced.
+        let mut read: HashMap<String, Option<u64>> = HashMap::new();
         if let Some(record) = &domain {
-            read.insert(record.key.clone(), record.version);
+            read.insert(record.key.clone(), Some(record.version));
         }
         let claim = domain.and_then(|record| {
             let claim = cbor::from_slice::<DomainClaim>(record.value.as_deref()?).ok()?;
@@ -158,7 +166,11 @@ impl Routes {
             Some(_) => self.registry.list(&prefix).await?,
             None => Vec::new(),
         };
-        read.extend(records.iter().map(|r| (r.key.clone(), r.version)));
+        read.extend(records.iter().map(|r| (r.key.clone(), Some(r.version))));
+        let branch = match &claim {
+            Some(project) => self.branch(project, &mut read).await?,
+            None => None,
+        };
         let mut functions: HashMap<(String, String), Option<Arc<Target>>> = HashMap::new();
         let mut routes = HashMap::new();
         for record in records {
@@ -173,10 +185,7 @@ impl Routes {
             }
             let id = (route.project.clone(), route.function.clone());
             if !functions.contains_key(&id) {
-                let (target, version) = self.target(&route).await?;
-                if let Some(version) = version {
-                    read.insert(keys::function(&route.project, &route.function), version);
-                }
+                let target = self.target(&route, branch.as_deref(), &mut read).await?;
                 functions.insert(id.clone(), target);
             }
             if let Some(Some(target)) = functions.get(&id) {
@@ -204,36 +213,67 @@ impl Routes {
     }
 
     /// Whether what was `read` for a host has every version gossip announced for it.
-    fn has_awaited(&self, domain_key: &str, prefix: &str, read: &HashMap<String, u64>) -> bool {
+    fn has_awaited(
+        &self,
+        domain_key: &str,
+        prefix: &str,
+        read: &HashMap<String, Option<u64>>,
+    ) -> bool {
         let awaited = self.awaited.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         has_awaited(&awaited, domain_key, prefix, read)
     }
 
-    /// The function a route names, and its record's version.
+    /// The branch of `project` whose version this node serves, if its config maps one to this
+    /// node's region; what was read goes into `read`.
+    async fn branch(
+        &self,
+        project: &str,
+        read: &mut HashMap<String, Option<u64>>,
+    ) -> Result<Option<String>, RegistryError> {
+        if self.region.is_none() {
+            return Ok(None);
+        }
+        let key = keys::project_config(project);
+        let record = self.registry.get(&key).await?;
+        read.insert(key, record.as_ref().map(|r| r.version));
+        let config =
+            record.and_then(|r| cbor::from_slice::<ProjectConfig>(r.value.as_deref()?).ok());
+        Ok(config.and_then(|c| c.branch_for(self.region.as_deref()).map(str::to_string)))
+    }
+
+    /// The function a route names: `branch`'s version of it if there is one, else the deployed
+    /// branch's. The versions read go into `read`.
     async fn target(
         &self,
         route: &Route,
-    ) -> Result<(Option<Arc<Target>>, Option<u64>), RegistryError> {
+        branch: Option<&str>,
+        read: &mut HashMap<String, Option<u64>>,
+    ) -> Result<Option<Arc<Target>>, RegistryError> {
+        if let Some(branch) = branch {
+            let key = keys::branch_function(&route.project, branch, &route.function);
+            let record = self.registry.get(&key).await?;
+            read.insert(key.clone(), record.as_ref().map(|r| r.version));
+            if let Some(function) = record.as_ref().and_then(|r| decode(&key, r.value.as_deref()?))
+            {
+                return Ok(Some(self.target_of(route, function)));
+            }
+        }
         let key = keys::function(&route.project, &route.function);
         let Some(record) = self.registry.get(&key).await? else {
             tracing::warn!(%key, "a route names a function that is not in the registry");
-            return Ok((None, None));
+            return Ok(None);
         };
-        let Some(value) = &record.value else { return Ok((None, Some(record.version))) };
-        match cbor::from_slice::<Function>(value) {
-            Ok(function) => Ok((
-                Some(Arc::new(Target {
-                    project: route.project.clone(),
-                    stats: self.counters.stats(&route.project, &function.name),
-                    function,
-                })),
-                Some(record.version),
-            )),
-            Err(e) => {
-                tracing::warn!(%key, error = %e, "a function record that does not decode");
-                Ok((None, Some(record.version)))
-            }
-        }
+        read.insert(key.clone(), Some(record.version));
+        let function = record.value.as_deref().and_then(|value| decode(&key, value));
+        Ok(function.map(|function| self.target_of(route, function)))
+    }
+
+    fn target_of(&self, route: &Route, function: Function) -> Arc<Target> {
+        Arc::new(Target {
+            project: route.project.clone(),
+            stats: self.counters.stats(&route.project, &function.name),
+            function,
+        })
     }
 
     /// Drops what the gossiped `records` (key, version, whether a tombstone) make stale, and
@@ -281,6 +321,13 @@ impl Routes {
     }
 }
 
+/// A function record's value, or nothing (and a warning) if it does not decode.
+fn decode(key: &str, value: &[u8]) -> Option<Function> {
+    cbor::from_slice::<Function>(value)
+        .inspect_err(|e| tracing::warn!(%key, error = %e, "a function record that does not decode"))
+        .ok()
+}
+
 /// Whether what was `read` for a host (its domain record at `domain_key`, routes under `prefix`,
 /// and the functions they name, key to version) has every record `awaited` (and announced in
 /// the last [`AWAIT_FOR`]) for those keys: a live one at its version or newer, a tombstone gone
@@ -289,13 +336,13 @@ fn has_awaited(
     awaited: &BTreeMap<String, Announced>,
     domain_key: &str,
     prefix: &str,
-    read: &HashMap<String, u64>,
+    read: &HashMap<String, Option<u64>>,
 ) -> bool {
     let had = |key: &str, a: &Announced| {
         a.at.elapsed() >= AWAIT_FOR
             || match read.get(key) {
-                Some(have) => *have >= a.version,
-                None => a.deleted,
+                Some(Some(have)) => *have >= a.version,
+                Some(None) | None => a.deleted,
             }
     };
     let routes =
@@ -349,8 +396,8 @@ mod tests {
             ("/http/b.tau/GET/y".to_string(), live(100)),
         ]
         .into();
-        let read = |pairs: &[(&str, u64)]| -> HashMap<String, u64> {
-            pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+        let read = |pairs: &[(&str, u64)]| -> HashMap<String, Option<u64>> {
+            pairs.iter().map(|(k, v)| (k.to_string(), Some(*v))).collect()
         };
         let (domain, prefix) = ("/domains/a.tau", "/http/a.tau/");
         // Nothing yet: the domain and the route are missing.
@@ -372,6 +419,15 @@ mod tests {
             ("/projects/p/functions/f", 9),
         ]);
         assert!(has_awaited(&awaited, domain, prefix, &fresh));
+        // A branch's version of the function, looked up and not there yet though announced.
+        let branch_key = "/projects/p/branches/s/functions/f".to_string();
+        let mut with_branch = awaited.clone();
+        with_branch.insert(branch_key.clone(), live(10));
+        let mut missing = fresh.clone();
+        missing.insert(branch_key.clone(), None);
+        assert!(!has_awaited(&with_branch, domain, prefix, &missing));
+        missing.insert(branch_key, Some(10));
+        assert!(has_awaited(&with_branch, domain, prefix, &missing));
         // A deletion announced (a route gone): had once the route is not read.
         let deleted: BTreeMap<String, Announced> =
             [("/http/a.tau/GET/x".to_string(), Announced { version: 8, deleted: true, at })].into();

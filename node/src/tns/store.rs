@@ -1148,14 +1148,17 @@ mod tests {
         let applied = store.apply(batch, Some(&operator)).unwrap();
         assert!(applied.rejected.is_empty(), "{:?}", applied.rejected);
 
-        let job = git::job_key("shop", &"a".repeat(40));
+        let job = git::job_key("shop", &"a".repeat(40), None);
+        let staging = keys::branch_function("shop", "staging", "ping");
         let mut version = 10;
         let mut attempt = |key: &str, signer: &Keypair, store: &mut Store| {
             version += 1;
             let record = put(key.to_string(), b"x".to_vec(), version, signer);
             store.apply(vec![record], Some(&operator)).unwrap().rejected
         };
-        for key in [job.as_str(), &git::deployed_key("shop"), &keys::project_config("shop")] {
+        for key in
+            [job.as_str(), &git::deployed_key("shop"), &keys::project_config("shop"), &staging]
+        {
             assert!(attempt(key, &ci, &mut store).is_empty(), "{key}");
         }
         // Not the grant, the repositories, the secrets or the root; not a node of another role.

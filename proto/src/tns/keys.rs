@@ -190,6 +190,25 @@ pub fn function(project: &str, name: &str) -> String {
     format!("/projects/{project}/functions/{name}")
 }
 
+/// `/projects/<id>/branches/<branch>/functions/<name>`: a function as a mapped branch has it,
+/// served instead of `/projects/<id>/functions/<name>` by the nodes the branch names.
+pub fn branch_function(project: &str, branch: &str, name: &str) -> String {
+    format!("/projects/{project}/branches/{branch}/functions/{name}")
+}
+
+/// The prefix of a branch's records: `/projects/<id>/branches/<branch>/`.
+pub fn branch_prefix(project: &str, branch: &str) -> String {
+    format!("/projects/{project}/branches/{branch}/")
+}
+
+/// `(project, branch)` of a key under `/projects/<id>/branches/<branch>/`.
+pub fn parse_branch_key(key: &str) -> Option<(&str, &str)> {
+    let rest = key.strip_prefix("/projects/")?;
+    let (project, rest) = rest.split_once('/')?;
+    let (branch, _) = rest.strip_prefix("branches/")?.split_once('/')?;
+    (is_name(project) && is_name(branch)).then_some((project, branch))
+}
+
 /// `/projects/<id>/secrets/<name>`: a secret encrypted to the vault's key set.
 pub fn secret(project: &str, name: &str) -> String {
     format!("/projects/{project}/secrets/{name}")

@@ -19,6 +19,29 @@ pub struct ProjectConfig {
     pub name: String,
     /// What it is.
     pub description: String,
+    /// Branches other than the deployed one, each served by the nodes it names (a git-operated
+    /// project's `branches:`): their functions are `/projects/<id>/branches/<branch>/functions/*`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub branches: std::collections::BTreeMap<String, BranchNodes>,
+}
+
+impl ProjectConfig {
+    /// The branch whose version a node in `region` serves, if any: the first (by name) that
+    /// names the region.
+    pub fn branch_for(&self, region: Option<&str>) -> Option<&str> {
+        let region = region?;
+        self.branches
+            .iter()
+            .find(|(_, nodes)| nodes.regions.iter().any(|r| r == region))
+            .map(|(name, _)| name.as_str())
+    }
+}
+
+/// The nodes a branch's version is served by.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BranchNodes {
+    /// Nodes whose `location.region` is one of these.
+    pub regions: Vec<String>,
 }
 
 /// `/projects/<id>/functions/<name>`, from `functions/<name>.yaml`.

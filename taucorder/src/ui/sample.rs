@@ -154,6 +154,7 @@ pub fn records(n: usize) -> Vec<RecordView> {
             Value::ProjectConfig(ProjectConfig {
                 name: project.clone(),
                 description: "sample project".into(),
+                branches: Default::default(),
             }),
         ));
         let domain = format!("{project}.tau");

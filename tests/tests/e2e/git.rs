@@ -75,9 +75,14 @@ fn write_code(dir: &Path, body: &str, extra: &str, build_rs: Option<&str>) -> Re
 
 /// Commits everything in `work` and pushes it to `main`; returns the commit.
 fn commit_and_push(host: &GitHost, work: &Path, message: &str) -> Result<String> {
+    commit_and_push_to(host, work, message, "main")
+}
+
+/// Commits everything in `work` (on `branch`) and pushes it to `branch`; returns the commit.
+fn commit_and_push_to(host: &GitHost, work: &Path, message: &str, branch: &str) -> Result<String> {
     host.git(work, &["add", "-A"])?;
     host.git(work, &["commit", "-q", "-m", message])?;
-    let pushed = host.git(work, &["push", "-q", "origin", "main"])?;
+    let pushed = host.git(work, &["push", "-q", "origin", branch])?;
     // The hook's line, as git relays it: the webhook's status and patrick's answer.
     if pushed.contains("tau-git-hook") || (pushed.contains("webhook") && !pushed.contains(": 202"))
     {
@@ -230,7 +235,8 @@ fn sign(secret: &str, body: &[u8]) -> String {
 #[test]
 fn a_push_is_built_in_the_sandbox_and_served_everywhere_and_webhooks_are_checked() -> Result {
     let tmp = tempfile::tempdir()?;
-    let cloud = DevCloud::start(3, &tmp.path().join("cloud"))?;
+    // node-1 is in region `edge`, which the project later maps its `staging` branch to.
+    let cloud = DevCloud::start_with(3, &tmp.path().join("cloud"), &["--regions", "dev,edge"])?;
     assert_eq!(cloud.webhooks.len(), 3, "every core node runs ci");
     let host = GitHost::start(&tmp.path().join("git"))?;
     let project = register(&cloud, &host, tmp.path(), "shop")?;
@@ -314,7 +320,56 @@ fn a_push_is_built_in_the_sandbox_and_served_everywhere_and_webhooks_are_checked
     // patrick.tau.dev resolves to the ci nodes.
     let ips = tau_tests::harness::dig(&cloud.dns[0], "patrick.tau.dev", false)?;
     assert_eq!(ips.len(), 3, "{ips:?}");
-    assert!(project.config.join("config.yaml").exists());
+
+    // Before the config maps `staging`, a push to it queues nothing.
+    host.git(&project.code, &["checkout", "-q", "-b", "staging"])?;
+    write_code(&project.code, "staging-1", "", None)?;
+    host.git(&project.code, &["add", "-A"])?;
+    host.git(&project.code, &["commit", "-q", "-m", "staging before it is mapped"])?;
+    let early = host.git(&project.code, &["push", "-q", "origin", "staging"])?;
+    assert!(
+        early.contains(": 202 ") && early.contains("branch `staging` is not deployed"),
+        "{early}"
+    );
+    let before = jobs(&profile, "shop")?.len();
+
+    // The config maps `staging` to region `edge` (node-1): a push to it is served there only,
+    // and node-0 and node-2 keep serving main's version, even after main moves on.
+    let config_yaml = project.config.join("config.yaml");
+    let mapped = format!(
+        "{}branches:\n  staging: {{regions: [edge]}}\n",
+        std::fs::read_to_string(&config_yaml)?
+    );
+    std::fs::write(&config_yaml, mapped)?;
+    let mapping = commit_and_push(&host, &project.config, "map staging to edge")?;
+    let job = wait_ended(&cloud, &mapping)?;
+    assert_eq!(job["state"], "done", "{job}");
+    write_code(&project.code, "staging-2", "", None)?;
+    let staged = commit_and_push_to(&host, &project.code, "staging", "staging")?;
+    wait_served(&cloud, &[1], "staging-2")?;
+    let seen = answers(&cloud, "shop");
+    assert_eq!([seen[0].as_str(), seen[2].as_str()], ["v2", "v2"], "{seen:?}");
+    let listed = jobs(&profile, "shop")?;
+    assert_eq!(listed.len(), before + 2, "{listed:?}");
+    let job = listed.iter().find(|j| j["commit"] == staged.as_str()).ok_or("no staging job")?;
+    assert_eq!((&job["branch"], &job["state"]), (&"staging".into(), &"done".into()), "{job}");
+    let staging_record = tau_node_ok(&[
+        "tns",
+        "get",
+        &format!("/projects/shop/branches/staging/functions/{HELLO}"),
+        "--cloud",
+        &profile.to_string_lossy(),
+        "--json",
+    ])?;
+    assert!(staging_record.contains(HELLO), "{staging_record}");
+
+    host.git(&project.code, &["checkout", "-q", "main"])?;
+    write_code(&project.code, "v3", "", None)?;
+    commit_and_push(&host, &project.code, "v3")?;
+    wait_served(&cloud, &[0, 2], "v3")?;
+    assert_eq!(answers(&cloud, "shop")[1], "staging-2");
+    let status = project_status(&profile, "shop")?;
+    assert_eq!(status["serving"]["staging"]["code_commit"], staged.as_str(), "{status}");
     Ok(())
 }
 
