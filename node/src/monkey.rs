@@ -68,6 +68,9 @@ pub struct Parts {
     pub data_dir: PathBuf,
     /// The build sandbox's settings.
     pub config: tau_proto::node_config::CiConfig,
+    /// The node's signed counters: each job is counted under its project's
+    /// [`tau_proto::counters::BUILDS`].
+    pub counters: Option<Arc<crate::substrate::counters::Counters>>,
 }
 
 /// What a monkey's tasks share.
@@ -85,6 +88,7 @@ pub struct Monkey {
     /// `code.git`), their work trees (`config`, `code`) and cargo target folder (`target`),
     /// kept between jobs so that a push builds only what it changed.
     projects: PathBuf,
+    counters: Option<Arc<crate::substrate::counters::Counters>>,
 }
 
 /// Starts the monkey.
@@ -106,6 +110,7 @@ pub fn start(parts: Parts, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
         sandbox,
         work,
         projects: base.join("projects"),
+        counters: parts.counters,
     });
     vec![tokio::spawn(run(monkey, parts.local, shutdown))]
 }
@@ -252,6 +257,7 @@ impl Monkey {
     /// Runs a claimed job, renewing the lease, and writes how it ended.
     async fn work(self: Arc<Self>, listed: Listed, attempt: u32, shutdown: &CancellationToken) {
         let started_at = unix_ms();
+        let (started, cpu_before) = (std::time::Instant::now(), children_cpu_micros());
         let lost = CancellationToken::new();
         let renew = {
             let (this, listed, lost) = (self.clone(), listed.clone(), lost.clone());
@@ -300,6 +306,18 @@ impl Monkey {
             tracing::warn!(job = listed.key, "job abandoned (lease lost, or the node is stopping)");
             return;
         };
+        if let Some(counters) = &self.counters {
+            // Build seconds, for the provider to bill: one job of this monkey at a time, so the
+            // CPU its child processes used since the job started is the job's.
+            let usage = tau_proto::counters::Usage {
+                invocations: 1,
+                errors: u64::from(matches!(outcome, job::Outcome::Failed { .. })),
+                wall_micros: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                cpu_micros: children_cpu_micros().saturating_sub(cpu_before),
+                ..Default::default()
+            };
+            counters.stats(&listed.project, tau_proto::counters::BUILDS).add(&usage);
+        }
         let log_blob = self.store_log(&listed, &log).await;
         let finished = |summary: String, config_commit, code_commit| Finished {
             monkey: self.me.to_string(),
@@ -321,7 +339,7 @@ impl Monkey {
                 JobState::Skipped { reason: reason.chars().take(git::MAX_REASON).collect() }
             }
         };
-        tracing::info!(job = listed.key, state = crate::patrick::state_name(&state), "job ended");
+        tracing::info!(job = listed.key, state = state.name(), "job ended");
         if let Err(e) = self.put_job(&listed, state).await {
             tracing::warn!(job = listed.key, error = %e, "cannot write how the job ended");
         }
@@ -395,6 +413,16 @@ fn since(job: &Job) -> u64 {
         JobState::Building { lease_until, .. } => *lease_until,
         _ => job.queued_at,
     }
+}
+
+/// The user and system CPU time of this process's finished (waited for) children, microseconds.
+fn children_cpu_micros() -> u64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let Ok(usage) = getrusage(UsageWho::RUSAGE_CHILDREN) else { return 0 };
+    let micros = |t: nix::sys::time::TimeVal| {
+        u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000 + u64::try_from(t.tv_usec()).unwrap_or(0)
+    };
+    micros(usage.user_time()) + micros(usage.system_time())
 }
 
 fn listed(record: Record) -> Option<Listed> {

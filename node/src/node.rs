@@ -170,11 +170,22 @@ impl Node {
         }
         let mut http_addrs = Vec::new();
         let mut in_flight = None;
-        if runs("substrate") {
+        // Signed counters: substrate's invocations, and a ci node's build jobs.
+        let counters = if runs("substrate") || runs("ci") {
+            Some(substrate::open_counters(&config.data_dir, keypair.clone(), &config.substrate)?)
+        } else {
+            None
+        };
+        if let Some(counters) = counters.clone().filter(|_| !runs("substrate")) {
+            let shutdown = shutdown.child_token();
+            services.push(
+                substrate::serve_counters(&handle, counters, admitted.clone(), shutdown).await?,
+            );
+        }
+        if let Some(counters) = counters.clone().filter(|_| runs("substrate")) {
             let started = substrate::start(
                 substrate::Parts {
                     handle: handle.clone(),
-                    keypair: keypair.clone(),
                     data_dir: &config.data_dir,
                     http: config.http_listen_addrs(),
                     config: &config.substrate,
@@ -182,6 +193,7 @@ impl Node {
                     hoarder: local_hoarder,
                     admitted: admitted.clone(),
                     region: config.location.as_ref().map(|l| l.region.clone()),
+                    counters,
                 },
                 shutdown.child_token(),
             )
@@ -221,6 +233,7 @@ impl Node {
                     vault: local_vault.clone(),
                     data_dir: config.data_dir.clone(),
                     config: config.ci.clone(),
+                    counters: counters.clone(),
                 },
                 shutdown.child_token(),
             ));

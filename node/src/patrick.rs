@@ -282,7 +282,7 @@ impl Patrick {
                 .value
                 .as_deref()
                 .and_then(|v| cbor::from_slice::<Job>(v).ok())
-                .map_or("unreadable".to_string(), |job| state_name(&job.state).to_string());
+                .map_or("unreadable".to_string(), |job| job.state.name().to_string());
             let mut answer = Answer::new(200, format!("job exists ({state}): nothing queued"));
             answer.job = Some(key);
             return Ok(answer);
@@ -368,17 +368,6 @@ impl Patrick {
         }
         cache.insert(id, entry);
         Ok(found)
-    }
-}
-
-/// A job state's name, as `tau-node jobs` shows it.
-pub fn state_name(state: &JobState) -> &'static str {
-    match state {
-        JobState::Queued => "queued",
-        JobState::Building { .. } => "building",
-        JobState::Done(_) => "done",
-        JobState::Failed(_) => "failed",
-        JobState::Skipped { .. } => "skipped",
     }
 }
 

@@ -41,6 +41,9 @@ pub enum SubstrateError {
     /// The counter store could not be opened.
     #[error(transparent)]
     Counters(#[from] crate::db::DbError),
+    /// Its folder could not be made.
+    #[error("cannot create {path}: {source}")]
+    Folder { path: String, source: std::io::Error },
     /// The gateway's port could not be bound.
     #[error("cannot listen for HTTP on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
@@ -53,8 +56,6 @@ pub enum SubstrateError {
 pub struct Parts<'a> {
     /// The p2p handle.
     pub handle: p2p::Handle,
-    /// The node's identity, which signs counter records.
-    pub keypair: Keypair,
     /// The node's data folder.
     pub data_dir: &'a Path,
     /// Where the gateway listens.
@@ -69,6 +70,39 @@ pub struct Parts<'a> {
     pub admitted: tokio::sync::watch::Receiver<tau_proto::membership::Admitted>,
     /// The node's region (`location.region`): which mapped branch's version it serves.
     pub region: Option<String>,
+    /// The node's counters ([`open_counters`]), which the gateway adds to.
+    pub counters: Arc<counters::Counters>,
+}
+
+/// Opens the node's signed counters (`<data>/substrate/counters.redb`): substrate counts its
+/// invocations there, and a `ci` node its build jobs.
+pub fn open_counters(
+    data_dir: &Path,
+    keypair: Keypair,
+    config: &SubstrateConfig,
+) -> Result<Arc<counters::Counters>, SubstrateError> {
+    let root = data_dir.join("substrate");
+    std::fs::create_dir_all(&root)
+        .map_err(|source| SubstrateError::Folder { path: root.display().to_string(), source })?;
+    Ok(Arc::new(counters::Counters::open(
+        &root.join("counters.redb"),
+        keypair,
+        config.window(),
+        config.retention(),
+    )?))
+}
+
+/// Serves `counters` (their windows, and the admin protocol's counter requests) on a node that
+/// does not run substrate, until `shutdown`.
+pub async fn serve_counters(
+    handle: &p2p::Handle,
+    counters: Arc<counters::Counters>,
+    admitted: tokio::sync::watch::Receiver<tau_proto::membership::Admitted>,
+    shutdown: CancellationToken,
+) -> Result<JoinHandle<()>, SubstrateError> {
+    let (inbox, admin) = tokio::sync::mpsc::channel(64);
+    handle.extend_admin(inbox).await.map_err(|e| SubstrateError::P2p(e.into()))?;
+    Ok(tokio::spawn(counters::run(counters, admin, admitted, shutdown)))
 }
 
 /// What a running substrate service hands back to the node.
@@ -88,12 +122,7 @@ pub async fn start(
 ) -> Result<Started, SubstrateError> {
     let root = parts.data_dir.join("substrate");
     let engine = Arc::new(engine::Engine::new(&root.join("compiled"), parts.config.max_instances)?);
-    let counters = Arc::new(counters::Counters::open(
-        &root.join("counters.redb"),
-        parts.keypair,
-        parts.config.window(),
-        parts.config.retention(),
-    )?);
+    let counters = parts.counters;
     let registry = match &parts.tns {
         Some(local) => tns::Registry::Local(local.clone()),
         None => tns::Registry::Remote(parts.handle.clone()),

@@ -176,6 +176,22 @@ impl Client {
         Ok(found)
     }
 
+    /// The nodes that keep signed counters ([`crate::counters::COUNTING_SERVICES`]), each once,
+    /// those that answer first.
+    pub async fn counting_nodes(&self) -> Result<Vec<PeerId>, ClientError> {
+        let mut found: Vec<PeerId> = Vec::new();
+        for service in crate::counters::COUNTING_SERVICES {
+            for peer in self.nodes_running_unprobed(service).await? {
+                if !found.contains(&peer) {
+                    found.push(peer);
+                }
+            }
+        }
+        let answering = self.answering(&found).await;
+        found.sort_by_key(|peer| !answering.contains(peer));
+        Ok(found)
+    }
+
     /// [`Client::nodes_running`] without asking which answer.
     pub(crate) async fn nodes_running_unprobed(
         &self,

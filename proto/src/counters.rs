@@ -36,6 +36,33 @@ use crate::identity::public_key_of;
 /// The domain tag that starts every signed counter encoding.
 pub const DOMAIN_TAG: &[u8] = b"tau/counter/1\n";
 
+/// The function name under which a `ci` node counts a project's build jobs (no function can
+/// have it: `@` is not in a function name). Invocations are jobs run (to any end), errors the
+/// failed ones, `wall_micros` the jobs' time from claim to end (build seconds), `cpu_micros`
+/// the CPU time of their git, ssh and build processes; the other figures are 0.
+pub const BUILDS: &str = "@build";
+
+/// The services whose nodes keep signed counters: substrate (invocations) and ci (build jobs).
+pub const COUNTING_SERVICES: [&str; 2] = ["substrate", "ci"];
+
+/// Whether a node running `services` keeps signed counters.
+pub fn counts(services: &[String]) -> bool {
+    services.iter().any(|s| COUNTING_SERVICES.contains(&s.as_str()))
+}
+
+/// The nodes of `services` (service to nodes) that keep signed counters, each once.
+pub fn counting_nodes(services: &std::collections::HashMap<String, Vec<PeerId>>) -> Vec<PeerId> {
+    let mut found: Vec<PeerId> = Vec::new();
+    for service in COUNTING_SERVICES {
+        for peer in services.get(service).into_iter().flatten() {
+            if !found.contains(peer) {
+                found.push(*peer);
+            }
+        }
+    }
+    found
+}
+
 /// The most records one `Counters` answer carries.
 pub const MAX_PAGE: u32 = 1000;
 

@@ -297,6 +297,10 @@ pub fn is_operation_key(key: &str) -> bool {
     )
 }
 
+/// The largest job log a monkey stores (its first 64 KiB and last 448 KiB, and a line between
+/// them that says how much was left out): what a reader fetches at most.
+pub const MAX_LOG: u64 = 513 * 1024;
+
 /// The longest reason a job record keeps.
 pub const MAX_REASON: usize = 2000;
 
@@ -379,6 +383,19 @@ pub enum JobState {
         /// Why.
         reason: String,
     },
+}
+
+impl JobState {
+    /// The state in one word: queued, building, done, failed or skipped.
+    pub fn name(&self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Building { .. } => "building",
+            JobState::Done(_) => "done",
+            JobState::Failed(_) => "failed",
+            JobState::Skipped { .. } => "skipped",
+        }
+    }
 }
 
 /// How a job that ran ended.

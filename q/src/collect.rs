@@ -104,19 +104,19 @@ pub struct Report {
     pub unacknowledged: Vec<(String, String)>,
 }
 
-/// Every node of the cloud and those that run substrate: the nodes the entry node is connected
-/// to, and every node seer has heard from (healthy or not), which also covers a node that the
-/// entry node has lost.
+/// Every node of the cloud and those that keep counters (substrate and ci nodes): the nodes the
+/// entry node is connected to, and every node seer has heard from (healthy or not), which also
+/// covers a node that the entry node has lost.
 pub async fn nodes(client: &Client) -> Result<(HashSet<PeerId>, Vec<PeerId>), CollectError> {
     let services = client.services().await?;
     let mut known: HashSet<PeerId> = services.values().flatten().copied().collect();
-    let mut substrate: Vec<PeerId> = services.get("substrate").cloned().unwrap_or_default();
+    let mut substrate = tau_proto::counters::counting_nodes(&services);
     let seers = services.get("seer").cloned().unwrap_or_default();
     let seer = seers.first().copied().ok_or(CollectError::NoSeer)?;
     for status in client.seer_nodes(seer).await? {
         let beat = status.heartbeat;
         known.insert(beat.peer);
-        if beat.services.iter().any(|s| s == "substrate") && !substrate.contains(&beat.peer) {
+        if tau_proto::counters::counts(&beat.services) && !substrate.contains(&beat.peer) {
             substrate.push(beat.peer);
         }
     }

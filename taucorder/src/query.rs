@@ -120,7 +120,7 @@ impl Cloud {
     /// Each function's latest counter window, summed over the substrate nodes (read from the
     /// end of each node's log).
     pub async fn usage(&self) -> Result<Vec<UsageRow>, QueryError> {
-        let nodes = self.client.nodes_running("substrate").await?;
+        let nodes = self.client.counting_nodes().await?;
         if nodes.is_empty() {
             return Err(QueryError::NoService("substrate"));
         }

@@ -125,6 +125,33 @@ fn usage_view() {
     insta::assert_snapshot!(screen("6"));
 }
 
+/// The sample cloud with build jobs among its records, and the logs of the first two.
+fn updates_with_jobs() -> Vec<Update> {
+    let mut records = sample::records(40);
+    records.extend(sample::jobs());
+    let mut updates = sample_updates();
+    updates.push(Update::Tns(Ok(records)));
+    for i in 0..2 {
+        let log = sample::job_log(i);
+        let cid = tau_proto::hoarder::BlobId::of(log.as_bytes());
+        updates.push(Update::JobLog { cid, log: Ok(log) });
+    }
+    updates
+}
+
+#[test]
+fn jobs_view_lists_every_state_newest_first() {
+    let (screen, _) = screen_with(updates_with_jobs(), "7");
+    insta::assert_snapshot!(screen);
+}
+
+#[test]
+fn a_failed_jobs_details_end_with_its_log() {
+    // The second newest is building, then skipped, then the failed one.
+    let (screen, _) = screen_with(updates_with_jobs(), ":jobs<Enter>jjj<Enter>");
+    insta::assert_snapshot!(screen);
+}
+
 #[test]
 fn filter_keeps_matching_rows() {
     insta::assert_snapshot!(screen("4/under<Enter>"));

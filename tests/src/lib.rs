@@ -12,3 +12,4 @@ pub mod lab;
 pub mod otlp;
 pub mod postgres;
 pub mod ssh_lab;
+pub mod tmux;

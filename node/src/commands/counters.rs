@@ -7,12 +7,14 @@ use tau_proto::counters::{MAX_PAGE, SignedCounter};
 
 use super::output::{self, ServiceArgs, table};
 
-/// Show the signed execution counter records of the cloud's substrate nodes, each checked
-/// against its node's key.
+/// Show the signed counter records of the cloud's substrate and ci nodes, each checked against
+/// its node's key.
 ///
 /// Every substrate node writes one record per function per counter window (`substrate.counter_window`
-/// in node.yaml, 60s by default), numbered 1, 2, 3, ... per node. Asks every substrate node, or
-/// the one given with --node. Nothing is acknowledged: records stay on the nodes.
+/// in node.yaml, 60s by default), numbered 1, 2, 3, ... per node; a ci node counts each
+/// project's build jobs under the function `@build` (jobs, failed jobs, wall and CPU time).
+/// Asks every such node, or the one given with --node. Nothing is acknowledged: records stay
+/// on the nodes.
 #[derive(Debug, Args)]
 pub(crate) struct Counters {
     #[command(flatten)]
@@ -40,9 +42,9 @@ impl Counters {
                 client.nodes().await?;
                 vec![node]
             }
-            None => client.nodes_running("substrate").await?,
+            None => client.counting_nodes().await?,
         };
-        anyhow::ensure!(!nodes.is_empty(), "no node of this cloud runs substrate");
+        anyhow::ensure!(!nodes.is_empty(), "no node of this cloud runs substrate or ci");
         let mut records: Vec<SignedCounter> = Vec::new();
         for node in nodes {
             let mut since = self.since;

@@ -5,7 +5,6 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 use tau_proto::cbor;
 use tau_proto::git::{self, Job, JobState};
-use tau_proto::hoarder::{BlobId, HoarderProtocol, HoarderRequest, HoarderResponse, transfer};
 use tau_proto::tns::Record;
 
 use super::output::{self, ServiceArgs};
@@ -86,13 +85,10 @@ impl Jobs {
                     _ => None,
                 };
                 let Some(cid) = log else {
-                    bail!(
-                        "{} has no log yet ({})",
-                        row.key,
-                        tau_node::patrick::state_name(&row.job.state)
-                    );
+                    bail!("{} has no log yet ({})", row.key, row.job.state.name());
                 };
-                let text = fetch(&client, cid)
+                let text = client
+                    .fetch_blob(cid, git::MAX_LOG)
                     .await
                     .with_context(|| format!("cannot fetch the log {cid}"))?;
                 print!("{}", String::from_utf8_lossy(&text));
@@ -132,7 +128,7 @@ impl Jobs {
                     r.job.commit.chars().take(12).collect(),
                     r.job.repo.to_string(),
                     r.job.branch.clone(),
-                    tau_node::patrick::state_name(&r.job.state).to_string(),
+                    r.job.state.name().to_string(),
                     monkey,
                     took,
                     what,
@@ -163,7 +159,7 @@ fn row(record: Record) -> Option<Row> {
         commit: job.commit.clone(),
         repo: job.repo.to_string(),
         branch: job.branch.clone(),
-        state: tau_node::patrick::state_name(&job.state),
+        state: job.state.name(),
         queued_at: job.queued_at,
         detail: job.state.clone(),
         job,
@@ -181,26 +177,4 @@ fn seconds(ms: u64) -> String {
 
 fn ago(now: u64, at: u64) -> String {
     format!("{} ago", seconds(now.saturating_sub(at)))
-}
-
-/// A blob's bytes, from a hoarder node that holds it.
-async fn fetch(client: &tau_proto::Client, cid: BlobId) -> anyhow::Result<Vec<u8>> {
-    let nodes = client.nodes_running("hoarder").await?;
-    let mut candidates = nodes.clone();
-    if let Some(first) = nodes.first()
-        && let Ok(HoarderResponse::NotFound { holders }) = client
-            .call::<HoarderProtocol>(*first, HoarderRequest::Manifest { cid, in_progress: false })
-            .await
-    {
-        candidates = holders;
-    }
-    let mut last = None;
-    for peer in candidates {
-        let mut out = Vec::new();
-        match transfer::download(client, peer, cid, &mut out).await {
-            Ok(_) => return Ok(out),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.map(anyhow::Error::from).unwrap_or_else(|| anyhow::anyhow!("no node holds {cid}")))
 }

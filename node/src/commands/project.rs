@@ -655,7 +655,7 @@ impl Status {
                 "no job has deployed it yet; the newest, {} ({}), is {}{}",
                 last.commit.chars().take(12).collect::<String>(),
                 last.repo,
-                tau_node::patrick::state_name(&last.state),
+                last.state.name(),
                 match &last.state {
                     git::JobState::Failed(f) => format!(": {}", f.summary),
                     git::JobState::Skipped { reason } => format!(": {reason}"),
@@ -689,7 +689,7 @@ impl Status {
                         "commit": j.commit,
                         "repo": j.repo,
                         "branch": j.branch,
-                        "state": tau_node::patrick::state_name(&j.state),
+                        "state": j.state.name(),
                     })
                 })
                 .collect(),
@@ -724,7 +724,7 @@ impl Status {
                 job.commit.chars().take(12).collect::<String>(),
                 job.repo,
                 job.branch,
-                tau_node::patrick::state_name(&job.state)
+                job.state.name()
             );
         }
         Ok(())

@@ -6,6 +6,7 @@
 pub const HEAD: usize = 64 * 1024;
 /// Bytes kept from the end.
 pub const TAIL: usize = 448 * 1024;
+const _: () = assert!((HEAD + TAIL) as u64 + 1024 <= tau_proto::git::MAX_LOG);
 
 /// A bounded log.
 #[derive(Debug, Default)]

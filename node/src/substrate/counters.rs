@@ -74,6 +74,11 @@ impl FunctionStats {
         t.errors += 1;
     }
 
+    /// Adds what something other than an invocation used (a build job).
+    pub fn add(&self, usage: &Usage) {
+        self.totals().add(usage);
+    }
+
     /// Adds request body bytes.
     pub fn bytes_in(&self, n: u64) {
         self.totals().bytes_in += n;

@@ -184,6 +184,56 @@ impl Client {
     }
 }
 
+impl Client {
+    /// A blob's bytes, at most `max` of them, from a hoarder node that holds it (the first
+    /// hoarder node says which do); every chunk checked against its hash.
+    pub async fn fetch_blob(
+        &self,
+        cid: crate::hoarder::BlobId,
+        max: u64,
+    ) -> Result<Vec<u8>, crate::hoarder::transfer::TransferError> {
+        use crate::hoarder::transfer::{TransferError, download_chunks, fetch_manifest};
+        let refused = |peer, reason: String| TransferError::Peer { peer, reason };
+        let nodes = self.nodes_running("hoarder").await.map_err(|e| TransferError::Io {
+            path: "the cloud's hoarder nodes".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let mut candidates = nodes.clone();
+        if let Some(first) = nodes.first()
+            && let Ok(HoarderResponse::NotFound { holders }) = self
+                .call::<HoarderProtocol>(
+                    *first,
+                    HoarderRequest::Manifest { cid, in_progress: false },
+                )
+                .await
+        {
+            candidates = holders;
+        }
+        let mut last = TransferError::NotFound(cid);
+        for peer in candidates {
+            let manifest = match fetch_manifest(self, peer, cid, false).await {
+                Ok(manifest) if manifest.size > max => {
+                    return Err(refused(
+                        peer,
+                        format!("{cid} is {} bytes, over {max}", manifest.size),
+                    ));
+                }
+                Ok(manifest) => manifest,
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
+            let mut out = Vec::new();
+            match download_chunks(self, peer, cid, &manifest, &mut out).await {
+                Ok(_) => return Ok(out),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+}
+
 impl crate::hoarder::transfer::Asker for Client {
     type Error = ClientError;
 
@@ -204,7 +254,7 @@ pub enum Value {
     ProjectRoot(ProjectRoot),
     /// `/projects/<id>/config`.
     ProjectConfig(ProjectConfig),
-    /// `/projects/<id>/functions/<name>`.
+    /// `/projects/<id>/functions/<name>`, `/projects/<id>/branches/<branch>/functions/<name>`.
     Function(Box<Function>),
     /// `/domains/<fqdn>`.
     Domain(DomainClaim),
@@ -235,7 +285,9 @@ impl Value {
         Ok(match segments.as_slice() {
             ["projects", _] => Self::ProjectRoot(cbor::from_slice(bytes)?),
             ["projects", _, "config"] => Self::ProjectConfig(cbor::from_slice(bytes)?),
-            ["projects", _, "functions", _] => Self::Function(Box::new(cbor::from_slice(bytes)?)),
+            ["projects", _, "functions", _] | ["projects", _, "branches", _, "functions", _] => {
+                Self::Function(Box::new(cbor::from_slice(bytes)?))
+            }
             ["domains", _] => Self::Domain(cbor::from_slice(bytes)?),
             ["projects", _, "secrets", _] => Self::Secret(cbor::from_slice(bytes)?),
             ["http", ..] => Self::Route(cbor::from_slice(bytes)?),

@@ -16,17 +16,20 @@ pub enum ViewKind {
     Vault,
     /// The latest counter windows per function.
     Usage,
+    /// The build jobs of git-operated projects.
+    Jobs,
 }
 
 impl ViewKind {
     /// Every view, in tab order.
-    pub const ALL: [ViewKind; 6] = [
+    pub const ALL: [ViewKind; 7] = [
         ViewKind::Peers,
         ViewKind::Nodes,
         ViewKind::Tns,
         ViewKind::Hoarder,
         ViewKind::Vault,
         ViewKind::Usage,
+        ViewKind::Jobs,
     ];
 
     /// The view's name, as its `:` command and its tab say it.
@@ -38,6 +41,7 @@ impl ViewKind {
             ViewKind::Hoarder => "hoarder",
             ViewKind::Vault => "vault",
             ViewKind::Usage => "usage",
+            ViewKind::Jobs => "jobs",
         }
     }
 

@@ -12,12 +12,13 @@ use ratatui::widgets::{Block, Cell, Clear, Paragraph, Row, Table, Tabs, Wrap};
 use tau_proto::admin::PeerInfo;
 use tau_proto::client::registry::RecordView;
 use tau_proto::client::secrets::{NodeShare, VaultReport};
-use tau_proto::hoarder::PinInfo;
+use tau_proto::hoarder::{BlobId, PinInfo};
 use tau_proto::seer::NodeStatus;
 
 use super::action::{Action, ViewKind};
 use super::component::Component;
 use super::format::{clock, short_peer};
+use super::jobs::JobsView;
 use super::keymap::{self, help_lines};
 use super::table::TableView;
 use super::tns::TnsView;
@@ -51,6 +52,13 @@ pub enum Update {
     Vault(Result<VaultReport, String>),
     /// The latest counter windows.
     Usage(Result<Vec<UsageRow>, String>),
+    /// A job's log, fetched from hoarder, or why it could not be.
+    JobLog {
+        /// The log's blob.
+        cid: BlobId,
+        /// Its text.
+        log: Result<String, String>,
+    },
     /// A round of questions finished at this Unix time (milliseconds).
     Round {
         /// When.
@@ -80,6 +88,9 @@ enum Popup {
     Help { scroll: u16 },
 }
 
+/// How many views there are.
+const VIEWS: usize = ViewKind::ALL.len();
+
 /// Everything the UI shows and the state of its views; drawn by `draw`, changed only by `apply` and `update`.
 pub struct App {
     cloud: String,
@@ -90,12 +101,13 @@ pub struct App {
     hoarder: TableView<PinInfo>,
     vault: TableView<NodeShare>,
     usage: TableView<UsageRow>,
+    jobs: JobsView,
     /// Per view, the filter in force.
-    filters: [String; 6],
+    filters: [String; VIEWS],
     /// Per view, why its data could not be read last time.
-    errors: [Option<String>; 6],
+    errors: [Option<String>; VIEWS],
     /// Per view, whether data has arrived.
-    loaded: [bool; 6],
+    loaded: [bool; VIEWS],
     mode: Mode,
     popup: Option<Popup>,
     link: Link,
@@ -117,9 +129,10 @@ impl App {
             hoarder: TableView::new("hoarder pins"),
             vault: TableView::new("vault shares"),
             usage: TableView::new("usage: latest window per function"),
+            jobs: JobsView::default(),
             filters: Default::default(),
             errors: Default::default(),
-            loaded: [false; 6],
+            loaded: [false; VIEWS],
             mode: Mode::Normal,
             popup: None,
             link: Link::Connecting { attempt: 0, error: None },
@@ -158,6 +171,7 @@ impl App {
             ViewKind::Hoarder => &mut self.hoarder,
             ViewKind::Vault => &mut self.vault,
             ViewKind::Usage => &mut self.usage,
+            ViewKind::Jobs => &mut self.jobs,
         }
     }
 
@@ -169,6 +183,7 @@ impl App {
             ViewKind::Hoarder => self.hoarder.counts(),
             ViewKind::Vault => self.vault.counts(),
             ViewKind::Usage => self.usage.counts(),
+            ViewKind::Jobs => self.jobs.counts(),
         }
     }
 
@@ -197,13 +212,22 @@ impl App {
             Update::Connected { entry } => self.link = Link::Connected { entry },
             Update::Peers(r) => take(self, ViewKind::Peers, r, |a, d| a.peers.set_items(d)),
             Update::Nodes(r) => take(self, ViewKind::Nodes, r, |a, d| a.nodes.set_nodes(d)),
-            Update::Tns(r) => take(self, ViewKind::Tns, r, |a, d| a.tns.set_records(d)),
+            Update::Tns(r) => {
+                // The jobs are records too: the jobs view follows the same read.
+                let jobs = r.as_ref().map(|_| ()).map_err(Clone::clone);
+                take(self, ViewKind::Tns, r, |a, d| {
+                    a.jobs.set_records(&d);
+                    a.tns.set_records(d);
+                });
+                take(self, ViewKind::Jobs, jobs, |_, ()| {});
+            }
             Update::Hoarder(r) => take(self, ViewKind::Hoarder, r, |a, d| a.hoarder.set_items(d)),
             Update::Vault(r) => take(self, ViewKind::Vault, r, |a, report| {
                 a.vault.set_summary(Some(vault_summary(&report)));
                 a.vault.set_items(report.nodes);
             }),
             Update::Usage(r) => take(self, ViewKind::Usage, r, |a, d| a.usage.set_items(d)),
+            Update::JobLog { cid, log } => self.jobs.set_log(cid, log),
             Update::Round { at_ms } => self.updated_ms = Some(at_ms),
         }
     }
@@ -289,7 +313,7 @@ impl App {
                 Some(view) => self.update(Action::Show(view)),
                 None => {
                     self.message = Some(format!(
-                        "unknown command :{name} (try :peers :nodes :tns :hoarder :vault :usage :help :q)"
+                        "unknown command :{name} (try :peers :nodes :tns :hoarder :vault :usage :jobs :help :q)"
                     ))
                 }
             },

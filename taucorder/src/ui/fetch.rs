@@ -2,14 +2,17 @@
 //! `r`), and sends what it finds to the app as [`Update`]s. It never blocks the app: the app
 //! reads updates between key presses. When the cloud stops answering, it reconnects by itself.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use libp2p::PeerId;
+use tau_proto::hoarder::BlobId;
 use tokio::sync::mpsc;
 use tokio::time::sleep;
 
 use super::app::Update;
+use super::jobs::JobRow;
 use super::tns::sort_for_tree;
 use crate::query::{Cloud, QueryError};
 use crate::usage::UsageTracker;
@@ -86,7 +89,14 @@ struct Rounds {
     /// The TNS node asked last and its digest then: the registry is listed again only when the
     /// digest changes.
     tns_seen: Option<(PeerId, String, u64)>,
+    /// The job logs fetched (each once: a log never changes).
+    logs: HashSet<BlobId>,
+    /// The logs of the ended jobs in the last read of the registry, newest first.
+    job_logs: Vec<BlobId>,
 }
+
+/// The most job logs fetched in one round (the newest jobs' first).
+const LOGS_PER_ROUND: usize = 8;
 
 impl Rounds {
     /// One round: every question at once, each answer sent as soon as it arrives.
@@ -98,7 +108,8 @@ impl Rounds {
         let first = |service: &str| services.get(service).and_then(|nodes| nodes.first().copied());
         let no = |service: &'static str| QueryError::NoService(service).to_string();
         let send = |update: Update| async move { updates.send(update).await.is_ok() };
-        let substrate = services.get("substrate").cloned().unwrap_or_default();
+        // The nodes that keep counters: substrate's invocations, ci's build jobs.
+        let substrate = tau_proto::counters::counting_nodes(&services);
 
         let peers =
             async { send(Update::Peers(cloud.peers(None).await.map_err(|e| e.to_string()))).await };
@@ -110,6 +121,7 @@ impl Rounds {
             send(Update::Nodes(result)).await
         };
         let tns_seen = &mut self.tns_seen;
+        let job_logs = &mut self.job_logs;
         let tns = async {
             let Some(node) = first("tns") else { return send(Update::Tns(Err(no("tns")))).await };
             let status = match cloud.client().tns_status(node).await {
@@ -126,6 +138,9 @@ impl Rounds {
             }
             if result.is_ok() {
                 *tns_seen = Some(seen);
+            }
+            if let Ok(records) = &result {
+                *job_logs = JobRow::from_records(records).iter().filter_map(JobRow::log).collect();
             }
             send(Update::Tns(result)).await
         };
@@ -153,10 +168,39 @@ impl Rounds {
         };
         let sent = tokio::join!(peers, nodes, tns, hoarder, vault, usage);
         let all_sent = [sent.0, sent.1, sent.2, sent.3, sent.4, sent.5].into_iter().all(|s| s);
-        if !all_sent || !send(Update::Round { at_ms: unix_ms() }).await {
+        if !all_sent || !self.fetch_logs(cloud, updates).await {
+            return Err(Lost::App);
+        }
+        if !send(Update::Round { at_ms: unix_ms() }).await {
             return Err(Lost::App);
         }
         Ok(())
+    }
+}
+
+impl Rounds {
+    /// Fetches the logs of ended jobs not fetched yet, the newest first, a few per round (one
+    /// that cannot be fetched now is tried again next round); false when the app is gone.
+    async fn fetch_logs(&mut self, cloud: &Cloud, updates: &mpsc::Sender<Update>) -> bool {
+        let wanted: Vec<BlobId> = self
+            .job_logs
+            .iter()
+            .filter(|cid| !self.logs.contains(cid))
+            .take(LOGS_PER_ROUND)
+            .copied()
+            .collect();
+        for cid in wanted {
+            let log = cloud.client().fetch_blob(cid, tau_proto::git::MAX_LOG).await;
+            let log = log.map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+            if log.is_ok() {
+                self.logs.insert(cid);
+            }
+            let update = Update::JobLog { cid, log: log.map_err(|e| e.to_string()) };
+            if updates.send(update).await.is_err() {
+                return false;
+            }
+        }
+        true
     }
 }
 

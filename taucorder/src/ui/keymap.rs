@@ -72,6 +72,7 @@ pub const BINDINGS: &[Binding] = &[
     bind(&[Char('4')], Action::Show(ViewKind::Hoarder), "hoarder view (also :hoarder)"),
     bind(&[Char('5')], Action::Show(ViewKind::Vault), "vault view (also :vault)"),
     bind(&[Char('6')], Action::Show(ViewKind::Usage), "usage view (also :usage)"),
+    bind(&[Char('7')], Action::Show(ViewKind::Jobs), "build jobs view (also :jobs)"),
     bind(&[Code(KeyCode::Tab)], Action::NextView, "next view"),
     bind(&[Code(KeyCode::BackTab)], Action::PrevView, "previous view"),
     bind(&[Char('j'), Code(KeyCode::Down)], Action::Down, "down one row"),

@@ -11,6 +11,7 @@ pub mod app;
 pub mod component;
 pub mod fetch;
 pub mod format;
+pub mod jobs;
 pub mod keymap;
 pub mod sample;
 pub mod table;

@@ -9,6 +9,7 @@ use tau_proto::admin::{Location, PeerInfo, Resources};
 use tau_proto::client::registry::{RecordView, Value};
 use tau_proto::client::secrets::{NodeShare, VaultReport};
 use tau_proto::counters::Usage;
+use tau_proto::git::{self, Finished, Job, JobState, RepoKind};
 use tau_proto::hoarder::{BlobId, PinInfo, PinState};
 use tau_proto::identity::WriterKey;
 use tau_proto::seer::{Heartbeat, NodeStatus};
@@ -200,6 +201,67 @@ pub fn records(n: usize) -> Vec<RecordView> {
     }
     out.truncate(n);
     out
+}
+
+/// The registry records of a few build jobs of project `example`, one in each state but queued,
+/// and one queued; job `i`'s log is [`job_log`]`(i)`.
+pub fn jobs() -> Vec<RecordView> {
+    let states = |i: usize| {
+        let finished = |summary: &str| Finished {
+            monkey: peer(i % 3).to_string(),
+            started_at: NOW_MS - 600_000 + i as u64 * 60_000,
+            finished_at: NOW_MS - 600_000 + i as u64 * 60_000 + 4_200 + i as u64 * 300,
+            config_commit: Some(commit(100 + i)),
+            code_commit: Some(commit(i)),
+            summary: summary.to_string(),
+            log: Some(BlobId::of(job_log(i).as_bytes())),
+        };
+        match i {
+            0 => JobState::Done(finished("deployed: 5 written, 0 deleted, 11 unchanged")),
+            1 => JobState::Failed(finished("the build failed: cargo exited with status 101")),
+            2 => JobState::Skipped { reason: "superseded by a newer commit".into() },
+            3 => JobState::Building {
+                monkey: peer(1).to_string(),
+                started_at: NOW_MS - 5_000,
+                lease_until: NOW_MS + 10_000,
+                attempt: 1,
+            },
+            _ => JobState::Queued,
+        }
+    };
+    (0..5)
+        .map(|i| {
+            let job = Job {
+                repo: if i == 2 { RepoKind::Config } else { RepoKind::Code },
+                branch: if i == 1 { "staging".into() } else { "main".into() },
+                commit: commit(i),
+                queued_at: NOW_MS - 600_000 + i as u64 * 60_000,
+                state: states(i),
+            };
+            let branch = (i == 1).then_some("staging");
+            view(
+                git::job_key("example", &commit(i), branch),
+                "project:example",
+                30 + i as u64,
+                1,
+                Value::Job(Box::new(job)),
+            )
+        })
+        .collect()
+}
+
+/// A made-up commit id.
+fn commit(i: usize) -> String {
+    let mixed = (i as u128 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
+    format!("{:08x}{mixed:032x}", (mixed >> 96) as u32 ^ 0x5eed_c0de)
+}
+
+/// Job `i`'s log.
+pub fn job_log(i: usize) -> String {
+    format!(
+        "monkey: job {i}\n   Compiling hello v0.1.0 (/work/code/hello)\n{}",
+        if i == 1 { "error: expected one of `(` or `<`, found `{`\n" } else { "    Finished\n" }
+    )
 }
 
 /// `n` pins; every seventh is under-replicated and every eleventh is being repaired.

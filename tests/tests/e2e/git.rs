@@ -235,8 +235,10 @@ fn sign(secret: &str, body: &[u8]) -> String {
 #[test]
 fn a_push_is_built_in_the_sandbox_and_served_everywhere_and_webhooks_are_checked() -> Result {
     let tmp = tempfile::tempdir()?;
-    // node-1 is in region `edge`, which the project later maps its `staging` branch to.
-    let cloud = DevCloud::start_with(3, &tmp.path().join("cloud"), &["--regions", "dev,edge"])?;
+    // node-1 is in region `edge`, which the project later maps its `staging` branch to; counter
+    // windows of 1 s show the build jobs' counters soon.
+    let options = ["--regions", "dev,edge", "--counter-window", "1s"];
+    let cloud = DevCloud::start_with(3, &tmp.path().join("cloud"), &options)?;
     assert_eq!(cloud.webhooks.len(), 3, "every core node runs ci");
     let host = GitHost::start(&tmp.path().join("git"))?;
     let project = register(&cloud, &host, tmp.path(), "shop")?;
@@ -370,6 +372,44 @@ fn a_push_is_built_in_the_sandbox_and_served_everywhere_and_webhooks_are_checked
     assert_eq!(answers(&cloud, "shop")[1], "staging-2");
     let status = project_status(&profile, "shop")?;
     assert_eq!(status["serving"]["staging"]["code_commit"], staged.as_str(), "{status}");
+
+    // Every job that ran is counted, signed by the ci node that ran it: build seconds to bill.
+    let ran = jobs(&profile, "shop")?
+        .iter()
+        .filter(|j| j["state"] == "done" || j["state"] == "failed")
+        .count() as u64;
+    let (counted, _) = wait_for(Duration::from_secs(30), "the build jobs counted", || {
+        let out = tau_node_ok(&["counters", "--cloud", &profile.to_string_lossy(), "--json"])?;
+        let records: Vec<serde_json::Value> = serde_json::from_str(&out)?;
+        let builds: Vec<&serde_json::Value> = records
+            .iter()
+            .filter(|r| r["project"] == "shop" && r["function"] == "@build")
+            .collect();
+        let sum = |field: &str| builds.iter().filter_map(|r| r[field].as_u64()).sum::<u64>();
+        let totals = (sum("invocations"), sum("wall_micros"), sum("cpu_micros"));
+        let verified = builds.iter().all(|r| r["verified"] == true);
+        match totals.0 >= ran && verified {
+            true => Ok(Some(totals)),
+            false => Err(format!("{ran} jobs ran; counted {totals:?}, verified {verified}").into()),
+        }
+    })?;
+    assert!(counted.1 > 1_000_000 && counted.2 > 0, "{counted:?}");
+
+    // taucorder's jobs view, in a real terminal: the staging job, and its log from hoarder.
+    let tmux = tau_tests::tmux::Tmux::start(160, 45)?;
+    let taucorder = tau_tests::harness::binary("taucorder")?;
+    tmux.text(&format!("{} --cloud {}", taucorder.display(), profile.display()))?;
+    tmux.keys(&["Enter"])?;
+    tmux.wait("taucorder connected", |s| s.contains("connected"))?;
+    tmux.keys(&["7", "/"])?;
+    tmux.text(&staged[..12])?;
+    tmux.keys(&["Enter"])?;
+    tmux.wait("the staging job", |s| {
+        s.lines().any(|l| l.contains(&staged[..12]) && l.contains("staging") && l.contains("done"))
+    })?;
+    tmux.keys(&["Enter"])?;
+    tmux.wait("its log", |s| s.contains("branch: staging") && s.contains("Compiling hello"))?;
+    tmux.keys(&["C-c"])?;
     Ok(())
 }
 

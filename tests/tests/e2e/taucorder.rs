@@ -5,6 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use tau_tests::harness::{DevCloud, Result, binary, run, tau_node_ok, wait_for};
+use tau_tests::tmux::{Tmux, line_with};
 
 /// Runs `taucorder ARGS --cloud PROFILE --json` and parses what it prints.
 fn taucorder(cloud: &DevCloud, args: &[&str]) -> Result<serde_json::Value> {
@@ -132,79 +133,6 @@ fn taucorder_json_commands_show_what_the_nodes_hold() -> Result {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no record under /projects/nothing-here"), "{stderr}");
     Ok(())
-}
-
-/// A tmux server of its own (its own socket) with one pane of `width` x `height`; killed on
-/// drop.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn start(width: u16, height: u16) -> Result<Self> {
-        let tmux = Self { socket: format!("tau-taucorder-{}", std::process::id()) };
-        tmux.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            "t",
-            "-x",
-            &width.to_string(),
-            "-y",
-            &height.to_string(),
-            "bash --norc --noprofile",
-        ])?;
-        Ok(tmux)
-    }
-
-    fn run(&self, args: &[&str]) -> Result<String> {
-        let out = run(
-            Command::new("tmux").args(["-L", &self.socket]).args(args),
-            Duration::from_secs(10),
-        )?;
-        if !out.status.success() {
-            return Err(format!("tmux {args:?}: {}", String::from_utf8_lossy(&out.stderr)).into());
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    /// Presses `keys` (tmux key names: `Enter`, `Escape`, `C-c`, `2`).
-    fn keys(&self, keys: &[&str]) -> Result {
-        let mut args = vec!["send-keys", "-t", "t"];
-        args.extend(keys);
-        self.run(&args).map(drop)
-    }
-
-    /// Types `text` as it is.
-    fn text(&self, text: &str) -> Result {
-        self.run(&["send-keys", "-t", "t", "-l", text]).map(drop)
-    }
-
-    /// What the pane shows now.
-    fn screen(&self) -> Result<String> {
-        self.run(&["capture-pane", "-p", "-t", "t"])
-    }
-
-    /// Waits until the screen satisfies `check`; the last screen in the error otherwise.
-    fn wait(&self, what: &str, check: impl Fn(&str) -> bool) -> Result<String> {
-        let mut last = String::new();
-        let found = wait_for(Duration::from_secs(45), what, || {
-            last = self.screen()?;
-            Ok(check(&last).then(|| last.clone()))
-        });
-        found.map(|(screen, _)| screen).map_err(|e| format!("{e}; the screen:\n{last}").into())
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux").args(["-L", &self.socket, "kill-server"]).output();
-    }
-}
-
-/// The line of the screen that mentions `text`.
-fn line_with<'a>(screen: &'a str, text: &str) -> Option<&'a str> {
-    screen.lines().find(|l| l.contains(text))
 }
 
 /// The tail of a peer id, as taucorder's columns show it.
