@@ -7,9 +7,10 @@
 //! loses the job once the lease runs out, and another takes it over. Monkeys race fairly: the
 //! first choice for a project is the `ci` node ranked first by `BLAKE3(project ‖ peer id)`
 //! among the connected ones (so a project's builds keep finding their warm target folder); the
-//! others wait [`OTHERS_WAIT`] before they take one. After writing its claim a monkey reads the
-//! job back once its claim had time to spread: when two claimed at once, TNS's
-//! last-writer-wins keeps one claim everywhere, and the other monkey lets go. One project has
+//! others wait [`OTHERS_WAIT`] before they take one. After writing its claim a monkey starts the job
+//! (fetching and building change nothing that serves) and reads the job back once its claim
+//! had time to spread: when two claimed at once, TNS's last-writer-wins keeps one claim
+//! everywhere, and the other monkey lets go before it writes anything. One project has
 //! one job running at a time, oldest first, and each monkey runs one job at a time.
 //!
 //! - [`job`]: one job, from fetching to writing the records;
@@ -179,10 +180,9 @@ impl Monkey {
             if waited < OTHERS_WAIT && !self.first_choice(&listed.project).await {
                 continue;
             }
-            if let Some(attempt) = self.claim(listed).await? {
-                self.clone().work(listed.clone(), attempt, shutdown).await;
-                return Ok(());
-            }
+            let attempt = self.claim(listed).await?;
+            self.clone().work(listed.clone(), attempt, shutdown).await;
+            return Ok(());
         }
         Ok(())
     }
@@ -229,8 +229,9 @@ impl Monkey {
         }
     }
 
-    /// Writes this monkey's claim on `listed` and reads it back; the attempt number if it holds.
-    async fn claim(&self, listed: &Listed) -> Result<Option<u32>, RegistryError> {
+    /// Writes this monkey's claim on `listed`; its attempt number. Whether the claim holds is
+    /// known only after [`SETTLE`] ([`Monkey::confirm`]).
+    async fn claim(&self, listed: &Listed) -> Result<u32, RegistryError> {
         let attempt = match &listed.job.state {
             JobState::Building { attempt, .. } => attempt + 1,
             _ => 1,
@@ -243,20 +244,43 @@ impl Monkey {
             attempt,
         };
         self.put_job(listed, state).await?;
-        tokio::time::sleep(SETTLE).await;
-        let held = matches!(self.registry.get(&listed.key).await?.and_then(listed_of(&listed.key)),
-            Some(l) if matches!(&l.job.state, JobState::Building { monkey, .. } if *monkey == self.me.to_string()));
-        if !held {
-            tracing::info!(job = listed.key, "another monkey took the job");
-            return Ok(None);
-        }
-        tracing::info!(job = listed.key, attempt, "job claimed");
-        Ok(Some(attempt))
+        Ok(attempt)
     }
 
-    /// Runs a claimed job, renewing the lease, and writes how it ended.
+    /// Whether this monkey's claim on `listed` held, read back once it had [`SETTLE`] to spread
+    /// (when two monkeys claimed at once, TNS kept one claim everywhere).
+    async fn confirm(&self, listed: &Listed) -> bool {
+        tokio::time::sleep(SETTLE).await;
+        let record = match self.registry.get(&listed.key).await {
+            Ok(record) => record,
+            Err(e) => {
+                tracing::warn!(job = listed.key, error = %e, "cannot read the claim back");
+                return false;
+            }
+        };
+        let held = matches!(record.and_then(listed_of(&listed.key)),
+            Some(l) if matches!(&l.job.state, JobState::Building { monkey, .. } if *monkey == self.me.to_string()));
+        if held {
+            tracing::info!(job = listed.key, "job claimed");
+        } else {
+            tracing::info!(job = listed.key, "another monkey took the job");
+        }
+        held
+    }
+
+    /// Runs a claimed job, renewing the lease, and writes how it ended. The job starts at once
+    /// (fetching and building change nothing that serves) while the claim is confirmed; nothing
+    /// is written, neither records nor how the job ended, unless it held.
     async fn work(self: Arc<Self>, listed: Listed, attempt: u32, shutdown: &CancellationToken) {
         let started_at = unix_ms();
+        let (held_tx, held) = tokio::sync::watch::channel(None);
+        let confirming = {
+            let (this, listed) = (self.clone(), listed.clone());
+            tokio::spawn(async move {
+                let _ = held_tx.send(Some(this.confirm(&listed).await));
+            })
+        };
+        let held = job::Held(held);
         let (started, cpu_before) = (std::time::Instant::now(), children_cpu_micros());
         let lost = CancellationToken::new();
         let renew = {
@@ -295,11 +319,24 @@ impl Monkey {
             "job {} on {} (attempt {attempt}): {} repository, branch {}, commit {}",
             listed.key, self.me, listed.job.repo, listed.job.branch, listed.job.commit
         ));
+        let taken = async {
+            if held.wait().await {
+                std::future::pending::<()>().await;
+            }
+        };
         let outcome = tokio::select! {
-            outcome = job::run(&self, &listed.project, &listed.job, &work, &mut log) => Some(outcome),
+            outcome = job::run(&self, &listed.project, &listed.job, &work, &held, &mut log) => Some(outcome),
+            _ = taken => None,
             _ = lost.cancelled() => None,
             _ = shutdown.cancelled() => None,
         };
+        let held = held.wait().await;
+        confirming.abort();
+        if !held {
+            renew.abort();
+            let _ = std::fs::remove_dir_all(&work);
+            return;
+        }
         renew.abort();
         let _ = std::fs::remove_dir_all(&work);
         let Some(outcome) = outcome else {

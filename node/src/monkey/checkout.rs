@@ -158,6 +158,29 @@ impl Checkout {
         &self.branch
     }
 
+    /// The kept repository `git_dir` (work tree `work_tree`), without fetching, if it has
+    /// `commit`.
+    pub async fn kept(
+        git_dir: &Path,
+        work_tree: &Path,
+        home: &Path,
+        branch: &str,
+        commit: &str,
+    ) -> Result<Option<Self>, CheckoutError> {
+        if !git_dir.join("HEAD").exists() || !work_tree.is_dir() {
+            return Ok(None);
+        }
+        let this = Self {
+            git_dir: git_dir.to_path_buf(),
+            work_tree: work_tree.to_path_buf(),
+            home: home.to_path_buf(),
+            ssh: String::from("false"),
+            branch: branch.to_string(),
+        };
+        let (known, _) = this.run(&["cat-file", "-e", &format!("{commit}^{{commit}}")]).await?;
+        Ok(known.success().then_some(this))
+    }
+
     /// The commit the branch points at.
     pub async fn tip(&self, log: &mut Log) -> Result<String, CheckoutError> {
         let name = format!("refs/remotes/origin/{}", self.branch);

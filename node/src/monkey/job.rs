@@ -46,6 +46,21 @@ pub enum Outcome {
     },
 }
 
+/// Whether the monkey's claim on the job held: known once it was read back.
+pub struct Held(pub tokio::sync::watch::Receiver<Option<bool>>);
+
+impl Held {
+    /// Waits until it is known.
+    pub async fn wait(&self) -> bool {
+        let mut held = self.0.clone();
+        match held.wait_for(Option::is_some).await {
+            Ok(known) => known.unwrap_or(false),
+            // The confirming task is gone without an answer.
+            Err(_) => false,
+        }
+    }
+}
+
 /// A failure in one line.
 #[derive(Debug)]
 pub struct Stop(pub String);
@@ -56,10 +71,18 @@ impl<E: std::fmt::Display> From<E> for Stop {
     }
 }
 
-/// Runs `job` of `project` in `work` (a folder of its own, removed by the caller).
-pub async fn run(monkey: &Monkey, project: &str, job: &Job, work: &Path, log: &mut Log) -> Outcome {
+/// Runs `job` of `project` in `work` (a folder of its own, removed by the caller); writes
+/// nothing unless the claim `held`.
+pub async fn run(
+    monkey: &Monkey,
+    project: &str,
+    job: &Job,
+    work: &Path,
+    held: &Held,
+    log: &mut Log,
+) -> Outcome {
     let mut commits = (None, None);
-    match steps(monkey, project, job, work, log, &mut commits).await {
+    match steps(monkey, project, job, work, held, log, &mut commits).await {
         Ok(outcome) => outcome,
         Err(Stop(summary)) => {
             log.line(&format!("failed: {summary}"));
@@ -73,6 +96,7 @@ async fn steps(
     project: &str,
     job: &Job,
     work: &Path,
+    held: &Held,
     log: &mut Log,
     commits: &mut (Option<String>, Option<String>),
 ) -> Result<Outcome, Stop> {
@@ -104,15 +128,39 @@ async fn steps(
     let current = deployed.branches.get(&job.branch);
 
     // Fetch both branches at once, each with its own deploy key (0600 files, deleted as soon as
-    // its fetch is done), into the project's kept repositories.
+    // its fetch is done), into the project's kept repositories. The repository not pushed is
+    // taken at the commit the branch serves when the kept repository has it: a push to it is
+    // a job of its own, which takes this one's commit in turn. Otherwise (nothing served yet)
+    // at its tip. The second value is that served commit, when taken so.
     let kept = monkey.projects.join(project);
+    let start = log.start();
+    let serving = |kind: RepoKind| {
+        current.map(|c| match kind {
+            RepoKind::Config => c.config_commit.clone(),
+            RepoKind::Code => c.code_commit.clone(),
+        })
+    };
     let fetch = |repo: &Repository| {
         let (kept, work) = (kept.clone(), work.to_path_buf());
         let repo = repo.clone();
         async move {
-            let mut log = Log::default();
+            let mut log = Log::since(start);
             let kind = repo.kind;
             let fetched = async {
+                let git_dir = kept.join(format!("{kind}.git"));
+                let tree = kept.join(kind.as_str());
+                // A mapped branch's push takes the other repository's branch of the same
+                // name if it has one, else its deployed branch.
+                let branch = mapped.unwrap_or(&repo.branch);
+                if kind != job.repo
+                    && let Some(commit) = serving(kind)
+                    && let Some(checkout) = Checkout::kept(&git_dir, &tree, &work, branch, &commit)
+                        .await
+                        .map_err(|e| Stop(format!("cannot read the kept {kind} repository: {e}")))?
+                {
+                    log.line(&format!("{kind} repository: the served {commit}, already here"));
+                    return Ok((checkout, Some(commit)));
+                }
                 let name = git::deploy_key_secret(kind);
                 let private = secrets::read(&monkey.reader(), project, &name)
                     .await
@@ -120,14 +168,11 @@ async fn steps(
                 let keys = KeyFiles::write(&work.join("ssh").join(kind.as_str()), &repo, &private)
                     .map_err(|e| Stop(format!("cannot write the {kind} deploy key: {e}")))?;
                 drop(private);
-                let git_dir = kept.join(format!("{kind}.git"));
-                let tree = kept.join(kind.as_str());
-                // A mapped branch's push takes the other repository's branch of the same
-                // name if it has one, else its deployed branch.
-                let branch = mapped.unwrap_or(&repo.branch);
+                log.line(&format!("{kind} deploy key read from the vault"));
                 let or_deployed = kind != job.repo;
                 Checkout::fetch(&git_dir, &tree, &work, &repo, branch, or_deployed, &keys, &mut log)
                     .await
+                    .map(|checkout| (checkout, None))
                     .map_err(|e| Stop(format!("cannot fetch the {kind} repository: {e}")))
             }
             .await;
@@ -139,9 +184,10 @@ async fn steps(
     log.append(&config_log);
     log.append(&code_log);
     let checkouts = [config?, code?];
-    let [config, code] = [&checkouts[0], &checkouts[1]];
+    log.line("fetched");
+    let [(config, config_served), (code, code_served)] = [&checkouts[0], &checkouts[1]];
 
-    // The pushed commit must be on the branch; the other repository is taken at its tip.
+    // The pushed commit must be on the branch.
     let pushed = if job.repo == RepoKind::Config { config } else { code };
     let tip = pushed.tip(log).await?;
     match pushed.is_ancestor(&job.commit, &tip, log).await? {
@@ -162,13 +208,15 @@ async fn steps(
     if tip != job.commit && monkey.job_pending(project, &tip, mapped).await {
         return Ok(Outcome::Skipped(format!("superseded by {tip}, queued after it")));
     }
-    let config_commit = match job.repo {
-        RepoKind::Config => job.commit.clone(),
-        RepoKind::Code => config.tip(log).await?,
+    let config_commit = match (job.repo, config_served) {
+        (RepoKind::Config, _) => job.commit.clone(),
+        (RepoKind::Code, Some(served)) => served.clone(),
+        (RepoKind::Code, None) => config.tip(log).await?,
     };
-    let code_commit = match job.repo {
-        RepoKind::Code => job.commit.clone(),
-        RepoKind::Config => code.tip(log).await?,
+    let code_commit = match (job.repo, code_served) {
+        (RepoKind::Code, _) => job.commit.clone(),
+        (RepoKind::Config, Some(served)) => served.clone(),
+        (RepoKind::Config, None) => code.tip(log).await?,
     };
     *commits = (Some(config_commit.clone()), Some(code_commit.clone()));
     // Never back in history: a replayed webhook of an older commit changes nothing.
@@ -199,6 +247,7 @@ async fn steps(
     if code_dir.join("Cargo.toml").is_file() {
         let sandbox = monkey.sandbox.as_ref().map_err(|e| Stop(e.clone()))?;
         sandbox.cargo_build(&code_dir, &built, log).await?;
+        log.line("built");
     }
     let release = built.join("wasm32-wasip2/release");
     // Only a file inside the code tree or the build's output: the sandbox may have left a
@@ -271,6 +320,9 @@ async fn steps(
         scope: project.to_string(),
         value: Some(cbor::to_vec(&deployed)?),
     });
+    if !held.wait().await {
+        return Err(Stop("another monkey took the job".into()));
+    }
     monkey.write(drafts).await?;
     let summary = format!(
         "deployed: {} written, {} deleted, {} unchanged",

@@ -9,17 +9,36 @@ pub const TAIL: usize = 448 * 1024;
 const _: () = assert!((HEAD + TAIL) as u64 + 1024 <= tau_proto::git::MAX_LOG);
 
 /// A bounded log.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Log {
     head: String,
     tail: std::collections::VecDeque<u8>,
     dropped: u64,
+    /// When the job started: the monkey's lines say how long after.
+    start: std::time::Instant,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self::since(std::time::Instant::now())
+    }
 }
 
 impl Log {
-    /// Appends one line of the monkey's own.
+    /// An empty log whose lines are timed from `start` (a job's parts log apart, then join).
+    pub fn since(start: std::time::Instant) -> Self {
+        Self { head: String::new(), tail: Default::default(), dropped: 0, start }
+    }
+
+    /// When its lines are timed from.
+    pub fn start(&self) -> std::time::Instant {
+        self.start
+    }
+
+    /// Appends one line of the monkey's own, with the seconds since the job started.
     pub fn line(&mut self, line: &str) {
-        self.text(&format!("monkey: {line}\n"));
+        let at = self.start.elapsed().as_secs_f64();
+        self.text(&format!("monkey: {at:6.2} s: {line}\n"));
     }
 
     /// Appends text as it came (a command's output).
@@ -74,7 +93,7 @@ mod tests {
         }
         log.text("error[E0308]: mismatched types\n");
         let text = log.contents();
-        assert!(text.starts_with("monkey: start\nline 0\n"), "{}", &text[..40]);
+        assert!(text.starts_with("monkey:   0.00 s: start\nline 0\n"), "{}", &text[..40]);
         assert!(text.ends_with("error[E0308]: mismatched types\n"));
         assert!(text.contains("bytes left out"));
         assert!(text.len() <= HEAD + TAIL + 64, "{}", text.len());

@@ -225,6 +225,7 @@ fn run() -> Result {
     }
 
     let (mut by_git, mut by_hand, mut waits) = (Vec::new(), Vec::new(), Vec::new());
+    let mut last_commit = String::new();
     for round in 0..ROUNDS {
         // By git: commit, push; the cloud builds and deploys.
         let text = format!("pong git {round}");
@@ -236,6 +237,7 @@ fn run() -> Result {
         by_git.push(started.elapsed().as_secs_f64());
         let commit = host.git(&code, &["rev-parse", "HEAD"])?.trim().to_string();
         waits.push(job_wait(&tau_node_bin, &profile, &commit)?);
+        last_commit = commit;
 
         // By hand: build the changed function, push the project folder.
         let text = format!("pong hand {round}");
@@ -266,6 +268,12 @@ fn run() -> Result {
             by_git[round],
             by_hand[round]
         );
+    }
+    // Where a job's time goes: the monkey's own lines of the last job's log, timed.
+    let log = tau_node(&tau_node_bin, &["jobs", "logs", &last_commit, "--cloud", &profile])?;
+    println!("the last job's steps:");
+    for line in log.lines().filter(|l| l.starts_with("monkey:")) {
+        println!("  {line}");
     }
     let (git_s, hand_s, wait_ms) = (median(by_git), median(by_hand), median(waits));
     let ratio = git_s / hand_s;
