@@ -13,6 +13,7 @@ pub mod counters;
 pub mod engine;
 pub mod functions;
 pub mod gateway;
+pub mod outbound;
 pub mod routes;
 
 use std::net::SocketAddr;
@@ -137,7 +138,12 @@ pub async fn start(
             &root.join("fetching"),
             parts.config.load_memory(),
         )?,
-        routes: routes::Routes::new(registry, counters.clone(), parts.region.clone()),
+        routes: routes::Routes::new(
+            registry,
+            counters.clone(),
+            parts.region.clone(),
+            parts.config.outbound_allow(),
+        ),
         slots: Arc::new(tokio::sync::Semaphore::new(parts.config.max_instances as usize)),
         caps: gateway::Caps {
             max_timeout: parts.config.max_timeout(),

@@ -45,6 +45,7 @@ pub mod keyfile;
 pub mod membership;
 pub mod net;
 pub mod node_config;
+pub mod outbound;
 pub mod profile;
 pub mod protocol;
 pub mod seer;

@@ -357,6 +357,11 @@ pub struct SubstrateConfig {
     /// wait their turn (a component larger than this loads alone). Fetched components go to
     /// disk first, so a slow peer holds no memory.
     pub load_memory: String,
+    /// Address blocks functions may reach although they are private, loopback or link-local
+    /// (`[127.0.0.1/32]` for a test server on this host); none by default. Which hosts a
+    /// function may call is its own YAML's `allowed_outbound_hosts`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub outbound_allow: Vec<String>,
 }
 
 impl Default for SubstrateConfig {
@@ -372,6 +377,7 @@ impl Default for SubstrateConfig {
             max_connections: 10_000,
             max_connections_per_ip: 256,
             load_memory: "512MiB".into(),
+            outbound_allow: Vec::new(),
         }
     }
 }
@@ -420,6 +426,11 @@ impl SubstrateConfig {
         self.load_memory.parse::<bytesize::ByteSize>().map_or(512 << 20, |size| size.as_u64())
     }
 
+    /// The blocks of `outbound_allow` (checked when the file was loaded).
+    pub fn outbound_allow(&self) -> Vec<crate::outbound::Cidr> {
+        self.outbound_allow.iter().filter_map(|c| crate::outbound::Cidr::parse(c).ok()).collect()
+    }
+
     /// What is wrong with these settings, if anything: the field (as named in YAML) and why.
     pub fn problem(&self) -> Option<(&'static str, String)> {
         const SECOND: std::time::Duration = std::time::Duration::from_secs(1);
@@ -462,6 +473,11 @@ impl SubstrateConfig {
                 Err(e) => {
                     return Some((field, format!("`{value}` is not a size (like 512MiB): {e}")));
                 }
+            }
+        }
+        for block in &self.outbound_allow {
+            if let Err(e) = crate::outbound::Cidr::parse(block) {
+                return Some(("outbound_allow", e));
             }
         }
         None

@@ -69,6 +69,14 @@ pub(crate) struct Dev {
     /// in `dev`, node-1 in `edge`, node-2 in `dev`... (to try a project's `branches:`).
     #[arg(long, value_delimiter = ',', default_value = "dev", value_parser = region)]
     regions: Vec<String>,
+    /// Address blocks functions may reach although they are private (`127.0.0.1/32` to call a
+    /// server on this machine); written into every node's `substrate.outbound_allow`.
+    #[arg(long, value_delimiter = ',', value_parser = outbound_block)]
+    outbound_allow: Vec<String>,
+}
+
+fn outbound_block(text: &str) -> Result<String, String> {
+    tau_proto::outbound::Cidr::parse(text).map(|_| text.to_string())
 }
 
 fn region(text: &str) -> Result<String, String> {
@@ -113,8 +121,11 @@ impl Dev {
         let dir = self.dir.unwrap_or_else(|| {
             std::env::temp_dir().join(format!("tau-dev-{}", std::process::id()))
         });
-        let substrate =
-            SubstrateConfig { counter_window: self.counter_window, ..SubstrateConfig::default() };
+        let substrate = SubstrateConfig {
+            counter_window: self.counter_window,
+            outbound_allow: self.outbound_allow,
+            ..SubstrateConfig::default()
+        };
         let count = usize::from(self.nodes);
         let options = DevOptions {
             count,

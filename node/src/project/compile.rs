@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tau_proto::cbor;
 use tau_proto::hoarder::BlobId;
+use tau_proto::outbound;
 use tau_proto::tns::Draft;
 use tau_proto::tns::keys::{self, is_fqdn, is_name};
 use tau_proto::tns::values::{
@@ -299,6 +300,35 @@ fn check_function(
         .map_err(|e| invalid("source", format!("cannot read {}: {e}", source_path.display())))?;
     crate::substrate::check_component(&bytes)
         .map_err(|e| invalid("source", format!("{}: {e}", source_path.display())))?;
+    if spec.allowed_outbound_hosts.len() > outbound::MAX_HOSTS {
+        return Err(invalid(
+            "allowed_outbound_hosts",
+            format!("at most {} hosts", outbound::MAX_HOSTS),
+        ));
+    }
+    let mut allowed_outbound_hosts = Vec::new();
+    for (i, host) in spec.allowed_outbound_hosts.iter().enumerate() {
+        let pattern = outbound::HostPattern::parse(host)
+            .map_err(|e| invalid(&format!("allowed_outbound_hosts[{i}]"), e))?;
+        allowed_outbound_hosts.push(pattern.to_string());
+    }
+    if spec.variables.len() > Function::MAX_VARIABLES {
+        return Err(invalid("variables", format!("at most {} variables", Function::MAX_VARIABLES)));
+    }
+    for (name, value) in &spec.variables {
+        if !Function::is_variable_name(name) {
+            return Err(invalid(
+                &format!("variables.{name}"),
+                "a variable's name is 1-64 of a-z, 0-9 and _, starting with a letter".into(),
+            ));
+        }
+        if value.len() > Function::MAX_VARIABLE_VALUE {
+            return Err(invalid(
+                &format!("variables.{name}"),
+                format!("longer than {} bytes", Function::MAX_VARIABLE_VALUE),
+            ));
+        }
+    }
     Ok(Function {
         name: spec.id,
         description: spec.description,
@@ -317,6 +347,8 @@ fn check_function(
             memory_bytes: memory,
             call: spec.execution.call,
         },
+        allowed_outbound_hosts,
+        variables: spec.variables,
     })
 }
 
@@ -411,6 +443,16 @@ mod tests {
             ("paths: [/ping]", "paths: [ping]", "field `trigger.paths[0]`"),
             ("domains: [ping.example.tau]", "domains: [localhost]", "field `domains[0]`"),
             ("id: ping", "id: ping\ncolour: red", "unknown field `colour`"),
+            (
+                "source: ping.wasm",
+                "source: ping.wasm\nallowed_outbound_hosts: [api.example.com]",
+                "field `allowed_outbound_hosts[0]`: `api.example.com` must start with",
+            ),
+            (
+                "source: ping.wasm",
+                "source: ping.wasm\nvariables: {Greeting: hi}",
+                "field `variables.Greeting`",
+            ),
         ];
         for (from, to, expected) in cases {
             error_of(

@@ -48,6 +48,13 @@ pub struct FunctionFile {
     /// Its limits.
     #[serde(default)]
     pub execution: ExecutionSpec,
+    /// The hosts it may send HTTP requests to: `https://api.example.com`,
+    /// `http://127.0.0.1:8080`, `https://*.example.com` (every subdomain), `https://*`.
+    #[serde(default)]
+    pub allowed_outbound_hosts: Vec<String>,
+    /// Plain values (not secrets) it reads with `wasi:config`: names of a-z, 0-9 and `_`.
+    #[serde(default)]
+    pub variables: std::collections::BTreeMap<String, String>,
 }
 
 /// `trigger:`.

@@ -32,10 +32,11 @@ use wasmtime::{
     ResourceLimiter, Store, Strategy, UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// How often the epoch ticks: the granularity of deadlines, and how often a busy guest yields.
 const TICK: Duration = Duration::from_millis(2);
@@ -144,6 +145,16 @@ pub struct Limits {
     pub memory: u64,
 }
 
+/// What a function's instances are given besides its limits: its variables (`wasi:config`)
+/// and the outgoing requests it may make.
+#[derive(Default)]
+pub struct Capabilities {
+    /// Its variables.
+    pub variables: WasiConfigVariables,
+    /// Where it may send HTTP requests.
+    pub outbound: Arc<super::outbound::Allowed>,
+}
+
 /// A compiled, pre-linked component, ready to instantiate per request.
 pub struct Ready {
     pre: ProxyPre<State>,
@@ -194,6 +205,11 @@ impl Tier {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
+            .and_then(|()| {
+                wasmtime_wasi_config::add_to_linker(&mut linker, |state: &mut State| {
+                    WasiConfig::from(&state.capabilities.variables)
+                })
+            })
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
         Ok(Self { engine, linker })
     }
@@ -388,6 +404,7 @@ impl Engine {
         &self,
         ready: &Ready,
         limits: Limits,
+        capabilities: Arc<Capabilities>,
         request: hyper::Request<B>,
         finished: impl FnOnce(&Outcome) + Send + 'static,
     ) -> Result<Invocation, InvokeError>
@@ -397,7 +414,8 @@ impl Engine {
     {
         let started = Instant::now();
         let deadline = started + limits.timeout;
-        let mut store = Store::new(ready.pre.engine(), State::new(limits.memory));
+        let state = State::new(limits.memory, capabilities, deadline);
+        let mut store = Store::new(ready.pre.engine(), state);
         store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |mut context| {
@@ -526,20 +544,22 @@ pub struct State {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
-    hooks: DenyOutbound,
+    hooks: super::outbound::Outbound,
+    capabilities: Arc<Capabilities>,
     limiter: Limiter,
     timed_out: bool,
 }
 
 impl State {
-    fn new(memory: u64) -> Self {
+    fn new(memory: u64, capabilities: Arc<Capabilities>, deadline: Instant) -> Self {
         let mut wasi = WasiCtx::builder();
         wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
         Self {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            hooks: DenyOutbound,
+            hooks: super::outbound::Outbound::new(capabilities.outbound.clone(), deadline),
+            capabilities,
             limiter: Limiter { limit: memory as usize, peak: 0, denied: false },
             timed_out: false,
         }
@@ -555,29 +575,6 @@ impl WasiView for State {
 impl WasiHttpView for State {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
-    }
-}
-
-/// Functions may not make outgoing HTTP requests.
-struct DenyOutbound;
-
-type SendFuture = Box<
-    dyn Future<
-            Output = wasmtime_wasi_http::Result<(
-                http::Response<WasiBody>,
-                Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-            )>,
-        > + Send,
->;
-
-impl WasiHttpHooks for DenyOutbound {
-    fn send_request(
-        &mut self,
-        _request: http::Request<WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-    ) -> SendFuture {
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }
 
@@ -670,7 +667,7 @@ mod tests {
                     .map_err(|never| -> wasmtime_wasi_http::Error { match never {} }),
             )
             .unwrap();
-        let invocation = engine.invoke(ready, limits, request, |_| {}).unwrap();
+        let invocation = engine.invoke(ready, limits, Arc::default(), request, |_| {}).unwrap();
         let answer = invocation.response.await;
         let outcome = invocation.done.await.unwrap();
         let status = match answer {

@@ -266,7 +266,8 @@ impl Gateway {
                 stats.finished(outcome);
             }
         };
-        let invocation = match self.engine.invoke(&ready, limits, request, finished) {
+        let capabilities = target.capabilities.clone();
+        let invocation = match self.engine.invoke(&ready, limits, capabilities, request, finished) {
             Ok(invocation) => invocation,
             Err(e) => {
                 return plain(StatusCode::BAD_REQUEST, format!("cannot pass the request on: {e}"));

@@ -28,7 +28,10 @@ use tau_proto::tns::keys;
 use tau_proto::tns::values::{DomainClaim, Function, ProjectConfig, Route};
 
 use super::counters::{Counters, FunctionStats};
+use super::engine::Capabilities;
+use super::outbound::Allowed;
 use crate::tns::{Registry, RegistryError};
+use tau_proto::outbound::{Cidr, HostPattern};
 
 /// How long a host's routes are used before they are read again.
 pub const MAX_AGE: Duration = Duration::from_secs(30);
@@ -61,6 +64,8 @@ pub struct Target {
     pub function: Function,
     /// Its running counters.
     pub stats: Arc<FunctionStats>,
+    /// Its variables and where it may send requests.
+    pub capabilities: Arc<Capabilities>,
 }
 
 /// One host's routes: `<METHOD><path>` to the function.
@@ -99,6 +104,8 @@ pub struct Routes {
     counters: Arc<Counters>,
     /// This node's region: which mapped branch it serves.
     region: Option<String>,
+    /// The private blocks the operator lets functions reach.
+    outbound_allow: Arc<[Cidr]>,
     hosts: Mutex<HashMap<String, Arc<HostRoutes>>>,
     /// Records gossip announced, awaited from the registry, by key (ordered: a host's routes
     /// are a range).
@@ -108,11 +115,17 @@ pub struct Routes {
 
 impl Routes {
     /// An empty table over `registry`.
-    pub fn new(registry: Registry, counters: Arc<Counters>, region: Option<String>) -> Self {
+    pub fn new(
+        registry: Registry,
+        counters: Arc<Counters>,
+        region: Option<String>,
+        outbound_allow: Vec<Cidr>,
+    ) -> Self {
         Self {
             registry,
             counters,
             region,
+            outbound_allow: outbound_allow.into(),
             hosts: Mutex::default(),
             awaited: Mutex::default(),
             loading: tokio::sync::Mutex::new(()),
@@ -269,9 +282,21 @@ impl Routes {
     }
 
     fn target_of(&self, route: &Route, function: Function) -> Arc<Target> {
+        // A record is the owner's, and checked when compiled; what does not parse here allows
+        // nothing.
+        let hosts = function
+            .allowed_outbound_hosts
+            .iter()
+            .filter_map(|h| HostPattern::parse(h).ok())
+            .collect();
+        let capabilities = Capabilities {
+            variables: function.variables.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+            outbound: Arc::new(Allowed { hosts, blocks: self.outbound_allow.clone() }),
+        };
         Arc::new(Target {
             project: route.project.clone(),
             stats: self.counters.stats(&route.project, &function.name),
+            capabilities: Arc::new(capabilities),
             function,
         })
     }
@@ -380,8 +405,11 @@ mod tests {
                     memory_bytes: 1 << 20,
                     call: None,
                 },
+                allowed_outbound_hosts: Vec::new(),
+                variables: Default::default(),
             },
             stats: Arc::default(),
+            capabilities: Arc::default(),
         })
     }
 

@@ -1220,6 +1220,8 @@ mod tests {
                 size: 1,
             },
             execution: Execution { timeout_ms, memory_bytes, call: None },
+            allowed_outbound_hosts: Vec::new(),
+            variables: Default::default(),
         };
         let record = |value: Vec<u8>| {
             Draft { key: keys::function("shop", "f"), scope: "shop".into(), value: Some(value) }

@@ -59,6 +59,29 @@ pub struct Function {
     pub source: Source,
     /// Its limits.
     pub execution: Execution,
+    /// The hosts it may send HTTP requests to ([`crate::outbound::HostPattern`]s, as written
+    /// `scheme://host:port`); none: no outgoing HTTP.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_outbound_hosts: Vec<String>,
+    /// Plain values (not secrets) it reads with `wasi:config`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub variables: std::collections::BTreeMap<String, String>,
+}
+
+impl Function {
+    /// The most variables a function may have, and their longest name and value.
+    pub const MAX_VARIABLES: usize = 64;
+    /// See [`Function::MAX_VARIABLES`].
+    pub const MAX_VARIABLE_NAME: usize = 64;
+    /// See [`Function::MAX_VARIABLES`].
+    pub const MAX_VARIABLE_VALUE: usize = 4096;
+
+    /// Whether `name` is a variable's name: 1-64 of a-z, 0-9 and `_`, starting with a letter.
+    pub fn is_variable_name(name: &str) -> bool {
+        name.len() <= Self::MAX_VARIABLE_NAME
+            && name.starts_with(|c: char| c.is_ascii_lowercase())
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    }
 }
 
 /// An HTTP trigger.

@@ -180,6 +180,8 @@ pub fn records(n: usize) -> Vec<RecordView> {
                         size: 80_000 + f as u64 * 1_234,
                     },
                     execution: Execution { timeout_ms: 5_000, memory_bytes: 64 << 20, call: None },
+                    allowed_outbound_hosts: Vec::new(),
+                    variables: Default::default(),
                 })),
             ));
             out.push(view(

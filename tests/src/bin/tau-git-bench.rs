@@ -217,7 +217,7 @@ fn run() -> Result {
     let folder = dir.join("manual-project");
     copy_tree(&config, &folder, &|p| !p.ends_with(".git"))?;
     cargo_build(&manual)?;
-    for wasm in ["ping", "echo", "avatar", "json", "markdown"] {
+    for wasm in ["ping", "echo", "avatar", "json", "markdown", "fetch"] {
         std::fs::copy(
             manual.join(format!("target/wasm32-wasip2/release/{wasm}.wasm")),
             folder.join(format!("{wasm}.wasm")),

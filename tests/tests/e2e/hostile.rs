@@ -933,6 +933,8 @@ fn a_function_record_cannot_make_a_node_fetch_a_larger_blob() -> Result {
         domains: vec!["liar.lab.tau".into()],
         source: Source { file: "liar.wasm".into(), cid: cid.parse()?, size: 100 },
         execution: Execution { timeout_ms: 1_000, memory_bytes: 16 << 20, call: None },
+        allowed_outbound_hosts: Vec::new(),
+        variables: Default::default(),
     };
     let drafts = vec![
         (

@@ -5,6 +5,7 @@ mod hoarder;
 mod hostile;
 mod mesh;
 mod node;
+mod outbound;
 mod proof;
 mod q;
 mod scale;

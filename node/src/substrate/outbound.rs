@@ -1,0 +1,150 @@
+//! Outgoing HTTP from functions (`wasi:http/outgoing-handler`): a request goes out only to a
+//! host the function's YAML allows (`allowed_outbound_hosts`), and only to an address that is
+//! not private, loopback, link-local (cloud metadata), CGNAT or otherwise reserved
+//! ([`tau_proto::outbound::FORBIDDEN`]) unless the node's `substrate.outbound_allow` allows it.
+//! The name is resolved here, every address checked, and the connection made to a checked
+//! address, so a name that resolves once to a public address and then to a private one (DNS
+//! rebinding) reaches nothing it should not. Redirects are not followed here: a function that
+//! follows one makes a new request, checked in turn. The request shares the invocation's
+//! deadline.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use tau_proto::outbound::{Cidr, HostPattern, Scheme, reachable};
+use tokio::net::TcpStream;
+use wasmtime_wasi_http::{Error, WasiBody, WasiHttpHooks};
+
+/// What a function may reach.
+#[derive(Debug, Default)]
+pub struct Allowed {
+    /// The hosts its YAML allows.
+    pub hosts: Vec<HostPattern>,
+    /// The blocks the node's operator lets functions reach although they are private.
+    pub blocks: Arc<[Cidr]>,
+}
+
+/// One invocation's outgoing requests.
+pub struct Outbound {
+    allowed: Arc<Allowed>,
+    deadline: Instant,
+}
+
+impl Outbound {
+    /// Requests allowed by `allowed`, each cut at `deadline`.
+    pub fn new(allowed: Arc<Allowed>, deadline: Instant) -> Self {
+        Self { allowed, deadline }
+    }
+}
+
+/// What `send_request` hands back.
+pub type SendFuture = Box<
+    dyn Future<
+            Output = wasmtime_wasi_http::Result<(
+                http::Response<WasiBody>,
+                Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+            )>,
+        > + Send,
+>;
+
+impl WasiHttpHooks for Outbound {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> SendFuture {
+        let allowed = self.allowed.clone();
+        let deadline = self.deadline;
+        Box::new(send(request, allowed, deadline))
+    }
+}
+
+/// The scheme, host and port a request goes to, if its function may send it there.
+fn destination(
+    request: &http::Request<WasiBody>,
+    allowed: &Allowed,
+) -> Result<(Scheme, String, u16), Error> {
+    let uri = request.uri();
+    let scheme = match uri.scheme_str() {
+        Some("http") => Scheme::Http,
+        Some("https") => Scheme::Https,
+        _ => return Err(Error::HttpProtocolError),
+    };
+    let host = uri.host().ok_or(Error::HttpRequestUriInvalid)?.to_string();
+    let port = uri.port_u16().unwrap_or(scheme.default_port());
+    if !allowed.hosts.iter().any(|p| p.allows(scheme, &host, port)) {
+        tracing::debug!(%host, port, "outgoing request to a host the function does not allow");
+        return Err(Error::HttpRequestDenied);
+    }
+    Ok((scheme, host, port))
+}
+
+/// The first address of `host` a function may reach.
+async fn resolve(
+    host: &str,
+    port: u16,
+    blocks: &[Cidr],
+    deadline: Instant,
+) -> Result<SocketAddr, Error> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<SocketAddr> = match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => tokio::time::timeout_at(deadline.into(), tokio::net::lookup_host((bare, port)))
+            .await
+            .map_err(|_| Error::DnsTimeout)?
+            .map_err(|e| Error::DnsError { rcode: Some(e.to_string()), info_code: None })?
+            .collect(),
+    };
+    if addrs.is_empty() {
+        return Err(Error::DestinationNotFound);
+    }
+    addrs.into_iter().find(|a| reachable(a.ip(), blocks)).ok_or_else(|| {
+        tracing::debug!(%host, "outgoing request to a name that resolves to forbidden addresses");
+        Error::DestinationIpProhibited
+    })
+}
+
+async fn send(
+    mut request: http::Request<WasiBody>,
+    allowed: Arc<Allowed>,
+    deadline: Instant,
+) -> wasmtime_wasi_http::Result<(
+    http::Response<WasiBody>,
+    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+)> {
+    let (scheme, host, port) = destination(&request, &allowed)?;
+    if scheme == Scheme::Https {
+        // Not yet: a TLS client with the operator's roots comes with its own tests.
+        tracing::debug!(%host, "outgoing https is not supported yet");
+        return Err(Error::InternalError(Some("outgoing https is not supported yet".into())));
+    }
+    let addr = resolve(&host, port, &allowed.blocks, deadline).await?;
+    let until = tokio::time::Instant::from(deadline);
+    let stream = tokio::time::timeout_at(until, TcpStream::connect(addr))
+        .await
+        .map_err(|_| Error::ConnectionTimeout)?
+        .map_err(Error::Connect)?;
+    let handshake = hyper::client::conn::http1::handshake::<_, WasiBody>(TokioIo::new(stream));
+    let (mut sender, connection) =
+        tokio::time::timeout_at(until, handshake).await.map_err(|_| Error::ConnectionTimeout)??;
+    // The connection runs beside the request, never past the deadline.
+    let connection = tokio::spawn(async move {
+        match tokio::time::timeout_at(until, connection).await {
+            Ok(result) => result.map_err(Error::from),
+            Err(_) => Err(Error::ConnectionReadTimeout),
+        }
+    });
+    // On the wire, a request names only its path; the Host header names the host.
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+    *request.uri_mut() = path.parse().map_err(|_| Error::HttpRequestUriInvalid)?;
+    let response = tokio::time::timeout_at(until, sender.send_request(request))
+        .await
+        .map_err(|_| Error::ConnectionReadTimeout)??;
+    let response = response.map(|body| body.map_err(Error::from).boxed_unsync());
+    let done = async move { connection.await.unwrap_or(Err(Error::ConnectionTerminated)) };
+    Ok((response, Box::new(done) as Box<dyn Future<Output = _> + Send>))
+}
