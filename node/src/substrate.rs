@@ -42,6 +42,9 @@ pub enum SubstrateError {
     /// The counter store could not be opened.
     #[error(transparent)]
     Counters(#[from] crate::db::DbError),
+    /// The outgoing https roots could not be read.
+    #[error("substrate.outbound_roots: {0}")]
+    Outbound(String),
     /// Its folder could not be made.
     #[error("cannot create {path}: {source}")]
     Folder { path: String, source: std::io::Error },
@@ -124,6 +127,9 @@ pub async fn start(
     let root = parts.data_dir.join("substrate");
     let engine = Arc::new(engine::Engine::new(&root.join("compiled"), parts.config.max_instances)?);
     let counters = parts.counters;
+    let outbound =
+        outbound::NodePolicy::new(parts.config.outbound_allow(), &parts.config.outbound_roots)
+            .map_err(SubstrateError::Outbound)?;
     let registry = match &parts.tns {
         Some(local) => tns::Registry::Local(local.clone()),
         None => tns::Registry::Remote(parts.handle.clone()),
@@ -138,12 +144,7 @@ pub async fn start(
             &root.join("fetching"),
             parts.config.load_memory(),
         )?,
-        routes: routes::Routes::new(
-            registry,
-            counters.clone(),
-            parts.region.clone(),
-            parts.config.outbound_allow(),
-        ),
+        routes: routes::Routes::new(registry, counters.clone(), parts.region.clone(), outbound),
         slots: Arc::new(tokio::sync::Semaphore::new(parts.config.max_instances as usize)),
         caps: gateway::Caps {
             max_timeout: parts.config.max_timeout(),

@@ -362,6 +362,10 @@ pub struct SubstrateConfig {
     /// function may call is its own YAML's `allowed_outbound_hosts`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub outbound_allow: Vec<String>,
+    /// PEM files of certificate authorities functions' outgoing https trusts besides the
+    /// public ones (Mozilla's, built in): a private CA of the provider's, or a test's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub outbound_roots: Vec<PathBuf>,
 }
 
 impl Default for SubstrateConfig {
@@ -378,6 +382,7 @@ impl Default for SubstrateConfig {
             max_connections_per_ip: 256,
             load_memory: "512MiB".into(),
             outbound_allow: Vec::new(),
+            outbound_roots: Vec::new(),
         }
     }
 }
@@ -580,6 +585,9 @@ impl NodeConfig {
         config.identity_key = base.join(&config.identity_key);
         config.swarm_key = base.join(&config.swarm_key);
         config.data_dir = base.join(&config.data_dir);
+        for roots in &mut config.substrate.outbound_roots {
+            *roots = base.join(&*roots);
+        }
         if let Some(vault) = &mut config.vault {
             vault.keyset = base.join(&vault.keyset);
             vault.share = base.join(&vault.share);

@@ -73,6 +73,10 @@ pub(crate) struct Dev {
     /// server on this machine); written into every node's `substrate.outbound_allow`.
     #[arg(long, value_delimiter = ',', value_parser = outbound_block)]
     outbound_allow: Vec<String>,
+    /// A PEM file of certificate authorities functions' outgoing https trusts besides the
+    /// public ones; written into every node's `substrate.outbound_roots`.
+    #[arg(long)]
+    outbound_roots: Vec<PathBuf>,
 }
 
 fn outbound_block(text: &str) -> Result<String, String> {
@@ -124,6 +128,11 @@ impl Dev {
         let substrate = SubstrateConfig {
             counter_window: self.counter_window,
             outbound_allow: self.outbound_allow,
+            outbound_roots: self
+                .outbound_roots
+                .iter()
+                .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+                .collect(),
             ..SubstrateConfig::default()
         };
         let count = usize::from(self.nodes);

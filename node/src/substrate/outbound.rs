@@ -6,26 +6,72 @@
 //! address, so a name that resolves once to a public address and then to a private one (DNS
 //! rebinding) reaches nothing it should not. Redirects are not followed here: a function that
 //! follows one makes a new request, checked in turn. The request shares the invocation's
-//! deadline.
+//! deadline. https is checked against Mozilla's roots and the operator's own
+//! (`substrate.outbound_roots`), with rustls.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use tau_proto::outbound::{Cidr, HostPattern, Scheme, reachable};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 use wasmtime_wasi_http::{Error, WasiBody, WasiHttpHooks};
+
+/// What every function on this node may reach, by the operator's settings.
+#[derive(Debug, Default)]
+pub struct NodePolicy {
+    /// The blocks the node's operator lets functions reach although they are private.
+    pub blocks: Vec<Cidr>,
+    /// The TLS client of outgoing https (none: https is refused).
+    pub tls: Option<Arc<ClientConfig>>,
+}
+
+impl NodePolicy {
+    /// The operator's `blocks`, and a TLS client trusting Mozilla's roots and the
+    /// certificates in the PEM files `roots`; the error names the file at fault.
+    pub fn new(blocks: Vec<Cidr>, roots: &[PathBuf]) -> Result<Self, String> {
+        let mut store = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        for path in roots {
+            let at = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+            let mut added = 0;
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| at(&e))? {
+                store.add(cert.map_err(|e| at(&e))?).map_err(|e| at(&e))?;
+                added += 1;
+            }
+            if added == 0 {
+                return Err(at(&"no PEM certificate in it"));
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(store)
+            .with_no_client_auth();
+        Ok(Self { blocks, tls: Some(Arc::new(tls)) })
+    }
+}
 
 /// What a function may reach.
 #[derive(Debug, Default)]
 pub struct Allowed {
     /// The hosts its YAML allows.
     pub hosts: Vec<HostPattern>,
-    /// The blocks the node's operator lets functions reach although they are private.
-    pub blocks: Arc<[Cidr]>,
+    /// What the node allows every function.
+    pub node: Arc<NodePolicy>,
 }
+
+/// A connection, plain or over TLS.
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 
 /// One invocation's outgoing requests.
 pub struct Outbound {
@@ -117,17 +163,29 @@ async fn send(
     Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
 )> {
     let (scheme, host, port) = destination(&request, &allowed)?;
-    if scheme == Scheme::Https {
-        // Not yet: a TLS client with the operator's roots comes with its own tests.
-        tracing::debug!(%host, "outgoing https is not supported yet");
-        return Err(Error::InternalError(Some("outgoing https is not supported yet".into())));
-    }
-    let addr = resolve(&host, port, &allowed.blocks, deadline).await?;
+    let addr = resolve(&host, port, &allowed.node.blocks, deadline).await?;
     let until = tokio::time::Instant::from(deadline);
-    let stream = tokio::time::timeout_at(until, TcpStream::connect(addr))
+    let tcp = tokio::time::timeout_at(until, TcpStream::connect(addr))
         .await
         .map_err(|_| Error::ConnectionTimeout)?
         .map_err(Error::Connect)?;
+    let stream: Box<dyn Stream> = match scheme {
+        Scheme::Http => Box::new(tcp),
+        Scheme::Https => {
+            let tls = allowed.node.tls.clone().ok_or(Error::ConfigurationError)?;
+            let bare = host.trim_start_matches('[').trim_end_matches(']').to_string();
+            let name = ServerName::try_from(bare).map_err(|_| Error::HttpRequestUriInvalid)?;
+            let connect = tokio_rustls::TlsConnector::from(tls).connect(name, tcp);
+            let tls = tokio::time::timeout_at(until, connect)
+                .await
+                .map_err(|_| Error::ConnectionTimeout)?
+                .map_err(|e| {
+                    tracing::debug!(%host, error = %e, "outgoing https: the TLS handshake failed");
+                    Error::TlsCertificateError
+                })?;
+            Box::new(tls)
+        }
+    };
     let handshake = hyper::client::conn::http1::handshake::<_, WasiBody>(TokioIo::new(stream));
     let (mut sender, connection) =
         tokio::time::timeout_at(until, handshake).await.map_err(|_| Error::ConnectionTimeout)??;

@@ -29,9 +29,9 @@ use tau_proto::tns::values::{DomainClaim, Function, ProjectConfig, Route};
 
 use super::counters::{Counters, FunctionStats};
 use super::engine::Capabilities;
-use super::outbound::Allowed;
+use super::outbound::{Allowed, NodePolicy};
 use crate::tns::{Registry, RegistryError};
-use tau_proto::outbound::{Cidr, HostPattern};
+use tau_proto::outbound::HostPattern;
 
 /// How long a host's routes are used before they are read again.
 pub const MAX_AGE: Duration = Duration::from_secs(30);
@@ -104,8 +104,8 @@ pub struct Routes {
     counters: Arc<Counters>,
     /// This node's region: which mapped branch it serves.
     region: Option<String>,
-    /// The private blocks the operator lets functions reach.
-    outbound_allow: Arc<[Cidr]>,
+    /// What the operator lets every function reach.
+    outbound: Arc<NodePolicy>,
     hosts: Mutex<HashMap<String, Arc<HostRoutes>>>,
     /// Records gossip announced, awaited from the registry, by key (ordered: a host's routes
     /// are a range).
@@ -119,13 +119,13 @@ impl Routes {
         registry: Registry,
         counters: Arc<Counters>,
         region: Option<String>,
-        outbound_allow: Vec<Cidr>,
+        outbound: NodePolicy,
     ) -> Self {
         Self {
             registry,
             counters,
             region,
-            outbound_allow: outbound_allow.into(),
+            outbound: Arc::new(outbound),
             hosts: Mutex::default(),
             awaited: Mutex::default(),
             loading: tokio::sync::Mutex::new(()),
@@ -291,7 +291,7 @@ impl Routes {
             .collect();
         let capabilities = Capabilities {
             variables: function.variables.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
-            outbound: Arc::new(Allowed { hosts, blocks: self.outbound_allow.clone() }),
+            outbound: Arc::new(Allowed { hosts, node: self.outbound.clone() }),
         };
         Arc::new(Target {
             project: route.project.clone(),

@@ -6,10 +6,12 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tau_tests::harness::{
-    DevCloud, HttpAnswer, Result, create_project, example_wasm, http, push_project, wait_for,
+    DevCloud, HttpAnswer, KillOnDrop, Result, create_project, example_wasm, http, push_project,
+    run, wait_for,
 };
 
 /// A server on `127.0.0.2` (the one block the cloud's nodes allow): `/ok` answers, `/redirect`
@@ -51,6 +53,71 @@ fn upstream() -> Result<u16> {
     Ok(port)
 }
 
+/// Runs `openssl` with `args` in `dir`; fails with its output.
+fn openssl(dir: &Path, args: &[&str]) -> Result {
+    let out = run(Command::new("openssl").args(args).current_dir(dir), Duration::from_secs(30))?;
+    if !out.status.success() {
+        return Err(format!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(())
+}
+
+/// A test CA (`ca.pem`) and a certificate it signed for 127.0.0.2 (`leaf.pem`, `leaf.key`).
+fn certificates(dir: &Path) -> Result {
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    let mut ca = vec!["req", "-x509", "-days", "2", "-keyout", "ca.key", "-out", "ca.pem"];
+    ca.extend(ec);
+    ca.extend(["-subj", "/CN=tau test CA", "-addext", "basicConstraints=critical,CA:TRUE"]);
+    openssl(dir, &ca)?;
+    let mut csr = vec!["req", "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=127.0.0.2"];
+    csr.extend(ec);
+    openssl(dir, &csr)?;
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.2
+",
+    )?;
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "leaf.ext",
+            "-out",
+            "leaf.pem",
+        ],
+    )
+}
+
+/// `openssl s_server -www` on 127.0.0.2 with `cert` and `key`: it answers `GET /` with a
+/// status page. Killed on drop.
+fn tls_server(dir: &Path, cert: &str, key: &str) -> Result<(KillOnDrop, u16)> {
+    let port = TcpListener::bind("127.0.0.2:0")?.local_addr()?.port();
+    let child = Command::new("openssl")
+        .args(["s_server", "-accept", &format!("127.0.0.2:{port}"), "-cert", cert, "-key", key])
+        .args(["-www", "-quiet"])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let server = KillOnDrop(child);
+    wait_for(Duration::from_secs(10), "openssl s_server listens", || {
+        Ok(std::net::TcpStream::connect(("127.0.0.2", port)).is_ok().then_some(()))
+    })?;
+    Ok((server, port))
+}
+
 /// A project with the example `fetch` allowed `hosts`, with a 3 s deadline and a greeting.
 fn write_fetch_project(dir: &Path, id: &str, hosts: &[String]) -> Result {
     std::fs::create_dir_all(dir.join("functions"))?;
@@ -78,10 +145,18 @@ fn fetch(gateway: &str, id: &str, url: &str) -> Result<HttpAnswer> {
 #[test]
 fn a_function_reaches_only_allowed_hosts_at_public_or_allowed_addresses() -> Result {
     let tmp = tempfile::tempdir()?;
-    let options = ["--outbound-allow", "127.0.0.2/32"];
+    // https: a server whose certificate the test's CA signed, which the nodes trust; and one
+    // whose certificate (the CA's own) does not name the host.
+    certificates(tmp.path())?;
+    let (_good, tls_port) = tls_server(tmp.path(), "leaf.pem", "leaf.key")?;
+    let (_bad, bad_tls_port) = tls_server(tmp.path(), "ca.pem", "ca.key")?;
+    let roots = tmp.path().join("ca.pem").to_string_lossy().into_owned();
+    let options = ["--outbound-allow", "127.0.0.2/32", "--outbound-roots", &roots];
     let cloud = DevCloud::start_with(2, &tmp.path().join("cloud"), &options)?;
     let port = upstream()?;
     let allowed = [
+        format!("https://127.0.0.2:{tls_port}"),
+        format!("https://127.0.0.2:{bad_tls_port}"),
         format!("http://127.0.0.2:{port}"),
         // Allowed by name, but the name resolves to addresses the nodes do not allow.
         format!("http://localhost:{port}"),
@@ -122,6 +197,11 @@ fn a_function_reaches_only_allowed_hosts_at_public_or_allowed_addresses() -> Res
     refused(&format!("http://127.0.0.2:{port}/redirect"), "DestinationIpProhibited")?;
     // https to a host allowed only over http.
     refused("https://127.0.0.2/ok", "HttpRequestDenied")?;
+    // https: the certificate checked against the operator's roots and the host's address.
+    let secure = fetch(gateway, "out", &format!("https://127.0.0.2:{tls_port}/"))?;
+    assert_eq!(secure.status, 200, "{}", secure.text());
+    assert!(secure.text().contains("s_server"), "{}", secure.text());
+    refused(&format!("https://127.0.0.2:{bad_tls_port}/"), "TlsCertificateError")?;
 
     // A slow upstream is cut at the function's 3 s deadline.
     let started = Instant::now();
