@@ -73,16 +73,21 @@ trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 
+/// The most outgoing requests one invocation may start: each holds a socket and a task.
+pub const MAX_REQUESTS: u32 = 64;
+
 /// One invocation's outgoing requests.
 pub struct Outbound {
     allowed: Arc<Allowed>,
     deadline: Instant,
+    /// Requests started so far.
+    started: u32,
 }
 
 impl Outbound {
     /// Requests allowed by `allowed`, each cut at `deadline`.
     pub fn new(allowed: Arc<Allowed>, deadline: Instant) -> Self {
-        Self { allowed, deadline }
+        Self { allowed, deadline, started: 0 }
     }
 }
 
@@ -103,6 +108,10 @@ impl WasiHttpHooks for Outbound {
         _options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> SendFuture {
+        if self.started >= MAX_REQUESTS {
+            return Box::new(async { Err(Error::ConnectionLimitReached) });
+        }
+        self.started += 1;
         let allowed = self.allowed.clone();
         let deadline = self.deadline;
         Box::new(send(request, allowed, deadline))
@@ -205,4 +214,48 @@ async fn send(
     let response = response.map(|body| body.map_err(Error::from).boxed_unsync());
     let done = async move { connection.await.unwrap_or(Err(Error::ConnectionTerminated)) };
     Ok((response, Box::new(done) as Box<dyn Future<Output = _> + Send>))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http_body_util::Empty;
+
+    use super::*;
+
+    fn request(url: &str) -> http::Request<WasiBody> {
+        let body = Empty::new().map_err(|never: std::convert::Infallible| match never {});
+        http::Request::builder().uri(url).body(body.boxed_unsync()).expect("a valid request")
+    }
+
+    async fn send_one(outbound: &mut Outbound, url: &str) -> Option<Error> {
+        let done: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send> =
+            Box::new(async { Ok(()) });
+        Box::into_pin(outbound.send_request(request(url), None, done)).await.err()
+    }
+
+    #[tokio::test]
+    async fn unlisted_hosts_forbidden_addresses_and_too_many_requests_are_refused() {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let hosts = vec![
+            HostPattern::parse("http://127.0.0.1:9").unwrap(),
+            HostPattern::parse("http://169.254.169.254").unwrap(),
+        ];
+        let allowed = Arc::new(Allowed { hosts, node: Arc::default() });
+        let mut outbound = Outbound::new(allowed, deadline);
+        let denied = send_one(&mut outbound, "http://example.com/").await;
+        assert!(matches!(denied, Some(Error::HttpRequestDenied)), "{denied:?}");
+        let wrong_port = send_one(&mut outbound, "http://127.0.0.1:10/").await;
+        assert!(matches!(wrong_port, Some(Error::HttpRequestDenied)), "{wrong_port:?}");
+        for url in ["http://127.0.0.1:9/", "http://169.254.169.254/latest/meta-data/"] {
+            let prohibited = send_one(&mut outbound, url).await;
+            assert!(matches!(prohibited, Some(Error::DestinationIpProhibited)), "{prohibited:?}");
+        }
+        for _ in 4..MAX_REQUESTS {
+            send_one(&mut outbound, "http://example.com/").await;
+        }
+        let over = send_one(&mut outbound, "http://example.com/").await;
+        assert!(matches!(over, Some(Error::ConnectionLimitReached)), "{over:?}");
+    }
 }
