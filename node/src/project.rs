@@ -4,9 +4,11 @@
 //! A project folder, as a config repository is in the original platform:
 //!
 //! ```text
-//! config.yaml           id, name, description
+//! config.yaml           id, name, description, branches (a git-operated project's)
 //! functions/<name>.yaml id, description, trigger {type, method, paths}, domains, source,
 //!                       execution {timeout, memory, call}
+//!                       allowed_outbound_hosts, variables
+//! databases/<name>.yaml id, functions (that may open it), size (a key-value store)
 //! <name>.wasm           the components the functions name as `source`
 //! ```
 //!

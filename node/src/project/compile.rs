@@ -10,12 +10,12 @@ use tau_proto::outbound;
 use tau_proto::tns::Draft;
 use tau_proto::tns::keys::{self, is_fqdn, is_name};
 use tau_proto::tns::values::{
-    BranchNodes, DomainClaim, Execution, Function, ProjectConfig, Route, Source, Trigger,
+    BranchNodes, Database, DomainClaim, Execution, Function, ProjectConfig, Route, Source, Trigger,
     TriggerKind,
 };
 use tau_proto::yaml::{self, YamlError};
 
-use super::spec::{ConfigFile, FunctionFile, TriggerType};
+use super::spec::{ConfigFile, DatabaseFile, FunctionFile, TriggerType};
 
 const METHODS: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"];
 const MAX_TIMEOUT: Duration = Duration::from_millis(Execution::MAX_TIMEOUT_MS);
@@ -138,6 +138,16 @@ pub fn compile_with(dir: &Path, resolve: &dyn Fn(&str) -> PathBuf) -> Result<Com
         }
         drafts.insert(keys::function(&id, &function.name), encode(&function));
     }
+    for path in yaml_files(dir, "databases")? {
+        let database = check_database(&path, yaml::load(&path)?, &names)?;
+        if drafts.insert(keys::database(&id, &database.name), encode(&database)).is_some() {
+            return Err(YamlError::invalid(
+                &path,
+                "id",
+                format!("database `{}` is also defined in another file", database.name),
+            ));
+        }
+    }
     let drafts = drafts
         .into_iter()
         .map(|(key, value)| Draft { key, scope: id.clone(), value: Some(value) })
@@ -200,13 +210,18 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
 
 /// `functions/*.yaml`, sorted (a project may have none).
 fn function_files(dir: &Path) -> Result<Vec<PathBuf>, YamlError> {
-    let functions = dir.join("functions");
-    if !functions.exists() {
+    yaml_files(dir, "functions")
+}
+
+/// `<folder>/*.yaml`, sorted (a project may have none).
+fn yaml_files(dir: &Path, folder: &str) -> Result<Vec<PathBuf>, YamlError> {
+    let found = dir.join(folder);
+    if !found.exists() {
         return Ok(Vec::new());
     }
-    let read_err = |source| YamlError::Read { path: functions.display().to_string(), source };
+    let read_err = |source| YamlError::Read { path: found.display().to_string(), source };
     let mut files = Vec::new();
-    for entry in std::fs::read_dir(&functions).map_err(read_err)? {
+    for entry in std::fs::read_dir(&found).map_err(read_err)? {
         let path = entry.map_err(read_err)?.path();
         if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
             files.push(path);
@@ -214,6 +229,38 @@ fn function_files(dir: &Path) -> Result<Vec<PathBuf>, YamlError> {
     }
     files.sort();
     Ok(files)
+}
+
+/// A database file, its functions among the project's (`names`).
+fn check_database(
+    path: &Path,
+    spec: DatabaseFile,
+    names: &HashMap<String, PathBuf>,
+) -> Result<Database, YamlError> {
+    let invalid = |field: &str, message: String| YamlError::invalid(path, field, message);
+    if !is_name(&spec.id) {
+        return Err(invalid("id", "1-63 of a-z, 0-9 and -, not starting or ending with -".into()));
+    }
+    if spec.functions.is_empty() {
+        return Err(invalid("functions", "name the functions that may open it".into()));
+    }
+    for (i, function) in spec.functions.iter().enumerate() {
+        if !names.contains_key(function) {
+            return Err(invalid(
+                &format!("functions[{i}]"),
+                format!("the project has no function `{function}`"),
+            ));
+        }
+    }
+    let size = spec
+        .size
+        .parse::<bytesize::ByteSize>()
+        .map_err(|e| invalid("size", format!("`{}` is not a size (like 64MB): {e}", spec.size)))?
+        .as_u64();
+    if size == 0 || size > Database::MAX_BYTES {
+        return Err(invalid("size", "must be more than 0 and at most 1GiB".into()));
+    }
+    Ok(Database { name: spec.id, functions: spec.functions, max_bytes: size })
 }
 
 fn check_function(
@@ -369,7 +416,9 @@ mod tests {
         std::fs::create_dir(dir.path().join("functions")).unwrap();
         std::fs::write(dir.path().join("ping.wasm"), EMPTY_COMPONENT).unwrap();
         for (path, text) in files {
-            std::fs::write(dir.path().join(path), text).unwrap();
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
         }
         dir
     }
@@ -491,6 +540,46 @@ mod tests {
         for (branch, expected) in cases {
             let config = format!("id: shop\nbranches:\n{branch}\n");
             error_of(&[("config.yaml", &config)], "config.yaml", expected);
+        }
+    }
+
+    #[test]
+    fn databases_name_the_projects_functions_and_a_size() {
+        let notes = "id: notes\nfunctions: [ping]\nsize: 64MB\n";
+        let dir = folder(&[
+            ("config.yaml", "id: shop\n"),
+            ("functions/ping.yaml", PING),
+            ("databases/notes.yaml", notes),
+        ]);
+        let compiled = compile(dir.path()).unwrap();
+        let draft = compiled.drafts.iter().find(|d| d.key == "/projects/shop/databases/notes");
+        let database: Database = cbor::from_slice(draft.unwrap().value.as_ref().unwrap()).unwrap();
+        assert_eq!(
+            database,
+            Database {
+                name: "notes".into(),
+                functions: vec!["ping".into()],
+                max_bytes: 64_000_000
+            }
+        );
+        let cases = [
+            ("functions: [ping]", "functions: [pong]", "field `functions[0]`: the project has no"),
+            ("functions: [ping]", "functions: []", "field `functions`"),
+            ("size: 64MB", "size: 2GiB", "field `size`: must be more than 0 and at most 1GiB"),
+            ("size: 64MB", "size: lots", "field `size`: `lots` is not a size"),
+            ("id: notes", "id: Notes", "field `id`"),
+            ("size: 64MB", "size: 64MB\nreplicas: 9", "unknown field `replicas`"),
+        ];
+        for (from, to, expected) in cases {
+            error_of(
+                &[
+                    ("config.yaml", "id: shop\n"),
+                    ("functions/ping.yaml", PING),
+                    ("databases/notes.yaml", &notes.replace(from, to)),
+                ],
+                "databases/notes.yaml",
+                expected,
+            );
         }
     }
 

@@ -57,6 +57,18 @@ pub struct FunctionFile {
     pub variables: std::collections::BTreeMap<String, String>,
 }
 
+/// `databases/<name>.yaml`: a key-value store of the project.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseFile {
+    /// Its name, what a function opens.
+    pub id: String,
+    /// The project's functions that may open it.
+    pub functions: Vec<String>,
+    /// The most bytes of keys and values it holds, such as `64MB` (at most `1GiB`).
+    pub size: String,
+}
+
 /// `trigger:`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -256,6 +256,8 @@ pub enum Value {
     ProjectConfig(ProjectConfig),
     /// `/projects/<id>/functions/<name>`, `/projects/<id>/branches/<branch>/functions/<name>`.
     Function(Box<Function>),
+    /// `/projects/<id>/databases/<name>`.
+    Database(crate::tns::values::Database),
     /// `/domains/<fqdn>`.
     Domain(DomainClaim),
     /// `/http/...`.
@@ -288,6 +290,7 @@ impl Value {
             ["projects", _, "functions", _] | ["projects", _, "branches", _, "functions", _] => {
                 Self::Function(Box::new(cbor::from_slice(bytes)?))
             }
+            ["projects", _, "databases", _] => Self::Database(cbor::from_slice(bytes)?),
             ["domains", _] => Self::Domain(cbor::from_slice(bytes)?),
             ["projects", _, "secrets", _] => Self::Secret(cbor::from_slice(bytes)?),
             ["http", ..] => Self::Route(cbor::from_slice(bytes)?),

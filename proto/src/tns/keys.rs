@@ -209,6 +209,11 @@ pub fn parse_branch_key(key: &str) -> Option<(&str, &str)> {
     (is_name(project) && is_name(branch)).then_some((project, branch))
 }
 
+/// `/projects/<id>/databases/<name>`: a key-value store of the project.
+pub fn database(project: &str, name: &str) -> String {
+    format!("/projects/{project}/databases/{name}")
+}
+
 /// `/projects/<id>/secrets/<name>`: a secret encrypted to the vault's key set.
 pub fn secret(project: &str, name: &str) -> String {
     format!("/projects/{project}/secrets/{name}")

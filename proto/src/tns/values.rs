@@ -84,6 +84,23 @@ impl Function {
     }
 }
 
+/// `/projects/<id>/databases/<name>`, from `databases/<name>.yaml`: a key-value store of the
+/// project and the functions that may open it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Database {
+    /// Its name, what a function opens (`wasi:keyvalue/store.open`).
+    pub name: String,
+    /// The project's functions that may open it.
+    pub functions: Vec<String>,
+    /// The most bytes of keys and values it holds; a set past it is refused.
+    pub max_bytes: u64,
+}
+
+impl Database {
+    /// The largest size limit a store may have: 1 GiB.
+    pub const MAX_BYTES: u64 = 1 << 30;
+}
+
 /// An HTTP trigger.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trigger {
