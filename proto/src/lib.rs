@@ -42,6 +42,7 @@ pub mod git;
 pub mod hoarder;
 pub mod identity;
 pub mod keyfile;
+pub mod kv;
 pub mod membership;
 pub mod net;
 pub mod node_config;
