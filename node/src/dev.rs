@@ -132,7 +132,7 @@ pub struct DevOptions {
 pub const DEFAULT_CORE: usize = 5;
 
 /// The services besides hoarder and substrate, which only the core nodes run.
-const CORE_SERVICES: [&str; 4] = ["tns", "vault", "seer", "ci"];
+const CORE_SERVICES: [&str; 5] = ["tns", "vault", "seer", "ci", "database"];
 
 impl DevOptions {
     /// `count` nodes running every service, with default settings.

@@ -13,6 +13,7 @@
 //! - [`resources`]: CPU, memory, load and disk, sampled in the background for `Info`.
 //! - [`hoarder`]: the blob service (chunked store, pins, rendezvous placement, repair).
 //! - [`tns`]: the registry service (redb store, gossip, anti-entropy, authorization).
+//! - [`database`]: projects' key-value stores, replicated among the database nodes.
 //! - [`seer`]: heartbeats of every node, node health, the DNS server.
 //! - [`substrate`]: the function service (hyper gateway, wasmtime, signed execution counters);
 //!   the only module that touches wasmtime.
@@ -26,6 +27,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod database;
 pub mod db;
 pub mod dev;
 pub mod hoarder;

@@ -10,7 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::NodeConfig;
 use crate::p2p::{self, AdminContext, P2pConfig, P2pError};
-use crate::{hoarder, membership, monkey, patrick, resources, seer, substrate, tns, vault};
+use crate::{
+    database, hoarder, membership, monkey, patrick, resources, seer, substrate, tns, vault,
+};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +52,8 @@ pub enum NodeError {
     /// The ci service could not start.
     #[error(transparent)]
     Patrick(#[from] patrick::PatrickError),
+    #[error(transparent)]
+    Database(#[from] database::DatabaseError),
 }
 
 /// A started node. Stop it with [`Node::stop`].
@@ -168,6 +172,18 @@ impl Node {
             services.extend(tasks);
             local_vault = Some(local);
         }
+        let mut local_database = None;
+        if runs("database") {
+            let registry = match &local_tns {
+                Some(local) => tns::Registry::Local(local.clone()),
+                None => tns::Registry::Remote(handle.clone()),
+            };
+            let (tasks, local) =
+                database::start(handle.clone(), &config.data_dir, registry, shutdown.child_token())
+                    .await?;
+            services.extend(tasks);
+            local_database = Some(local);
+        }
         let mut http_addrs = Vec::new();
         let mut in_flight = None;
         // Signed counters: substrate's invocations, and a ci node's build jobs.
@@ -194,6 +210,7 @@ impl Node {
                     admitted: admitted.clone(),
                     region: config.location.as_ref().map(|l| l.region.clone()),
                     counters,
+                    database: local_database.clone(),
                 },
                 shutdown.child_token(),
             )

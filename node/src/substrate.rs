@@ -5,6 +5,7 @@
 //!   compiled-artifact cache, the `wasi:http/proxy` host that grants nothing else).
 //! - [`functions`]: components by CID, fetched from hoarder and compiled once.
 //! - [`routes`]: host and path to a function record, through a TNS cache.
+//! - [`keyvalue`]: `wasi:keyvalue` over the `database` service.
 //! - [`gateway`]: the hyper server that ties them together.
 //! - [`counters`]: per-function totals, one signed record per function and window, on disk until
 //!   acknowledged, served over `/tau/admin/1`.
@@ -13,6 +14,7 @@ pub mod counters;
 pub mod engine;
 pub mod functions;
 pub mod gateway;
+pub mod keyvalue;
 pub mod outbound;
 pub mod routes;
 
@@ -76,6 +78,8 @@ pub struct Parts<'a> {
     pub region: Option<String>,
     /// The node's counters ([`open_counters`]), which the gateway adds to.
     pub counters: Arc<counters::Counters>,
+    /// The node's own database service, if it runs one.
+    pub database: Option<crate::database::Local>,
 }
 
 /// Opens the node's signed counters (`<data>/substrate/counters.redb`): substrate counts its
@@ -144,7 +148,13 @@ pub async fn start(
             &root.join("fetching"),
             parts.config.load_memory(),
         )?,
-        routes: routes::Routes::new(registry, counters.clone(), parts.region.clone(), outbound),
+        routes: routes::Routes::new(
+            registry.clone(),
+            counters.clone(),
+            parts.region.clone(),
+            outbound,
+            crate::database::Kv::new(parts.handle.clone(), registry, parts.database),
+        ),
         slots: Arc::new(tokio::sync::Semaphore::new(parts.config.max_instances as usize)),
         caps: gateway::Caps {
             max_timeout: parts.config.max_timeout(),

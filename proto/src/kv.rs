@@ -1,5 +1,5 @@
 //! The replicated state of a project's key-value stores: what `database` nodes keep and
-//! exchange (the service itself comes with its own issue work).
+//! exchange.
 //!
 //! - A key's value is last-writer-wins by a hybrid logical clock ([`Hlc`]): the physical time
 //!   in milliseconds, a logical counter for events within one millisecond or behind a peer's
@@ -9,6 +9,9 @@
 //!   adds to its own slot, merging takes the larger of each slot, and the value is their sum,
 //!   so concurrent increments on different nodes are never lost and a merge repeated or
 //!   reordered changes nothing.
+//! - A key's whole state is a [`KeyState`]: its last write and the increments made on top of
+//!   it. A `set` or `delete` starts a new count (increments concurrent with it are lost to it,
+//!   as any write is to a later one); increments on top of the same write all count.
 
 use std::collections::BTreeMap;
 
@@ -29,6 +32,11 @@ pub struct Hlc {
 #[derive(Debug, Clone)]
 pub struct Clock {
     last: Hlc,
+}
+
+impl Hlc {
+    /// Before every write: the time of a key never written.
+    pub const ZERO: Hlc = Hlc { ms: 0, counter: 0, node: 0 };
 }
 
 impl Clock {
@@ -68,6 +76,7 @@ impl Clock {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     /// The value, or `None` once deleted.
+    #[serde(with = "serde_bytes")]
     pub value: Option<Vec<u8>>,
     /// When it was written.
     pub at: Hlc,
@@ -106,6 +115,79 @@ impl Counter {
     /// The counter's value: every node's total.
     pub fn value(&self) -> u64 {
         self.slots.values().fold(0u64, |sum, v| sum.saturating_add(*v))
+    }
+}
+
+/// A key's value is not a number, so it cannot be incremented.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the value is not a decimal number, so it cannot be incremented")]
+pub struct NotANumber;
+
+/// Everything a replica holds for one key: the last write, and the increments made on top of
+/// it (by the nodes that took them). Merging is a join: the later write wins with its own
+/// increments; on the same write, the increments merge slot by slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyState {
+    /// The last `set` or `delete`; [`Hlc::ZERO`] and no value for a key only incremented.
+    pub entry: Entry,
+    /// The increments on top of `entry`.
+    pub counts: Counter,
+}
+
+impl Default for KeyState {
+    fn default() -> Self {
+        Self { entry: Entry { value: None, at: Hlc::ZERO }, counts: Counter::default() }
+    }
+}
+
+impl KeyState {
+    /// Takes in another replica's state of the same key.
+    pub fn merge(&mut self, other: &KeyState) {
+        match other.entry.at.cmp(&self.entry.at) {
+            std::cmp::Ordering::Greater => *self = other.clone(),
+            std::cmp::Ordering::Equal => self.counts.merge(&other.counts),
+            std::cmp::Ordering::Less => {}
+        }
+    }
+
+    /// The key's value: the last write's, or, once incremented, the sum as a decimal number
+    /// (what `wasi:keyvalue` functions read back). `None` when deleted or never written.
+    pub fn value(&self) -> Option<Vec<u8>> {
+        if self.counts.slots.is_empty() {
+            return self.entry.value.clone();
+        }
+        let base = self.base().unwrap_or(0);
+        Some(base.saturating_add(self.counts.value()).to_string().into_bytes())
+    }
+
+    /// The number increments build on: the last write's value, 0 if none.
+    fn base(&self) -> Result<u64, NotANumber> {
+        match &self.entry.value {
+            None => Ok(0),
+            Some(bytes) => std::str::from_utf8(bytes)
+                .ok()
+                .and_then(|text| text.trim().parse::<u64>().ok())
+                .ok_or(NotANumber),
+        }
+    }
+
+    /// Writes `value` (`None`: deletes) at `at`, which must be later than the current write.
+    pub fn write(&mut self, value: Option<Vec<u8>>, at: Hlc) {
+        *self = KeyState { entry: Entry { value, at }, counts: Counter::default() };
+    }
+
+    /// Adds `delta` on `node`; the new value.
+    pub fn increment(&mut self, node: u64, delta: u64) -> Result<u64, NotANumber> {
+        let base = self.base()?;
+        let counted = self.counts.increment(node, delta);
+        Ok(base.saturating_add(counted))
+    }
+
+    /// The bytes this key takes against its store's limit: the key, the value, and each
+    /// node's increments slot (16 bytes). A deleted key counts its key.
+    pub fn size(&self, key: &str) -> u64 {
+        let value = self.entry.value.as_ref().map_or(0, Vec::len);
+        (key.len() + value + 16 * self.counts.slots.len()) as u64
     }
 }
 
@@ -172,5 +254,37 @@ mod tests {
         stale.increment(1, 10);
         all.merge(&stale);
         assert_eq!(all.value(), 1_000);
+    }
+
+    #[test]
+    fn a_key_merges_writes_and_increments_to_one_state_in_any_order() {
+        let at = |ms| Hlc { ms, counter: 0, node: ms };
+        let mut base = KeyState::default();
+        base.write(Some(b"10".to_vec()), at(5));
+        // Two nodes increment on top of the same write; a third writes later.
+        let (mut a, mut b) = (base.clone(), base.clone());
+        assert_eq!(a.increment(1, 3), Ok(13));
+        assert_eq!(b.increment(2, 4), Ok(14));
+        let mut ab = a.clone();
+        ab.merge(&b);
+        ab.merge(&a);
+        assert_eq!(ab.value(), Some(b"17".to_vec()));
+        let mut later = base.clone();
+        later.write(Some(b"x".to_vec()), at(9));
+        let mut one = ab.clone();
+        one.merge(&later);
+        let mut other = later.clone();
+        other.merge(&b);
+        other.merge(&a);
+        assert_eq!(one, other, "the later write wins, with none of the older increments");
+        assert_eq!(one.value(), Some(b"x".to_vec()));
+        assert_eq!(one.clone().increment(1, 1), Err(NotANumber));
+        // Never written, only incremented: counts from 0; a delete ends it.
+        let mut fresh = KeyState::default();
+        assert_eq!(fresh.increment(7, 2), Ok(2));
+        assert_eq!(fresh.value(), Some(b"2".to_vec()));
+        fresh.write(None, at(11));
+        assert_eq!(fresh.value(), None);
+        assert_eq!(fresh.size("key"), 3);
     }
 }

@@ -38,6 +38,7 @@ pub mod cbor;
 pub mod client;
 pub mod cloud_secrets;
 pub mod counters;
+pub mod database;
 pub mod git;
 pub mod hoarder;
 pub mod identity;

@@ -53,8 +53,9 @@ use serde::{Deserialize, Serialize};
 
 /// The services a node can run.
 /// `ci` builds and deploys git-operated projects: patrick takes their push webhooks (on the
-/// `webhook` port, answered at `patrick.tau.<domain>`) and monkey builds them.
-pub const SERVICES: [&str; 6] = ["tns", "hoarder", "vault", "seer", "substrate", "ci"];
+/// `webhook` port, answered at `patrick.tau.<domain>`) and monkey builds them. `database` keeps
+/// projects' key-value stores.
+pub const SERVICES: [&str; 7] = ["tns", "hoarder", "vault", "seer", "substrate", "ci", "database"];
 
 /// A node's configuration, as written in `node.yaml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tau_proto::cbor;
+use tau_proto::database::{DEFAULT_REPLICAS, MAX_REPLICAS};
 use tau_proto::hoarder::BlobId;
 use tau_proto::outbound;
 use tau_proto::tns::Draft;
@@ -260,7 +261,11 @@ fn check_database(
     if size == 0 || size > Database::MAX_BYTES {
         return Err(invalid("size", "must be more than 0 and at most 1GiB".into()));
     }
-    Ok(Database { name: spec.id, functions: spec.functions, max_bytes: size })
+    let replicas = spec.replicas.unwrap_or(DEFAULT_REPLICAS);
+    if !(1..=MAX_REPLICAS).contains(&replicas) {
+        return Err(invalid("replicas", format!("must be 1 to {MAX_REPLICAS}, not {replicas}")));
+    }
+    Ok(Database { name: spec.id, functions: spec.functions, max_bytes: size, replicas })
 }
 
 fn check_function(
@@ -559,7 +564,8 @@ mod tests {
             Database {
                 name: "notes".into(),
                 functions: vec!["ping".into()],
-                max_bytes: 64_000_000
+                max_bytes: 64_000_000,
+                replicas: 3,
             }
         );
         let cases = [
@@ -568,7 +574,8 @@ mod tests {
             ("size: 64MB", "size: 2GiB", "field `size`: must be more than 0 and at most 1GiB"),
             ("size: 64MB", "size: lots", "field `size`: `lots` is not a size"),
             ("id: notes", "id: Notes", "field `id`"),
-            ("size: 64MB", "size: 64MB\nreplicas: 9", "unknown field `replicas`"),
+            ("size: 64MB", "size: 64MB\nreplicas: 17", "field `replicas`: must be 1 to 16"),
+            ("size: 64MB", "size: 64MB\ncopies: 2", "unknown field `copies`"),
         ];
         for (from, to, expected) in cases {
             error_of(

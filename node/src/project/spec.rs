@@ -67,6 +67,9 @@ pub struct DatabaseFile {
     pub functions: Vec<String>,
     /// The most bytes of keys and values it holds, such as `64MB` (at most `1GiB`).
     pub size: String,
+    /// How many database nodes hold it (1-16) [default: 3].
+    #[serde(default)]
+    pub replicas: Option<u8>,
 }
 
 /// `trigger:`.

@@ -361,6 +361,7 @@ mod tests {
             wall: Duration::from_micros(120),
             cpu: Duration::from_micros(80),
             peak_memory: 1 << 20,
+            kv: Default::default(),
         }
     }
 

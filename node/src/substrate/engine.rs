@@ -134,6 +134,8 @@ pub struct Outcome {
     pub cpu: Duration,
     /// The largest linear memory it had, bytes.
     pub peak_memory: u64,
+    /// What it did with key-value stores.
+    pub kv: super::keyvalue::KvUse,
 }
 
 /// A function's limits.
@@ -153,6 +155,8 @@ pub struct Capabilities {
     pub variables: WasiConfigVariables,
     /// Where it may send HTTP requests.
     pub outbound: Arc<super::outbound::Allowed>,
+    /// The key-value stores it may open.
+    pub stores: super::keyvalue::Stores,
 }
 
 /// A compiled, pre-linked component, ready to instantiate per request.
@@ -210,6 +214,7 @@ impl Tier {
                     WasiConfig::from(&state.capabilities.variables)
                 })
             })
+            .and_then(|()| super::keyvalue::add_to_linker(&mut linker, State::kv))
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
         Ok(Self { engine, linker })
     }
@@ -456,12 +461,12 @@ impl Engine {
                 Ok(Err(_)) if state.limiter.denied => Some(Failure::OutOfMemory(memory)),
                 Ok(Err(e)) => Some(Failure::Trap(trap_reason(&e))),
             };
-            (failure, state.limiter.peak as u64)
+            (failure, state.limiter.peak as u64, state.kv_used)
         };
         let done = tokio::spawn(async move {
             let (result, cpu) = CpuTimed::new(run).await;
-            let (failure, peak_memory) = result;
-            let outcome = Outcome { failure, wall: started.elapsed(), cpu, peak_memory };
+            let (failure, peak_memory, kv) = result;
+            let outcome = Outcome { failure, wall: started.elapsed(), cpu, peak_memory, kv };
             finished(&outcome);
             outcome
         });
@@ -548,6 +553,7 @@ pub struct State {
     capabilities: Arc<Capabilities>,
     limiter: Limiter,
     timed_out: bool,
+    kv_used: super::keyvalue::KvUse,
 }
 
 impl State {
@@ -562,6 +568,15 @@ impl State {
             capabilities,
             limiter: Limiter { limit: memory as usize, peak: 0, denied: false },
             timed_out: false,
+            kv_used: super::keyvalue::KvUse::default(),
+        }
+    }
+
+    fn kv(&mut self) -> super::keyvalue::KvView<'_> {
+        super::keyvalue::KvView {
+            stores: &self.capabilities.stores,
+            table: &mut self.table,
+            used: &mut self.kv_used,
         }
     }
 }

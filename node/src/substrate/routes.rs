@@ -29,9 +29,12 @@ use tau_proto::tns::values::{DomainClaim, Function, ProjectConfig, Route};
 
 use super::counters::{Counters, FunctionStats};
 use super::engine::Capabilities;
+use super::keyvalue::Stores;
 use super::outbound::{Allowed, NodePolicy};
+use crate::database::Kv;
 use crate::tns::{Registry, RegistryError};
 use tau_proto::outbound::HostPattern;
+use tau_proto::tns::values::Database;
 
 /// How long a host's routes are used before they are read again.
 pub const MAX_AGE: Duration = Duration::from_secs(30);
@@ -106,6 +109,8 @@ pub struct Routes {
     region: Option<String>,
     /// What the operator lets every function reach.
     outbound: Arc<NodePolicy>,
+    /// The way to key-value stores.
+    kv: Kv,
     hosts: Mutex<HashMap<String, Arc<HostRoutes>>>,
     /// Records gossip announced, awaited from the registry, by key (ordered: a host's routes
     /// are a range).
@@ -120,12 +125,14 @@ impl Routes {
         counters: Arc<Counters>,
         region: Option<String>,
         outbound: NodePolicy,
+        kv: Kv,
     ) -> Self {
         Self {
             registry,
             counters,
             region,
             outbound: Arc::new(outbound),
+            kv,
             hosts: Mutex::default(),
             awaited: Mutex::default(),
             loading: tokio::sync::Mutex::new(()),
@@ -184,6 +191,10 @@ impl Routes {
             Some(project) => self.branch(project, &mut read).await?,
             None => None,
         };
+        let databases = match &claim {
+            Some(project) if !records.is_empty() => self.databases(project, &mut read).await?,
+            _ => Vec::new(),
+        };
         let mut functions: HashMap<(String, String), Option<Arc<Target>>> = HashMap::new();
         let mut routes = HashMap::new();
         for record in records {
@@ -198,7 +209,7 @@ impl Routes {
             }
             let id = (route.project.clone(), route.function.clone());
             if !functions.contains_key(&id) {
-                let target = self.target(&route, branch.as_deref(), &mut read).await?;
+                let target = self.target(&route, branch.as_deref(), &databases, &mut read).await?;
                 functions.insert(id.clone(), target);
             }
             if let Some(Some(target)) = functions.get(&id) {
@@ -254,12 +265,29 @@ impl Routes {
         Ok(config.and_then(|c| c.branch_for(self.region.as_deref()).map(str::to_string)))
     }
 
+    /// The key-value stores `project` declares; what was read goes into `read`.
+    async fn databases(
+        &self,
+        project: &str,
+        read: &mut HashMap<String, Option<u64>>,
+    ) -> Result<Vec<Database>, RegistryError> {
+        let prefix = format!("{}/", keys::database(project, "").trim_end_matches('/'));
+        let records = self.registry.list(&prefix).await?;
+        read.extend(records.iter().map(|r| (r.key.clone(), Some(r.version))));
+        Ok(records
+            .iter()
+            .filter(|r| r.scope == project)
+            .filter_map(|r| cbor::from_slice::<Database>(r.value.as_deref()?).ok())
+            .collect())
+    }
+
     /// The function a route names: `branch`'s version of it if there is one, else the deployed
     /// branch's. The versions read go into `read`.
     async fn target(
         &self,
         route: &Route,
         branch: Option<&str>,
+        databases: &[Database],
         read: &mut HashMap<String, Option<u64>>,
     ) -> Result<Option<Arc<Target>>, RegistryError> {
         if let Some(branch) = branch {
@@ -268,7 +296,7 @@ impl Routes {
             read.insert(key.clone(), record.as_ref().map(|r| r.version));
             if let Some(function) = record.as_ref().and_then(|r| decode(&key, r.value.as_deref()?))
             {
-                return Ok(Some(self.target_of(route, function)));
+                return Ok(Some(self.target_of(route, function, databases)));
             }
         }
         let key = keys::function(&route.project, &route.function);
@@ -278,10 +306,10 @@ impl Routes {
         };
         read.insert(key.clone(), Some(record.version));
         let function = record.value.as_deref().and_then(|value| decode(&key, value));
-        Ok(function.map(|function| self.target_of(route, function)))
+        Ok(function.map(|function| self.target_of(route, function, databases)))
     }
 
-    fn target_of(&self, route: &Route, function: Function) -> Arc<Target> {
+    fn target_of(&self, route: &Route, function: Function, databases: &[Database]) -> Arc<Target> {
         // A record is the owner's, and checked when compiled; what does not parse here allows
         // nothing.
         let hosts = function
@@ -292,6 +320,17 @@ impl Routes {
         let capabilities = Capabilities {
             variables: function.variables.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
             outbound: Arc::new(Allowed { hosts, node: self.outbound.clone() }),
+            stores: Stores {
+                kv: Some(self.kv.clone()),
+                project: route.project.clone(),
+                declared: databases
+                    .iter()
+                    .map(|d| {
+                        let allowed = d.functions.contains(&function.name);
+                        (d.name.clone(), allowed.then_some(d.replicas))
+                    })
+                    .collect(),
+            },
         };
         Arc::new(Target {
             project: route.project.clone(),

@@ -94,6 +94,13 @@ pub struct Database {
     pub functions: Vec<String>,
     /// The most bytes of keys and values it holds; a set past it is refused.
     pub max_bytes: u64,
+    /// How many database nodes hold it.
+    #[serde(default = "default_replicas")]
+    pub replicas: u8,
+}
+
+fn default_replicas() -> u8 {
+    crate::database::DEFAULT_REPLICAS
 }
 
 impl Database {

@@ -3,6 +3,7 @@
 mod git;
 mod hoarder;
 mod hostile;
+mod keyvalue;
 mod mesh;
 mod node;
 mod outbound;
