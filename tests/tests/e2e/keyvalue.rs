@@ -3,6 +3,7 @@
 //! Increments sent at once through every gateway are all counted on every node; a database
 //! node killed with SIGKILL while increments go on catches up once restarted; a project's
 //! stores are its own, and only the functions a store lists may open it; a full store refuses.
+//! The example `notes`: a note set through one node is read through another within a second.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -35,6 +36,26 @@ fn write_counter_project(dir: &Path, id: &str, functions: &[&str], size: &str) -
     std::fs::write(
         dir.join("databases/counts.yaml"),
         format!("id: counts\nfunctions: [{}]\nsize: {size}\n", functions.join(", ")),
+    )?;
+    Ok(())
+}
+
+/// Adds the example notes (`notes`, `notes-put`, `notes-delete` on `notes.<id>.tau`) and
+/// their store to the project in `dir`.
+fn add_notes(dir: &Path, id: &str) -> Result {
+    std::fs::copy(example_wasm("notes")?, dir.join("notes.wasm"))?;
+    for (name, method) in [("notes", "GET"), ("notes-put", "PUT"), ("notes-delete", "DELETE")] {
+        std::fs::write(
+            dir.join(format!("functions/{name}.yaml")),
+            format!(
+                "id: {name}\ntrigger: {{type: http, method: {method}, paths: [/notes]}}\n\
+                 domains: [notes.{id}.tau]\nsource: notes.wasm\n"
+            ),
+        )?;
+    }
+    std::fs::write(
+        dir.join("databases/notes.yaml"),
+        "id: notes\nfunctions: [notes, notes-put, notes-delete]\nsize: 1MB\n",
     )?;
     Ok(())
 }
@@ -123,6 +144,7 @@ fn increments_on_three_nodes_are_all_counted_even_when_a_database_node_is_killed
     let key = create_project(&cloud.profile, tmp.path(), "tally")?;
     let project = tmp.path().join("tally");
     write_counter_project(&project, "tally", &["counter", "count"], "1MB")?;
+    add_notes(&project, "tally")?;
     push_project(&cloud.profile, &project, &key, None)?;
     for gateway in &cloud.gateways {
         wait_for(Duration::from_secs(30), "the counter answers", || {
@@ -133,6 +155,32 @@ fn increments_on_three_nodes_are_all_counted_even_when_a_database_node_is_killed
     // 1,000 increments through the three gateways at once.
     increments(&cloud.gateways, "tally", "hits", 1_000, 24, |_| {})?;
     all_read(&cloud.gateways, "tally", "hits", 1_000)?;
+
+    // A note set through node 0 is read through node 2 within a second.
+    let notes = "notes.tally.tau";
+    let (a, c) = (&cloud.gateways[0], &cloud.gateways[2]);
+    let note = br#"{"title":"shopping","items":["milk"]}"#;
+    let put = http(a, "PUT", notes, "/notes/today", note)?;
+    assert_eq!(put.status, 201, "{}", put.text());
+    let written = std::time::Instant::now();
+    let (seen, _) = wait_for(Duration::from_secs(1), "node 2 reads the note", || {
+        let answer = http(c, "GET", notes, "/notes/today", b"")?;
+        Ok((answer.status == 200).then_some(answer))
+    })?;
+    eprintln!("a note set on node 0 was read on node 2 after {:?}", written.elapsed());
+    assert_eq!(seen.body, note);
+    let bad = http(a, "PUT", notes, "/notes/bad", b"{not json")?;
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert_eq!(http(c, "PUT", notes, "/notes/other", b"[1,2]")?.status, 201);
+    let (listed, _) = wait_for(Duration::from_secs(5), "node 1 lists both", || {
+        let answer = http(&cloud.gateways[1], "GET", notes, "/notes", b"")?;
+        Ok(answer.text().contains("other").then_some(answer))
+    })?;
+    assert_eq!(listed.text(), r#"{"ids":["other","today"]}"#);
+    assert_eq!(http(c, "DELETE", notes, "/notes/today", b"")?.status, 204);
+    wait_for(Duration::from_secs(5), "node 0 sees the delete", || {
+        Ok((http(a, "GET", notes, "/notes/today", b"")?.status == 404).then_some(()))
+    })?;
 
     // 1,000 more of another key through nodes 0 and 1, node 2 killed halfway.
     let pid = cloud.node_pid(2)?;
