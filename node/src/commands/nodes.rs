@@ -98,17 +98,21 @@ fn label(text: &str) -> Result<(String, String), String> {
     Ok((key.to_string(), value.to_string()))
 }
 
-const KNOWN_SERVICES: [&str; 6] = ["tns", "hoarder", "vault", "seer", "substrate", "q"];
+/// What a node may be admitted for: the services a node runs, and q's role.
+fn known_services() -> Vec<&'static str> {
+    tau_proto::node_config::SERVICES.iter().copied().chain(["q"]).collect()
+}
 
 impl NodesCommand {
     async fn run(self) -> anyhow::Result<()> {
         match self {
             Self::Admit { peer, services, labels, operator } => {
+                let known = known_services();
                 for service in &services {
-                    if !KNOWN_SERVICES.contains(&service.as_str()) {
+                    if !known.contains(&service.as_str()) {
                         anyhow::bail!(
                             "--service {service}: not a service or role (one of {})",
-                            KNOWN_SERVICES.join(", ")
+                            known.join(", ")
                         );
                     }
                 }
