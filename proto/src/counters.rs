@@ -24,6 +24,22 @@
 //! bytes_out         u64 BE
 //! ```
 //!
+//! A record that used state or reached out (any of the figures below is not 0) is encoded as
+//! version 2: the tag `"tau/counter/2\n"`, the same fields, then
+//!
+//! ```text
+//! kv_reads                 u64 BE   (key-value calls that read)
+//! kv_writes                u64 BE   (key-value calls that wrote)
+//! storage_read_bytes       u64 BE
+//! storage_written_bytes    u64 BE
+//! outbound_requests        u64 BE
+//! outbound_sent_bytes      u64 BE   (on the wire: headers, bodies and TLS)
+//! outbound_received_bytes  u64 BE
+//! ```
+//!
+//! Every other record keeps version 1 exactly, so records signed before version 2 existed
+//! verify as they did, and a verifier that knows only version 1 still checks those.
+//!
 //! The signer is the node itself: its peer id embeds its ed25519 public key, so
 //! [`SignedCounter::verify`] needs nothing but the record.
 
@@ -33,8 +49,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::identity::public_key_of;
 
-/// The domain tag that starts every signed counter encoding.
+/// The domain tag that starts every signed counter encoding of version 1.
 pub const DOMAIN_TAG: &[u8] = b"tau/counter/1\n";
+/// The domain tag of version 2: a record with key-value, storage or outbound figures.
+pub const DOMAIN_TAG_2: &[u8] = b"tau/counter/2\n";
 
 /// The function name under which a `ci` node counts a project's build jobs (no function can
 /// have it: `@` is not in a function name). Invocations are jobs run (to any end), errors the
@@ -106,7 +124,33 @@ pub struct Usage {
     pub bytes_in: u64,
     /// Response body bytes sent.
     pub bytes_out: u64,
+    /// Key-value calls that read (get, exists, list-keys, get-many).
+    #[serde(default)]
+    pub kv_reads: u64,
+    /// Key-value calls that wrote (set, delete, increment, set-many, delete-many).
+    #[serde(default)]
+    pub kv_writes: u64,
+    /// Bytes read from project storage.
+    #[serde(default)]
+    pub storage_read_bytes: u64,
+    /// Bytes written to project storage.
+    #[serde(default)]
+    pub storage_written_bytes: u64,
+    /// Outgoing HTTP requests started.
+    #[serde(default)]
+    pub outbound_requests: u64,
+    /// Bytes outgoing requests sent, on the wire.
+    #[serde(default)]
+    pub outbound_sent_bytes: u64,
+    /// Bytes outgoing requests received, on the wire.
+    #[serde(default)]
+    pub outbound_received_bytes: u64,
 }
+
+/// How many figures a [`Usage`] has.
+pub const FIGURES: usize = 14;
+/// How many of them version 1 of the encoding has.
+const FIGURES_1: usize = 7;
 
 impl Usage {
     /// Adds `other`: every figure sums (saturating), but the peak, which is the larger.
@@ -118,6 +162,16 @@ impl Usage {
         self.peak_memory = self.peak_memory.max(other.peak_memory);
         self.bytes_in = self.bytes_in.saturating_add(other.bytes_in);
         self.bytes_out = self.bytes_out.saturating_add(other.bytes_out);
+        self.kv_reads = self.kv_reads.saturating_add(other.kv_reads);
+        self.kv_writes = self.kv_writes.saturating_add(other.kv_writes);
+        self.storage_read_bytes = self.storage_read_bytes.saturating_add(other.storage_read_bytes);
+        self.storage_written_bytes =
+            self.storage_written_bytes.saturating_add(other.storage_written_bytes);
+        self.outbound_requests = self.outbound_requests.saturating_add(other.outbound_requests);
+        self.outbound_sent_bytes =
+            self.outbound_sent_bytes.saturating_add(other.outbound_sent_bytes);
+        self.outbound_received_bytes =
+            self.outbound_received_bytes.saturating_add(other.outbound_received_bytes);
     }
 
     /// Whether nothing was used.
@@ -125,8 +179,8 @@ impl Usage {
         *self == Self::default()
     }
 
-    /// The figures in the canonical encoding's order.
-    pub fn figures(&self) -> [u64; 7] {
+    /// The figures in the canonical encoding's order (version 2's).
+    pub fn figures(&self) -> [u64; FIGURES] {
         [
             self.invocations,
             self.errors,
@@ -135,7 +189,39 @@ impl Usage {
             self.peak_memory,
             self.bytes_in,
             self.bytes_out,
+            self.kv_reads,
+            self.kv_writes,
+            self.storage_read_bytes,
+            self.storage_written_bytes,
+            self.outbound_requests,
+            self.outbound_sent_bytes,
+            self.outbound_received_bytes,
         ]
+    }
+
+    /// Usage from figures in [`Usage::figures`]' order.
+    pub fn from_figures(f: [u64; FIGURES]) -> Self {
+        Self {
+            invocations: f[0],
+            errors: f[1],
+            wall_micros: f[2],
+            cpu_micros: f[3],
+            peak_memory: f[4],
+            bytes_in: f[5],
+            bytes_out: f[6],
+            kv_reads: f[7],
+            kv_writes: f[8],
+            storage_read_bytes: f[9],
+            storage_written_bytes: f[10],
+            outbound_requests: f[11],
+            outbound_sent_bytes: f[12],
+            outbound_received_bytes: f[13],
+        }
+    }
+
+    /// The encoding version its record needs: 2 if any figure version 1 lacks is not 0.
+    pub fn version(&self) -> u8 {
+        if self.figures()[FIGURES_1..].iter().any(|f| *f != 0) { 2 } else { 1 }
     }
 }
 
@@ -170,16 +256,18 @@ impl CounterRecord {
     /// The bytes the node signs (see the module's documentation for the layout).
     pub fn canonical_bytes(&self) -> Vec<u8> {
         let node = self.node.to_bytes();
+        let version = self.usage.version();
+        let figures = self.usage.figures();
+        let figures = if version == 1 { &figures[..FIGURES_1] } else { &figures[..] };
         let mut out = Vec::with_capacity(
-            DOMAIN_TAG.len() + 6 + node.len() + self.project.len() + self.function.len() + 88,
+            DOMAIN_TAG.len() + 6 + node.len() + self.project.len() + self.function.len() + 128,
         );
-        out.extend_from_slice(DOMAIN_TAG);
+        out.extend_from_slice(if version == 1 { DOMAIN_TAG } else { DOMAIN_TAG_2 });
         put_bytes(&mut out, &node);
         out.extend_from_slice(&self.seq.to_be_bytes());
         put_bytes(&mut out, self.project.as_bytes());
         put_bytes(&mut out, self.function.as_bytes());
-        for value in [self.window_start_ms, self.window_ms].into_iter().chain(self.usage.figures())
-        {
+        for value in [self.window_start_ms, self.window_ms].iter().chain(figures) {
             out.extend_from_slice(&value.to_be_bytes());
         }
         out
@@ -257,6 +345,7 @@ mod tests {
                 peak_memory: 1 << 20,
                 bytes_in: 0,
                 bytes_out: 4000,
+                ..Usage::default()
             },
         }
     }
@@ -299,6 +388,13 @@ mod tests {
             ("peak_memory", Box::new(|r| r.usage.peak_memory += 1)),
             ("bytes_in", Box::new(|r| r.usage.bytes_in += 1)),
             ("bytes_out", Box::new(|r| r.usage.bytes_out += 1)),
+            ("kv_reads", Box::new(|r| r.usage.kv_reads += 1)),
+            ("kv_writes", Box::new(|r| r.usage.kv_writes += 1)),
+            ("storage_read_bytes", Box::new(|r| r.usage.storage_read_bytes += 1)),
+            ("storage_written_bytes", Box::new(|r| r.usage.storage_written_bytes += 1)),
+            ("outbound_requests", Box::new(|r| r.usage.outbound_requests += 1)),
+            ("outbound_sent_bytes", Box::new(|r| r.usage.outbound_sent_bytes += 1)),
+            ("outbound_received_bytes", Box::new(|r| r.usage.outbound_received_bytes += 1)),
         ];
         for (field, edit) in edits {
             let mut tampered = signed.clone();
@@ -332,6 +428,22 @@ mod tests {
         let expected = DOMAIN_TAG.len() + 2 + node.len() + 8 + 2 + 7 + 2 + 4 + 9 * 8;
         assert_eq!(bytes.len(), expected);
         assert_eq!(&bytes[bytes.len() - 8..], &4000u64.to_be_bytes());
+        // Version 2: its own tag, and the seven figures more after the same fields.
+        let mut v2 = r.clone();
+        v2.usage.kv_writes = 3;
+        v2.usage.outbound_received_bytes = 99;
+        let bytes2 = v2.canonical_bytes();
+        assert!(bytes2.starts_with(DOMAIN_TAG_2));
+        assert_eq!(bytes2.len(), expected + 7 * 8);
+        assert_eq!(&bytes2[DOMAIN_TAG_2.len()..expected], &bytes[DOMAIN_TAG.len()..]);
+        assert_eq!(&bytes2[bytes2.len() - 8..], &99u64.to_be_bytes());
+        assert_eq!(&bytes2[expected + 8..expected + 16], &3u64.to_be_bytes());
+        let signed = v2.sign(&key).unwrap();
+        assert_eq!(signed.verify(), Ok(()));
+        let mut zeroed = signed.clone();
+        zeroed.record.usage.kv_writes = 0;
+        zeroed.record.usage.outbound_received_bytes = 0;
+        assert!(zeroed.verify().is_err(), "a v2 record read as v1 fails");
     }
 
     /// A record signed before `Usage` existed: its canonical bytes, its signature and its wire
@@ -358,6 +470,7 @@ mod tests {
                 peak_memory: 3 << 20,
                 bytes_in: 10_240,
                 bytes_out: 65_536,
+                ..Usage::default()
             },
         };
         Ok((keypair, record))
@@ -371,6 +484,31 @@ mod tests {
         assert_eq!(hex::encode(&signed.signature), GOLDEN_SIGNATURE);
         let old = SignedCounter { record, signature: hex::decode(GOLDEN_SIGNATURE)? };
         assert_eq!(old.verify(), Ok(()), "a record signed before still verifies");
+        Ok(())
+    }
+
+    /// The golden record with version 2's figures: canonical bytes and signature pinned.
+    const GOLDEN_V2_CANONICAL: &str = "7461752f636f756e7465722f320a0026002408011220ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c000000000000002a000473686f700008636865636b6f75740000019ad7358400000000000000ea6000000000000004d2000000000000000500000000000f1206000000000006f85500000000003000000000000000002800000000000001000000000000000007d000000000000003e800000000032000000000000000100000000000000000001100000000000010e1000000000001e240";
+    const GOLDEN_V2_SIGNATURE: &str = "3a2b2a1487a9d6c6c1c81d735abdeff90670247baea8f187f5a18a8b0daf4cb58d45456465ed766d2d9a8b619b431961580042f0d6ef965aa65ef7438fe6500a";
+
+    #[test]
+    fn version_two_is_pinned_too() -> Result<(), Box<dyn std::error::Error>> {
+        let (keypair, mut record) = golden()?;
+        record.usage.kv_reads = 2_000;
+        record.usage.kv_writes = 1_000;
+        record.usage.storage_read_bytes = 50 << 20;
+        record.usage.storage_written_bytes = 1 << 20;
+        record.usage.outbound_requests = 17;
+        record.usage.outbound_sent_bytes = 4_321;
+        record.usage.outbound_received_bytes = 123_456;
+        let canonical = hex::encode(record.canonical_bytes());
+        let signed = record.clone().sign(&keypair).ok_or("the key signs")?;
+        assert_eq!(canonical, GOLDEN_V2_CANONICAL);
+        assert_eq!(hex::encode(&signed.signature), GOLDEN_V2_SIGNATURE);
+        // The wire form carries the new figures, and reads back to the same record.
+        let back: SignedCounter = crate::cbor::from_slice(&crate::cbor::to_vec(&signed)?)?;
+        assert_eq!(back, signed);
+        assert_eq!(back.verify(), Ok(()));
         Ok(())
     }
 

@@ -43,7 +43,7 @@ pub enum ReportError {
 }
 
 /// The header of a records export, in [`StoredRecord`]'s field order.
-const RECORD_HEADER: [&str; 15] = [
+const RECORD_HEADER: [&str; 22] = [
     "node",
     "seq",
     "project",
@@ -57,6 +57,13 @@ const RECORD_HEADER: [&str; 15] = [
     "peak_memory",
     "bytes_in",
     "bytes_out",
+    "kv_reads",
+    "kv_writes",
+    "storage_read_bytes",
+    "storage_written_bytes",
+    "outbound_requests",
+    "outbound_sent_bytes",
+    "outbound_received_bytes",
     "signature",
     "hash",
 ];
@@ -77,8 +84,21 @@ fn record_row(r: &StoredRecord) -> Vec<String> {
     row
 }
 
-const TOTAL_HEADER: [&str; 7] =
-    ["project", "function", "invocations", "errors", "wall_micros", "cpu_micros", "records"];
+const TOTAL_HEADER: [&str; 13] = [
+    "project",
+    "function",
+    "invocations",
+    "errors",
+    "wall_micros",
+    "cpu_micros",
+    "kv_reads",
+    "kv_writes",
+    "storage_read_bytes",
+    "storage_written_bytes",
+    "outbound_sent_bytes",
+    "outbound_received_bytes",
+    "records",
+];
 
 fn csv_error(e: csv::Error) -> std::io::Error {
     std::io::Error::other(e.to_string())
@@ -356,6 +376,7 @@ mod tests {
                 peak_memory: 44,
                 bytes_in: 55,
                 bytes_out: 66,
+                ..Usage::default()
             },
             signature: vec![0xab],
             hash: [0xcd; 32],

@@ -26,14 +26,21 @@ fn migrator() -> sqlx::migrate::Migrator {
     let migration = |version, description: &'static str, sql| {
         Migration::new(version, description.into(), MigrationType::Simple, sql, false)
     };
-    Migrator::with_migrations(vec![migration(
-        1,
-        "records",
-        sqlx::SqlStr::from_static(include_str!("../migrations/0001_records.sql")),
-    )])
+    Migrator::with_migrations(vec![
+        migration(
+            1,
+            "records",
+            sqlx::SqlStr::from_static(include_str!("../migrations/0001_records.sql")),
+        ),
+        migration(
+            2,
+            "state figures",
+            sqlx::SqlStr::from_static(include_str!("../migrations/0002_state_figures.sql")),
+        ),
+    ])
 }
 
-/// Rows per multi-row INSERT (15 binds each, well under SQLite's limit of 32,766).
+/// Rows per multi-row INSERT (22 binds each, under SQLite's limit of 32,766).
 const INSERT_ROWS: usize = 1_000;
 
 /// Why the store failed. Names the database; never holds a password.
@@ -151,6 +158,18 @@ pub struct Total {
     pub wall_micros: u64,
     /// CPU time, microseconds.
     pub cpu_micros: u64,
+    /// Key-value calls that read.
+    pub kv_reads: u64,
+    /// Key-value calls that wrote.
+    pub kv_writes: u64,
+    /// Bytes read from project storage.
+    pub storage_read_bytes: u64,
+    /// Bytes written to project storage.
+    pub storage_written_bytes: u64,
+    /// Bytes outgoing HTTP sent.
+    pub outbound_sent_bytes: u64,
+    /// Bytes outgoing HTTP received.
+    pub outbound_received_bytes: u64,
     /// Records summed.
     pub records: u64,
 }
@@ -162,6 +181,15 @@ impl Total {
         self.errors = self.errors.checked_add(record.usage.errors)?;
         self.wall_micros = self.wall_micros.checked_add(record.usage.wall_micros)?;
         self.cpu_micros = self.cpu_micros.checked_add(record.usage.cpu_micros)?;
+        let u = &record.usage;
+        self.kv_reads = self.kv_reads.checked_add(u.kv_reads)?;
+        self.kv_writes = self.kv_writes.checked_add(u.kv_writes)?;
+        self.storage_read_bytes = self.storage_read_bytes.checked_add(u.storage_read_bytes)?;
+        self.storage_written_bytes =
+            self.storage_written_bytes.checked_add(u.storage_written_bytes)?;
+        self.outbound_sent_bytes = self.outbound_sent_bytes.checked_add(u.outbound_sent_bytes)?;
+        self.outbound_received_bytes =
+            self.outbound_received_bytes.checked_add(u.outbound_received_bytes)?;
         self.records = self.records.checked_add(1)?;
         Some(())
     }
@@ -200,8 +228,20 @@ fn as_hex<S: serde::Serializer, T: AsRef<[u8]>>(bytes: &T, s: S) -> Result<S::Ok
 /// The columns [`StoredRecord`] is read from, in its field order (a macro: queries are literals).
 macro_rules! record_columns {
     () => {
-        "node, seq, project, function, window_start_ms, window_ms, invocations, errors, \
-         wall_micros, cpu_micros, peak_memory, bytes_in, bytes_out, signature, hash"
+        concat!(
+            "node, seq, project, function, window_start_ms, window_ms, ",
+            usage_columns!(),
+            ", signature, hash"
+        )
+    };
+}
+
+/// The columns of a record's figures, in [`Usage::figures`]' order.
+macro_rules! usage_columns {
+    () => {
+        "invocations, errors, wall_micros, cpu_micros, peak_memory, bytes_in, bytes_out, \
+         kv_reads, kv_writes, storage_read_bytes, storage_written_bytes, outbound_requests, \
+         outbound_sent_bytes, outbound_received_bytes"
     };
 }
 
@@ -331,6 +371,12 @@ impl Store {
                     errors: 0,
                     wall_micros: 0,
                     cpu_micros: 0,
+                    kv_reads: 0,
+                    kv_writes: 0,
+                    storage_read_bytes: 0,
+                    storage_written_bytes: 0,
+                    outbound_sent_bytes: 0,
+                    outbound_received_bytes: 0,
                     records: 0,
                 });
             }

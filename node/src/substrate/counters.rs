@@ -65,6 +65,12 @@ impl FunctionStats {
         t.wall_micros += outcome.wall.as_micros() as u64;
         t.cpu_micros += outcome.cpu.as_micros() as u64;
         t.peak_memory = t.peak_memory.max(outcome.peak_memory);
+        t.kv_reads += outcome.kv.reads;
+        t.kv_writes += outcome.kv.writes;
+        let (requests, sent, received) = outcome.outbound;
+        t.outbound_requests += requests;
+        t.outbound_sent_bytes += sent;
+        t.outbound_received_bytes += received;
     }
 
     /// Adds a request that failed before an instance ran (the component did not load).
@@ -362,6 +368,7 @@ mod tests {
             cpu: Duration::from_micros(80),
             peak_memory: 1 << 20,
             kv: Default::default(),
+            outbound: (0, 0, 0),
         }
     }
 

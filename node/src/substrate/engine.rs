@@ -136,6 +136,8 @@ pub struct Outcome {
     pub peak_memory: u64,
     /// What it did with key-value stores.
     pub kv: super::keyvalue::KvUse,
+    /// Its outgoing HTTP: requests started, bytes sent, bytes received (on the wire).
+    pub outbound: (u64, u64, u64),
 }
 
 /// A function's limits.
@@ -461,12 +463,13 @@ impl Engine {
                 Ok(Err(_)) if state.limiter.denied => Some(Failure::OutOfMemory(memory)),
                 Ok(Err(e)) => Some(Failure::Trap(trap_reason(&e))),
             };
-            (failure, state.limiter.peak as u64, state.kv_used)
+            (failure, state.limiter.peak as u64, state.kv_used, state.hooks.used())
         };
         let done = tokio::spawn(async move {
             let (result, cpu) = CpuTimed::new(run).await;
-            let (failure, peak_memory, kv) = result;
-            let outcome = Outcome { failure, wall: started.elapsed(), cpu, peak_memory, kv };
+            let (failure, peak_memory, kv, outbound) = result;
+            let wall = started.elapsed();
+            let outcome = Outcome { failure, wall, cpu, peak_memory, kv, outbound };
             finished(&outcome);
             outcome
         });

@@ -7,11 +7,15 @@
 //! rebinding) reaches nothing it should not. Redirects are not followed here: a function that
 //! follows one makes a new request, checked in turn. The request shares the invocation's
 //! deadline. https is checked against Mozilla's roots and the operator's own
-//! (`substrate.outbound_roots`), with rustls.
+//! (`substrate.outbound_roots`), with rustls. Every byte a request's connection sends and
+//! receives (headers, bodies, TLS) counts in the function's counters.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use http_body_util::BodyExt;
@@ -82,12 +86,71 @@ pub struct Outbound {
     deadline: Instant,
     /// Requests started so far.
     started: u32,
+    /// Bytes on the wire, both ways, of every request so far.
+    traffic: Arc<Traffic>,
+}
+
+/// Bytes sent and received on outgoing connections.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    sent: AtomicU64,
+    received: AtomicU64,
 }
 
 impl Outbound {
     /// Requests allowed by `allowed`, each cut at `deadline`.
     pub fn new(allowed: Arc<Allowed>, deadline: Instant) -> Self {
-        Self { allowed, deadline, started: 0 }
+        Self { allowed, deadline, started: 0, traffic: Arc::default() }
+    }
+
+    /// Requests started, bytes sent and bytes received so far.
+    pub fn used(&self) -> (u64, u64, u64) {
+        let traffic = &self.traffic;
+        let (sent, received) =
+            (traffic.sent.load(Ordering::Relaxed), traffic.received.load(Ordering::Relaxed));
+        (u64::from(self.started), sent, received)
+    }
+}
+
+/// A connection that counts its bytes into a [`Traffic`].
+struct Counted<S> {
+    inner: S,
+    traffic: Arc<Traffic>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = (buf.filled().len() - before) as u64;
+        self.traffic.received.fetch_add(read, Ordering::Relaxed);
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &polled {
+            self.traffic.sent.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -114,7 +177,7 @@ impl WasiHttpHooks for Outbound {
         self.started += 1;
         let allowed = self.allowed.clone();
         let deadline = self.deadline;
-        Box::new(send(request, allowed, deadline))
+        Box::new(send(request, allowed, deadline, self.traffic.clone()))
     }
 }
 
@@ -167,6 +230,7 @@ async fn send(
     mut request: http::Request<WasiBody>,
     allowed: Arc<Allowed>,
     deadline: Instant,
+    traffic: Arc<Traffic>,
 ) -> wasmtime_wasi_http::Result<(
     http::Response<WasiBody>,
     Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
@@ -178,6 +242,7 @@ async fn send(
         .await
         .map_err(|_| Error::ConnectionTimeout)?
         .map_err(Error::Connect)?;
+    let tcp = Counted { inner: tcp, traffic };
     let stream: Box<dyn Stream> = match scheme {
         Scheme::Http => Box::new(tcp),
         Scheme::Https => {

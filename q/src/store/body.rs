@@ -35,9 +35,12 @@ impl Store {
         let mut conflicts = Vec::new();
         for chunk in batch.accepted.chunks(INSERT_ROWS) {
             let mut insert = QueryBuilder::<Db>::new(
-                "INSERT INTO records (node, seq, project, function, window_start_ms, window_ms, \
-                 invocations, errors, wall_micros, cpu_micros, peak_memory, bytes_in, bytes_out, \
-                 signature, hash) ",
+                concat!(
+                    "INSERT INTO records (node, seq, project, function, window_start_ms, \
+                     window_ms, ",
+                    usage_columns!(),
+                    ", signature, hash) "
+                ),
             );
             insert.push_values(chunk, |mut row, signed| {
                 let r = &signed.record;
@@ -146,7 +149,12 @@ impl Store {
         let mut count = 0;
         while let Some(row) = rows.try_next().await? {
             let number = |i: usize| row.try_get::<i64, _>(i).map(|n| n as u64);
-            let hash: Vec<u8> = row.try_get(14)?;
+            const FIGURES: usize = tau_proto::counters::FIGURES;
+            let hash: Vec<u8> = row.try_get(7 + FIGURES)?;
+            let mut figures = [0u64; FIGURES];
+            for (i, figure) in figures.iter_mut().enumerate() {
+                *figure = number(6 + i)?;
+            }
             let record = StoredRecord {
                 node: row.try_get(0)?,
                 seq: number(1)?,
@@ -154,16 +162,8 @@ impl Store {
                 function: row.try_get(3)?,
                 window_start_ms: number(4)?,
                 window_ms: number(5)?,
-                usage: Usage {
-                    invocations: number(6)?,
-                    errors: number(7)?,
-                    wall_micros: number(8)?,
-                    cpu_micros: number(9)?,
-                    peak_memory: number(10)?,
-                    bytes_in: number(11)?,
-                    bytes_out: number(12)?,
-                },
-                signature: row.try_get(13)?,
+                usage: Usage::from_figures(figures),
+                signature: row.try_get(6 + FIGURES)?,
                 hash: hash.try_into().map_err(|_| {
                     StoreError::Query(sqlx::Error::Decode("a record hash is not 32 bytes".into()))
                 })?,

@@ -66,6 +66,7 @@ fn make_records(total: usize) -> Vec<(PeerId, Vec<SignedCounter>)> {
                                             peak_memory: 1 << 20,
                                             bytes_in: 100,
                                             bytes_out: 400,
+                                            ..Usage::default()
                                         },
                                     }
                                     .sign(key)

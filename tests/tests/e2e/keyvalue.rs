@@ -208,7 +208,7 @@ fn increments_on_three_nodes_are_all_counted_even_when_a_database_node_is_killed
 #[test]
 fn a_store_is_its_projects_own_and_refuses_past_its_size() -> Result {
     let tmp = tempfile::tempdir()?;
-    let cloud = DevCloud::start(1, &tmp.path().join("cloud"))?;
+    let cloud = DevCloud::start_with(1, &tmp.path().join("cloud"), &["--counter-window", "1s"])?;
     let gateway = &cloud.gateways[0];
     // Project a's store lets only `counter` open it, and holds at most 200 bytes.
     let key_a = create_project(&cloud.profile, tmp.path(), "alpha")?;
@@ -254,6 +254,26 @@ fn a_store_is_its_projects_own_and_refuses_past_its_size() -> Result {
     assert_eq!(answer.status, 503, "{}", answer.text());
     assert!(answer.text().contains("store `counts` is full"), "{}", answer.text());
     assert_eq!(count(gateway, "alpha", "a")?.text(), "2\n", "the node is unharmed");
+
+    // Every call to the store is counted in the node's signed records (version 2): the
+    // counter reads once and writes once per request, the refused ones included.
+    let requests = 2 + at as u64 + 1;
+    let profile = cloud.profile.to_string_lossy().into_owned();
+    wait_for(Duration::from_secs(30), "the key-value calls are counted", || {
+        let records: Vec<serde_json::Value> =
+            serde_json::from_str(&tau_node_ok(&["counters", "--cloud", &profile, "--json"])?)?;
+        let mine: Vec<&serde_json::Value> = records
+            .iter()
+            .filter(|r| r["project"] == "alpha" && r["function"] == "counter")
+            .collect();
+        let sum = |field: &str| mine.iter().filter_map(|r| r[field].as_u64()).sum::<u64>();
+        let figures = (sum("invocations"), sum("kv_reads"), sum("kv_writes"));
+        let verified = mine.iter().all(|r| r["verified"] == true);
+        match figures == (requests, requests, requests) && verified {
+            true => Ok(Some(())),
+            false => Err(format!("{requests} requests; counted {figures:?}, {verified}").into()),
+        }
+    })?;
     Ok(())
 }
 

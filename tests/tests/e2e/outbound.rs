@@ -151,7 +151,8 @@ fn a_function_reaches_only_allowed_hosts_at_public_or_allowed_addresses() -> Res
     let (_good, tls_port) = tls_server(tmp.path(), "leaf.pem", "leaf.key")?;
     let (_bad, bad_tls_port) = tls_server(tmp.path(), "ca.pem", "ca.key")?;
     let roots = tmp.path().join("ca.pem").to_string_lossy().into_owned();
-    let options = ["--outbound-allow", "127.0.0.2/32", "--outbound-roots", &roots];
+    let options =
+        ["--outbound-allow", "127.0.0.2/32", "--outbound-roots", &roots, "--counter-window", "1s"];
     let cloud = DevCloud::start_with(2, &tmp.path().join("cloud"), &options)?;
     let port = upstream()?;
     let allowed = [
@@ -211,6 +212,24 @@ fn a_function_reaches_only_allowed_hosts_at_public_or_allowed_addresses() -> Res
     assert!(took < Duration::from_secs(10), "the slow call took {took:?}");
     // And the gateway still serves.
     assert_eq!(fetch(gateway, "out", &ok)?.status, 200);
+
+    // The requests that went out are counted, with their bytes on the wire, in the nodes'
+    // signed records.
+    let profile = cloud.profile.to_string_lossy().into_owned();
+    wait_for(Duration::from_secs(30), "outgoing requests are counted", || {
+        let out = tau_tests::harness::tau_node_ok(&["counters", "--cloud", &profile, "--json"])?;
+        let records: Vec<serde_json::Value> = serde_json::from_str(&out)?;
+        let fetches = records.iter().filter(|r| r["project"] == "out" && r["function"] == "fetch");
+        let sum = |field: &str| fetches.clone().filter_map(|r| r[field].as_u64()).sum::<u64>();
+        let figures =
+            (sum("outbound_requests"), sum("outbound_sent_bytes"), sum("outbound_received_bytes"));
+        // At least the answered ones: one per gateway, the https one, the slow one, the last.
+        let enough = figures.0 >= cloud.gateways.len() as u64 + 3 && figures.1 > 500;
+        match enough && figures.2 > figures.1 {
+            true => Ok(Some(())),
+            false => Err(format!("counted (requests, sent, received) {figures:?}").into()),
+        }
+    })?;
     Ok(())
 }
 

@@ -199,7 +199,12 @@ fn q_collect_counts_every_call_once() -> Result {
     // Exports: the totals line and the raw records agree with the nodes.
     let csv = q_ok(&["export", "--db", &db, "--format", "csv"])?;
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines[0], "project,function,invocations,errors,wall_micros,cpu_micros,records");
+    assert_eq!(
+        lines[0],
+        "project,function,invocations,errors,wall_micros,cpu_micros,kv_reads,kv_writes,\
+         storage_read_bytes,storage_written_bytes,outbound_sent_bytes,outbound_received_bytes,\
+         records"
+    );
     assert!(lines[1].starts_with("lab,ping,30,0,"), "{csv}");
     let raw: Vec<serde_json::Value> =
         serde_json::from_str(&q_ok(&["export", "--db", &db, "--format", "json", "--records"])?)?;

@@ -33,6 +33,7 @@ pub(crate) fn signed(key: &Keypair, seq: u64, function: &str, invocations: u64) 
             peak_memory: 1 << 20,
             bytes_in: 10,
             bytes_out: 20,
+            ..Usage::default()
         },
     }
     .sign(key)
