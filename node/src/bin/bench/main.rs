@@ -1,6 +1,6 @@
 //! `tau-node-bench`: Tau's benchmarks, each figure beside a baseline measured in the same run.
 //!
-//! `tau-node-bench [foundation] [tns] [hoarder] [substrate] [vault] [seer] [scale]` (default: all but
+//! `tau-node-bench [foundation] [tns] [hoarder] [substrate] [database] [vault] [seer] [scale]` (default: all but
 //! scale). Run with `scripts/bench` (a release
 //! build); it needs `tau-node` beside this binary.
 //!
@@ -11,12 +11,15 @@
 //!   starts of components fetched from a peer.
 //! - [`vault`]: encrypt, share-decrypt and combine beside an ed25519 verify; end-to-end
 //!   `secret get` on 5 nodes beside a TNS `Get`.
+//! - [`database`]: key-value get and set in process beside raw redb; warm requests with a
+//!   key-value get beside ping; increments per second across 3 nodes, none lost.
 //! - [`seer`]: DNS answers per second beside a UDP echo; time until a stopped node leaves the
 //!   answers.
 //! - [`scale`]: dev clouds of 10, 30, 60 and 100 nodes: ready time, idle CPU, RSS and
 //!   connections per node, push until served by every node, each beside its value at 10 nodes
 //!   (not part of the default run: name it).
 
+mod database;
 mod foundation;
 mod hoarder;
 mod scale;
@@ -73,6 +76,10 @@ async fn main() -> anyhow::Result<()> {
         if wants("substrate") {
             println!();
             substrate::run(&tau_node, &tmp).await?;
+        }
+        if wants("database") {
+            println!();
+            database::run(&tau_node, &tmp).await?;
         }
         if wants("vault") {
             println!();

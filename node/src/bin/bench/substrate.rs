@@ -27,18 +27,30 @@ const WARM_UP: Duration = Duration::from_millis(500);
 const WASMTIME_VERSION: &str = "48.0.8";
 
 /// One server under load.
-struct Target {
-    name: &'static str,
-    addr: String,
-    host: String,
-    path: String,
+#[derive(Clone)]
+pub(crate) struct Target {
+    pub(crate) name: &'static str,
+    pub(crate) addr: String,
+    pub(crate) host: String,
+    pub(crate) path: String,
+    /// GET unless said otherwise.
+    pub(crate) method: hyper::Method,
+}
+
+impl Target {
+    /// A GET of `path` at `addr`, with `host` in the Host header.
+    pub(crate) fn get(name: &'static str, addr: String, host: &str, path: &str) -> Self {
+        Self { name, addr, host: host.into(), path: path.into(), method: hyper::Method::GET }
+    }
 }
 
 /// What a load run measured.
-struct Load {
-    per_second: f64,
-    p50: Duration,
-    p99: Duration,
+pub(crate) struct Load {
+    pub(crate) per_second: f64,
+    pub(crate) p50: Duration,
+    pub(crate) p99: Duration,
+    /// Requests answered 200 in the whole run, warm-up included.
+    pub(crate) answered: u64,
 }
 
 pub(crate) async fn run(tau_node: &Path, tmp: &Path) -> anyhow::Result<()> {
@@ -59,8 +71,7 @@ pub(crate) async fn run(tau_node: &Path, tmp: &Path) -> anyhow::Result<()> {
         .kill_on_drop(true)
         .spawn()?;
     let native_addr = first_line(&mut native).await?;
-    let native_target =
-        Target { name: "native", addr: native_addr, host: "localhost".into(), path: "/".into() };
+    let native_target = Target::get("native", native_addr, "localhost", "/");
     let native_first = first_answer(&native_target, started).await?;
 
     // 2. wasmtime serve of the same component.
@@ -74,12 +85,7 @@ pub(crate) async fn run(tau_node: &Path, tmp: &Path) -> anyhow::Result<()> {
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("cannot run {}", wasmtime.display()))?;
-    let serve_target = Target {
-        name: "wasmtime serve",
-        addr: format!("127.0.0.1:{port}"),
-        host: "localhost".into(),
-        path: "/".into(),
-    };
+    let serve_target = Target::get("wasmtime serve", format!("127.0.0.1:{port}"), "localhost", "/");
     let serve_first = first_answer(&serve_target, started).await?;
 
     // 3. A 4-node tau cloud; the component pushed as a function of a project.
@@ -91,12 +97,7 @@ pub(crate) async fn run(tau_node: &Path, tmp: &Path) -> anyhow::Result<()> {
     write_project(&project, &functions)?;
     push(tau_node, &profile, &project, &key).await?;
     let gateway = gateways.first().context("no gateway")?.clone();
-    let tau_target = Target {
-        name: "tau gateway",
-        addr: gateway,
-        host: "ping.bench.tau".into(),
-        path: "/ping".into(),
-    };
+    let tau_target = Target::get("tau gateway", gateway, "ping.bench.tau", "/ping");
     // Its first request (fetch + compile) is measured below with the other cold starts.
     first_answer(&tau_target, Instant::now()).await?;
 
@@ -144,12 +145,9 @@ pub(crate) async fn run(tau_node: &Path, tmp: &Path) -> anyhow::Result<()> {
             let Some(index) = node_index(&profile, &node)? else {
                 bail!("{node} is not one of the dev cloud's nodes");
             };
-            let target = Target {
-                name: "cold",
-                addr: gateways[index].clone(),
-                host: format!("{function}.bench.tau"),
-                path: format!("/{function}"),
-            };
+            let host = format!("{function}.bench.tau");
+            let target =
+                Target::get("cold", gateways[index].clone(), &host, &format!("/{function}"));
             wait_route(tau_node, &profile, &node, &target).await?;
             // A node at rest: the previous run's optimizing compile has finished.
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -271,7 +269,7 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 /// Time from `started` until `target` first answers 200.
-async fn first_answer(target: &Target, started: Instant) -> anyhow::Result<Duration> {
+pub(crate) async fn first_answer(target: &Target, started: Instant) -> anyhow::Result<Duration> {
     let deadline = started + Duration::from_secs(60);
     loop {
         if let Ok(Ok(mut sender)) =
@@ -302,9 +300,11 @@ async fn connect(addr: &str) -> anyhow::Result<Sender> {
     Ok(sender)
 }
 
-/// One GET on an open connection; the whole body is read. Returns the status.
+/// One request on an open connection; the whole body is read. Returns the status.
 async fn get(sender: &mut Sender, target: &Target) -> anyhow::Result<u16> {
-    let request = Request::get(target.path.as_str())
+    let request = Request::builder()
+        .method(target.method.clone())
+        .uri(target.path.as_str())
         .header(hyper::header::HOST, target.host.as_str())
         .body(Empty::new())?;
     sender.ready().await?;
@@ -315,21 +315,21 @@ async fn get(sender: &mut Sender, target: &Target) -> anyhow::Result<u16> {
 }
 
 /// `concurrency` connections, each sending requests one after another for [`RUN`].
-async fn load(target: &Target, concurrency: usize) -> anyhow::Result<Load> {
+pub(crate) async fn load(target: &Target, concurrency: usize) -> anyhow::Result<Load> {
+    load_many(std::slice::from_ref(target), concurrency).await
+}
+
+/// [`load`] with the connections spread over `targets` in turn.
+pub(crate) async fn load_many(targets: &[Target], concurrency: usize) -> anyhow::Result<Load> {
     let warm_until = Instant::now() + WARM_UP;
     let until = warm_until + RUN;
-    let target = Arc::new(Target {
-        name: target.name,
-        addr: target.addr.clone(),
-        host: target.host.clone(),
-        path: target.path.clone(),
-    });
     let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let target = target.clone();
+    for i in 0..concurrency {
+        let target = Arc::new(targets[i % targets.len()].clone());
         tasks.push(tokio::spawn(async move {
             let mut sender = connect(&target.addr).await?;
             let mut samples = Vec::new();
+            let mut answered = 0u64;
             loop {
                 let sent = Instant::now();
                 if sent >= until {
@@ -339,23 +339,27 @@ async fn load(target: &Target, concurrency: usize) -> anyhow::Result<Load> {
                 if status != 200 {
                     bail!("{} answered {status} under load", target.name);
                 }
+                answered += 1;
                 if sent >= warm_until {
                     samples.push(sent.elapsed());
                 }
             }
-            anyhow::Ok(samples)
+            anyhow::Ok((samples, answered))
         }));
     }
     let mut samples = Vec::new();
+    let mut answered = 0;
     for task in tasks {
-        samples.extend(task.await??);
+        let (some, count) = task.await??;
+        samples.extend(some);
+        answered += count;
     }
     if samples.is_empty() {
-        bail!("{}: no request finished", target.name);
+        bail!("{}: no request finished", targets[0].name);
     }
     let count = samples.len();
     let s = stats(samples);
-    Ok(Load { per_second: count as f64 / RUN.as_secs_f64(), p50: s.p50, p99: s.p99 })
+    Ok(Load { per_second: count as f64 / RUN.as_secs_f64(), p50: s.p50, p99: s.p99, answered })
 }
 
 /// The component with a custom section naming `nonce` at its end: the same code under a new CID,
@@ -385,7 +389,7 @@ fn leb128(out: &mut Vec<u8>, mut value: u64) {
 }
 
 /// A project folder `bench` with one GET function per (name, component).
-fn write_project(dir: &Path, functions: &[(String, Vec<u8>)]) -> anyhow::Result<()> {
+pub(crate) fn write_project(dir: &Path, functions: &[(String, Vec<u8>)]) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir.join("functions"))?;
     std::fs::write(dir.join("config.yaml"), "id: bench\nname: bench\n")?;
     for (name, wasm) in functions {
@@ -411,7 +415,7 @@ async fn tau(tau_node: &Path, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
-async fn create_project(
+pub(crate) async fn create_project(
     tau_node: &Path,
     profile: &Path,
     dir: &Path,
@@ -425,7 +429,12 @@ async fn create_project(
     Ok(key)
 }
 
-async fn push(tau_node: &Path, profile: &Path, project: &Path, key: &Path) -> anyhow::Result<()> {
+pub(crate) async fn push(
+    tau_node: &Path,
+    profile: &Path,
+    project: &Path,
+    key: &Path,
+) -> anyhow::Result<()> {
     tau(
         tau_node,
         &[
