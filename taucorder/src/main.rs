@@ -12,7 +12,7 @@ use tau_proto::CloudProfile;
 use taucorder::query::Cloud;
 
 /// taucorder: inspect a live Tau cloud (peers, nodes, registry records, hoarder pins, vault
-/// shares, usage). Without a command it opens the terminal UI (press ? there for its keys);
+/// shares, usage, key-value stores). Without a command it opens the terminal UI (press ? there for its keys);
 /// the commands print the same data as YAML, or JSON with --json, for scripts.
 #[derive(Debug, Parser)]
 #[command(version)]
@@ -47,6 +47,9 @@ enum Command {
     Vault,
     /// Each function's latest counter window (invocations, errors, time), summed over nodes.
     Usage,
+    /// Every key-value store: project, name, keys, bytes and the database nodes that hold it
+    /// (never a key or a value).
+    Stores,
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,6 +96,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Hoarder => print(&cloud.hoarder_pins(cli.node).await?, cli.json),
         Command::Vault => print(&cloud.vault().await?, cli.json),
         Command::Usage => print(&cloud.usage().await?, cli.json),
+        Command::Stores => print(&cloud.stores().await?, cli.json),
     }
 }
 

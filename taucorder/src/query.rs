@@ -13,6 +13,27 @@ use tau_proto::{Client, CloudProfile};
 
 use crate::usage::{UsageRow, UsageTracker};
 
+/// A key-value store as its holders report it: the most keys and bytes any holder has, and
+/// which database nodes hold it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StoreRow {
+    /// The project's id.
+    pub project: String,
+    /// The store's name.
+    pub store: String,
+    /// Keys held (deleted ones until forgotten), the most any holder has.
+    pub keys: u64,
+    /// Bytes counted against its limit, the most any holder has.
+    pub bytes: u64,
+    /// The database nodes that hold it.
+    #[serde(serialize_with = "peer_ids")]
+    pub nodes: Vec<PeerId>,
+}
+
+fn peer_ids<S: serde::Serializer>(peers: &[PeerId], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(peers.iter().map(PeerId::to_string))
+}
+
 /// Why a question could not be answered. Names the file, the service or the key at fault.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -127,6 +148,51 @@ impl Cloud {
         let mut tracker = UsageTracker::default();
         tracker.poll(&self.client, &nodes).await?;
         Ok(tracker.rows())
+    }
+
+    /// Every key-value store, from every database node: keys, size and holders (never a key
+    /// or a value). A node that does not answer is left out; none answering is an error.
+    pub async fn stores(&self) -> Result<Vec<StoreRow>, QueryError> {
+        use tau_proto::database::{DatabaseProtocol, DatabaseRequest, DatabaseResponse};
+        let nodes = self.client.nodes_running(tau_proto::database::SERVICE).await?;
+        if nodes.is_empty() {
+            return Err(QueryError::NoService("database"));
+        }
+        let asked = nodes.iter().map(|node| async move {
+            let answer = self.client.call::<DatabaseProtocol>(*node, DatabaseRequest::Stores).await;
+            (*node, answer)
+        });
+        let mut rows: std::collections::BTreeMap<(String, String), StoreRow> = Default::default();
+        let mut last_error = None;
+        let mut answered = false;
+        for (node, answer) in futures::future::join_all(asked).await {
+            let stores = match answer {
+                Ok(DatabaseResponse::Stores(stores)) => stores,
+                Ok(_) => continue,
+                Err(e) => {
+                    last_error = Some(e);
+                    continue;
+                }
+            };
+            answered = true;
+            for info in stores {
+                let id = (info.store.project.clone(), info.store.name.clone());
+                let row = rows.entry(id).or_insert_with(|| StoreRow {
+                    project: info.store.project,
+                    store: info.store.name,
+                    keys: 0,
+                    bytes: 0,
+                    nodes: Vec::new(),
+                });
+                row.keys = row.keys.max(info.keys);
+                row.bytes = row.bytes.max(info.bytes);
+                row.nodes.push(node);
+            }
+        }
+        match (answered, last_error) {
+            (false, Some(e)) => Err(e.into()),
+            _ => Ok(rows.into_values().collect()),
+        }
     }
 
     /// Each vault node's share (index, key set, threshold, secrets bound; never the share),

@@ -51,6 +51,7 @@ fn sample_updates() -> Vec<Update> {
         Update::Hoarder(Ok(sample::pins(12))),
         Update::Vault(Ok(sample::vault(4))),
         Update::Usage(Ok(sample::usage())),
+        Update::Stores(Ok(sample::stores())),
         Update::Round { at_ms: NOW_MS },
     ]);
     updates
@@ -123,6 +124,11 @@ fn vault_view_says_whether_secrets_are_readable() {
 #[test]
 fn usage_view() {
     insta::assert_snapshot!(screen("6"));
+}
+
+#[test]
+fn stores_view_lists_each_store_with_its_holders() {
+    insta::assert_snapshot!(screen(":stores<Enter>"));
 }
 
 /// The sample cloud with build jobs among its records, and the logs of the first two.

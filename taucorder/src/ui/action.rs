@@ -18,11 +18,13 @@ pub enum ViewKind {
     Usage,
     /// The build jobs of git-operated projects.
     Jobs,
+    /// The projects' key-value stores.
+    Stores,
 }
 
 impl ViewKind {
     /// Every view, in tab order.
-    pub const ALL: [ViewKind; 7] = [
+    pub const ALL: [ViewKind; 8] = [
         ViewKind::Peers,
         ViewKind::Nodes,
         ViewKind::Tns,
@@ -30,6 +32,7 @@ impl ViewKind {
         ViewKind::Vault,
         ViewKind::Usage,
         ViewKind::Jobs,
+        ViewKind::Stores,
     ];
 
     /// The view's name, as its `:` command and its tab say it.
@@ -42,6 +45,7 @@ impl ViewKind {
             ViewKind::Vault => "vault",
             ViewKind::Usage => "usage",
             ViewKind::Jobs => "jobs",
+            ViewKind::Stores => "stores",
         }
     }
 

@@ -23,6 +23,7 @@ use super::keymap::{self, help_lines};
 use super::table::TableView;
 use super::tns::TnsView;
 use super::views::{NodesView, vault_summary};
+use crate::query::StoreRow;
 use crate::usage::UsageRow;
 
 /// What the network task tells the app.
@@ -52,6 +53,8 @@ pub enum Update {
     Vault(Result<VaultReport, String>),
     /// The latest counter windows.
     Usage(Result<Vec<UsageRow>, String>),
+    /// The key-value stores, from the database nodes.
+    Stores(Result<Vec<StoreRow>, String>),
     /// A job's log, fetched from hoarder, or why it could not be.
     JobLog {
         /// The log's blob.
@@ -102,6 +105,7 @@ pub struct App {
     vault: TableView<NodeShare>,
     usage: TableView<UsageRow>,
     jobs: JobsView,
+    stores: TableView<StoreRow>,
     /// Per view, the filter in force.
     filters: [String; VIEWS],
     /// Per view, why its data could not be read last time.
@@ -130,6 +134,7 @@ impl App {
             vault: TableView::new("vault shares"),
             usage: TableView::new("usage: latest window per function"),
             jobs: JobsView::default(),
+            stores: TableView::new("key-value stores"),
             filters: Default::default(),
             errors: Default::default(),
             loaded: [false; VIEWS],
@@ -172,6 +177,7 @@ impl App {
             ViewKind::Vault => &mut self.vault,
             ViewKind::Usage => &mut self.usage,
             ViewKind::Jobs => &mut self.jobs,
+            ViewKind::Stores => &mut self.stores,
         }
     }
 
@@ -184,6 +190,7 @@ impl App {
             ViewKind::Vault => self.vault.counts(),
             ViewKind::Usage => self.usage.counts(),
             ViewKind::Jobs => self.jobs.counts(),
+            ViewKind::Stores => self.stores.counts(),
         }
     }
 
@@ -227,6 +234,7 @@ impl App {
                 a.vault.set_items(report.nodes);
             }),
             Update::Usage(r) => take(self, ViewKind::Usage, r, |a, d| a.usage.set_items(d)),
+            Update::Stores(r) => take(self, ViewKind::Stores, r, |a, d| a.stores.set_items(d)),
             Update::JobLog { cid, log } => self.jobs.set_log(cid, log),
             Update::Round { at_ms } => self.updated_ms = Some(at_ms),
         }
@@ -313,7 +321,7 @@ impl App {
                 Some(view) => self.update(Action::Show(view)),
                 None => {
                     self.message = Some(format!(
-                        "unknown command :{name} (try :peers :nodes :tns :hoarder :vault :usage :jobs :help :q)"
+                        "unknown command :{name} (try :peers :nodes :tns :hoarder :vault :usage :jobs :stores :help :q)"
                     ))
                 }
             },
@@ -437,13 +445,13 @@ impl App {
             .select(self.view.index())
             .highlight_style(Style::default().add_modifier(Modifier::REVERSED | Modifier::BOLD))
             .divider("│");
+        // The cloud's name takes what it needs (at most 32 columns); the tabs the rest.
+        let name = format!("taucorder · {}", self.cloud);
+        let width = (name.chars().count() + 1).min(32) as u16;
         let [left, right] =
-            Layout::horizontal([Constraint::Fill(1), Constraint::Length(32)]).areas(area);
+            Layout::horizontal([Constraint::Fill(1), Constraint::Length(width)]).areas(area);
         frame.render_widget(tabs, left);
-        frame.render_widget(
-            Line::from(format!("taucorder · {}", self.cloud)).right_aligned().bold(),
-            right,
-        );
+        frame.render_widget(Line::from(name).right_aligned().bold(), right);
     }
 
     fn draw_body(&mut self, frame: &mut Frame<'_>, area: Rect) {

@@ -166,8 +166,16 @@ impl Rounds {
             };
             send(Update::Usage(result)).await
         };
-        let sent = tokio::join!(peers, nodes, tns, hoarder, vault, usage);
-        let all_sent = [sent.0, sent.1, sent.2, sent.3, sent.4, sent.5].into_iter().all(|s| s);
+        let stores = async {
+            let result = match services.get(tau_proto::database::SERVICE) {
+                Some(nodes) if !nodes.is_empty() => cloud.stores().await.map_err(|e| e.to_string()),
+                _ => Err(no("database")),
+            };
+            send(Update::Stores(result)).await
+        };
+        let sent = tokio::join!(peers, nodes, tns, hoarder, vault, usage, stores);
+        let all_sent =
+            [sent.0, sent.1, sent.2, sent.3, sent.4, sent.5, sent.6].into_iter().all(|s| s);
         if !all_sent || !self.fetch_logs(cloud, updates).await {
             return Err(Lost::App);
         }

@@ -73,6 +73,7 @@ pub const BINDINGS: &[Binding] = &[
     bind(&[Char('5')], Action::Show(ViewKind::Vault), "vault view (also :vault)"),
     bind(&[Char('6')], Action::Show(ViewKind::Usage), "usage view (also :usage)"),
     bind(&[Char('7')], Action::Show(ViewKind::Jobs), "build jobs view (also :jobs)"),
+    bind(&[Char('8')], Action::Show(ViewKind::Stores), "key-value stores view (also :stores)"),
     bind(&[Code(KeyCode::Tab)], Action::NextView, "next view"),
     bind(&[Code(KeyCode::BackTab)], Action::PrevView, "previous view"),
     bind(&[Char('j'), Code(KeyCode::Down)], Action::Down, "down one row"),

@@ -331,3 +331,18 @@ pub fn usage() -> Vec<UsageRow> {
         })
         .collect()
 }
+
+/// A few key-value stores, one held by fewer nodes than the others.
+pub fn stores() -> Vec<crate::query::StoreRow> {
+    [("example", "counts", 3, 412), ("example", "notes", 120, 48_310), ("shop", "carts", 9, 2_204)]
+        .iter()
+        .enumerate()
+        .map(|(i, (project, store, keys, bytes))| crate::query::StoreRow {
+            project: project.to_string(),
+            store: store.to_string(),
+            keys: *keys,
+            bytes: *bytes,
+            nodes: (0..3 - i.min(1)).map(peer).collect(),
+        })
+        .collect()
+}

@@ -19,6 +19,7 @@ use super::action::Action;
 use super::component::Component;
 use super::format::{bytes, clock, duration, millis, percent, short_id, short_peer, sparkline};
 use super::table::{Column, Rowable, SortKey, TableView, column};
+use crate::query::StoreRow;
 use crate::usage::UsageRow;
 
 use Constraint::{Fill, Length, Min};
@@ -477,5 +478,43 @@ impl Rowable for UsageRow {
 
     fn style(&self) -> Style {
         if self.usage.errors > 0 { WARN } else { Style::default() }
+    }
+}
+
+impl Rowable for StoreRow {
+    fn columns() -> &'static [Column] {
+        const C: &[Column] = &[
+            column("PROJECT", Length(20)),
+            column("STORE", Length(20)),
+            column("KEYS", Length(10)),
+            column("SIZE", Length(10)),
+            column("HOLDERS", Length(8)),
+            column("NODES", Fill(1)),
+        ];
+        C
+    }
+
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.project.clone(),
+            self.store.clone(),
+            self.keys.to_string(),
+            bytes(self.bytes),
+            self.nodes.len().to_string(),
+            self.nodes.iter().map(short_peer).collect::<Vec<_>>().join(" "),
+        ]
+    }
+
+    fn sort_key(&self, column: usize) -> SortKey {
+        match column {
+            2 => SortKey::Num(self.keys as f64),
+            3 => SortKey::Num(self.bytes as f64),
+            4 => SortKey::Num(self.nodes.len() as f64),
+            _ => SortKey::Text(self.cells().swap_remove(column)),
+        }
+    }
+
+    fn id(&self) -> String {
+        format!("{}/{}", self.project, self.store)
     }
 }

@@ -159,6 +159,21 @@ fn increments_on_three_nodes_are_all_counted_even_when_a_database_node_is_killed
     // 1,000 increments through the three gateways at once.
     increments(&cloud.gateways, "tally", "hits", 1_000, 24, |_| {})?;
     all_read(&cloud.gateways, "tally", "hits", 1_000)?;
+    // taucorder lists the store, held by the three nodes, with its two keys.
+    let out = tau_tests::harness::run(
+        std::process::Command::new(binary("taucorder")?)
+            .args(["stores", "--json", "--cloud"])
+            .arg(&cloud.profile),
+        Duration::from_secs(30),
+    )?;
+    let stores: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let counts = stores
+        .as_array()
+        .and_then(|all| all.iter().find(|s| s["project"] == "tally" && s["store"] == "counts"))
+        .ok_or_else(|| format!("taucorder stores: {stores}"))?;
+    assert_eq!(counts["keys"], 2, "{counts}");
+    assert_eq!(counts["nodes"].as_array().map(Vec::len), Some(3), "{counts}");
+    assert!(counts["bytes"].as_u64().is_some_and(|b| b > 0), "{counts}");
 
     // A note set through node 0 is read through node 2 within a second.
     let notes = "notes.tally.tau";
