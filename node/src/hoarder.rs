@@ -287,6 +287,19 @@ impl Local {
         Some(self.0.manifest(cid).ok()??.size)
     }
 
+    /// The manifest of blob `cid`, if this node holds it.
+    pub fn manifest(
+        &self,
+        cid: &tau_proto::hoarder::BlobId,
+    ) -> Option<tau_proto::hoarder::Manifest> {
+        self.0.manifest(cid).ok()?
+    }
+
+    /// Chunk `index` of the blob `manifest` names, if this node holds it (checked as it is read).
+    pub fn chunk(&self, manifest: &tau_proto::hoarder::Manifest, index: u32) -> Option<Vec<u8>> {
+        self.0.read_chunk(manifest, index).ok()
+    }
+
     /// The whole blob `cid`, if this node holds it (each chunk is checked as it is read).
     pub fn read(&self, cid: &tau_proto::hoarder::BlobId) -> Option<Vec<u8>> {
         let manifest = self.0.manifest(cid).ok()??;

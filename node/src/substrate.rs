@@ -10,6 +10,7 @@
 //! - [`counters`]: per-function totals, one signed record per function and window, on disk until
 //!   acknowledged, served over `/tau/admin/1`.
 
+pub mod blobs;
 pub mod counters;
 pub mod engine;
 pub mod functions;
@@ -144,7 +145,7 @@ pub async fn start(
         functions: functions::Functions::new(
             engine,
             parts.handle.clone(),
-            parts.hoarder,
+            parts.hoarder.clone(),
             &root.join("fetching"),
             parts.config.load_memory(),
         )?,
@@ -154,6 +155,7 @@ pub async fn start(
             parts.region.clone(),
             outbound,
             crate::database::Kv::new(parts.handle.clone(), registry, parts.database),
+            blobs::BlobSource::new(parts.handle.clone(), parts.hoarder.clone()),
         ),
         slots: Arc::new(tokio::sync::Semaphore::new(parts.config.max_instances as usize)),
         caps: gateway::Caps {

@@ -148,7 +148,12 @@ impl Hoarder {
             HoarderRequest::PutFinish { cid, replicas } => {
                 self.finish_put(peer, cid, replicas).await
             }
-            HoarderRequest::Manifest { cid, in_progress } => self.manifest(cid, in_progress).await,
+            HoarderRequest::Manifest { cid, in_progress } => {
+                // Another hoarder node asks its holders itself: looking for the blob on its
+                // behalf would bounce the question between nodes that do not hold it.
+                let member = lock(&self.members).known().contains(&peer);
+                self.manifest(cid, in_progress, !member).await
+            }
             HoarderRequest::Chunk { cid, index, in_progress } => {
                 self.chunk(cid, index, in_progress).await
             }
@@ -324,6 +329,7 @@ impl Hoarder {
         self: &Arc<Self>,
         cid: BlobId,
         in_progress: bool,
+        look_elsewhere: bool,
     ) -> Result<HoarderResponse, Refusal> {
         if let Some(manifest) = self.store.manifest(&cid)? {
             return Ok(HoarderResponse::Manifest(manifest));
@@ -332,6 +338,9 @@ impl Hoarder {
             return Ok(HoarderResponse::Manifest(upload.manifest.clone()));
         }
         let holders = self.holders(&cid);
+        if !look_elsewhere {
+            return Ok(HoarderResponse::NotFound { holders });
+        }
         for holder in self.sources(&cid).await {
             let asked = transfer::fetch_manifest(&self.handle, holder, cid, false);
             if let Ok(Ok(manifest)) = tokio::time::timeout(PROBE, asked).await {

@@ -71,6 +71,7 @@ impl FunctionStats {
         t.outbound_requests += requests;
         t.outbound_sent_bytes += sent;
         t.outbound_received_bytes += received;
+        t.storage_read_bytes += outcome.blob_bytes;
     }
 
     /// Adds a request that failed before an instance ran (the component did not load).
@@ -369,6 +370,7 @@ mod tests {
             peak_memory: 1 << 20,
             kv: Default::default(),
             outbound: (0, 0, 0),
+            blob_bytes: 0,
         }
     }
 

@@ -138,6 +138,8 @@ pub struct Outcome {
     pub kv: super::keyvalue::KvUse,
     /// Its outgoing HTTP: requests started, bytes sent, bytes received (on the wire).
     pub outbound: (u64, u64, u64),
+    /// Bytes it read from blobs.
+    pub blob_bytes: u64,
 }
 
 /// A function's limits.
@@ -159,6 +161,8 @@ pub struct Capabilities {
     pub outbound: Arc<super::outbound::Allowed>,
     /// The key-value stores it may open.
     pub stores: super::keyvalue::Stores,
+    /// Where it reads blobs by CID from.
+    pub blobs: Option<super::blobs::BlobSource>,
 }
 
 /// A compiled, pre-linked component, ready to instantiate per request.
@@ -217,6 +221,7 @@ impl Tier {
                 })
             })
             .and_then(|()| super::keyvalue::add_to_linker(&mut linker, State::kv))
+            .and_then(|()| super::blobs::add_to_linker(&mut linker, State::blobs))
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
         Ok(Self { engine, linker })
     }
@@ -463,13 +468,14 @@ impl Engine {
                 Ok(Err(_)) if state.limiter.denied => Some(Failure::OutOfMemory(memory)),
                 Ok(Err(e)) => Some(Failure::Trap(trap_reason(&e))),
             };
-            (failure, state.limiter.peak as u64, state.kv_used, state.hooks.used())
+            let used = (state.kv_used, state.hooks.used(), state.blob_bytes);
+            (failure, state.limiter.peak as u64, used)
         };
         let done = tokio::spawn(async move {
             let (result, cpu) = CpuTimed::new(run).await;
-            let (failure, peak_memory, kv, outbound) = result;
+            let (failure, peak_memory, (kv, outbound, blob_bytes)) = result;
             let wall = started.elapsed();
-            let outcome = Outcome { failure, wall, cpu, peak_memory, kv, outbound };
+            let outcome = Outcome { failure, wall, cpu, peak_memory, kv, outbound, blob_bytes };
             finished(&outcome);
             outcome
         });
@@ -557,6 +563,8 @@ pub struct State {
     limiter: Limiter,
     timed_out: bool,
     kv_used: super::keyvalue::KvUse,
+    blobs_open: usize,
+    blob_bytes: u64,
 }
 
 impl State {
@@ -572,6 +580,17 @@ impl State {
             limiter: Limiter { limit: memory as usize, peak: 0, denied: false },
             timed_out: false,
             kv_used: super::keyvalue::KvUse::default(),
+            blobs_open: 0,
+            blob_bytes: 0,
+        }
+    }
+
+    fn blobs(&mut self) -> super::blobs::BlobsView<'_> {
+        super::blobs::BlobsView {
+            source: self.capabilities.blobs.as_ref(),
+            table: &mut self.table,
+            open: &mut self.blobs_open,
+            read: &mut self.blob_bytes,
         }
     }
 

@@ -27,6 +27,7 @@ use tau_proto::cbor;
 use tau_proto::tns::keys;
 use tau_proto::tns::values::{DomainClaim, Function, ProjectConfig, Route};
 
+use super::blobs::BlobSource;
 use super::counters::{Counters, FunctionStats};
 use super::engine::Capabilities;
 use super::keyvalue::Stores;
@@ -111,6 +112,8 @@ pub struct Routes {
     outbound: Arc<NodePolicy>,
     /// The way to key-value stores.
     kv: Kv,
+    /// Where functions read blobs from.
+    blobs: BlobSource,
     hosts: Mutex<HashMap<String, Arc<HostRoutes>>>,
     /// Records gossip announced, awaited from the registry, by key (ordered: a host's routes
     /// are a range).
@@ -126,6 +129,7 @@ impl Routes {
         region: Option<String>,
         outbound: NodePolicy,
         kv: Kv,
+        blobs: BlobSource,
     ) -> Self {
         Self {
             registry,
@@ -133,6 +137,7 @@ impl Routes {
             region,
             outbound: Arc::new(outbound),
             kv,
+            blobs,
             hosts: Mutex::default(),
             awaited: Mutex::default(),
             loading: tokio::sync::Mutex::new(()),
@@ -331,6 +336,7 @@ impl Routes {
                     })
                     .collect(),
             },
+            blobs: Some(self.blobs.clone()),
         };
         Arc::new(Target {
             project: route.project.clone(),

@@ -1,5 +1,6 @@
 //! End-to-end tests: real `tau-node` processes on loopback.
 
+mod blobs;
 mod git;
 mod hoarder;
 mod hostile;
