@@ -272,6 +272,33 @@ impl Asker for p2p::Handle {
     }
 }
 
+/// What a hoarder node said about a blob's manifest.
+pub enum ManifestAnswer {
+    /// The manifest, checked to be the blob's.
+    Found(tau_proto::hoarder::Manifest),
+    /// It does not hold the blob; the holders it knows of.
+    NotHeld(Vec<PeerId>),
+}
+
+/// Asks `peer` for the manifest of `cid`. A hoarder node answers another hoarder node only
+/// from its own store (naming the holders it knows otherwise), so a node that fetches asks the
+/// holders itself.
+pub async fn ask_manifest(
+    handle: &p2p::Handle,
+    peer: PeerId,
+    cid: tau_proto::hoarder::BlobId,
+) -> Result<ManifestAnswer, String> {
+    let request = HoarderRequest::Manifest { cid, in_progress: false };
+    match handle.ask(peer, request).await.map_err(|e| format!("{peer}: {e}"))? {
+        HoarderResponse::Manifest(manifest) if manifest.cid == cid => {
+            manifest.check().map_err(|e| format!("{peer}: {e}"))?;
+            Ok(ManifestAnswer::Found(manifest))
+        }
+        HoarderResponse::NotFound { holders } => Ok(ManifestAnswer::NotHeld(holders)),
+        other => Err(format!("{peer} answered {other:?} for the manifest of {cid}")),
+    }
+}
+
 /// The node's own blob store, read in process by its other services (substrate).
 #[derive(Clone)]
 pub struct Local(Arc<BlobStore>, Arc<AtomicBool>);

@@ -100,31 +100,16 @@ impl BlobSource {
                 continue;
             }
             asked.push(peer);
-            let request = HoarderRequest::Manifest { cid, in_progress: false };
-            let answer =
-                match tokio::time::timeout(ASK_TIMEOUT, self.handle.ask(peer, request)).await {
-                    Ok(Ok(answer)) => answer,
-                    Ok(Err(e)) => {
-                        last = Some(format!("{peer}: {e}"));
-                        continue;
-                    }
-                    Err(_) => {
-                        last = Some(format!("{peer} did not answer in time"));
-                        continue;
-                    }
-                };
-            match answer {
-                HoarderResponse::Manifest(manifest) if manifest.cid == cid => {
-                    if let Err(e) = manifest.check() {
-                        last = Some(format!("{peer}: {e}"));
-                        continue;
-                    }
+            let asked_one = crate::hoarder::ask_manifest(&self.handle, peer, cid);
+            match tokio::time::timeout(ASK_TIMEOUT, asked_one).await {
+                Ok(Ok(hoarder::ManifestAnswer::Found(manifest))) => {
                     return Ok((manifest, Some(peer)));
                 }
-                HoarderResponse::NotFound { holders } => {
+                Ok(Ok(hoarder::ManifestAnswer::NotHeld(holders))) => {
                     queue.extend(holders.into_iter().filter(|h| !asked.contains(h)));
                 }
-                other => last = Some(format!("{peer} answered {other:?}")),
+                Ok(Err(e)) => last = Some(e),
+                Err(_) => last = Some(format!("{peer} did not answer in time")),
             }
         }
         Err(match last {

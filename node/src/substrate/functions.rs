@@ -273,19 +273,29 @@ impl Functions {
         // gives a blob it does not hold from one that does.
         peers.sort_by_key(|p| (!p.connected, p.quiet.unwrap_or_default()));
         peers.truncate(MAX_SOURCES);
+        // A peer that does not hold the blob names the holders it knows: they are asked next.
+        let mut queue: Vec<libp2p::PeerId> = peers.iter().rev().map(|p| p.peer).collect();
+        let mut asked: Vec<libp2p::PeerId> = Vec::new();
         let mut last = format!("no hoarder node holds {cid}");
-        for peer in &peers {
+        while let Some(peer) = queue.pop() {
+            if asked.contains(&peer) || asked.len() >= 2 * MAX_SOURCES {
+                continue;
+            }
+            asked.push(peer);
             // A peer that does not give the manifest within PROBE is passed over.
-            let probe = transfer::fetch_manifest(&self.handle, peer.peer, cid, false);
+            let probe = crate::hoarder::ask_manifest(&self.handle, peer, cid);
             let manifest = match tokio::time::timeout(PROBE, probe).await {
-                Ok(Ok(manifest)) => manifest,
-                Ok(Err(transfer::TransferError::NotFound(_))) => continue,
+                Ok(Ok(crate::hoarder::ManifestAnswer::Found(manifest))) => manifest,
+                Ok(Ok(crate::hoarder::ManifestAnswer::NotHeld(holders))) => {
+                    queue.extend(holders.into_iter().filter(|h| !asked.contains(h)));
+                    continue;
+                }
                 Ok(Err(e)) => {
-                    last = e.to_string();
+                    last = e;
                     continue;
                 }
                 Err(_) => {
-                    last = format!("{} gave no answer in {PROBE:?}", peer.peer);
+                    last = format!("{peer} gave no answer in {PROBE:?}");
                     continue;
                 }
             };
@@ -293,7 +303,7 @@ impl Functions {
                 return Err(wrong_size(cid, manifest.size, size));
             }
             let path = self.fetching.join(format!("{cid}.part"));
-            let fetched = match self.download(peer.peer, cid, &manifest, &path).await {
+            let fetched = match self.download(peer, cid, &manifest, &path).await {
                 Ok(()) => return Ok(Fetched::File(path)),
                 Err(transfer::TransferError::Io { path, source }) => {
                     tracing::warn!(%cid, %path, error = %source, "cannot write a fetched component to disk: fetching it into memory");
@@ -301,13 +311,8 @@ impl Functions {
                         *held = Some(self.hold(size).await?);
                     }
                     let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-                    let download = transfer::download_chunks(
-                        &self.handle,
-                        peer.peer,
-                        cid,
-                        &manifest,
-                        &mut bytes,
-                    );
+                    let download =
+                        transfer::download_chunks(&self.handle, peer, cid, &manifest, &mut bytes);
                     download.await.map(|_| Fetched::Memory(bytes))
                 }
                 Err(e) => Err(e),
