@@ -43,6 +43,8 @@ use crate::tns::Registry;
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(2);
 /// How long a store's record (limit, replicas, functions) is used before it is read again.
 const RECORD_AGE: Duration = Duration::from_secs(5);
+/// How long "no such store" is used: a store just deployed is served within this.
+const MISSING_AGE: Duration = Duration::from_millis(500);
 /// How long the list of database nodes is used before it is asked for again.
 const MEMBERS_AGE: Duration = Duration::from_secs(2);
 
@@ -75,10 +77,11 @@ impl Placement {
 
     /// The store's record, if the project declares it (read at most every [`RECORD_AGE`]).
     pub(crate) async fn record(&self, store: &StoreId) -> Result<Option<Database>, String> {
-        if let Some((at, record)) = lock(&self.records).get(store)
-            && at.elapsed() < RECORD_AGE
-        {
-            return Ok(record.clone());
+        if let Some((at, record)) = lock(&self.records).get(store) {
+            let age = if record.is_some() { RECORD_AGE } else { MISSING_AGE };
+            if at.elapsed() < age {
+                return Ok(record.clone());
+            }
         }
         let key = keys::database(&store.project, &store.name);
         let record = self.registry.get(&key).await.map_err(|e| e.to_string())?;
