@@ -9,6 +9,7 @@
 //!                       execution {timeout, memory, call}
 //!                       allowed_outbound_hosts, variables
 //! databases/<name>.yaml id, functions (that may open it), size (a key-value store)
+//! storages/<name>.yaml  id, functions (that may open it), size (named blobs)
 //! <name>.wasm           the components the functions name as `source`
 //! ```
 //!

@@ -280,7 +280,7 @@ pub fn deployable(key: &str) -> bool {
         segments.as_slice(),
         ["projects", _, "config" | "deployed"]
             | ["projects", _, "functions", _]
-            | ["projects", _, "databases", _]
+            | ["projects", _, "databases" | "storages", _]
             | ["projects", _, "branches", _, "functions", _]
             | ["jobs", _, _]
             | ["domains", ..]
@@ -553,6 +553,7 @@ mod tests {
             "/projects/shop/functions/ping",
             "/projects/shop/branches/staging/functions/ping",
             "/projects/shop/databases/notes",
+            "/projects/shop/storages/files",
             "/jobs/shop/0123456789abcdef0123456789abcdef01234567",
             "/jobs/shop/0123456789abcdef0123456789abcdef01234567.staging",
             "/projects/shop/deployed",

@@ -11,12 +11,12 @@ use tau_proto::outbound;
 use tau_proto::tns::Draft;
 use tau_proto::tns::keys::{self, is_fqdn, is_name};
 use tau_proto::tns::values::{
-    BranchNodes, Database, DomainClaim, Execution, Function, ProjectConfig, Route, Source, Trigger,
-    TriggerKind,
+    BranchNodes, Database, DomainClaim, Execution, Function, ProjectConfig, Route, Source, Storage,
+    Trigger, TriggerKind,
 };
 use tau_proto::yaml::{self, YamlError};
 
-use super::spec::{ConfigFile, DatabaseFile, FunctionFile, TriggerType};
+use super::spec::{ConfigFile, DatabaseFile, FunctionFile, StorageFile, TriggerType};
 
 const METHODS: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"];
 const MAX_TIMEOUT: Duration = Duration::from_millis(Execution::MAX_TIMEOUT_MS);
@@ -149,6 +149,16 @@ pub fn compile_with(dir: &Path, resolve: &dyn Fn(&str) -> PathBuf) -> Result<Com
             ));
         }
     }
+    for path in yaml_files(dir, "storages")? {
+        let storage = check_storage(&path, yaml::load(&path)?, &names)?;
+        if drafts.insert(keys::storage(&id, &storage.name), encode(&storage)).is_some() {
+            return Err(YamlError::invalid(
+                &path,
+                "id",
+                format!("storage `{}` is also defined in another file", storage.name),
+            ));
+        }
+    }
     let drafts = drafts
         .into_iter()
         .map(|(key, value)| Draft { key, scope: id.clone(), value: Some(value) })
@@ -232,20 +242,24 @@ fn yaml_files(dir: &Path, folder: &str) -> Result<Vec<PathBuf>, YamlError> {
     Ok(files)
 }
 
-/// A database file, its functions among the project's (`names`).
-fn check_database(
+/// The checks a database and a storage file share: its id, its functions among the project's
+/// (`names`), and its size (at most `max`, named `max_text`); the size in bytes.
+fn check_resource(
     path: &Path,
-    spec: DatabaseFile,
+    id: &str,
+    functions: &[String],
+    size: &str,
     names: &HashMap<String, PathBuf>,
-) -> Result<Database, YamlError> {
+    (max, max_text): (u64, &str),
+) -> Result<u64, YamlError> {
     let invalid = |field: &str, message: String| YamlError::invalid(path, field, message);
-    if !is_name(&spec.id) {
+    if !is_name(id) {
         return Err(invalid("id", "1-63 of a-z, 0-9 and -, not starting or ending with -".into()));
     }
-    if spec.functions.is_empty() {
+    if functions.is_empty() {
         return Err(invalid("functions", "name the functions that may open it".into()));
     }
-    for (i, function) in spec.functions.iter().enumerate() {
+    for (i, function) in functions.iter().enumerate() {
         if !names.contains_key(function) {
             return Err(invalid(
                 &format!("functions[{i}]"),
@@ -253,14 +267,36 @@ fn check_database(
             ));
         }
     }
-    let size = spec
-        .size
+    let bytes = size
         .parse::<bytesize::ByteSize>()
-        .map_err(|e| invalid("size", format!("`{}` is not a size (like 64MB): {e}", spec.size)))?
+        .map_err(|e| invalid("size", format!("`{size}` is not a size (like 64MB): {e}")))?
         .as_u64();
-    if size == 0 || size > Database::MAX_BYTES {
-        return Err(invalid("size", "must be more than 0 and at most 1GiB".into()));
+    if bytes == 0 || bytes > max {
+        return Err(invalid("size", format!("must be more than 0 and at most {max_text}")));
     }
+    Ok(bytes)
+}
+
+/// A storage file, its functions among the project's (`names`).
+fn check_storage(
+    path: &Path,
+    spec: StorageFile,
+    names: &HashMap<String, PathBuf>,
+) -> Result<Storage, YamlError> {
+    let limit = (Storage::MAX_BYTES, "64GiB");
+    let size = check_resource(path, &spec.id, &spec.functions, &spec.size, names, limit)?;
+    Ok(Storage { name: spec.id, functions: spec.functions, max_bytes: size })
+}
+
+/// A database file, its functions among the project's (`names`).
+fn check_database(
+    path: &Path,
+    spec: DatabaseFile,
+    names: &HashMap<String, PathBuf>,
+) -> Result<Database, YamlError> {
+    let invalid = |field: &str, message: String| YamlError::invalid(path, field, message);
+    let limit = (Database::MAX_BYTES, "1GiB");
+    let size = check_resource(path, &spec.id, &spec.functions, &spec.size, names, limit)?;
     let replicas = spec.replicas.unwrap_or(DEFAULT_REPLICAS);
     if !(1..=MAX_REPLICAS).contains(&replicas) {
         return Err(invalid("replicas", format!("must be 1 to {MAX_REPLICAS}, not {replicas}")));
@@ -585,6 +621,38 @@ mod tests {
                     ("databases/notes.yaml", &notes.replace(from, to)),
                 ],
                 "databases/notes.yaml",
+                expected,
+            );
+        }
+    }
+
+    #[test]
+    fn storages_name_the_projects_functions_and_a_size() {
+        let files = "id: files\nfunctions: [ping]\nsize: 10GB\n";
+        let dir = folder(&[
+            ("config.yaml", "id: shop\n"),
+            ("functions/ping.yaml", PING),
+            ("storages/files.yaml", files),
+        ]);
+        let compiled = compile(dir.path()).unwrap();
+        let draft = compiled.drafts.iter().find(|d| d.key == "/projects/shop/storages/files");
+        let storage: Storage = cbor::from_slice(draft.unwrap().value.as_ref().unwrap()).unwrap();
+        let functions = vec!["ping".to_string()];
+        assert_eq!(storage, Storage { name: "files".into(), functions, max_bytes: 10_000_000_000 });
+        let cases = [
+            ("functions: [ping]", "functions: [pong]", "field `functions[0]`: the project has no"),
+            ("size: 10GB", "size: 65GiB", "field `size`: must be more than 0 and at most 64GiB"),
+            ("id: files", "id: Files", "field `id`"),
+            ("size: 10GB", "size: 10GB\nreplicas: 2", "unknown field `replicas`"),
+        ];
+        for (from, to, expected) in cases {
+            error_of(
+                &[
+                    ("config.yaml", "id: shop\n"),
+                    ("functions/ping.yaml", PING),
+                    ("storages/files.yaml", &files.replace(from, to)),
+                ],
+                "storages/files.yaml",
                 expected,
             );
         }

@@ -72,6 +72,18 @@ pub struct DatabaseFile {
     pub replicas: Option<u8>,
 }
 
+/// `storages/<name>.yaml`: named blobs of the project.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageFile {
+    /// Its name, what a function opens.
+    pub id: String,
+    /// The project's functions that may open it.
+    pub functions: Vec<String>,
+    /// The most bytes of blobs its keys may name together, such as `10GB` (at most `64GiB`).
+    pub size: String,
+}
+
 /// `trigger:`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -258,6 +258,8 @@ pub enum Value {
     Function(Box<Function>),
     /// `/projects/<id>/databases/<name>`.
     Database(crate::tns::values::Database),
+    /// `/projects/<id>/storages/<name>`.
+    Storage(crate::tns::values::Storage),
     /// `/domains/<fqdn>`.
     Domain(DomainClaim),
     /// `/http/...`.
@@ -291,6 +293,7 @@ impl Value {
                 Self::Function(Box::new(cbor::from_slice(bytes)?))
             }
             ["projects", _, "databases", _] => Self::Database(cbor::from_slice(bytes)?),
+            ["projects", _, "storages", _] => Self::Storage(cbor::from_slice(bytes)?),
             ["domains", _] => Self::Domain(cbor::from_slice(bytes)?),
             ["projects", _, "secrets", _] => Self::Secret(cbor::from_slice(bytes)?),
             ["http", ..] => Self::Route(cbor::from_slice(bytes)?),

@@ -214,6 +214,11 @@ pub fn database(project: &str, name: &str) -> String {
     format!("/projects/{project}/databases/{name}")
 }
 
+/// `/projects/<id>/storages/<name>`: named blobs of the project.
+pub fn storage(project: &str, name: &str) -> String {
+    format!("/projects/{project}/storages/{name}")
+}
+
 /// `/projects/<id>/secrets/<name>`: a secret encrypted to the vault's key set.
 pub fn secret(project: &str, name: &str) -> String {
     format!("/projects/{project}/secrets/{name}")

@@ -108,6 +108,23 @@ impl Database {
     pub const MAX_BYTES: u64 = 1 << 30;
 }
 
+/// `/projects/<id>/storages/<name>`, from `storages/<name>.yaml`: named blobs of the project
+/// (a key names a hoarder blob) and the functions that may use them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Storage {
+    /// Its name, what a function opens.
+    pub name: String,
+    /// The project's functions that may open it.
+    pub functions: Vec<String>,
+    /// The most bytes of blobs its keys may name together.
+    pub max_bytes: u64,
+}
+
+impl Storage {
+    /// The largest size limit a storage may have: 64 GiB.
+    pub const MAX_BYTES: u64 = 64 << 30;
+}
+
 /// An HTTP trigger.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trigger {
