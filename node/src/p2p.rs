@@ -219,12 +219,17 @@ impl Handle {
         peer: PeerId,
         request: P::Request,
     ) -> Result<P::Response, RequestError> {
-        let failed = |e: CallError| RequestError { peer, reason: rpc::error_chain(&e) };
+        let failed = |e: CallError| RequestError {
+            peer,
+            reason: rpc::error_chain(&e),
+            undelivered: e.never_delivered(),
+        };
         let (call, answer) = rpc::Call::new::<P>(&request).map_err(failed)?;
-        self.commands
-            .send(Command::Call { peer, call })
-            .await
-            .map_err(|_| RequestError { peer, reason: Stopped.to_string() })?;
+        self.commands.send(Command::Call { peer, call }).await.map_err(|_| RequestError {
+            peer,
+            reason: Stopped.to_string(),
+            undelivered: true,
+        })?;
         tokio::time::timeout(P::TIMEOUT, answer.get())
             .await
             .map_err(|_| failed(CallError::Timeout(P::TIMEOUT)))?

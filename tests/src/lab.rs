@@ -6,11 +6,40 @@
 //! Needs root and `ip` (iproute2; `scripts/setup` installs it).
 
 use std::net::Ipv4Addr;
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
-use crate::harness::Result;
+use crate::harness::{KillOnDrop, Result, binary, tau_node, tau_node_ok, wait_for};
+
+/// A cloud of `tau-node run` processes, one per lab host, made with `tau-node init`: its swarm
+/// and operator keys in its folder, node `i` in `node-<i>` (log in `node.log`), p2p on port
+/// 4001 of its host, each node after the first bootstrapping from the first, every node
+/// admitted by the operator for the cloud's services. The processes are killed on drop.
+pub struct LabCloud {
+    /// Its `cloud.yaml`, bootstrapping from every node.
+    pub profile: PathBuf,
+    /// Each node's peer id, in host order.
+    pub ids: Vec<String>,
+    /// Each node's folder.
+    pub dirs: Vec<PathBuf>,
+    _processes: Vec<KillOnDrop>,
+}
+
+impl LabCloud {
+    /// How many nodes each node is connected to, as its `peers` says, in host order.
+    pub fn peer_counts(&self) -> Result<Vec<usize>> {
+        let cloud = self.profile.to_string_lossy();
+        let mut counts = Vec::new();
+        for id in &self.ids {
+            let out = tau_node_ok(&["peers", "--cloud", &cloud, "--node", id, "--json"])?;
+            let peers: serde_json::Value = serde_json::from_str(&out)?;
+            counts.push(peers.as_array().map_or(0, Vec::len));
+        }
+        Ok(counts)
+    }
+}
 
 /// One host: a network namespace with one address.
 #[derive(Debug, Clone)]
@@ -90,6 +119,75 @@ impl Lab {
             ns(&["link", "set", "lo", "up"])?;
         }
         Ok(lab)
+    }
+
+    /// Starts a [`LabCloud`] in `dir` on every host, its nodes running `services` (given to
+    /// `tau-node init` with `init`, more options) and logging with `RUST_LOG=log_filter`;
+    /// returns once the operator has admitted every node.
+    pub fn start_cloud(
+        &self,
+        dir: &Path,
+        services: &str,
+        init: &[&str],
+        log_filter: &str,
+    ) -> Result<LabCloud> {
+        let tau = binary("tau-node")?;
+        let swarm_key = dir.join("swarm.key").to_string_lossy().into_owned();
+        tau_node_ok(&["swarm-key", "--out", &swarm_key])?;
+        let operator = dir.join("operator.key").to_string_lossy().into_owned();
+        let operator_public = tau_node_ok(&["key", "generate", "--out", &operator])?;
+        let mut ids: Vec<String> = Vec::new();
+        let mut dirs = Vec::new();
+        let mut processes = Vec::new();
+        for (i, host) in self.hosts.iter().enumerate() {
+            let node = dir.join(format!("node-{i}"));
+            let (node_arg, ip) = (node.to_string_lossy().into_owned(), host.ip.to_string());
+            let mut args = vec!["init", "--dir", &node_arg, "--swarm-key", &swarm_key];
+            args.extend(["--operator-key", operator_public.trim(), "--services", services]);
+            args.extend(["--listen", &ip, "--p2p-port", "4001"]);
+            args.extend(init);
+            let bootstrap =
+                ids.first().map(|first| format!("/ip4/{}/tcp/4001/p2p/{first}", self.hosts[0].ip));
+            if let Some(bootstrap) = &bootstrap {
+                args.extend(["--bootstrap", bootstrap]);
+            }
+            ids.push(tau_node_ok(&args)?.trim().to_string());
+            let child = self
+                .command(i, &tau)
+                .args(["run", "--config"])
+                .arg(node.join("node.yaml"))
+                .env("RUST_LOG", log_filter)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(node.join("node.log"))?)
+                .spawn()?;
+            processes.push(KillOnDrop(child));
+            dirs.push(node);
+        }
+        let profile = dir.join("cloud.yaml");
+        let bootstrap: Vec<String> = ids
+            .iter()
+            .zip(&self.hosts)
+            .map(|(id, host)| format!("  - /ip4/{}/tcp/4001/p2p/{id}", host.ip))
+            .collect();
+        std::fs::write(
+            &profile,
+            format!(
+                "name: lab\nswarm_key: swarm.key\noperator_key: operator.key\nbootstrap:\n{}\n",
+                bootstrap.join("\n")
+            ),
+        )?;
+        // The operator admits its nodes (until then they are clients to each other).
+        let cloud = profile.to_string_lossy().into_owned();
+        wait_for(Duration::from_secs(60), "the operator admits the lab nodes", || {
+            for id in &ids {
+                let admit = ["nodes", "admit", id, "--service", services, "--cloud", &cloud];
+                if !tau_node(&admit)?.status.success() {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(()))
+        })?;
+        Ok(LabCloud { profile, ids, dirs, _processes: processes })
     }
 
     /// A command that runs `program` inside host `i`'s namespace.

@@ -140,7 +140,7 @@ impl Kv {
         let counts = ops.iter().any(|op| matches!(op, Op::Increment { .. }));
         let count = ops.len();
         let request = DatabaseRequest::Write { store: store.clone(), ops };
-        let retry = |e: &RequestError| !counts || never_reached(e);
+        let retry = |e: &RequestError| !counts || e.undelivered;
         match self.ask(store, holders, request, retry).await? {
             DatabaseResponse::Written(results) if results.len() == count => Ok(results),
             _ => Err(unexpected(store)),
@@ -175,10 +175,4 @@ enum Route<'a> {
 
 fn unexpected(store: &StoreId) -> KvError {
     KvError::Unreachable { store: store.clone(), reason: "an answer that does not fit".into() }
-}
-
-/// Whether a call failed before the holder could have read the request: it could not be
-/// dialed, or does not serve the protocol.
-fn never_reached(e: &RequestError) -> bool {
-    e.reason.contains("cannot reach the peer") || e.reason.contains("does not serve")
 }

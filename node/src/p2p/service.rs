@@ -14,6 +14,10 @@ pub struct RequestError {
     pub peer: PeerId,
     /// Why.
     pub reason: String,
+    /// Whether the peer's service can never have seen the request (it could not be reached,
+    /// does not serve the protocol, or the request was too large to send): a call that changes
+    /// state may then go to another peer without doing it twice.
+    pub undelivered: bool,
 }
 
 #[cfg(test)]

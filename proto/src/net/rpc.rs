@@ -81,6 +81,19 @@ pub enum OpenError {
     Closed,
 }
 
+impl CallError {
+    /// Whether the peer's service can never have seen the request: the peer could not be
+    /// reached, does not serve the protocol, or the request was too large to send. After any
+    /// other failure the request may have been handled, only its answer lost.
+    pub fn never_delivered(&self) -> bool {
+        matches!(
+            self,
+            CallError::Open(OpenError::Dial(_) | OpenError::Unsupported(_))
+                | CallError::TooLarge { what: "request", .. }
+        )
+    }
+}
+
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -663,5 +676,29 @@ impl OutboundUpgrade<Stream> for Upgrade {
 
     fn upgrade_outbound(self, stream: Stream, protocol: StreamProtocol) -> Self::Future {
         ready(Ok((stream, protocol)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_call_that_never_left_is_undelivered() {
+        let unreachable = CallError::Open(OpenError::Dial("no route".into()));
+        let unserved = CallError::Open(OpenError::Unsupported(StreamProtocol::new("/tau/x/1")));
+        let too_large = CallError::TooLarge { what: "request", limit: 10 };
+        for undelivered in [unreachable, unserved, too_large] {
+            assert!(undelivered.never_delivered(), "{undelivered}");
+        }
+        let maybe_handled = [
+            CallError::NoAnswer,
+            CallError::Timeout(Duration::from_secs(1)),
+            CallError::Open(OpenError::Closed),
+            CallError::TooLarge { what: "answer", limit: 10 },
+        ];
+        for error in maybe_handled {
+            assert!(!error.never_delivered(), "{error}");
+        }
     }
 }

@@ -8,14 +8,13 @@
 //! write by clock on every node, the counter the sum of both sides.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tau_tests::harness::{
-    DevCloud, HttpAnswer, KillOnDrop, Result, Signal, alive, binary, create_project, example_wasm,
-    http, push_project, run_node, signal, tau_node, tau_node_ok, wait_for,
+    DevCloud, HttpAnswer, Result, Signal, alive, binary, create_project, example_wasm, http,
+    push_project, run_node, signal, tau_node_ok, wait_for,
 };
 use tau_tests::lab::Lab;
 
@@ -292,97 +291,21 @@ fn a_store_is_its_projects_own_and_refuses_past_its_size() -> Result {
     Ok(())
 }
 
-/// Every lab node's peer count, as its `peers` says.
-fn peer_counts(profile: &Path, ids: &[String]) -> Result<Vec<usize>> {
-    let mut counts = Vec::new();
-    for id in ids {
-        let out =
-            tau_node_ok(&["peers", "--cloud", &profile.to_string_lossy(), "--node", id, "--json"])?;
-        let peers: serde_json::Value = serde_json::from_str(&out)?;
-        counts.push(peers.as_array().map_or(0, Vec::len));
-    }
-    Ok(counts)
-}
-
 #[test]
 fn a_partitioned_store_converges_once_healed() -> Result {
     let lab = Lab::new(3)?;
     let tmp = tempfile::tempdir()?;
-    let tau = binary("tau-node")?;
-    let swarm_key = tmp.path().join("swarm.key");
-    tau_node_ok(&["swarm-key", "--out", &swarm_key.to_string_lossy()])?;
-    let operator = tmp.path().join("operator.key");
-    let operator_public = tau_node_ok(&["key", "generate", "--out", &operator.to_string_lossy()])?;
     let services = "tns,hoarder,substrate,database";
-    let mut ids: Vec<String> = Vec::new();
-    let mut processes = Vec::new();
-    for (i, host) in lab.hosts.iter().enumerate() {
-        let dir = tmp.path().join(format!("node-{i}"));
-        let mut args = vec![
-            "init".to_string(),
-            "--dir".into(),
-            dir.to_string_lossy().into(),
-            "--swarm-key".into(),
-            swarm_key.to_string_lossy().into(),
-            "--operator-key".into(),
-            operator_public.trim().into(),
-            "--services".into(),
-            services.into(),
-            "--listen".into(),
-            host.ip.to_string(),
-            "--p2p-port".into(),
-            "4001".into(),
-            "--http-port".into(),
-            "8080".into(),
-        ];
-        if let Some(first) = ids.first() {
-            args.extend([
-                "--bootstrap".into(),
-                format!("/ip4/{}/tcp/4001/p2p/{first}", lab.hosts[0].ip),
-            ]);
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        ids.push(tau_node_ok(&args)?.trim().to_string());
-        let child = lab
-            .command(i, &tau)
-            .args(["run", "--config"])
-            .arg(dir.join("node.yaml"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("node.log"))?)
-            .spawn()?;
-        processes.push(KillOnDrop(child));
-    }
-    let profile = tmp.path().join("cloud.yaml");
-    let bootstrap: Vec<String> = ids
-        .iter()
-        .zip(&lab.hosts)
-        .map(|(id, h)| format!("  - /ip4/{}/tcp/4001/p2p/{id}", h.ip))
-        .collect();
-    std::fs::write(
-        &profile,
-        format!(
-            "name: lab\nswarm_key: swarm.key\noperator_key: operator.key\nbootstrap:\n{}\n",
-            bootstrap.join("\n")
-        ),
-    )?;
-    let profile_arg = profile.to_string_lossy().into_owned();
-    wait_for(Duration::from_secs(60), "the operator admits the lab nodes", || {
-        for id in &ids {
-            let admit = ["nodes", "admit", id, "--service", services, "--cloud", &profile_arg];
-            if !tau_node(&admit)?.status.success() {
-                return Ok(None);
-            }
-        }
-        Ok(Some(()))
-    })?;
+    let cloud = lab.start_cloud(tmp.path(), services, &["--http-port", "8080"], "info")?;
+    let (profile, ids) = (&cloud.profile, &cloud.ids);
     wait_for(Duration::from_secs(60), "every node connects to every other", || {
-        Ok((peer_counts(&profile, &ids)? == vec![2, 2, 2]).then_some(()))
+        Ok((cloud.peer_counts()? == vec![2, 2, 2]).then_some(()))
     })?;
-    let key = create_project(&profile, tmp.path(), "split")?;
+    let key = create_project(profile, tmp.path(), "split")?;
     let project = tmp.path().join("split");
     write_counter_project(&project, "split", &["counter", "count"], "1MB")?;
     add_notes(&project, "split")?;
-    push_project(&profile, &project, &key, Some(&ids[0]))?;
+    push_project(profile, &project, &key, Some(&ids[0]))?;
     let gateways: Vec<String> = lab.hosts.iter().map(|h| format!("{}:8080", h.ip)).collect();
     for gateway in &gateways {
         wait_for(Duration::from_secs(60), "the counter answers on every node", || {
@@ -397,7 +320,7 @@ fn a_partitioned_store_converges_once_healed() -> Result {
     // Cut {0,1} off from {2}; both sides write the same key and count the same counter.
     lab.partition(&[0, 1], &[2])?;
     wait_for(Duration::from_secs(60), "the partition takes effect on every node", || {
-        Ok((peer_counts(&profile, &ids)? == vec![1, 1, 0]).then_some(()))
+        Ok((cloud.peer_counts()? == vec![1, 1, 0]).then_some(()))
     })?;
     assert_eq!(http(&gateways[0], "PUT", notes, "/notes/color", b"\"red\"")?.status, 200);
     increments(&gateways[..2], "split", "votes", 40, 4, |_| {})?;
@@ -421,6 +344,5 @@ fn a_partitioned_store_converges_once_healed() -> Result {
         Ok(Some(()))
     })?;
     eprintln!("converged {took:?} after the partition healed");
-    drop(processes);
     Ok(())
 }

@@ -2,7 +2,6 @@
 //! spread, a stranger's record is on no node, and a partitioned cloud converges when it heals.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 use tau_proto::tns::TnsProtocol;
 
@@ -10,10 +9,10 @@ use libp2p::identity::Keypair;
 use tau_proto::tns::{Draft, TnsRequest, TnsResponse, keys};
 use tau_proto::{Client, CloudProfile};
 use tau_tests::harness::{
-    DevCloud, KillOnDrop, Result, Signal, binary, converged, create_project, push_project,
-    run_node, signal, tau_node, tau_node_ok, tns_status, wait_for, write_project,
+    DevCloud, Result, Signal, converged, create_project, push_project, run_node, signal,
+    tau_node_ok, tns_status, wait_for, write_project,
 };
-use tau_tests::lab::Lab;
+use tau_tests::lab::{Lab, LabCloud};
 
 fn push(profile: &Path, project: &Path, key: &Path, node: &str) -> Result<serde_json::Value> {
     push_project(profile, project, key, Some(node))
@@ -159,22 +158,10 @@ fn pushes_spread_a_stopped_node_catches_up_and_strangers_are_refused() -> Result
 }
 
 /// Waits (60 s at most; more when the machine is busy with other tests) until every node of
-/// `nodes` is connected to exactly `expected` other nodes.
-fn wait_for_peers(profile: &Path, nodes: &[LabNode], expected: usize, what: &str) -> Result {
+/// `cloud` is connected to exactly `expected` other nodes.
+fn wait_for_peers(cloud: &LabCloud, expected: usize, what: &str) -> Result {
     wait_for(Duration::from_secs(60), what, || {
-        let mut counts = Vec::new();
-        for node in nodes {
-            let out = tau_node_ok(&[
-                "peers",
-                "--cloud",
-                &profile.to_string_lossy(),
-                "--node",
-                &node.peer_id,
-                "--json",
-            ])?;
-            let peers: serde_json::Value = serde_json::from_str(&out)?;
-            counts.push(peers.as_array().map_or(0, Vec::len));
-        }
+        let counts = cloud.peer_counts()?;
         if counts.iter().all(|&c| c == expected) {
             Ok(Some(()))
         } else {
@@ -183,13 +170,6 @@ fn wait_for_peers(profile: &Path, nodes: &[LabNode], expected: usize, what: &str
         }
     })?;
     Ok(())
-}
-
-/// A node of the lab cloud: its folder and its running process.
-struct LabNode {
-    dir: std::path::PathBuf,
-    peer_id: String,
-    process: Option<KillOnDrop>,
 }
 
 #[test]
@@ -216,78 +196,10 @@ fn a_partitioned_cloud_converges_after_the_partition_heals() -> Result {
 }
 
 fn partition_and_heal(lab: &Lab, tmp: &Path, ids: &mut Vec<String>) -> Result {
-    let tau = binary("tau-node")?;
-    let swarm_key = tmp.join("swarm.key");
-    tau_node_ok(&["swarm-key", "--out", &swarm_key.to_string_lossy()])?;
-    let operator = tmp.join("operator.key");
-    let operator_public = tau_node_ok(&["key", "generate", "--out", &operator.to_string_lossy()])?;
-
-    let mut nodes: Vec<LabNode> = Vec::new();
-    for (i, host) in lab.hosts.iter().enumerate() {
-        let dir = tmp.join(format!("node-{i}"));
-        let mut args = vec![
-            "init".to_string(),
-            "--dir".into(),
-            dir.to_string_lossy().into(),
-            "--swarm-key".into(),
-            swarm_key.to_string_lossy().into(),
-            "--operator-key".into(),
-            operator_public.trim().into(),
-            "--services".into(),
-            "tns,hoarder".into(),
-            "--listen".into(),
-            host.ip.to_string(),
-            "--p2p-port".into(),
-            "4001".into(),
-        ];
-        if let Some(first) = nodes.first() {
-            args.extend([
-                "--bootstrap".into(),
-                format!("/ip4/{}/tcp/4001/p2p/{}", lab.hosts[0].ip, first.peer_id),
-            ]);
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let peer_id = tau_node_ok(&args)?.trim().to_string();
-        ids.push(peer_id.clone());
-        nodes.push(LabNode { dir, peer_id, process: None });
-    }
-    for (i, node) in nodes.iter_mut().enumerate() {
-        let log = std::fs::File::create(node.dir.join("node.log"))?;
-        let child = lab
-            .command(i, &tau)
-            .args(["run", "--config"])
-            .arg(node.dir.join("node.yaml"))
-            .env("RUST_LOG", "info,libp2p_swarm=warn,tau_node::p2p=debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
-        node.process = Some(KillOnDrop(child));
-    }
-    let profile = tmp.join("cloud.yaml");
-    let bootstrap: Vec<String> = nodes
-        .iter()
-        .zip(&lab.hosts)
-        .map(|(n, h)| format!("  - /ip4/{}/tcp/4001/p2p/{}", h.ip, n.peer_id))
-        .collect();
-    std::fs::write(
-        &profile,
-        format!(
-            "name: lab\nswarm_key: swarm.key\noperator_key: operator.key\nbootstrap:\n{}\n",
-            bootstrap.join("\n")
-        ),
-    )?;
-    // The operator admits its nodes (until then they are clients to each other).
-    let profile_arg = profile.to_string_lossy().into_owned();
-    wait_for(Duration::from_secs(60), "the operator admits the lab nodes", || {
-        for node in &nodes {
-            let admit = ["nodes", "admit", &node.peer_id, "--service", "tns,hoarder"];
-            if tau_node(&[&admit[..], &["--cloud", &profile_arg]].concat())?.status.success() {
-                continue;
-            }
-            return Ok(None);
-        }
-        Ok(Some(()))
-    })?;
+    let log_filter = "info,libp2p_swarm=warn,tau_node::p2p=debug";
+    let cloud = lab.start_cloud(tmp, "tns,hoarder", &[], log_filter)?;
+    ids.clone_from(&cloud.ids);
+    let (profile, nodes) = (cloud.profile.clone(), &cloud.ids);
     wait_for(Duration::from_secs(60), "the lab cloud forms", || {
         let status = tns_status(&profile)?;
         Ok((status.len() == 4 && status.iter().all(|s| s["digest"].is_string())).then_some(()))
@@ -295,12 +207,12 @@ fn partition_and_heal(lab: &Lab, tmp: &Path, ids: &mut Vec<String>) -> Result {
 
     // The full mesh first: each node must know the others before the cut, or the two nodes
     // that joined through node 0 never meet (node 0 is the only one that could introduce them).
-    wait_for_peers(&profile, &nodes, 3, "every node connects to every other")?;
+    wait_for_peers(&cloud, 3, "every node connects to every other")?;
 
     let key = create_project(&profile, tmp, "split")?;
     let project = tmp.join("split");
     write_project(&project, "split", &["base"])?;
-    push(&profile, &project, &key, &nodes[0].peer_id)?;
+    push(&profile, &project, &key, &nodes[0])?;
     wait_for(Duration::from_secs(10), "the first push reaches all", || {
         Ok(converged(&tns_status(&profile)?, 4).then_some(()))
     })?;
@@ -311,16 +223,16 @@ fn partition_and_heal(lab: &Lab, tmp: &Path, ids: &mut Vec<String>) -> Result {
     // node the client reaches first, and that node must not count on the other side.
     // A node closes a connection after two failed pings (2 s apart, 4 s timeout each): about
     // 12 s, more when the machine is busy with other tests.
-    wait_for_peers(&profile, &nodes, 1, "the partition takes effect on every node")?;
+    wait_for_peers(&cloud, 1, "the partition takes effect on every node")?;
     write_project(&project, "split", &["base", "left"])?;
-    push(&profile, &project, &key, &nodes[0].peer_id)?;
+    push(&profile, &project, &key, &nodes[0])?;
     write_project(&project, "split", &["right"])?;
-    push(&profile, &project, &key, &nodes[2].peer_id)?;
+    push(&profile, &project, &key, &nodes[2])?;
     std::thread::sleep(Duration::from_secs(3));
     assert!(!converged(&tns_status(&profile)?, 4), "the two sides differ while cut off");
     let left = keys::function("split", "left");
-    assert!(get_on(&profile, &nodes[1].peer_id, &left)?.is_some());
-    assert!(get_on(&profile, &nodes[3].peer_id, &left)?.is_none());
+    assert!(get_on(&profile, &nodes[1], &left)?.is_some());
+    assert!(get_on(&profile, &nodes[3], &left)?.is_none());
 
     lab.heal(&[0, 1], &[2, 3])?;
     let (_, took) = wait_for(Duration::from_secs(60), "the cloud converges after healing", || {
@@ -328,9 +240,9 @@ fn partition_and_heal(lab: &Lab, tmp: &Path, ids: &mut Vec<String>) -> Result {
     })?;
     eprintln!("converged {took:?} after the partition healed");
     // Every node holds the same merge: both sides' writes, last writer winning per key.
-    for node in &nodes {
-        assert!(get_on(&profile, &node.peer_id, &keys::function("split", "right"))?.is_some());
-        assert!(get_on(&profile, &node.peer_id, &left)?.is_some());
+    for node in nodes {
+        assert!(get_on(&profile, node, &keys::function("split", "right"))?.is_some());
+        assert!(get_on(&profile, node, &left)?.is_some());
     }
     Ok(())
 }
