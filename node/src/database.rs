@@ -8,6 +8,8 @@
 //! - `sync`: anti-entropy. Every [`SYNC_INTERVAL`] each store held is compared (bucket
 //!   digests) with one other holder, in turn, and the buckets that differ are exchanged both
 //!   ways, so a holder that was down, cut off or new catches up by itself.
+//! - `sweep`: storages' pins ([`tau_proto::storage`]): the first holder of a storage's index
+//!   pins the blobs its keys name and unpins those no key names any more.
 //! - [`Kv`]: how substrate reaches a store: its own store when this node holds it, else the
 //!   nearest holder that answers.
 //!
@@ -19,6 +21,7 @@
 mod access;
 mod service;
 pub mod store;
+mod sweep;
 mod sync;
 
 use std::collections::HashMap;
@@ -31,7 +34,7 @@ use libp2p::PeerId;
 use tau_proto::cbor;
 use tau_proto::database::{DatabaseProtocol, SERVICE, StoreId, holders};
 use tau_proto::tns::keys;
-use tau_proto::tns::values::Database;
+use tau_proto::tns::values::{Database, Storage};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -83,12 +86,32 @@ impl Placement {
                 return Ok(record.clone());
             }
         }
-        let key = keys::database(&store.project, &store.name);
-        let record = self.registry.get(&key).await.map_err(|e| e.to_string())?;
-        let database = record
-            .filter(|r| r.scope == store.project)
-            .and_then(|r| cbor::from_slice::<Database>(r.value.as_deref()?).ok())
-            .filter(|d| d.name == store.name);
+        let database = match tau_proto::storage::storage_of(store) {
+            None => {
+                let key = keys::database(&store.project, &store.name);
+                let record = self.registry.get(&key).await.map_err(|e| e.to_string())?;
+                record
+                    .filter(|r| r.scope == store.project)
+                    .and_then(|r| cbor::from_slice::<Database>(r.value.as_deref()?).ok())
+                    .filter(|d| d.name == store.name)
+            }
+            // A storage's index: held like a store of the default replicas, its limit the
+            // storage's (which its keys' blobs count against).
+            Some(name) => {
+                let key = keys::storage(&store.project, name);
+                let record = self.registry.get(&key).await.map_err(|e| e.to_string())?;
+                record
+                    .filter(|r| r.scope == store.project)
+                    .and_then(|r| cbor::from_slice::<Storage>(r.value.as_deref()?).ok())
+                    .filter(|s| s.name == name)
+                    .map(|s| Database {
+                        name: store.name.clone(),
+                        functions: s.functions,
+                        max_bytes: s.max_bytes,
+                        replicas: tau_proto::database::DEFAULT_REPLICAS,
+                    })
+            }
+        };
         let mut records = lock(&self.records);
         if records.len() > 10_000 {
             records.retain(|_, (at, _)| at.elapsed() < RECORD_AGE);
@@ -132,12 +155,15 @@ pub struct Local {
     shared: Arc<service::Shared>,
 }
 
-/// Starts the service: opens the stores, serves `/tau/database/1`, runs the writer and
-/// anti-entropy.
+/// Starts the service: opens the stores, serves `/tau/database/1`, runs the writer,
+/// anti-entropy and the sweep of storages' pins (whose grace is `storage_grace`), through
+/// this node's `hoarder` when it runs one.
 pub async fn start(
     handle: p2p::Handle,
     data_dir: &Path,
     registry: Registry,
+    hoarder: Option<crate::hoarder::Local>,
+    storage_grace: Duration,
     shutdown: CancellationToken,
 ) -> Result<(Vec<JoinHandle<()>>, Local), DatabaseError> {
     let node = tau_proto::database::node_number(&handle.peer_id().to_bytes());
@@ -154,13 +180,15 @@ pub async fn start(
         placement: Placement::new(handle.clone(), registry, true),
         handle: handle.clone(),
         writes,
+        hoarder,
     });
     let (inbox, requests) = mpsc::channel(1024);
     handle.serve::<DatabaseProtocol>(inbox).await?;
     let tasks = vec![
         tokio::spawn(service::write_loop(shared.clone(), queue, shutdown.clone())),
         tokio::spawn(service::run(shared.clone(), requests, shutdown.clone())),
-        tokio::spawn(sync::run(shared.clone(), shutdown)),
+        tokio::spawn(sync::run(shared.clone(), shutdown.clone())),
+        tokio::spawn(sweep::run(shared.clone(), storage_grace, shutdown)),
     ];
     Ok((tasks, Local { shared }))
 }

@@ -30,8 +30,8 @@ use tau_proto::keyfile::{self, KeyFileError};
 use tau_proto::profile::ProfileError;
 
 use crate::config::{
-    ConnectionsConfig, NodeConfig, Ports, SERVICES, SeerConfig, SubstrateConfig, TnsConfig,
-    VaultConfig,
+    ConnectionsConfig, DatabaseConfig, NodeConfig, Ports, SERVICES, SeerConfig, SubstrateConfig,
+    TnsConfig, VaultConfig,
 };
 use tau_proto::cloud_secrets::{self, Redeal, SecretPaths, VaultPaths};
 use tau_proto::vault::KeySet;
@@ -121,6 +121,8 @@ pub struct DevOptions {
     pub txt_resolver: Option<std::net::SocketAddr>,
     /// Written into every node's `node.yaml`: the per-project quotas of TNS.
     pub tns: TnsConfig,
+    /// Written into every node's `node.yaml`: the database service's settings.
+    pub database: DatabaseConfig,
     /// How many of the nodes (the first ones) run tns, vault and seer besides hoarder and
     /// substrate; the others run only those two.
     pub core: usize,
@@ -143,6 +145,7 @@ impl DevOptions {
             substrate: SubstrateConfig::default(),
             txt_resolver: None,
             tns: TnsConfig::default(),
+            database: DatabaseConfig::default(),
             core: count.min(DEFAULT_CORE),
             regions: vec!["dev".into()],
         }
@@ -247,6 +250,7 @@ pub fn prepare(dir: &Path, options: &DevOptions) -> Result<DevCloud, DevError> {
             }),
             connections: ConnectionsConfig::default(),
             ci: Default::default(),
+            database: options.database.clone(),
         };
         config.save(&node.config).map_err(io(&node.config))?;
     }

@@ -299,9 +299,33 @@ pub async fn ask_manifest(
     }
 }
 
-/// The node's own blob store, read in process by its other services (substrate).
+/// The node's own blob store, read in process by its other services (substrate), and its
+/// hoarder service, asked in process ([`Local`] is an [`Asker`] whatever peer it is given).
 #[derive(Clone)]
-pub struct Local(Arc<BlobStore>, Arc<AtomicBool>);
+pub struct Local(Arc<BlobStore>, Arc<AtomicBool>, Arc<Hoarder>);
+
+impl Asker for Local {
+    type Error = LocalRefusal;
+
+    /// Answers `request` as this node's hoarder service would answer this node.
+    async fn ask(
+        &self,
+        _peer: PeerId,
+        request: HoarderRequest,
+    ) -> Result<HoarderResponse, LocalRefusal> {
+        let me = self.2.me;
+        match self.2.answer(me, request).await {
+            Ok(HoarderResponse::Error(message)) => Err(LocalRefusal(message)),
+            Ok(response) => Ok(response),
+            Err(refusal) => Err(LocalRefusal(refusal.to_string())),
+        }
+    }
+}
+
+/// Why this node's own hoarder service refused a request.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LocalRefusal(String);
 
 impl Local {
     /// Whether this node's hoarder store is nearly full (what its heartbeats say).
@@ -379,7 +403,7 @@ pub async fn start(
     let (inbox, requests) = tokio::sync::mpsc::channel(256);
     handle.serve::<HoarderProtocol>(inbox).await.map_err(|e| HoarderError::P2p(e.into()))?;
     let deltas = handle.subscribe::<tau_proto::hoarder::HoarderTopic>().await?;
-    let local = Local(hoarder.store.clone(), hoarder.full.clone());
+    let local = Local(hoarder.store.clone(), hoarder.full.clone(), hoarder.clone());
     let tasks = vec![
         tokio::spawn(service::serve(hoarder.clone(), requests, shutdown.clone())),
         tokio::spawn(reconcile::gossip(hoarder.clone(), deltas, shutdown.clone())),

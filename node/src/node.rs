@@ -178,9 +178,15 @@ impl Node {
                 Some(local) => tns::Registry::Local(local.clone()),
                 None => tns::Registry::Remote(handle.clone()),
             };
-            let (tasks, local) =
-                database::start(handle.clone(), &config.data_dir, registry, shutdown.child_token())
-                    .await?;
+            let (tasks, local) = database::start(
+                handle.clone(),
+                &config.data_dir,
+                registry,
+                local_hoarder.clone(),
+                config.database.storage_grace(),
+                shutdown.child_token(),
+            )
+            .await?;
             services.extend(tasks);
             local_database = Some(local);
         }

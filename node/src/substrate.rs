@@ -18,6 +18,7 @@ pub mod gateway;
 pub mod keyvalue;
 pub mod outbound;
 pub mod routes;
+pub mod storage;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -46,6 +47,8 @@ pub enum SubstrateError {
     #[error(transparent)]
     Counters(#[from] crate::db::DbError),
     /// The outgoing https roots could not be read.
+    #[error("cannot create the folder of storage puts {0}: {1}")]
+    Spool(String, std::io::Error),
     #[error("substrate.outbound_roots: {0}")]
     Outbound(String),
     /// Its folder could not be made.
@@ -139,6 +142,11 @@ pub async fn start(
         Some(local) => tns::Registry::Local(local.clone()),
         None => tns::Registry::Remote(parts.handle.clone()),
     };
+    // Storage puts in progress when the node stopped are of no use: start empty.
+    let spool = root.join("uploads");
+    let _ = std::fs::remove_dir_all(&spool);
+    std::fs::create_dir_all(&spool)
+        .map_err(|e| SubstrateError::Spool(spool.display().to_string(), e))?;
     let in_flight = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let gateway = Arc::new(gateway::Gateway {
         engine: engine.clone(),
@@ -155,7 +163,7 @@ pub async fn start(
             parts.region.clone(),
             outbound,
             crate::database::Kv::new(parts.handle.clone(), registry, parts.database),
-            blobs::BlobSource::new(parts.handle.clone(), parts.hoarder.clone()),
+            blobs::BlobSource::new(parts.handle.clone(), parts.hoarder.clone(), spool),
         ),
         slots: Arc::new(tokio::sync::Semaphore::new(parts.config.max_instances as usize)),
         caps: gateway::Caps {

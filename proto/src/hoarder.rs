@@ -25,13 +25,17 @@ impl crate::protocol::Protocol for HoarderProtocol {
     type Response = HoarderResponse;
 
     /// Replication, and waiting on a blob still being uploaded, are between hoarder nodes;
-    /// clients store, fetch, pin and list.
+    /// a storage's pins are set by nodes (substrate puts, database sweeps); clients store,
+    /// fetch, pin and list.
     fn request_access(request: &HoarderRequest) -> crate::protocol::Access {
         use crate::protocol::Access;
         match request {
             HoarderRequest::Replicate { .. }
             | HoarderRequest::Manifest { in_progress: true, .. }
             | HoarderRequest::Chunk { in_progress: true, .. } => Access::Role("hoarder"),
+            HoarderRequest::PutFinish { storage: Some(_), .. }
+            | HoarderRequest::StoragePin { .. }
+            | HoarderRequest::StoragePins { .. } => Access::Nodes,
             _ => Access::Anyone,
         }
     }
@@ -309,6 +313,10 @@ pub enum HoarderRequest {
         cid: BlobId,
         /// How many nodes keep a copy (capped at the live hoarder nodes).
         replicas: u8,
+        /// Pin it for this storage's index (see [`crate::storage`]) instead of the caller:
+        /// only nodes may.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        storage: Option<crate::database::StoreId>,
     },
     /// The blob's manifest: [`HoarderResponse::Manifest`] or [`HoarderResponse::NotFound`].
     Manifest {
@@ -361,7 +369,28 @@ pub enum HoarderRequest {
     /// Every pin record the node knows of, unpinned ones included:
     /// [`HoarderResponse::PinRecords`].
     PinRecords,
+    /// Sets a storage's pin of a blob (0 unpins), from a node: [`HoarderResponse::Done`].
+    StoragePin {
+        cid: BlobId,
+        /// The blob's size, if no node is known to hold it.
+        size: u64,
+        /// The storage's index store.
+        storage: crate::database::StoreId,
+        /// The factor; 0 unpins.
+        replicas: u8,
+    },
+    /// A storage's pin records (unpinned ones included), by CID after `after`, at most
+    /// [`MAX_PIN_RECORDS`]: [`HoarderResponse::PinRecords`].
+    StoragePins {
+        /// The storage's index store.
+        storage: crate::database::StoreId,
+        /// Start past this blob; none from the first.
+        after: Option<BlobId>,
+    },
 }
+
+/// The most records one [`HoarderRequest::StoragePins`] answer carries.
+pub const MAX_PIN_RECORDS: usize = 1000;
 
 /// A hoarder node's answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

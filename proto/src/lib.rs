@@ -51,6 +51,7 @@ pub mod outbound;
 pub mod profile;
 pub mod protocol;
 pub mod seer;
+pub mod storage;
 pub mod swarm_key;
 pub mod text;
 pub mod tns;

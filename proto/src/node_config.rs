@@ -112,6 +112,56 @@ pub struct NodeConfig {
     /// The ci service's build sandbox.
     #[serde(default, skip_serializing_if = "CiConfig::is_default")]
     pub ci: CiConfig,
+    /// The database service's settings.
+    #[serde(default, skip_serializing_if = "DatabaseConfig::is_default")]
+    pub database: DatabaseConfig,
+}
+
+/// The database service's settings (`database` in `node.yaml`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// How old a storage's pin of a blob no key names must be before it is taken away
+    /// (`10m`): longer than a key written through another node takes to arrive here. The
+    /// storages this node sweeps are swept every quarter of it (at least every second, at
+    /// most every minute).
+    pub storage_grace: String,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { storage_grace: "10m".into() }
+    }
+}
+
+impl DatabaseConfig {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The grace of a storage's pins (checked when the file was loaded).
+    pub fn storage_grace(&self) -> std::time::Duration {
+        humantime::parse_duration(&self.storage_grace)
+            .unwrap_or(std::time::Duration::from_secs(600))
+    }
+
+    /// How often this node sweeps the storages it sweeps.
+    pub fn storage_sweep(&self) -> std::time::Duration {
+        (self.storage_grace() / 4)
+            .clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(60))
+    }
+
+    /// What is wrong with these settings, if anything: the field (as named in YAML) and why.
+    pub fn problem(&self) -> Option<(&'static str, String)> {
+        match humantime::parse_duration(&self.storage_grace) {
+            Ok(d) if d >= std::time::Duration::from_secs(1) => None,
+            Ok(_) => Some(("storage_grace", "must be at least 1s".into())),
+            Err(e) => Some((
+                "storage_grace",
+                format!("`{}` is not a duration (like 10m): {e}", self.storage_grace),
+            )),
+        }
+    }
 }
 
 /// The ci service's build sandbox (`ci` in `node.yaml`): what a build may use, and for how long.
@@ -568,6 +618,7 @@ impl Default for NodeConfig {
             tns: TnsConfig::default(),
             connections: ConnectionsConfig::default(),
             ci: CiConfig::default(),
+            database: DatabaseConfig::default(),
         }
     }
 }
@@ -701,6 +752,9 @@ impl NodeConfig {
         if let Some((field, message)) = self.ci.problem() {
             return Err(invalid(format!("ci.{field}"), message));
         }
+        if let Some((field, message)) = self.database.problem() {
+            return Err(invalid(format!("database.{field}"), message));
+        }
         if let Some(location) = &self.location {
             if location.latitude.is_some_and(|l| !(-90.0..=90.0).contains(&l)) {
                 return Err(invalid("location.latitude".into(), "must be within -90..90".into()));
@@ -820,6 +874,8 @@ mod tests {
             (format!("{base}services: tns\n"), "field `services`"),
             (format!("{base}substrate: {{counter_window: soon}}\n"), "substrate.counter_window"),
             (format!("{base}substrate: {{counter_window: 10ms}}\n"), "at least 1s"),
+            (format!("{base}database: {{storage_grace: 10ms}}\n"), "database.storage_grace"),
+            (format!("{base}database: {{storage_grace: later}}\n"), "not a duration"),
             (format!("{base}substrate: {{max_instances: 0}}\n"), "substrate.max_instances"),
             (format!("{base}substrate: {{windows: 1s}}\n"), "unknown field `windows`"),
             (format!("{base}services: [vault]\n"), "field `vault`: a vault node needs"),

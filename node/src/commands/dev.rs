@@ -12,7 +12,7 @@ use clap::Args;
 use futures::future::join_all;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tau_node::config::{SubstrateConfig, TnsConfig};
+use tau_node::config::{DatabaseConfig, SubstrateConfig, TnsConfig};
 use tau_node::dev::{self, DevCloud, DevOptions};
 use tau_proto::client::{ClientError, ConnectOptions};
 use tau_proto::membership::Admission;
@@ -77,6 +77,18 @@ pub(crate) struct Dev {
     /// public ones; written into every node's `substrate.outbound_roots`.
     #[arg(long)]
     outbound_roots: Vec<PathBuf>,
+    /// How old a storage's pin of a blob no key names must be before the blob is let go;
+    /// written into every node's `database.storage_grace`.
+    #[arg(long, default_value_t = DatabaseConfig::default().storage_grace, value_parser = storage_grace)]
+    storage_grace: String,
+}
+
+fn storage_grace(text: &str) -> Result<String, String> {
+    let config = DatabaseConfig { storage_grace: text.to_string() };
+    match config.problem() {
+        Some((_, why)) => Err(why),
+        None => Ok(text.to_string()),
+    }
 }
 
 fn outbound_block(text: &str) -> Result<String, String> {
@@ -145,6 +157,7 @@ impl Dev {
                 max_records_per_project: self.max_project_records,
                 max_bytes_per_project: self.max_project_bytes,
             },
+            database: DatabaseConfig { storage_grace: self.storage_grace },
             core: usize::from(self.core).min(count),
             regions: self.regions,
         };

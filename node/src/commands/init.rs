@@ -131,6 +131,7 @@ impl Init {
             },
             connections: Default::default(),
             ci: Default::default(),
+            database: Default::default(),
         };
         // The same checks as loading the file, before anything is written.
         let text = serde_yaml_ng::to_string(&config)?;

@@ -27,6 +27,8 @@ pub(crate) struct Shared {
     pub(crate) placement: Placement,
     pub(crate) handle: p2p::Handle,
     pub(crate) writes: mpsc::Sender<Pending>,
+    /// This node's hoarder service, when it runs one (what storages' sweeps ask).
+    pub(crate) hoarder: Option<crate::hoarder::Local>,
 }
 
 /// A change waiting for the writer, and who waits for its outcome.
@@ -42,10 +44,16 @@ impl Shared {
     pub(crate) async fn existing(&self, store: &StoreId) -> Result<Database, String> {
         match self.placement.record(store).await {
             Ok(Some(record)) => Ok(record),
-            Ok(None) => Err(format!(
-                "project {} has no key-value store `{}` (databases/{}.yaml)",
-                store.project, store.name, store.name
-            )),
+            Ok(None) => Err(match tau_proto::storage::storage_of(store) {
+                Some(name) => format!(
+                    "project {} has no storage `{name}` (storages/{name}.yaml)",
+                    store.project
+                ),
+                None => format!(
+                    "project {} has no key-value store `{}` (databases/{}.yaml)",
+                    store.project, store.name, store.name
+                ),
+            }),
             Err(e) => Err(format!("cannot read store {store}'s record: {e}")),
         }
     }

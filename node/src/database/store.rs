@@ -15,6 +15,7 @@ use redb::{ReadableTable, TableDefinition};
 use tau_proto::cbor;
 use tau_proto::database::{BUCKETS, MAX_BATCH_BYTES, Op, StoreId, StoreInfo, bucket_of};
 use tau_proto::kv::{Clock, KeyState};
+use tau_proto::storage::Entry;
 
 use crate::db::{Db, DbError, Failure};
 
@@ -69,18 +70,28 @@ impl Default for Summary {
 }
 
 impl Summary {
-    /// Takes `old` out and puts `new` in, for `key`.
-    fn replace(&mut self, key: &str, old: Option<&KeyState>, new: &KeyState) {
+    /// Takes `old` out and puts `new` in, for `store`'s `key`.
+    fn replace(&mut self, store: &StoreId, key: &str, old: Option<&KeyState>, new: &KeyState) {
         let digest = &mut self.digests[bucket_of(key) as usize];
         if let Some(old) = old {
             xor(digest, &entry_hash(key, old));
-            self.bytes = self.bytes.saturating_sub(old.size(key));
+            self.bytes = self.bytes.saturating_sub(weight(store, key, old));
         } else {
             self.keys += 1;
         }
         xor(digest, &entry_hash(key, new));
-        self.bytes += new.size(key);
+        self.bytes += weight(store, key, new);
     }
+}
+
+/// What a key counts against its store's limit: its state's size; in a storage's index, its
+/// blob's size too ([`tau_proto::storage`]).
+fn weight(store: &StoreId, key: &str, state: &KeyState) -> u64 {
+    let blob = match tau_proto::storage::storage_of(store) {
+        Some(_) => state.entry.value.as_deref().and_then(Entry::decode).map_or(0, |e| e.size),
+        None => 0,
+    };
+    state.size(key).saturating_add(blob)
 }
 
 fn xor(into: &mut [u8; 32], hash: &[u8; 32]) {
@@ -164,7 +175,7 @@ impl Store {
                 let state: KeyState = cbor::from_slice(value.value())
                     .map_err(|e| Failure::data(format!("{store} key {key}: {e}")))?;
                 latest = latest.max(state.entry.at);
-                summaries.entry(store).or_default().replace(&key, None, &state);
+                summaries.entry(store.clone()).or_default().replace(&store, &key, None, &state);
             }
             Ok(())
         })?;
@@ -241,6 +252,28 @@ impl Store {
                 }
             }
             Ok((keys, None))
+        })
+    }
+
+    /// The entries the live keys of a storage's index name, by CID with their sizes: what
+    /// its sweep keeps pinned.
+    pub fn named_blobs(
+        &self,
+        store: &StoreId,
+    ) -> Result<std::collections::BTreeMap<tau_proto::hoarder::BlobId, u64>, DbError> {
+        let prefix = store_prefix(store);
+        let end = range_end(&prefix);
+        self.db.read(|txn| {
+            let table = txn.open_table(ENTRIES)?;
+            let mut named = std::collections::BTreeMap::new();
+            for row in table.range(prefix.as_slice()..end.as_slice())? {
+                let (_, value) = row?;
+                let state: KeyState = cbor::from_slice(value.value()).map_err(Failure::data)?;
+                if let Some(entry) = state.entry.value.as_deref().and_then(Entry::decode) {
+                    named.insert(entry.cid, entry.size);
+                }
+            }
+            Ok(named)
         })
     }
 
@@ -346,15 +379,19 @@ impl Store {
                     let mut delta: i64 = 0;
                     for (key, state) in &scratch {
                         let old = current(&table, key, &HashMap::new())?;
-                        delta += state.size(key) as i64 - old.map_or(0, |o| o.size(key)) as i64;
+                        delta += weight(&store, key, state) as i64
+                            - old.map_or(0, |o| weight(&store, key, &o)) as i64;
                     }
                     let held = self.summaries().get(&store).map_or(0, |s| s.bytes) as i64;
                     let pending = sizes.get(&store).copied().unwrap_or(0);
                     let total = held + pending + delta;
                     if delta > 0 && total > max_bytes as i64 {
+                        let what = match tau_proto::storage::storage_of(&store) {
+                            Some(name) => format!("storage `{name}`"),
+                            None => format!("store `{}`", store.name),
+                        };
                         refused = Some(format!(
-                            "store `{}` is full: this write needs {delta} more bytes, it holds {} of its {max_bytes}",
-                            store.name,
+                            "{what} is full: this write needs {delta} more bytes, it holds {} of its {max_bytes}",
                             held + pending,
                         ));
                     }
@@ -369,7 +406,8 @@ impl Store {
                     olds.push(current(&table, key, &HashMap::new())?);
                 }
                 for ((key, state), old) in scratch.into_iter().zip(olds) {
-                    let delta = state.size(&key) as i64 - old.as_ref().map_or(0, |o| o.size(&key)) as i64;
+                    let delta = weight(&store, &key, &state) as i64
+                        - old.as_ref().map_or(0, |o| weight(&store, &key, o)) as i64;
                     *sizes.entry(store.clone()).or_default() += delta;
                     let bytes = cbor::to_vec(&state).map_err(Failure::data)?;
                     table.insert(row_key(&store, &key).as_slice(), bytes.as_slice())?;
@@ -399,7 +437,12 @@ impl Store {
         let mut summaries = self.summaries();
         for id in order {
             if let Some((before, after)) = batch.get(&id) {
-                summaries.entry(id.0.clone()).or_default().replace(&id.1, before.as_ref(), after);
+                summaries.entry(id.0.clone()).or_default().replace(
+                    &id.0,
+                    &id.1,
+                    before.as_ref(),
+                    after,
+                );
             }
         }
         Ok(applied)

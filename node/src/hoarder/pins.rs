@@ -136,6 +136,22 @@ impl PinTable {
             .collect()
     }
 
+    /// `owner`'s records (unpinned ones included), by CID past `after`, at most `limit`. A
+    /// scan of every pin: what a storage's sweep asks for now and then.
+    pub fn of_owner(
+        &self,
+        owner: Option<PeerId>,
+        after: Option<&BlobId>,
+        limit: usize,
+    ) -> Vec<PinRecord> {
+        self.pins
+            .iter()
+            .filter(|((cid, o), _)| *o == owner && after.is_none_or(|a| cid > a))
+            .take(limit)
+            .map(|(_, p)| p.clone())
+            .collect()
+    }
+
     /// Merges records from a peer.
     pub fn merge(&mut self, records: Vec<PinRecord>) -> Merged {
         let mut merged = Merged::default();

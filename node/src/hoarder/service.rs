@@ -9,7 +9,7 @@ use futures::StreamExt;
 use libp2p::PeerId;
 use tau_proto::hoarder::transfer::{self, TransferError};
 use tau_proto::hoarder::{
-    BlobId, DEFAULT_REPLICAS, HoarderRequest, HoarderResponse, PinInfo, PinState,
+    BlobId, DEFAULT_REPLICAS, HoarderRequest, HoarderResponse, MAX_PIN_RECORDS, PinInfo, PinState,
 };
 use tau_proto::identity::WriterKey;
 use tokio::sync::{mpsc, watch};
@@ -95,11 +95,17 @@ pub(super) enum FetchError {
     Sources(Vec<TransferError>),
 }
 
+/// The owner of a storage's pins, or why `store` is no storage's index.
+fn storage_owner(store: &tau_proto::database::StoreId) -> Result<PeerId, Refusal> {
+    tau_proto::storage::owner_of(store)
+        .ok_or_else(|| invalid(format!("`{store}` is not a storage's index")))
+}
+
 /// The most states one answer carries.
 const MAX_STATES: usize = 10_000;
 
 impl Hoarder {
-    async fn answer(
+    pub(super) async fn answer(
         self: &Arc<Self>,
         peer: PeerId,
         request: HoarderRequest,
@@ -145,8 +151,26 @@ impl Hoarder {
                 }
                 result.map(|()| HoarderResponse::Done)
             }
-            HoarderRequest::PutFinish { cid, replicas } => {
-                self.finish_put(peer, cid, replicas).await
+            HoarderRequest::PutFinish { cid, replicas, storage } => {
+                let owner = match storage {
+                    None => peer,
+                    Some(store) => storage_owner(&store)?,
+                };
+                self.finish_put(owner, cid, replicas).await
+            }
+            HoarderRequest::StoragePin { cid, size, storage, replicas } => {
+                let owner = storage_owner(&storage)?;
+                let size = self.size_of(&cid).unwrap_or(size);
+                let known = lock(&self.pins).owners(&cid).contains(&Some(owner));
+                if replicas > 0 || known {
+                    self.pin(owner, cid, size, replicas)?;
+                }
+                Ok(HoarderResponse::Done)
+            }
+            HoarderRequest::StoragePins { storage, after } => {
+                let owner = Some(storage_owner(&storage)?);
+                let pins = lock(&self.pins).of_owner(owner, after.as_ref(), MAX_PIN_RECORDS);
+                Ok(HoarderResponse::PinRecords(pins))
             }
             HoarderRequest::Manifest { cid, in_progress } => {
                 // Another hoarder node asks its holders itself: looking for the blob on its

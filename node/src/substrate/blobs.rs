@@ -1,4 +1,5 @@
-//! `tau:storage/blobs` for functions: any hoarder blob read by CID, a chunk at a time.
+//! `tau:storage/blobs` for functions: any hoarder blob read by CID, a chunk at a time (the
+//! bindings of `tau:storage/storage`, whose host side is `super::storage`, are here too).
 //!
 //! The node reads the blob's manifest from its own hoarder store, else from the hoarder nodes
 //! (nearest first, each given [`ASK_TIMEOUT`], at most [`MAX_ASKED`] of them); then each 1 MiB
@@ -15,13 +16,15 @@ use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 use crate::{hoarder, p2p};
 
-mod bindings {
+pub(super) mod bindings {
     wasmtime::component::bindgen!({
         path: "wit",
         world: "tau:node/storage",
         imports: { default: async | trappable },
         with: {
             "tau:storage/blobs.blob": super::OpenBlob,
+            "tau:storage/storage.container": crate::substrate::storage::Container,
+            "tau:storage/storage.upload": crate::substrate::storage::Upload,
         },
     });
 }
@@ -33,19 +36,27 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(3);
 /// The most hoarder nodes asked for a manifest.
 const MAX_ASKED: usize = 4;
 /// The most blobs one invocation has open at once.
-const MAX_OPEN: usize = 16;
+pub(super) const MAX_OPEN: usize = 16;
 
-/// Where blobs are read from: this node's hoarder store, and the hoarder nodes.
+/// Where blobs are read from (this node's hoarder store, and the hoarder nodes) and where
+/// storage puts are spooled before they go to hoarder.
 #[derive(Clone)]
 pub struct BlobSource {
-    handle: p2p::Handle,
-    local: Option<hoarder::Local>,
+    pub(super) handle: p2p::Handle,
+    pub(super) local: Option<hoarder::Local>,
+    /// The folder puts are written to first.
+    pub(super) spool: std::path::PathBuf,
 }
 
 impl BlobSource {
-    /// Blobs read through `handle`, and from `local` first when the node runs hoarder.
-    pub fn new(handle: p2p::Handle, local: Option<hoarder::Local>) -> Self {
-        Self { handle, local }
+    /// Blobs read through `handle`, and from `local` first when the node runs hoarder; puts
+    /// spooled in `spool`.
+    pub fn new(
+        handle: p2p::Handle,
+        local: Option<hoarder::Local>,
+        spool: std::path::PathBuf,
+    ) -> Self {
+        Self { handle, local, spool }
     }
 }
 
@@ -65,6 +76,10 @@ pub struct BlobsView<'a> {
     pub(super) open: &'a mut usize,
     /// Bytes read so far.
     pub(super) read: &'a mut u64,
+    /// The storages the function may open.
+    pub(super) storages: &'a super::storage::Storages,
+    /// Bytes put into storages so far.
+    pub(super) written: &'a mut u64,
 }
 
 /// The [`HasData`] of the blob bindings.
@@ -79,7 +94,8 @@ pub fn add_to_linker<T: Send + 'static>(
     linker: &mut Linker<T>,
     view: fn(&mut T) -> BlobsView<'_>,
 ) -> wasmtime::Result<()> {
-    blobs::add_to_linker::<T, HasBlobs>(linker, view)
+    blobs::add_to_linker::<T, HasBlobs>(linker, view)?;
+    bindings::tau::storage::storage::add_to_linker::<T, HasBlobs>(linker, view)
 }
 
 impl BlobSource {
@@ -141,14 +157,14 @@ impl BlobSource {
     }
 }
 
-impl blobs::Host for BlobsView<'_> {
-    async fn open(&mut self, cid: String) -> wasmtime::Result<Result<Resource<OpenBlob>, Error>> {
+impl BlobsView<'_> {
+    /// Opens the blob `cid` for the function (counted against [`MAX_OPEN`]).
+    pub(super) async fn open_blob(
+        &mut self,
+        cid: BlobId,
+    ) -> wasmtime::Result<Result<Resource<OpenBlob>, Error>> {
         let Some(source) = self.source else {
             return Ok(Err(Error::Other("this node cannot read blobs".into())));
-        };
-        let cid: BlobId = match cid.parse() {
-            Ok(cid) => cid,
-            Err(e) => return Ok(Err(Error::BadCid(format!("{e}")))),
         };
         if *self.open >= MAX_OPEN {
             return Ok(Err(Error::TooManyOpen));
@@ -160,6 +176,15 @@ impl blobs::Host for BlobsView<'_> {
         *self.open += 1;
         let blob = OpenBlob { manifest, peer, position: 0, chunk: None };
         Ok(Ok(self.table.push(blob)?))
+    }
+}
+
+impl blobs::Host for BlobsView<'_> {
+    async fn open(&mut self, cid: String) -> wasmtime::Result<Result<Resource<OpenBlob>, Error>> {
+        match cid.parse() {
+            Ok(cid) => self.open_blob(cid).await,
+            Err(e) => Ok(Err(Error::BadCid(format!("{e}")))),
+        }
     }
 }
 
@@ -210,11 +235,16 @@ impl blobs::HostBlob for BlobsView<'_> {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_nodes_copy_of_the_storage_wit_is_protos() {
+    fn the_copies_of_the_storage_wit_are_protos() {
         assert_eq!(
             include_str!("../../wit/deps/storage/storage.wit"),
             include_str!("../../../proto/wit/storage.wit"),
             "copy proto/wit/storage.wit to node/wit/deps/storage/"
+        );
+        assert_eq!(
+            include_str!("../../../examples/functions/gateway/wit/storage.wit"),
+            include_str!("../../../proto/wit/storage.wit"),
+            "copy proto/wit/storage.wit to examples/functions/gateway/wit/"
         );
     }
 }

@@ -72,6 +72,7 @@ impl FunctionStats {
         t.outbound_sent_bytes += sent;
         t.outbound_received_bytes += received;
         t.storage_read_bytes += outcome.blob_bytes;
+        t.storage_written_bytes += outcome.stored_bytes;
     }
 
     /// Adds a request that failed before an instance ran (the component did not load).
@@ -371,6 +372,7 @@ mod tests {
             kv: Default::default(),
             outbound: (0, 0, 0),
             blob_bytes: 0,
+            stored_bytes: 0,
         }
     }
 

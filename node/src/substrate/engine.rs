@@ -140,6 +140,8 @@ pub struct Outcome {
     pub outbound: (u64, u64, u64),
     /// Bytes it read from blobs.
     pub blob_bytes: u64,
+    /// Bytes it put into storages.
+    pub stored_bytes: u64,
 }
 
 /// A function's limits.
@@ -161,7 +163,9 @@ pub struct Capabilities {
     pub outbound: Arc<super::outbound::Allowed>,
     /// The key-value stores it may open.
     pub stores: super::keyvalue::Stores,
-    /// Where it reads blobs by CID from.
+    /// The storages it may open.
+    pub storages: super::storage::Storages,
+    /// Where it reads blobs by CID from (and spools storage puts).
     pub blobs: Option<super::blobs::BlobSource>,
 }
 
@@ -468,14 +472,15 @@ impl Engine {
                 Ok(Err(_)) if state.limiter.denied => Some(Failure::OutOfMemory(memory)),
                 Ok(Err(e)) => Some(Failure::Trap(trap_reason(&e))),
             };
-            let used = (state.kv_used, state.hooks.used(), state.blob_bytes);
+            let used = (state.kv_used, state.hooks.used(), (state.blob_bytes, state.stored_bytes));
             (failure, state.limiter.peak as u64, used)
         };
         let done = tokio::spawn(async move {
             let (result, cpu) = CpuTimed::new(run).await;
-            let (failure, peak_memory, (kv, outbound, blob_bytes)) = result;
+            let (failure, peak_memory, (kv, outbound, (blob_bytes, stored_bytes))) = result;
             let wall = started.elapsed();
-            let outcome = Outcome { failure, wall, cpu, peak_memory, kv, outbound, blob_bytes };
+            let outcome =
+                Outcome { failure, wall, cpu, peak_memory, kv, outbound, blob_bytes, stored_bytes };
             finished(&outcome);
             outcome
         });
@@ -565,6 +570,7 @@ pub struct State {
     kv_used: super::keyvalue::KvUse,
     blobs_open: usize,
     blob_bytes: u64,
+    stored_bytes: u64,
 }
 
 impl State {
@@ -582,6 +588,7 @@ impl State {
             kv_used: super::keyvalue::KvUse::default(),
             blobs_open: 0,
             blob_bytes: 0,
+            stored_bytes: 0,
         }
     }
 
@@ -591,6 +598,8 @@ impl State {
             table: &mut self.table,
             open: &mut self.blobs_open,
             read: &mut self.blob_bytes,
+            storages: &self.capabilities.storages,
+            written: &mut self.stored_bytes,
         }
     }
 

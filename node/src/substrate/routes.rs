@@ -32,10 +32,11 @@ use super::counters::{Counters, FunctionStats};
 use super::engine::Capabilities;
 use super::keyvalue::Stores;
 use super::outbound::{Allowed, NodePolicy};
+use super::storage::Storages;
 use crate::database::Kv;
 use crate::tns::{Registry, RegistryError};
 use tau_proto::outbound::HostPattern;
-use tau_proto::tns::values::Database;
+use tau_proto::tns::values::{Database, Storage};
 
 /// How long a host's routes are used before they are read again.
 pub const MAX_AGE: Duration = Duration::from_secs(30);
@@ -121,6 +122,13 @@ pub struct Routes {
     loading: tokio::sync::Mutex<()>,
 }
 
+/// What a project declares that its functions may open.
+#[derive(Default)]
+struct Declared {
+    databases: Vec<Database>,
+    storages: Vec<Storage>,
+}
+
 impl Routes {
     /// An empty table over `registry`.
     pub fn new(
@@ -196,9 +204,9 @@ impl Routes {
             Some(project) => self.branch(project, &mut read).await?,
             None => None,
         };
-        let databases = match &claim {
-            Some(project) if !records.is_empty() => self.databases(project, &mut read).await?,
-            _ => Vec::new(),
+        let declared = match &claim {
+            Some(project) if !records.is_empty() => self.declared(project, &mut read).await?,
+            _ => Declared::default(),
         };
         let mut functions: HashMap<(String, String), Option<Arc<Target>>> = HashMap::new();
         let mut routes = HashMap::new();
@@ -214,7 +222,7 @@ impl Routes {
             }
             let id = (route.project.clone(), route.function.clone());
             if !functions.contains_key(&id) {
-                let target = self.target(&route, branch.as_deref(), &databases, &mut read).await?;
+                let target = self.target(&route, branch.as_deref(), &declared, &mut read).await?;
                 functions.insert(id.clone(), target);
             }
             if let Some(Some(target)) = functions.get(&id) {
@@ -270,19 +278,32 @@ impl Routes {
         Ok(config.and_then(|c| c.branch_for(self.region.as_deref()).map(str::to_string)))
     }
 
-    /// The key-value stores `project` declares; what was read goes into `read`.
-    async fn databases(
+    /// The key-value stores and storages `project` declares; what was read goes into `read`.
+    async fn declared(
         &self,
         project: &str,
         read: &mut HashMap<String, Option<u64>>,
-    ) -> Result<Vec<Database>, RegistryError> {
-        let prefix = format!("{}/", keys::database(project, "").trim_end_matches('/'));
+    ) -> Result<Declared, RegistryError> {
+        Ok(Declared {
+            databases: self.declared_of(keys::database(project, ""), project, read).await?,
+            storages: self.declared_of(keys::storage(project, ""), project, read).await?,
+        })
+    }
+
+    /// The records of `project` under `key` (a folder's key with an empty last segment).
+    async fn declared_of<T: serde::de::DeserializeOwned>(
+        &self,
+        key: String,
+        project: &str,
+        read: &mut HashMap<String, Option<u64>>,
+    ) -> Result<Vec<T>, RegistryError> {
+        let prefix = format!("{}/", key.trim_end_matches('/'));
         let records = self.registry.list(&prefix).await?;
         read.extend(records.iter().map(|r| (r.key.clone(), Some(r.version))));
         Ok(records
             .iter()
             .filter(|r| r.scope == project)
-            .filter_map(|r| cbor::from_slice::<Database>(r.value.as_deref()?).ok())
+            .filter_map(|r| cbor::from_slice::<T>(r.value.as_deref()?).ok())
             .collect())
     }
 
@@ -292,7 +313,7 @@ impl Routes {
         &self,
         route: &Route,
         branch: Option<&str>,
-        databases: &[Database],
+        declared: &Declared,
         read: &mut HashMap<String, Option<u64>>,
     ) -> Result<Option<Arc<Target>>, RegistryError> {
         if let Some(branch) = branch {
@@ -301,7 +322,7 @@ impl Routes {
             read.insert(key.clone(), record.as_ref().map(|r| r.version));
             if let Some(function) = record.as_ref().and_then(|r| decode(&key, r.value.as_deref()?))
             {
-                return Ok(Some(self.target_of(route, function, databases)));
+                return Ok(Some(self.target_of(route, function, declared)));
             }
         }
         let key = keys::function(&route.project, &route.function);
@@ -311,10 +332,10 @@ impl Routes {
         };
         read.insert(key.clone(), Some(record.version));
         let function = record.value.as_deref().and_then(|value| decode(&key, value));
-        Ok(function.map(|function| self.target_of(route, function, databases)))
+        Ok(function.map(|function| self.target_of(route, function, declared)))
     }
 
-    fn target_of(&self, route: &Route, function: Function, databases: &[Database]) -> Arc<Target> {
+    fn target_of(&self, route: &Route, function: Function, declared: &Declared) -> Arc<Target> {
         // A record is the owner's, and checked when compiled; what does not parse here allows
         // nothing.
         let hosts = function
@@ -328,11 +349,24 @@ impl Routes {
             stores: Stores {
                 kv: Some(self.kv.clone()),
                 project: route.project.clone(),
-                declared: databases
+                declared: declared
+                    .databases
                     .iter()
                     .map(|d| {
                         let allowed = d.functions.contains(&function.name);
                         (d.name.clone(), allowed.then_some(d.replicas))
+                    })
+                    .collect(),
+            },
+            storages: Storages {
+                kv: Some(self.kv.clone()),
+                project: route.project.clone(),
+                declared: declared
+                    .storages
+                    .iter()
+                    .map(|s| {
+                        let allowed = s.functions.contains(&function.name);
+                        (s.name.clone(), allowed.then_some(s.max_bytes))
                     })
                     .collect(),
             },

@@ -84,6 +84,20 @@ pub async fn upload<A: Asker>(
     replicas: u8,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Vec<PeerId>, TransferError> {
+    upload_for(asker, peer, path, manifest, replicas, None, progress).await
+}
+
+/// [`upload`], the pin set for `storage`'s index (a node's upload, [`crate::storage`]) when
+/// one is given.
+pub async fn upload_for<A: Asker>(
+    asker: &A,
+    peer: PeerId,
+    path: &Path,
+    manifest: &Manifest,
+    replicas: u8,
+    storage: Option<crate::database::StoreId>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Vec<PeerId>, TransferError> {
     let io = |source| TransferError::Io { path: path.display().to_string(), source };
     let cid = manifest.cid;
     match asker
@@ -138,7 +152,7 @@ pub async fn upload<A: Asker>(
         }
     }
     match asker
-        .ask(peer, HoarderRequest::PutFinish { cid, replicas })
+        .ask(peer, HoarderRequest::PutFinish { cid, replicas, storage })
         .await
         .map_err(peer_err(peer))?
     {

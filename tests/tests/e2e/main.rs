@@ -13,6 +13,7 @@ mod q;
 mod scale;
 mod seer;
 mod spore;
+mod storage;
 mod store;
 mod story;
 mod substrate;

@@ -393,5 +393,29 @@ fn the_example_project_answers_through_every_node() -> Result {
     if bob == avatars[0] {
         return Err("alice and bob got the same avatar".into());
     }
+    // The example storage `files`, as the README shows it: put through one node, read and
+    // listed through another.
+    let (a, b) = (&cloud.gateways[0], &cloud.gateways[1]);
+    let host = "Host: gateway.example.tau";
+    let cid = curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        host,
+        "--data-binary",
+        "hi",
+        &format!("http://{a}/files/hi.txt"),
+    ])?;
+    if !cid.starts_with("bafkr4i") {
+        return Err(format!("a put of the example storage said {cid:?}").into());
+    }
+    let (read, _) = wait_for(Duration::from_secs(5), "another node reads the file", || {
+        let read = curl(&["-H", host, &format!("http://{b}/files/hi.txt")])?;
+        Ok((read == "hi").then_some(read))
+    })?;
+    let listed = curl(&["-H", host, &format!("http://{b}/files")])?;
+    if read != "hi" || listed.trim() != "hi.txt" {
+        return Err(format!("the example storage read {read:?} and listed {listed:?}").into());
+    }
     Ok(())
 }
