@@ -84,7 +84,10 @@ fn a_storage_keeps_what_its_keys_name_and_lets_go_of_the_rest() -> Result {
     wait_for(Duration::from_secs(5), "the blob is pinned", || {
         Ok(pinned(&profile)?.contains(&cid).then_some(()))
     })?;
-    let read = files(c, "media", "GET", "photo.jpg", b"")?;
+    let (read, _) = wait_for(Duration::from_secs(5), "node 2 reads the key", || {
+        let read = files(c, "media", "GET", "photo.jpg", b"")?;
+        Ok((read.status != 404).then_some(read))
+    })?;
     assert_eq!(read.status, 200, "{}", read.text());
     assert!(read.body == photo, "the blob came back different ({} bytes)", read.body.len());
     assert_eq!(files(c, "media", "GET", "missing", b"")?.status, 404);
@@ -92,11 +95,14 @@ fn a_storage_keeps_what_its_keys_name_and_lets_go_of_the_rest() -> Result {
     // Two keys may name the same blob: deleting one keeps it.
     assert_eq!(files(c, "media", "PUT", "copy.jpg", &photo)?.status, 201);
     assert_eq!(files(a, "media", "PUT", "notes.txt", b"hello")?.status, 201);
-    let (listed, _) = wait_for(Duration::from_secs(5), "node 1 lists the keys", || {
-        let answer = files(&cloud.gateways[1], "media", "GET", "", b"")?;
-        Ok(answer.text().contains("photo").then_some(answer))
-    })?;
-    assert_eq!(listed.text(), "copy.jpg\nnotes.txt\nphoto.jpg\n");
+    // Written through nodes 0 and 2, listed through node 1 once its copy has all three.
+    let expected = "copy.jpg\nnotes.txt\nphoto.jpg\n";
+    let mut listed = String::new();
+    let all_listed = wait_for(Duration::from_secs(5), "node 1 lists the three keys", || {
+        listed = files(&cloud.gateways[1], "media", "GET", "", b"")?.text();
+        Ok((listed == expected).then_some(()))
+    });
+    assert!(all_listed.is_ok(), "node 1 lists {listed:?}");
     assert_eq!(files(a, "media", "DELETE", "photo.jpg", b"")?.status, 204);
     wait_for(Duration::from_secs(5), "node 2 sees the delete", || {
         Ok((files(c, "media", "GET", "photo.jpg", b"")?.status == 404).then_some(()))
