@@ -11,6 +11,7 @@
 //!   (verified, kept aside, gaps), stores it, then acknowledges it to the node.
 //! - [`proof`]: the Merkle sum tree over a period's line items, the EIP-712 statement q signs
 //!   with its [`key`], and the offline check of a proof file.
+//! - [`rates`]: rate cards (`rates.yaml`) and exact charges (integers, rounded once, half up).
 //! - [`report`]: exports (CSV, JSON) and charts (PNG, SVG, with a bundled font).
 //! - [`status`]: the nodes (online, capacity, load) and how far behind q is on each.
 //! - [`metrics`]: q's own metrics to an OpenTelemetry collector (`--otlp`).
@@ -21,6 +22,7 @@ pub mod key;
 pub mod metrics;
 pub mod period;
 pub mod proof;
+pub mod rates;
 pub mod report;
 pub mod status;
 pub mod store;
