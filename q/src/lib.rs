@@ -9,6 +9,8 @@
 //!   the bad ones.
 //! - [`collect`]: asks every substrate node for its records since q's cursor, sorts each page
 //!   (verified, kept aside, gaps), stores it, then acknowledges it to the node.
+//! - [`events`]: usage events (one per record and additive figure, ids from node, sequence and
+//!   figure) in Stripe's and Lago's shapes.
 //! - [`proof`]: the Merkle sum tree over a period's line items, the EIP-712 statement q signs
 //!   with its [`key`], and the offline check of a proof file.
 //! - [`rates`]: rate cards (`rates.yaml`) and exact charges (integers, rounded once, half up).
@@ -18,6 +20,7 @@
 //! - [`period`]: `FROM..TO` on the command line.
 
 pub mod collect;
+pub mod events;
 pub mod key;
 pub mod metrics;
 pub mod period;

@@ -18,6 +18,10 @@ pub enum Format {
     Csv,
     /// One JSON array.
     Json,
+    /// Stripe meter events, one per record and figure, as one JSON array (needs customers).
+    Stripe,
+    /// Lago events, one per record and figure, as `{"events": [...]}` (needs customers).
+    Lago,
 }
 
 /// Why an export or a chart failed.
@@ -33,6 +37,15 @@ pub enum ReportError {
     /// Nothing to draw.
     #[error("no records in the period {0}: nothing to plot")]
     Empty(String),
+    /// A project the customers file does not name.
+    #[error(transparent)]
+    NoCustomer(#[from] crate::events::NoCustomer),
+    /// The format needs a customers file.
+    #[error("--format {0} needs --customers customers.yaml (project: the billing system's id)")]
+    NeedsCustomers(&'static str),
+    /// The format has no totals.
+    #[error("--format {0} exports every record's events: it has no totals")]
+    EventsOnly(&'static str),
     /// The chart could not be drawn.
     #[error("drawing {path}: {reason}")]
     Draw {
@@ -114,6 +127,8 @@ pub async fn export_totals(
 ) -> Result<usize, ReportError> {
     let totals = store.totals(period.from_ms, period.to_ms, project).await?;
     match format {
+        Format::Stripe => return Err(ReportError::EventsOnly("stripe")),
+        Format::Lago => return Err(ReportError::EventsOnly("lago")),
         Format::Json => {
             serde_json::to_writer_pretty(&mut *out, &totals).map_err(std::io::Error::other)?;
             writeln!(out)?;
@@ -130,6 +145,59 @@ pub async fn export_totals(
     Ok(totals.len())
 }
 
+/// Writes the usage events of every record of `period` in `format` (Stripe or Lago), each
+/// project's with its customer in `customers`, streamed; returns how many events.
+pub async fn export_events(
+    store: &Store,
+    period: Period,
+    project: Option<&str>,
+    format: Format,
+    customers: &crate::events::Customers,
+    out: &mut dyn Write,
+) -> Result<u64, ReportError> {
+    let (open, close): (&[u8], &[u8]) = match format {
+        Format::Lago => (b"{\"events\": [", b"]}\n"),
+        _ => (b"[", b"]\n"),
+    };
+    // Every project of the period has a customer, or nothing is written.
+    for total in store.totals(period.from_ms, period.to_ms, project).await? {
+        customers.of(&total.project)?;
+    }
+    out.write_all(open)?;
+    let mut events = 0u64;
+    let mut missing = None;
+    store
+        .records(period.from_ms, period.to_ms, project, |record| {
+            let customer = match customers.of(&record.project) {
+                Ok(customer) => customer,
+                Err(e) => {
+                    missing.get_or_insert(e);
+                    return Ok(());
+                }
+            };
+            for event in crate::events::events_of(&record) {
+                let value = match format {
+                    Format::Lago => crate::events::lago(&event, customer),
+                    _ => crate::events::stripe(&event, customer),
+                };
+                out.write_all(if events == 0 { b"\n  " } else { b",\n  " })?;
+                serde_json::to_writer(&mut *out, &value).map_err(std::io::Error::other)?;
+                events += 1;
+            }
+            Ok(())
+        })
+        .await?;
+    if let Some(e) = missing {
+        return Err(e.into());
+    }
+    out.write_all(if events == 0 { close } else { b"\n" })?;
+    if events > 0 {
+        out.write_all(close)?;
+    }
+    out.flush()?;
+    Ok(events)
+}
+
 /// Writes every record of `period`, streamed (never all in memory); returns how many.
 pub async fn export_records(
     store: &Store,
@@ -139,6 +207,8 @@ pub async fn export_records(
     out: &mut dyn Write,
 ) -> Result<u64, ReportError> {
     let count = match format {
+        Format::Stripe => return Err(ReportError::NeedsCustomers("stripe")),
+        Format::Lago => return Err(ReportError::NeedsCustomers("lago")),
         Format::Json => {
             out.write_all(b"[")?;
             let mut first = true;

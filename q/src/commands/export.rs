@@ -1,7 +1,8 @@
 use std::path::PathBuf;
 
+use q::events::Customers;
 use q::period::Period;
-use q::report::{Format, export_records, export_totals};
+use q::report::{Format, ReportError, export_events, export_records, export_totals};
 use q::store::Store;
 
 use super::temp_beside;
@@ -16,9 +17,14 @@ pub(crate) struct Export {
     /// Only this project.
     #[arg(long)]
     project: Option<String>,
-    /// csv or json.
+    /// csv or json (totals, or records with --records); stripe or lago: every record's usage
+    /// events, one per additive figure, with ids a receiver deduplicates by (needs --customers).
     #[arg(long, value_enum, default_value = "csv")]
     format: Format,
+    /// For stripe and lago: each project's customer (Stripe) or subscription (Lago) id, as
+    /// `projects: {<project>: <id>}`.
+    #[arg(long)]
+    customers: Option<PathBuf>,
     /// Every record (node, seq, counters, signature, hash) instead of the totals.
     #[arg(long)]
     records: bool,
@@ -32,7 +38,13 @@ pub(crate) struct Export {
 
 impl Export {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
-        let Self { period, project, format, records, out, db } = self;
+        let Self { period, project, format, customers, records, out, db } = self;
+        let customers = match (format, &customers) {
+            (Format::Stripe | Format::Lago, Some(path)) => Some(Customers::load(path)?),
+            (Format::Stripe, None) => anyhow::bail!(ReportError::NeedsCustomers("stripe")),
+            (Format::Lago, None) => anyhow::bail!(ReportError::NeedsCustomers("lago")),
+            _ => None,
+        };
         let store = Store::open(&db).await?;
         let mut sink: Box<dyn std::io::Write> = match &out {
             // Through a temporary file: a failed export leaves no half file behind.
@@ -43,7 +55,9 @@ impl Export {
             None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
         };
         let project = project.as_deref();
-        let count = if records {
+        let count = if let Some(customers) = &customers {
+            export_events(&store, period, project, format, customers, &mut sink).await?
+        } else if records {
             export_records(&store, period, project, format, &mut sink).await?
         } else {
             export_totals(&store, period, project, format, &mut sink).await? as u64
@@ -52,7 +66,11 @@ impl Export {
         if let Some(path) = &out {
             std::fs::rename(temp_beside(path), path)
                 .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-            let what = if records { "records" } else { "line items" };
+            let what = match (&customers, records) {
+                (Some(_), _) => "events",
+                (None, true) => "records",
+                (None, false) => "line items",
+            };
             eprintln!("q: wrote {count} {what} to {}", path.display());
         }
         Ok(())

@@ -214,6 +214,60 @@ fn q_collect_counts_every_call_once() -> Result {
     assert_eq!(raw_csv?, "");
     assert_eq!(std::fs::read_to_string(path("records.csv"))?.lines().count(), listed.len() + 1);
 
+    // Usage events for billing systems: Stripe's and Lago's shapes, one per record and figure,
+    // the same ids on every export; a project without a customer is refused before anything is
+    // written.
+    let customers = path("customers.yaml");
+    std::fs::write(&customers, "projects:\n  other: cus_9\n")?;
+    let out = run(
+        Command::new(binary("q")?).args([
+            "export",
+            "--db",
+            &db,
+            "--format",
+            "stripe",
+            "--customers",
+            &customers,
+        ]),
+        Duration::from_secs(60),
+    )?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no customer for project `lab`"), "{err}");
+    assert!(out.stdout.is_empty(), "nothing written before the check");
+    std::fs::write(&customers, "projects:\n  lab: cus_lab\n")?;
+    let export = |format: &str| -> Result<serde_json::Value> {
+        Ok(serde_json::from_str(&q_ok(&[
+            "export",
+            "--db",
+            &db,
+            "--format",
+            format,
+            "--customers",
+            &customers,
+        ])?)?)
+    };
+    let stripe = export("stripe")?;
+    let stripe = stripe.as_array().ok_or("stripe: not an array")?;
+    let sum = |name: &str| -> u64 {
+        stripe
+            .iter()
+            .filter(|e| e["event_name"] == name)
+            .filter_map(|e| e["payload"]["value"].as_str()?.parse::<u64>().ok())
+            .sum()
+    };
+    assert_eq!(sum("tau_invocations"), 30);
+    assert!(stripe.iter().all(|e| e["payload"]["stripe_customer_id"] == "cus_lab"));
+    let ids: std::collections::HashSet<&str> =
+        stripe.iter().filter_map(|e| e["identifier"].as_str()).collect();
+    assert_eq!(ids.len(), stripe.len(), "every event has its own id");
+    assert_eq!(export("stripe")?.as_array(), Some(stripe), "a second export is the same");
+    let lago = export("lago")?;
+    let lago = lago["events"].as_array().ok_or("lago: no events")?;
+    assert_eq!(lago.len(), stripe.len());
+    let lago_ids: std::collections::HashSet<&str> =
+        lago.iter().filter_map(|e| e["transaction_id"].as_str()).collect();
+    assert_eq!(lago_ids, ids, "both formats carry the same ids");
+
     // Charts, PNG and SVG, with the function named.
     let png = path("usage.png");
     let chart: serde_json::Value =
