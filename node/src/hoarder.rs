@@ -302,40 +302,34 @@ pub async fn ask_manifest(
 /// The node's own blob store, read in process by its other services (substrate), and its
 /// hoarder service, asked in process ([`Local`] is an [`Asker`] whatever peer it is given).
 #[derive(Clone)]
-pub struct Local(Arc<BlobStore>, Arc<AtomicBool>, Arc<Hoarder>);
+pub struct Local(Arc<Hoarder>);
 
 impl Asker for Local {
-    type Error = LocalRefusal;
+    type Error = AskError;
 
     /// Answers `request` as this node's hoarder service would answer this node.
     async fn ask(
         &self,
         _peer: PeerId,
         request: HoarderRequest,
-    ) -> Result<HoarderResponse, LocalRefusal> {
-        let me = self.2.me;
-        match self.2.answer(me, request).await {
-            Ok(HoarderResponse::Error(message)) => Err(LocalRefusal(message)),
+    ) -> Result<HoarderResponse, AskError> {
+        match self.0.answer(self.0.me, request).await {
+            Ok(HoarderResponse::Error(message)) => Err(AskError::Refused(message)),
             Ok(response) => Ok(response),
-            Err(refusal) => Err(LocalRefusal(refusal.to_string())),
+            Err(refusal) => Err(AskError::Refused(refusal.to_string())),
         }
     }
 }
 
-/// Why this node's own hoarder service refused a request.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct LocalRefusal(String);
-
 impl Local {
     /// Whether this node's hoarder store is nearly full (what its heartbeats say).
     pub fn full(&self) -> Arc<AtomicBool> {
-        self.1.clone()
+        self.0.full.clone()
     }
 
     /// The size of blob `cid`, from its manifest, if this node holds it.
     pub fn size(&self, cid: &tau_proto::hoarder::BlobId) -> Option<u64> {
-        Some(self.0.manifest(cid).ok()??.size)
+        Some(self.0.store.manifest(cid).ok()??.size)
     }
 
     /// The manifest of blob `cid`, if this node holds it.
@@ -343,20 +337,20 @@ impl Local {
         &self,
         cid: &tau_proto::hoarder::BlobId,
     ) -> Option<tau_proto::hoarder::Manifest> {
-        self.0.manifest(cid).ok()?
+        self.0.store.manifest(cid).ok()?
     }
 
     /// Chunk `index` of the blob `manifest` names, if this node holds it (checked as it is read).
     pub fn chunk(&self, manifest: &tau_proto::hoarder::Manifest, index: u32) -> Option<Vec<u8>> {
-        self.0.read_chunk(manifest, index).ok()
+        self.0.store.read_chunk(manifest, index).ok()
     }
 
     /// The whole blob `cid`, if this node holds it (each chunk is checked as it is read).
     pub fn read(&self, cid: &tau_proto::hoarder::BlobId) -> Option<Vec<u8>> {
-        let manifest = self.0.manifest(cid).ok()??;
+        let manifest = self.0.store.manifest(cid).ok()??;
         let mut bytes = Vec::with_capacity(manifest.size as usize);
         for index in 0..manifest.chunks.len() as u32 {
-            bytes.extend(self.0.read_chunk(&manifest, index).ok()?);
+            bytes.extend(self.0.store.read_chunk(&manifest, index).ok()?);
         }
         Some(bytes)
     }
@@ -403,7 +397,7 @@ pub async fn start(
     let (inbox, requests) = tokio::sync::mpsc::channel(256);
     handle.serve::<HoarderProtocol>(inbox).await.map_err(|e| HoarderError::P2p(e.into()))?;
     let deltas = handle.subscribe::<tau_proto::hoarder::HoarderTopic>().await?;
-    let local = Local(hoarder.store.clone(), hoarder.full.clone(), hoarder.clone());
+    let local = Local(hoarder.clone());
     let tasks = vec![
         tokio::spawn(service::serve(hoarder.clone(), requests, shutdown.clone())),
         tokio::spawn(reconcile::gossip(hoarder.clone(), deltas, shutdown.clone())),

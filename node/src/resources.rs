@@ -15,6 +15,13 @@ use tokio_util::sync::CancellationToken;
 /// How often the resources are sampled.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(2);
 
+/// The bytes free (for an unprivileged writer) on the disk that holds `path`; `None` when
+/// `statvfs` fails. A system call: called now and then, not per request.
+pub fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    let stat = nix::sys::statvfs::statvfs(path).ok()?;
+    Some(stat.blocks_available() as u64 * stat.fragment_size() as u64)
+}
+
 /// Starts sampling; the receiver always holds the latest sample.
 pub fn spawn(data_dir: PathBuf, shutdown: CancellationToken) -> watch::Receiver<Resources> {
     let mut system = System::new();

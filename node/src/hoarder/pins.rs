@@ -136,20 +136,21 @@ impl PinTable {
             .collect()
     }
 
-    /// `owner`'s records (unpinned ones included), by CID past `after`, at most `limit`. A
-    /// scan of every pin: what a storage's sweep asks for now and then.
+    /// `owner`'s records (unpinned ones included), by CID past `after`, at most `limit`: a
+    /// scan of the pins from `after` on, what a storage's sweep asks for now and then.
     pub fn of_owner(
         &self,
         owner: Option<PeerId>,
         after: Option<&BlobId>,
         limit: usize,
     ) -> Vec<PinRecord> {
-        self.pins
-            .iter()
-            .filter(|((cid, o), _)| *o == owner && after.is_none_or(|a| cid > a))
-            .take(limit)
-            .map(|(_, p)| p.clone())
-            .collect()
+        let records: Box<dyn Iterator<Item = _>> = match after.copied() {
+            None => Box::new(self.pins.iter()),
+            Some(after) => Box::new(
+                self.pins.range((after, None)..).skip_while(move |((c, _), _)| *c == after),
+            ),
+        };
+        records.filter(|((_, o), _)| *o == owner).take(limit).map(|(_, p)| p.clone()).collect()
     }
 
     /// Merges records from a peer.
@@ -285,6 +286,24 @@ mod tests {
         table.pins.insert((cid, owners[0]), old);
         assert_eq!(table.prune(), 1);
         assert!(table.has_room(&cid, Some(PeerId::random())));
+    }
+
+    #[test]
+    fn an_owners_records_come_in_pages_by_cid() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut table = PinTable::load(&dir.path().join("pins.cbor"));
+        let (owner, other) = (Some(PeerId::random()), Some(PeerId::random()));
+        let mut cids: Vec<BlobId> = (0..5u8).map(|i| BlobId::of(&[i])).collect();
+        cids.sort();
+        for cid in &cids {
+            table.set(*cid, owner, 1, 1);
+            table.set(*cid, other, 1, 1);
+        }
+        let first = table.of_owner(owner, None, 2);
+        assert_eq!(first.iter().map(|p| p.cid).collect::<Vec<_>>(), cids[..2]);
+        assert!(first.iter().all(|p| p.owner == owner));
+        let rest = table.of_owner(owner, Some(&cids[1]), 10);
+        assert_eq!(rest.iter().map(|p| p.cid).collect::<Vec<_>>(), cids[2..]);
     }
 
     #[test]

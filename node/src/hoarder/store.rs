@@ -60,8 +60,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 impl BlobStore {
     /// Free bytes on the store's file system, if it can tell.
     pub fn free_bytes(&self) -> Option<u64> {
-        let stat = nix::sys::statvfs::statvfs(&self.root).ok()?;
-        Some(stat.blocks_available() as u64 * stat.fragment_size() as u64)
+        crate::resources::free_bytes(&self.root)
     }
 
     /// Opens (or creates) the store under `root`, dropping unfinished temporary files.

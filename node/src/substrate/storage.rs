@@ -30,11 +30,20 @@ const MAX_WRITE: usize = 1 << 20;
 const MAX_TRIES: usize = 3;
 /// The free disk a put leaves the node: one that would take less is refused.
 const SPOOL_RESERVE: u64 = 512 << 20;
+/// How many bytes a put spools between two looks at the free disk (a system call).
+const DISK_CHECK_EVERY: u64 = 16 << 20;
 
-/// The free bytes of the disk holding `path`.
-fn free_bytes(path: &std::path::Path) -> Option<u64> {
-    let stat = nix::sys::statvfs::statvfs(path).ok()?;
-    Some(stat.blocks_available() as u64 * stat.fragment_size() as u64)
+/// Whether the disk holding `path` has room for [`DISK_CHECK_EVERY`] more bytes past the
+/// reserve; the refusal names what is free.
+fn disk_room(path: &std::path::Path) -> Result<(), Error> {
+    let free = crate::resources::free_bytes(path).unwrap_or(u64::MAX);
+    if free < SPOOL_RESERVE.saturating_add(DISK_CHECK_EVERY) {
+        return Err(other(format!(
+            "this node's disk is too full to take the put ({} MiB free)",
+            free >> 20
+        )));
+    }
+    Ok(())
 }
 
 /// What a function's instances may open: its project's storages, by name, each with whether
@@ -64,6 +73,8 @@ pub struct Upload {
     builder: Option<ManifestBuilder>,
     size: u64,
     max_bytes: u64,
+    /// Up to where the free disk was looked at.
+    checked_to: u64,
 }
 
 impl Drop for Upload {
@@ -239,6 +250,7 @@ impl storage::HostContainer for BlobsView<'_> {
             builder: Some(ManifestBuilder::default()),
             size: 0,
             max_bytes,
+            checked_to: 0,
         };
         Ok(Ok(self.table.push(upload)?))
     }
@@ -293,9 +305,9 @@ impl storage::HostUpload for BlobsView<'_> {
             return Ok(Err(other(format!("write at most {MAX_WRITE} bytes at a time"))));
         }
         let open = self.table.get_mut(&upload)?;
-        let (Some(file), Some(builder)) = (open.file.as_mut(), open.builder.as_mut()) else {
+        if open.file.is_none() || open.builder.is_none() {
             return Ok(Err(other("the put is finished")));
-        };
+        }
         let size = open.size.saturating_add(data.len() as u64);
         if size > open.max_bytes {
             let max = open.max_bytes;
@@ -303,17 +315,19 @@ impl storage::HostUpload for BlobsView<'_> {
                 "the blob is past the storage's size ({max} bytes)"
             ))));
         }
-        let free = free_bytes(&open.path).unwrap_or(u64::MAX);
-        if free < SPOOL_RESERVE.saturating_add(data.len() as u64) {
-            return Ok(Err(other(format!(
-                "this node's disk is too full to take the put ({} MiB free)",
-                free >> 20
-            ))));
+        if size > open.checked_to {
+            if let Err(e) = disk_room(&open.path) {
+                return Ok(Err(e));
+            }
+            open.checked_to = open.size.saturating_add(DISK_CHECK_EVERY);
         }
+        let Some(file) = open.file.as_mut() else { return Ok(Err(other("the put is finished"))) };
         if let Err(e) = file.write_all(&data).await {
             return Ok(Err(other(format!("cannot spool the put: {e}"))));
         }
-        builder.update(&data);
+        if let Some(builder) = open.builder.as_mut() {
+            builder.update(&data);
+        }
         open.size = size;
         Ok(Ok(()))
     }

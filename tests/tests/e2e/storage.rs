@@ -171,6 +171,11 @@ fn a_storage_is_its_projects_own() -> Result {
 
     let put = files(gateway, "alpha", "PUT", "secret", b"alpha's")?;
     assert_eq!(put.status, 201, "{}", put.text());
+    // A blob past the storage's size (1 MB) is refused as it streams in, and nothing is named.
+    let big = files(gateway, "alpha", "PUT", "big", &vec![7u8; 1_100_000])?;
+    assert_eq!(big.status, 507, "{}", big.text());
+    assert!(big.text().contains("past the storage's size"), "{}", big.text());
+    assert_eq!(files(gateway, "alpha", "GET", "big", b"")?.status, 404);
     // A function the storage does not list cannot open it.
     let denied = files(gateway, "alpha", "DELETE", "secret", b"")?;
     assert_eq!(denied.status, 403, "{}", denied.text());

@@ -32,11 +32,16 @@ struct Gateway;
 
 wasi::http::proxy::export!(Gateway);
 
+/// Answers `status` with `text` and a newline (an empty `text`: an empty body).
 fn plain(out: ResponseOutparam, status: u16, text: &str) {
     let response = OutgoingResponse::new(Fields::new());
     let _ = response.set_status_code(status);
     let Ok(body) = response.body() else { return };
     ResponseOutparam::set(out, Ok(response));
+    if text.is_empty() {
+        let _ = OutgoingBody::finish(body, None);
+        return;
+    }
     if let Ok(stream) = body.write() {
         for part in format!("{text}\n").as_bytes().chunks(4096) {
             if stream.blocking_write_and_flush(part).is_err() {
@@ -140,17 +145,8 @@ fn files(out: ResponseOutparam, request: IncomingRequest, key: &str) {
         _ => Err((405, "GET, PUT or DELETE".into())),
     };
     match answer {
-        Ok((204, _)) => plain_empty(out, 204),
         Ok((status, text)) | Err((status, text)) => plain(out, status, &text),
     }
-}
-
-fn plain_empty(out: ResponseOutparam, status: u16) {
-    let response = OutgoingResponse::new(Fields::new());
-    let _ = response.set_status_code(status);
-    let Ok(body) = response.body() else { return };
-    ResponseOutparam::set(out, Ok(response));
-    let _ = OutgoingBody::finish(body, None);
 }
 
 /// Every key of the storage, in order, one per line.
