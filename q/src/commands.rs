@@ -4,9 +4,11 @@
 mod collect;
 mod export;
 mod identity;
+mod invoice;
 mod key;
 mod plot;
 mod prove;
+mod push;
 mod status;
 mod verify_proof;
 
@@ -24,6 +26,8 @@ pub(crate) enum Command {
     Prove(prove::Prove),
     VerifyProof(verify_proof::VerifyProof),
     Export(export::Export),
+    Push(push::Push),
+    Invoice(invoice::Invoice),
     Plot(plot::Plot),
     Status(status::Status),
     Key(key::Key),
@@ -38,6 +42,8 @@ impl Command {
             Self::Prove(cmd) => cmd.run().await,
             Self::VerifyProof(cmd) => return cmd.run(),
             Self::Export(cmd) => cmd.run().await,
+            Self::Push(cmd) => cmd.run().await,
+            Self::Invoice(cmd) => cmd.run().await,
             Self::Plot(cmd) => cmd.run().await,
             Self::Status(cmd) => cmd.run().await,
             Self::Key(cmd) => cmd.run(),

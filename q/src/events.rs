@@ -1,6 +1,6 @@
 //! Usage events for billing systems: one event per signed record and additive figure (peak
-//! memory is a maximum, not a sum, so it is not one), in the shapes Stripe's meter events and
-//! Lago's batch events take.
+//! memory is a maximum, not a sum, so it is not one), in the shapes CloudEvents 1.0 (OpenMeter's
+//! ingest format), Stripe's meter events and Lago's batch events take.
 //!
 //! Every event's id is derived from the record's node, its sequence number and the figure
 //! ([`event_id`]), never from when it was sent: a resend carries the same ids, and a receiver
@@ -144,6 +144,82 @@ impl Customers {
     }
 }
 
+/// The billing systems' shapes of an event and of a batch of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Shape {
+    /// CloudEvents 1.0, JSON batch mode (OpenMeter's ingest).
+    Cloudevents,
+    /// Stripe meter events.
+    Stripe,
+    /// Lago batch events.
+    Lago,
+}
+
+impl Shape {
+    /// One event for `customer` (the billing system's id of the project's payer).
+    pub fn render(self, event: &UsageEvent, customer: &str) -> Value {
+        match self {
+            Shape::Cloudevents => cloudevent(event, customer),
+            Shape::Stripe => stripe(event, customer),
+            Shape::Lago => lago(event, customer),
+        }
+    }
+
+    /// What a batch of events is sent as: a JSON array, or Lago's `{"events": [...]}`.
+    pub fn batch(self, events: Vec<Value>) -> Value {
+        match self {
+            Shape::Lago => json!({ "events": events }),
+            _ => Value::Array(events),
+        }
+    }
+
+    /// A batch's media type.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Shape::Cloudevents => "application/cloudevents-batch+json",
+            _ => "application/json",
+        }
+    }
+
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Shape::Cloudevents => "cloudevents",
+            Shape::Stripe => "stripe",
+            Shape::Lago => "lago",
+        }
+    }
+}
+
+/// A CloudEvents 1.0 event, built and checked by the CloudEvents SDK: the event id; the node
+/// that signed the record as `source` (id and source are what a receiver deduplicates by);
+/// `tau_<figure>` as `type`; the customer as `subject` (OpenMeter's subject); the window's
+/// start as `time`; the value with where it came from as JSON `data`.
+pub fn cloudevent(event: &UsageEvent, customer: &str) -> Value {
+    use cloudevents::{EventBuilder, EventBuilderV10};
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(event.timestamp_ms);
+    let built = EventBuilderV10::new()
+        .id(event.id.clone())
+        .source(format!("tau:node:{}", event.node))
+        .ty(format!("tau_{}", event.figure))
+        .subject(customer)
+        .time(humantime::format_rfc3339_millis(time).to_string())
+        .data(
+            "application/json",
+            json!({
+                "value": event.value,
+                "project": event.project,
+                "function": event.function,
+                "node": event.node,
+                "seq": event.seq,
+            }),
+        )
+        .build()
+        .expect("the id, source, type and an RFC 3339 time are always given");
+    serde_json::to_value(built).expect("an event serializes")
+}
+
 /// A Stripe meter event (`POST /v1/billing/meter_events`): the meter's event name, the
 /// customer and the value in the payload, the id as its idempotency `identifier`, the time in
 /// Unix seconds.
@@ -228,6 +304,15 @@ mod tests {
         assert_eq!(stripe["payload"]["value"], "3", "Stripe takes the value as a string");
         assert_eq!(stripe["identifier"], event.id);
         assert_eq!(stripe["timestamp"], 1_796_342_460);
+        let cloud = cloudevent(event, "cus_123");
+        assert_eq!(cloud["specversion"], "1.0");
+        assert_eq!(cloud["id"], event.id);
+        assert_eq!(cloud["type"], "tau_invocations");
+        assert_eq!(cloud["subject"], "cus_123");
+        assert_eq!(cloud["source"], "tau:node:node-a");
+        assert_eq!(cloud["time"], "2026-12-04T00:01:00Z");
+        assert_eq!(cloud["datacontenttype"], "application/json");
+        assert_eq!(cloud["data"]["value"], 3);
         let lago = lago(event, "sub_9");
         assert_eq!(lago["transaction_id"], event.id);
         assert_eq!(lago["external_subscription_id"], "sub_9");

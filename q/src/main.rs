@@ -18,6 +18,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    q::push::install_tls_provider();
     match Cli::parse().command.run().await {
         Ok(status) => status,
         Err(e) => {

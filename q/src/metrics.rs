@@ -39,6 +39,7 @@ fn metrics_endpoint(url: &str) -> String {
 impl Metrics {
     /// Exports to the OTLP/HTTP collector at `url` (such as `http://127.0.0.1:4318`).
     pub fn otlp(url: &str, interval: std::time::Duration) -> Result<Self, MetricsError> {
+        crate::push::install_tls_provider();
         let fail =
             |e: &dyn std::fmt::Display| MetricsError { url: url.into(), reason: e.to_string() };
         // A timeout, so that a collector that does not answer cannot hold q up.

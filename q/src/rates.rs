@@ -101,24 +101,53 @@ impl Meter {
         }
     }
 
-    /// How many raw units make one unit of the meter.
+    /// How many raw units make one unit of the meter: 10^[`Meter::places`] (bytes ×
+    /// microseconds per GB-second, microseconds per millisecond, bytes per GB).
     pub fn divisor(self) -> U256 {
-        let ten = |places: u32| U256::from(10u64).pow(U256::from(places));
+        U256::from(10u64).pow(U256::from(self.places()))
+    }
+}
+
+impl Meter {
+    /// Decimal places of one unit in raw units (the divisor's power of ten).
+    pub fn places(self) -> u32 {
         match self {
-            Meter::Invocations | Meter::KvReads | Meter::KvWrites | Meter::OutboundRequests => {
-                U256::from(1u64)
-            }
-            // bytes × microseconds per GB-second.
-            Meter::GbSeconds => ten(15),
-            // microseconds per millisecond.
-            Meter::CpuMs => ten(3),
+            Meter::Invocations | Meter::KvReads | Meter::KvWrites | Meter::OutboundRequests => 0,
+            Meter::GbSeconds => 15,
+            Meter::CpuMs => 3,
             Meter::GbIn
             | Meter::GbOut
             | Meter::StorageGbRead
             | Meter::StorageGbWritten
-            | Meter::OutboundGb => ten(9),
+            | Meter::OutboundGb => 9,
         }
     }
+
+    /// The unit's name, as an invoice prints it.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Meter::Invocations => "invocations",
+            Meter::GbSeconds => "GB-s",
+            Meter::CpuMs => "CPU ms",
+            Meter::KvReads => "reads",
+            Meter::KvWrites => "writes",
+            Meter::OutboundRequests => "requests",
+            Meter::GbIn
+            | Meter::GbOut
+            | Meter::StorageGbRead
+            | Meter::StorageGbWritten
+            | Meter::OutboundGb => "GB",
+        }
+    }
+}
+
+/// `value` / 10^places as a decimal, trailing zeros dropped (`1.5`, `20`).
+pub fn decimal(value: U256, places: u32) -> String {
+    let text = Money { minor: value, decimals: places }.to_string();
+    if places == 0 {
+        return text;
+    }
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 impl fmt::Display for Meter {

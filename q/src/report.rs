@@ -8,6 +8,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use plotters::prelude::*;
 
+use crate::events::Shape;
 use crate::period::{OPEN_END, Period};
 use crate::store::{Store, StoreError, StoredRecord};
 
@@ -18,10 +19,25 @@ pub enum Format {
     Csv,
     /// One JSON array.
     Json,
+    /// CloudEvents 1.0 in JSON batch mode (OpenMeter's ingest), one per record and figure
+    /// (needs customers).
+    Cloudevents,
     /// Stripe meter events, one per record and figure, as one JSON array (needs customers).
     Stripe,
     /// Lago events, one per record and figure, as `{"events": [...]}` (needs customers).
     Lago,
+}
+
+impl Format {
+    /// The billing system's event shape, for the formats that are one.
+    pub fn shape(self) -> Option<Shape> {
+        match self {
+            Format::Csv | Format::Json => None,
+            Format::Cloudevents => Some(Shape::Cloudevents),
+            Format::Stripe => Some(Shape::Stripe),
+            Format::Lago => Some(Shape::Lago),
+        }
+    }
 }
 
 /// Why an export or a chart failed.
@@ -127,8 +143,9 @@ pub async fn export_totals(
 ) -> Result<usize, ReportError> {
     let totals = store.totals(period.from_ms, period.to_ms, project).await?;
     match format {
-        Format::Stripe => return Err(ReportError::EventsOnly("stripe")),
-        Format::Lago => return Err(ReportError::EventsOnly("lago")),
+        Format::Cloudevents | Format::Stripe | Format::Lago => {
+            return Err(ReportError::EventsOnly(format.shape().map_or("", Shape::name)));
+        }
         Format::Json => {
             serde_json::to_writer_pretty(&mut *out, &totals).map_err(std::io::Error::other)?;
             writeln!(out)?;
@@ -151,12 +168,12 @@ pub async fn export_events(
     store: &Store,
     period: Period,
     project: Option<&str>,
-    format: Format,
+    shape: Shape,
     customers: &crate::events::Customers,
     out: &mut dyn Write,
 ) -> Result<u64, ReportError> {
-    let (open, close): (&[u8], &[u8]) = match format {
-        Format::Lago => (b"{\"events\": [", b"]}\n"),
+    let (open, close): (&[u8], &[u8]) = match shape {
+        Shape::Lago => (b"{\"events\": [", b"]}\n"),
         _ => (b"[", b"]\n"),
     };
     // Every project of the period has a customer, or nothing is written.
@@ -176,10 +193,7 @@ pub async fn export_events(
                 }
             };
             for event in crate::events::events_of(&record) {
-                let value = match format {
-                    Format::Lago => crate::events::lago(&event, customer),
-                    _ => crate::events::stripe(&event, customer),
-                };
+                let value = shape.render(&event, customer);
                 out.write_all(if events == 0 { b"\n  " } else { b",\n  " })?;
                 serde_json::to_writer(&mut *out, &value).map_err(std::io::Error::other)?;
                 events += 1;
@@ -207,8 +221,9 @@ pub async fn export_records(
     out: &mut dyn Write,
 ) -> Result<u64, ReportError> {
     let count = match format {
-        Format::Stripe => return Err(ReportError::NeedsCustomers("stripe")),
-        Format::Lago => return Err(ReportError::NeedsCustomers("lago")),
+        Format::Cloudevents | Format::Stripe | Format::Lago => {
+            return Err(ReportError::NeedsCustomers(format.shape().map_or("", Shape::name)));
+        }
         Format::Json => {
             out.write_all(b"[")?;
             let mut first = true;
@@ -278,39 +293,8 @@ pub async fn plot(
     if rows.is_empty() {
         return Err(ReportError::Empty(period.to_string()));
     }
-    // An open end is where the records end.
-    let from = if period.from_ms == 0 {
-        rows.iter().map(|r| r.window_start_ms).min().unwrap_or(0)
-    } else {
-        period.from_ms
-    };
-    let to = if period.to_ms == OPEN_END {
-        rows.iter().map(|r| r.window_start_ms + r.window_ms.max(1)).max().unwrap_or(from + 1)
-    } else {
-        period.to_ms
-    };
-    // A point is never narrower than a record's window (nor than a second).
-    let widest = rows.iter().map(|r| r.window_ms).max().unwrap_or(1000);
-    let bucket_ms = (to.saturating_sub(from)).div_ceil(BUCKETS).max(widest).max(1000);
-    let buckets = (to.saturating_sub(from)).div_ceil(bucket_ms).max(1) as usize;
-    let mut series: Series = BTreeMap::new();
-    for r in &rows {
-        let line = series
-            .entry(format!("{}/{}", r.project, r.function))
-            .or_insert_with(|| vec![(0, 0); buckets]);
-        let b = ((r.window_start_ms.saturating_sub(from)) / bucket_ms) as usize;
-        let slot = &mut line[b.min(buckets - 1)];
-        slot.0 += r.usage.invocations;
-        slot.1 += r.usage.wall_micros;
-    }
-    let chart = Chart {
-        functions: series.keys().cloned().collect(),
-        records: rows.len() as u64,
-        bucket_ms,
-    };
+    let (series, chart, from, bucket_ms, shown) = bucketed(&rows, period);
 
-    // The title names the time drawn: the period, its open ends closed by the records.
-    let shown = Period { from_ms: from, to_ms: to };
     let draw_error =
         |e: DrawError| ReportError::Draw { path: out.display().to_string(), reason: e.0 };
     let extension = out.extension().and_then(|e| e.to_str()).unwrap_or_default();
@@ -335,6 +319,66 @@ pub async fn plot(
         }
     }
     Ok(chart)
+}
+
+/// The records' invocations and wall time per function, in time buckets over `period` (its
+/// open ends closed by the records): the series, what the chart shows, the first bucket's
+/// start, a bucket's width and the period drawn.
+fn bucketed(rows: &[StoredRecord], period: Period) -> (Series, Chart, u64, u64, Period) {
+    // An open end is where the records end.
+    let from = if period.from_ms == 0 {
+        rows.iter().map(|r| r.window_start_ms).min().unwrap_or(0)
+    } else {
+        period.from_ms
+    };
+    let to = if period.to_ms == OPEN_END {
+        rows.iter().map(|r| r.window_start_ms + r.window_ms.max(1)).max().unwrap_or(from + 1)
+    } else {
+        period.to_ms
+    };
+    // A point is never narrower than a record's window (nor than a second).
+    let widest = rows.iter().map(|r| r.window_ms).max().unwrap_or(1000);
+    let bucket_ms = (to.saturating_sub(from)).div_ceil(BUCKETS).max(widest).max(1000);
+    let buckets = (to.saturating_sub(from)).div_ceil(bucket_ms).max(1) as usize;
+    let mut series: Series = BTreeMap::new();
+    for r in rows {
+        let line = series
+            .entry(format!("{}/{}", r.project, r.function))
+            .or_insert_with(|| vec![(0, 0); buckets]);
+        let b = ((r.window_start_ms.saturating_sub(from)) / bucket_ms) as usize;
+        let slot = &mut line[b.min(buckets - 1)];
+        slot.0 += r.usage.invocations;
+        slot.1 += r.usage.wall_micros;
+    }
+    let chart = Chart {
+        functions: series.keys().cloned().collect(),
+        records: rows.len() as u64,
+        bucket_ms,
+    };
+
+    (series, chart, from, bucket_ms, Period { from_ms: from, to_ms: to })
+}
+
+/// The chart of `rows` over `period` as SVG text, to put inline in a page.
+pub fn svg_chart(
+    rows: &[StoredRecord],
+    period: Period,
+    project: Option<&str>,
+) -> Result<String, ReportError> {
+    if rows.is_empty() {
+        return Err(ReportError::Empty(period.to_string()));
+    }
+    let (series, _, from, bucket_ms, shown) = bucketed(rows, period);
+    let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        let fail =
+            |e: DrawError| ReportError::Draw { path: "the invoice's chart".into(), reason: e.0 };
+        draw(&root, &series, from, bucket_ms, &shown, project).map_err(fail)?;
+        root.present().map_err(|e| fail(DrawError(e.to_string())))?;
+    }
+    Ok(svg)
 }
 
 /// A bucket's start as a short UTC label.

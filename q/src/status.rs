@@ -1,5 +1,6 @@
 //! `q status`: the cloud's nodes as seer sees them (online, capacity, load) and, for each node
-//! that runs substrate, how many of its counter records q has not collected yet.
+//! that runs substrate, how many of its counter records q has not collected yet; and the proven
+//! periods that records reached late.
 
 use std::collections::HashMap;
 
@@ -53,6 +54,8 @@ pub struct Status {
     pub healthy: usize,
     /// Records not collected, over all nodes that answered.
     pub lag: u64,
+    /// Proven periods that records reached after they were proven.
+    pub late: Vec<crate::store::Late>,
 }
 
 /// Asks seer for every node and each substrate node for its next sequence number.
@@ -96,5 +99,6 @@ pub async fn status(client: &Client, store: &Store) -> Result<Status, CollectErr
         healthy: lines.iter().filter(|l| l.healthy).count(),
         lag: lines.iter().filter_map(|l| l.lag).sum(),
         nodes: lines,
+        late: store.late().await?,
     })
 }

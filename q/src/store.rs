@@ -37,6 +37,11 @@ fn migrator() -> sqlx::migrate::Migrator {
             "state figures",
             sqlx::SqlStr::from_static(include_str!("../migrations/0002_state_figures.sql")),
         ),
+        migration(
+            3,
+            "proofs",
+            sqlx::SqlStr::from_static(include_str!("../migrations/0003_proofs.sql")),
+        ),
     ])
 }
 
@@ -236,6 +241,54 @@ macro_rules! record_columns {
     };
 }
 
+/// Where a record stands in the order records were stored: its batch's ingest number, then
+/// node and sequence. The zero value comes before every record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+pub struct Received {
+    /// The ingest that stored it.
+    pub ingest: u64,
+    /// Its node's peer id.
+    pub node: String,
+    /// Its sequence number.
+    pub seq: u64,
+}
+
+/// A proof q made, as the store notes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proven {
+    /// Its period's first millisecond.
+    pub period_start_ms: u64,
+    /// The first millisecond after the period.
+    pub period_end_ms: u64,
+    /// Its project, or empty for every project.
+    pub project: String,
+    /// Its root.
+    pub root: [u8; 32],
+    /// The root it amends, or zero for an original.
+    pub amends: [u8; 32],
+    /// The last ingest whose records it covers.
+    pub through: u64,
+}
+
+/// Records of a proven period stored after its latest proof.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Late {
+    /// The period's first millisecond.
+    pub period_start_ms: u64,
+    /// The first millisecond after it.
+    pub period_end_ms: u64,
+    /// The project proven, or empty for every project.
+    pub project: String,
+    /// The root of the latest proof of it: the one to amend.
+    pub root: String,
+    /// How many records came after it.
+    pub records: u64,
+}
+
+fn clamp(n: u64) -> i64 {
+    n.min(i64::MAX as u64) as i64
+}
+
 /// The columns of a record's figures, in [`Usage::figures`]' order.
 macro_rules! usage_columns {
     () => {
@@ -402,7 +455,116 @@ impl Store {
         project: Option<&str>,
         each: impl FnMut(StoredRecord) -> std::io::Result<()>,
     ) -> Result<u64, StoreError> {
-        on_backend!(self, s => s.records(from_ms, to_ms, project, each).await)
+        on_backend!(self, s => s.records(from_ms, to_ms, project, (-1, i64::MAX), each).await)
+    }
+
+    /// As [`Store::records`], only those stored by an ingest after `after` (any, if `None`)
+    /// up to `through`.
+    pub async fn records_received(
+        &self,
+        from_ms: u64,
+        to_ms: u64,
+        project: Option<&str>,
+        (after, through): (Option<u64>, u64),
+        each: impl FnMut(StoredRecord) -> std::io::Result<()>,
+    ) -> Result<u64, StoreError> {
+        let bounds = (after.map_or(-1, clamp), clamp(through));
+        on_backend!(self, s => s.records(from_ms, to_ms, project, bounds, each).await)
+    }
+
+    /// Up to `limit` records stored after `cursor`, in the order they were stored (ingest,
+    /// then node and seq), each with where it stands in that order.
+    pub async fn records_after(
+        &self,
+        cursor: &Received,
+        limit: u64,
+        each: impl FnMut(Received, StoredRecord) -> std::io::Result<()>,
+    ) -> Result<u64, StoreError> {
+        on_backend!(self, s => s.records_after(cursor, limit, each).await)
+    }
+
+    /// The number of the last batch stored: a proof made now covers every record stored by
+    /// an ingest up to it.
+    pub async fn clock(&self) -> Result<u64, StoreError> {
+        on_backend!(self, s => s.clock().await)
+    }
+
+    /// Notes a proof made, so a late record can be found and the proof amended.
+    pub async fn note_proof(&self, proof: &Proven) -> Result<(), StoreError> {
+        on_backend!(self, s => s.note_proof(proof).await)
+    }
+
+    /// A push target's cursor (the last record its receiver acknowledged) and the events
+    /// acknowledged so far.
+    pub async fn push_cursor(&self, target: &str) -> Result<(Received, u64), StoreError> {
+        on_backend!(self, s => s.push_cursor(target).await)
+    }
+
+    /// Moves a push target's cursor past an acknowledged batch of `events`.
+    pub async fn move_push_cursor(
+        &self,
+        target: &str,
+        to: &Received,
+        events: u64,
+    ) -> Result<(), StoreError> {
+        on_backend!(self, s => s.move_push_cursor(target, to, events).await)
+    }
+
+    /// Whether an alert rule is firing (false for a rule never seen).
+    pub async fn alert_firing(&self, rule: &str) -> Result<bool, StoreError> {
+        on_backend!(self, s => s.alert_firing(rule).await)
+    }
+
+    /// Notes that an alert rule fired or cleared.
+    pub async fn set_alert(&self, rule: &str, firing: bool) -> Result<(), StoreError> {
+        on_backend!(self, s => s.set_alert(rule, firing).await)
+    }
+
+    /// Every proof noted, oldest first.
+    pub async fn proofs(&self) -> Result<Vec<Proven>, StoreError> {
+        on_backend!(self, s => s.proofs().await)
+    }
+
+    /// Proven periods with late records: per period and project proven, the records of it
+    /// stored after its latest proof (original or amendment), which `q prove --amend` proves.
+    pub async fn late(&self) -> Result<Vec<Late>, StoreError> {
+        let mut latest: std::collections::BTreeMap<(u64, u64, String), Proven> =
+            std::collections::BTreeMap::new();
+        for proof in self.proofs().await? {
+            let key = (proof.period_start_ms, proof.period_end_ms, proof.project.clone());
+            match latest.get(&key) {
+                Some(seen) if seen.through >= proof.through => {}
+                _ => {
+                    latest.insert(key, proof);
+                }
+            }
+        }
+        let mut late = Vec::new();
+        for ((from_ms, to_ms, project), proof) in latest {
+            let named = Some(project.as_str()).filter(|p| !p.is_empty());
+            let records = self.count_after(from_ms, to_ms, named, proof.through).await?;
+            if records > 0 {
+                late.push(Late {
+                    period_start_ms: from_ms,
+                    period_end_ms: to_ms,
+                    project,
+                    root: format!("0x{}", hex::encode(proof.root)),
+                    records,
+                });
+            }
+        }
+        Ok(late)
+    }
+
+    /// How many records of a period (and project) were stored by an ingest after `through`.
+    pub async fn count_after(
+        &self,
+        from_ms: u64,
+        to_ms: u64,
+        project: Option<&str>,
+        through: u64,
+    ) -> Result<u64, StoreError> {
+        on_backend!(self, s => s.count_after(from_ms, to_ms, project, through).await)
     }
 
     /// Records kept aside.

@@ -8,8 +8,10 @@
 
 pub mod git_host;
 pub mod harness;
+pub mod http_server;
 pub mod lab;
 pub mod otlp;
 pub mod postgres;
+pub mod receiver;
 pub mod ssh_lab;
 pub mod tmux;

@@ -32,6 +32,15 @@ pub(crate) struct Collect {
     /// peer id); else they keep them until their retention, and the report says so.
     #[arg(long, default_value = "q-identity.key", env = "Q_IDENTITY")]
     identity: PathBuf,
+    /// An alert rule, checked after each collection: project=NAME FIGURE>THRESHOLD/WINDOW
+    /// (`project=example invocations>100000/1h`): the figure summed over the project's records
+    /// of the last WINDOW. It is posted to --webhook once when the sum goes above the
+    /// threshold and once when it is back under. Repeat for several.
+    #[arg(long, requires = "webhook")]
+    alert: Vec<q::alerts::Rule>,
+    /// Where alerts are posted, as JSON (with a `text` line chat webhooks show).
+    #[arg(long, requires = "alert")]
+    webhook: Option<reqwest::Url>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -45,7 +54,11 @@ impl Collect {
             Some(url) => Some(q::metrics::Metrics::otlp(url, self.every)?),
             None => None,
         };
-        let result = self.collect_loop(&client, &store, metrics.as_ref()).await;
+        let alerts = match &self.webhook {
+            Some(url) => Some(q::alerts::Alerts::new(self.alert.clone(), url.clone())?),
+            None => None,
+        };
+        let result = self.collect_loop(&client, &store, metrics.as_ref(), alerts.as_ref()).await;
         if let Some(metrics) = metrics {
             // The last export: blocking HTTP, off the async threads.
             tokio::task::spawn_blocking(move || metrics.shutdown()).await??;
@@ -59,6 +72,7 @@ impl Collect {
         client: &Client,
         store: &Store,
         metrics: Option<&q::metrics::Metrics>,
+        alerts: Option<&q::alerts::Alerts>,
     ) -> anyhow::Result<()> {
         let json = self.json;
         loop {
@@ -94,6 +108,9 @@ impl Collect {
                 for (node, why) in &report.unacknowledged {
                     println!("  {node} keeps its records: {}", tau_proto::text::printable(why));
                 }
+            }
+            if let Some(alerts) = alerts {
+                alerts.check(store, |line| eprintln!("q: {line}")).await?;
             }
             if !self.follow {
                 return Ok(());

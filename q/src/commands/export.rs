@@ -17,12 +17,13 @@ pub(crate) struct Export {
     /// Only this project.
     #[arg(long)]
     project: Option<String>,
-    /// csv or json (totals, or records with --records); stripe or lago: every record's usage
-    /// events, one per additive figure, with ids a receiver deduplicates by (needs --customers).
+    /// csv or json (totals, or records with --records); cloudevents, stripe or lago: every
+    /// record's usage events, one per additive figure, with ids a receiver deduplicates by
+    /// (needs --customers).
     #[arg(long, value_enum, default_value = "csv")]
     format: Format,
-    /// For stripe and lago: each project's customer (Stripe) or subscription (Lago) id, as
-    /// `projects: {<project>: <id>}`.
+    /// For cloudevents, stripe and lago: each project's customer (the CloudEvents subject, the
+    /// Stripe customer) or subscription (Lago) id, as `projects: {<project>: <id>}`.
     #[arg(long)]
     customers: Option<PathBuf>,
     /// Every record (node, seq, counters, signature, hash) instead of the totals.
@@ -39,11 +40,10 @@ pub(crate) struct Export {
 impl Export {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
         let Self { period, project, format, customers, records, out, db } = self;
-        let customers = match (format, &customers) {
-            (Format::Stripe | Format::Lago, Some(path)) => Some(Customers::load(path)?),
-            (Format::Stripe, None) => anyhow::bail!(ReportError::NeedsCustomers("stripe")),
-            (Format::Lago, None) => anyhow::bail!(ReportError::NeedsCustomers("lago")),
-            _ => None,
+        let customers = match (format.shape(), &customers) {
+            (Some(_), Some(path)) => Some(Customers::load(path)?),
+            (Some(shape), None) => anyhow::bail!(ReportError::NeedsCustomers(shape.name())),
+            (None, _) => None,
         };
         let store = Store::open(&db).await?;
         let mut sink: Box<dyn std::io::Write> = match &out {
@@ -55,8 +55,8 @@ impl Export {
             None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
         };
         let project = project.as_deref();
-        let count = if let Some(customers) = &customers {
-            export_events(&store, period, project, format, customers, &mut sink).await?
+        let count = if let (Some(customers), Some(shape)) = (&customers, format.shape()) {
+            export_events(&store, period, project, shape, customers, &mut sink).await?
         } else if records {
             export_records(&store, period, project, format, &mut sink).await?
         } else {

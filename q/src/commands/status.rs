@@ -6,7 +6,8 @@ use tau_proto::text::printable;
 use super::connect;
 
 /// Shows the cloud's nodes (healthy or not, CPUs, load, memory, disk, requests now) and, per
-/// substrate node, how many counter records q has not collected yet.
+/// substrate node, how many counter records q has not collected yet; and every proven period
+/// that records reached after its proof (late records, for `q prove --amend`).
 #[derive(Debug, clap::Args)]
 pub(crate) struct Status {
     /// The cloud profile: swarm key path and bootstrap addresses.
@@ -78,4 +79,12 @@ fn print_status(status: &q::status::Status) {
         status.healthy,
         status.lag
     );
+    for late in &status.late {
+        let period = q::period::Period { from_ms: late.period_start_ms, to_ms: late.period_end_ms };
+        let project = if late.project.is_empty() { "every project" } else { &late.project };
+        println!(
+            "late: {} records of {period} ({project}) arrived after its proof {}: prove them with `q prove --amend` on that proof",
+            late.records, late.root
+        );
+    }
 }

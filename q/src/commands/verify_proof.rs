@@ -71,15 +71,22 @@ impl VerifyProof {
         }
         let s = &verified.statement;
         println!(
-            "{} verifies: {} line items checked against root {} signed by {}; {} invocations, {} errors, {} records",
+            "{} verifies: {} line items checked against root {} signed by {}; {} invocations, {} errors, {} records, charge {}",
             file.display(),
             verified.lines.len(),
             s.root,
             verified.signer,
             s.totals.invocations,
             s.totals.errors,
-            s.totals.records
+            s.totals.records,
+            s.charge_text()
         );
+        if s.amends.bytes().any(|b| !matches!(b, b'0' | b'x')) {
+            println!(
+                "it amends the proof with root {}: it holds only records stored after that one was made",
+                s.amends
+            );
+        }
         if !verified.trusted {
             println!(
                 "not trusted: name q's address (`q key`) with --signer or --trusted-signers; \

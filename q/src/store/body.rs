@@ -31,6 +31,13 @@ impl Store {
         let node = batch.node.to_string();
         let mut report = Ingested::default();
         let mut tx = self.pool.begin().await?;
+        // The batch's ingest number: the row stays locked until this transaction ends, so
+        // batches commit in the order of their numbers.
+        let (received,): (i64,) = sqlx::query_as(
+            "UPDATE clock SET ingests = ingests + 1 WHERE id = 0 RETURNING ingests",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
 
         let mut conflicts = Vec::new();
         for chunk in batch.accepted.chunks(INSERT_ROWS) {
@@ -39,7 +46,7 @@ impl Store {
                     "INSERT INTO records (node, seq, project, function, window_start_ms, \
                      window_ms, ",
                     usage_columns!(),
-                    ", signature, hash) "
+                    ", signature, hash, received) "
                 ),
             );
             insert.push_values(chunk, |mut row, signed| {
@@ -53,7 +60,9 @@ impl Store {
                 for figure in r.usage.figures() {
                     row.push_bind(figure as i64);
                 }
-                row.push_bind(signed.signature.clone()).push_bind(signed.hash().to_vec());
+                row.push_bind(signed.signature.clone())
+                    .push_bind(signed.hash().to_vec())
+                    .push_bind(received);
             });
             insert.push(" ON CONFLICT (node, seq) DO NOTHING RETURNING seq");
             let inserted: Vec<(i64,)> = insert.build_query_as().fetch_all(&mut *tx).await?;
@@ -126,52 +135,207 @@ impl Store {
         Ok(report)
     }
 
-    /// Streams the records of a period in (project, function, node, seq) order into `each`;
-    /// returns how many.
+    /// Streams the records of a period stored by an ingest in `(after, through]`, in
+    /// (project, function, node, seq) order, into `each`; returns how many.
     pub async fn records(
         &self,
         from_ms: u64,
         to_ms: u64,
         project: Option<&str>,
+        (after, through): (i64, i64),
         mut each: impl FnMut(StoredRecord) -> std::io::Result<()>,
+    ) -> Result<u64, StoreError> {
+        use futures::TryStreamExt;
+        let sql = concat!(
+            "SELECT ",
+            record_columns!(),
+            " FROM records WHERE window_start_ms >= $1 AND window_start_ms < $2 \
+             AND (CAST($3 AS TEXT) IS NULL OR project = CAST($3 AS TEXT)) \
+             AND received > $4 AND received <= $5 \
+             ORDER BY project, function, node, seq"
+        );
+        let mut rows = sqlx::query(sql)
+            .bind(from_ms as i64)
+            .bind(to_ms as i64)
+            .bind(project)
+            .bind(after)
+            .bind(through)
+            .fetch(&self.pool);
+        let mut count = 0;
+        while let Some(row) = rows.try_next().await? {
+            each(stored_record(&row)?).map_err(StoreError::Stopped)?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// Streams up to `limit` records stored after `cursor` (received, node, seq), in that
+    /// order, each with its ingest number.
+    pub async fn records_after(
+        &self,
+        cursor: &Received,
+        limit: u64,
+        mut each: impl FnMut(Received, StoredRecord) -> std::io::Result<()>,
     ) -> Result<u64, StoreError> {
         use futures::TryStreamExt;
         use sqlx::Row;
         let sql = concat!(
             "SELECT ",
             record_columns!(),
-            " FROM records WHERE window_start_ms >= $1 AND window_start_ms < $2 \
-             AND (CAST($3 AS TEXT) IS NULL OR project = CAST($3 AS TEXT)) \
-             ORDER BY project, function, node, seq"
+            ", received FROM records WHERE received > $1 \
+             OR (received = $1 AND (node > $2 OR (node = $2 AND seq > $3))) \
+             ORDER BY received, node, seq LIMIT $4"
         );
-        let mut rows =
-            sqlx::query(sql).bind(from_ms as i64).bind(to_ms as i64).bind(project).fetch(&self.pool);
+        let mut rows = sqlx::query(sql)
+            .bind(cursor.ingest as i64)
+            .bind(&cursor.node)
+            .bind(cursor.seq as i64)
+            .bind(limit.min(i64::MAX as u64) as i64)
+            .fetch(&self.pool);
         let mut count = 0;
         while let Some(row) = rows.try_next().await? {
-            let number = |i: usize| row.try_get::<i64, _>(i).map(|n| n as u64);
-            const FIGURES: usize = tau_proto::counters::FIGURES;
-            let hash: Vec<u8> = row.try_get(7 + FIGURES)?;
-            let mut figures = [0u64; FIGURES];
-            for (i, figure) in figures.iter_mut().enumerate() {
-                *figure = number(6 + i)?;
-            }
-            let record = StoredRecord {
-                node: row.try_get(0)?,
-                seq: number(1)?,
-                project: row.try_get(2)?,
-                function: row.try_get(3)?,
-                window_start_ms: number(4)?,
-                window_ms: number(5)?,
-                usage: Usage::from_figures(figures),
-                signature: row.try_get(6 + FIGURES)?,
-                hash: hash.try_into().map_err(|_| {
-                    StoreError::Query(sqlx::Error::Decode("a record hash is not 32 bytes".into()))
-                })?,
-            };
-            each(record).map_err(StoreError::Stopped)?;
+            let record = stored_record(&row)?;
+            let ingest: i64 = row.try_get(8 + tau_proto::counters::FIGURES)?;
+            let at = Received { ingest: ingest as u64, node: record.node.clone(), seq: record.seq };
+            each(at, record).map_err(StoreError::Stopped)?;
             count += 1;
         }
         Ok(count)
+    }
+
+    /// The number of the last ingest committed.
+    pub async fn clock(&self) -> Result<u64, StoreError> {
+        let (ingests,): (i64,) = sqlx::query_as("SELECT ingests FROM clock WHERE id = 0")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(ingests as u64)
+    }
+
+    /// Notes a proof made (a second note of the same proof keeps the first).
+    pub async fn note_proof(&self, proof: &Proven) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO proofs (period_start_ms, period_end_ms, project, root, amends, through, \
+             made_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        )
+        .bind(proof.period_start_ms as i64)
+        .bind(proof.period_end_ms as i64)
+        .bind(&proof.project)
+        .bind(proof.root.to_vec())
+        .bind(proof.amends.to_vec())
+        .bind(proof.through as i64)
+        .bind(now_ms() as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every proof noted, oldest first.
+    pub async fn proofs(&self) -> Result<Vec<Proven>, StoreError> {
+        let rows: Vec<ProofRow> = sqlx::query_as(
+            "SELECT period_start_ms, period_end_ms, project, root, amends, through FROM proofs \
+             ORDER BY made_ms, through, root",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let bytes32 = |v: Vec<u8>| -> Result<[u8; 32], StoreError> {
+            v.try_into().map_err(|_| {
+                StoreError::Query(sqlx::Error::Decode("a proof's root is not 32 bytes".into()))
+            })
+        };
+        rows.into_iter()
+            .map(|(start, end, project, root, amends, through)| {
+                Ok(Proven {
+                    period_start_ms: start as u64,
+                    period_end_ms: end as u64,
+                    project,
+                    root: bytes32(root)?,
+                    amends: bytes32(amends)?,
+                    through: through as u64,
+                })
+            })
+            .collect()
+    }
+
+    /// How many records of a period (and project) were stored by an ingest after `through`.
+    pub async fn count_after(
+        &self,
+        from_ms: u64,
+        to_ms: u64,
+        project: Option<&str>,
+        through: u64,
+    ) -> Result<u64, StoreError> {
+        let (count,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM records WHERE window_start_ms >= $1 AND window_start_ms < $2 \
+             AND (CAST($3 AS TEXT) IS NULL OR project = CAST($3 AS TEXT)) AND received > $4",
+        )
+        .bind(from_ms as i64)
+        .bind(to_ms as i64)
+        .bind(project)
+        .bind(through as i64)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(count as u64)
+    }
+
+    /// A push target's cursor and the events acknowledged so far.
+    pub async fn push_cursor(&self, target: &str) -> Result<(Received, u64), StoreError> {
+        let row: Option<(i64, String, i64, i64)> = sqlx::query_as(
+            "SELECT ingest, node, seq, events FROM push_cursors WHERE target = $1",
+        )
+        .bind(target)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map_or_else(Default::default, |(ingest, node, seq, events)| {
+            (Received { ingest: ingest as u64, node, seq: seq as u64 }, events as u64)
+        }))
+    }
+
+    /// Moves a push target's cursor past an acknowledged batch of `events`.
+    pub async fn move_push_cursor(
+        &self,
+        target: &str,
+        to: &Received,
+        events: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO push_cursors (target, ingest, node, seq, events) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (target) DO UPDATE SET ingest = excluded.ingest, node = excluded.node, \
+             seq = excluded.seq, events = push_cursors.events + excluded.events \
+             WHERE (push_cursors.ingest, push_cursors.node, push_cursors.seq) \
+             < (excluded.ingest, excluded.node, excluded.seq)",
+        )
+        .bind(target)
+        .bind(to.ingest as i64)
+        .bind(&to.node)
+        .bind(to.seq as i64)
+        .bind(events as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Whether an alert rule is firing (false for a rule never seen).
+    pub async fn alert_firing(&self, rule: &str) -> Result<bool, StoreError> {
+        let row: Option<(i64,)> = sqlx::query_as("SELECT firing FROM alerts WHERE rule = $1")
+            .bind(rule)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some_and(|(firing,)| firing != 0))
+    }
+
+    /// Notes that an alert rule fired or cleared.
+    pub async fn set_alert(&self, rule: &str, firing: bool) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO alerts (rule, firing, changed_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (rule) DO UPDATE SET firing = excluded.firing, \
+             changed_ms = excluded.changed_ms",
+        )
+        .bind(rule)
+        .bind(i64::from(firing))
+        .bind(now_ms() as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// What was kept aside: (node, seq, reason), oldest first.
@@ -191,4 +355,32 @@ impl Store {
                 .await?;
         Ok(rows.into_iter().map(|(n, f, t)| (n, f as u64, t as u64)).collect())
     }
+}
+
+/// A row of `proofs`: period start and end, project, root, amends, through.
+type ProofRow = (i64, i64, String, Vec<u8>, Vec<u8>, i64);
+
+/// A record read by [`record_columns!`], from its first column.
+fn stored_record(row: &<Db as sqlx::Database>::Row) -> Result<StoredRecord, StoreError> {
+    use sqlx::Row;
+    let number = |i: usize| row.try_get::<i64, _>(i).map(|n| n as u64);
+    const FIGURES: usize = tau_proto::counters::FIGURES;
+    let hash: Vec<u8> = row.try_get(7 + FIGURES)?;
+    let mut figures = [0u64; FIGURES];
+    for (i, figure) in figures.iter_mut().enumerate() {
+        *figure = number(6 + i)?;
+    }
+    Ok(StoredRecord {
+        node: row.try_get(0)?,
+        seq: number(1)?,
+        project: row.try_get(2)?,
+        function: row.try_get(3)?,
+        window_start_ms: number(4)?,
+        window_ms: number(5)?,
+        usage: Usage::from_figures(figures),
+        signature: row.try_get(6 + FIGURES)?,
+        hash: hash.try_into().map_err(|_| {
+            StoreError::Query(sqlx::Error::Decode("a record hash is not 32 bytes".into()))
+        })?,
+    })
 }

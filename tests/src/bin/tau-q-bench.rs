@@ -172,7 +172,7 @@ fn sort_alone(nodes: &[(PeerId, Vec<SignedCounter>)]) -> Duration {
 async fn prove(store: &Store, expected: u64) -> Result<Duration> {
     let key = q::key::SigningKey::random();
     let start = Instant::now();
-    let proof = q::proof::prove(store, Period::ALL, None, &key, 1).await?;
+    let proof = q::proof::prove(store, q::proof::Request::new(Period::ALL, None), &key).await?;
     let text = proof.render();
     let took = start.elapsed();
     if proof.statement.totals.records != expected {

@@ -1,5 +1,6 @@
 //! End-to-end tests: real `tau-node` processes on loopback.
 
+mod billing;
 mod blobs;
 mod git;
 mod hoarder;

@@ -371,3 +371,86 @@ fn q_collect_killed_mid_batch_then_run_again_counts_exactly() -> Result {
     assert_eq!(stored(&db)?, expected);
     Ok(())
 }
+
+#[test]
+fn an_alert_posts_once_when_crossed_and_once_when_cleared() -> Result {
+    use std::io::BufRead;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let tmp = tempfile::tempdir()?;
+    let cloud = DevCloud::start_with(1, &tmp.path().join("cloud"), &["--counter-window", "1s"])?;
+    push_ping_project(&cloud, tmp.path(), "lab")?;
+    let posts: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let kept = Arc::clone(&posts);
+    let webhook = tau_tests::http_server::serve(move |request| {
+        let body = serde_json::from_slice(&request.body).unwrap_or_default();
+        kept.lock().unwrap_or_else(|e| e.into_inner()).push(body);
+        (200, "{}".into())
+    })?;
+    let posted = || posts.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let db = tmp.path().join("q.db").to_string_lossy().to_string();
+    let rule = "project=lab invocations>20/8s";
+    // Collects every second; each collection prints one JSON line, counted here.
+    let collections = Arc::new(AtomicUsize::new(0));
+    let start_collector = || -> Result<std::process::Child> {
+        let mut child = Command::new(binary("q")?)
+            .args(["collect", "--follow", "--every", "1s", "--json", "--db", &db, "--cloud"])
+            .arg(&cloud.profile)
+            .args(["--alert", rule, "--webhook", &webhook])
+            .env("Q_IDENTITY", cloud.dir.join("q-identity.key"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let counter = Arc::clone(&collections);
+        std::thread::spawn(move || {
+            for _ in std::io::BufReader::new(stdout).lines() {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        Ok(child)
+    };
+    let collected_more = |n: usize| {
+        let target = collections.load(Ordering::SeqCst) + n;
+        wait_for(Duration::from_secs(30), "more collections", || {
+            Ok((collections.load(Ordering::SeqCst) >= target).then_some(()))
+        })
+    };
+    let mut collector = start_collector()?;
+    collected_more(2)?;
+    assert!(posted().is_empty(), "posted before any crossing: {:?}", posted());
+
+    for _ in 0..25 {
+        let answer = http(&cloud.gateways[0], "GET", "ping.lab.tau", "/ping", b"")?;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    wait_for(Duration::from_secs(30), "the alert to fire", || {
+        Ok((!posted().is_empty()).then_some(()))
+    })?;
+    let fired = &posted()[0];
+    assert_eq!(fired["state"], "firing", "{fired}");
+    assert_eq!(fired["alert"], rule, "{fired}");
+    let value: u64 = fired["value"].as_str().ok_or("a value")?.parse()?;
+    assert!(value > 20, "{fired}");
+    // Collections go on while it stays above: no second post.
+    collected_more(2)?;
+    wait_for(Duration::from_secs(45), "the alert to clear", || {
+        Ok((posted().len() >= 2).then_some(()))
+    })?;
+    let posts_now = posted();
+    assert_eq!(posts_now.len(), 2, "{posts_now:?}");
+    assert_eq!(posts_now[1]["state"], "cleared", "{posts_now:?}");
+    collected_more(3)?;
+    assert_eq!(posted().len(), 2, "posted again while cleared: {:?}", posted());
+
+    // A restarted collector remembers: it posts nothing again.
+    collector.kill()?;
+    collector.wait()?;
+    let mut collector = start_collector()?;
+    collected_more(3)?;
+    collector.kill()?;
+    collector.wait()?;
+    assert_eq!(posted().len(), 2, "posted again after a restart: {:?}", posted());
+    Ok(())
+}

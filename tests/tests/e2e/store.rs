@@ -222,7 +222,9 @@ async fn counters_beyond_i64_stay_exact(db: &str) {
     assert_eq!(totals.len(), 1, "{totals:?}");
     assert_eq!((totals[0].invocations, totals[0].wall_micros), (expected, expected));
     let key = q::key::SigningKey::random();
-    let proof = proof::prove(&store, Period::ALL, Some("example"), &key, 1).await.expect("prove");
+    let proof = proof::prove(&store, proof::Request::new(Period::ALL, Some("example")), &key)
+        .await
+        .expect("prove");
     assert_eq!(proof.statement.totals.invocations, expected);
     assert_eq!(proof.line_items[0].totals.invocations, totals[0].invocations);
     assert_eq!(proof.line_items[0].totals.wall_micros, totals[0].wall_micros);
@@ -230,7 +232,7 @@ async fn counters_beyond_i64_stay_exact(db: &str) {
     // Sums beyond 64 bits: the export and the proof both refuse, naming the line.
     let export = store.totals(0, Period::ALL.to_ms, Some("huge")).await.expect_err("overflow");
     assert!(export.to_string().contains("huge/ping do not fit in 64 bits"), "{export}");
-    let prove = proof::prove(&store, Period::ALL, Some("huge"), &key, 1).await;
+    let prove = proof::prove(&store, proof::Request::new(Period::ALL, Some("huge")), &key).await;
     let prove = prove.expect_err("overflow").to_string();
     assert!(prove.contains("huge/ping do not fit in 64 bits"), "{prove}");
 }
