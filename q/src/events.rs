@@ -36,6 +36,23 @@ pub const FIGURES: [(&str, Figure); 13] = [
     ("outbound_received_bytes", |u| u.outbound_received_bytes),
 ];
 
+/// Each figure's event name (its meter in the billing system), in [`FIGURES`]' order.
+const EVENT_NAMES: [&str; 13] = [
+    "tau_invocations",
+    "tau_errors",
+    "tau_wall_micros",
+    "tau_cpu_micros",
+    "tau_bytes_in",
+    "tau_bytes_out",
+    "tau_kv_reads",
+    "tau_kv_writes",
+    "tau_storage_read_bytes",
+    "tau_storage_written_bytes",
+    "tau_outbound_requests",
+    "tau_outbound_sent_bytes",
+    "tau_outbound_received_bytes",
+];
+
 /// One figure of one record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageEvent {
@@ -47,6 +64,8 @@ pub struct UsageEvent {
     pub function: String,
     /// The figure's name ([`FIGURES`]).
     pub figure: &'static str,
+    /// Its event name: `tau_` and the figure.
+    pub name: &'static str,
     /// Its value.
     pub value: u64,
     /// The start of the record's window, ms since the Unix epoch.
@@ -69,13 +88,15 @@ pub fn event_id(node: &str, seq: u64, figure: &str) -> String {
 pub fn events_of(record: &StoredRecord) -> Vec<UsageEvent> {
     FIGURES
         .iter()
-        .filter_map(|(figure, get)| {
+        .zip(EVENT_NAMES)
+        .filter_map(|((figure, get), name)| {
             let value = get(&record.usage);
             (value > 0).then(|| UsageEvent {
                 id: event_id(&record.node, record.seq, figure),
                 project: record.project.clone(),
                 function: record.function.clone(),
                 figure,
+                name,
                 value,
                 timestamp_ms: record.window_start_ms,
                 node: record.node.clone(),
@@ -159,11 +180,24 @@ pub enum Shape {
 impl Shape {
     /// One event for `customer` (the billing system's id of the project's payer).
     pub fn render(self, event: &UsageEvent, customer: &str) -> Value {
-        match self {
-            Shape::Cloudevents => cloudevent(event, customer),
-            Shape::Stripe => stripe(event, customer),
-            Shape::Lago => lago(event, customer),
-        }
+        let mut json = Vec::new();
+        self.write(&mut json, event, customer).expect("writing to memory does not fail");
+        serde_json::from_slice(&json).expect("q writes JSON")
+    }
+
+    /// Writes one event for `customer` as JSON, straight from the event (no value tree).
+    pub fn write(
+        self,
+        out: &mut (impl std::io::Write + ?Sized),
+        event: &UsageEvent,
+        customer: &str,
+    ) -> std::io::Result<()> {
+        let written = match self {
+            Shape::Cloudevents => serde_json::to_writer(out, &cloudevent_of(event, customer)),
+            Shape::Stripe => serde_json::to_writer(out, &StripeEvent::of(event, customer)),
+            Shape::Lago => serde_json::to_writer(out, &LagoEvent::of(event, customer)),
+        };
+        written.map_err(std::io::Error::other)
     }
 
     /// What a batch of events is sent as: a JSON array, or Lago's `{"events": [...]}`.
@@ -196,62 +230,118 @@ impl Shape {
 /// that signed the record as `source` (id and source are what a receiver deduplicates by);
 /// `tau_<figure>` as `type`; the customer as `subject` (OpenMeter's subject); the window's
 /// start as `time`; the value with where it came from as JSON `data`.
-pub fn cloudevent(event: &UsageEvent, customer: &str) -> Value {
+pub fn cloudevent_of(event: &UsageEvent, customer: &str) -> cloudevents::Event {
     use cloudevents::{EventBuilder, EventBuilderV10};
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(event.timestamp_ms);
-    let built = EventBuilderV10::new()
-        .id(event.id.clone())
+    let time = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(event.timestamp_ms as i64)
+        .unwrap_or_default();
+    let data = serde_json::to_value(Properties::of(event)).expect("plain data");
+    EventBuilderV10::new()
+        .id(event.id.as_str())
         .source(format!("tau:node:{}", event.node))
-        .ty(format!("tau_{}", event.figure))
+        .ty(event.name)
         .subject(customer)
-        .time(humantime::format_rfc3339_millis(time).to_string())
-        .data(
-            "application/json",
-            json!({
-                "value": event.value,
-                "project": event.project,
-                "function": event.function,
-                "node": event.node,
-                "seq": event.seq,
-            }),
-        )
+        .time(time)
+        .data("application/json", data)
         .build()
-        .expect("the id, source, type and an RFC 3339 time are always given");
-    serde_json::to_value(built).expect("an event serializes")
+        .expect("the id, source, type and time are always given")
+}
+
+/// [`cloudevent_of`] as JSON.
+pub fn cloudevent(event: &UsageEvent, customer: &str) -> Value {
+    Shape::Cloudevents.render(event, customer)
+}
+
+/// A count written as a JSON string (Stripe takes a meter event's value so).
+struct Text(u64);
+
+impl serde::Serialize for Text {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
+    }
 }
 
 /// A Stripe meter event (`POST /v1/billing/meter_events`): the meter's event name, the
 /// customer and the value in the payload, the id as its idempotency `identifier`, the time in
 /// Unix seconds.
-pub fn stripe(event: &UsageEvent, customer: &str) -> Value {
-    json!({
-        "event_name": format!("tau_{}", event.figure),
-        "payload": {
-            "stripe_customer_id": customer,
-            "value": event.value.to_string(),
-        },
-        "identifier": event.id,
-        "timestamp": event.timestamp_ms / 1000,
-    })
+#[derive(serde::Serialize)]
+struct StripeEvent<'a> {
+    event_name: &'a str,
+    payload: StripePayload<'a>,
+    identifier: &'a str,
+    timestamp: u64,
+}
+
+#[derive(serde::Serialize)]
+struct StripePayload<'a> {
+    stripe_customer_id: &'a str,
+    value: Text,
+}
+
+impl<'a> StripeEvent<'a> {
+    fn of(event: &'a UsageEvent, customer: &'a str) -> Self {
+        StripeEvent {
+            event_name: event.name,
+            payload: StripePayload { stripe_customer_id: customer, value: Text(event.value) },
+            identifier: &event.id,
+            timestamp: event.timestamp_ms / 1000,
+        }
+    }
 }
 
 /// A Lago event (`POST /api/v1/events/batch` takes `{"events": [...]}` of them): the id as its
 /// idempotent `transaction_id`, the subscription, the billable metric's code, Unix seconds, and
 /// the value with where it came from in `properties`.
+#[derive(serde::Serialize)]
+struct LagoEvent<'a> {
+    transaction_id: &'a str,
+    external_subscription_id: &'a str,
+    code: &'a str,
+    timestamp: u64,
+    properties: Properties<'a>,
+}
+
+/// The value and where it came from.
+#[derive(serde::Serialize)]
+struct Properties<'a> {
+    value: u64,
+    project: &'a str,
+    function: &'a str,
+    node: &'a str,
+    seq: u64,
+}
+
+impl<'a> Properties<'a> {
+    fn of(event: &'a UsageEvent) -> Self {
+        Properties {
+            value: event.value,
+            project: &event.project,
+            function: &event.function,
+            node: &event.node,
+            seq: event.seq,
+        }
+    }
+}
+
+impl<'a> LagoEvent<'a> {
+    fn of(event: &'a UsageEvent, subscription: &'a str) -> Self {
+        LagoEvent {
+            transaction_id: &event.id,
+            external_subscription_id: subscription,
+            code: event.name,
+            timestamp: event.timestamp_ms / 1000,
+            properties: Properties::of(event),
+        }
+    }
+}
+
+/// A Stripe meter event as JSON.
+pub fn stripe(event: &UsageEvent, customer: &str) -> Value {
+    Shape::Stripe.render(event, customer)
+}
+
+/// A Lago event as JSON.
 pub fn lago(event: &UsageEvent, subscription: &str) -> Value {
-    json!({
-        "transaction_id": event.id,
-        "external_subscription_id": subscription,
-        "code": format!("tau_{}", event.figure),
-        "timestamp": event.timestamp_ms / 1000,
-        "properties": {
-            "value": event.value,
-            "project": event.project,
-            "function": event.function,
-            "node": event.node,
-            "seq": event.seq,
-        },
-    })
+    Shape::Lago.render(event, subscription)
 }
 
 #[cfg(test)]

@@ -17,10 +17,12 @@ use std::time::{Duration, Instant};
 
 use alloy_primitives::keccak256;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use std::collections::VecDeque;
+
 use tokio::sync::mpsc;
 
 use crate::events::{Customers, NoCustomer, Shape, events_of};
-use crate::store::{Received, Store, StoreError};
+use crate::store::{Received, Store, StoreError, StoredRecord};
 
 /// The most events in a batch.
 pub const MAX_BATCH: usize = 10_000;
@@ -161,10 +163,14 @@ pub struct Progress {
 }
 
 /// A batch read and rendered: its body, its size, and the record it ends at.
-struct Batch {
-    body: Vec<u8>,
-    events: usize,
-    last: Received,
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// What is posted.
+    pub body: Vec<u8>,
+    /// Events in it.
+    pub events: usize,
+    /// The last record in it: the cursor once it is acknowledged.
+    pub last: Received,
 }
 
 /// Makes rustls on ring the process's TLS provider (once; later calls do nothing), for HTTP
@@ -190,58 +196,85 @@ pub fn client(timeout: Duration) -> Result<reqwest::Client, PushError> {
         .map_err(|e| PushError::Client(e.to_string()))
 }
 
-/// Reads the batch after `cursor`: up to `max` events of whole records (at least one record);
-/// `None` when no record is stored after it.
-async fn read_batch(
-    store: &Store,
-    cursor: &Received,
+/// Records read from the store ahead of the batches made of them.
+const READ_AHEAD: u64 = 2_000;
+
+/// Makes the batches after a cursor: up to `max` events of whole records each (at least one
+/// record), read from the store a few thousand records at a time.
+pub struct Reader {
+    store: Store,
     shape: Shape,
-    customers: &Customers,
+    customers: Customers,
     max: usize,
-) -> Result<Option<Batch>, PushError> {
-    let mut body = Vec::with_capacity(256 * max);
-    let mut events = 0usize;
-    let mut last: Option<Received> = None;
-    let mut full = false;
-    let mut missing = None;
-    body.extend_from_slice(if shape == Shape::Lago { b"{\"events\":[" } else { b"[" });
-    store
-        .records_after(cursor, max as u64, |at, record| {
-            if full || missing.is_some() {
-                return Ok(());
+    /// The last record read from the store.
+    read: Received,
+    /// Records read and not yet in a batch.
+    pending: VecDeque<(Received, StoredRecord)>,
+}
+
+impl Reader {
+    /// Batches of the records after `cursor`.
+    pub fn new(
+        store: &Store,
+        cursor: Received,
+        shape: Shape,
+        customers: &Customers,
+        max: usize,
+    ) -> Reader {
+        Reader {
+            store: store.clone(),
+            shape,
+            customers: customers.clone(),
+            max: max.clamp(1, MAX_BATCH),
+            read: cursor,
+            pending: VecDeque::new(),
+        }
+    }
+
+    /// The next batch; `None` when no record is stored after the last one.
+    pub async fn next(&mut self) -> Result<Option<Batch>, PushError> {
+        if self.pending.is_empty() {
+            let pending = &mut self.pending;
+            self.store
+                .records_after(&self.read, READ_AHEAD, |at, record| {
+                    pending.push_back((at, record));
+                    Ok(())
+                })
+                .await?;
+            match self.pending.back() {
+                Some((last, _)) => self.read = last.clone(),
+                None => return Ok(None),
             }
-            let customer = match customers.of(&record.project) {
+        }
+        let lago = self.shape == Shape::Lago;
+        let mut body = Vec::with_capacity(400 * self.max);
+        body.extend_from_slice(if lago { b"{\"events\":[" } else { b"[" });
+        let mut events = 0usize;
+        let mut last: Option<Received> = None;
+        while let Some((_, record)) = self.pending.front() {
+            let customer = match self.customers.of(&record.project) {
                 Ok(customer) => customer,
-                Err(e) => {
-                    missing = Some(e);
-                    return Ok(());
-                }
+                // The batch up to this record goes first; the next one stops here.
+                Err(_) if last.is_some() => break,
+                Err(e) => return Err(e.into()),
             };
-            let these = events_of(&record);
-            if last.is_some() && events + these.len() > max {
-                full = true;
-                return Ok(());
+            let these = events_of(record);
+            if last.is_some() && events + these.len() > self.max {
+                break;
             }
             for event in &these {
                 if events > 0 {
                     body.push(b',');
                 }
-                serde_json::to_writer(&mut body, &shape.render(event, customer))
-                    .map_err(std::io::Error::other)?;
+                self.shape.write(&mut body, event, customer).map_err(StoreError::Stopped)?;
                 events += 1;
             }
+            let (at, _) = self.pending.pop_front().expect("looked at above");
             last = Some(at);
-            Ok(())
-        })
-        .await?;
-    if let Some(e) = missing {
-        // Only a record before the batch's end stops it: the batch up to there goes first.
-        if last.is_none() {
-            return Err(e.into());
         }
+        body.extend_from_slice(if lago { b"]}" } else { b"]" });
+        Ok(last.map(|last| Batch { body, events, last }))
     }
-    body.extend_from_slice(if shape == Shape::Lago { b"]}" } else { b"]" });
-    Ok(last.map(|last| Batch { body, events, last }))
 }
 
 /// Whether a refusal may pass on a retry.
@@ -317,7 +350,6 @@ pub async fn push(
     options: &Options,
     mut report: impl FnMut(&str),
 ) -> Result<Progress, PushError> {
-    let batch_size = options.batch.clamp(1, MAX_BATCH);
     let client = client(options.timeout)?;
     let key = target.key();
     let (cursor, total) = store.push_cursor(&key).await?;
@@ -327,14 +359,12 @@ pub async fn push(
     // The reader runs a batch or two ahead of the sender.
     let (tx, mut rx) = mpsc::channel::<Result<Batch, PushError>>(2);
     let reader = {
-        let (store, customers, shape) = (store.clone(), customers.clone(), target.shape);
+        let mut reader = Reader::new(store, cursor, target.shape, customers, options.batch);
         let (follow, poll) = (options.follow, options.poll);
         tokio::spawn(async move {
-            let mut cursor = cursor;
             loop {
-                match read_batch(&store, &cursor, shape, &customers, batch_size).await {
+                match reader.next().await {
                     Ok(Some(batch)) => {
-                        cursor = batch.last.clone();
                         if tx.send(Ok(batch)).await.is_err() {
                             return;
                         }

@@ -193,9 +193,8 @@ pub async fn export_events(
                 }
             };
             for event in crate::events::events_of(&record) {
-                let value = shape.render(&event, customer);
                 out.write_all(if events == 0 { b"\n  " } else { b",\n  " })?;
-                serde_json::to_writer(&mut *out, &value).map_err(std::io::Error::other)?;
+                shape.write(&mut *out, &event, customer)?;
                 events += 1;
             }
             Ok(())

@@ -39,8 +39,8 @@ fn migrator() -> sqlx::migrate::Migrator {
         ),
         migration(
             3,
-            "proofs",
-            sqlx::SqlStr::from_static(include_str!("../migrations/0003_proofs.sql")),
+            "billing",
+            sqlx::SqlStr::from_static(include_str!("../migrations/0003_billing.sql")),
         ),
     ])
 }
@@ -308,6 +308,9 @@ pub mod sqlite {
     use sqlx::Sqlite as Db;
     use sqlx::SqlitePool as Pool;
 
+    /// Commits that need not wait for the disk, and back (WAL: a killed process loses none).
+    const RELAXED: (&str, &str) = ("PRAGMA synchronous = NORMAL", "PRAGMA synchronous = FULL");
+
     include!("store/body.rs");
 }
 
@@ -316,6 +319,10 @@ pub mod postgres {
     use super::*;
     use sqlx::PgPool as Pool;
     use sqlx::Postgres as Db;
+
+    /// Commits that need not wait for the WAL's flush, and back (a crash of the server may lose
+    /// the last of them, never half of one).
+    const RELAXED: (&str, &str) = ("SET synchronous_commit = off", "RESET synchronous_commit");
 
     include!("store/body.rs");
 }
@@ -378,7 +385,10 @@ impl Store {
             // FULL: a committed batch survives a power cut, not only a killed process (the
             // node may prune what q acknowledged).
             .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
-            .busy_timeout(std::time::Duration::from_secs(10));
+            .busy_timeout(std::time::Duration::from_secs(10))
+            // Rows stream from SQLite's worker thread through a bounded channel: a deep one
+            // lets the worker run ahead instead of handing over every 50 rows.
+            .row_buffer_size(4_096);
         let pool = sqlx::sqlite::SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)

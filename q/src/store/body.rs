@@ -182,8 +182,9 @@ impl Store {
         let sql = concat!(
             "SELECT ",
             record_columns!(),
-            ", received FROM records WHERE received > $1 \
-             OR (received = $1 AND (node > $2 OR (node = $2 AND seq > $3))) \
+            // A row value, so both databases walk the (received, node, seq) index from the
+            // cursor on rather than scanning every record before it.
+            ", received FROM records WHERE (received, node, seq) > ($1, $2, $3) \
              ORDER BY received, node, seq LIMIT $4"
         );
         let mut rows = sqlx::query(sql)
@@ -290,14 +291,18 @@ impl Store {
         }))
     }
 
-    /// Moves a push target's cursor past an acknowledged batch of `events`.
+    /// Moves a push target's cursor past an acknowledged batch of `events`, without waiting
+    /// for the disk ([`RELAXED`]): a cursor lost to a power cut only makes q resend batches the
+    /// receiver deduplicates, and a killed q loses nothing committed.
     pub async fn move_push_cursor(
         &self,
         target: &str,
         to: &Received,
         events: u64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        let mut connection = self.pool.acquire().await?;
+        sqlx::query(RELAXED.0).execute(&mut *connection).await?;
+        let moved = sqlx::query(
             "INSERT INTO push_cursors (target, ingest, node, seq, events) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (target) DO UPDATE SET ingest = excluded.ingest, node = excluded.node, \
              seq = excluded.seq, events = push_cursors.events + excluded.events \
@@ -309,8 +314,13 @@ impl Store {
         .bind(&to.node)
         .bind(to.seq as i64)
         .bind(events as i64)
-        .execute(&self.pool)
-        .await?;
+        .execute(&mut *connection)
+        .await;
+        if sqlx::query(RELAXED.1).execute(&mut *connection).await.is_err() {
+            // Never hand a relaxed connection back to the pool: records are stored durably.
+            connection.close_on_drop();
+        }
+        moved?;
         Ok(())
     }
 

@@ -11,8 +11,15 @@
 //!    Target: at least 0.6x the raw batched rate.
 //! 4. `q prove` over the 1,000,000 stored records on each database (the library call plus the
 //!    file's rendering). Target: under 10 s.
+//! 5. `q prove --rates` (every line priced with a five-meter rate card) beside `q prove` on the
+//!    same records. Target: pricing adds under 20%.
+//! 6. `q push` of 1,000,000 usage events (CloudEvents, batches of 1000) from SQLite to a local
+//!    receiver that acknowledges at once, beside a raw HTTP client (the same reqwest client)
+//!    posting the same batch bodies, made up front, one after another. Targets: at least 0.7x
+//!    the raw client, and at least 20,000 events/s.
 //!
-//! Run by `scripts/bench q`. `--records N` changes the count (for a quick look).
+//! Run by `scripts/bench q`. `--records N` changes the count (for a quick look); `--push-only`
+//! runs only the last part.
 
 use std::collections::HashSet;
 use std::process::ExitCode;
@@ -169,23 +176,41 @@ fn sort_alone(nodes: &[(PeerId, Vec<SignedCounter>)]) -> Duration {
     start.elapsed()
 }
 
+const RATES: &str = "currency: EUR\ndecimals: 6\nrates:\n  - from: 2026-01-01\n    prices:\n      invocations: \"0.0000002\"\n      gb_seconds: \"0.0000166667\"\n      cpu_ms: \"0.000001\"\n      gb_in: \"0.01\"\n      gb_out: \"0.09\"\n";
+
 async fn prove(store: &Store, expected: u64) -> Result<Duration> {
+    prove_priced(store, expected, None).await
+}
+
+async fn prove_priced(
+    store: &Store,
+    expected: u64,
+    pricing: Option<&q::proof::Pricing>,
+) -> Result<Duration> {
     let key = q::key::SigningKey::random();
     let start = Instant::now();
-    let proof = q::proof::prove(store, q::proof::Request::new(Period::ALL, None), &key).await?;
+    let request = q::proof::Request { pricing, ..q::proof::Request::new(Period::ALL, None) };
+    let proof = q::proof::prove(store, request, &key).await?;
     let text = proof.render();
     let took = start.elapsed();
     if proof.statement.totals.records != expected {
         return Err(format!("the proof covers {} records", proof.statement.totals.records).into());
     }
+    if pricing.is_some() && proof.statement.totals.charge.0 == 0 {
+        return Err("the priced proof charges nothing".into());
+    }
     q::proof::verify(&text, None, &[])?;
     Ok(took)
 }
 
-async fn bench(total: usize) -> Result {
+async fn bench(total: usize, push_only: bool) -> Result {
     let start = Instant::now();
     let nodes = make_records(total);
     let total = nodes.iter().map(|(_, r)| r.len()).sum::<usize>();
+    if push_only {
+        let dir = tempfile::tempdir()?;
+        return push_bench(&nodes, dir.path()).await;
+    }
     println!(
         "q: {total} signed records ({NODES} nodes, {} functions), made in {:.1} s",
         PROJECTS * FUNCTIONS,
@@ -249,14 +274,154 @@ async fn bench(total: usize) -> Result {
             .target("< 10 s", took < Duration::from_secs(10))
             .record();
     }
+
+    let dir_rates = dir.path().join("rates.yaml");
+    std::fs::write(&dir_rates, RATES)?;
+    let pricing = q::proof::Pricing::load(&dir_rates)?;
+    println!();
+    println!("q prove --rates over {total} records (5 meters priced) beside q prove without rates");
+    println!("  {:<12} {:>10} {:>10} {:>8}", "", "plain", "priced", "added");
+    for (name, store) in stores {
+        let plain = prove(store, total as u64).await?;
+        let priced = prove_priced(store, total as u64, Some(&pricing)).await?;
+        let added = priced.as_secs_f64() / plain.as_secs_f64() - 1.0;
+        println!(
+            "  {:<12} {:>8.2} s {:>8.2} s {:>7.1}%   (target < 20%)",
+            name,
+            plain.as_secs_f64(),
+            priced.as_secs_f64(),
+            added * 100.0
+        );
+        Figure::new(
+            "q",
+            &format!("prove --rates over {total} records, {name}"),
+            priced.as_secs_f64(),
+            "s",
+        )
+        .beside(&format!("prove without rates, {name}"), plain.as_secs_f64())
+        .target("< +20%", added < 0.2)
+        .record();
+    }
     drop(postgres);
     drop(server);
+
+    push_bench(&nodes, dir.path()).await
+}
+
+/// The events a record makes: one per additive figure that is not zero.
+fn events_in(usage: &Usage) -> usize {
+    q::events::FIGURES.iter().filter(|(_, get)| get(usage) > 0).count()
+}
+
+/// `q push` of 1,000,000 events beside a raw client posting the same bodies.
+async fn push_bench(nodes: &[(PeerId, Vec<SignedCounter>)], dir: &std::path::Path) -> Result {
+    use q::events::{Customers, Shape};
+    use tau_tests::receiver::{Options, Receiver};
+    const EVENTS: usize = 1_000_000;
+    const BATCH: usize = 1_000;
+
+    // A store holding the first records of each node, as many as make 1,000,000 events.
+    let store = Store::open(&dir.join("push.db").to_string_lossy()).await?;
+    let mut events = 0;
+    'nodes: for (node, records) in nodes {
+        let mut taken = Vec::new();
+        for record in records {
+            if events >= EVENTS {
+                break;
+            }
+            events += events_in(&record.record.usage);
+            taken.push(record.clone());
+        }
+        for page in taken.chunks(MAX_PAGE as usize) {
+            let next = page.last().map_or(1, |r| r.record.seq + 1);
+            let batch =
+                q::store::Batch { accepted: page.to_vec(), ..q::store::Batch::new(*node, next) };
+            store.ingest(&batch).await?;
+        }
+        if events >= EVENTS {
+            break 'nodes;
+        }
+    }
+    let projects: String = (0..PROJECTS).map(|p| format!("  project-{p}: cus_{p}\n")).collect();
+    let customers = Customers::parse(
+        &format!("projects:\n{projects}"),
+        std::path::Path::new("customers.yaml"),
+    )?;
+    let shape = Shape::Cloudevents;
+
+    // The same batches, rendered up front for the raw client.
+    let mut bodies = Vec::new();
+    let start = Instant::now();
+    let mut reader = q::push::Reader::new(&store, Default::default(), shape, &customers, BATCH);
+    while let Some(batch) = reader.next().await? {
+        bodies.push(batch.body);
+    }
+    let rendered = rate(events, start.elapsed());
+    let bytes: usize = bodies.iter().map(Vec::len).sum();
+    println!();
+    println!(
+        "q push of {events} usage events (CloudEvents, batches of {BATCH}: {} batches, {:.0} MB) to a local receiver that acknowledges at once",
+        bodies.len(),
+        bytes as f64 / 1e6
+    );
+
+    let receiver = Receiver::start(Options::default())?;
+    let client = q::push::client(Duration::from_secs(30))?;
+    let start = Instant::now();
+    for body in &bodies {
+        let answer = client
+            .post(&receiver.url)
+            .header("content-type", shape.content_type())
+            .body(body.clone())
+            .send()
+            .await?;
+        if !answer.status().is_success() {
+            return Err(format!("the receiver answered {}", answer.status()).into());
+        }
+    }
+    let raw = rate(events, start.elapsed());
+
+    let receiver = Receiver::start(Options::default())?;
+    let target = q::push::Target { url: receiver.url.parse()?, shape, headers: Default::default() };
+    let options = q::push::Options { batch: BATCH, ..q::push::Options::default() };
+    let start = Instant::now();
+    let pushed = q::push::push(&store, &target, &customers, &options, |_| {}).await?;
+    let took = start.elapsed();
+    if pushed.events as usize != events || receiver.seen().bytes as usize != bytes {
+        return Err(format!(
+            "q push sent {} events, {} bytes",
+            pushed.events,
+            receiver.seen().bytes
+        )
+        .into());
+    }
+    let push = rate(events, took);
+    println!("  {:<44} {:>12} {:>8}", "", "events/s", "vs raw");
+    println!("  {:<44} {:>12.0} {:>7.2}x", "raw client, bodies made up front", raw, 1.0);
+    println!(
+        "  {:<44} {:>12.0} {:>7.2}x",
+        "reading and rendering alone (no HTTP)",
+        rendered,
+        rendered / raw
+    );
+    println!(
+        "  {:<44} {:>12.0} {:>7.2}x   (targets: >= 0.7x and >= 20,000/s)",
+        "q push (read, render, post, cursor)",
+        push,
+        push / raw
+    );
+    Figure::new("q", &format!("push of {events} events, CloudEvents"), push, "events/s")
+        .beside("raw HTTP client, same bodies", raw)
+        .target(">= 0.7x and >= 20000/s", push / raw >= 0.7 && push >= 20_000.0)
+        .record();
     Ok(())
 }
 
 fn main() -> ExitCode {
     let mut total = 1_000_000;
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let push_only = args.iter().any(|a| a == "--push-only");
+    args.retain(|a| a != "--push-only");
     if let [flag, n] = args.as_slice()
         && flag == "--records"
     {
@@ -269,7 +434,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(bench(total)) {
+    match runtime.block_on(bench(total, push_only)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tau-q-bench: {e}");
