@@ -1,14 +1,19 @@
 -- Which ingest stored a record: a number that rises with every batch stored (`clock`), taken in
--- the batch's own transaction, so the batches commit in its order. A proof notes the number it
--- read up to; a record stored after is late for that proof's period, and `q push` sends
--- records in this order. Records stored before this version are ingest 0.
+-- the batch's own transaction, so the batches commit in its order. A batch is one node's, so
+-- (received, seq) orders every record. A proof notes the number it read up to; a record stored
+-- after is late for that proof's period, and `q push` sends records in this order. Records
+-- stored before this version count as one ingest per node, numbered from 1 in node order.
 ALTER TABLE records ADD COLUMN received BIGINT NOT NULL DEFAULT 0;
-CREATE INDEX records_by_received ON records (received, node, seq);
+UPDATE records SET received = (
+    SELECT COUNT(*) FROM (SELECT DISTINCT node FROM records) AS nodes
+    WHERE nodes.node <= records.node
+);
+CREATE INDEX records_by_received ON records (received, seq);
 CREATE TABLE clock (
     id BIGINT PRIMARY KEY,
     ingests BIGINT NOT NULL
 );
-INSERT INTO clock (id, ingests) VALUES (0, 0);
+INSERT INTO clock (id, ingests) SELECT 0, COUNT(DISTINCT node) FROM records;
 
 -- Every proof q made: its period, project ('' for all), root, the ingest it read up to, and the
 -- root it amends (empty for an original).

@@ -241,8 +241,8 @@ macro_rules! record_columns {
     };
 }
 
-/// Where a record stands in the order records were stored: its batch's ingest number, then
-/// node and sequence. The zero value comes before every record.
+/// Where a record stands in the order records were stored: its batch's ingest number, then its
+/// sequence (a batch is one node's). The zero value comes before every record.
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 pub struct Received {
     /// The ingest that stored it.
@@ -385,10 +385,7 @@ impl Store {
             // FULL: a committed batch survives a power cut, not only a killed process (the
             // node may prune what q acknowledged).
             .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
-            .busy_timeout(std::time::Duration::from_secs(10))
-            // Rows stream from SQLite's worker thread through a bounded channel: a deep one
-            // lets the worker run ahead instead of handing over every 50 rows.
-            .row_buffer_size(4_096);
+            .busy_timeout(std::time::Duration::from_secs(10));
         let pool = sqlx::sqlite::SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)

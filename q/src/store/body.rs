@@ -136,7 +136,8 @@ impl Store {
     }
 
     /// Streams the records of a period stored by an ingest in `(after, through]`, in
-    /// (project, function, node, seq) order, into `each`; returns how many.
+    /// (project, function, node, seq) order, into `each`; returns how many. (`+received` keeps
+    /// SQLite's planner on the window index, as the ingest bounds are mostly everything.)
     pub async fn records(
         &self,
         from_ms: u64,
@@ -151,7 +152,7 @@ impl Store {
             record_columns!(),
             " FROM records WHERE window_start_ms >= $1 AND window_start_ms < $2 \
              AND (CAST($3 AS TEXT) IS NULL OR project = CAST($3 AS TEXT)) \
-             AND received > $4 AND received <= $5 \
+             AND +received > $4 AND +received <= $5 \
              ORDER BY project, function, node, seq"
         );
         let mut rows = sqlx::query(sql)
@@ -169,8 +170,8 @@ impl Store {
         Ok(count)
     }
 
-    /// Streams up to `limit` records stored after `cursor` (received, node, seq), in that
-    /// order, each with its ingest number.
+    /// Streams up to `limit` records stored after `cursor` (received, seq), in that order,
+    /// each with its ingest number.
     pub async fn records_after(
         &self,
         cursor: &Received,
@@ -182,14 +183,13 @@ impl Store {
         let sql = concat!(
             "SELECT ",
             record_columns!(),
-            // A row value, so both databases walk the (received, node, seq) index from the
-            // cursor on rather than scanning every record before it.
-            ", received FROM records WHERE (received, node, seq) > ($1, $2, $3) \
-             ORDER BY received, node, seq LIMIT $4"
+            // A batch is one node's, so (received, seq) orders the records; a row value, so both
+            // databases walk that index from the cursor on.
+            ", received FROM records WHERE (received, seq) > ($1, $2) \
+             ORDER BY received, seq LIMIT $3"
         );
         let mut rows = sqlx::query(sql)
             .bind(cursor.ingest as i64)
-            .bind(&cursor.node)
             .bind(cursor.seq as i64)
             .bind(limit.min(i64::MAX as u64) as i64)
             .fetch(&self.pool);
@@ -267,7 +267,7 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let (count,): (i64,) = sqlx::query_as(
             "SELECT COUNT(*) FROM records WHERE window_start_ms >= $1 AND window_start_ms < $2 \
-             AND (CAST($3 AS TEXT) IS NULL OR project = CAST($3 AS TEXT)) AND received > $4",
+             AND (CAST($3 AS TEXT) IS NULL OR project = CAST($3 AS TEXT)) AND +received > $4",
         )
         .bind(from_ms as i64)
         .bind(to_ms as i64)
@@ -306,8 +306,7 @@ impl Store {
             "INSERT INTO push_cursors (target, ingest, node, seq, events) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (target) DO UPDATE SET ingest = excluded.ingest, node = excluded.node, \
              seq = excluded.seq, events = push_cursors.events + excluded.events \
-             WHERE (push_cursors.ingest, push_cursors.node, push_cursors.seq) \
-             < (excluded.ingest, excluded.node, excluded.seq)",
+             WHERE (push_cursors.ingest, push_cursors.seq) < (excluded.ingest, excluded.seq)",
         )
         .bind(target)
         .bind(to.ingest as i64)
