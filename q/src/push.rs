@@ -282,11 +282,13 @@ fn retryable(status: reqwest::StatusCode) -> bool {
     status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429
 }
 
-/// Sends one batch until the receiver acknowledges it; counts the retries.
+/// Sends one batch of `events` until the receiver acknowledges it; counts the retries. (The
+/// body is shared, not copied, by each try.)
 async fn send(
     client: &reqwest::Client,
     target: &Target,
-    batch: &Batch,
+    body: &bytes::Bytes,
+    events: usize,
     options: &Options,
     progress: &mut Progress,
     report: &mut impl FnMut(&str),
@@ -297,7 +299,7 @@ async fn send(
             .post(target.url.clone())
             .headers(target.headers.clone())
             .header(reqwest::header::CONTENT_TYPE, target.shape.content_type())
-            .body(batch.body.clone())
+            .body(body.clone())
             .send()
             .await;
         let why = match answer {
@@ -305,13 +307,12 @@ async fn send(
             Ok(answer) if retryable(answer.status()) => format!("answered {}", answer.status()),
             Ok(answer) => {
                 let status = answer.status();
-                let body = answer.text().await.unwrap_or_default();
-                let body: String = body.chars().take(QUOTED).collect();
+                let quoted = quote(answer).await;
                 return Err(PushError::Refused {
                     url: target.shown(),
-                    events: batch.events,
+                    events,
                     status,
-                    body: tau_proto::text::printable(&body).to_string(),
+                    body: tau_proto::text::printable(&quoted).to_string(),
                 });
             }
             Err(e) if e.is_timeout() => "did not answer in time".to_string(),
@@ -323,12 +324,25 @@ async fn send(
         report(&format!(
             "{} {why}; the batch of {} events is sent again in {:.1} s",
             target.shown(),
-            batch.events,
+            events,
             wait.as_secs_f64()
         ));
         tokio::time::sleep(wait).await;
         backoff = (backoff * 2).min(options.max_backoff);
     }
+}
+
+/// The start of a refusal's body: at most [`QUOTED`] bytes are read, however much it sends.
+async fn quote(mut answer: reqwest::Response) -> String {
+    let mut read = Vec::new();
+    while read.len() < QUOTED {
+        match answer.chunk().await {
+            Ok(Some(chunk)) => read.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    read.truncate(QUOTED);
+    String::from_utf8_lossy(&read).into_owned()
 }
 
 /// A client error's message without its URL (which may carry a token).
@@ -383,13 +397,17 @@ pub async fn push(
     let mut said = Instant::now();
     let result = async {
         while let Some(batch) = rx.recv().await {
-            let batch = batch?;
-            send(&client, target, &batch, options, &mut progress, &mut report).await?;
-            store.move_push_cursor(&key, &batch.last, batch.events as u64).await?;
-            progress.events += batch.events as u64;
-            progress.total_events += batch.events as u64;
+            let Batch { body, events, last } = batch?;
+            // A batch of records without a figure to bill has nothing to send.
+            if events > 0 {
+                let body = bytes::Bytes::from(body);
+                send(&client, target, &body, events, options, &mut progress, &mut report).await?;
+            }
+            store.move_push_cursor(&key, &last, events as u64).await?;
+            progress.events += events as u64;
+            progress.total_events += events as u64;
             progress.batches += 1;
-            progress.cursor = batch.last;
+            progress.cursor = last;
             if said.elapsed() >= Duration::from_secs(1) {
                 said = Instant::now();
                 report(&format!(
