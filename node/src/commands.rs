@@ -6,6 +6,7 @@ mod hoarder;
 mod init;
 mod jobs;
 mod key;
+mod logs;
 mod nodes;
 mod output;
 mod peers;
@@ -34,6 +35,7 @@ pub(crate) enum Command {
     Tns(tns::Tns),
     Hoarder(hoarder::Hoarder),
     Counters(counters::Counters),
+    Logs(logs::Logs),
     Vault(vault::Vault),
     Secret(secret::Secret),
     Jobs(jobs::Jobs),
@@ -59,6 +61,7 @@ impl Command {
             Self::Tns(cmd) => cmd.run().await,
             Self::Hoarder(cmd) => cmd.run().await,
             Self::Counters(cmd) => cmd.run().await,
+            Self::Logs(cmd) => cmd.run().await,
             Self::Vault(cmd) => cmd.run().await,
             Self::Secret(cmd) => cmd.run().await,
             Self::Jobs(cmd) => cmd.run().await,

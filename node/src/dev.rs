@@ -97,6 +97,8 @@ pub struct DevNode {
     pub dns: std::net::SocketAddr,
     /// patrick's webhook endpoint (listening only if it runs ci).
     pub webhook: std::net::SocketAddr,
+    /// The admin HTTP port (`/metrics`).
+    pub admin: std::net::SocketAddr,
     /// The services it runs.
     pub services: Vec<String>,
 }
@@ -181,14 +183,15 @@ pub fn prepare(dir: &Path, options: &DevOptions) -> Result<DevCloud, DevError> {
     let operator_key = WriterKey::of(&operator).map(|k| k.to_string());
 
     let ips: Vec<Ipv4Addr> = (0..count).map(node_ip).collect();
-    let [http_port, dns_port, webhook_port] = shared_ports(&ips).map_err(io(&dir))?;
+    let [http_port, dns_port, webhook_port, admin_port] = shared_ports(&ips).map_err(io(&dir))?;
     let mut nodes = Vec::with_capacity(count);
     for (i, ip) in ips.iter().copied().enumerate() {
         let name = format!("node-{i}");
         let node_dir = node_dir(i);
         let keypair = keyfile::read(&paths.identities[i])?;
         let peer_id = keypair.public().to_peer_id();
-        let p2p = p2p_port(ip, &[http_port, dns_port, webhook_port]).map_err(io(&dir))?;
+        let p2p =
+            p2p_port(ip, &[http_port, dns_port, webhook_port, admin_port]).map_err(io(&dir))?;
         let addr = Multiaddr::from(ip).with(Protocol::Tcp(p2p)).with(Protocol::P2p(peer_id));
         let services = SERVICES
             .iter()
@@ -205,6 +208,7 @@ pub fn prepare(dir: &Path, options: &DevOptions) -> Result<DevCloud, DevError> {
             http: (ip, http_port).into(),
             dns: (ip, dns_port).into(),
             webhook: (ip, webhook_port).into(),
+            admin: (ip, admin_port).into(),
             services,
         });
     }
@@ -234,6 +238,7 @@ pub fn prepare(dir: &Path, options: &DevOptions) -> Result<DevCloud, DevError> {
                 http: http_port,
                 dns: dns_port,
                 webhook: webhook_port,
+                admin: admin_port,
             },
             location: Some(Location { region, latitude: None, longitude: None }),
             // A dev cloud's nodes stop at once: no client caches their DNS answers for long.
@@ -251,6 +256,7 @@ pub fn prepare(dir: &Path, options: &DevOptions) -> Result<DevCloud, DevError> {
             connections: ConnectionsConfig::default(),
             ci: Default::default(),
             database: options.database.clone(),
+            metrics: Default::default(),
         };
         config.save(&node.config).map_err(io(&node.config))?;
     }
@@ -297,9 +303,9 @@ fn p2p_port(ip: Ipv4Addr, taken: &[u16]) -> std::io::Result<u16> {
     Err(std::io::Error::other(format!("no free port on {ip}")))
 }
 
-/// An HTTP port (TCP), a DNS port (UDP and TCP) and a webhook port (TCP) free on every one of
-/// `ips`.
-fn shared_ports(ips: &[Ipv4Addr]) -> std::io::Result<[u16; 3]> {
+/// An HTTP port (TCP), a DNS port (UDP and TCP), a webhook port (TCP) and an admin port (TCP)
+/// free on every one of `ips`.
+fn shared_ports(ips: &[Ipv4Addr]) -> std::io::Result<[u16; 4]> {
     let free_everywhere = |port: u16, udp: bool| {
         ips.iter().all(|ip| {
             TcpListener::bind((*ip, port)).is_ok()
@@ -311,8 +317,8 @@ fn shared_ports(ips: &[Ipv4Addr]) -> std::io::Result<[u16; 3]> {
         let port = TcpListener::bind((ips[0], 0))?.local_addr()?.port();
         if !found.contains(&port) && free_everywhere(port, found.len() == 1) {
             found.push(port);
-            if let [http, dns, webhook] = found[..] {
-                return Ok([http, dns, webhook]);
+            if let [http, dns, webhook, admin] = found[..] {
+                return Ok([http, dns, webhook, admin]);
             }
         }
     }

@@ -321,7 +321,30 @@ impl Asker for Local {
     }
 }
 
+/// What hoarder's metrics show.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Figures {
+    /// Pins known (blob and owner).
+    pub pins: u64,
+    /// Blobs held here.
+    pub held: u64,
+    /// Blobs being fetched now.
+    pub fetching: u64,
+    /// Chunks refused for a wrong hash.
+    pub rejected_chunks: u64,
+}
+
 impl Local {
+    /// This node's figures, now.
+    pub fn figures(&self) -> Figures {
+        Figures {
+            pins: lock(&self.0.pins).len() as u64,
+            held: lock(&self.0.said).held.len() as u64,
+            fetching: lock(&self.0.fetching).len() as u64,
+            rejected_chunks: self.0.rejected_chunks.load(Ordering::Relaxed),
+        }
+    }
+
     /// Whether this node's hoarder store is nearly full (what its heartbeats say).
     pub fn full(&self) -> Arc<AtomicBool> {
         self.0.full.clone()

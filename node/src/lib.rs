@@ -26,12 +26,16 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod config;
 pub mod database;
 pub mod db;
 pub mod dev;
 pub mod hoarder;
+pub mod http_server;
+pub mod logs;
 pub mod membership;
+pub mod metrics;
 pub mod monkey;
 pub mod node;
 pub mod p2p;

@@ -22,17 +22,18 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     // libp2p_swarm logs every swarm's peer id at info: noise for operators.
     let default_level = if cli.command.is_server() { "info,libp2p_swarm=warn" } else { "warn" };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         // A node whose log disk is full keeps serving: a line it cannot write is dropped, where
         // the default would report it with eprintln!, which panics the task that logged.
-        .log_internal_errors(false)
-        .init();
+        .log_internal_errors(false);
+    // A node also keeps its recent lines for `tau-node logs` (the admin protocol).
+    let kept = cli.command.is_server().then(tau_node::logs::layer);
+    tracing_subscriber::registry().with(filter).with(stderr).with(kept).init();
     match cli.command.run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::NodeConfig;
 use crate::p2p::{self, AdminContext, P2pConfig, P2pError};
 use crate::{
-    database, hoarder, membership, monkey, patrick, resources, seer, substrate, tns, vault,
+    admin, database, hoarder, membership, monkey, patrick, resources, seer, substrate, tns, vault,
 };
 
 /// Why a node could not start.
@@ -54,6 +54,12 @@ pub enum NodeError {
     Patrick(#[from] patrick::PatrickError),
     #[error(transparent)]
     Database(#[from] database::DatabaseError),
+    /// The admin port could not be bound.
+    #[error("cannot listen on {addr} for the admin port (ports.admin): {source}")]
+    Admin { addr: std::net::SocketAddr, source: std::io::Error },
+    /// The metrics exporter could not start.
+    #[error(transparent)]
+    Otlp(#[from] crate::metrics::OtlpError),
 }
 
 /// A started node. Stop it with [`Node::stop`].
@@ -65,6 +71,7 @@ pub struct Node {
     http_addrs: Vec<std::net::SocketAddr>,
     dns_addrs: Vec<std::net::SocketAddr>,
     webhook_addrs: Vec<std::net::SocketAddr>,
+    admin_addrs: Vec<std::net::SocketAddr>,
     leaving: tokio::sync::watch::Sender<bool>,
 }
 
@@ -82,6 +89,8 @@ impl Node {
         let shutdown = CancellationToken::new();
         let resources = resources::spawn(config.data_dir.clone(), shutdown.child_token());
         let sampled = resources.clone();
+        let sampled_for_metrics = resources.clone();
+        let (leaving, leaving_rx) = tokio::sync::watch::channel(false);
         let (handle, p2p_task) = p2p::spawn(
             P2pConfig {
                 keypair: keypair.clone(),
@@ -94,6 +103,7 @@ impl Node {
                     location: config.location.clone(),
                     started,
                     resources,
+                    leaving: leaving_rx.clone(),
                 },
                 admitted: membership::initial(config.operator_key().as_ref()),
                 connections: config.connections.clone(),
@@ -103,6 +113,24 @@ impl Node {
         .await?;
         let runs = |service: &str| config.services.iter().any(|s| s == service);
         let mut services = Vec::new();
+        // Counter requests go to the node's counters, where it keeps some.
+        let keeps_counters = runs("substrate") || runs("ci");
+        let (counter_inbox, counter_requests) = tokio::sync::mpsc::channel(64);
+        services.push(
+            admin::start(
+                admin::Parts {
+                    handle: handle.clone(),
+                    operator: config.operator_key(),
+                    logs: crate::logs::global().clone(),
+                    leaving: leaving.clone(),
+                    counters: keeps_counters.then_some(counter_inbox),
+                },
+                shutdown.child_token(),
+            )
+            .await
+            .map_err(|e| P2pError::Build(e.to_string()))?,
+        );
+        let mut counter_requests = Some(counter_requests);
         let mut local_tns = None;
         if runs("tns") {
             let (tasks, local) = tns::start(
@@ -193,16 +221,21 @@ impl Node {
         let mut http_addrs = Vec::new();
         let mut in_flight = None;
         // Signed counters: substrate's invocations, and a ci node's build jobs.
-        let counters = if runs("substrate") || runs("ci") {
+        let counters = if keeps_counters {
             Some(substrate::open_counters(&config.data_dir, keypair.clone(), &config.substrate)?)
         } else {
             None
         };
         if let Some(counters) = counters.clone().filter(|_| !runs("substrate")) {
             let shutdown = shutdown.child_token();
-            services.push(
-                substrate::serve_counters(&handle, counters, admitted.clone(), shutdown).await?,
-            );
+            if let Some(requests) = counter_requests.take() {
+                services.push(substrate::serve_counters(
+                    counters,
+                    requests,
+                    admitted.clone(),
+                    shutdown,
+                ));
+            }
         }
         if let Some(counters) = counters.clone().filter(|_| runs("substrate")) {
             let started = substrate::start(
@@ -212,10 +245,13 @@ impl Node {
                     http: config.http_listen_addrs(),
                     config: &config.substrate,
                     tns: local_tns.clone(),
-                    hoarder: local_hoarder,
+                    hoarder: local_hoarder.clone(),
                     admitted: admitted.clone(),
                     region: config.location.as_ref().map(|l| l.region.clone()),
                     counters,
+                    counter_requests: counter_requests
+                        .take()
+                        .expect("counter requests are taken once: substrate or ci, not both here"),
                     database: local_database.clone(),
                 },
                 shutdown.child_token(),
@@ -298,7 +334,6 @@ impl Node {
             .map_err(seer::SeerError::P2p)?;
             services.push(follow);
         }
-        let (leaving, leaving_rx) = tokio::sync::watch::channel(false);
         services.push(seer::beat::spawn(
             handle.clone(),
             seer::beat::BeatParts {
@@ -308,12 +343,52 @@ impl Node {
                 resources: sampled,
                 active_requests: in_flight,
                 hoarder_full,
-                seer: own_seer,
-                leaving: leaving_rx,
+                seer: own_seer.clone(),
+                leaving: leaving_rx.clone(),
                 udp: seer::beat::Udp { socket: beat_socket(config).await, seal },
             },
             shutdown.child_token(),
         ));
+        // Metrics: served on the admin port, pushed over OTLP when a collector is named.
+        let sources = crate::metrics::Sources {
+            peer_id: handle.peer_id().to_string(),
+            services: config.services.clone(),
+            started,
+            resources: sampled_for_metrics,
+            leaving: leaving_rx,
+            handle: handle.clone(),
+            counters: counters.clone(),
+            tns: local_tns.clone(),
+            hoarder: local_hoarder.clone(),
+            vault: local_vault.clone(),
+            seer: own_seer.clone(),
+        };
+        let mut admin_addrs = Vec::new();
+        for addr in config.admin_listen_addrs() {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| NodeError::Admin { addr, source })?;
+            let bound =
+                listener.local_addr().map_err(|source| NodeError::Admin { addr, source })?;
+            tracing::info!(address = %bound, "admin port listening: GET /metrics");
+            admin_addrs.push(bound);
+            services.push(tokio::spawn(crate::metrics::serve(
+                sources.clone(),
+                listener,
+                shutdown.child_token(),
+            )));
+        }
+        if let Some(url) = &config.metrics.otlp {
+            services.push(
+                crate::metrics::Otlp::start(
+                    url,
+                    config.metrics.interval(),
+                    sources,
+                    shutdown.child_token(),
+                )
+                .await?,
+            );
+        }
         tracing::info!(
             peer_id = %handle.peer_id(),
             swarm_key = %swarm_key.fingerprint(),
@@ -328,8 +403,14 @@ impl Node {
             http_addrs,
             dns_addrs,
             webhook_addrs,
+            admin_addrs,
             leaving,
         })
+    }
+
+    /// The addresses the admin HTTP port (`/metrics`) listens on.
+    pub fn admin_addrs(&self) -> &[std::net::SocketAddr] {
+        &self.admin_addrs
     }
 
     /// The addresses the HTTP gateway listens on (empty without substrate).

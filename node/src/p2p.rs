@@ -67,6 +67,8 @@ pub struct AdminContext {
     pub started: Instant,
     /// The latest resource sample.
     pub resources: watch::Receiver<Resources>,
+    /// Whether the node is draining (leaving).
+    pub leaving: watch::Receiver<bool>,
 }
 
 /// Why the p2p core could not start.

@@ -17,6 +17,7 @@ pub mod functions;
 pub mod gateway;
 pub mod keyvalue;
 pub mod outbound;
+pub mod output;
 pub mod routes;
 pub mod storage;
 
@@ -82,6 +83,8 @@ pub struct Parts<'a> {
     pub region: Option<String>,
     /// The node's counters ([`open_counters`]), which the gateway adds to.
     pub counters: Arc<counters::Counters>,
+    /// The admin protocol's counter requests.
+    pub counter_requests: CounterRequests,
     /// The node's own database service, if it runs one.
     pub database: Option<crate::database::Local>,
 }
@@ -106,16 +109,19 @@ pub fn open_counters(
 
 /// Serves `counters` (their windows, and the admin protocol's counter requests) on a node that
 /// does not run substrate, until `shutdown`.
-pub async fn serve_counters(
-    handle: &p2p::Handle,
+pub fn serve_counters(
     counters: Arc<counters::Counters>,
+    requests: CounterRequests,
     admitted: tokio::sync::watch::Receiver<tau_proto::membership::Admitted>,
     shutdown: CancellationToken,
-) -> Result<JoinHandle<()>, SubstrateError> {
-    let (inbox, admin) = tokio::sync::mpsc::channel(64);
-    handle.extend_admin(inbox).await.map_err(|e| SubstrateError::P2p(e.into()))?;
-    Ok(tokio::spawn(counters::run(counters, admin, admitted, shutdown)))
+) -> JoinHandle<()> {
+    tokio::spawn(counters::run(counters, requests, admitted, shutdown))
 }
+
+/// The admin protocol's counter requests, as the node's admin task hands them on.
+pub type CounterRequests = tokio::sync::mpsc::Receiver<
+    p2p::Inbound<tau_proto::admin::AdminRequest, tau_proto::admin::AdminResponse>,
+>;
 
 /// What a running substrate service hands back to the node.
 pub struct Started {
@@ -188,8 +194,7 @@ pub async fn start(
         http_addrs.push(bound);
         listeners.push(listener);
     }
-    let (inbox, admin) = tokio::sync::mpsc::channel(64);
-    parts.handle.extend_admin(inbox).await.map_err(|e| SubstrateError::P2p(e.into()))?;
+    let admin = parts.counter_requests;
     let mut tasks = Vec::new();
     let serving: Vec<_> = listeners
         .into_iter()

@@ -71,6 +71,8 @@ pub(crate) struct Shared {
     /// Who the operator admitted, and for which roles: a granted role's node may read the
     /// secrets its grant covers.
     admitted: tokio::sync::watch::Receiver<tau_proto::membership::Admitted>,
+    /// Decryption shares answered since the start.
+    pub(crate) answered: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Loads and checks the key set and this node's share.
@@ -124,9 +126,15 @@ pub fn load_keys(config: &VaultConfig) -> Result<(KeySet, ShareFile), VaultStart
 pub struct Local {
     inbox: tokio::sync::mpsc::Sender<p2p::Inbound<VaultRequest, VaultResponse>>,
     me: libp2p::PeerId,
+    answered: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Local {
+    /// Decryption shares this node answered since it started.
+    pub fn answered(&self) -> u64 {
+        self.answered.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Asks this node's vault, as this node.
     pub async fn ask(&self, request: VaultRequest) -> Result<VaultResponse, String> {
         let (reply, answer) = tokio::sync::oneshot::channel();
@@ -163,9 +171,19 @@ pub async fn start(
         "vault share loaded"
     );
     let nonces = std::sync::Mutex::default();
-    let shared = Arc::new(Shared { keyset, share, bindings, registry, keypair, nonces, admitted });
+    let answered = Arc::default();
+    let shared = Arc::new(Shared {
+        keyset,
+        share,
+        bindings,
+        registry,
+        keypair,
+        nonces,
+        admitted,
+        answered: Arc::clone(&answered),
+    });
     let (inbox, requests) = tokio::sync::mpsc::channel(256);
-    let local = Local { inbox: inbox.clone(), me: handle.peer_id() };
+    let local = Local { inbox: inbox.clone(), me: handle.peer_id(), answered };
     handle.serve::<VaultProtocol>(inbox).await.map_err(|e| VaultStartError::P2p(e.into()))?;
     Ok((vec![tokio::spawn(service::run(shared, requests, shutdown))], local))
 }

@@ -54,6 +54,13 @@ pub enum AdminRequest {
         /// The service.
         service: String,
     },
+    /// Lines of the node's log or of a function's output: [`AdminResponse::Logs`]. The
+    /// operator's only.
+    Logs(crate::logs::LogQuery),
+    /// The node leaves: its heartbeats list no service from now on, so seer sends no more
+    /// clients to it and hoarder moves its replicas to others, while it goes on serving what
+    /// still comes until it is stopped: [`AdminResponse::Draining`]. The operator's only.
+    Drain,
 }
 
 /// A node's answer.
@@ -70,6 +77,13 @@ pub enum AdminResponse {
     Acked(u64),
     /// The answer to [`AdminRequest::Directory`]: connected nodes first, nearest first.
     Directory(Vec<DirectoryEntry>),
+    /// The answer to [`AdminRequest::Logs`].
+    Logs(crate::logs::LogPage),
+    /// The answer to [`AdminRequest::Drain`]: whether the node was already draining.
+    Draining {
+        /// It had been asked before.
+        already: bool,
+    },
     /// The request could not be served.
     Error(String),
 }
@@ -93,6 +107,9 @@ pub struct NodeInfo {
     pub location: Option<Location>,
     /// Its host's resources, sampled every few seconds.
     pub resources: Resources,
+    /// Whether it is draining: leaving the cloud, its heartbeats listing no service.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// Where a node is.

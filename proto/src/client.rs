@@ -272,6 +272,28 @@ impl Client {
         }
     }
 
+    /// A page of `peer`'s log or of a function's output there (the operator's only; see
+    /// [`crate::logs`]).
+    pub async fn logs(
+        &self,
+        peer: PeerId,
+        query: crate::logs::LogQuery,
+    ) -> Result<crate::logs::LogPage, ClientError> {
+        match self.call::<AdminProtocol>(peer, AdminRequest::Logs(query)).await? {
+            AdminResponse::Logs(page) => Ok(page),
+            _ => Err(ClientError::Unexpected { peer }),
+        }
+    }
+
+    /// Drains `peer` (the operator's only): its heartbeats list no service from then on.
+    /// Returns whether it was draining already.
+    pub async fn drain(&self, peer: PeerId) -> Result<bool, ClientError> {
+        match self.call::<AdminProtocol>(peer, AdminRequest::Drain).await? {
+            AdminResponse::Draining { already } => Ok(already),
+            _ => Err(ClientError::Unexpected { peer }),
+        }
+    }
+
     /// Every node the entry node knows, itself first, with the addresses it gave for each; the
     /// client learns those addresses, so that it can then ask any of them directly.
     pub async fn nodes(&self) -> Result<Vec<PeerId>, ClientError> {

@@ -44,6 +44,7 @@ pub mod hoarder;
 pub mod identity;
 pub mod keyfile;
 pub mod kv;
+pub mod logs;
 pub mod membership;
 pub mod net;
 pub mod node_config;

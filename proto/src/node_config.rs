@@ -115,6 +115,52 @@ pub struct NodeConfig {
     /// The database service's settings.
     #[serde(default, skip_serializing_if = "DatabaseConfig::is_default")]
     pub database: DatabaseConfig,
+    /// Where the node pushes its metrics, besides serving them on the admin port.
+    #[serde(default, skip_serializing_if = "MetricsConfig::is_default")]
+    pub metrics: MetricsConfig,
+}
+
+/// Pushing metrics over OTLP (`metrics` in `node.yaml`); the admin port serves them anyway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// An OpenTelemetry collector's OTLP/HTTP endpoint (`http://collector:4318`); none: no push.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp: Option<String>,
+    /// How often to push (`15s`; 1s to 1h).
+    pub interval: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { otlp: None, interval: "15s".into() }
+    }
+}
+
+impl MetricsConfig {
+    /// Whether every setting is the default (then `node.yaml` leaves the section out).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// How often to push (checked when the file was loaded).
+    pub fn interval(&self) -> std::time::Duration {
+        humantime::parse_duration(&self.interval).unwrap_or(std::time::Duration::from_secs(15))
+    }
+
+    /// The first setting that is wrong, and why.
+    pub fn problem(&self) -> Option<(&'static str, String)> {
+        if let Some(url) = &self.otlp
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Some(("otlp", format!("`{url}` is not an http:// or https:// URL")));
+        }
+        match humantime::parse_duration(&self.interval) {
+            Ok(d) if (1..=3600).contains(&d.as_secs()) => None,
+            Ok(_) => Some(("interval", "between 1s and 1h".into())),
+            Err(e) => Some(("interval", format!("`{}` is not a duration: {e}", self.interval))),
+        }
+    }
 }
 
 /// The database service's settings (`database` in `node.yaml`).
@@ -554,6 +600,21 @@ pub struct Ports {
     /// patrick's webhook endpoint (HTTP), on `ci` nodes.
     #[serde(default = "default_webhook_port", skip_serializing_if = "is_default_webhook_port")]
     pub webhook: u16,
+    /// The admin HTTP port: `GET /metrics` (Prometheus text), on every node.
+    #[serde(default = "default_admin_port", skip_serializing_if = "is_default_admin_port")]
+    pub admin: u16,
+}
+
+/// The admin port unless `ports.admin` says otherwise (the port OpenTelemetry's Prometheus
+/// exporters use).
+pub const DEFAULT_ADMIN_PORT: u16 = 9464;
+
+fn default_admin_port() -> u16 {
+    DEFAULT_ADMIN_PORT
+}
+
+fn is_default_admin_port(port: &u16) -> bool {
+    *port == DEFAULT_ADMIN_PORT
 }
 
 /// patrick's port unless `ports.webhook` says otherwise.
@@ -569,7 +630,13 @@ fn is_default_webhook_port(port: &u16) -> bool {
 
 impl Default for Ports {
     fn default() -> Self {
-        Self { p2p: 4001, http: 8080, dns: 53, webhook: DEFAULT_WEBHOOK_PORT }
+        Self {
+            p2p: 4001,
+            http: 8080,
+            dns: 53,
+            webhook: DEFAULT_WEBHOOK_PORT,
+            admin: DEFAULT_ADMIN_PORT,
+        }
     }
 }
 
@@ -619,6 +686,7 @@ impl Default for NodeConfig {
             connections: ConnectionsConfig::default(),
             ci: CiConfig::default(),
             database: DatabaseConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -723,7 +791,7 @@ impl NodeConfig {
                 ));
             }
         }
-        let Ports { p2p, http, dns, webhook } = self.ports;
+        let Ports { p2p, http, dns, webhook, admin } = self.ports;
         let pairs = [
             (p2p, http, "http"),
             (p2p, dns, "dns"),
@@ -731,6 +799,10 @@ impl NodeConfig {
             (p2p, webhook, "webhook"),
             (http, webhook, "webhook"),
             (dns, webhook, "webhook"),
+            (p2p, admin, "admin"),
+            (http, admin, "admin"),
+            (dns, admin, "admin"),
+            (webhook, admin, "admin"),
         ];
         for (a, b, name) in pairs {
             if a != 0 && a == b {
@@ -754,6 +826,9 @@ impl NodeConfig {
         }
         if let Some((field, message)) = self.database.problem() {
             return Err(invalid(format!("database.{field}"), message));
+        }
+        if let Some((field, message)) = self.metrics.problem() {
+            return Err(invalid(format!("metrics.{field}"), message));
         }
         if let Some(location) = &self.location {
             if location.latitude.is_some_and(|l| !(-90.0..=90.0).contains(&l)) {
@@ -782,6 +857,11 @@ impl NodeConfig {
     /// The HTTP gateway's listen addresses: each listen IP with the http port.
     pub fn http_listen_addrs(&self) -> Vec<std::net::SocketAddr> {
         self.listen.iter().map(|ip| std::net::SocketAddr::new(*ip, self.ports.http)).collect()
+    }
+
+    /// The admin HTTP port's listen addresses: each listen IP with the admin port.
+    pub fn admin_listen_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.listen.iter().map(|ip| std::net::SocketAddr::new(*ip, self.ports.admin)).collect()
     }
 
     /// patrick's listen addresses: each listen IP with the webhook port.
@@ -876,6 +956,8 @@ mod tests {
             (format!("{base}substrate: {{counter_window: 10ms}}\n"), "at least 1s"),
             (format!("{base}database: {{storage_grace: 10ms}}\n"), "database.storage_grace"),
             (format!("{base}database: {{storage_grace: later}}\n"), "not a duration"),
+            (format!("{base}metrics: {{otlp: 'ftp://x'}}\n"), "metrics.otlp"),
+            (format!("{base}metrics: {{interval: 0s}}\n"), "metrics.interval"),
             (format!("{base}substrate: {{max_instances: 0}}\n"), "substrate.max_instances"),
             (format!("{base}substrate: {{windows: 1s}}\n"), "unknown field `windows`"),
             (format!("{base}services: [vault]\n"), "field `vault`: a vault node needs"),

@@ -234,6 +234,7 @@ pub fn desired(playbook: &Playbook) -> Result<Vec<Desired>, DesiredError> {
             connections: shape.connections.clone().unwrap_or_default(),
             ci: Default::default(),
             database: Default::default(),
+            metrics: Default::default(),
             drain: shape.drain.clone().unwrap_or_else(|| NodeConfig::default().drain),
         };
         let yaml = serde_yaml_ng::to_string(&config).map_err(|e| DesiredError {

@@ -358,8 +358,9 @@ impl Playbook {
                     ));
                 }
             }
-            let Ports { p2p, http, dns, webhook } = shape.ports;
-            for (port, which) in [(p2p, "p2p"), (http, "http"), (dns, "dns"), (webhook, "webhook")]
+            let Ports { p2p, http, dns, webhook, admin } = shape.ports;
+            for (port, which) in
+                [(p2p, "p2p"), (http, "http"), (dns, "dns"), (webhook, "webhook"), (admin, "admin")]
             {
                 if port == 0 {
                     return Err(invalid(
@@ -368,11 +369,11 @@ impl Playbook {
                     ));
                 }
             }
-            let ports = [p2p, http, dns, webhook];
+            let ports = [p2p, http, dns, webhook, admin];
             if ports.iter().enumerate().any(|(i, port)| ports[..i].contains(port)) {
                 return Err(invalid(
                     field(".ports"),
-                    "p2p, http, dns and webhook need four different ports".into(),
+                    "p2p, http, dns, webhook and admin need five different ports".into(),
                 ));
             }
             if let Some((name, message)) = shape.substrate.as_ref().and_then(|s| s.problem()) {

@@ -187,6 +187,8 @@ pub struct DevCloud {
     pub dns: Vec<String>,
     /// Each ci node's webhook endpoint (`127.0.0.1:<port>`, patrick), in node order.
     pub webhooks: Vec<String>,
+    /// Each node's metrics URL (`http://127.0.0.<i>:<port>/metrics`), in node order.
+    pub metrics: Vec<String>,
     stderr: mpsc::Receiver<String>,
 }
 
@@ -227,6 +229,7 @@ impl DevCloud {
             gateways: Vec::new(),
             dns: Vec::new(),
             webhooks: Vec::new(),
+            metrics: Vec::new(),
             stderr,
         };
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -249,6 +252,10 @@ impl DevCloud {
                 line.strip_prefix("webhook ").and_then(|r| r.split("http://").nth(1))
             {
                 cloud.webhooks.push(addr.trim().to_string());
+            } else if let Some(url) =
+                line.strip_prefix("metrics ").and_then(|r| r.split(' ').nth(1))
+            {
+                cloud.metrics.push(url.trim().to_string());
             } else {
                 return Err(format!("unexpected line from tau-node dev: {line}").into());
             }

@@ -224,6 +224,9 @@ impl Dev {
         for node in cloud.nodes.iter().filter(|n| n.runs("ci")) {
             println!("webhook {} http://{}", node.name, node.webhook);
         }
+        for node in &cloud.nodes {
+            println!("metrics {} http://{}/metrics", node.name, node.admin);
+        }
         println!("ready {}", cloud.profile.display());
         std::io::stdout().flush()?;
 

@@ -54,6 +54,9 @@ pub(crate) struct Init {
     /// patrick's webhook port, on a `ci` node.
     #[arg(long, default_value_t = Ports::default().webhook)]
     webhook_port: u16,
+    /// The admin HTTP port: GET /metrics, Prometheus text (0: any free port).
+    #[arg(long, default_value_t = Ports::default().admin)]
+    admin_port: u16,
     /// The vault key set file (`keyset.yaml` from `tau-node vault deal`), for a vault node.
     #[arg(long, requires = "vault_share")]
     vault_keyset: Option<PathBuf>,
@@ -108,6 +111,7 @@ impl Init {
                 http: self.http_port,
                 dns: self.dns_port,
                 webhook: self.webhook_port,
+                admin: self.admin_port,
             },
             location: self.region.map(|region| Location {
                 region,
@@ -132,6 +136,7 @@ impl Init {
             connections: Default::default(),
             ci: Default::default(),
             database: Default::default(),
+            metrics: Default::default(),
         };
         // The same checks as loading the file, before anything is written.
         let text = serde_yaml_ng::to_string(&config)?;

@@ -60,6 +60,16 @@ enum NodesCommand {
         #[command(flatten)]
         operator: Operator,
     },
+    /// Drain a node: from now on its heartbeats list no service, so seer stops sending clients
+    /// to it (within a health window) and hoarder moves its replicas to other nodes, while it
+    /// goes on serving what still reaches it. It stays drained until it restarts. The operator's
+    /// only; Spore Drive drains a host before removing it.
+    Drain {
+        /// The peer id of the node.
+        peer: PeerId,
+        #[command(flatten)]
+        operator: Operator,
+    },
     /// The admission records TNS holds: each node's services and labels, and revocations.
     Admitted {
         #[command(flatten)]
@@ -121,6 +131,28 @@ impl NodesCommand {
                 write(&operator, peer, Some(admission)).await
             }
             Self::Revoke { peer, operator } => write(&operator, peer, None).await,
+            Self::Drain { peer, operator } => {
+                let key = operator.key()?;
+                let client = output::connect_as(&operator.cloud, Some(key)).await?;
+                client.nodes().await?;
+                let already =
+                    client.drain(peer).await.with_context(|| format!("cannot drain {peer}"))?;
+                if operator.json {
+                    return output::print_json(&serde_json::json!({
+                        "peer_id": peer.to_string(),
+                        "draining": true,
+                        "already": already,
+                    }));
+                }
+                match already {
+                    true => println!("{peer} was draining already"),
+                    false => println!(
+                        "{peer} is draining: seer stops listing it and hoarder moves its \
+                         replicas; it stays drained until it restarts"
+                    ),
+                }
+                Ok(())
+            }
             Self::Admitted { operator } => {
                 let key = operator.key()?;
                 let writer = WriterKey::of(&key).context("the operator key is not ed25519")?;

@@ -200,6 +200,16 @@ impl PinTable {
         cids.iter().filter_map(|cid| self.get(cid)).collect()
     }
 
+    /// How many pins it holds (blob and owner), unpinned ones included.
+    pub fn len(&self) -> usize {
+        self.pins.len()
+    }
+
+    /// Whether it holds no pin.
+    pub fn is_empty(&self) -> bool {
+        self.pins.is_empty()
+    }
+
     /// Every owner's pin, unpinned ones included: what anti-entropy exchanges.
     pub fn all(&self) -> Vec<PinRecord> {
         self.pins.values().cloned().collect()

@@ -926,6 +926,7 @@ impl EventLoop {
                 announce_addrs: self.swarm.external_addresses().cloned().collect(),
                 location: self.admin.location.clone(),
                 resources: self.admin.resources.borrow().clone(),
+                draining: *self.admin.leaving.borrow(),
             })),
             AdminRequest::Peers => AdminResponse::Peers(self.peers.nodes(&self.admitted)),
             AdminRequest::Directory { service } => {

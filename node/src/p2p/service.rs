@@ -91,6 +91,7 @@ mod tests {
                 location: None,
                 started: Instant::now(),
                 resources,
+                leaving: tokio::sync::watch::channel(false).1,
             },
             admitted: tau_proto::membership::Admitted::Open,
             connections: Default::default(),

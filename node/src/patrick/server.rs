@@ -1,17 +1,15 @@
 //! patrick's HTTP endpoint (hyper, HTTP/1.1): `POST /<project>/<config|code>`, answered in JSON
 //! (`{"status", "message", "job"}`). Bounded like the gateway: at most [`MAX_CONNECTIONS`]
-//! open, 10 s to send a request's headers, the body read only up to 1 MiB.
+//! open, 10 s to send a request's headers (`crate::http_server`), the body read only up to
+//! 1 MiB.
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use tau_proto::git::RepoKind;
 use tau_proto::tns::keys;
 use tokio::net::TcpListener;
@@ -21,65 +19,16 @@ use super::{Answer, Patrick, webhook};
 
 /// The most connections open at once.
 pub const MAX_CONNECTIONS: usize = 256;
-/// How long a connection may take to send a request's headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long reading a body may take.
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Accepts webhooks until `shutdown`, then lets open connections finish (10 s at most).
 pub async fn serve(patrick: Arc<Patrick>, listener: TcpListener, shutdown: CancellationToken) {
-    let open = Arc::new(AtomicUsize::new(0));
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "webhook accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        if open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
-            tracing::debug!(%peer, "webhook connection refused: too many open");
-            continue;
-        }
-        open.fetch_add(1, Ordering::Relaxed);
-        let (patrick, open, shutdown) = (patrick.clone(), open.clone(), shutdown.clone());
-        connections.spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let patrick = patrick.clone();
-                async move { Ok::<_, Infallible>(answer(&patrick, request).await) }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                _ = shutdown.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.as_mut().await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "webhook connection ended");
-            }
-            open.fetch_sub(1, Ordering::Relaxed);
-        });
-    }
-    drop(listener);
-    let finished = tokio::time::timeout(Duration::from_secs(10), async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
-    if finished.is_err() {
-        connections.abort_all();
-    }
+    let answer = move |request| {
+        let patrick = patrick.clone();
+        async move { answer(&patrick, request).await }
+    };
+    crate::http_server::serve("webhooks", listener, MAX_CONNECTIONS, answer, shutdown).await;
 }
 
 /// Routes one request: only `POST /<project>/<config|code>`.

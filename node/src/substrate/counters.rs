@@ -46,10 +46,28 @@ fn init(txn: &redb::WriteTransaction) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The upper bounds of the latency histogram's buckets, seconds (the metrics' `le`).
+pub const LATENCY_BUCKETS: [f64; 13] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// A function's figures since the node started, for its metrics (never taken by a window).
+#[derive(Debug, Clone, Default)]
+pub struct Lifetime {
+    /// Requests, failed ones included.
+    pub requests: u64,
+    /// Failed requests.
+    pub errors: u64,
+    /// Invocations per latency bucket ([`LATENCY_BUCKETS`]; slower ones in none).
+    pub buckets: [u64; LATENCY_BUCKETS.len()],
+    /// Their wall time, seconds.
+    pub seconds: f64,
+}
+
 /// The running totals of one function; the gateway adds to them, the window task takes them.
 #[derive(Debug, Default)]
 pub struct FunctionStats {
     totals: Mutex<Usage>,
+    lifetime: Mutex<Lifetime>,
 }
 
 impl FunctionStats {
@@ -57,8 +75,22 @@ impl FunctionStats {
         self.totals.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    fn lifetime(&self) -> MutexGuard<'_, Lifetime> {
+        self.lifetime.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Adds a finished invocation.
     pub fn finished(&self, outcome: &Outcome) {
+        {
+            let mut l = self.lifetime();
+            let seconds = outcome.wall.as_secs_f64();
+            l.requests += 1;
+            l.errors += u64::from(outcome.failure.is_some());
+            l.seconds += seconds;
+            if let Some(bucket) = LATENCY_BUCKETS.iter().position(|bound| seconds <= *bound) {
+                l.buckets[bucket] += 1;
+            }
+        }
         let mut t = self.totals();
         t.invocations += 1;
         t.errors += u64::from(outcome.failure.is_some());
@@ -77,6 +109,12 @@ impl FunctionStats {
 
     /// Adds a request that failed before an instance ran (the component did not load).
     pub fn failed_early(&self) {
+        {
+            let mut l = self.lifetime();
+            l.requests += 1;
+            l.errors += 1;
+            l.buckets[0] += 1;
+        }
         let mut t = self.totals();
         t.invocations += 1;
         t.errors += 1;
@@ -143,6 +181,12 @@ impl Counters {
             functions: Mutex::default(),
             flushing: Mutex::new(()),
         }
+    }
+
+    /// Every function's figures since the node started.
+    pub fn lifetimes(&self) -> Vec<((String, String), Lifetime)> {
+        let functions = self.functions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        functions.iter().map(|(key, stats)| (key.clone(), stats.lifetime().clone())).collect()
     }
 
     /// The running totals of a function (created on first use).

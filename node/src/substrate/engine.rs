@@ -421,6 +421,7 @@ impl Engine {
         ready: &Ready,
         limits: Limits,
         capabilities: Arc<Capabilities>,
+        stdio: Option<super::output::Stdio>,
         request: hyper::Request<B>,
         finished: impl FnOnce(&Outcome) + Send + 'static,
     ) -> Result<Invocation, InvokeError>
@@ -430,7 +431,7 @@ impl Engine {
     {
         let started = Instant::now();
         let deadline = started + limits.timeout;
-        let state = State::new(limits.memory, capabilities, deadline);
+        let state = State::new(limits.memory, capabilities, stdio, deadline);
         let mut store = Store::new(ready.pre.engine(), state);
         store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(1);
@@ -574,9 +575,17 @@ pub struct State {
 }
 
 impl State {
-    fn new(memory: u64, capabilities: Arc<Capabilities>, deadline: Instant) -> Self {
+    fn new(
+        memory: u64,
+        capabilities: Arc<Capabilities>,
+        stdio: Option<super::output::Stdio>,
+        deadline: Instant,
+    ) -> Self {
         let mut wasi = WasiCtx::builder();
         wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        if let Some(stdio) = stdio {
+            wasi.stdout(stdio.stdout).stderr(stdio.stderr);
+        }
         Self {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
@@ -713,7 +722,8 @@ mod tests {
                     .map_err(|never| -> wasmtime_wasi_http::Error { match never {} }),
             )
             .unwrap();
-        let invocation = engine.invoke(ready, limits, Arc::default(), request, |_| {}).unwrap();
+        let invocation =
+            engine.invoke(ready, limits, Arc::default(), None, request, |_| {}).unwrap();
         let answer = invocation.response.await;
         let outcome = invocation.done.await.unwrap();
         let status = match answer {

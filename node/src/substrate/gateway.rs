@@ -267,7 +267,36 @@ impl Gateway {
             }
         };
         let capabilities = target.capabilities.clone();
-        let invocation = match self.engine.invoke(&ready, limits, capabilities, request, finished) {
+        // Every line the invocation prints goes to its function's log, tagged with this id,
+        // which the answer carries in `x-tau-request`.
+        let request_id = format!("{:016x}", rand::random::<u64>());
+        let source = tau_proto::logs::LogSource::Function {
+            project: target.project.clone(),
+            function: function.name.clone(),
+        };
+        let logs = crate::logs::global();
+        let stdio = super::output::Stdio {
+            stdout: super::output::Output::new(crate::logs::FunctionLog::new(
+                logs.clone(),
+                source.clone(),
+                &request_id,
+                false,
+            )),
+            stderr: super::output::Output::new(crate::logs::FunctionLog::new(
+                logs.clone(),
+                source,
+                &request_id,
+                true,
+            )),
+        };
+        let invocation = match self.engine.invoke(
+            &ready,
+            limits,
+            capabilities,
+            Some(stdio),
+            request,
+            finished,
+        ) {
             Ok(invocation) => invocation,
             Err(e) => {
                 return plain(StatusCode::BAD_REQUEST, format!("cannot pass the request on: {e}"));
@@ -287,7 +316,12 @@ impl Gateway {
         };
         match answer {
             Some(Ok(response)) => {
-                response.map(|body| Counted::new(body, stats, Direction::Out).boxed_unsync())
+                let mut response =
+                    response.map(|body| Counted::new(body, stats, Direction::Out).boxed_unsync());
+                if let Ok(value) = header::HeaderValue::from_str(&request_id) {
+                    response.headers_mut().insert(REQUEST_HEADER, value);
+                }
+                response
             }
             Some(Err(code)) => plain(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -297,6 +331,9 @@ impl Gateway {
         }
     }
 }
+
+/// The header that names the request in a function's log lines.
+pub const REQUEST_HEADER: &str = "x-tau-request";
 
 /// The answer for an invocation that ended without a response.
 fn failed(function: &str, failure: Option<Failure>) -> Response<HyperOutgoingBody> {

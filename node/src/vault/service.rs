@@ -58,7 +58,13 @@ async fn answer(
 ) -> Result<VaultResponse, Refusal> {
     match request {
         VaultRequest::Store { record } => store(shared, peer, record).await,
-        VaultRequest::Decrypt { request } => decrypt(shared, peer, request).await,
+        VaultRequest::Decrypt { request } => {
+            let answer = decrypt(shared, peer, request).await;
+            if answer.is_ok() {
+                shared.answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            answer
+        }
         VaultRequest::Shares => Ok(VaultResponse::Shares(ShareInfo {
             keyset: shared.keyset.id.clone(),
             index: shared.share.index,

@@ -151,6 +151,16 @@ impl Deploy {
         println!("  {node} status --cloud {}", profile.display());
         println!("  {node} nodes  --cloud {}", profile.display());
         println!("  {spore} status {}", path.display());
+        // The rest of the toolkit, where it was built beside Spore Drive.
+        let beside = |name: &str| {
+            std::env::current_exe().ok().map(|exe| exe.with_file_name(name)).filter(|p| p.exists())
+        };
+        if let Some(taucorder) = beside("taucorder") {
+            println!("  {} --cloud {}", taucorder.display(), profile.display());
+        }
+        if let Some(q) = beside("q") {
+            println!("  {} collect --cloud {} --db usage.db", q.display(), profile.display());
+        }
         Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
     }
 }

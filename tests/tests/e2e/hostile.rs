@@ -36,7 +36,7 @@ fn rogue_node_with(
     let (dir_arg, bootstrap) = (node_dir.to_string_lossy().into_owned(), bootstrap.to_string());
     let mut args = vec!["init", "--dir", &dir_arg, "--swarm-key", &swarm_key];
     args.extend(["--bootstrap", &bootstrap, "--listen", "127.0.0.1", "--p2p-port", "0"]);
-    for port in ["--http-port", "--dns-port"] {
+    for port in ["--http-port", "--dns-port", "--admin-port"] {
         if !options.contains(&port) {
             args.extend([port, "0"]);
         }

@@ -8,6 +8,7 @@ mod hostile;
 mod keyvalue;
 mod mesh;
 mod node;
+mod operate;
 mod outbound;
 mod proof;
 mod q;

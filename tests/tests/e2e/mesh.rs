@@ -60,6 +60,8 @@ fn five_nodes_mesh_refuse_an_intruder_and_drop_a_dead_node() -> Result {
         "127.0.0.1",
         "--p2p-port",
         "0",
+        "--admin-port",
+        "0",
     ])?
     .trim()
     .to_string();

@@ -28,6 +28,8 @@ fn a_node_runs_answers_and_stops_cleanly_on_sigterm() -> Result {
         "g.lab.test",
         "--dns-port",
         "0",
+        "--admin-port",
+        "0",
         "--region",
         "lab",
     ])?

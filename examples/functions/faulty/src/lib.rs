@@ -8,6 +8,8 @@
 //! - `fetch`, `read`, `connect`, `env`: tries an outgoing HTTP request, reading a file, opening
 //!   a TCP connection (to `?port=N` on 127.0.0.1), listing the environment; answers `denied: ...`
 //!   or `allowed: ...`;
+//! - `print`: prints `?lines=N` numbered lines to stdout (1000 by default) and one to stderr,
+//!   then answers `printed N`;
 //! - anything else: answers `fine`.
 
 use wasi::http::types::{IncomingRequest, ResponseOutparam};
@@ -59,6 +61,17 @@ impl wasi::exports::http::incoming_handler::Guest for Faulty {
                     true => answer(out, Err("no environment".into())),
                     false => answer(out, Ok(vars.join(","))),
                 }
+            }
+            "print" => {
+                let full = request.path_with_query().unwrap_or_default();
+                let lines: u32 =
+                    full.split("lines=").nth(1).and_then(|n| n.parse().ok()).unwrap_or(1000);
+                for i in 1..=lines {
+                    println!("line {i} of {lines}");
+                }
+                eprintln!("printed {lines} lines");
+                let text = format!("printed {lines}\n");
+                kit::respond(out, 200, &[("content-type", b"text/plain")], text.as_bytes())
             }
             _ => kit::respond(out, 200, &[("content-type", b"text/plain")], b"fine\n"),
         }
