@@ -71,6 +71,10 @@ pub struct Heartbeat {
     /// Its hoarder store is nearly full: it takes no new replicas (what it holds still counts).
     #[serde(default)]
     pub full: bool,
+    /// It is leaving (drained, or stopping): seer sends no client to it; it lists only the
+    /// services that still hand over what it holds (hoarder, as a full node), until it stops.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub leaving: bool,
 }
 
 impl Heartbeat {
@@ -273,10 +277,13 @@ pub struct Cursor {
 /// A healthy node as the change feed says it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
-    /// The services it runs (and is admitted for); none while it leaves.
+    /// The services it runs (and is admitted for); only hoarder while it leaves.
     pub services: Vec<String>,
     /// Its hoarder store is nearly full.
     pub full: bool,
+    /// It is leaving: its replicas go to others.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub leaving: bool,
 }
 
 impl Member {
@@ -357,6 +364,7 @@ mod tests {
             resources: Resources::default(),
             active_requests: 3,
             full: false,
+            leaving: false,
         }
     }
 

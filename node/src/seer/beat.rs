@@ -92,7 +92,18 @@ pub fn spawn(
                 seq,
                 started_ms,
                 version: tau_proto::VERSION.into(),
-                services: if leaving { Vec::new() } else { parts.config.services.clone() },
+                // A leaving node serves no client; its hoarder stays, as a full one (its copies
+                // count, it takes no new ones), until others hold what it holds.
+                services: match leaving {
+                    false => parts.config.services.clone(),
+                    true => parts
+                        .config
+                        .services
+                        .iter()
+                        .filter(|s| s.as_str() == "hoarder")
+                        .cloned()
+                        .collect(),
+                },
                 addrs: addrs.clone(),
                 http_port: parts.http_port,
                 location: parts.config.location.clone(),
@@ -101,7 +112,9 @@ pub fn spawn(
                     .active_requests
                     .as_ref()
                     .map_or(0, |n| n.load(Ordering::Relaxed)),
-                full: parts.hoarder_full.as_ref().is_some_and(|f| f.load(Ordering::Relaxed)),
+                full: leaving
+                    || parts.hoarder_full.as_ref().is_some_and(|f| f.load(Ordering::Relaxed)),
+                leaving,
             };
             let signed = match beat.sign(&parts.keypair) {
                 Ok(signed) => signed,

@@ -230,13 +230,16 @@ mod tests {
     #[test]
     fn a_reset_replaces_the_copy_and_changes_edit_it() {
         let (a, b) = (PeerId::random(), PeerId::random());
-        let hoarder = Member { services: vec!["hoarder".into()], full: false };
+        let hoarder = Member { services: vec!["hoarder".into()], full: false, leaving: false };
         let mut health = Health::default();
         health.apply(
             false,
             vec![
                 Change { peer: a, member: Some(hoarder.clone()) },
-                Change { peer: b, member: Some(Member { services: vec![], full: false }) },
+                Change {
+                    peer: b,
+                    member: Some(Member { services: vec![], full: false, leaving: false }),
+                },
             ],
         );
         assert_eq!(health.running("hoarder"), vec![a]);

@@ -131,6 +131,7 @@ mod tests {
             resources: Resources::default(),
             active_requests: 0,
             full: false,
+            leaving: false,
         }
     }
 

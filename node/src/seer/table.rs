@@ -63,7 +63,7 @@ impl Feed {
 }
 
 fn member_of(beat: &Heartbeat) -> Member {
-    Member { services: beat.services.clone(), full: beat.full }
+    Member { services: beat.services.clone(), full: beat.full, leaving: beat.leaving }
 }
 
 impl Table {
@@ -173,7 +173,9 @@ impl Table {
             .latest
             .values()
             .filter(|(beat, at)| {
-                now.saturating_duration_since(*at) < HEALTHY_FOR && beat.runs(service)
+                now.saturating_duration_since(*at) < HEALTHY_FOR
+                    && beat.runs(service)
+                    && !beat.leaving
             })
             .map(|(beat, _)| beat)
             .collect();
@@ -210,6 +212,7 @@ mod tests {
             resources: Resources { cpu_percent: cpu, ..Resources::default() },
             active_requests: active,
             full: false,
+            leaving: false,
         }
     }
 

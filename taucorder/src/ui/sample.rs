@@ -96,6 +96,7 @@ pub fn nodes(n: usize, round: u64) -> Vec<NodeStatus> {
                     },
                     active_requests: (i as u64 * 3 + round) % 9,
                     full: false,
+                    leaving: false,
                 },
                 age_ms: if unhealthy { 19_000 } else { 600 },
                 healthy: !unhealthy,

@@ -241,7 +241,12 @@ fn a_drained_node_leaves_seers_answers_and_only_the_operator_may_drain_one() -> 
         .iter()
         .find(|n| n["heartbeat"]["peer"] == drained.as_str())
         .ok_or("the drained node is still heard")?;
-    assert_eq!(beat["heartbeat"]["services"], serde_json::json!([]), "it lists no service");
+    assert_eq!(beat["heartbeat"]["leaving"], true, "its heartbeat says it leaves");
+    assert_eq!(
+        beat["heartbeat"]["services"],
+        serde_json::json!(["hoarder"]),
+        "it lists only hoarder, which hands its replicas over"
+    );
     let again = tau_node_ok(&["nodes", "drain", &drained, "--cloud", &profile, "--json"])?;
     assert_eq!(serde_json::from_str::<serde_json::Value>(&again)?["already"], true);
     Ok(())
