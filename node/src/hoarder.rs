@@ -93,6 +93,9 @@ struct Hoarder {
     /// This node's disk has less than [`RESERVE`] free: it takes no new replicas (its heartbeat
     /// says so to seer, whose feed tells the other hoarder nodes).
     full: Arc<AtomicBool>,
+    /// The node is leaving (drained): like a full one, it takes no new replicas, and lets go of
+    /// each of its copies once the nodes that should hold it do.
+    leaving: watch::Receiver<bool>,
 }
 
 /// This node's state as its last delta said it.
@@ -126,7 +129,7 @@ impl Hoarder {
         let mut live: Vec<PeerId> =
             members.alive().iter().filter(|p| !members.is_full(p)).copied().collect();
         drop(members);
-        if !self.full.load(Ordering::Relaxed) {
+        if !self.full.load(Ordering::Relaxed) && !*self.leaving.borrow() {
             live.push(self.me);
         }
         live.sort();
@@ -386,6 +389,7 @@ pub async fn start(
     data_dir: &Path,
     operator: Option<WriterKey>,
     health: watch::Receiver<Health>,
+    leaving: watch::Receiver<bool>,
     shutdown: CancellationToken,
 ) -> Result<(Vec<JoinHandle<()>>, Local), HoarderError> {
     let root = data_dir.join("hoarder");
@@ -416,6 +420,7 @@ pub async fn start(
         ahead_pins: AtomicU64::new(0),
         operator,
         full: Arc::new(AtomicBool::new(false)),
+        leaving,
     });
     let (inbox, requests) = tokio::sync::mpsc::channel(256);
     handle.serve::<HoarderProtocol>(inbox).await.map_err(|e| HoarderError::P2p(e.into()))?;

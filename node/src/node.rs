@@ -166,6 +166,7 @@ impl Node {
                 &config.data_dir,
                 config.operator_key(),
                 health_rx.clone(),
+                leaving_rx.clone(),
                 shutdown.child_token(),
             )
             .await?;

@@ -7,6 +7,7 @@ mod deploy;
 mod destroy;
 mod init;
 mod plan;
+mod remove;
 mod status;
 
 use std::collections::BTreeSet;
@@ -27,6 +28,7 @@ pub(crate) enum Command {
     Deploy(deploy::Deploy),
     Status(status::Status),
     Destroy(destroy::Destroy),
+    Remove(remove::Remove),
     Check(check::Check),
 }
 
@@ -39,6 +41,7 @@ pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Deploy(cmd) => runtime()?.block_on(cmd.run()),
         Command::Status(cmd) => runtime()?.block_on(cmd.run()),
         Command::Destroy(cmd) => runtime()?.block_on(cmd.run()),
+        Command::Remove(cmd) => runtime()?.block_on(cmd.run()),
     }
 }
 
@@ -77,7 +80,28 @@ impl Common {
 
     /// The run over a playbook's hosts (no node binary needed: status, destroy).
     fn prepare_run(&self, path: &Path, only: Option<BTreeSet<String>>) -> anyhow::Result<Run> {
+        self.prepare_run_leaving(path, only, &[])
+    }
+
+    /// [`Common::prepare_run`], removing `leaving` too.
+    fn prepare_run_leaving(
+        &self,
+        path: &Path,
+        only: Option<BTreeSet<String>>,
+        leaving: &[spore_drive::playbook::Host],
+    ) -> anyhow::Result<Run> {
         let playbook = Playbook::load(path)?;
+        self.run_of(path, playbook, only, leaving)
+    }
+
+    /// The run over `playbook` (loaded from `path`), removing `leaving` too.
+    fn run_of(
+        &self,
+        path: &Path,
+        playbook: Playbook,
+        only: Option<BTreeSet<String>>,
+        leaving: &[spore_drive::playbook::Host],
+    ) -> anyhow::Result<Run> {
         for name in only.iter().flatten() {
             if !playbook.hosts.iter().any(|h| &h.name == name) {
                 bail!("{}: no host named `{name}`", path.display());
@@ -93,7 +117,7 @@ impl Common {
                 .filter(|p| !p.is_empty()),
             ..Options::default()
         };
-        Ok(Run::new(playbook, options)?)
+        Ok(Run::with_leaving(playbook, leaving, options)?)
     }
 
     /// The run and the node binary it installs.
@@ -102,7 +126,18 @@ impl Common {
         path: &Path,
         only: Option<BTreeSet<String>>,
     ) -> anyhow::Result<(Run, Bundle)> {
-        let run = self.prepare_run(path, only)?;
+        self.prepare_leaving(path, only, &[])
+    }
+
+    /// [`Common::prepare`], for a run that also removes `leaving` (hosts no longer in the
+    /// playbook).
+    fn prepare_leaving(
+        &self,
+        path: &Path,
+        only: Option<BTreeSet<String>>,
+        leaving: &[spore_drive::playbook::Host],
+    ) -> anyhow::Result<(Run, Bundle)> {
+        let run = self.prepare_run_leaving(path, only, leaving)?;
         let node_binary = match &self.node_binary {
             Some(path) => path.clone(),
             None => default_node_binary()?,

@@ -20,6 +20,7 @@ mod health;
 mod plan;
 mod profile;
 mod recap;
+mod remove;
 mod status;
 mod vault;
 
@@ -32,6 +33,7 @@ use futures::StreamExt;
 pub use bundle::{Bundle, BundleError};
 pub use plan::{BinaryAction, FileAction, HostPlan, NodeAction};
 pub use recap::{kinds, recap};
+pub use remove::{Removal, RemoveError, vault_removal};
 pub use status::HostStatus;
 pub use vault::VaultPublishError;
 
@@ -91,6 +93,8 @@ pub struct Run {
     options: Options,
     layout: Layout,
     desired: Vec<Desired>,
+    /// Hosts deployed once and no longer in the playbook, to remove.
+    leaving: Vec<Desired>,
     /// Hosts whose node is known to run (found running, or healthy after a start).
     up: Mutex<BTreeSet<String>>,
 }
@@ -142,7 +146,20 @@ impl Run {
         crate::secrets::ensure(&playbook)?;
         let layout = Layout { dir: playbook.secrets_dir() };
         let desired = host::desired(&playbook)?;
-        Ok(Self { playbook, options, layout, desired, up: Mutex::new(BTreeSet::new()) })
+        let leaving = Vec::new();
+        Ok(Self { playbook, options, layout, desired, leaving, up: Mutex::new(BTreeSet::new()) })
+    }
+
+    /// Prepares a run that also removes `leaving`: hosts deployed once, no longer in the
+    /// playbook (their identities are still in the secrets folder).
+    pub fn with_leaving(
+        playbook: Playbook,
+        leaving: &[crate::playbook::Host],
+        options: Options,
+    ) -> Result<Self, RunError> {
+        let mut run = Self::new(playbook, options)?;
+        run.leaving = host::leaving(&run.playbook, leaving)?;
+        Ok(run)
     }
 
     /// Changes how long a started node has to become healthy.
@@ -213,7 +230,15 @@ impl Run {
         F: Fn(&'a Desired) -> Fut,
         Fut: std::future::Future<Output = T> + 'a,
     {
-        let selected = self.selected();
+        self.each_of(self.selected(), work).await
+    }
+
+    /// Runs `work` on each of `hosts`, at most `concurrency` at once; results in their order.
+    pub async fn each_of<'a, F, Fut, T>(&'a self, selected: Vec<&'a Desired>, work: F) -> Vec<T>
+    where
+        F: Fn(&'a Desired) -> Fut,
+        Fut: std::future::Future<Output = T> + 'a,
+    {
         let mut results: Vec<(usize, T)> = futures::stream::iter(selected.into_iter().enumerate())
             .map(|(i, d)| {
                 let fut = work(d);

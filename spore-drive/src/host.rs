@@ -41,9 +41,34 @@ stage() {
 /// The systemd unit's path.
 pub const UNIT_PATH: &str = "/etc/systemd/system/tau-node.service";
 
-/// How many hosts (the first ones of the playbook) every node bootstraps from: adding a host
-/// later changes no other host's config.
+/// How many hosts (the first ones of the playbook at the first deploy) every node bootstraps
+/// from: adding a host later changes no other host's config.
 const SEEDS: usize = 3;
+
+/// The seed addresses every node bootstraps from: those recorded at the first deploy
+/// ([`Layout::seeds`]), so that removing or adding hosts never changes the others' config; the
+/// first hosts of the playbook when none is recorded yet, or when no recorded seed is a host of
+/// the playbook any more (then every node's config changes once).
+pub fn seeds(playbook: &Playbook, layout: &Layout) -> Result<Vec<Multiaddr>, DesiredError> {
+    let addresses = addresses(playbook, layout)?;
+    let recorded: Vec<Multiaddr> = std::fs::read_to_string(layout.seeds())
+        .ok()
+        .map(|text| text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default();
+    if recorded.iter().any(|seed| addresses.iter().any(|(_, a)| a == seed)) {
+        return Ok(recorded);
+    }
+    Ok(addresses.into_iter().take(SEEDS).map(|(_, a)| a).collect())
+}
+
+/// Records `seeds` for later deploys.
+pub fn record_seeds(layout: &Layout, seeds: &[Multiaddr]) -> std::io::Result<()> {
+    let text: String = seeds.iter().map(|a| format!("{a}\n")).collect();
+    if std::fs::read_to_string(layout.seeds()).ok().as_deref() != Some(text.as_str()) {
+        std::fs::write(layout.seeds(), text)?;
+    }
+    Ok(())
+}
 
 /// What a file is, for `plan` and the recap.
 #[derive(
@@ -179,7 +204,7 @@ pub fn desired(playbook: &Playbook) -> Result<Vec<Desired>, DesiredError> {
     let operator = tau_proto::keyfile::read(&layout.operator_key())
         .map_err(|e| DesiredError { host: "cloud".into(), message: e.to_string() })?;
     let operator_key = WriterKey::of(&operator).map(|k| k.to_string());
-    let seeds: Vec<&Multiaddr> = addresses.iter().take(SEEDS).map(|(_, a)| a).collect();
+    let seeds = seeds(playbook, &layout)?;
     let mut all = Vec::new();
     for (host, (peer_id, p2p_addr)) in playbook.hosts.iter().zip(&addresses) {
         let name = &host.name;
@@ -217,7 +242,7 @@ pub fn desired(playbook: &Playbook) -> Result<Vec<Desired>, DesiredError> {
                 Transport::Ssh => vec![strip_peer(p2p_addr)],
                 Transport::Local => Vec::new(),
             },
-            bootstrap: seeds.iter().filter(|a| *a != &p2p_addr).map(|a| (*a).clone()).collect(),
+            bootstrap: seeds.iter().filter(|a| *a != p2p_addr).cloned().collect(),
             services: shape.services.clone(),
             data_dir: "data".into(),
             ports: shape.ports,
@@ -260,6 +285,31 @@ pub fn desired(playbook: &Playbook) -> Result<Vec<Desired>, DesiredError> {
         });
     }
     Ok(all)
+}
+
+/// Hosts that leave the cloud (deployed once, no longer in the playbook): only what removing
+/// them needs (where they are, their peer id), none of their files.
+pub fn leaving(playbook: &Playbook, hosts: &[Host]) -> Result<Vec<Desired>, DesiredError> {
+    let layout = Layout { dir: playbook.secrets_dir() };
+    hosts
+        .iter()
+        .map(|host| {
+            let key = tau_proto::keyfile::read(&layout.identity(&host.name))
+                .map_err(|e| DesiredError { host: host.name.clone(), message: e.to_string() })?;
+            let peer_id = key.public().to_peer_id();
+            let port = playbook.shape_of(host).map_or(4001, |s| s.ports.p2p);
+            let p2p_addr = Multiaddr::from(host.address)
+                .with(Protocol::Tcp(port))
+                .with(Protocol::P2p(peer_id));
+            Ok(Desired {
+                host: host.clone(),
+                base: base_of(playbook, host),
+                peer_id,
+                p2p_addr,
+                files: Vec::new(),
+            })
+        })
+        .collect()
 }
 
 /// Real hosts listen everywhere and announce their address; local "hosts" share this machine

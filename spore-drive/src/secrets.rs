@@ -7,7 +7,13 @@
 //! <secrets>/hosts/<host>/identity.key    each host's node identity (its peer id)
 //! <secrets>/vault/keyset.yaml            the vault's public key set (when vault hosts exist)
 //! <secrets>/hosts/<host>/vault-share.yaml  each vault host's share
+//! <secrets>/vault/retired/<host>.yaml    the share of a vault host removed with none to take
+//!                                        it over: kept, for the next vault host added
 //! ```
+//!
+//! The number of shares never changes once secrets may be encrypted (after the first deploy):
+//! a host that takes a removed vault host's place takes over its share
+//! ([`take_over_shares`]).
 //!
 //! The folder is created 0700 and every file 0600; nothing that exists is ever overwritten, so a
 //! second run keeps every identity (and peer id) and every share.
@@ -36,7 +42,7 @@ pub enum SecretsError {
     Secrets(cloud_secrets::SecretsError),
     /// The vault hosts changed under an existing key set.
     #[error(
-        "{keyset}: the key set has {had} shares but the playbook has {now} vault hosts; dealing a new one would make every stored secret unreadable, so move {dir} away first if that is what you want"
+        "{keyset}: the key set has {had} shares but the playbook has {now} vault hosts: the number of vault hosts cannot change, since dealing a new key set would make every stored secret unreadable. To replace a vault host, take it out of the playbook and add its replacement (a host of a vault shape) in the same deploy: the new host takes over its share. To start over, move {dir} away"
     )]
     VaultChanged {
         /// The key set file.
@@ -86,6 +92,20 @@ impl Layout {
         self.dir.join("hosts").join(host).join("vault-share.yaml")
     }
 
+    /// Where the share of vault host `host`, removed with no host to take it over, is kept.
+    pub fn retired_share(&self, host: &str) -> PathBuf {
+        self.dir.join("vault").join("retired").join(format!("{host}.yaml"))
+    }
+
+    /// The retired shares, sorted.
+    pub fn retired_shares(&self) -> Vec<PathBuf> {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(self.dir.join("vault").join("retired"))
+            .map(|entries| entries.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        found.sort();
+        found
+    }
+
     /// The cloud's folder: the secrets folder's parent, where the profile and the state live.
     pub fn cloud_dir(&self) -> PathBuf {
         self.dir.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
@@ -95,6 +115,12 @@ impl Layout {
     /// once it exists, hosts may hold vault shares.
     pub fn state(&self) -> PathBuf {
         self.cloud_dir().join("last-deploy.json")
+    }
+
+    /// The seed addresses every node bootstraps from, one per line (`seeds.txt`, beside the
+    /// state), recorded at the first deploy.
+    pub fn seeds(&self) -> PathBuf {
+        self.cloud_dir().join("seeds.txt")
     }
 
     /// The cloud profile Spore Drive writes for clients (`cloud.yaml`).
@@ -116,13 +142,19 @@ pub fn ensure(playbook: &Playbook) -> Result<Made, SecretsError> {
     let layout = Layout { dir: playbook.secrets_dir() };
     private_dir(&layout.dir)?;
     let vault_hosts = playbook.hosts_running("vault");
+    // Retired shares count: the key set keeps its number of shares.
+    let retired = if layout.state().exists() { layout.retired_shares() } else { Vec::new() };
     let paths = SecretPaths {
         swarm_key: layout.swarm_key(),
         operator_key: layout.operator_key(),
         identities: playbook.hosts.iter().map(|h| layout.identity(&h.name)).collect(),
         vault: Some(VaultPaths {
             keyset: layout.vault_keyset(),
-            shares: vault_hosts.iter().map(|h| layout.vault_share(&h.name)).collect(),
+            shares: vault_hosts
+                .iter()
+                .map(|h| layout.vault_share(&h.name))
+                .chain(retired)
+                .collect(),
             // The old shares go with the old key set, those of hosts that no longer run vault too.
             stale: playbook.hosts.iter().map(|h| layout.vault_share(&h.name)).collect(),
         }),
@@ -140,4 +172,68 @@ pub fn ensure(playbook: &Playbook) -> Result<Made, SecretsError> {
         }
         Err(e) => Err(SecretsError::Secrets(e)),
     }
+}
+
+/// A vault share that moved to another host.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Takeover {
+    /// The host whose share it was (leaving, or retired).
+    pub from: String,
+    /// The host that holds it now.
+    pub to: String,
+}
+
+/// Before a deploy: each vault host of the playbook with no share yet takes over the share of a
+/// vault host leaving the cloud (deployed, no longer in the playbook), then of a retired one.
+/// The file moves within the secrets folder: the new host gets it at its deploy, the old host's
+/// copy goes when it is removed. Nothing moves before the first deploy (the key set may still
+/// be dealt again then).
+pub fn take_over_shares(
+    playbook: &Playbook,
+    leaving: &[crate::playbook::Host],
+) -> Result<Vec<Takeover>, SecretsError> {
+    let layout = Layout { dir: playbook.secrets_dir() };
+    if !layout.state().exists() || !layout.vault_keyset().exists() {
+        return Ok(Vec::new());
+    }
+    let mut sources: Vec<(String, PathBuf)> = leaving
+        .iter()
+        .map(|h| (h.name.clone(), layout.vault_share(&h.name)))
+        .filter(|(_, path)| path.exists())
+        .collect();
+    for path in layout.retired_shares() {
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        sources.push((format!("{name} (retired)"), path));
+    }
+    let mut sources = sources.into_iter();
+    let mut moved = Vec::new();
+    for host in playbook.hosts_running("vault") {
+        let target = layout.vault_share(&host.name);
+        if target.exists() {
+            continue;
+        }
+        let Some((from, source)) = sources.next() else { break };
+        if let Some(parent) = target.parent() {
+            private_dir(parent)?;
+        }
+        std::fs::rename(&source, &target).map_err(io(&source))?;
+        moved.push(Takeover { from, to: host.name.clone() });
+    }
+    Ok(moved)
+}
+
+/// Keeps the share of a vault host removed with no host to take it over (`--force`), so that
+/// the key set keeps its number of shares and a vault host added later takes it over.
+pub fn retire_share(playbook: &Playbook, host: &str) -> Result<bool, SecretsError> {
+    let layout = Layout { dir: playbook.secrets_dir() };
+    let share = layout.vault_share(host);
+    if !share.exists() {
+        return Ok(false);
+    }
+    let target = layout.retired_share(host);
+    if let Some(parent) = target.parent() {
+        private_dir(parent)?;
+    }
+    std::fs::rename(&share, &target).map_err(io(&share))?;
+    Ok(true)
 }

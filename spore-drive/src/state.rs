@@ -1,5 +1,7 @@
 //! What a deploy leaves behind for the next one: each host's result, in the state file
-//! ([`crate::secrets::Layout::state`]), which `deploy --retry-failed` reads.
+//! ([`crate::secrets::Layout::state`]), which `deploy --retry-failed` reads, and each deployed
+//! host as the playbook described it, so that a host taken out of the playbook can still be
+//! reached to remove it (`deploy --prune`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -7,6 +9,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::host::Kind;
+use crate::playbook::Host;
 
 /// What a host ended as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,8 +21,13 @@ pub enum Outcome {
     Unchanged,
     /// It failed; nothing was changed, or the change could not be undone.
     Failed,
-    /// The new node failed its health check; the previous binary and config run again.
+    /// The new node failed its health check; the previous binary and config run again (or,
+    /// in a batch that failed, it was healthy but put back with the batch).
     RolledBack,
+    /// Not touched: an earlier batch failed past `--max-failed`.
+    Skipped,
+    /// Drained, its replicas handed over, stopped, its files removed and its admission revoked.
+    Removed,
 }
 
 impl Outcome {
@@ -30,6 +38,8 @@ impl Outcome {
             Self::Unchanged => "unchanged",
             Self::Failed => "failed",
             Self::RolledBack => "rolled back",
+            Self::Skipped => "skipped",
+            Self::Removed => "removed",
         }
     }
 }
@@ -48,6 +58,28 @@ pub struct HostReport {
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The host as the playbook described it when it was deployed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<Host>,
+    /// The files this deploy put in place (their previous versions kept as `.prev`): what a
+    /// batch that failed puts back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub activated: Vec<String>,
+}
+
+impl HostReport {
+    /// A report with nothing but its host, result and error.
+    pub fn new(host: &str, result: Outcome, seconds: f64, error: Option<String>) -> Self {
+        Self {
+            host: host.to_string(),
+            result,
+            changes: Vec::new(),
+            seconds,
+            error,
+            spec: None,
+            activated: Vec::new(),
+        }
+    }
 }
 
 /// Why the state file could not be read or written.
@@ -78,7 +110,8 @@ pub enum StateError {
     },
 }
 
-/// The hosts that failed or were rolled back in the last deploy recorded at `path`.
+/// The hosts that failed, were rolled back or were skipped in the last deploy recorded at
+/// `path`.
 pub fn failed_last_time(path: &Path) -> Result<BTreeSet<String>, StateError> {
     let shown = || path.display().to_string();
     let text = std::fs::read_to_string(path)
@@ -87,23 +120,50 @@ pub fn failed_last_time(path: &Path) -> Result<BTreeSet<String>, StateError> {
         .map_err(|source| StateError::Corrupt { path: shown(), source })?;
     Ok(reports
         .into_iter()
-        .filter(|r| matches!(r.result, Outcome::Failed | Outcome::RolledBack))
+        .filter(|r| matches!(r.result, Outcome::Failed | Outcome::RolledBack | Outcome::Skipped))
         .map(|r| r.host)
         .collect())
 }
 
-/// Records this deploy's results, merged over the last ones (hosts not deployed keep theirs).
-pub fn record(path: &Path, reports: &[HostReport]) -> Result<(), StateError> {
-    let mut all: BTreeMap<String, HostReport> = std::fs::read_to_string(path)
+fn read(path: &Path) -> BTreeMap<String, HostReport> {
+    std::fs::read_to_string(path)
         .ok()
         .and_then(|t| serde_json::from_str::<Vec<HostReport>>(&t).ok())
         .unwrap_or_default()
         .into_iter()
         .map(|r| (r.host.clone(), r))
-        .collect();
+        .collect()
+}
+
+/// Every host a deploy reached, as the playbook described it then (the last description kept).
+pub fn deployed(path: &Path) -> Vec<Host> {
+    read(path).into_values().filter_map(|r| r.spec).collect()
+}
+
+/// Records this deploy's results, merged over the last ones (hosts not deployed keep theirs;
+/// a host keeps the description it was last deployed with).
+pub fn record(path: &Path, reports: &[HostReport]) -> Result<(), StateError> {
+    let mut all = read(path);
     for r in reports {
-        all.insert(r.host.clone(), r.clone());
+        let mut r = r.clone();
+        if r.spec.is_none() {
+            r.spec = all.get(&r.host).and_then(|old| old.spec.clone());
+        }
+        all.insert(r.host.clone(), r);
     }
+    write(path, all)
+}
+
+/// Forgets `hosts` (removed from the cloud).
+pub fn forget(path: &Path, hosts: &[String]) -> Result<(), StateError> {
+    let mut all = read(path);
+    for host in hosts {
+        all.remove(host);
+    }
+    write(path, all)
+}
+
+fn write(path: &Path, all: BTreeMap<String, HostReport>) -> Result<(), StateError> {
     let list: Vec<&HostReport> = all.values().collect();
     let write = |source| StateError::Write { path: path.display().to_string(), source };
     let text = serde_json::to_string_pretty(&list).map_err(|e| write(e.into()))?;
@@ -120,13 +180,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("last-deploy.json");
         assert!(matches!(failed_last_time(&path), Err(StateError::Missing { .. })));
-        let report = |host: &str, result| HostReport {
-            host: host.into(),
-            result,
-            changes: Vec::new(),
-            seconds: 0.0,
-            error: None,
-        };
+        let report = |host: &str, result| HostReport::new(host, result, 0.0, None);
         record(&path, &[report("a", Outcome::Failed), report("b", Outcome::Changed)])?;
         record(&path, &[report("b", Outcome::RolledBack)])?;
         let failed = failed_last_time(&path)?;

@@ -52,7 +52,7 @@ impl Destroy {
             .await;
         let all_ok = reports.iter().all(|r| r.error.is_none());
         if all_ok && run.selected().len() == run.playbook().hosts.len() {
-            for file in [run.layout().state(), run.layout().profile()] {
+            for file in [run.layout().state(), run.layout().profile(), run.layout().seeds()] {
                 let _ = std::fs::remove_file(file);
             }
             if run.playbook().transport == Transport::Local {

@@ -26,6 +26,24 @@ pub(super) enum AdmitHostsError {
 }
 
 impl Run {
+    /// Admits every host of the playbook before any node starts, when the cloud runs already
+    /// (a later deploy): a host added to the playbook joins as a node at once, not as a client.
+    /// Returns how many records were written; on a first deploy (or a cloud that cannot be
+    /// reached) nothing, and the health check admits the hosts once a node runs.
+    pub async fn admit_ahead(&self) -> Result<usize, String> {
+        if !self.layout.state().exists() {
+            return Ok(0);
+        }
+        let options = tau_proto::client::ConnectOptions {
+            timeout: std::time::Duration::from_secs(5),
+            ..Default::default()
+        };
+        let client = Client::connect_with(&self.operator_profile(), options)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.admit_hosts(&client).await.map_err(|e| e.to_string())
+    }
+
     /// Admits every host of the playbook for its shape's services, labelled with its name and
     /// region, through the first of the playbook's tns hosts that takes the records; returns how
     /// many records were written (only what TNS does not hold already).

@@ -12,6 +12,15 @@ use crate::script::Stdin;
 use crate::shell::Conn;
 use crate::state::{HostReport, Outcome};
 
+/// What a deploy did on a host so far.
+#[derive(Default)]
+struct Work {
+    /// What it changed.
+    changes: Vec<Kind>,
+    /// The files it put in place, once the node they make is healthy.
+    activated: Vec<String>,
+}
+
 impl Run {
     /// Deploys one host.
     pub async fn deploy_host(
@@ -22,7 +31,9 @@ impl Run {
     ) -> HostReport {
         let started = Instant::now();
         let mut changes = Vec::new();
-        let outcome = self.deploy_inner(desired, bundle, progress, &mut changes).await;
+        let mut activated = Vec::new();
+        let outcome =
+            self.deploy_inner(desired, bundle, progress, &mut changes, &mut activated).await;
         let seconds = started.elapsed().as_secs_f64();
         let (result, error) = match outcome {
             Ok(()) if changes.is_empty() => (Outcome::Unchanged, None),
@@ -36,7 +47,65 @@ impl Run {
             (_, Some(e)) => format!("{}: {e}", result.word()),
             (_, None) => result.word().to_string(),
         });
-        HostReport { host: desired.host.name.clone(), result, changes, seconds, error }
+        HostReport {
+            changes,
+            spec: Some(desired.host.clone()),
+            activated,
+            ..HostReport::new(&desired.host.name, result, seconds, error)
+        }
+    }
+
+    /// Puts back what a deploy put in place on a host that became healthy (`activated`, from
+    /// its report), when its batch failed: stops the node, restores the previous files and
+    /// starts the previous node (a host that had none is left stopped, its new files removed).
+    pub async fn put_back(
+        &self,
+        desired: &Desired,
+        activated: &[String],
+        progress: &HostProgress,
+    ) -> Result<(), String> {
+        let timeout = self.options.command_timeout;
+        progress.phase("connecting");
+        let conn = self.connect(desired, false).await.map_err(|e| e.to_string())?;
+        let result = async {
+            progress.phase("stopping the node");
+            run(
+                &conn,
+                "stopping the node",
+                &desired.stop_script(),
+                Stdin::Null,
+                stop_timeout(timeout),
+            )
+            .await?;
+            progress.phase("restoring the previous files");
+            run(
+                &conn,
+                "restoring files",
+                &desired.rollback_script(activated),
+                Stdin::Null,
+                timeout,
+            )
+            .await?;
+            let facts = self.facts(&conn, desired).await?;
+            if !facts.exists("bin/tau-node") {
+                return Ok(());
+            }
+            let service = if facts.systemd { Service::Systemd } else { Service::Supervised };
+            progress.phase("starting the previous node");
+            let started = Instant::now();
+            run(
+                &conn,
+                "starting the previous node",
+                &desired.start_script(service),
+                Stdin::Null,
+                timeout,
+            )
+            .await?;
+            self.health(desired, started).await.map_err(|e| fail(e.to_string()))
+        }
+        .await;
+        conn.close().await;
+        result.map_err(|f| f.reason)
     }
 
     async fn deploy_inner(
@@ -45,11 +114,15 @@ impl Run {
         bundle: &Bundle,
         progress: &HostProgress,
         changes: &mut Vec<Kind>,
+        activated: &mut Vec<String>,
     ) -> Result<(), Failure> {
         let timeout = self.options.command_timeout;
         progress.phase("connecting");
         let conn = self.connect(desired, false).await?;
-        let result = self.deploy_on(&conn, desired, bundle, progress, changes, timeout).await;
+        let mut work = Work::default();
+        let result = self.deploy_on(&conn, desired, bundle, progress, &mut work, timeout).await;
+        *changes = work.changes;
+        *activated = work.activated;
         conn.close().await;
         result
     }
@@ -60,9 +133,10 @@ impl Run {
         desired: &Desired,
         bundle: &Bundle,
         progress: &HostProgress,
-        changes: &mut Vec<Kind>,
+        work: &mut Work,
         timeout: Duration,
     ) -> Result<(), Failure> {
+        let Work { changes, activated } = work;
         let name = &desired.host.name;
         progress.phase("checking facts");
         let facts = self.facts(conn, desired).await?;
@@ -171,6 +245,7 @@ impl Run {
                 if let Ok(mut up) = self.up.lock() {
                     up.insert(name.clone());
                 }
+                *activated = paths;
                 return Ok(());
             }
             Err(reason) => reason,

@@ -36,12 +36,6 @@ impl Run {
             None => "removed",
             Some(e) => e,
         });
-        HostReport {
-            host: desired.host.name.clone(),
-            result,
-            changes: Vec::new(),
-            seconds: started.elapsed().as_secs_f64(),
-            error,
-        }
+        HostReport::new(&desired.host.name, result, started.elapsed().as_secs_f64(), error)
     }
 }

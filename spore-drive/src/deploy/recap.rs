@@ -46,19 +46,10 @@ mod tests {
     fn the_recap_names_each_host_and_why() {
         let reports = [
             HostReport {
-                host: "a".into(),
-                result: Outcome::Changed,
                 changes: vec![Kind::Binary, Kind::Config],
-                seconds: 1.25,
-                error: None,
+                ..HostReport::new("a", Outcome::Changed, 1.25, None)
             },
-            HostReport {
-                host: "bb".into(),
-                result: Outcome::Failed,
-                changes: Vec::new(),
-                seconds: 0.5,
-                error: Some("unreachable: refused".into()),
-            },
+            HostReport::new("bb", Outcome::Failed, 0.5, Some("unreachable: refused".into())),
         ];
         let text = recap(&reports);
         assert!(text.contains("a     changed        1.2s  binary, config"), "{text}");

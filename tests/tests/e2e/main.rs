@@ -2,6 +2,7 @@
 
 mod billing;
 mod blobs;
+mod day_two;
 mod git;
 mod hoarder;
 mod hostile;
