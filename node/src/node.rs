@@ -91,6 +91,7 @@ impl Node {
         let sampled = resources.clone();
         let sampled_for_metrics = resources.clone();
         let (leaving, leaving_rx) = tokio::sync::watch::channel(false);
+        let (ready, ready_rx) = tokio::sync::watch::channel(false);
         let (handle, p2p_task) = p2p::spawn(
             P2pConfig {
                 keypair: keypair.clone(),
@@ -104,6 +105,7 @@ impl Node {
                     started,
                     resources,
                     leaving: leaving_rx.clone(),
+                    ready: ready_rx,
                 },
                 admitted: membership::initial(config.operator_key().as_ref()),
                 connections: config.connections.clone(),
@@ -390,6 +392,7 @@ impl Node {
                 .await?,
             );
         }
+        ready.send_replace(true);
         tracing::info!(
             peer_id = %handle.peer_id(),
             swarm_key = %swarm_key.fingerprint(),

@@ -69,6 +69,8 @@ pub struct AdminContext {
     pub resources: watch::Receiver<Resources>,
     /// Whether the node is draining (leaving).
     pub leaving: watch::Receiver<bool>,
+    /// Whether every service has started.
+    pub ready: watch::Receiver<bool>,
 }
 
 /// Why the p2p core could not start.

@@ -110,6 +110,15 @@ pub struct NodeInfo {
     /// Whether it is draining: leaving the cloud, its heartbeats listing no service.
     #[serde(default)]
     pub draining: bool,
+    /// Whether every service it runs has started (its gateway, DNS and admin ports listen):
+    /// a node answers `Info` while it is still starting, and a node whose start fails exits.
+    #[serde(default = "started_by_default")]
+    pub ready: bool,
+}
+
+/// A node that does not say (an older version) answered once it had started.
+fn started_by_default() -> bool {
+    true
 }
 
 /// Where a node is.

@@ -243,6 +243,23 @@ impl SshLab {
         Ok(found)
     }
 
+    /// A TCP listener on every address of host `i` at `port`, made inside its network namespace
+    /// (the port is taken there until the listener is dropped).
+    pub fn hold_port(&self, i: usize, port: u16) -> Result<std::net::TcpListener> {
+        let netns = format!("/run/netns/{}", self.lab.hosts[i].netns);
+        let ip = std::net::Ipv4Addr::UNSPECIFIED;
+        // A thread of its own enters the namespace; the socket stays in it.
+        std::thread::spawn(move || -> std::result::Result<std::net::TcpListener, String> {
+            let file = std::fs::File::open(&netns).map_err(|e| format!("{netns}: {e}"))?;
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| format!("setns {netns}: {e}"))?;
+            std::net::TcpListener::bind((ip, port)).map_err(|e| format!("bind {ip}:{port}: {e}"))
+        })
+        .join()
+        .map_err(|_| "the thread entering the namespace panicked")?
+        .map_err(Into::into)
+    }
+
     /// Every file under host `i`'s `/opt`.
     pub fn files(&self, i: usize) -> Vec<PathBuf> {
         fn walk(dir: &Path, found: &mut Vec<PathBuf>) {

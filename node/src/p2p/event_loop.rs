@@ -927,6 +927,7 @@ impl EventLoop {
                 location: self.admin.location.clone(),
                 resources: self.admin.resources.borrow().clone(),
                 draining: *self.admin.leaving.borrow(),
+                ready: *self.admin.ready.borrow(),
             })),
             AdminRequest::Peers => AdminResponse::Peers(self.peers.nodes(&self.admitted)),
             AdminRequest::Directory { service } => {

@@ -92,6 +92,7 @@ mod tests {
                 started: Instant::now(),
                 resources,
                 leaving: tokio::sync::watch::channel(false).1,
+                ready: tokio::sync::watch::channel(true).1,
             },
             admitted: tau_proto::membership::Admitted::Open,
             connections: Default::default(),

@@ -25,6 +25,9 @@ pub(super) enum Unhealthy {
     /// It does not answer `Info`.
     #[error("Info: {0}")]
     Info(ClientError),
+    /// It answers but is still starting its services (one that fails to start exits).
+    #[error("the node answers but has not started all its services")]
+    Starting,
     /// Another, older process answers at its address.
     #[error("an older node process answers (up {0}s): the new one did not take its place")]
     Older(u64),
@@ -93,6 +96,9 @@ impl Run {
         let info = client.info(peer).await.map_err(Unhealthy::Info)?;
         if info.uptime_secs > started.elapsed().as_secs() + 2 {
             return Err(Unhealthy::Older(info.uptime_secs));
+        }
+        if !info.ready {
+            return Err(Unhealthy::Starting);
         }
         let others =
             self.up.lock().map(|up| up.iter().any(|h| *h != desired.host.name)).unwrap_or(false);

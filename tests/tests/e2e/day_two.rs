@@ -52,6 +52,16 @@ fn results(report: &serde_json::Value) -> Vec<(String, String)> {
 /// A playbook of `hosts` (lab host index, shape), with a 6 s drain so that clients' cached
 /// DNS answers (5 s) expire before a leaving node stops.
 fn write_playbook(lab: &SshLab, dir: &Path, hosts: &[(usize, &str)]) -> Result<String> {
+    write_playbook_on(lab, dir, hosts, 8080)
+}
+
+/// [`write_playbook`] with the gateways on `http`.
+fn write_playbook_on(
+    lab: &SshLab,
+    dir: &Path,
+    hosts: &[(usize, &str)],
+    http: u16,
+) -> Result<String> {
     let lines: String = hosts
         .iter()
         .map(|(i, shape)| {
@@ -62,7 +72,7 @@ fn write_playbook(lab: &SshLab, dir: &Path, hosts: &[(usize, &str)]) -> Result<S
             )
         })
         .collect();
-    let ports = "ports: { p2p: 4001, http: 8080, dns: 5353 }, drain: 6s";
+    let ports = format!("ports: {{ p2p: 4001, http: {http}, dns: 5353 }}, drain: 6s");
     let text = format!(
         "cloud: {{ name: lab, domain: lab.tau, generated_domain: g.lab.tau, secrets: secrets }}\n\
          transport: ssh\nhost_keys: accept-new\nknown_hosts: known_hosts\n\
@@ -364,5 +374,64 @@ fn a_cloud_grows_and_shrinks_under_load_and_replaces_a_vault_host() -> Result {
     assert_eq!(read.trim(), "kept through day two");
     let calls = caller.check("while replacing a vault host")?;
     eprintln!("vault host replaced: {count} secret reads and {calls} calls, none failed");
+    drop(caller);
+
+    // A rollout in batches of 2 with no failure allowed: a new binary and the gateways moved
+    // to 8081, where h2's port is taken. h2 fails its health check and is rolled back, h1
+    // (healthy, same batch) is put back, h6 (the next batch) is not touched.
+    let h6_config = std::fs::read(lab.host_dir(5).join("opt/tau/node.yaml"))?;
+    let held = lab.hold_port(1, 8081)?;
+    let listening = Command::new("ip")
+        .args(["netns", "exec", &lab.lab.hosts[1].netns, "ss", "-ltnH", "sport = :8081"])
+        .output()?;
+    let listening = String::from_utf8_lossy(&listening.stdout);
+    assert!(listening.contains(":8081"), "h2's port 8081 is taken: {listening:?}");
+    let new_binary = dir.path().join("tau-node");
+    let mut bytes = std::fs::read(binary("tau-node")?)?;
+    bytes.extend_from_slice(b"\0a new build\0");
+    std::fs::write(&new_binary, bytes)?;
+    std::fs::set_permissions(&new_binary, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let pb = write_playbook_on(&lab, &cloud, &[(0, "full"), (1, "full"), (5, "full")], 8081)?;
+    let (out, report) = spore(&[
+        "deploy",
+        &pb,
+        "--yes",
+        "--batch",
+        "2",
+        "--max-failed",
+        "0",
+        "--node-binary",
+        &new_binary.to_string_lossy(),
+    ])?;
+    drop(held);
+    assert_eq!(out.status.code(), Some(1), "a failed batch fails the deploy: {report}");
+    let got = results(&report);
+    assert_eq!(
+        got.iter().map(|(h, r)| format!("{h}:{r}")).collect::<Vec<_>>(),
+        ["h1:rolled-back", "h2:rolled-back", "h6:skipped"],
+        "{report}"
+    );
+    let error = |host: &str| {
+        report["hosts"]
+            .as_array()
+            .and_then(|hosts| hosts.iter().find(|h| h["host"] == host))
+            .and_then(|h| h["error"].as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(error("h2").contains("health check failed"), "{}", error("h2"));
+    assert!(error("h1").contains("put back with its batch"), "{}", error("h1"));
+    assert!(error("h6").contains("not touched"), "{}", error("h6"));
+    assert_eq!(
+        std::fs::read(lab.host_dir(5).join("opt/tau/node.yaml"))?,
+        h6_config,
+        "the skipped host keeps its config"
+    );
+    for i in [0, 1, 5] {
+        let gateway = format!("{}:8080", lab.ip(i));
+        wait_for(Duration::from_secs(60), "every host serves on 8080 again", || {
+            Ok((http(&gateway, "GET", "ping.grow.tau", "/ping", b"")?.status == 200).then_some(()))
+        })?;
+    }
     Ok(())
 }
