@@ -198,16 +198,37 @@ impl Client {
         }
     }
 
+    /// [`Client::tns_get`] from the first of `nodes` that answers: a tns node that is leaving
+    /// (stopped while asked) does not fail the read. A refusal is final.
+    async fn tns_get_any(
+        &self,
+        nodes: &[PeerId],
+        keys: Vec<String>,
+    ) -> Result<Vec<Record>, SecretError> {
+        let mut last = SecretError::NoNode("tns");
+        for node in nodes {
+            match self.tns_get(*node, keys.clone()).await {
+                Ok(records) => return Ok(records),
+                Err(SecretError::Client(e @ ClientError::Remote { .. })) => return Err(e.into()),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
     /// The vault's key set, as the operator published it in TNS.
     pub async fn vault_keyset(&self, tns: PeerId) -> Result<KeySet, SecretError> {
         let records = self.tns_get(tns, vec![keys::VAULT_KEYSET.into()]).await?;
         keyset_of(&records)
     }
 
-    /// A tns node and every vault node.
-    async fn tns_and_vaults(&self) -> Result<(PeerId, Vec<PeerId>), SecretError> {
+    /// Every tns node and every vault node.
+    async fn tns_and_vaults(&self) -> Result<(Vec<PeerId>, Vec<PeerId>), SecretError> {
         let services = self.services().await?;
-        let tns = first(&services, "tns")?;
+        let tns = services.get("tns").cloned().unwrap_or_default();
+        if tns.is_empty() {
+            return Err(SecretError::NoNode("tns"));
+        }
         match services.get("vault") {
             Some(vaults) if !vaults.is_empty() => Ok((tns, vaults.clone())),
             _ => Err(SecretError::NoNode("vault")),
@@ -225,7 +246,8 @@ impl Client {
     ) -> Result<Stored, SecretError> {
         check_name(project)?;
         check_name(name)?;
-        let (tns, vaults) = self.tns_and_vaults().await?;
+        let (tns_nodes, vaults) = self.tns_and_vaults().await?;
+        let tns = tns_nodes[0];
         let records =
             self.tns_get(tns, vec![keys::project(project), keys::VAULT_KEYSET.into()]).await?;
         check_owner(&records, project, owner)?;
@@ -267,9 +289,10 @@ impl Client {
     ) -> Result<Revealed, SecretError> {
         check_name(project)?;
         check_name(name)?;
-        let (tns, vaults) = self.tns_and_vaults().await?;
+        let (tns_nodes, vaults) = self.tns_and_vaults().await?;
         let key = keys::secret(project, name);
-        let records = self.tns_get(tns, vec![key.clone(), keys::VAULT_KEYSET.into()]).await?;
+        let records =
+            self.tns_get_any(&tns_nodes, vec![key.clone(), keys::VAULT_KEYSET.into()]).await?;
         let keyset = keyset_of(&records)?;
         let secret =
             records.iter().find(|r| r.key == key).and_then(|r| r.value.as_deref()).ok_or_else(

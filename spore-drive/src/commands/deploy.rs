@@ -158,9 +158,12 @@ impl Deploy {
         let progress =
             Progress::new(common.json, &names.iter().map(String::as_str).collect::<Vec<_>>());
         // New hosts are admitted before they start, so that they join as nodes.
+        // A cloud that does not run yet (nothing deployed healthy so far) cannot be reached: its
+        // nodes' health checks admit the hosts once one runs.
         if let Err(e) = run.admit_ahead().await {
-            problems.push(format!(
-                "the hosts could not be admitted ahead (the health check admits them): {e}"
+            progress.println(&format!(
+                "the hosts were not admitted before they start ({e}): their health checks admit \
+                 them"
             ));
         }
         let selected = run.selected();
