@@ -465,6 +465,27 @@ mod tests {
     }
 
     #[test]
+    fn a_line_that_never_ends_is_cut_at_the_line_limit() {
+        let logs = Arc::new(Logs::default());
+        let source = LogSource::function("p/f").unwrap_or(LogSource::Node);
+        {
+            let mut out = FunctionLog::new(logs.clone(), source.clone(), "r", false);
+            for _ in 0..100 {
+                out.write(&[b'x'; 1000]);
+            }
+            assert!(out.partial.len() <= tau_proto::logs::MAX_LINE_BYTES + 4);
+        }
+        let page = logs.read(&query(source, Some(0), 100));
+        assert_eq!(page.lines.len(), 1);
+        let text = &page.lines[0].text;
+        assert!(
+            text.len() <= tau_proto::logs::MAX_LINE_BYTES && text.ends_with('…'),
+            "{}",
+            text.len()
+        );
+    }
+
+    #[test]
     fn a_stale_function_buffer_makes_room_for_a_new_one() {
         let logs = Arc::new(Logs::default());
         for i in 0..=MAX_FUNCTIONS {

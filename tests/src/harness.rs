@@ -388,6 +388,18 @@ pub fn push_project(
     Ok(serde_json::from_str(&tau_node_ok(&args)?)?)
 }
 
+/// Each host's result in a Spore Drive `--json` report, as (host, result).
+pub fn host_results(report: &serde_json::Value) -> Vec<(String, String)> {
+    let hosts = report["hosts"].as_array().map(Vec::as_slice).unwrap_or_default();
+    hosts
+        .iter()
+        .map(|h| {
+            let field = |name: &str| h[name].as_str().unwrap_or("?").to_string();
+            (field("host"), field("result"))
+        })
+        .collect()
+}
+
 /// Each tns node's status (`tau-node tns status --json`): peer id, then the status object.
 pub fn tns_status(profile: &Path) -> Result<Vec<serde_json::Value>> {
     let out = tau_node_ok(&["tns", "status", "--cloud", &profile.to_string_lossy(), "--json"])?;

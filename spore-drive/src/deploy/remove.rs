@@ -12,11 +12,10 @@ use tau_proto::client::ConnectOptions;
 use tau_proto::hoarder::PinInfo;
 use tau_proto::vault::KeySet;
 
-use super::{Run, run, stop_timeout};
+use super::Run;
 use crate::host::Desired;
 use crate::playbook::{Host, Playbook};
 use crate::progress::HostProgress;
-use crate::script::Stdin;
 use crate::secrets::Layout;
 use crate::state::{HostReport, Outcome};
 
@@ -223,19 +222,7 @@ impl Run {
     ) -> HostReport {
         let started = Instant::now();
         let outcome = async {
-            progress.phase("connecting");
-            let conn = self.connect(desired, false).await?;
-            progress.phase("stopping the node and removing its files");
-            let result = run(
-                &conn,
-                "removing the node",
-                &desired.destroy_script(),
-                Stdin::Null,
-                stop_timeout(self.options.command_timeout),
-            )
-            .await;
-            conn.close().await;
-            result?;
+            self.remove_files(desired, progress).await?;
             progress.phase("revoking its admission");
             self.revoke(client, desired.peer_id).await.map_err(super::fail)
         }

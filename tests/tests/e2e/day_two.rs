@@ -31,22 +31,8 @@ fn spore(args: &[&str]) -> Result<(Output, serde_json::Value)> {
     Ok((out, report))
 }
 
-/// Each host's result in a report.
 fn results(report: &serde_json::Value) -> Vec<(String, String)> {
-    report["hosts"]
-        .as_array()
-        .map(|hosts| {
-            hosts
-                .iter()
-                .map(|h| {
-                    (
-                        h["host"].as_str().unwrap_or("?").into(),
-                        h["result"].as_str().unwrap_or("?").into(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    tau_tests::harness::host_results(report)
 }
 
 /// A playbook of `hosts` (lab host index, shape), with a 6 s drain so that clients' cached

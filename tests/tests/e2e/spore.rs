@@ -43,20 +43,7 @@ impl Transcript {
 }
 
 fn results(report: &serde_json::Value) -> Vec<(String, String)> {
-    report["hosts"]
-        .as_array()
-        .map(|hosts| {
-            hosts
-                .iter()
-                .map(|h| {
-                    (
-                        h["host"].as_str().unwrap_or("?").to_string(),
-                        h["result"].as_str().unwrap_or("?").to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    tau_tests::harness::host_results(report)
 }
 
 fn error_of<'a>(report: &'a serde_json::Value, host: &str) -> &'a str {
