@@ -12,7 +12,8 @@
 //! ```
 //!
 //! Where systemd runs (and the transport is `ssh`), `/etc/systemd/system/tau-node.service`
-//! takes the supervisor's place.
+//! takes the supervisor's place, and the node logs to the journal (`journalctl -u tau-node`)
+//! rather than to `logs/node.log`.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -507,9 +508,15 @@ impl Desired {
         )
     }
 
-    /// A script printing the last lines of the node's log.
+    /// A script printing the last lines of the node's log: from the journal where systemd runs
+    /// it, else from `logs/node.log`.
     pub fn log_tail_script(&self, lines: usize) -> String {
-        format!("tail -n {lines} {}/logs/node.log 2>/dev/null || true\n", quote(&self.base))
+        format!(
+            "if [ -f {UNIT_PATH} ] && command -v journalctl >/dev/null; then \
+             journalctl -u tau-node -n {lines} --no-pager -o cat 2>/dev/null || true; \
+             else tail -n {lines} {}/logs/node.log 2>/dev/null || true; fi\n",
+            quote(&self.base)
+        )
     }
 
     /// A script that stops the node and removes everything Spore Drive put on the host.
@@ -561,8 +568,8 @@ pub fn unit(base: &str) -> String {
         "# Written by Spore Drive.\n[Unit]\nDescription=Tau node\nAfter=network-online.target\n\
          Wants=network-online.target\n\n[Service]\nWorkingDirectory={base}\n\
          ExecStart={base}/bin/tau-node run --config {base}/node.yaml\nRestart=always\nRestartSec=1\n\
-         LimitNOFILE=65536\nStandardOutput=append:{base}/logs/node.log\n\
-         StandardError=append:{base}/logs/node.log\n\n[Install]\nWantedBy=multi-user.target\n"
+         LimitNOFILE=65536\nStandardOutput=journal\nStandardError=journal\n\
+         SyslogIdentifier=tau-node\n\n[Install]\nWantedBy=multi-user.target\n"
     )
 }
 

@@ -388,6 +388,21 @@ pub fn push_project(
     Ok(serde_json::from_str(&tau_node_ok(&args)?)?)
 }
 
+/// `spore-drive ARGS --json` (10 minutes at most): its output and its report.
+pub fn spore_json(args: &[&str]) -> Result<(Output, serde_json::Value)> {
+    let mut command = Command::new(binary("spore-drive")?);
+    command.args(args).arg("--json");
+    let out = run(&mut command, Duration::from_secs(600))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report = serde_json::from_str(&stdout).map_err(|e| {
+        format!(
+            "spore-drive {args:?}: not JSON ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    Ok((out, report))
+}
+
 /// Each host's result in a Spore Drive `--json` report, as (host, result).
 pub fn host_results(report: &serde_json::Value) -> Vec<(String, String)> {
     let hosts = report["hosts"].as_array().map(Vec::as_slice).unwrap_or_default();

@@ -14,4 +14,5 @@ pub mod otlp;
 pub mod postgres;
 pub mod receiver;
 pub mod ssh_lab;
+pub mod systemd_lab;
 pub mod tmux;

@@ -218,16 +218,24 @@ pub(super) async fn run(hoarder: Arc<Hoarder>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_live: Vec<PeerId> = Vec::new();
+    let mut live_since = Instant::now();
     let mut seen = u64::MAX;
     let mut last_sweep = Instant::now();
+    // The last run held back the releases (the membership had just changed): run again once it
+    // has settled, without waiting for the next sweep.
+    let mut held_back = false;
+    let mut leaving = hoarder.leaving.clone();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
+            // Drained: its copies go elsewhere from now on.
+            Ok(()) = leaving.changed() => hoarder.changed(),
         }
         let changes = hoarder.changes.load(Ordering::Relaxed);
         let busy = !lock(&hoarder.fetching).is_empty();
-        if changes == seen && !busy && last_sweep.elapsed() < SWEEP_EVERY {
+        let now_settled = held_back && live_since.elapsed() >= SETTLE;
+        if changes == seen && !busy && last_sweep.elapsed() < SWEEP_EVERY && !now_settled {
             continue;
         }
         seen = changes;
@@ -236,18 +244,29 @@ pub(super) async fn run(hoarder: Arc<Hoarder>, shutdown: CancellationToken) {
         if live != last_live {
             tracing::info!(members = live.len(), "hoarder membership changed");
             last_live = live.clone();
+            live_since = Instant::now();
         }
-        reconcile(&hoarder, &live).await;
+        let settled = live_since.elapsed() >= SETTLE;
+        held_back = !settled;
+        reconcile(&hoarder, &live, settled).await;
     }
 }
 
 /// How often reconcile runs when nothing changed.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
+/// How long the live members must stay the same before a node lets go of an extra copy. Nodes
+/// learn of a change (a node draining, another joining) a beat or two apart, and two of them
+/// that each saw the other as a holder could otherwise both let go of one blob: with two nodes
+/// draining at once, a pin would briefly fall below its factor.
+const SETTLE: Duration = Duration::from_secs(5);
+
 /// An upload with no chunk for this long is abandoned.
 const UPLOAD_IDLE: Duration = Duration::from_secs(600);
 
-async fn reconcile(hoarder: &Arc<Hoarder>, live: &[PeerId]) {
+/// Fetches the copies this node should hold and, once the membership has `settled`, lets go of
+/// those it should not that every node that should hold them does.
+async fn reconcile(hoarder: &Arc<Hoarder>, live: &[PeerId], settled: bool) {
     lock(&hoarder.pins).prune();
     lock(&hoarder.uploads).retain(|cid, upload| {
         let keep = upload.touched.elapsed() < UPLOAD_IDLE;
@@ -289,6 +308,7 @@ async fn reconcile(hoarder: &Arc<Hoarder>, live: &[PeerId]) {
                 }
             });
         } else if here
+            && settled
             && !wanted.contains(&hoarder.me)
             && wanted.iter().all(|w| holders.contains(w))
         {

@@ -11,24 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tau_tests::harness::{
-    Result, binary, create_project, dig, example_wasm, http, push_project, run, tau_node_ok,
-    wait_for,
+    Result, binary, create_project, dig, example_wasm, http, push_project, tau_node_ok, wait_for,
 };
 use tau_tests::ssh_lab::SshLab;
 
-/// `spore-drive ARGS --json`: its output and report.
 fn spore(args: &[&str]) -> Result<(Output, serde_json::Value)> {
-    let mut command = Command::new(binary("spore-drive")?);
-    command.args(args).arg("--json");
-    let out = run(&mut command, Duration::from_secs(600))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let report = serde_json::from_str(&stdout).map_err(|e| {
-        format!(
-            "spore-drive {args:?}: not JSON ({e}): {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })?;
-    Ok((out, report))
+    tau_tests::harness::spore_json(args)
 }
 
 fn results(report: &serde_json::Value) -> Vec<(String, String)> {

@@ -20,6 +20,7 @@ mod storage;
 mod store;
 mod story;
 mod substrate;
+mod systemd;
 mod taucorder;
 mod tns;
 mod vault;
