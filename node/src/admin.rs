@@ -1,16 +1,17 @@
-//! The admin requests the p2p core does not answer itself: `Logs` and `Drain` here, counter
-//! requests handed on to the node's counters (substrate's, or a ci node's).
+//! The admin requests the p2p core does not answer itself: `Logs`, `Drain`, `AntiEntropy` and
+//! `Repair` here, counter requests handed on to the node's counters (substrate's, or a ci
+//! node's).
 //!
-//! `Logs` and `Drain` are the operator's: every tenant holds the swarm key, and a node's log
+//! All but the counters' are the operator's: every tenant holds the swarm key, and a node's log
 //! names projects, peers and errors that are not theirs, while a drain takes the node out of
 //! service. The caller is the operator when its peer id is the operator key (a client connected
 //! with `--as-operator`). A node without an operator key (a dev cloud) admits anyone, and
 //! answers anyone here too.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use libp2p::PeerId;
-use tau_proto::admin::{AdminRequest, AdminResponse};
+use tau_proto::admin::{AdminRequest, AdminResponse, AntiEntropyReport};
 use tau_proto::identity::WriterKey;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -33,6 +34,17 @@ pub struct Parts {
     pub leaving: watch::Sender<bool>,
     /// Where counter requests go, on a node that keeps counters.
     pub counters: Option<mpsc::Sender<AdminInbound>>,
+    /// The registry and hoarder, once they have started (after this task).
+    pub services: Arc<Services>,
+}
+
+/// The services the operator's anti-entropy and repair reach, set as each starts.
+#[derive(Default)]
+pub struct Services {
+    /// The registry, on a tns node.
+    pub tns: OnceLock<crate::tns::Local>,
+    /// Hoarder, on a hoarder node.
+    pub hoarder: OnceLock<crate::hoarder::Local>,
 }
 
 /// Starts serving until `shutdown`.
@@ -65,12 +77,18 @@ impl Parts {
     }
 
     fn answer(&self, inbound: AdminInbound) {
-        let operator_only = matches!(inbound.request, AdminRequest::Logs(_) | AdminRequest::Drain);
+        let operator_only = matches!(
+            inbound.request,
+            AdminRequest::Logs(_)
+                | AdminRequest::Drain
+                | AdminRequest::AntiEntropy
+                | AdminRequest::Repair(_)
+        );
         if operator_only && !self.is_operator(&inbound.peer) {
             tracing::warn!(peer = %inbound.peer, "admin request refused: not the operator");
             let _ = inbound.reply.send(AdminResponse::Error(
-                "only the operator may read this node's logs or drain it (connect with the \
-                 operator key: --as-operator)"
+                "only the operator may read this node's logs, drain it, run its anti-entropy or \
+                 repair a pin (connect with the operator key: --as-operator)"
                     .into(),
             ));
             return;
@@ -94,6 +112,27 @@ impl Parts {
                     );
                 }
                 let _ = inbound.reply.send(AdminResponse::Draining { already });
+            }
+            AdminRequest::AntiEntropy => {
+                let services = self.services.clone();
+                tokio::spawn(async move {
+                    tracing::info!(by = %inbound.peer, "anti-entropy at the operator's request");
+                    let mut report = AntiEntropyReport::default();
+                    if let Some(tns) = services.tns.get() {
+                        tns.anti_entropy(&mut report).await;
+                    }
+                    if let Some(hoarder) = services.hoarder.get() {
+                        report.hoarder_peers = hoarder.anti_entropy().await;
+                    }
+                    let _ = inbound.reply.send(AdminResponse::AntiEntropy(report));
+                });
+            }
+            AdminRequest::Repair(cid) => {
+                let answer = match self.services.hoarder.get() {
+                    Some(hoarder) => AdminResponse::Repair(hoarder.repair(cid)),
+                    None => AdminResponse::Error("this node does not run hoarder".into()),
+                };
+                let _ = inbound.reply.send(answer);
             }
             _ => match &self.counters {
                 Some(counters) => {

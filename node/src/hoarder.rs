@@ -307,6 +307,66 @@ pub async fn ask_manifest(
 #[derive(Clone)]
 pub struct Local(Arc<Hoarder>);
 
+/// The most hoarder nodes one operator's anti-entropy compares with at once.
+const ANTI_ENTROPY_AT_ONCE: usize = 8;
+
+impl Local {
+    /// Compares this node's state with every live hoarder node now (the operator's
+    /// anti-entropy), takes what it lacks, and reconciles: how many nodes answered.
+    pub async fn anti_entropy(&self) -> u32 {
+        use futures::StreamExt;
+        let hoarder = &self.0;
+        hoarder.refresh_members().await;
+        let members: Vec<PeerId> = lock(&hoarder.members).alive().to_vec();
+        let pulling = Arc::new(Mutex::new(HashSet::new()));
+        let answered = futures::stream::iter(members)
+            .map(|peer| {
+                let pulling = pulling.clone();
+                async move { hoarder.compare_digests_with(peer, &pulling).await }
+            })
+            .buffer_unordered(ANTI_ENTROPY_AT_ONCE)
+            .filter(|answered| std::future::ready(*answered))
+            .count()
+            .await;
+        hoarder.changed();
+        answered as u32
+    }
+
+    /// Repairs the pin of `cid` now, as far as this node goes: fetches the blob at once when it
+    /// should hold it and does not; says where the pin stands here.
+    pub fn repair(&self, cid: BlobId) -> tau_proto::admin::RepairReport {
+        let hoarder = &self.0;
+        let factor = lock(&hoarder.pins).get(&cid).map_or(0, |pin| pin.factor);
+        let live = hoarder.live();
+        let target = usize::from(factor).min(live.len());
+        let wanted_here =
+            factor > 0 && placement::holders(&cid, &live, target).contains(&hoarder.me);
+        let held = hoarder.store.has(&cid);
+        let holders = hoarder.holders(&cid).len() as u32;
+        let mut fetching = lock(&hoarder.fetching).contains(&cid);
+        if wanted_here && !held && !fetching {
+            fetching = true;
+            let hoarder = hoarder.clone();
+            tokio::spawn(async move {
+                let sources = hoarder.sources(&cid).await;
+                match hoarder.fetch(cid, &sources).await {
+                    Ok(()) => tracing::info!(%cid, "repaired at the operator's request"),
+                    Err(e) => tracing::warn!(%cid, error = %e, "repair fetch failed"),
+                }
+            });
+        }
+        hoarder.changed();
+        tau_proto::admin::RepairReport {
+            pinned: factor > 0,
+            factor,
+            holders,
+            wanted_here,
+            held,
+            fetching,
+        }
+    }
+}
+
 impl Asker for Local {
     type Error = AskError;
 

@@ -118,6 +118,7 @@ impl Node {
         // Counter requests go to the node's counters, where it keeps some.
         let keeps_counters = runs("substrate") || runs("ci");
         let (counter_inbox, counter_requests) = tokio::sync::mpsc::channel(64);
+        let admin_services = Arc::new(admin::Services::default());
         services.push(
             admin::start(
                 admin::Parts {
@@ -126,6 +127,7 @@ impl Node {
                     logs: crate::logs::global().clone(),
                     leaving: leaving.clone(),
                     counters: keeps_counters.then_some(counter_inbox),
+                    services: admin_services.clone(),
                 },
                 shutdown.child_token(),
             )
@@ -147,6 +149,7 @@ impl Node {
             )
             .await?;
             services.extend(tasks);
+            let _ = admin_services.tns.set(local.clone());
             local_tns = Some(local);
         }
         let (membership_task, admitted) = membership::start(
@@ -174,6 +177,7 @@ impl Node {
             .await?;
             services.extend(tasks);
             hoarder_full = Some(local.full());
+            let _ = admin_services.hoarder.set(local.clone());
             local_hoarder = Some(local);
         }
         let mut local_vault = None;

@@ -132,7 +132,53 @@ impl Local {
     pub fn changes(&self) -> broadcast::Receiver<Arc<[String]>> {
         self.shared.changes.subscribe()
     }
+
+    /// Anti-entropy with every tns node now (the operator's), a few at once: how many were
+    /// compared, the records pulled and pushed, and which could not be compared and why.
+    pub async fn anti_entropy(&self, report: &mut tau_proto::admin::AntiEntropyReport) {
+        use futures::StreamExt;
+        let me = self.handle.peer_id();
+        let peers: Vec<PeerId> = match self.handle.nodes("tns").await {
+            Ok(nodes) => nodes.into_iter().map(|n| n.peer).filter(|p| *p != me).collect(),
+            Err(e) => {
+                report.tns_failed.push(format!("the node's peers: {e}"));
+                return;
+            }
+        };
+        let rounds = futures::stream::iter(peers)
+            .map(|peer| async move {
+                let round = sync::sync_with(&self.shared, &self.handle, peer);
+                let result = match tokio::time::timeout(ANTI_ENTROPY_WAIT, round).await {
+                    Ok(Ok(counts)) => Ok(counts),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err(format!("no answer in {}s", ANTI_ENTROPY_WAIT.as_secs())),
+                };
+                (peer, result)
+            })
+            .buffer_unordered(ANTI_ENTROPY_AT_ONCE)
+            .collect::<Vec<_>>()
+            .await;
+        for (peer, result) in rounds {
+            report.tns_peers += 1;
+            match result {
+                Ok((pulled, pushed)) => {
+                    report.tns_pulled += pulled as u64;
+                    report.tns_pushed += pushed as u64;
+                    if let Ok(mut last) = self.shared.last_sync.lock() {
+                        last.insert(peer, std::time::Instant::now());
+                    }
+                }
+                Err(e) => report.tns_failed.push(format!("{peer}: {e}")),
+            }
+        }
+    }
 }
+
+/// How long the operator's anti-entropy waits for one tns node.
+const ANTI_ENTROPY_WAIT: Duration = Duration::from_secs(30);
+
+/// The most tns nodes the operator's anti-entropy compares with at once.
+const ANTI_ENTROPY_AT_ONCE: usize = 8;
 
 /// Opens the registry in `data_dir` and starts serving it. The tasks stop on `shutdown`.
 pub async fn start(

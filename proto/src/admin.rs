@@ -61,6 +61,13 @@ pub enum AdminRequest {
     /// clients to it and hoarder moves its replicas to others, while it goes on serving what
     /// still comes until it is stopped: [`AdminResponse::Draining`]. The operator's only.
     Drain,
+    /// Anti-entropy now rather than at its next turn: the node compares its registry with every
+    /// tns node and its hoarder state with every hoarder node, takes what it lacks and answers
+    /// when done: [`AdminResponse::AntiEntropy`]. The operator's only.
+    AntiEntropy,
+    /// Repair one pin now: the node fetches the blob at once if it should hold it and does not
+    /// (rather than at its next reconcile): [`AdminResponse::Repair`]. The operator's only.
+    Repair(crate::hoarder::BlobId),
 }
 
 /// A node's answer.
@@ -84,8 +91,44 @@ pub enum AdminResponse {
         /// It had been asked before.
         already: bool,
     },
+    /// The answer to [`AdminRequest::AntiEntropy`].
+    AntiEntropy(AntiEntropyReport),
+    /// The answer to [`AdminRequest::Repair`].
+    Repair(RepairReport),
     /// The request could not be served.
     Error(String),
+}
+
+/// What one node's anti-entropy round found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AntiEntropyReport {
+    /// The tns nodes compared with (none when the node does not run tns).
+    pub tns_peers: u32,
+    /// Registry records taken from them.
+    pub tns_pulled: u64,
+    /// Registry records sent to them.
+    pub tns_pushed: u64,
+    /// The tns nodes that could not be compared with, and why.
+    pub tns_failed: Vec<String>,
+    /// The hoarder nodes whose state was compared (none when the node does not run hoarder).
+    pub hoarder_peers: u32,
+}
+
+/// What a hoarder node does about one pin, asked to repair it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairReport {
+    /// The node knows the pin (its highest factor is above 0).
+    pub pinned: bool,
+    /// Its replication factor.
+    pub factor: u8,
+    /// The live nodes known to hold it, this one included.
+    pub holders: u32,
+    /// This node is among those that should hold it.
+    pub wanted_here: bool,
+    /// This node holds it.
+    pub held: bool,
+    /// This node is fetching it (now, or it was already).
+    pub fetching: bool,
 }
 
 /// What a node says about itself.

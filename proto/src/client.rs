@@ -294,6 +294,29 @@ impl Client {
         }
     }
 
+    /// Runs anti-entropy on `peer` now (the operator's only) and says what it found.
+    pub async fn anti_entropy(
+        &self,
+        peer: PeerId,
+    ) -> Result<crate::admin::AntiEntropyReport, ClientError> {
+        match self.call::<AdminProtocol>(peer, AdminRequest::AntiEntropy).await? {
+            AdminResponse::AntiEntropy(report) => Ok(report),
+            _ => Err(ClientError::Unexpected { peer }),
+        }
+    }
+
+    /// Asks hoarder node `peer` to repair the pin of `cid` now (the operator's only).
+    pub async fn repair(
+        &self,
+        peer: PeerId,
+        cid: crate::hoarder::BlobId,
+    ) -> Result<crate::admin::RepairReport, ClientError> {
+        match self.call::<AdminProtocol>(peer, AdminRequest::Repair(cid)).await? {
+            AdminResponse::Repair(report) => Ok(report),
+            _ => Err(ClientError::Unexpected { peer }),
+        }
+    }
+
     /// Every node the entry node knows, itself first, with the addresses it gave for each; the
     /// client learns those addresses, so that it can then ask any of them directly.
     pub async fn nodes(&self) -> Result<Vec<PeerId>, ClientError> {

@@ -12,8 +12,11 @@ use tau_proto::CloudProfile;
 use taucorder::query::Cloud;
 
 /// taucorder: inspect a live Tau cloud (peers, nodes, registry records, hoarder pins, vault
-/// shares, usage, key-value stores). Without a command it opens the terminal UI (press ? there for its keys);
-/// the commands print the same data as YAML, or JSON with --json, for scripts.
+/// shares, usage, key-value stores, logs). Without a command it opens the terminal UI (press ?
+/// there for its keys), where the operator can also act: drain a node, run anti-entropy, repair
+/// a pin (each asks first; --readonly refuses them all). The UI connects with the profile's
+/// operator key when it names one. The commands print the same data as YAML, or JSON with
+/// --json, for scripts.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
@@ -26,6 +29,9 @@ struct Cli {
     /// The node to ask (its peer id) instead of the first one that can answer.
     #[arg(long, global = true)]
     node: Option<PeerId>,
+    /// The UI changes nothing: drain, anti-entropy and repair are refused.
+    #[arg(long)]
+    readonly: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -81,7 +87,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         let profile = CloudProfile::load(&cli.cloud).map_err(|e| {
             anyhow::anyhow!("cannot read the cloud profile {}: {e}", cli.cloud.display())
         })?;
-        return Ok(taucorder::ui::run(&cli.cloud, &profile.name).await?);
+        // The operator's key, when the profile names one: reading logs and acting are theirs.
+        let identity = match &profile.operator_key {
+            Some(path) => Some(tau_proto::keyfile::read(path).map_err(|e| {
+                anyhow::anyhow!("cannot read the operator key {}: {e}", path.display())
+            })?),
+            None => None,
+        };
+        return Ok(taucorder::ui::run(&cli.cloud, &profile.name, identity, cli.readonly).await?);
     };
     let cloud = Cloud::connect(&cli.cloud).await?;
     match command {

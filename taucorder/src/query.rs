@@ -68,11 +68,21 @@ pub struct Cloud {
 impl Cloud {
     /// Reads the profile at `path` and joins its cloud.
     pub async fn connect(path: &Path) -> Result<Self, QueryError> {
+        Self::connect_as(path, None).await
+    }
+
+    /// [`Cloud::connect`] as `identity` (the operator's key, for logs and actions), or as a
+    /// new peer each time.
+    pub async fn connect_as(
+        path: &Path,
+        identity: Option<libp2p::identity::Keypair>,
+    ) -> Result<Self, QueryError> {
         let profile = CloudProfile::load(path).map_err(|e| QueryError::Profile {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        Ok(Self { client: Client::connect(&profile).await? })
+        let options = tau_proto::client::ConnectOptions { identity, ..Default::default() };
+        Ok(Self { client: Client::connect_with(&profile, options).await? })
     }
 
     /// The light client, for questions this module does not wrap.

@@ -5,6 +5,7 @@
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
+use taucorder::ui::fetch::{Act, Request};
 use taucorder::ui::sample::{self, NOW_MS};
 use taucorder::ui::{App, Update, run_loop};
 use tokio::sync::mpsc;
@@ -69,7 +70,7 @@ fn run_app(updates: Vec<Update>, spec: &str) -> (TestBackend, App, bool) {
         tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
     runtime.block_on(async {
         let mut terminal = Terminal::new(TestBackend::new(120, 30)).expect("a test terminal");
-        let mut app = App::new("sample");
+        let mut app = App::new("sample", false);
         let (tx, rx) = mpsc::channel(updates.len().max(1));
         for update in updates {
             tx.try_send(update).expect("room for every update");
@@ -80,7 +81,8 @@ fn run_app(updates: Vec<Update>, spec: &str) -> (TestBackend, App, bool) {
         run_loop(&mut terminal, &mut app, events, rx, refresh)
             .await
             .expect("the loop ends cleanly");
-        (terminal.backend().clone(), app, refreshes.try_recv().is_ok())
+        let refreshed = matches!(refreshes.try_recv(), Ok(taucorder::ui::fetch::Request::Refresh));
+        (terminal.backend().clone(), app, refreshed)
     })
 }
 
@@ -236,4 +238,112 @@ fn navigation_stays_in_bounds() {
     let (top, _) = screen_with(sample_updates(), &format!("4G{}", "k".repeat(50)));
     let (home, _) = screen_with(sample_updates(), "4");
     assert_eq!(top, home);
+}
+
+/// The app fed the sample cloud, then `spec`'s keys, without the main loop: what it asks of
+/// the network task is left in it ([`App::take_requests`]).
+fn app_after(readonly: bool, spec: &str) -> App {
+    let mut app = App::new("sample", readonly);
+    for update in sample_updates() {
+        app.apply(update);
+    }
+    for key in keys(spec) {
+        app.handle_key(key);
+    }
+    app
+}
+
+fn draw(app: &mut App) -> TestBackend {
+    let mut terminal = Terminal::new(TestBackend::new(120, 30)).expect("a test terminal");
+    terminal.draw(|frame| app.draw(frame)).expect("drawn");
+    terminal.backend().clone()
+}
+
+#[test]
+fn logs_view_follows_the_entry_node_and_shows_gaps_as_gaps() {
+    use tau_proto::logs::{Level, LogLine, LogPage};
+    let mut app = app_after(false, "9");
+    let requests = app.take_requests();
+    let Some(Request::Logs(generation, target)) = requests.first() else {
+        panic!("9 asks for the entry node's log: {requests:?}");
+    };
+    assert_eq!(target.node, Some(sample::peer(0)));
+    let line = |seq: u64, level, text: &str| LogLine {
+        seq,
+        time_ms: NOW_MS + seq * 1000,
+        level,
+        origin: "tau_node::hoarder".into(),
+        request: None,
+        text: text.into(),
+    };
+    let page = |lines: Vec<LogLine>, dropped| LogPage {
+        next: lines.last().map_or(0, |l| l.seq + 1),
+        lines,
+        dropped,
+        restarted: false,
+    };
+    let node = sample::peer(0);
+    app.apply(Update::Logs {
+        generation: *generation,
+        node,
+        page: Ok(page(vec![line(1, Level::Info, "node started"), line(2, Level::Warn, "slow")], 0)),
+    });
+    app.apply(Update::Logs {
+        generation: *generation,
+        node,
+        page: Ok(page(vec![line(40, Level::Error, "disk \u{1b}[2Jfull")], 37)),
+    });
+    // A page for an older target is not taken.
+    app.apply(Update::Logs {
+        generation: generation + 7,
+        node,
+        page: Ok(page(vec![line(41, Level::Info, "not this one")], 0)),
+    });
+    insta::assert_snapshot!(draw(&mut app));
+}
+
+#[test]
+fn an_action_asks_first_and_goes_only_on_y() {
+    let peer = |app: &App| match app.message() {
+        Some(m) => m.to_string(),
+        None => String::new(),
+    };
+    // n (or any key but y) cancels: nothing asked of the network.
+    let mut app = app_after(false, "2Dn");
+    assert!(app.take_requests().is_empty());
+    assert_eq!(peer(&app), "cancelled: nothing changed");
+    // The question, then y: the drain goes to the network task.
+    let mut app = app_after(false, "2D");
+    let question = format!("{}", draw(&mut app));
+    assert!(question.contains("drain node") && question.contains("y: go ahead"), "{question}");
+    app.handle_key(KeyEvent::new(KeyCode::Char('y'), KeyModifiers::NONE));
+    let requests = app.take_requests();
+    assert!(matches!(requests.as_slice(), [Request::Act(Act::Drain(_))]), "y drains: {requests:?}");
+    // R in the hoarder view repairs the selected pin; A in the nodes view runs anti-entropy.
+    let mut app = app_after(false, "4Ry");
+    assert!(matches!(app.take_requests().as_slice(), [Request::Act(Act::Repair(_))]));
+    let mut app = app_after(false, "2Ay");
+    assert!(matches!(app.take_requests().as_slice(), [Request::Act(Act::AntiEntropy(_))]));
+    // Outside their views they say where they work.
+    let mut app = app_after(false, "1D");
+    assert!(app.take_requests().is_empty());
+    assert!(peer(&app).contains("nodes view"), "{}", peer(&app));
+}
+
+#[test]
+fn readonly_refuses_every_action_and_asks_nothing() {
+    for spec in ["2D", "2A", "4R"] {
+        let mut app = app_after(true, spec);
+        assert!(app.take_requests().is_empty(), "{spec}");
+        assert_eq!(
+            app.message(),
+            Some("read-only: taucorder was started with --readonly and changes nothing"),
+            "{spec}"
+        );
+        // No question was asked, so a y after it does nothing either.
+        app.handle_key(KeyEvent::new(KeyCode::Char('y'), KeyModifiers::NONE));
+        assert!(app.take_requests().is_empty(), "{spec}y");
+    }
+    let mut app = app_after(true, "2");
+    assert!(format!("{}", draw(&mut app)).contains("read-only"), "the status line says so");
 }

@@ -343,6 +343,22 @@ pub fn push_ping_project(cloud: &DevCloud, dir: &Path, id: &str) -> Result {
     push_ping_functions(cloud, dir, id, &["ping"])
 }
 
+/// Project `lab` with the faulty fixture on `GET /print` at `faulty.lab.tau` (5 s, 64 MB).
+pub fn push_faulty(cloud: &DevCloud, dir: &Path) -> Result {
+    let key = create_project(&cloud.profile, dir, "lab")?;
+    let project = dir.join("lab");
+    std::fs::create_dir_all(project.join("functions"))?;
+    std::fs::write(project.join("config.yaml"), "id: lab\nname: Lab\n")?;
+    std::fs::copy(example_wasm("faulty")?, project.join("faulty.wasm"))?;
+    std::fs::write(
+        project.join("functions/faulty.yaml"),
+        "id: faulty\ntrigger: {type: http, method: GET, paths: [/print]}\n\
+         domains: [faulty.lab.tau]\nsource: faulty.wasm\nexecution: {timeout: 5s, memory: 64MB}\n",
+    )?;
+    push_project(&cloud.profile, &project, &key, None)?;
+    Ok(())
+}
+
 /// Like [`push_ping_project`] with one function per name, each the example `ping` on
 /// `GET /<name>` at `ping.<id>.tau`; waits until the first gateway answers the first one once
 /// (that call counts).

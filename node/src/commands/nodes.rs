@@ -70,6 +70,23 @@ enum NodesCommand {
         #[command(flatten)]
         operator: Operator,
     },
+    /// Run anti-entropy on a node now instead of at its next turn: it compares its registry with
+    /// every tns node and its hoarder state with every hoarder node, and takes what it lacks.
+    /// Prints what it found. The operator's only.
+    AntiEntropy {
+        /// The peer id of the node.
+        peer: PeerId,
+        #[command(flatten)]
+        operator: Operator,
+    },
+    /// Repair a pin now: every hoarder node that should hold the blob and does not fetches it at
+    /// once, rather than at its next reconcile. Prints each node's answer. The operator's only.
+    Repair {
+        /// The blob's CID (`tau-node hoarder pins` lists them).
+        cid: tau_proto::hoarder::BlobId,
+        #[command(flatten)]
+        operator: Operator,
+    },
     /// The admission records TNS holds: each node's services and labels, and revocations.
     Admitted {
         #[command(flatten)]
@@ -151,6 +168,79 @@ impl NodesCommand {
                          replicas; it stays drained until it restarts"
                     ),
                 }
+                Ok(())
+            }
+            Self::AntiEntropy { peer, operator } => {
+                let key = operator.key()?;
+                let client = output::connect_as(&operator.cloud, Some(key)).await?;
+                client.nodes().await?;
+                let report = client
+                    .anti_entropy(peer)
+                    .await
+                    .with_context(|| format!("cannot run anti-entropy on {peer}"))?;
+                if operator.json {
+                    return output::print_json(&report);
+                }
+                println!(
+                    "{peer}: compared with {} tns nodes ({} records pulled, {} pushed) and {} \
+                     hoarder nodes",
+                    report.tns_peers, report.tns_pulled, report.tns_pushed, report.hoarder_peers
+                );
+                for failed in &report.tns_failed {
+                    println!("  not compared: {failed}");
+                }
+                Ok(())
+            }
+            Self::Repair { cid, operator } => {
+                let key = operator.key()?;
+                let client = output::connect_as(&operator.cloud, Some(key)).await?;
+                let nodes = client.nodes_running("hoarder").await?;
+                anyhow::ensure!(!nodes.is_empty(), "no node of this cloud runs hoarder");
+                let answers =
+                    futures::future::join_all(nodes.iter().map(|n| client.repair(*n, cid))).await;
+                let rows: Vec<(PeerId, Result<tau_proto::admin::RepairReport, String>)> = nodes
+                    .into_iter()
+                    .zip(answers)
+                    .map(|(n, a)| (n, a.map_err(|e| e.to_string())))
+                    .collect();
+                if let Some((peer, Err(e))) = rows.iter().find(|(_, a)| a.is_err())
+                    && rows.iter().all(|(_, a)| a.is_err())
+                {
+                    anyhow::bail!("no hoarder node took the repair; {peer}: {e}");
+                }
+                if operator.json {
+                    let json: Vec<serde_json::Value> = rows
+                        .iter()
+                        .map(|(peer, answer)| match answer {
+                            Ok(report) => {
+                                serde_json::json!({"peer_id": peer.to_string(), "report": report})
+                            }
+                            Err(e) => serde_json::json!({"peer_id": peer.to_string(), "error": e}),
+                        })
+                        .collect();
+                    return output::print_json(&json);
+                }
+                let mut fetching = 0;
+                for (peer, answer) in &rows {
+                    match answer {
+                        Ok(r) if !r.pinned => println!("{peer}: no pin of {cid} here"),
+                        Ok(r) => {
+                            let what = match (r.wanted_here, r.held, r.fetching) {
+                                (_, true, _) => "holds it",
+                                (true, false, true) => "fetching it now",
+                                (true, false, false) => "should hold it, not fetching",
+                                (false, false, _) => "not one of its holders",
+                            };
+                            fetching += usize::from(r.fetching && !r.held);
+                            println!(
+                                "{peer}: {what} (factor {}, {} live holders known)",
+                                r.factor, r.holders
+                            );
+                        }
+                        Err(e) => println!("{peer}: {e}"),
+                    }
+                }
+                println!("{fetching} nodes fetching {cid}");
                 Ok(())
             }
             Self::Admitted { operator } => {

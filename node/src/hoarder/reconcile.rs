@@ -109,12 +109,22 @@ impl Hoarder {
     /// for that state, and merges its pins when they differ.
     async fn compare_digests(self: &Arc<Self>, pulling: &Arc<std::sync::Mutex<HashSet<PeerId>>>) {
         let Some(peer) = self.nearby_member().await else { return };
+        self.compare_digests_with(peer, pulling).await;
+    }
+
+    /// Compares digests with `peer` (see [`Hoarder::compare_digests`]); false when it did not
+    /// answer.
+    pub(super) async fn compare_digests_with(
+        self: &Arc<Self>,
+        peer: PeerId,
+        pulling: &Arc<std::sync::Mutex<HashSet<PeerId>>>,
+    ) -> bool {
         let digest = match self.handle.call::<HoarderProtocol>(peer, HoarderRequest::Digest).await {
             Ok(HoarderResponse::Digest(digest)) => digest,
-            Ok(_) => return,
+            Ok(_) => return false,
             Err(error) => {
                 tracing::debug!(%error, "hoarder digest not read");
-                return;
+                return false;
             }
         };
         let behind: Vec<PeerId> = {
@@ -140,6 +150,7 @@ impl Hoarder {
                 Err(error) => tracing::debug!(%error, "pin records not read"),
             }
         }
+        true
     }
 
     /// Merges pin records from `from`.

@@ -20,11 +20,13 @@ pub enum ViewKind {
     Jobs,
     /// The projects' key-value stores.
     Stores,
+    /// A node's log or a function's output, followed live.
+    Logs,
 }
 
 impl ViewKind {
     /// Every view, in tab order.
-    pub const ALL: [ViewKind; 8] = [
+    pub const ALL: [ViewKind; 9] = [
         ViewKind::Peers,
         ViewKind::Nodes,
         ViewKind::Tns,
@@ -33,6 +35,7 @@ impl ViewKind {
         ViewKind::Usage,
         ViewKind::Jobs,
         ViewKind::Stores,
+        ViewKind::Logs,
     ];
 
     /// The view's name, as its `:` command and its tab say it.
@@ -46,6 +49,7 @@ impl ViewKind {
             ViewKind::Usage => "usage",
             ViewKind::Jobs => "jobs",
             ViewKind::Stores => "stores",
+            ViewKind::Logs => "logs",
         }
     }
 
@@ -105,4 +109,27 @@ pub enum Action {
     StartFilter,
     /// Start typing a `:` command.
     StartCommand,
+    /// Logs: follow the newest lines, or stop following.
+    Follow,
+    /// Logs: freeze the screen (new lines are kept and counted), or go on.
+    Pause,
+    /// Logs: wrap long lines, or cut them.
+    Wrap,
+    /// Logs: show each line's time, or not.
+    Timestamps,
+    /// Show the logs of the selected node (nodes, peers) or function (usage).
+    LogsOf,
+    /// Drain the selected node (after a confirmation).
+    Drain,
+    /// Run anti-entropy on the selected node now (after a confirmation).
+    AntiEntropy,
+    /// Repair the selected pin now (after a confirmation).
+    Repair,
+}
+
+impl Action {
+    /// Whether it changes the cloud (refused with `--readonly`).
+    pub fn changes_the_cloud(&self) -> bool {
+        matches!(self, Action::Drain | Action::AntiEntropy | Action::Repair)
+    }
 }

@@ -17,9 +17,11 @@ use tau_proto::seer::NodeStatus;
 
 use super::action::{Action, ViewKind};
 use super::component::Component;
+use super::fetch::{Act, Request};
 use super::format::{clock, short_peer};
 use super::jobs::JobsView;
 use super::keymap::{self, help_lines};
+use super::logs::{LogTarget, LogsView};
 use super::table::TableView;
 use super::tns::TnsView;
 use super::views::{NodesView, vault_summary};
@@ -62,6 +64,17 @@ pub enum Update {
         /// Its text.
         log: Result<String, String>,
     },
+    /// A page of log lines read from `node` for the logs view's `generation`, or why not.
+    Logs {
+        /// The target it was read for.
+        generation: u64,
+        /// The node read.
+        node: PeerId,
+        /// The page.
+        page: Result<tau_proto::logs::LogPage, String>,
+    },
+    /// What an action did, or why it failed.
+    Acted(Result<String, String>),
     /// A round of questions finished at this Unix time (milliseconds).
     Round {
         /// When.
@@ -87,8 +100,19 @@ enum Mode {
 /// A popup over the view.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Popup {
-    Text { title: String, text: String, scroll: u16 },
-    Help { scroll: u16 },
+    Text {
+        title: String,
+        text: String,
+        scroll: u16,
+    },
+    Help {
+        scroll: u16,
+    },
+    /// An action that changes the cloud, waiting for `y`.
+    Confirm {
+        question: String,
+        act: Act,
+    },
 }
 
 /// How many views there are.
@@ -106,6 +130,9 @@ pub struct App {
     usage: TableView<UsageRow>,
     jobs: JobsView,
     stores: TableView<StoreRow>,
+    logs: LogsView,
+    /// Started with `--readonly`: every action that changes the cloud is refused.
+    readonly: bool,
     /// Per view, the filter in force.
     filters: [String; VIEWS],
     /// Per view, why its data could not be read last time.
@@ -117,13 +144,15 @@ pub struct App {
     link: Link,
     updated_ms: Option<u64>,
     message: Option<String>,
-    refresh: bool,
+    /// What the network task is asked next.
+    requests: Vec<Request>,
     quit: bool,
 }
 
 impl App {
-    /// A new app for the cloud named `cloud`, showing the peers view, nothing loaded yet.
-    pub fn new(cloud: &str) -> Self {
+    /// A new app for the cloud named `cloud`, showing the peers view, nothing loaded yet;
+    /// `readonly` refuses every action that changes the cloud.
+    pub fn new(cloud: &str, readonly: bool) -> Self {
         Self {
             cloud: cloud.to_string(),
             view: ViewKind::Peers,
@@ -135,6 +164,8 @@ impl App {
             usage: TableView::new("usage: latest window per function"),
             jobs: JobsView::default(),
             stores: TableView::new("key-value stores"),
+            logs: LogsView::default(),
+            readonly,
             filters: Default::default(),
             errors: Default::default(),
             loaded: [false; VIEWS],
@@ -143,7 +174,7 @@ impl App {
             link: Link::Connecting { attempt: 0, error: None },
             updated_ms: None,
             message: None,
-            refresh: false,
+            requests: Vec::new(),
             quit: false,
         }
     }
@@ -153,9 +184,14 @@ impl App {
         self.quit
     }
 
-    /// Whether the user asked for a refresh since the last call (and forgets it).
-    pub fn take_refresh(&mut self) -> bool {
-        std::mem::take(&mut self.refresh)
+    /// What the network task should do, asked since the last call (and forgets it).
+    pub fn take_requests(&mut self) -> Vec<Request> {
+        std::mem::take(&mut self.requests)
+    }
+
+    /// The message on the status line, if any.
+    pub fn message(&self) -> Option<&str> {
+        self.message.as_deref()
     }
 
     /// The view on screen.
@@ -178,6 +214,7 @@ impl App {
             ViewKind::Usage => &mut self.usage,
             ViewKind::Jobs => &mut self.jobs,
             ViewKind::Stores => &mut self.stores,
+            ViewKind::Logs => &mut self.logs,
         }
     }
 
@@ -191,6 +228,7 @@ impl App {
             ViewKind::Usage => self.usage.counts(),
             ViewKind::Jobs => self.jobs.counts(),
             ViewKind::Stores => self.stores.counts(),
+            ViewKind::Logs => self.logs.counts(),
         }
     }
 
@@ -236,6 +274,16 @@ impl App {
             Update::Usage(r) => take(self, ViewKind::Usage, r, |a, d| a.usage.set_items(d)),
             Update::Stores(r) => take(self, ViewKind::Stores, r, |a, d| a.stores.set_items(d)),
             Update::JobLog { cid, log } => self.jobs.set_log(cid, log),
+            Update::Logs { generation, node, page } => {
+                self.logs.take(generation, node, page);
+                self.loaded[ViewKind::Logs.index()] = true;
+            }
+            Update::Acted(result) => {
+                self.message = Some(match result {
+                    Ok(done) => done,
+                    Err(e) => format!("failed: {e}"),
+                })
+            }
             Update::Round { at_ms } => self.updated_ms = Some(at_ms),
         }
     }
@@ -248,6 +296,19 @@ impl App {
         self.message = None;
         if key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL) {
             self.quit = true;
+            return;
+        }
+        if let Some(Popup::Confirm { act, .. }) = &self.popup {
+            let act = act.clone();
+            self.popup = None;
+            self.message = Some(match key.code {
+                KeyCode::Char('y') => {
+                    let what = act.to_string();
+                    self.requests.push(Request::Act(act));
+                    format!("{what}…")
+                }
+                _ => "cancelled: nothing changed".into(),
+            });
             return;
         }
         match self.mode.clone() {
@@ -317,11 +378,28 @@ impl App {
             "help" | "h" => self.update(Action::Help),
             "refresh" | "r" => self.update(Action::Refresh),
             "" => {}
+            logs if logs.starts_with("logs ") => {
+                let what = logs["logs ".len()..].trim();
+                let target = match what.parse::<PeerId>() {
+                    Ok(node) => {
+                        Ok(LogTarget { source: tau_proto::logs::LogSource::Node, node: Some(node) })
+                    }
+                    Err(_) => tau_proto::logs::LogSource::function(what)
+                        .map(|source| LogTarget { source, node: None })
+                        .map_err(|e| {
+                            format!(":logs takes a node's peer id or PROJECT/FUNCTION: {e}")
+                        }),
+                };
+                match target {
+                    Ok(target) => self.show_logs(target),
+                    Err(e) => self.message = Some(e),
+                }
+            }
             name => match ViewKind::from_name(name) {
                 Some(view) => self.update(Action::Show(view)),
                 None => {
                     self.message = Some(format!(
-                        "unknown command :{name} (try :peers :nodes :tns :hoarder :vault :usage :jobs :stores :help :q)"
+                        "unknown command :{name} (try :peers :nodes :tns :hoarder :vault :usage :jobs :stores :logs :help :q)"
                     ))
                 }
             },
@@ -333,6 +411,8 @@ impl App {
         if let Some(popup) = &mut self.popup {
             let scroll = match popup {
                 Popup::Text { scroll, .. } | Popup::Help { scroll } => scroll,
+                // Answered in handle_key.
+                Popup::Confirm { .. } => return,
             };
             match action {
                 Action::Down => *scroll = scroll.saturating_add(1),
@@ -346,9 +426,36 @@ impl App {
             }
             return;
         }
+        if action.changes_the_cloud() && self.readonly {
+            self.message =
+                Some("read-only: taucorder was started with --readonly and changes nothing".into());
+            return;
+        }
         match action {
             Action::Quit => self.quit = true,
+            Action::Show(ViewKind::Logs) => {
+                self.view = ViewKind::Logs;
+                // The entry node's log until something else is chosen.
+                if self.logs.target().is_none()
+                    && let Link::Connected { entry } = &self.link
+                {
+                    let target =
+                        LogTarget { source: tau_proto::logs::LogSource::Node, node: Some(*entry) };
+                    self.show_logs(target);
+                }
+            }
             Action::Show(view) => self.view = view,
+            Action::LogsOf => {
+                match self.selected_target() {
+                    Some(target) => self.show_logs(target),
+                    None => self.message = Some(
+                        "L shows the logs of the node selected in the nodes or peers view, or of \
+                         the function selected in the usage view"
+                            .into(),
+                    ),
+                }
+            }
+            Action::Drain | Action::AntiEntropy | Action::Repair => self.confirm(&action),
             Action::NextView => {
                 self.view = ViewKind::ALL[(self.view.index() + 1) % ViewKind::ALL.len()];
             }
@@ -379,7 +486,7 @@ impl App {
                 }
             }
             Action::Refresh => {
-                self.refresh = true;
+                self.requests.push(Request::Refresh);
                 self.message = Some("refreshing…".into());
             }
             Action::StartFilter => {
@@ -394,6 +501,56 @@ impl App {
                 self.component(view).update(&other);
             }
         }
+    }
+
+    /// Reads `target` in the logs view, and shows it.
+    fn show_logs(&mut self, target: LogTarget) {
+        let generation = self.logs.set_target(target.clone());
+        self.requests.push(Request::Logs(generation, target));
+        self.view = ViewKind::Logs;
+    }
+
+    /// What `L` reads: the selected node or function.
+    fn selected_target(&self) -> Option<LogTarget> {
+        let node = |node| LogTarget { source: tau_proto::logs::LogSource::Node, node: Some(node) };
+        match self.view {
+            ViewKind::Nodes => self.nodes.selected_peer().map(node),
+            ViewKind::Peers => self.peers.selected_item().map(|p| node(p.peer_id)),
+            ViewKind::Usage => self.usage.selected_item().map(|row| LogTarget {
+                source: tau_proto::logs::LogSource::Function {
+                    project: row.project.clone(),
+                    function: row.function.clone(),
+                },
+                node: None,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Asks before an action that changes the cloud.
+    fn confirm(&mut self, action: &Action) {
+        let act = match (action, self.view) {
+            (Action::Drain, ViewKind::Nodes) => self.nodes.selected_peer().map(Act::Drain),
+            (Action::AntiEntropy, ViewKind::Nodes) => {
+                self.nodes.selected_peer().map(Act::AntiEntropy)
+            }
+            (Action::Repair, ViewKind::Hoarder) => {
+                self.hoarder.selected_item().map(|pin| Act::Repair(pin.cid))
+            }
+            _ => None,
+        };
+        let Some(act) = act else {
+            self.message = Some(match action {
+                Action::Repair => "R repairs the pin selected in the hoarder view".into(),
+                _ => {
+                    "D drains and A runs anti-entropy on the node selected in the nodes view".into()
+                }
+            });
+            return;
+        };
+        let question =
+            format!("{}?\n\n{}\n\ny: go ahead · any other key: cancel", act, act.consequence());
+        self.popup = Some(Popup::Confirm { question, act });
     }
 
     /// Draws the whole screen.
@@ -430,28 +587,50 @@ impl App {
                 );
                 frame.render_widget(table, area);
             }
+            Some(Popup::Confirm { question, .. }) => {
+                let area = popup_area(body, 60, 40);
+                frame.render_widget(Clear, area);
+                frame.render_widget(
+                    Paragraph::new(question.as_str())
+                        .block(Block::bordered().title(" confirm ".bold()).red())
+                        .wrap(Wrap { trim: false }),
+                    area,
+                );
+            }
             None => {}
         }
     }
 
     fn draw_tabs(&self, frame: &mut Frame<'_>, area: Rect) {
-        let titles = ViewKind::ALL.iter().enumerate().map(|(i, view)| {
-            let (shown, _) = self.counts(*view);
-            let count = if self.loaded[i] { format!(" {shown}") } else { String::new() };
-            let title = format!("{} {}{count}", i + 1, view.name());
-            if self.errors[i].is_some() { Line::from(title.red()) } else { Line::from(title) }
-        });
+        let titles: Vec<Line<'_>> = ViewKind::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, view)| {
+                let (shown, _) = self.counts(*view);
+                let count = if self.loaded[i] { format!(" {shown}") } else { String::new() };
+                let title = format!("{} {}{count}", i + 1, view.name());
+                if self.errors[i].is_some() { Line::from(title.red()) } else { Line::from(title) }
+            })
+            .collect();
+        // Each tab is padded by a column on each side, and divided from the next by one.
+        let tabs_width: usize = titles.iter().map(|t| t.width() + 3).sum();
         let tabs = Tabs::new(titles)
             .select(self.view.index())
             .highlight_style(Style::default().add_modifier(Modifier::REVERSED | Modifier::BOLD))
             .divider("│");
-        // The cloud's name takes what it needs (at most 32 columns); the tabs the rest.
-        let name = format!("taucorder · {}", self.cloud);
-        let width = (name.chars().count() + 1).min(32) as u16;
+        // The tabs first; the cloud's name takes what is left (at most 32 columns), shortened to
+        // the name alone, or left out, when it does not fit.
+        let room = usize::from(area.width).saturating_sub(tabs_width);
+        let name = [format!("taucorder · {}", self.cloud), self.cloud.clone()]
+            .into_iter()
+            .find(|name| name.chars().count() < room.min(32));
+        let width = name.as_ref().map_or(0, |n| n.chars().count() + 1) as u16;
         let [left, right] =
             Layout::horizontal([Constraint::Fill(1), Constraint::Length(width)]).areas(area);
         frame.render_widget(tabs, left);
-        frame.render_widget(Line::from(name).right_aligned().bold(), right);
+        if let Some(name) = name {
+            frame.render_widget(Line::from(name).right_aligned().bold(), right);
+        }
     }
 
     fn draw_body(&mut self, frame: &mut Frame<'_>, area: Rect) {
@@ -497,6 +676,9 @@ impl App {
                 spans
             }
         };
+        if self.readonly {
+            spans.push(" · read-only".bold());
+        }
         if let Some(e) = &self.errors[self.view.index()]
             && self.loaded[self.view.index()]
         {
@@ -510,6 +692,11 @@ impl App {
                 None => Line::from(spans),
             },
         };
+        // A message takes the whole line; otherwise the keys to start with are on the right.
+        if self.mode == Mode::Normal && self.message.is_some() {
+            frame.render_widget(left, area);
+            return;
+        }
         let [l, r] = Layout::horizontal([Constraint::Fill(1), Constraint::Length(40)]).areas(area);
         frame.render_widget(left, l);
         frame.render_widget(

@@ -1,36 +1,190 @@
 //! The network task: joins the cloud, asks it everything each tick (or when the user presses
-//! `r`), and sends what it finds to the app as [`Update`]s. It never blocks the app: the app
-//! reads updates between key presses. When the cloud stops answering, it reconnects by itself.
+//! `r`), follows the logs the logs view reads, carries out the actions the user confirmed, and
+//! sends what it finds to the app as [`Update`]s. It never blocks the app: the app reads
+//! updates between key presses. When the cloud stops answering, it reconnects by itself.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use libp2p::PeerId;
+use libp2p::identity::Keypair;
+use tau_proto::Client;
 use tau_proto::hoarder::BlobId;
-use tokio::sync::mpsc;
+use tau_proto::logs::{LogQuery, LogSource, MAX_PAGE_LINES, MAX_WAIT_MS};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::sleep;
 
 use super::app::Update;
+use super::format::short_peer;
 use super::jobs::JobRow;
+use super::logs::LogTarget;
 use super::tns::sort_for_tree;
 use crate::query::{Cloud, QueryError};
 use crate::usage::UsageTracker;
 
+/// What the app asks of the network task.
+#[derive(Debug, Clone)]
+pub enum Request {
+    /// Ask the cloud now instead of at the next tick.
+    Refresh,
+    /// Read `target` for the logs view from now on (its generation).
+    Logs(u64, LogTarget),
+    /// Carry out an action the user confirmed.
+    Act(Act),
+}
+
+/// An action that changes the cloud (refused with `--readonly`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Act {
+    /// Drain a node.
+    Drain(PeerId),
+    /// Run anti-entropy on a node now.
+    AntiEntropy(PeerId),
+    /// Repair a pin now, on every hoarder node.
+    Repair(BlobId),
+}
+
+impl std::fmt::Display for Act {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Act::Drain(peer) => write!(f, "drain node {peer}"),
+            Act::AntiEntropy(peer) => write!(f, "run anti-entropy on node {peer}"),
+            Act::Repair(cid) => write!(f, "repair pin {cid}"),
+        }
+    }
+}
+
+impl Act {
+    /// What it does, for the confirmation.
+    pub fn consequence(&self) -> &'static str {
+        match self {
+            Act::Drain(_) => {
+                "Seer stops sending it clients and hoarder moves its replicas to other nodes; it \
+                 goes on serving what still reaches it, and stays drained until it restarts."
+            }
+            Act::AntiEntropy(_) => {
+                "It compares its registry with every tns node and its hoarder state with every \
+                 hoarder node now, and takes what it lacks."
+            }
+            Act::Repair(_) => {
+                "Every hoarder node that should hold the blob and does not fetches it now."
+            }
+        }
+    }
+
+    /// Carries it out; what it did, for the status line.
+    async fn run(self, client: &Client) -> Result<String, String> {
+        let short = |peer: &PeerId| short_peer(peer);
+        match self {
+            Act::Drain(peer) => match client.drain(peer).await {
+                Ok(true) => Ok(format!("{} was draining already", short(&peer))),
+                Ok(false) => Ok(format!("{} is draining: seer stops listing it", short(&peer))),
+                Err(e) => Err(format!("drain {}: {e}", short(&peer))),
+            },
+            Act::AntiEntropy(peer) => match client.anti_entropy(peer).await {
+                Ok(r) => Ok(format!(
+                    "anti-entropy on {}: {} tns nodes ({} records pulled, {} pushed, {} \
+                     failed), {} hoarder nodes",
+                    short(&peer),
+                    r.tns_peers,
+                    r.tns_pulled,
+                    r.tns_pushed,
+                    r.tns_failed.len(),
+                    r.hoarder_peers
+                )),
+                Err(e) => Err(format!("anti-entropy on {}: {e}", short(&peer))),
+            },
+            Act::Repair(cid) => {
+                let nodes = client.nodes_running("hoarder").await.map_err(|e| e.to_string())?;
+                let answers =
+                    futures::future::join_all(nodes.iter().map(|n| client.repair(*n, cid))).await;
+                let (mut holding, mut fetching, mut failed) = (0, 0, Vec::new());
+                for (node, answer) in nodes.iter().zip(answers) {
+                    match answer {
+                        Ok(r) if r.held => holding += 1,
+                        Ok(r) if r.fetching => fetching += 1,
+                        Ok(_) => {}
+                        Err(e) => failed.push(format!("{node}: {e}")),
+                    }
+                }
+                let cid = cid.to_string();
+                let cid = format!("{}…", &cid[..cid.len().min(16)]);
+                match failed.first() {
+                    Some(first) if holding + fetching == 0 => Err(format!("repair {cid}: {first}")),
+                    _ => Ok(format!(
+                        "repair {cid}: {holding} nodes hold it, {fetching} fetching now, {} did \
+                         not answer",
+                        failed.len()
+                    )),
+                }
+            }
+        }
+    }
+}
+
 /// The longest wait between two connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Asks the cloud at `profile` everything every `every`, or at once when `refresh` receives;
-/// stops when the app goes away (either channel closes).
+/// Asks the cloud at `profile` everything every `every`, or at once when asked; follows the
+/// logs and carries out the actions the app asks for; stops when the app goes away (either
+/// channel closes). Connects as `identity` (the operator's key: logs and actions are theirs).
 pub async fn watch(
     profile: PathBuf,
+    identity: Option<Keypair>,
     every: Duration,
     updates: mpsc::Sender<Update>,
-    mut refresh: mpsc::Receiver<()>,
+    mut requests: mpsc::Receiver<Request>,
+) {
+    let refresh = Arc::new(Notify::new());
+    let (client_tx, client_rx) = watch::channel::<Option<Client>>(None);
+    let (target_tx, target_rx) = watch::channel::<Option<(u64, LogTarget)>>(None);
+    let dispatch = {
+        let (refresh, updates, client_rx) = (refresh.clone(), updates.clone(), client_rx.clone());
+        async move {
+            while let Some(request) = requests.recv().await {
+                match request {
+                    Request::Refresh => refresh.notify_one(),
+                    Request::Logs(generation, target) => {
+                        target_tx.send_replace(Some((generation, target)));
+                    }
+                    Request::Act(act) => {
+                        let client = client_rx.borrow().clone();
+                        let updates = updates.clone();
+                        tokio::spawn(async move {
+                            let result = match client {
+                                Some(client) => act.run(&client).await,
+                                None => Err("not connected to the cloud yet".into()),
+                            };
+                            let _ = updates.send(Update::Acted(result)).await;
+                        });
+                    }
+                }
+            }
+        }
+    };
+    let logs = follow_logs(client_rx, target_rx, updates.clone());
+    let rounds = ask_rounds(profile, identity, every, updates, refresh, client_tx);
+    tokio::select! {
+        () = dispatch => {}
+        () = logs => {}
+        () = rounds => {}
+    }
+}
+
+/// Connects, asks everything each round, and reconnects when the cloud stops answering.
+async fn ask_rounds(
+    profile: PathBuf,
+    identity: Option<Keypair>,
+    every: Duration,
+    updates: mpsc::Sender<Update>,
+    refresh: Arc<Notify>,
+    client_tx: watch::Sender<Option<Client>>,
 ) {
     let mut attempt = 0u32;
     loop {
-        let cloud = match Cloud::connect(&profile).await {
+        let cloud = match Cloud::connect_as(&profile, identity.clone()).await {
             Ok(cloud) => cloud,
             Err(e) => {
                 attempt += 1;
@@ -41,11 +195,12 @@ pub async fn watch(
                 let backoff = Duration::from_millis(250 << attempt.min(5)).min(MAX_BACKOFF);
                 tokio::select! {
                     _ = sleep(backoff) => {}
-                    asked = refresh.recv() => if asked.is_none() { return },
+                    () = refresh.notified() => {}
                 }
                 continue;
             }
         };
+        client_tx.send_replace(Some(cloud.client().clone()));
         if updates.send(Update::Connected { entry: cloud.client().entry() }).await.is_err() {
             return;
         }
@@ -68,8 +223,90 @@ pub async fn watch(
             }
             tokio::select! {
                 _ = sleep(every) => {}
-                asked = refresh.recv() => if asked.is_none() { return },
+                () = refresh.notified() => {}
             }
+        }
+    }
+}
+
+/// The newest lines a log target shows first.
+const FIRST_LINES: u32 = 500;
+
+/// Follows the logs view's target with the latest client: one reader per node read, started
+/// again whenever the target or the connection changes. Ends when the app is gone.
+async fn follow_logs(
+    mut client_rx: watch::Receiver<Option<Client>>,
+    mut target_rx: watch::Receiver<Option<(u64, LogTarget)>>,
+    updates: mpsc::Sender<Update>,
+) {
+    loop {
+        let client = client_rx.borrow_and_update().clone();
+        let target = target_rx.borrow_and_update().clone();
+        let reading = async {
+            let (Some(client), Some((generation, target))) = (client, target) else {
+                return std::future::pending().await;
+            };
+            let nodes = match target.node {
+                Some(node) => vec![node],
+                None => match client.nodes_running("substrate").await {
+                    Ok(nodes) if !nodes.is_empty() => nodes,
+                    Ok(_) => vec![],
+                    Err(e) => {
+                        let _ = updates
+                            .send(Update::Acted(Err(format!("logs: cannot list the nodes: {e}"))))
+                            .await;
+                        vec![]
+                    }
+                },
+            };
+            let readers = nodes
+                .into_iter()
+                .map(|node| read_log(&client, node, target.source.clone(), generation, &updates));
+            futures::future::join_all(readers).await;
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            () = reading => {}
+            changed = client_rx.changed() => if changed.is_err() { return },
+            changed = target_rx.changed() => if changed.is_err() { return },
+        }
+        if updates.is_closed() {
+            return;
+        }
+    }
+}
+
+/// Reads one node's buffer for `source`: the newest lines, then every new one as it comes,
+/// long-polling; a failed read is said and tried again a second later. Ends when the app is
+/// gone.
+async fn read_log(
+    client: &Client,
+    node: PeerId,
+    source: LogSource,
+    generation: u64,
+    updates: &mpsc::Sender<Update>,
+) {
+    let mut query = LogQuery {
+        source,
+        after: None,
+        since_ms: None,
+        level: None,
+        limit: FIRST_LINES,
+        wait_ms: 0,
+    };
+    loop {
+        let page = client.logs(node, query.clone()).await.map_err(|e| e.to_string());
+        let failed = page.is_err();
+        if let Ok(page) = &page {
+            query.after = Some(page.next);
+            query.limit = MAX_PAGE_LINES;
+            query.wait_ms = MAX_WAIT_MS;
+        }
+        if updates.send(Update::Logs { generation, node, page }).await.is_err() {
+            return;
+        }
+        if failed {
+            sleep(Duration::from_secs(1)).await;
         }
     }
 }

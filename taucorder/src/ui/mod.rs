@@ -13,6 +13,7 @@ pub mod fetch;
 pub mod format;
 pub mod jobs;
 pub mod keymap;
+pub mod logs;
 pub mod sample;
 pub mod table;
 pub mod tns;
@@ -49,13 +50,14 @@ pub enum UiError {
 }
 
 /// Runs the app on `terminal` until the user quits or `events` ends: draws at once, then after
-/// every key press and every batch of updates. `refresh` is told when the user presses `r`.
+/// every key press and every batch of updates. `requests` takes what the app asks of the
+/// network (a refresh, logs to follow, a confirmed action).
 pub async fn run_loop<B, E>(
     terminal: &mut Terminal<B>,
     app: &mut App,
     mut events: E,
     mut updates: mpsc::Receiver<Update>,
-    refresh: mpsc::Sender<()>,
+    requests: mpsc::Sender<fetch::Request>,
 ) -> Result<(), UiError>
 where
     B: Backend,
@@ -92,24 +94,45 @@ where
         if app.should_quit() {
             return Ok(());
         }
-        if app.take_refresh() {
-            // A refresh already waiting is as good as a second one.
-            let _ = refresh.try_send(());
+        for request in app.take_requests() {
+            // A refresh already waiting is as good as a second one; the others are few (keys).
+            match request {
+                fetch::Request::Refresh => {
+                    let _ = requests.try_send(request);
+                }
+                other => {
+                    if requests.send(other).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
         }
         draw(terminal, app)?;
     }
 }
 
-/// Runs taucorder's UI in this terminal against the cloud at `profile`. The terminal is
-/// restored when it returns, on Ctrl-C (a key press in raw mode) and on a panic.
-pub async fn run(profile: &Path, cloud_name: &str) -> Result<(), UiError> {
+/// Runs taucorder's UI in this terminal against the cloud at `profile`, connected as
+/// `identity` (the operator's key, which logs and actions need); `readonly` refuses every
+/// action that changes the cloud. The terminal is restored when it returns, on Ctrl-C (a key
+/// press in raw mode) and on a panic.
+pub async fn run(
+    profile: &Path,
+    cloud_name: &str,
+    identity: Option<libp2p::identity::Keypair>,
+    readonly: bool,
+) -> Result<(), UiError> {
     let mut terminal = ratatui::try_init().map_err(UiError::NoTerminal)?;
     let (update_tx, update_rx) = mpsc::channel(64);
-    let (refresh_tx, refresh_rx) = mpsc::channel(1);
-    let network =
-        tokio::spawn(fetch::watch(profile.to_path_buf(), REFRESH_EVERY, update_tx, refresh_rx));
-    let mut app = App::new(cloud_name);
-    let result = run_loop(&mut terminal, &mut app, EventStream::new(), update_rx, refresh_tx).await;
+    let (request_tx, request_rx) = mpsc::channel(16);
+    let network = tokio::spawn(fetch::watch(
+        profile.to_path_buf(),
+        identity,
+        REFRESH_EVERY,
+        update_tx,
+        request_rx,
+    ));
+    let mut app = App::new(cloud_name, readonly);
+    let result = run_loop(&mut terminal, &mut app, EventStream::new(), update_rx, request_tx).await;
     ratatui::restore();
     network.abort();
     result

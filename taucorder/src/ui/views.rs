@@ -206,6 +206,11 @@ impl NodesView {
         self.table.set_items(rows);
     }
 
+    /// The selected node's peer id.
+    pub fn selected_peer(&self) -> Option<PeerId> {
+        self.table.selected_item().map(|row| row.status.heartbeat.peer)
+    }
+
     /// The nodes, as loaded.
     pub fn rows(&self) -> &[NodeRow] {
         self.table.items()

@@ -264,7 +264,7 @@ fn frames(terminal: &mut Terminal<TestBackend>, app: &mut App) -> Result<Vec<Dur
 fn frame_render() -> Result<Vec<String>> {
     let peers = 10_000;
     let keys = 100_000;
-    let mut app = App::new("bench");
+    let mut app = App::new("bench", false);
     let mut terminal = Terminal::new(TestBackend::new(WIDTH, HEIGHT))?;
     app.apply(Update::Connected { entry: sample::peer(0) });
     app.apply(Update::Peers(Ok(sample::peers(peers))));

@@ -11,25 +11,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use tau_tests::harness::{
-    DevCloud, KillOnDrop, Result, Signal, binary, create_project, dig, example_wasm, http,
-    push_project, run_node, signal, tau_node, tau_node_ok, wait_for,
+    DevCloud, KillOnDrop, Result, Signal, binary, dig, http, push_faulty, run_node, signal,
+    tau_node, tau_node_ok, wait_for,
 };
-
-/// Project `lab` with the faulty fixture on `GET /print` at `faulty.lab.tau` (5 s, 64 MB).
-fn push_faulty(cloud: &DevCloud, dir: &Path) -> Result {
-    let key = create_project(&cloud.profile, dir, "lab")?;
-    let project = dir.join("lab");
-    std::fs::create_dir_all(project.join("functions"))?;
-    std::fs::write(project.join("config.yaml"), "id: lab\nname: Lab\n")?;
-    std::fs::copy(example_wasm("faulty")?, project.join("faulty.wasm"))?;
-    std::fs::write(
-        project.join("functions/faulty.yaml"),
-        "id: faulty\ntrigger: {type: http, method: GET, paths: [/print]}\n\
-         domains: [faulty.lab.tau]\nsource: faulty.wasm\nexecution: {timeout: 5s, memory: 64MB}\n",
-    )?;
-    push_project(&cloud.profile, &project, &key, None)?;
-    Ok(())
-}
 
 /// `tau-node logs ARGS --json` running on, its stdout lines sent to the returned channel.
 fn follow(args: &[&str]) -> Result<(KillOnDrop, mpsc::Receiver<String>)> {
@@ -222,6 +206,26 @@ fn a_drained_node_leaves_seers_answers_and_only_the_operator_may_drain_one() -> 
     let ip_of_node_2: std::net::IpAddr = "127.0.0.3".parse()?;
     wait_for(Duration::from_secs(30), "seer sends clients to all three nodes", || {
         Ok((dig(&dns, "substrate.tau.dev", false)?.len() == 3).then_some(()))
+    })?;
+
+    // The operator's anti-entropy and repair, refused to anyone else.
+    let first = peers.first().ok_or("no first node")?.clone();
+    refused_to_a_stranger(tmp.path(), &["nodes", "anti-entropy", &first, "--cloud", &profile])?;
+    let out = tau_node_ok(&["nodes", "anti-entropy", &first, "--cloud", &profile, "--json"])?;
+    let report: serde_json::Value = serde_json::from_str(&out)?;
+    assert_eq!(report["tns_peers"], 2, "{report}");
+    assert_eq!(report["tns_failed"], serde_json::json!([]), "{report}");
+    assert_eq!(report["hoarder_peers"], 2, "{report}");
+    let blob = tmp.path().join("blob");
+    std::fs::write(&blob, tau_tests::harness::random_bytes(50_000, 7))?;
+    let put = tau_node_ok(&["hoarder", "put", &blob.to_string_lossy(), "--cloud", &profile])?;
+    let cid = put.trim().to_string();
+    refused_to_a_stranger(tmp.path(), &["nodes", "repair", &cid, "--cloud", &profile])?;
+    wait_for(Duration::from_secs(30), "a repair finds the blob held by all three", || {
+        let out = tau_node_ok(&["nodes", "repair", &cid, "--cloud", &profile, "--json"])?;
+        let answers: Vec<serde_json::Value> = serde_json::from_str(&out)?;
+        let held = answers.iter().filter(|a| a["report"]["held"] == true).count();
+        Ok((answers.len() == 3 && held == 3).then_some(()))
     })?;
 
     refused_to_a_stranger(tmp.path(), &["nodes", "drain", &drained, "--cloud", &profile])?;

@@ -233,3 +233,151 @@ fn taucorder_ui_in_a_real_terminal_follows_the_cloud() -> Result {
     );
     Ok(())
 }
+
+/// Starts taucorder for `cloud` in a fresh tmux pane (with `extra` arguments) and waits until
+/// it is connected.
+fn taucorder_in_tmux(cloud: &DevCloud, extra: &str) -> Result<Tmux> {
+    let tmux = Tmux::start(160, 45)?;
+    let command =
+        format!("{} --cloud {} {extra}", binary("taucorder")?.display(), cloud.profile.display());
+    tmux.text(&command)?;
+    tmux.keys(&["Enter"])?;
+    tmux.wait("taucorder connected", |s| s.contains("connected"))?;
+    Ok(tmux)
+}
+
+#[test]
+fn taucorder_follows_a_burst_of_ten_thousand_lines_and_its_keys_keep_working() -> Result {
+    let tmp = tempfile::tempdir()?;
+    let cloud = DevCloud::start(1, &tmp.path().join("cloud"))?;
+    let gateway = cloud.gateways.first().ok_or("no gateway")?.clone();
+    tau_tests::harness::push_faulty(&cloud, tmp.path())?;
+    wait_for(Duration::from_secs(30), "the function answers", || {
+        let answer =
+            tau_tests::harness::http(&gateway, "GET", "faulty.lab.tau", "/print?lines=1", b"")?;
+        Ok((answer.status == 200).then_some(()))
+    })?;
+    let tmux = taucorder_in_tmux(&cloud, "")?;
+    // The node's own log first (9 opens the entry node's), then the function's output.
+    tmux.keys(&["9"])?;
+    tmux.wait("the node's log", |s| s.contains("logs: node ") && s.contains("node started"))?;
+    tmux.text(":logs lab/faulty")?;
+    tmux.keys(&["Enter"])?;
+    tmux.wait("the function's warm-up line", |s| {
+        s.contains("logs: lab/faulty on every substrate node") && s.contains("line 1 of 1")
+    })?;
+
+    // A burst of 10,000 lines while keys are pressed: each key's effect shows meanwhile.
+    let burst = {
+        let gateway = gateway.clone();
+        std::thread::spawn(move || {
+            tau_tests::harness::http(&gateway, "GET", "faulty.lab.tau", "/print?lines=10000", b"")
+                .map(|a| a.status)
+                .map_err(|e| e.to_string())
+        })
+    };
+    tmux.keys(&["p"])?;
+    tmux.wait("paused during the burst", |s| s.contains("PAUSED"))?;
+    tmux.keys(&["p", "w"])?;
+    tmux.wait("following again, wrapped", |s| {
+        s.contains("following") && s.contains("· wrap") && !s.contains("PAUSED")
+    })?;
+    tmux.keys(&["t"])?;
+    let status = burst.join().map_err(|_| "the burst thread panicked")??;
+    assert_eq!(status, 200, "the burst answered");
+    // The burst's last lines arrive, followed.
+    let screen = tmux.wait("the burst's end", |s| s.contains("printed 10000 lines"))?;
+    assert!(screen.contains("line 10000 of 10000"), "{screen}");
+    // Every line of the burst is there, or a gap says how many were lost: the filter keeps
+    // the burst's lines and every gap, and the tab counts them.
+    tmux.keys(&["/"])?;
+    tmux.text("of 10000")?;
+    tmux.keys(&["Enter"])?;
+    let screen = tmux.wait("the burst counted", |s| {
+        s.contains("9 logs 10000") || s.contains("lines lost here")
+    })?;
+    eprintln!(
+        "taucorder showed the burst {}",
+        if screen.contains("9 logs 10000") { "whole" } else { "with its gaps" }
+    );
+    // Keys still work after it: help opens and closes.
+    tmux.keys(&["?"])?;
+    tmux.wait("the help", |s| s.contains("keys (Esc closes)"))?;
+    tmux.keys(&["Escape", "q"])?;
+    Ok(())
+}
+
+#[test]
+fn taucorder_drains_a_node_after_asking_and_refuses_with_readonly() -> Result {
+    let tmp = tempfile::tempdir()?;
+    let cloud = DevCloud::start(3, &tmp.path().join("cloud"))?;
+    tau_tests::harness::push_ping_project(&cloud, tmp.path(), "lab")?;
+    let peers = cloud.peer_ids()?;
+    let drained = peers.get(2).ok_or("no third node")?.clone();
+    let dns = cloud.dns.first().ok_or("no dns")?.clone();
+    let ip_of_node_2: std::net::IpAddr = "127.0.0.3".parse()?;
+    wait_for(Duration::from_secs(30), "seer sends clients to all three nodes", || {
+        Ok((tau_tests::harness::dig(&dns, "substrate.tau.dev", false)?.len() == 3).then_some(()))
+    })?;
+
+    // Read-only: the action is refused, nothing asked, nothing changed.
+    let tmux = taucorder_in_tmux(&cloud, "--readonly")?;
+    tmux.keys(&["2", "/"])?;
+    tmux.text(&short(&drained))?;
+    tmux.keys(&["Enter"])?;
+    tmux.wait("the node to drain", |s| line_with(s, &short(&drained)).is_some())?;
+    tmux.keys(&["D"])?;
+    tmux.wait("the refusal", |s| s.contains("read-only: taucorder was started with --readonly"))?;
+    tmux.keys(&["q"])?;
+    drop(tmux);
+    std::thread::sleep(Duration::from_secs(2));
+    let answer = tau_tests::harness::dig(&dns, "substrate.tau.dev", false)?;
+    assert!(answer.contains(&ip_of_node_2), "a read-only taucorder drained nothing: {answer:?}");
+
+    let tmux = taucorder_in_tmux(&cloud, "")?;
+    // Anti-entropy on the first node, then a repair of the function's pin.
+    tmux.keys(&["2", "/"])?;
+    tmux.text(&short(&peers[0]))?;
+    tmux.keys(&["Enter"])?;
+    tmux.wait("the first node", |s| line_with(s, &short(&peers[0])).is_some())?;
+    tmux.keys(&["A"])?;
+    tmux.wait("the question", |s| {
+        s.contains("run anti-entropy on node") && s.contains("y: go ahead")
+    })?;
+    tmux.keys(&["y"])?;
+    tmux.wait("anti-entropy's answer", |s| {
+        s.contains("anti-entropy on")
+            && s.contains(": 2 tns nodes")
+            && s.contains("0 failed), 2 hoarder nodes")
+    })?;
+    tmux.keys(&["4"])?;
+    tmux.wait("the wasm pinned", |s| s.contains(" ok "))?;
+    tmux.keys(&["R"])?;
+    tmux.wait("the question", |s| s.contains("repair pin") && s.contains("y: go ahead"))?;
+    tmux.keys(&["y"])?;
+    tmux.wait("the repair's answer", |s| s.contains("3 nodes hold it"))?;
+
+    // A question answered with anything but y changes nothing.
+    // (Escape alone, then wait: an Escape right before another key reads as Alt and that key.)
+    tmux.keys(&["2"])?;
+    tmux.keys(&["Escape"])?;
+    tmux.wait("the nodes unfiltered", |s| s.contains("nodes (3)"))?;
+    tmux.keys(&["/"])?;
+    tmux.text(&short(&drained))?;
+    tmux.keys(&["Enter"])?;
+    tmux.wait("the node to drain", |s| line_with(s, &short(&drained)).is_some())?;
+    tmux.keys(&["D"])?;
+    tmux.wait("the question", |s| s.contains("drain node") && s.contains("y: go ahead"))?;
+    tmux.keys(&["n"])?;
+    tmux.wait("cancelled", |s| s.contains("cancelled: nothing changed"))?;
+    // Drain it: seer stops listing it.
+    tmux.keys(&["D"])?;
+    tmux.wait("the question", |s| s.contains("drain node") && s.contains("y: go ahead"))?;
+    tmux.keys(&["y"])?;
+    tmux.wait("drained", |s| s.contains("is draining: seer stops listing it"))?;
+    wait_for(Duration::from_secs(30), "seer stops listing the drained node", || {
+        let answer = tau_tests::harness::dig(&dns, "substrate.tau.dev", false)?;
+        Ok((answer.len() == 2 && !answer.contains(&ip_of_node_2)).then_some(()))
+    })?;
+    Ok(())
+}
