@@ -97,6 +97,9 @@ pub struct Run {
     leaving: Vec<Desired>,
     /// Hosts whose node is known to run (found running, or healthy after a start).
     up: Mutex<BTreeSet<String>>,
+    /// False while the new hosts' admissions are being written: no node starts until they are
+    /// (the rest of a host's deploy goes on meanwhile).
+    may_start: tokio::sync::watch::Sender<bool>,
 }
 
 /// A host that failed: why, and whether its previous node runs again.
@@ -147,7 +150,15 @@ impl Run {
         let layout = Layout { dir: playbook.secrets_dir() };
         let desired = host::desired(&playbook)?;
         let leaving = Vec::new();
-        Ok(Self { playbook, options, layout, desired, leaving, up: Mutex::new(BTreeSet::new()) })
+        Ok(Self {
+            playbook,
+            options,
+            layout,
+            desired,
+            leaving,
+            up: Mutex::new(BTreeSet::new()),
+            may_start: tokio::sync::watch::channel(true).0,
+        })
     }
 
     /// Prepares a run that also removes `leaving`: hosts deployed once, no longer in the

@@ -157,79 +157,87 @@ impl Deploy {
             .collect();
         let progress =
             Progress::new(common.json, &names.iter().map(String::as_str).collect::<Vec<_>>());
-        // New hosts are admitted before they start, so that they join as nodes.
+        // New hosts are admitted before they start, so that they join as nodes: meanwhile every
+        // host goes as far as starting its node (connect, facts, upload, stop). `join!` polls the
+        // admission first, so no start comes before it holds the starts back.
         // A cloud that does not run yet (nothing deployed healthy so far) cannot be reached: its
         // nodes' health checks admit the hosts once one runs.
-        if let Err(e) = run.admit_ahead().await {
-            progress.println(&format!(
-                "the hosts were not admitted before they start ({e}): their health checks admit \
-                 them"
-            ));
-        }
-        let selected = run.selected();
-        let size = self.batch.map_or(selected.len().max(1), usize::from);
-        let batches: Vec<Vec<&Desired>> = selected.chunks(size).map(<[_]>::to_vec).collect();
-        let mut reports: Vec<HostReport> = Vec::new();
-        let mut failed = 0usize;
-        let mut stopped = false;
-        for (i, batch) in batches.iter().enumerate() {
-            if stopped {
-                for d in batch {
-                    let why = "not touched: an earlier batch failed past --max-failed";
-                    progress.host(&d.host.name).finish(&format!("skipped: {why}"));
-                    reports.push(HostReport::new(
-                        &d.host.name,
-                        Outcome::Skipped,
-                        0.0,
-                        Some(why.into()),
-                    ));
-                }
-                continue;
-            }
-            if batches.len() > 1 {
-                let hosts: Vec<&str> = batch.iter().map(|d| d.host.name.as_str()).collect();
+        let admit = async {
+            if let Err(e) = run.admit_ahead().await {
                 progress.println(&format!(
-                    "batch {} of {}: {}",
-                    i + 1,
-                    batches.len(),
-                    hosts.join(", ")
+                    "the hosts were not admitted before they start ({e}): their health checks \
+                     admit them"
                 ));
             }
-            let mut done: Vec<HostReport> = run
-                .each_of(batch.clone(), |d| {
-                    let line = progress.host(&d.host.name);
-                    let run = &run;
-                    let bundle = &bundle;
-                    async move { run.deploy_host(d, bundle, &line).await }
-                })
-                .await;
-            failed += done
-                .iter()
-                .filter(|r| matches!(r.result, Outcome::Failed | Outcome::RolledBack))
-                .count();
-            if self.max_failed.is_some_and(|most| failed > usize::from(most)) {
-                stopped = true;
-                let most = self.max_failed.unwrap_or_default();
-                for (report, d) in done.iter_mut().zip(batch) {
-                    if report.result != Outcome::Changed || report.activated.is_empty() {
-                        continue;
+        };
+        let deploy = async {
+            let selected = run.selected();
+            let size = self.batch.map_or(selected.len().max(1), usize::from);
+            let batches: Vec<Vec<&Desired>> = selected.chunks(size).map(<[_]>::to_vec).collect();
+            let mut reports: Vec<HostReport> = Vec::new();
+            let mut failed = 0usize;
+            let mut stopped = false;
+            for (i, batch) in batches.iter().enumerate() {
+                if stopped {
+                    for d in batch {
+                        let why = "not touched: an earlier batch failed past --max-failed";
+                        progress.host(&d.host.name).finish(&format!("skipped: {why}"));
+                        reports.push(HostReport::new(
+                            &d.host.name,
+                            Outcome::Skipped,
+                            0.0,
+                            Some(why.into()),
+                        ));
                     }
-                    let line = progress.host(&d.host.name);
-                    let put_back = run.put_back(d, &report.activated, &line).await;
-                    report.result = Outcome::RolledBack;
-                    report.error = Some(match put_back {
-                        Ok(()) => format!(
-                            "healthy, put back with its batch: {failed} hosts failed, more than \
-                             --max-failed {most}"
-                        ),
-                        Err(e) => format!("its batch failed; putting it back failed too: {e}"),
-                    });
-                    report.activated.clear();
-                    line.finish(report.error.as_deref().unwrap_or(""));
+                    continue;
                 }
+                if batches.len() > 1 {
+                    let hosts: Vec<&str> = batch.iter().map(|d| d.host.name.as_str()).collect();
+                    progress.println(&format!(
+                        "batch {} of {}: {}",
+                        i + 1,
+                        batches.len(),
+                        hosts.join(", ")
+                    ));
+                }
+                let mut done: Vec<HostReport> = run
+                    .each_of(batch.clone(), |d| {
+                        let line = progress.host(&d.host.name);
+                        let run = &run;
+                        let bundle = &bundle;
+                        async move { run.deploy_host(d, bundle, &line).await }
+                    })
+                    .await;
+                failed += done
+                    .iter()
+                    .filter(|r| matches!(r.result, Outcome::Failed | Outcome::RolledBack))
+                    .count();
+                if self.max_failed.is_some_and(|most| failed > usize::from(most)) {
+                    stopped = true;
+                    let most = self.max_failed.unwrap_or_default();
+                    for (report, d) in done.iter_mut().zip(batch) {
+                        if report.result != Outcome::Changed || report.activated.is_empty() {
+                            continue;
+                        }
+                        let line = progress.host(&d.host.name);
+                        let put_back = run.put_back(d, &report.activated, &line).await;
+                        report.result = Outcome::RolledBack;
+                        report.error = Some(match put_back {
+                            Ok(()) => format!(
+                                "healthy, put back with its batch: {failed} hosts failed, more than \
+                                 --max-failed {most}"
+                            ),
+                            Err(e) => format!("its batch failed; putting it back failed too: {e}"),
+                        });
+                        report.activated.clear();
+                        line.finish(report.error.as_deref().unwrap_or(""));
+                    }
+                }
+                reports.extend(done);
             }
-            reports.extend(done);
-        }
+            (reports, failed, stopped)
+        };
+        let ((), (mut reports, failed, stopped)) = tokio::join!(admit, deploy);
         // Removing the leaving hosts, once the others (their replacements too) are deployed.
         let mut removed = Vec::new();
         if let Some(client) = &client {

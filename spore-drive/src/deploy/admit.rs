@@ -31,6 +31,18 @@ impl Run {
     /// Returns how many records were written; on a first deploy (or a cloud that cannot be
     /// reached) nothing, and the health check admits the hosts once a node runs.
     pub async fn admit_ahead(&self) -> Result<usize, String> {
+        self.may_start.send_replace(false);
+        let admitted = self.admit_ahead_now().await;
+        self.may_start.send_replace(true);
+        admitted
+    }
+
+    /// Waits until no admission is being written ([`Run::admit_ahead`]).
+    pub(super) async fn wait_may_start(&self) {
+        let _ = self.may_start.subscribe().wait_for(|may| *may).await;
+    }
+
+    async fn admit_ahead_now(&self) -> Result<usize, String> {
         if !self.layout.state().exists() {
             return Ok(0);
         }

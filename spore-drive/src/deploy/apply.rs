@@ -221,6 +221,8 @@ impl Run {
             .await?;
         }
         progress.phase("starting the node");
+        // Not before the new hosts are admitted: they would start as clients.
+        self.wait_may_start().await;
         let start = desired.start_script(service);
         let started = Instant::now();
         // Files in place, then the node started: one command (set -e stops at the first error).
