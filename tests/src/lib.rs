@@ -6,6 +6,7 @@
 //! timeouts, waiting for conditions.
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod git_host;
 pub mod harness;
 pub mod http_server;

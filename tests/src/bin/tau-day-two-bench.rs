@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tau_proto::bench::Figure;
+use tau_tests::bench::{beside, timed};
 use tau_tests::harness::Result;
 use tau_tests::lab::Lab;
 use tau_tests::ssh_lab::SshLab;
@@ -41,30 +42,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn beside(name: &str) -> Result<PathBuf> {
-    let bin = std::env::current_exe()?.with_file_name(name);
-    if !bin.exists() {
-        return Err(format!("{} is missing: build the release binaries", bin.display()).into());
-    }
-    Ok(bin)
-}
-
 /// Runs a command to completion, failing with its output unless it succeeds.
 fn ok(what: &str, command: &mut Command) -> Result<Output> {
-    let out = command
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{what}: cannot run {command:?}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{what} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-        .into());
-    }
-    Ok(out)
+    timed(what, command).map(|(out, _)| out)
 }
 
 fn run() -> Result {

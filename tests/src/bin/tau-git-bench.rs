@@ -16,6 +16,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use tau_proto::bench::Figure;
+use tau_tests::bench::beside;
 use tau_tests::git_host::{GitHost, git};
 use tau_tests::harness::{Result, http};
 
@@ -32,14 +33,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn beside(name: &str) -> Result<PathBuf> {
-    let bin = std::env::current_exe()?.with_file_name(name);
-    if !bin.exists() {
-        return Err(format!("{} is missing: build the release binaries", bin.display()).into());
-    }
-    Ok(bin)
 }
 
 /// A `tau-node dev` cloud; stopped on drop.

@@ -13,10 +13,11 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
 
 use tau_proto::bench::Figure;
+use tau_tests::bench::timed;
 use tau_tests::harness::Result;
 use tau_tests::lab::Lab;
 use tau_tests::ssh_lab::SshLab;
@@ -58,27 +59,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Runs a command to completion, failing with its output unless it succeeds; returns its
-/// output and how long it took.
-fn timed(what: &str, command: &mut Command) -> Result<(Output, Duration)> {
-    let start = Instant::now();
-    let out = command
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{what}: cannot run {command:?}: {e}"))?;
-    let took = start.elapsed();
-    if !out.status.success() {
-        return Err(format!(
-            "{what} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-        .into());
-    }
-    Ok((out, took))
 }
 
 /// A playbook for the first `count` hosts of the lab: 3 with every service, the rest with

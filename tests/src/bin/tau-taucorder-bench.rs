@@ -27,6 +27,7 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::layout::Constraint;
 use ratatui::widgets::{Paragraph, Row, Table};
 use tau_proto::bench::Figure;
+use tau_tests::bench::beside;
 use tau_tests::harness::Result;
 use taucorder::ui::sample;
 use taucorder::ui::tns::sort_for_tree;
@@ -37,15 +38,6 @@ const RUNS: usize = 5;
 const FRAMES: usize = 300;
 const WIDTH: u16 = 200;
 const HEIGHT: u16 = 50;
-
-fn beside(path: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let bin = exe.parent().ok_or("no folder")?.join(path);
-    if !bin.exists() {
-        return Err(format!("{} is missing: build the release binaries", bin.display()).into());
-    }
-    Ok(bin)
-}
 
 /// A `tau-node dev` cloud; stopped on drop.
 struct DevCloud {
