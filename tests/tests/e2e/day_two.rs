@@ -82,12 +82,31 @@ impl Caller {
             while !s.load(Ordering::Relaxed) {
                 turn += 1;
                 // A client asks any seer (the first that answers) and calls one of its answers.
-                let answer = seers.iter().find_map(|seer| {
-                    dig(seer, "substrate.tau.lab.tau", false).ok().filter(|a| !a.is_empty())
-                });
+                // Like a stub resolver it tries again when no seer gave an address (dig waits
+                // 2 s, once; a seer that just started knows no healthy node yet): 3 rounds.
+                let mut answer = None;
+                let mut empty = 0;
+                for _ in 0..3 {
+                    for seer in &seers {
+                        match dig(seer, "substrate.tau.lab.tau", false) {
+                            Ok(ips) if !ips.is_empty() => {
+                                answer = Some(ips);
+                                break;
+                            }
+                            Ok(_) => empty += 1,
+                            Err(_) => {}
+                        }
+                    }
+                    if answer.is_some() {
+                        break;
+                    }
+                }
                 let Some(ips) = answer else {
                     if let Ok(mut f) = f.lock() {
-                        f.push("no seer answered".into());
+                        f.push(match empty {
+                            0 => "no seer answered in 3 rounds".into(),
+                            n => format!("no address in 3 rounds ({n} empty answers)"),
+                        });
                     }
                     continue;
                 };
