@@ -210,14 +210,22 @@ impl LogsView {
         }
     }
 
-    /// The entries shown (after the filter), as absolute numbers.
-    fn visible(&self) -> Vec<u64> {
-        self.entries
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| self.keeps(e))
-            .map(|(i, _)| self.let_go + i as u64)
-            .collect()
+    /// The entries the filter keeps at or before `at` (absolute numbers), newest first: a
+    /// frame or a scroll walks only as far back as it needs, never the whole view.
+    fn kept_back(&self, at: u64) -> impl Iterator<Item = u64> + '_ {
+        let last = at.min(self.end().saturating_sub(1));
+        (self.let_go..=last).rev().filter(|n| self.entry(*n).is_some_and(|e| self.keeps(e)))
+    }
+
+    /// The entries the filter keeps from `first` on, oldest first.
+    fn kept_from(&self, first: u64) -> impl Iterator<Item = u64> + '_ {
+        (first.max(self.let_go)..self.end())
+            .filter(|n| self.entry(*n).is_some_and(|e| self.keeps(e)))
+    }
+
+    /// The entries the filter keeps after `at`, oldest first.
+    fn kept_after(&self, at: u64) -> impl Iterator<Item = u64> + '_ {
+        self.kept_from(at.saturating_add(1))
     }
 
     /// The absolute number of the last line on screen: the newest when following, where the
@@ -319,16 +327,17 @@ impl LogsView {
     }
 
     fn step(&mut self, rows: i64) {
-        let visible = self.visible();
-        if visible.is_empty() {
-            return;
-        }
         let anchor = self.anchor();
-        let at = visible.partition_point(|n| *n <= anchor).saturating_sub(1) as i64;
-        let to = (at + rows).clamp(0, visible.len() as i64 - 1) as usize;
-        self.bottom = visible[to];
+        let current = self.kept_back(anchor).next().or_else(|| self.kept_after(anchor).next());
+        let Some(current) = current else { return };
+        let n = rows.unsigned_abs() as usize;
+        let to = match rows < 0 {
+            true => self.kept_back(current).take(n + 1).last().unwrap_or(current),
+            false => self.kept_after(current).take(n).last().unwrap_or(current),
+        };
+        self.bottom = to;
         self.paused = None;
-        self.follow = to + 1 == visible.len() && rows > 0;
+        self.follow = rows > 0 && self.kept_after(to).next().is_none();
     }
 }
 
@@ -343,9 +352,8 @@ impl Component for LogsView {
             Action::Top => {
                 self.paused = None;
                 self.follow = false;
-                let visible = self.visible();
-                let to = (self.height.saturating_sub(1)).min(visible.len().saturating_sub(1));
-                self.bottom = visible.get(to).copied().unwrap_or(self.let_go);
+                let screen = self.kept_from(self.let_go).take(self.height).last();
+                self.bottom = screen.unwrap_or(self.let_go);
             }
             Action::Bottom => {
                 self.paused = None;
@@ -378,14 +386,12 @@ impl Component for LogsView {
         let inner = block.inner(area);
         self.height = usize::from(inner.height).max(1);
         let width = usize::from(inner.width).max(1);
-        let visible = self.visible();
         let anchor = self.anchor();
-        let last = visible.partition_point(|n| *n <= anchor);
         // From the anchor up, as many lines as fill the screen (wrapped lines take more rows).
         let mut lines = Vec::new();
         let mut rows = 0usize;
-        for at in visible[..last].iter().rev() {
-            let Some(entry) = self.entry(*at) else { continue };
+        for at in self.kept_back(anchor) {
+            let Some(entry) = self.entry(at) else { continue };
             let line = self.render(entry);
             rows += match self.wrap {
                 true => line.width().div_ceil(width).max(1),
@@ -456,7 +462,9 @@ mod tests {
         view.take(generation, node, Ok(page(vec![line(9, "nine")], 6)));
         view.take(generation + 1, node, Ok(page(vec![line(10, "stale")], 0)));
         view.set_filter("nine");
-        let shown: Vec<&Entry> = view.visible().iter().filter_map(|at| view.entry(*at)).collect();
+        let mut shown: Vec<&Entry> =
+            view.kept_back(u64::MAX).filter_map(|at| view.entry(at)).collect();
+        shown.reverse();
         assert_eq!(shown.len(), 2, "the gap and the matching line: {shown:?}");
         assert!(matches!(shown[0], Entry::Gap { lost: 6, .. }));
         assert!(matches!(shown[1], Entry::Line { line, .. } if line.text == "nine"));
@@ -477,6 +485,32 @@ mod tests {
         assert!(view.title().contains("6 older lines let go"), "{}", view.title());
         view.update(&Action::Pause);
         assert_eq!(view.anchor(), view.end() - 1, "unpaused, it follows again");
+    }
+
+    #[test]
+    fn scrolling_under_a_filter_moves_by_the_lines_it_keeps() {
+        let mut view = LogsView::default();
+        let node = PeerId::random();
+        let generation = view.set_target(LogTarget { source: LogSource::Node, node: Some(node) });
+        let text = |i: u64| if i.is_multiple_of(10) { "tick" } else { "noise" };
+        view.take(generation, node, Ok(page((0..100).map(|i| line(i, text(i))).collect(), 0)));
+        view.set_filter("tick");
+        assert_eq!(view.counts(), (10, 100));
+        view.update(&Action::Up);
+        assert_eq!(view.anchor(), 80, "one kept line up from the newest kept (90)");
+        view.update(&Action::PageUp);
+        view.update(&Action::Top);
+        view.height = 3;
+        view.update(&Action::Top);
+        assert_eq!(view.anchor(), 20, "the first screen of kept lines ends at the third");
+        view.update(&Action::Down);
+        assert_eq!(view.anchor(), 30);
+        assert!(!view.follow);
+        for _ in 0..20 {
+            view.update(&Action::Down);
+        }
+        assert_eq!(view.anchor(), 99, "down past the last kept line follows again");
+        assert!(view.follow);
     }
 
     #[test]
