@@ -145,6 +145,7 @@ impl Node {
                     records: config.tns.max_records_per_project,
                     bytes: config.tns.max_bytes(),
                 },
+                config.bootstrap.is_empty(),
                 shutdown.child_token(),
             )
             .await?;
@@ -352,6 +353,7 @@ impl Node {
                 hoarder_full,
                 seer: own_seer.clone(),
                 leaving: leaving_rx.clone(),
+                caught_up: local_tns.as_ref().map(tns::Local::watch_caught_up),
                 udp: seer::beat::Udp { socket: beat_socket(config).await, seal },
             },
             shutdown.child_token(),

@@ -9,6 +9,15 @@
 //!   so a node that was down or partitioned catches up by itself.
 //!
 //! The store sits behind a mutex shared by the two tasks; no lock is held across an await.
+//!
+//! A node that joins a running cloud starts with an empty (or old) registry. Until it has
+//! finished an anti-entropy round with the tns nodes it is connected to (three of them at most:
+//! a joining node connects to its seeds first) ([`Local::caught_up`]), what it lacks may only be
+//! new to it: its heartbeats do not offer its gateway to clients, its gateway
+//! answers a host it does not know with 503 instead of 404, and its seer answers SERVFAIL
+//! instead of NXDOMAIN, so that resolvers ask another seer. A node with no bootstrap peer (the
+//! first of a cloud, or a cloud of one) is caught up from the start; one that cannot sync with
+//! anyone within [`CATCH_UP_LIMIT`] serves what it has and says so in its log.
 
 mod registry;
 mod service;
@@ -26,7 +35,7 @@ pub use registry::{Registry, RegistryError};
 pub use store::{Quota, Store};
 use tau_proto::identity::WriterKey;
 use tau_proto::tns::{MAX_PAGE, PutOutcome, Record, TnsRequest, TnsResponse};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -35,6 +44,9 @@ use crate::p2p;
 /// How often anti-entropy runs.
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(2);
 
+/// How long a node waits for its first anti-entropy round before it serves what it has.
+pub const CATCH_UP_LIMIT: Duration = Duration::from_secs(30);
+
 /// What the service's tasks share.
 struct Shared {
     store: Mutex<Store>,
@@ -42,6 +54,8 @@ struct Shared {
     last_sync: Mutex<HashMap<PeerId, Instant>>,
     /// The keys of every record stored, batch by batch, for the node's other services.
     changes: broadcast::Sender<Arc<[String]>>,
+    /// Turns true once the registry has synced with another tns node (see the module's docs).
+    caught_up: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -128,6 +142,17 @@ impl Local {
         }
     }
 
+    /// Whether the registry has synced with another tns node since the node started (or needs
+    /// not: see the module's docs).
+    pub fn caught_up(&self) -> bool {
+        *self.shared.caught_up.borrow()
+    }
+
+    /// [`Local::caught_up`], watched.
+    pub fn watch_caught_up(&self) -> watch::Receiver<bool> {
+        self.shared.caught_up.subscribe()
+    }
+
     /// The keys stored from now on, batch by batch.
     pub fn changes(&self) -> broadcast::Receiver<Arc<[String]>> {
         self.shared.changes.subscribe()
@@ -181,11 +206,14 @@ const ANTI_ENTROPY_WAIT: Duration = Duration::from_secs(30);
 const ANTI_ENTROPY_AT_ONCE: usize = 8;
 
 /// Opens the registry in `data_dir` and starts serving it. The tasks stop on `shutdown`.
+/// `seed`: the node has no bootstrap peer to catch up from, so its registry counts as caught up
+/// from the start.
 pub async fn start(
     handle: p2p::Handle,
     data_dir: &Path,
     operator: Option<WriterKey>,
     quota: Quota,
+    seed: bool,
     shutdown: CancellationToken,
 ) -> Result<(Vec<JoinHandle<()>>, Local), TnsError> {
     let mut store = Store::open(&data_dir.join("tns.redb"))?;
@@ -197,6 +225,7 @@ pub async fn start(
         operator,
         last_sync: Mutex::default(),
         changes: broadcast::channel(256).0,
+        caught_up: watch::Sender::new(seed),
     });
     let (inbox, requests) = tokio::sync::mpsc::channel(256);
     handle.serve::<TnsProtocol>(inbox).await.map_err(|e| TnsError::P2p(e.into()))?;

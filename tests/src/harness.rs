@@ -236,7 +236,12 @@ impl DevCloud {
         loop {
             let wait = deadline.saturating_duration_since(Instant::now());
             let Ok(line) = ready.recv_timeout(wait) else {
-                return Err(format!("tau-node dev never got ready: {}", cloud.stderr_text()).into());
+                return Err(format!(
+                    "tau-node dev never got ready: {}{}",
+                    cloud.stderr_text(),
+                    cloud.log_warnings(nodes)
+                )
+                .into());
             };
             if let Some(path) = line.strip_prefix("ready ") {
                 cloud.profile = PathBuf::from(path);
@@ -265,6 +270,24 @@ impl DevCloud {
     /// What the dev process has written to stderr so far.
     pub fn stderr_text(&self) -> String {
         self.stderr.try_iter().collect::<Vec<_>>().join("\n")
+    }
+
+    /// The last warnings and errors of each node's log, one section per node (for a failure's
+    /// message).
+    fn log_warnings(&self, nodes: usize) -> String {
+        let mut text = String::new();
+        for i in 0..nodes {
+            let log = self.node_log(i).unwrap_or_default();
+            let lines: Vec<&str> =
+                log.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
+            let last = &lines[lines.len().saturating_sub(8)..];
+            text.push_str(&format!("\nnode-{i}'s last warnings ({} in all):", lines.len()));
+            for line in last {
+                text.push_str("\n  ");
+                text.push_str(line);
+            }
+        }
+        text
     }
 
     /// The pid of node `i`'s process.

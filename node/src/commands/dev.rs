@@ -410,29 +410,50 @@ async fn wait_ready(cloud: &DevCloud, timeout: Duration) -> anyhow::Result<()> {
             seers.iter().map(|s| client.call::<SeerProtocol>(s.peer_id, SeerRequest::Nodes)),
         )
         .await;
-        let healthy: Vec<usize> = tables
+        // What each seer lacks: the nodes it does not count healthy, or why it did not answer.
+        let lacking: Vec<(&str, Result<Vec<String>, String>)> = seers
             .iter()
-            .map(|answer| match answer {
-                Ok(SeerResponse::Nodes(nodes)) => cloud
-                    .nodes
-                    .iter()
-                    .filter(|n| nodes.iter().any(|s| s.heartbeat.peer == n.peer_id && s.healthy))
-                    .count(),
-                _ => 0,
+            .zip(&tables)
+            .map(|(seer, answer)| {
+                let lacks = match answer {
+                    Ok(SeerResponse::Nodes(nodes)) => Ok(cloud
+                        .nodes
+                        .iter()
+                        .filter_map(|n| {
+                            match nodes.iter().find(|s| s.heartbeat.peer == n.peer_id) {
+                                Some(s) if s.healthy => None,
+                                Some(s) => Some(format!("{} (silent {} ms)", n.name, s.age_ms)),
+                                None => Some(format!("{} (never heard)", n.name)),
+                            }
+                        })
+                        .collect()),
+                    Ok(other) => Err(format!("answered {other:?}")),
+                    Err(e) => Err(e.to_string()),
+                };
+                (seer.name.as_str(), lacks)
             })
             .collect();
-        let fewest = healthy.iter().copied().min().unwrap_or(all);
+        let ready = lacking.iter().all(|(_, lacks)| lacks.as_ref().is_ok_and(Vec::is_empty));
         // The gateways start after the p2p core.
         let gateways =
             join_all(substrate.iter().map(|n| tokio::net::TcpStream::connect(n.http))).await;
         let listening = gateways.iter().filter(|g| g.is_ok()).count();
-        if fewest == all && listening == substrate.len() {
+        if ready && listening == substrate.len() {
             return Ok(());
         }
         if Instant::now() >= deadline {
+            let seen: Vec<String> = lacking
+                .iter()
+                .map(|(seer, lacks)| match lacks {
+                    Ok(lacks) if lacks.is_empty() => format!("{seer}: all {all} healthy"),
+                    Ok(lacks) => format!("{seer}: not {}", lacks.join(", ")),
+                    Err(e) => format!("{seer}: no answer ({e})"),
+                })
+                .collect();
             bail!(
-                "within {timeout:?} only {fewest} of {all} nodes were healthy in every seer's \
-                 table, and {listening} of {} answered on their HTTP port",
+                "within {timeout:?} the seers did not count every node healthy ({}), and {listening} \
+                 of {} gateways answered on their HTTP port",
+                seen.join("; "),
                 substrate.len()
             );
         }

@@ -36,6 +36,10 @@ pub struct BeatParts {
     /// Turns true when the node is leaving: from then on its beats list no service, so that
     /// seer sends no more clients here while the node finishes what it serves.
     pub leaving: watch::Receiver<bool>,
+    /// Whether the node's own registry has caught up with the cloud's, if it runs tns: until it
+    /// has, its beats do not list substrate, so that seer sends no client to a gateway that
+    /// does not know the cloud's functions yet.
+    pub caught_up: Option<watch::Receiver<bool>>,
     /// How beats go to seer nodes.
     pub udp: Udp,
 }
@@ -84,26 +88,17 @@ pub fn spawn(
                 _ = tick.tick() => {}
                 // Said at once, not at the next tick.
                 Ok(()) = parts.leaving.changed() => {}
+                Some(Ok(())) = changed(parts.caught_up.as_mut()) => {}
             }
             let leaving = *parts.leaving.borrow_and_update();
+            let caught_up = parts.caught_up.as_mut().is_none_or(|c| *c.borrow_and_update());
             seq += 1;
             let beat = Heartbeat {
                 peer: handle.peer_id(),
                 seq,
                 started_ms,
                 version: tau_proto::VERSION.into(),
-                // A leaving node serves no client; its hoarder stays, as a full one (its copies
-                // count, it takes no new ones), until others hold what it holds.
-                services: match leaving {
-                    false => parts.config.services.clone(),
-                    true => parts
-                        .config
-                        .services
-                        .iter()
-                        .filter(|s| s.as_str() == "hoarder")
-                        .cloned()
-                        .collect(),
-                },
+                services: offered(&parts.config.services, leaving, caught_up),
                 addrs: addrs.clone(),
                 http_port: parts.http_port,
                 location: parts.config.location.clone(),
@@ -129,6 +124,32 @@ pub fn spawn(
             send(&handle, &signed, &sending, &parts.udp).await;
         }
     })
+}
+
+/// The services a beat lists. A leaving node serves no client; its hoarder stays, as a full
+/// one (its copies count, it takes no new ones), until others hold what it holds. A node whose
+/// registry is still catching up offers no gateway yet.
+fn offered(services: &[String], leaving: bool, caught_up: bool) -> Vec<String> {
+    services
+        .iter()
+        .filter(|s| match s.as_str() {
+            "hoarder" => true,
+            "substrate" => !leaving && caught_up,
+            _ => !leaving,
+        })
+        .cloned()
+        .collect()
+}
+
+/// Waits for `watch` to change; `None` at once when there is none (a `select!` branch then
+/// never matches).
+async fn changed(
+    watch: Option<&mut watch::Receiver<bool>>,
+) -> Option<Result<(), watch::error::RecvError>> {
+    match watch {
+        Some(watch) => Some(watch.changed().await),
+        None => None,
+    }
 }
 
 /// The most seer nodes a node beats to (the nearest first).
@@ -210,4 +231,19 @@ type Sending = Arc<std::sync::Mutex<std::collections::HashSet<libp2p::PeerId>>>;
 
 fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::offered;
+
+    #[test]
+    fn a_node_offers_its_gateway_only_once_caught_up_and_only_hoarder_while_leaving() {
+        let all: Vec<String> =
+            ["tns", "hoarder", "seer", "substrate"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(offered(&all, false, true), all);
+        assert_eq!(offered(&all, false, false), ["tns", "hoarder", "seer"]);
+        assert_eq!(offered(&all, true, true), ["hoarder"]);
+        assert_eq!(offered(&all, true, false), ["hoarder"]);
+    }
 }

@@ -42,6 +42,8 @@ pub enum Answer {
     Addrs(Vec<IpAddr>),
     /// The name does not exist.
     NxDomain,
+    /// This server cannot say now (its registry is catching up): resolvers ask another.
+    ServFail,
 }
 
 /// A parsed query: the whole message and its one question's name and type.
@@ -88,6 +90,10 @@ impl Query {
         response.queries = self.message.queries.clone();
         match answer {
             Answer::NxDomain => response.metadata.response_code = ResponseCode::NXDomain,
+            Answer::ServFail => {
+                response.metadata.authoritative = false;
+                response.metadata.response_code = ResponseCode::ServFail;
+            }
             Answer::Addrs(addrs) => {
                 for addr in addrs.iter().take(MAX_RECORDS) {
                     let data = match (addr, self.kind) {
@@ -128,11 +134,13 @@ pub async fn answer(shared: &Shared, query: &Query) -> Answer {
     if let Some(answer) = answer_now(shared, query, Instant::now()) {
         return answer;
     }
-    if shared.domains.servable(&query.fqdn).await {
-        let v6 = query.kind == RecordType::AAAA;
-        Answer::Addrs(shared.table().addresses("substrate", Instant::now(), v6))
-    } else {
-        Answer::NxDomain
+    match shared.domains.servable(&query.fqdn).await {
+        Some(true) => {
+            let v6 = query.kind == RecordType::AAAA;
+            Answer::Addrs(shared.table().addresses("substrate", Instant::now(), v6))
+        }
+        Some(false) => Answer::NxDomain,
+        None => Answer::ServFail,
     }
 }
 
@@ -277,6 +285,9 @@ mod tests {
         let nx = Message::from_vec(&query.respond(&Answer::NxDomain, 5).unwrap()).unwrap();
         assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
         assert!(nx.answers.is_empty());
+        let fail = Message::from_vec(&query.respond(&Answer::ServFail, 5).unwrap()).unwrap();
+        assert_eq!(fail.metadata.response_code, ResponseCode::ServFail);
+        assert!(!fail.metadata.authoritative && fail.answers.is_empty());
         // Many nodes still fit a plain UDP answer.
         let many = (1..=40).map(|i| IpAddr::from([10, 0, 0, i])).collect();
         assert!(query.respond(&Answer::Addrs(many), 5).unwrap().len() <= 512);

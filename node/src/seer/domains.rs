@@ -126,8 +126,11 @@ impl Domains {
     }
 
     /// Whether `fqdn` is registered and may be served: looks it up and remembers the answer.
-    pub async fn servable(&self, fqdn: &str) -> bool {
+    /// `None` while the node's own registry is catching up and does not have it: it may be new
+    /// (nothing is remembered).
+    pub async fn servable(&self, fqdn: &str) -> Option<bool> {
         let servable = match self.decide(fqdn).await {
+            Ok(false) if !self.registry.caught_up() => return None,
             Ok(servable) => servable,
             Err(e) => {
                 tracing::debug!(domain = fqdn, error = %e, "cannot decide on a domain");
@@ -139,7 +142,7 @@ impl Domains {
             cache.clear();
         }
         cache.insert(fqdn.to_string(), (servable, Instant::now()));
-        servable
+        Some(servable)
     }
 
     /// Whether `fqdn` is a generated domain of `project`: `<project>.<suffix>` or below it.

@@ -29,6 +29,7 @@ use super::counters::FunctionStats;
 use super::engine::{Engine, Failure, Limits};
 use super::functions::Functions;
 use super::routes::Routes;
+use crate::tns::RegistryError;
 
 /// What the gateway's connections share.
 pub struct Gateway {
@@ -212,7 +213,10 @@ impl Gateway {
                 );
             }
             Err(e) => {
-                tracing::warn!(%host, error = %e, "registry lookup failed");
+                match e {
+                    RegistryError::CatchingUp => tracing::debug!(%host, "{e}"),
+                    _ => tracing::warn!(%host, error = %e, "registry lookup failed"),
+                }
                 return plain(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!("the registry cannot be read now: {e}"),

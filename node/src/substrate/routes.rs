@@ -18,6 +18,9 @@
 //! from. So the versions gossip announced are remembered for [`AWAIT_FOR`], and a host loaded
 //! from a registry that does not have them yet is kept only for [`RETRY_AGE`]: the new route
 //! is served as soon as the registry has it, not a negative-cache period later.
+//!
+//! While the node's own registry is still catching up with the cloud's (a node that just joined),
+//! a host without routes is an error (the gateway's 503), not a 404, and is not remembered.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -228,6 +231,11 @@ impl Routes {
             if let Some(Some(target)) = functions.get(&id) {
                 routes.insert(record.key[prefix.len()..].to_string(), target.clone());
             }
+        }
+        // A host this node does not know yet may be one its registry has not caught up with:
+        // not a 404 (and not remembered) until the registry has.
+        if routes.is_empty() && !self.registry.caught_up() {
+            return Err(RegistryError::CatchingUp);
         }
         let max_age = if !self.has_awaited(&domain_key, &prefix, &read) {
             tracing::debug!(%host, "the registry lacks a version gossip announced: read again soon");

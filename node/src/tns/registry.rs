@@ -32,6 +32,9 @@ pub enum RegistryError {
     /// No registry node is connected.
     #[error("no registry node is connected")]
     NoNode,
+    /// The node's own registry has not yet synced with the cloud's: what it lacks may be new.
+    #[error("this node's registry is still catching up with the cloud's")]
+    CatchingUp,
     /// The p2p task has stopped.
     #[error(transparent)]
     Stopped(#[from] p2p::Stopped),
@@ -47,6 +50,16 @@ pub enum Registry {
 }
 
 impl Registry {
+    /// Whether what the registry lacks is really not there: the node's own registry once it
+    /// has caught up with the cloud's (see [`super::Local::caught_up`]); always for another
+    /// node's.
+    pub fn caught_up(&self) -> bool {
+        match self {
+            Self::Local(local) => local.caught_up(),
+            Self::Remote(_) => true,
+        }
+    }
+
     /// Stores signed records: in the node's own registry (and gossips them), or at the first
     /// tns node that answers (which gossips them).
     pub async fn put(&self, records: Vec<Record>) -> Result<PutOutcome, RegistryError> {

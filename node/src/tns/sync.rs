@@ -12,12 +12,16 @@ use tau_proto::tns::{MAX_PAGE, MAX_PAGE_BYTES, Record, TnsRequest, TnsResponse};
 use tokio_util::sync::CancellationToken;
 
 use super::store::{apply_order, precedence};
-use super::{SYNC_INTERVAL, Shared};
+use super::{CATCH_UP_LIMIT, SYNC_INTERVAL, Shared};
 use crate::db::DbError;
 use crate::p2p;
 
 /// How often the loop looks for new tns peers (it syncs with a new one at once).
 const PEER_CHECK: Duration = Duration::from_millis(100);
+
+/// How many tns nodes a starting node syncs with (fewer if fewer are connected) before its
+/// registry counts as caught up.
+const CATCH_UP_PEERS: usize = 3;
 
 /// How soon a new peer is tried again after a round with it failed (it may not yet know this
 /// node is admitted, and refuse it until it does).
@@ -31,10 +35,19 @@ pub(super) async fn run(shared: Arc<Shared>, handle: p2p::Handle, shutdown: Canc
     let mut tried: HashMap<PeerId, Instant> = HashMap::new();
     let mut turn = 0usize;
     let mut last_round = Instant::now();
+    let since_start = Instant::now();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
+        }
+        if !*shared.caught_up.borrow() && since_start.elapsed() >= CATCH_UP_LIMIT {
+            tracing::warn!(
+                "no anti-entropy round with another tns node finished within {}s: serving the \
+                 registry as it is",
+                CATCH_UP_LIMIT.as_secs()
+            );
+            shared.caught_up.send_replace(true);
         }
         let Ok(nodes) = handle.nodes("tns").await else { break };
         let mut tns_peers: Vec<PeerId> = nodes.iter().map(|n| n.peer).collect();
@@ -69,6 +82,12 @@ pub(super) async fn run(shared: Arc<Shared>, handle: p2p::Handle, shutdown: Canc
             result = sync_with(&shared, &handle, peer) => match result {
                 Ok((pulled, pushed)) => {
                     seen.insert(peer);
+                    // Caught up once synced with every tns node connected, or with a few: a
+                    // joining node connects to its seeds first, which hold the registry.
+                    if !*shared.caught_up.borrow() && caught_up(&seen, &connected) {
+                        shared.caught_up.send_replace(true);
+                        tracing::info!(peers = seen.len(), after = ?since_start.elapsed(), "tns caught up");
+                    }
                     if let Ok(mut last) = shared.last_sync.lock() {
                         last.insert(peer, Instant::now());
                     }
@@ -80,6 +99,12 @@ pub(super) async fn run(shared: Arc<Shared>, handle: p2p::Handle, shutdown: Canc
             }
         }
     }
+}
+
+/// Whether a starting node that has synced with `seen` has caught up: with every tns node it is
+/// connected to, or with [`CATCH_UP_PEERS`] of them.
+fn caught_up(seen: &HashSet<PeerId>, connected: &[PeerId]) -> bool {
+    !seen.is_empty() && seen.len() >= connected.len().min(CATCH_UP_PEERS)
 }
 
 /// Why an anti-entropy round stopped.
@@ -177,4 +202,21 @@ pub(super) async fn sync_with(
         }
     }
     Ok((pulled, pushed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_starting_node_is_caught_up_after_every_connected_tns_node_or_three() {
+        let peers: Vec<PeerId> = (0..5).map(|_| PeerId::random()).collect();
+        let seen = |n: usize| peers[..n].iter().copied().collect::<HashSet<_>>();
+        assert!(!caught_up(&seen(0), &peers[..2]), "no round yet");
+        assert!(!caught_up(&seen(1), &peers[..2]), "one of two connected");
+        assert!(caught_up(&seen(2), &peers[..2]));
+        assert!(!caught_up(&seen(2), &peers));
+        assert!(caught_up(&seen(3), &peers), "three of five");
+        assert!(caught_up(&seen(1), &[]), "a round with a node dialed on demand");
+    }
 }
