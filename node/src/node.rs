@@ -161,6 +161,13 @@ impl Node {
         )
         .await?;
         services.extend(membership_task);
+        if let Some(local) = &local_tns {
+            services.push(tns::watch_admission(
+                local.clone(),
+                admitted.clone(),
+                shutdown.child_token(),
+            ));
+        }
         let mut local_hoarder = None;
         let mut hoarder_full = None;
         // Who is healthy, from seer's change feed: followed (below, once the node's own seer

@@ -34,6 +34,8 @@ use libp2p::PeerId;
 pub use registry::{Registry, RegistryError};
 pub use store::{Quota, Store};
 use tau_proto::identity::WriterKey;
+use tau_proto::membership::Admitted;
+use tau_proto::protocol::Access;
 use tau_proto::tns::{MAX_PAGE, PutOutcome, Record, TnsRequest, TnsResponse};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
@@ -197,6 +199,41 @@ impl Local {
             }
         }
     }
+}
+
+/// Marks the registry caught up as soon as the node is admitted without tns: no tns node syncs
+/// with it then, so what it has is all it will have. Stops once the registry is caught up.
+pub fn watch_admission(
+    local: Local,
+    mut admitted: watch::Receiver<Admitted>,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    let me = local.handle.peer_id();
+    tokio::spawn(async move {
+        loop {
+            let without_tns = {
+                let admitted = admitted.borrow_and_update();
+                matches!(&*admitted, Admitted::Listed(_))
+                    && admitted.allows(Access::Nodes, &me)
+                    && admitted.believed(&me, &["tns".to_string()]).is_empty()
+            };
+            if without_tns {
+                if !local.shared.caught_up.send_replace(true) {
+                    tracing::info!(
+                        "this node is admitted without tns: its own registry is used as it is"
+                    );
+                }
+                break;
+            }
+            if local.caught_up() {
+                break;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                changed = admitted.changed() => if changed.is_err() { break },
+            }
+        }
+    })
 }
 
 /// How long the operator's anti-entropy waits for one tns node.

@@ -10,6 +10,7 @@ pub mod registry;
 pub mod secrets;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -94,8 +95,15 @@ enum Command {
 #[derive(Clone)]
 pub struct Client {
     commands: mpsc::Sender<Command>,
-    entry: PeerId,
+    /// The node asked first; another bootstrap node takes its place when it goes away.
+    entry: Arc<std::sync::Mutex<PeerId>>,
+    /// The nodes that may take the entry node's place: the profile's bootstrap nodes, then
+    /// those the entry node listed (at most [`MAX_KNOWN`]).
+    known: Arc<std::sync::Mutex<Vec<PeerId>>>,
 }
+
+/// The most nodes a client remembers as places to enter the cloud by.
+const MAX_KNOWN: usize = 64;
 
 impl Client {
     /// Connects to the cloud a profile describes, with default options.
@@ -122,7 +130,12 @@ impl Client {
         let entry = dial_bootstrap(&mut swarm, &profile.bootstrap, options.timeout).await?;
         let (commands, receiver) = mpsc::channel(64);
         tokio::spawn(run(swarm, receiver));
-        let client = Self { commands, entry };
+        let known = profile.bootstrap.iter().filter_map(peer_id_of).take(MAX_KNOWN).collect();
+        let client = Self {
+            commands,
+            entry: Arc::new(std::sync::Mutex::new(entry)),
+            known: Arc::new(std::sync::Mutex::new(known)),
+        };
         for addr in &profile.bootstrap {
             if let Some(peer) = peer_id_of(addr) {
                 client.add_address(peer, addr.clone()).await?;
@@ -131,9 +144,32 @@ impl Client {
         Ok(client)
     }
 
-    /// The node the client reached first: the default node to ask.
+    /// The node the client reached first (or the one that took its place when it went away):
+    /// the default node to ask.
     pub fn entry(&self) -> PeerId {
-        self.entry
+        *self.entry.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// After `gone` (the entry node) failed to answer: the first other known node (a bootstrap
+    /// node, or one the entry node listed) that answers `Info` becomes the entry node. Whether
+    /// one did.
+    async fn reenter(&self, gone: PeerId) -> bool {
+        if self.entry() != gone {
+            return true;
+        }
+        let known: Vec<PeerId> =
+            self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        for peer in known.iter().filter(|p| **p != gone) {
+            if let Ok(Ok(_)) = tokio::time::timeout(PROBE_TIMEOUT, self.info(*peer)).await {
+                let mut entry =
+                    self.entry.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if *entry == gone {
+                    *entry = *peer;
+                }
+                return true;
+            }
+        }
+        false
     }
 
     /// Tells the client where `peer` can be reached.
@@ -193,27 +229,45 @@ impl Client {
     }
 
     /// [`Client::nodes_running`] without asking which answer.
+    /// An entry node that does not answer (it left the cloud while asked) is replaced by another
+    /// bootstrap node, and the question asked again.
     pub(crate) async fn nodes_running_unprobed(
         &self,
         service: &str,
     ) -> Result<Vec<PeerId>, ClientError> {
+        let entry = self.entry();
+        match self.nodes_running_at(entry, service).await {
+            Err(e @ ClientError::Request { .. }) => match self.reenter(entry).await {
+                true => self.nodes_running_at(self.entry(), service).await,
+                false => Err(e),
+            },
+            found => found,
+        }
+    }
+
+    /// [`Client::nodes_running_unprobed`] as `entry` knows them.
+    async fn nodes_running_at(
+        &self,
+        entry: PeerId,
+        service: &str,
+    ) -> Result<Vec<PeerId>, ClientError> {
         let mut found = Vec::new();
-        if self.info(self.entry).await?.services.iter().any(|s| s == service) {
-            found.push(self.entry);
+        if self.info(entry).await?.services.iter().any(|s| s == service) {
+            found.push(entry);
         }
         let request = AdminRequest::Directory { service: service.to_string() };
-        match self.call::<AdminProtocol>(self.entry, request).await {
+        match self.call::<AdminProtocol>(entry, request).await {
             Ok(AdminResponse::Directory(entries)) => {
-                for entry in entries.into_iter().filter(|e| e.peer_id != self.entry) {
-                    for addr in entry.addrs {
-                        self.add_address(entry.peer_id, addr).await?;
+                for listed in entries.into_iter().filter(|e| e.peer_id != entry) {
+                    for addr in listed.addrs {
+                        self.add_address(listed.peer_id, addr).await?;
                     }
-                    found.push(entry.peer_id);
+                    found.push(listed.peer_id);
                 }
             }
             // A node from before directories.
             Ok(_) | Err(ClientError::Remote { .. }) => {
-                for peer in self.peers(self.entry).await? {
+                for peer in self.peers(entry).await? {
                     for addr in &peer.addrs {
                         self.add_address(peer.peer_id, addr.clone()).await?;
                     }
@@ -224,15 +278,22 @@ impl Client {
             }
             Err(e) => return Err(e),
         }
+        let mut known = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for peer in &found {
+            if known.len() < MAX_KNOWN && !known.contains(peer) {
+                known.push(*peer);
+            }
+        }
         Ok(found)
     }
 
     /// Which of the first [`MAX_PROBED`] of `peers` answer an `Info` within [`PROBE_TIMEOUT`]
     /// (all asked at once; the entry node is known to).
     pub(crate) async fn answering(&self, peers: &[PeerId]) -> std::collections::HashSet<PeerId> {
+        let entry = self.entry();
         let answers =
             futures::future::join_all(peers.iter().take(MAX_PROBED).map(|peer| async move {
-                let answered = *peer == self.entry
+                let answered = *peer == entry
                     || matches!(
                         tokio::time::timeout(PROBE_TIMEOUT, self.info(*peer)).await,
                         Ok(Ok(_))
@@ -320,8 +381,9 @@ impl Client {
     /// Every node the entry node knows, itself first, with the addresses it gave for each; the
     /// client learns those addresses, so that it can then ask any of them directly.
     pub async fn nodes(&self) -> Result<Vec<PeerId>, ClientError> {
-        let peers = self.peers(self.entry).await?;
-        let mut nodes = vec![self.entry];
+        let entry = self.entry();
+        let peers = self.peers(entry).await?;
+        let mut nodes = vec![entry];
         for peer in peers {
             for addr in peer.addrs {
                 self.add_address(peer.peer_id, addr).await?;

@@ -10,10 +10,12 @@ use tau_proto::tns::TnsProtocol;
 use anyhow::{Context, bail};
 use clap::Args;
 use futures::future::join_all;
+use libp2p::PeerId;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tau_node::config::{DatabaseConfig, SubstrateConfig, TnsConfig};
-use tau_node::dev::{self, DevCloud, DevOptions};
+use tau_node::dev::{self, DevCloud, DevNode, DevOptions};
+use tau_proto::admin::{AdminProtocol, AdminRequest, AdminResponse};
 use tau_proto::client::{ClientError, ConnectOptions};
 use tau_proto::membership::Admission;
 use tau_proto::tns::values::CloudNames;
@@ -394,6 +396,29 @@ async fn admit(cloud: &DevCloud, dir: &std::path::Path, timeout: Duration) -> an
     }
 }
 
+/// What a node says of its place in the cloud: how many nodes it is connected to, and the
+/// seer nodes it knows with the first address it has for each (where its heartbeats go).
+async fn own_view(client: &Client, peer: PeerId) -> String {
+    let peers = match client.peers(peer).await {
+        Ok(peers) => format!("{} peers connected", peers.len()),
+        Err(e) => return format!("no answer ({e})"),
+    };
+    let request = AdminRequest::Directory { service: "seer".into() };
+    let seers = match client.call::<AdminProtocol>(peer, request).await {
+        Ok(AdminResponse::Directory(seers)) => seers
+            .iter()
+            .map(|s| match s.addrs.first() {
+                Some(addr) => format!("{addr}{}", if s.connected { " (connected)" } else { "" }),
+                None => format!("{} (no address)", s.peer_id),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        Ok(other) => format!("{other:?}"),
+        Err(e) => e.to_string(),
+    };
+    format!("{peers}, seers known: [{seers}]")
+}
+
 /// Waits until every seer node counts every node healthy (each node beats to every seer,
 /// whether connected to it or not) and every gateway accepts connections.
 async fn wait_ready(cloud: &DevCloud, timeout: Duration) -> anyhow::Result<()> {
@@ -450,11 +475,32 @@ async fn wait_ready(cloud: &DevCloud, timeout: Duration) -> anyhow::Result<()> {
                     Err(e) => format!("{seer}: no answer ({e})"),
                 })
                 .collect();
+            // What the nodes some seer lacks say of themselves (a few of them).
+            let mut unheard: Vec<&DevNode> = cloud
+                .nodes
+                .iter()
+                .filter(|n| {
+                    lacking.iter().any(|(_, lacks)| {
+                        lacks
+                            .as_ref()
+                            .is_ok_and(|l| l.iter().any(|l| l.starts_with(&format!("{} ", n.name))))
+                    })
+                })
+                .collect();
+            unheard.truncate(3);
+            let mut own = Vec::new();
+            for node in unheard {
+                own.push(format!("{}: {}", node.name, own_view(&client, node.peer_id).await));
+            }
             bail!(
                 "within {timeout:?} the seers did not count every node healthy ({}), and {listening} \
-                 of {} gateways answered on their HTTP port",
+                 of {} gateways answered on their HTTP port{}",
                 seen.join("; "),
-                substrate.len()
+                substrate.len(),
+                match own.is_empty() {
+                    true => String::new(),
+                    false => format!("; the nodes missed say: {}", own.join("; ")),
+                }
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

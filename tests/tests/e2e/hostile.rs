@@ -148,10 +148,21 @@ fn a_peer_the_operator_did_not_admit_is_no_node() -> Result {
     let cloud = DevCloud::start(2, &dir.path().join("cloud"))?;
     let profile = profile_arg(&cloud);
     let steered: std::net::IpAddr = "10.66.66.66".parse()?;
+    // It knows the operator's public key, as every node does: once admitted without tns, it
+    // knows that no tns node will sync with its own registry, and offers its gateway at once.
+    let operator = tau_proto::keyfile::read(&cloud.dir.join("operator.key"))?;
+    let operator = tau_proto::identity::WriterKey::of(&operator).ok_or("no operator key")?;
     let (_rogue, rogue) = rogue_node(
         &cloud,
         dir.path(),
-        &["--services", "substrate,tns,hoarder", "--announce", "/ip4/10.66.66.66/tcp/4001"],
+        &[
+            "--services",
+            "substrate,tns,hoarder",
+            "--announce",
+            "/ip4/10.66.66.66/tcp/4001",
+            "--operator-key",
+            &operator.to_string(),
+        ],
     )?;
     let dns = &cloud.dns[0];
     let listed = |command: &str| -> Result<bool> {

@@ -1,9 +1,11 @@
 //! A 5-node cloud from `tau-node dev`: the mesh forms, an intruder with another swarm key is
-//! refused, a killed node drops out, and the cloud stops cleanly.
+//! refused, a killed node drops out (a client that entered by it goes on through another), and
+//! the cloud stops cleanly.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use tau_proto::{Client, CloudProfile};
 use tau_tests::harness::{
     DevCloud, Result, Signal, alive, signal, tau_node, tau_node_ok, wait_for,
 };
@@ -92,9 +94,22 @@ fn five_nodes_mesh_refuse_an_intruder_and_drop_a_dead_node() -> Result {
     intruder_process.kill()?;
     intruder_process.wait()?;
 
+    // A client that entered by node 4 alone, and has asked it once who runs tns.
+    let runtime = tokio::runtime::Runtime::new()?;
+    let mut by_node_4 = CloudProfile::load(&cloud.profile)?;
+    by_node_4.bootstrap.retain(|addr| addr.to_string().ends_with(&ids[4]));
+    let client = runtime.block_on(Client::connect(&by_node_4))?;
+    assert_eq!(client.entry().to_string(), ids[4]);
+    assert_eq!(runtime.block_on(client.nodes_running("tns"))?.len(), 5);
+
     // Kill node 4 outright: it drops out of node 0's peers within 10 s.
     let pid = cloud.node_pid(4)?;
     signal(pid, Signal::SIGKILL);
+    wait_for(Duration::from_secs(5), "node 4 is gone", || Ok((!alive(pid)).then_some(())))?;
+    // The client enters by another node it learned of, and asks again there.
+    let tns = runtime.block_on(client.nodes_running("tns"))?;
+    assert_ne!(client.entry().to_string(), ids[4], "the client still enters by node 4");
+    assert!(tns.contains(&client.entry()), "{tns:?}");
     let (_, took) =
         wait_for(Duration::from_secs(10), "node 4 drops out of node 0's peers", || {
             Ok((!peers_of(&cloud, &ids[0])?.contains(&ids[4])).then_some(()))
