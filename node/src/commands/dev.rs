@@ -396,6 +396,9 @@ async fn admit(cloud: &DevCloud, dir: &std::path::Path, timeout: Duration) -> an
     }
 }
 
+/// What one seer lacks: each node it does not count healthy and why, or why it did not answer.
+type Lacks<'a> = Result<Vec<(&'a DevNode, String)>, String>;
+
 /// What a node says of its place in the cloud: how many nodes it is connected to, and the
 /// seer nodes it knows with the first address it has for each (where its heartbeats go).
 async fn own_view(client: &Client, peer: PeerId) -> String {
@@ -436,7 +439,7 @@ async fn wait_ready(cloud: &DevCloud, timeout: Duration) -> anyhow::Result<()> {
         )
         .await;
         // What each seer lacks: the nodes it does not count healthy, or why it did not answer.
-        let lacking: Vec<(&str, Result<Vec<String>, String>)> = seers
+        let lacking: Vec<(&str, Lacks)> = seers
             .iter()
             .zip(&tables)
             .map(|(seer, answer)| {
@@ -447,8 +450,8 @@ async fn wait_ready(cloud: &DevCloud, timeout: Duration) -> anyhow::Result<()> {
                         .filter_map(|n| {
                             match nodes.iter().find(|s| s.heartbeat.peer == n.peer_id) {
                                 Some(s) if s.healthy => None,
-                                Some(s) => Some(format!("{} (silent {} ms)", n.name, s.age_ms)),
-                                None => Some(format!("{} (never heard)", n.name)),
+                                Some(s) => Some((n, format!("silent {} ms", s.age_ms))),
+                                None => Some((n, "never heard".to_string())),
                             }
                         })
                         .collect()),
@@ -471,22 +474,21 @@ async fn wait_ready(cloud: &DevCloud, timeout: Duration) -> anyhow::Result<()> {
                 .iter()
                 .map(|(seer, lacks)| match lacks {
                     Ok(lacks) if lacks.is_empty() => format!("{seer}: all {all} healthy"),
-                    Ok(lacks) => format!("{seer}: not {}", lacks.join(", ")),
+                    Ok(lacks) => {
+                        let lacks: Vec<String> =
+                            lacks.iter().map(|(n, why)| format!("{} ({why})", n.name)).collect();
+                        format!("{seer}: not {}", lacks.join(", "))
+                    }
                     Err(e) => format!("{seer}: no answer ({e})"),
                 })
                 .collect();
             // What the nodes some seer lacks say of themselves (a few of them).
-            let mut unheard: Vec<&DevNode> = cloud
-                .nodes
-                .iter()
-                .filter(|n| {
-                    lacking.iter().any(|(_, lacks)| {
-                        lacks
-                            .as_ref()
-                            .is_ok_and(|l| l.iter().any(|l| l.starts_with(&format!("{} ", n.name))))
-                    })
-                })
-                .collect();
+            let mut unheard: Vec<&DevNode> = Vec::new();
+            for (node, _) in lacking.iter().filter_map(|(_, l)| l.as_ref().ok()).flatten() {
+                if !unheard.iter().any(|u| u.peer_id == node.peer_id) {
+                    unheard.push(node);
+                }
+            }
             unheard.truncate(3);
             let mut own = Vec::new();
             for node in unheard {
